@@ -1,0 +1,87 @@
+"""FlashInfer's SM90 mixed-input (W4A16 MXFP4) fused MoE: ``flashinfer.fused_moe.cutlass_fused_moe``
+with ``use_w4_group_scaling=True`` (FlashInfer >= 0.6.11, PR #3084), on H100/H200.
+
+The input is zero-padded from H to H_pad (the prepared weights' K) and the ``[M, H_pad]`` output is
+trimmed back to H. SwiGLU alpha/beta/limit go in as fp32 ``[E_local]`` tensors; TP/EP ranks as given
+by the prepared shard. Before the first call, :func:`mxfp4lab.build.install` makes FlashInfer load the
+W4A16-only module (minutes to build once, then cached) instead of the hour-long stock ``fused_moe_90``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .base import BackendUnavailable, MoEBackend, register
+
+
+def sm90_available() -> Tuple[bool, str]:
+    if not torch.cuda.is_available():
+        return False, "needs a CUDA GPU with compute capability 9.0 (H100/H200); none is visible"
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) != (9, 0):
+        return False, f"needs compute capability 9.0 (SM90: H100/H200), this GPU is {major}.{minor}"
+    try:
+        from flashinfer.fused_moe import cutlass_fused_moe  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        return False, f"flashinfer-python with cutlass_fused_moe is not importable ({exc})"
+    return True, ""
+
+
+@register
+class FlashInferSM90(MoEBackend):
+    name = "flashinfer_sm90"
+
+    def __init__(self, prepared, config=None, *, use_fused_finalize: Optional[bool] = None,
+                 install_build: bool = True, tune_max_num_tokens: int = 8192):
+        super().__init__(prepared, config)
+        if install_build:
+            try:
+                from .. import build
+            except ImportError as exc:  # pragma: no cover - build module missing
+                raise BackendUnavailable(f"mxfp4lab.build is not importable: {exc}") from exc
+            build.install()
+        from flashinfer.fused_moe import cutlass_fused_moe
+
+        self._fn = cutlass_fused_moe
+        self.p = prepared.to("cuda")
+        self.quant_scales = self.p.quant_scales()
+        self.kw = {}
+        if use_fused_finalize is not None:
+            self.kw["use_fused_finalize"] = use_fused_finalize
+        self.tune_max_num_tokens = tune_max_num_tokens
+
+    @classmethod
+    def available(cls):
+        return sm90_available()
+
+    def forward(self, x, topk_ids, topk_weights):
+        p = self.p
+        h, h_pad = p.hidden_size, p.padded_hidden
+        xin = x if h == h_pad else F.pad(x, (0, h_pad - h))
+        out = self._fn(
+            input=xin.contiguous(),
+            token_selected_experts=topk_ids.to(torch.int32).contiguous(),
+            token_final_scales=topk_weights.to(torch.float32).contiguous(),
+            fc1_expert_weights=p.w13,
+            fc2_expert_weights=p.w2,
+            output_dtype=torch.bfloat16,
+            quant_scales=self.quant_scales,
+            fc1_expert_biases=p.w13_bias,
+            fc2_expert_biases=p.w2_bias,
+            swiglu_alpha=p.swiglu_alpha,
+            swiglu_beta=p.swiglu_beta,
+            swiglu_limit=p.swiglu_limit,
+            tp_size=p.shard.tp_size,
+            tp_rank=p.shard.tp_rank,
+            ep_size=p.shard.ep_size,
+            ep_rank=p.shard.ep_rank,
+            use_w4_group_scaling=True,
+            tune_max_num_tokens=self.tune_max_num_tokens,
+            **self.kw,
+        )
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        return out[:, :h]

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from mxfp4lab import checkpoints as ck
+from mxfp4lab import models
+
+# Scaled-down layers: H not a multiple of 128 (exercises padding), I/tp a multiple of 32 for tp in {2, 3}.
+GPT_OSS_SMALL = models.GPT_OSS_20B.scaled(hidden=224, intermediate=192, experts=6, top_k=2)
+DSV4_SMALL = models.DSV4_FLASH.scaled(hidden=160, intermediate=192, experts=6, top_k=3)
+
+
+@pytest.fixture(scope="session", params=["gpt_oss", "dsv4"])
+def small_layer(request, tmp_path_factory):
+    """(config, experts read back from a synthetic checkpoint in the real layout)."""
+    cfg = GPT_OSS_SMALL if request.param == "gpt_oss" else DSV4_SMALL
+    d = tmp_path_factory.mktemp(request.param)
+    writer = ck.write_synthetic_gpt_oss if request.param == "gpt_oss" else ck.write_synthetic_dsv4
+    writer(d, cfg, scale_rule="ocp", layers=(4,), seed=7)
+    c = ck.open_checkpoint(d)
+    reader = ck.read_gpt_oss_layer if request.param == "gpt_oss" else ck.read_dsv4_layer
+    return cfg, reader(c, 4, cfg)
+
+
+def tokens(cfg, m=24, seed=0):
+    from mxfp4lab.reference import route
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, cfg.hidden_size, generator=g).to(torch.bfloat16)
+    logits = torch.randn(m, cfg.num_experts, generator=g)
+    ids, w = route(logits, cfg)
+    return x, ids, w
