@@ -240,7 +240,7 @@ def _stock_candidates() -> Tuple[MixedConfig, ...]:
 
 #: Named config sets.  "minimal" uses FlashInfer's own FAST_BUILD; the others a patched heuristic.
 #: "compact": K-tile 128 only (valid for every H, I that is a multiple of 128, e.g. GPT-OSS 2944),
-#: small token tiles for decode and 128/256 for prefill; all are stock candidates.
+#: small token tiles for decode and 128/256 for prefill; stock candidates plus FAST_BUILD's default.
 CONFIG_SETS: Dict[str, Tuple[MixedConfig, ...]] = {
     "minimal": FAST_BUILD_CANDIDATES,
     "compact": tuple(
@@ -720,11 +720,13 @@ def w4a16_jit_spec(
     return spec
 
 
-def heuristic_candidates(spec, *, workdir: Optional[Path] = None) -> List[str]:
+def heuristic_candidates(spec, *, workdir: Optional[Path] = None, stock: bool = False) -> List[str]:
     """Compile (host C++ only, CPU OK, ~1 min) the spec's own ``cutlass_heuristic.cpp`` with the
     spec's exact C++ flags plus ``_csrc/heuristic_probe.cpp``, run it, and return the SM90
     W4A16 candidate labels the module will offer, in order.  R-AGREE holds iff this equals
     ``spec.info["candidates"]`` (and every label is in ``spec.info["compiled_configs"]``).
+    ``stock=True``: the unpatched site-packages heuristic without -DFAST_BUILD (what a stock
+    build offers; checks :func:`_stock_candidates`).
     """
     import shlex
 
@@ -737,7 +739,10 @@ def heuristic_candidates(spec, *, workdir: Optional[Path] = None) -> List[str]:
     argv = shlex.split(cmds["cutlass_heuristic.cpp"]["command"])
     flags = [a for i, a in enumerate(argv[1:], 1) if a not in ("-c",) and argv[i - 1] != "-o" and a != "-o"]
     flags = [f for f in flags if not f.endswith("cutlass_heuristic.cpp")]
-    work = Path(workdir) if workdir else spec.root / "heuristic_probe"
+    if stock:
+        flags = [f for f in flags if f != "-DFAST_BUILD"]
+        cmds["cutlass_heuristic.cpp"] = {"file": str(_csrc_dir() / _CUTLASS_KERNELS / "cutlass_heuristic.cpp")}
+    work = Path(workdir) if workdir else spec.root / ("heuristic_probe_stock" if stock else "heuristic_probe")
     work.mkdir(parents=True, exist_ok=True)
     exe = work / "heuristic_probe"
     srcs = [cmds[n]["file"] for n in need] + [str(Path(__file__).resolve().parent / "_csrc" / "heuristic_probe.cpp")]
