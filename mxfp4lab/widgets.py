@@ -1,0 +1,223 @@
+"""ipywidgets explorers for teaching the SM90 layouts (used by notebooks/01_layout_explorer).
+
+:class:`LayoutExplorer` -- pick expert / row / k and see that element's path highlighted through the
+stages (optional pre-stage: checkpoint row -> ``[up ; gate]`` stacking + padding; then the 16x64 tile
+interleave, the 32-bit word bit permutation, and the 64x128 scale fold), plus the reverse lookup from
+a physical (row, byte, bit). All logic is in :mod:`mxfp4lab.experiments` (``layout_trace``,
+``layout_reverse``); drawing is :func:`mxfp4lab.plots.plot_element_path`. The callbacks are plain
+Python, so tests drive them by setting widget values and reading :attr:`LayoutExplorer.highlight`.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Dict, Optional, Union
+
+import ipywidgets as W
+
+from . import experiments as ex
+
+_NO_MODEL_ROWS, _NO_MODEL_K = 128, 256  # ranges when no model is given (fc1 rows, K)
+
+
+def _resolve_model(model):
+    if model is None or not isinstance(model, str):
+        return model
+    from .models import get_model
+
+    return get_model(model)
+
+
+class LayoutExplorer:
+    """Interactive path tracer for one MXFP4 element of an fc1 (``w13``) weight.
+
+    Args:
+        model: model name or :class:`~mxfp4lab.models.MoEConfig` (sets the ranges and flat byte
+            offsets); ``None``: a small generic 128 x 256 matrix, no pre-stage.
+        expert, row, k: initial selection. ``row`` is a checkpoint row when a pre-stage is active,
+            else an fc1 row.
+        pre_stage: ``None`` (interleave + fold only), ``"auto"`` (``mxfp4lab.prepare.trace_fc1_row``
+            when available, else the FACTS-based stand-in) or a callable, see
+            :data:`mxfp4lab.experiments.PreStage`.
+        draw: render the figure on every change (turn off in tests / headless use).
+
+    Attributes (updated by every callback): ``trace`` (``layout_trace`` dict), ``highlight`` (what the
+    figure marks: ``src`` (row, k), ``src_tile`` (row % 16, k % 64), ``dst`` list of 4
+    (dst_row, dst_byte, dst_bit) for code bits m0 e0 e1 s, ``scale`` (row, group), ``scale_fold``
+    (block, k128, frow, col)), ``reverse`` (``layout_reverse`` of the physical-bit inputs), ``error``.
+    """
+
+    def __init__(self, model: Union[None, str, Any] = "gpt-oss-20b", expert: int = 0, row: int = 0, k: int = 0,
+                 pre_stage=None, draw: bool = True):
+        self.config = _resolve_model(model)
+        self.pre_stage = ex.resolve_pre_stage(pre_stage) if self.config is not None else None
+        self.draw = draw
+        self.trace: Dict[str, Any] = {}
+        self.highlight: Dict[str, Any] = {}
+        self.reverse: Dict[str, Any] = {}
+        self.error: Optional[str] = None
+        self._fig = None
+
+        if self.config is None:
+            n_exp, n_rows, n_k = 1, _NO_MODEL_ROWS, _NO_MODEL_K
+        else:
+            n_exp, n_k = self.config.num_experts, self.config.padded_hidden
+            n_rows = 2 * (self.config.intermediate_size if self.pre_stage else self.config.padded_intermediate)
+        self.n_rows, self.n_k = n_rows, n_k
+        row_desc = "ckpt row" if self.pre_stage else "fc1 row"
+        style = {"description_width": "70px"}
+        lay = W.Layout(width="520px")
+        self.expert_w = W.BoundedIntText(value=expert, min=0, max=n_exp - 1, description="expert", style=style)
+        self.row_w = W.IntSlider(value=row, min=0, max=n_rows - 1, description=row_desc, style=style, layout=lay,
+                                 continuous_update=False)
+        self.k_w = W.IntSlider(value=k, min=0, max=n_k - 1, description="k", style=style, layout=lay,
+                               continuous_update=False)
+        kb = n_k // 2
+        self.dst_row_w = W.BoundedIntText(value=0, min=0, max=(2 * (self.config.padded_intermediate)
+                                                                if self.config else n_rows) - 1,
+                                          description="dst row", style=style)
+        self.dst_byte_w = W.BoundedIntText(value=0, min=0, max=kb - 1, description="dst byte", style=style)
+        self.dst_bit_w = W.BoundedIntText(value=0, min=0, max=7, description="dst bit", style=style)
+        self.jump_w = W.Button(description="trace this element", tooltip="select the reverse lookup's element")
+        self.text = W.HTML()
+        self.reverse_text = W.HTML()
+        self.out = W.Output()
+
+        for w in (self.expert_w, self.row_w, self.k_w):
+            w.observe(self._on_forward, names="value")
+        for w in (self.dst_row_w, self.dst_byte_w, self.dst_bit_w):
+            w.observe(self._on_reverse, names="value")
+        self.jump_w.on_click(self._on_jump)
+
+        self.widget = W.VBox([
+            W.HTML("<b>Forward: pick an element</b>"),
+            W.HBox([self.expert_w]), self.row_w, self.k_w, self.text,
+            W.HTML("<b>Reverse: pick a physical bit of the SM90 weight</b>"),
+            W.HBox([self.dst_row_w, self.dst_byte_w, self.dst_bit_w]), W.HBox([self.jump_w]), self.reverse_text,
+            self.out,
+        ])
+        self.update()
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_forward(self, _change=None) -> None:
+        self.update()
+
+    def _on_reverse(self, _change=None) -> None:
+        self.update_reverse()
+        self._render()
+
+    def _on_jump(self, _button=None) -> None:
+        """Select the reverse lookup's element in the forward controls."""
+        if not self.reverse:
+            return
+        fc1_row = self.reverse["row"]
+        row = self._fc1_to_control_row(fc1_row)
+        if row is None:
+            self.error = f"fc1 row {fc1_row} is zero padding: no checkpoint row maps there"
+            self.text.value = f"<span style='color:#b00'>{html.escape(self.error)}</span>"
+            return
+        with self.row_w.hold_trait_notifications(), self.k_w.hold_trait_notifications():
+            self.k_w.value = self.reverse["k"]
+            self.row_w.value = row
+        self.update()
+
+    def _fc1_to_control_row(self, fc1_row: int) -> Optional[int]:
+        if not self.pre_stage:
+            return fc1_row
+        for cand in range(self.n_rows):  # invert the pre-stage by search (at most 2I calls, cheap)
+            try:
+                if ex._normalize_stage(self.pre_stage(cand, self.config))["fc1_row"] == fc1_row:
+                    return cand
+            except Exception:  # noqa: BLE001
+                return None
+        return None
+
+    # ------------------------------------------------------------------ state
+    def update(self) -> None:
+        """Recompute the trace for the current (expert, row, k), refresh text and figure."""
+        try:
+            self.trace = ex.layout_trace(self.row_w.value, self.k_w.value, expert=self.expert_w.value,
+                                         config=self.config, pre_stage=self.pre_stage)
+            self.error = None
+        except Exception as e:  # noqa: BLE001 -- show, don't crash the widget
+            self.error = f"{type(e).__name__}: {e}"
+            self.text.value = f"<span style='color:#b00'>{html.escape(self.error)}</span>"
+            return
+        tr = self.trace
+        self.highlight = dict(
+            src=(tr["row"], tr["k"]),
+            src_tile=(tr["row"] % 16, tr["k"] % 64),
+            dst=[(tr["dst_row"], tr["dst_byte"][b], tr["dst_bit"][b]) for b in range(4)],
+            scale=(tr["scale"]["row"], tr["scale"]["group"]),
+            scale_fold=tuple(tr["scale_fold"][key] for key in ("block", "k128", "frow", "col")),
+        )
+        self.text.value = self.describe_html()
+        self.update_reverse()
+        self._render()
+
+    def update_reverse(self) -> None:
+        """Recompute the reverse lookup from the physical-bit inputs."""
+        q = dict(dst_row=self.dst_row_w.value, dst_byte=self.dst_byte_w.value, dst_bit=self.dst_bit_w.value)
+        self.reverse = dict(ex.layout_reverse(**q), **q)
+        r = self.reverse
+        hit = ""
+        if self.highlight and any(d == (r["dst_row"], r["dst_byte"], r["dst_bit"]) for d in self.highlight["dst"]):
+            hit = " &mdash; <b>this is a bit of the selected element</b>"
+        self.reverse_text.value = (
+            f"w_sm90[e, {r['dst_row']}, {r['dst_byte']}] bit {r['dst_bit']} holds code bit "
+            f"<b>{r['code_bit_name']}</b> of logical element (fc1 row <b>{r['row']}</b>, k <b>{r['k']}</b>) = "
+            f"byte {r['src_byte']}, {'high' if r['nibble'] else 'low'} nibble{hit}"
+        )
+
+    def describe(self) -> str:
+        """Plain-text path of the current element (one line per stage)."""
+        if self.error:
+            return self.error
+        return "\n".join(f"{s:<22} {w:<44} {n}" for s, w, n in self.trace["stages"])
+
+    def describe_html(self) -> str:
+        rows = "".join(
+            f"<tr><td><b>{html.escape(s)}</b></td><td><code>{html.escape(w)}</code></td>"
+            f"<td>{html.escape(n)}</td></tr>" for s, w, n in self.trace["stages"]
+        )
+        off = self.trace.get("offsets")
+        extra = ""
+        if off:
+            extra = (f"<div>flat byte offsets: weight {sorted(set(off['weight_byte']))}, "
+                     f"folded scale {off['folded_scale_byte']}</div>")
+        return f"<table style='font-size:90%'>{rows}</table>{extra}"
+
+    # ------------------------------------------------------------------ drawing
+    def figure(self, fig=None):
+        """A static figure of the current state (what the widget shows); safe in reports."""
+        from . import plots
+
+        return plots.plot_element_path(self.trace, reverse=self.reverse, fig=fig)
+
+    def _render(self) -> None:
+        if not self.draw or self.error:
+            return
+        from IPython.display import clear_output, display
+        from matplotlib.figure import Figure
+
+        with self.out:
+            clear_output(wait=True)
+            if self._fig is None:  # not a pyplot figure: the inline backend must not show it again
+                self._fig = Figure(figsize=(14, 9))
+            self.figure(self._fig)
+            display(self._fig)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def select(self, *, expert: Optional[int] = None, row: Optional[int] = None, k: Optional[int] = None) -> Dict:
+        """Set the forward controls (as a user would) and return the new :attr:`highlight`."""
+        for w, v in ((self.expert_w, expert), (self.row_w, row), (self.k_w, k)):
+            if v is not None:
+                w.value = v
+        return self.highlight
+
+    def lookup(self, dst_row: int, dst_byte: int, dst_bit: int) -> Dict:
+        """Set the reverse controls and return :attr:`reverse`."""
+        self.dst_row_w.value, self.dst_byte_w.value, self.dst_bit_w.value = dst_row, dst_byte, dst_bit
+        return self.reverse

@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+#   mxfp4lab:
+#     min_figures: 4
+#     results:
+#     - tile_elements
+#     - tile_fraction_row_moved
+#     - bit_permutation
+#     - scale_fold_shape
+#     - trace
+#     - reverse
+#     - check
+# ---
+
+# %% [markdown]
+# # SM90 MXFP4 layout explorer
+#
+# Where does one FP4 element of an MXFP4 MoE weight end up in the tensors FlashInfer's SM90
+# W4A16 grouped GEMM (`cutlass_fused_moe(..., use_w4_group_scaling=True)`) reads?
+#
+# 1. **Checkpoint -> logical fc1** (`mxfp4lab.prepare`): GPT-OSS stores gate/up rows interleaved
+#    (row `2j` = gate_j, `2j+1` = up_j); the kernel wants `[up ; gate]` halves, each padded from
+#    `I` to `I_pad` (a multiple of 128), and K = hidden padded from `H` to `H_pad`.
+# 2. **Weight interleave** (`interleave_weights_sm90`): 16-row x 64-element tiles; each lane
+#    gathers 4 bytes (rows r, r+8 x bytes c, c+4) into a 32-bit word, permutes its bits and stores
+#    it at a new row/byte.
+# 3. **Scale fold** (`fold_scales_sm90`): each 64-row x 128-K block of E8M0 scales becomes
+#    16 rows x 16 bytes.
+#
+# Everything here is computed by `mxfp4lab.experiments.layout_*` and drawn by `mxfp4lab.plots`;
+# the notebook only wires parameters to calls. Runs in seconds on a CPU.
+
+# %% tags=["parameters"]
+model = "gpt-oss-20b"  # model config: sets I, I_pad, H_pad and the flat byte offsets
+expert = 0  # expert index
+row = 17  # checkpoint gate_up_proj row; GPT-OSS rows 2j / 2j+1 hold gate_j / up_j
+k = 45  # element index along K, the hidden dimension for fc1
+dst_row = 0  # reverse lookup: a physical bit of one expert's SM90 weight (row, byte, bit)
+dst_byte = 27
+dst_bit = 6
+tile_row0 = 0  # first row of the 16x64 tile to map
+tile_k0 = 0  # first k of that tile
+results_path = None  # set by mxfp4lab report: where save_results writes results.json
+
+# %%
+import matplotlib.pyplot as plt
+
+from mxfp4lab import experiments as ex
+from mxfp4lab import plots, report
+from mxfp4lab.models import get_model
+from mxfp4lab.widgets import LayoutExplorer
+
+config = get_model(model)
+print(f"{config.name}: H={config.hidden_size} -> H_pad={config.padded_hidden}, "
+      f"I={config.intermediate_size} -> I_pad={config.padded_intermediate}, E={config.num_experts}")
+print(f"fc1 (w13) per expert: [{2 * config.padded_intermediate}, {config.padded_hidden // 2}] bytes")
+
+# %% [markdown]
+# ## 1. Where each element of a 16x64 tile goes
+#
+# Rows `r` and `r+8` trade places in alternating groups of 8 bytes (16 elements), every 4 bytes of a
+# destination row form one lane's 32-bit word, and each word mixes 4 source bytes A-D.
+
+# %%
+tile = ex.layout_tile_map(tile_row0, tile_k0)
+report.record("tile_elements", len(tile))
+report.record("tile_fraction_row_moved", float(tile.row_moved.mean()))
+plots.plot_tile_destinations(tile)
+plt.show()
+
+# %% [markdown]
+# ## 2. The bit permutation inside one 32-bit word
+#
+# Magnitude fields of C, B, A are packed from bit 0, signs scattered to bits 9, 12, 15 (D fills the
+# gaps), separately for the low nibbles (bits 0-15) and high nibbles (16-31): the layout the kernel's
+# FP4 -> BF16 conversion wants.
+
+# %%
+perm = ex.layout_bit_permutation()
+report.record("bit_permutation", perm.dst_bit.tolist())
+plots.plot_bit_permutation(perm)
+plt.show()
+
+# %% [markdown]
+# ## 3. The 64x128 scale fold
+
+# %%
+fold = ex.layout_scale_fold()
+report.record("scale_fold_shape", [int(fold.frow.max()) + 1, int(fold.col.max()) + 1])
+plots.plot_scale_fold(fold)
+plt.show()
+
+# %% [markdown]
+# ## 4. One element's path (the parameters `expert`, `row`, `k`)
+
+# %%
+trace = ex.layout_trace(row, k, expert=expert, config=config, pre_stage="auto")
+report.record("trace", {key: trace[key] for key in ("expert", "ckpt_row", "row", "k", "dst_row", "dst_byte",
+                                                    "dst_bit", "scale_fold")})
+report.record("pre_stage", (trace["pre"] or {}).get("source"))
+ex.layout_trace_table(trace).style.hide(axis="index")
+
+# %%
+rev = ex.layout_reverse(dst_row, dst_byte, dst_bit)
+report.record("reverse", dict(rev, dst_row=dst_row, dst_byte=dst_byte, dst_bit=dst_bit))
+print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bit_name']} of "
+      f"(fc1 row {rev['row']}, k {rev['k']})")
+
+# %% [markdown]
+# Cross-check: the tracing agrees with the actual transforms on random bytes (every bit of a 32x128
+# window, every scale of a 64x256 window).
+
+# %%
+check = ex.layout_tile_check()
+report.record("check", check)
+assert check["bit_mismatches"] == 0 and check["scale_mismatches"] == 0, check
+check
+
+# %% [markdown]
+# ## 5. Interactive explorer
+#
+# In JupyterLab: move the sliders (expert / checkpoint row / k) to see the path highlighted, or type a
+# physical (row, byte, bit) to find which element's code bit lives there ("trace this element" jumps
+# to it). Below the widget: a static snapshot of its current state, for the HTML report.
+
+# %%
+explorer = LayoutExplorer(config, expert=expert, row=row, k=k, pre_stage="auto")
+explorer.lookup(dst_row, dst_byte, dst_bit)
+explorer
+
+# %%
+explorer.figure()
+plt.show()
+print(explorer.describe())
+
+# %%
+plots.close_all()
+results = report.save_results(results_path)
+print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))
