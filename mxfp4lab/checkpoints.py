@@ -306,7 +306,7 @@ def _scales_u8(t: torch.Tensor, name: str, ckpt: Checkpoint) -> torch.Tensor:
     try:
         check_scales_finite(t, name)
     except MXFormatError as exc:
-        raise CheckpointScaleError(f"{exc} (file {ckpt.weight_map.get(name.split('[')[0], '?')})") from exc
+        raise CheckpointScaleError(f"{exc} (file {ckpt.weight_map.get(name, '?')})") from exc
     return t
 
 

@@ -148,7 +148,8 @@ def decode_e8m0(scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
     check_dtype(scales, torch.uint8, "scales")
     check_scales_finite(scales)
     exp = scales.to(torch.int32) - E8M0_EXP_BIAS
-    one = torch.ones(exp.shape, dtype=torch.float64, device=scales.device)
+    wide = torch.float64 if dtype == torch.float64 else torch.float32  # 2**-127..2**127 exact in both
+    one = torch.ones(exp.shape, dtype=wide, device=scales.device)
     return torch.ldexp(one, exp).to(dtype)
 
 
@@ -254,8 +255,9 @@ def dequantize_mxfp4(
 ) -> torch.Tensor:
     """``packed`` uint8 ``[..., K/2]`` and ``scales`` uint8 ``[..., K/32]`` -> values ``[..., K]``.
 
-    The product code * 2**(byte-127) is formed in fp64 (exact) and rounded once to ``dtype``;
-    magnitudes beyond ``dtype``'s range become inf (e.g. 6 * 2**127 in fp32).
+    The product code * 2**(byte-127) is exact in fp32 (codes carry at most 2 significant bits and
+    2**-128 .. 6 * 2**126 are fp32 numbers) and in fp64, and rounds exactly to bf16 (same exponent
+    range); magnitudes beyond ``dtype``'s range become inf (e.g. 6 * 2**127 in fp32).
     """
     check_dtype(packed, torch.uint8, "packed")
     check_dtype(scales, torch.uint8, "scales")
@@ -267,11 +269,14 @@ def dequantize_mxfp4(
             f"expected {tuple(packed.shape[:-1]) + (k // MX_BLOCK_SIZE,)} (one scale per 32 elements)"
         )
     check_scales_finite(scales)
-    wide = torch.float64 if dtype in (torch.float64, torch.float32) else torch.float32
-    vals = decode_e2m1(unpack_fp4(packed), wide)
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    table = e2m1_table(wide, packed.device)
+    codes = unpack_fp4(packed)
+    vals = torch.index_select(table, 0, codes.reshape(-1).to(torch.int32)).reshape(codes.shape)
+    del codes
     scl = decode_e8m0(scales, wide)
     # axes: [..., K/32 (block), 32 (element)] * [..., K/32, 1]
-    out = vals.reshape(*vals.shape[:-1], k // MX_BLOCK_SIZE, MX_BLOCK_SIZE) * scl.unsqueeze(-1)
+    out = vals.reshape(*vals.shape[:-1], k // MX_BLOCK_SIZE, MX_BLOCK_SIZE).mul_(scl.unsqueeze(-1))
     return out.reshape(*vals.shape[:-1], k).to(dtype)
 
 

@@ -103,17 +103,22 @@ def expert_weights_from_dsv4(experts, dtype=torch.float32) -> ExpertWeights:
 def expert_weights_from_logical(logical: LogicalMoE, dtype=torch.float32) -> ExpertWeights:
     """From the kernel-ordered, padded logical stage: dequantize, split [up ; gate], trim padding."""
     h, i = logical.hidden_size, logical.intermediate_size
-    w13 = dequantize_mxfp4(logical.w13, logical.w13_scale, dtype)
-    up, gate = unstack_up_gate(w13)
-    w2 = dequantize_mxfp4(logical.w2, logical.w2_scale, dtype)
+    e, dev = logical.num_local_experts, logical.w13.device
+    gate = torch.empty(e, i, h, dtype=dtype, device=dev)
+    up = torch.empty(e, i, h, dtype=dtype, device=dev)
+    down = torch.empty(e, h, i, dtype=dtype, device=dev)
+    for x in range(e):  # expert by expert: bounded temporaries at real size
+        w13 = dequantize_mxfp4(logical.w13[x], logical.w13_scale[x], dtype)
+        u, g = unstack_up_gate(w13.unsqueeze(0))
+        up[x], gate[x] = u[0, :i, :h], g[0, :i, :h]
+        down[x] = dequantize_mxfp4(logical.w2[x], logical.w2_scale[x], dtype)[:h, :i]
     bu = bg = bd = None
     if logical.w13_bias is not None:
         bu, bg = unstack_up_gate(logical.w13_bias)
         bu, bg = bu[:, :i].to(dtype), bg[:, :i].to(dtype)
     if logical.w2_bias is not None:
         bd = logical.w2_bias[:, :h].to(dtype)
-    return ExpertWeights(gate[:, :i, :h].contiguous(), up[:, :i, :h].contiguous(), w2[:, :h, :i].contiguous(),
-                         bg, bu, bd, logical.expert_offset, logical.num_experts_total)
+    return ExpertWeights(gate, up, down, bg, bu, bd, logical.expert_offset, logical.num_experts_total)
 
 
 def expert_weights_from_prepared(prepared: PreparedMoE, dtype=torch.float32) -> ExpertWeights:

@@ -144,7 +144,9 @@ def _apply(w: torch.Tensor, name: str, inverse: bool) -> torch.Tensor:
     e, rows, kb = _check_weight(w, name)
     w = w.contiguous()
     out = torch.empty_like(w)
-    for ex, t0, t1 in _chunks(e, rows, kb):
+    # CPU: L2-sized slabs; GPU: large slabs (temporaries are ~8x the slab)
+    target = (1 << 21) if w.device.type == "cpu" else (1 << 27)
+    for ex, t0, t1 in _chunks(e, rows, kb, target):
         src = w[ex, t0 * TILE_ROWS : t1 * TILE_ROWS]
         dst = out[ex, t0 * TILE_ROWS : t1 * TILE_ROWS]
         n = (t1 - t0) * TILE_ROWS

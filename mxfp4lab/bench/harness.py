@@ -1,0 +1,107 @@
+"""GPU timing harness: CUDA events, warm-up, median of many repetitions, input rotation, CUDA graphs.
+
+``time_cuda(fn, inputs)`` calls ``fn(*inputs[i % len(inputs)])`` so that successive repetitions read
+different input buffers (rotating through more bytes than L2 holds keeps caches from flattering small
+shapes). With ``graph=True`` the calls are captured into one CUDA graph per input set and the graph
+replays are timed, removing launch gaps; backends that cannot be captured fall back to eager timing
+and say so in the result.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable, List, Sequence
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_us: float
+    p10_us: float
+    p90_us: float
+    reps: int
+    graph: bool
+    samples_us: List[float] = field(default_factory=list, repr=False)
+    note: str = ""
+
+    def as_dict(self):
+        return {"median_us": self.median_us, "p10_us": self.p10_us, "p90_us": self.p90_us, "reps": self.reps,
+                "graph": self.graph, "note": self.note}
+
+
+def _quantiles(xs: Sequence[float]):
+    s = sorted(xs)
+    q = lambda f: s[min(len(s) - 1, int(f * len(s)))]  # noqa: E731
+    return statistics.median(s), q(0.1), q(0.9)
+
+
+def time_cuda(
+    fn: Callable, inputs: Sequence[tuple], *, warmup: int = 10, reps: int = 100, graph: bool = True,
+    calls_per_sample: int = 1,
+) -> Timing:
+    """Median wall time of one ``fn`` call in microseconds, measured with CUDA events.
+
+    Each sample times ``calls_per_sample`` consecutive calls (rotating inputs) and divides; use more
+    calls per sample for very short kernels so event resolution (~0.5 us) does not dominate.
+    """
+    n_in = len(inputs)
+    for i in range(warmup):
+        fn(*inputs[i % n_in])
+    torch.cuda.synchronize()
+    note = ""
+    runner = None
+    if graph:
+        try:
+            graphs = []
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for i in range(n_in):  # one warm call per input on the capture stream
+                    fn(*inputs[i])
+            torch.cuda.current_stream().wait_stream(s)
+            torch.cuda.synchronize()
+            for i in range(n_in):
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    fn(*inputs[i])
+                graphs.append(g)
+            runner = lambda i: graphs[i % n_in].replay()  # noqa: E731
+        except Exception as exc:  # noqa: BLE001 - not capturable: time eagerly
+            torch.cuda.synchronize()
+            note = f"graph capture failed ({type(exc).__name__}: {str(exc)[:120]}); eager timing"
+            graph = False
+    if runner is None:
+        runner = lambda i: fn(*inputs[i % n_in])  # noqa: E731
+    for i in range(3):
+        runner(i)
+    torch.cuda.synchronize()
+    samples = []
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    k = 0
+    for _ in range(reps):
+        start.record()
+        for _ in range(calls_per_sample):
+            runner(k)
+            k += 1
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1000.0 / calls_per_sample)
+    med, p10, p90 = _quantiles(samples)
+    return Timing(med, p10, p90, reps, graph, samples, note)
+
+
+def measure_ceilings(copy_bytes: int = 2 << 30, n: int = 8192) -> dict:
+    """Measured H100 ceilings: device-to-device copy bandwidth (read + write bytes) and bf16 GEMM rate."""
+    a = torch.empty(copy_bytes // 2, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    t = time_cuda(lambda: b.copy_(a), [()], warmup=5, reps=30, graph=False)
+    bw = 2 * a.numel() / (t.median_us * 1e-6)
+    del a, b
+    x = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    y = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    t2 = time_cuda(lambda: x @ y, [()], warmup=5, reps=20, graph=False)
+    flops = 2 * n**3 / (t2.median_us * 1e-6)
+    return {"copy_bytes_per_s": bw, "bf16_flops_per_s": flops, "copy_median_us": t.median_us,
+            "gemm_n": n, "gemm_median_us": t2.median_us}
