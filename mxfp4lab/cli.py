@@ -39,6 +39,7 @@ def _add_report_parser(sub) -> None:
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the log")
     p.add_argument("--timeout", type=int, default=None, metavar="S", help="per-cell timeout in seconds (600)")
     p.add_argument("--list", action="store_true", help="list available reports and their parameters")
+    p.add_argument("--notebooks", metavar="DIR", default=None, help=argparse.SUPPRESS)  # tests: other notebook dir
     p.set_defaults(func=_cmd_report)
 
 
@@ -46,18 +47,19 @@ def _cmd_report(args) -> int:
     from . import report
 
     if args.list or not args.names:
-        for n in report.available_reports():
-            nb = report.notebook_path(n)
+        for n in report.available_reports(args.notebooks):
+            nb = report.notebook_path(n, args.notebooks)
             params = report.notebook_parameters(nb)
             print(f"{n:<10} {nb.name}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-        if not args.names:
+        if not args.list:
             print("\nusage: mxfp4lab report NAME [NAME ...] | all   (see mxfp4lab report -h)")
-            return 0 if args.list else 2
+            return 2
         return 0
     params = {name: report.parse_value(value) for name, value in args.parameter}
     try:
         res = report.run_reports(
             args.names, parameters=params, param_file=args.parameters_file, out_dir=args.out,
+            notebook_dir=args.notebooks,
             hide_input=args.hide_input, progress=not args.no_progress, log_output=args.log_output,
             timeout=args.timeout or report.DEFAULT_TIMEOUT_S,
         )
@@ -100,7 +102,8 @@ def layout_example_text(row: int = 8, k: int = 45, model: Optional[str] = None) 
     add("   (e.g. '83B' = row 8, word 3, slot B). Slots: A=(r, c) B=(r+8, c) C=(r, c+4) D=(r+8, c+4),")
     add("   c = 8m + l: lane (r, m, l) stores its word at row r + 8(m % 2), bytes 16(m // 2) + 4l .. +3.")
     moved = tile.row_moved.mean()
-    add(f"   {100 * moved:.0f}% of the elements change row; every element changes byte.")
+    add(f"   {100 * moved:.0f}% of the elements change row: bytes 8-15, 24-31 of rows 0-7 go to rows 8-15, and "
+        "bytes 0-7, 16-23 of rows 8-15 to rows 0-7.")
     add("")
     add("=" * 100)
     add("2. The bit permutation inside one 32-bit lane word (SM90_FP4_BIT_PERM)")

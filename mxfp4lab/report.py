@@ -362,6 +362,8 @@ def run_report(
             tmp.rename(failed)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+        if update_index:
+            write_index(out_root)
         raise ReportError(f"{e}\n  partial output kept in {failed}; earlier reports untouched") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
