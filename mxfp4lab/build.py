@@ -74,6 +74,7 @@ __all__ = [
     "uninstall",
     "build_info",
     "heuristic_candidates",
+    "check_launcher_symbols",
     "build_interleave_ext",
     "interleave_weights_flashinfer_cuda",
     "add_build_parser",
@@ -562,6 +563,11 @@ def _make_spec_class():
             self.root.mkdir(parents=True, exist_ok=True)
             _write_if_different(self.ninja_path, content)
 
+        def get_object_paths_in_root(self) -> List[Path]:
+            """Object files as named in our relocated ninja file (``<root>/<dir>_<stem>.o``)."""
+            text = self.ninja_path.read_text()
+            return [Path(p) for p in re.findall(r"^build (\S+\.o):", text, flags=re.M)]
+
         def try_load(self):
             # The stock try_load only trusts AOT artifacts; ours trusts a finished build.
             if (self.root / "BUILD_OK").exists() and self.jit_library_path.exists():
@@ -775,6 +781,35 @@ def _ninja_log_times(root: Path) -> Dict[str, float]:
     return times
 
 
+_LAUNCHER_SYM = "sm90_generic_mixed_moe"
+
+
+def check_launcher_symbols(objects: Iterable[Path]) -> Dict[str, int]:
+    """Link-level R-AGREE check on built objects: every SM90 mixed launcher some object
+    references (the dispatch switch references all 184 bf16 x FP4 ones) must be defined by
+    some object (a compiled instantiation or a throwing stub).  Raises ``RuntimeError`` listing
+    the missing ones; returns counts.  Needs binutils ``nm``.
+    """
+    undefined, defined = set(), set()
+    for obj in objects:
+        out = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
+        for ln in out.splitlines():
+            parts = ln.split()
+            if not parts or _LAUNCHER_SYM not in parts[-1]:
+                continue
+            if len(parts) == 2 and parts[0] == "U":
+                undefined.add(parts[1])
+            elif len(parts) == 3 and parts[1] in ("T", "W"):
+                defined.add(parts[2])
+    missing = sorted(undefined - defined)
+    if missing:
+        raise RuntimeError(
+            f"R-AGREE: {len(missing)} SM90 mixed launchers are referenced but neither compiled nor "
+            "stubbed (would abort the process at first call under RTLD_LAZY): " + ", ".join(missing[:5])
+        )
+    return {"launchers_referenced": len(undefined), "launchers_defined": len(defined)}
+
+
 def _run_build(spec, *, jobs: Optional[int], verbose: bool) -> None:
     root = spec.root
     root.mkdir(parents=True, exist_ok=True)
@@ -801,7 +836,10 @@ def _run_build(spec, *, jobs: Optional[int], verbose: bool) -> None:
     wall = time.time() - t0
     if rc != 0:
         raise RuntimeError(f"ninja failed (rc={rc}) building {spec.name} in {root}:\n" + "".join(tail[-60:]))
-    (root / "BUILD_OK").write_text(json.dumps({"wall_s": wall, "jobs": jobs, "time": time.time()}))
+    record: Dict[str, Any] = {"wall_s": wall, "jobs": jobs, "time": time.time()}
+    if shutil.which("nm"):
+        record.update(check_launcher_symbols(spec.get_object_paths_in_root()))
+    (root / "BUILD_OK").write_text(json.dumps(record))
     if verbose:
         print(f"[mxfp4lab.build] done in {wall:.1f}s -> {spec.jit_library_path}", flush=True)
 
