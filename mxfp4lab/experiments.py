@@ -171,7 +171,7 @@ def resolve_pre_stage(pre_stage: Union[None, str, PreStage]) -> Optional[PreStag
         fn = getattr(prepare, "trace_fc1_row", None)
         if callable(fn):
             return fn
-    except Exception:  # noqa: BLE001 -- module absent or still being written
+    except Exception:
         pass
     return fc1_stage_from_facts
 

@@ -244,7 +244,7 @@ def _git_commit() -> Optional[str]:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip() or None
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -258,7 +258,7 @@ def _error_summary(nb_path: Path) -> str:
             for o in cell.get("outputs", []):
                 if o.get("output_type") == "error":
                     return f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return ""
 
@@ -326,14 +326,14 @@ def run_report(
                     log_output=log_output, execution_timeout=timeout, kernel_name=kernel_name,
                     report_mode=hide_input,
                 )
-        except Exception as e:  # noqa: BLE001 -- papermill's own exceptions vary
+        except Exception as e:  # papermill's own exceptions vary
             where = _error_summary(nb_out) if nb_out.exists() else ""
             raise ReportError(f"notebook {nb_in.name} failed: {where or type(e).__name__ + ': ' + str(e)}") from e
         run_info["execute_s"] = round(time.perf_counter() - t0, 2)
         t1 = time.perf_counter()
         try:
             export_html(nb_out, tmp / f"{nb_in.stem}.html", hide_input=hide_input)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # nbconvert template errors vary
             raise ReportError(f"HTML export of {nb_out.name} failed: {type(e).__name__}: {e}") from e
         run_info["html_s"] = round(time.perf_counter() - t1, 2)
         results_file = tmp / "results.json"

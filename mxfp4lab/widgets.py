@@ -128,7 +128,7 @@ class LayoutExplorer:
             try:
                 if ex._normalize_stage(self.pre_stage(cand, self.config))["fc1_row"] == fc1_row:
                     return cand
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return None
         return None
 
@@ -139,7 +139,7 @@ class LayoutExplorer:
             self.trace = ex.layout_trace(self.row_w.value, self.k_w.value, expert=self.expert_w.value,
                                          config=self.config, pre_stage=self.pre_stage)
             self.error = None
-        except Exception as e:  # noqa: BLE001 -- show, don't crash the widget
+        except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
             self.text.value = f"<span style='color:#b00'>{html.escape(self.error)}</span>"
             return

@@ -4,11 +4,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
+import pytest
 
-from mxfp4lab.layout import explain  # noqa: E402
-from mxfp4lab.models import get_model  # noqa: E402
-from mxfp4lab.widgets import LayoutExplorer  # noqa: E402
+from mxfp4lab.layout import explain
+from mxfp4lab.models import get_model
+from mxfp4lab.widgets import LayoutExplorer
 
 
 def _expected_dst(row, k):
