@@ -14,4 +14,5 @@ wait $gp
 tail -20 $OUT/golden.log
 # bring the built library back if it is small (reuse across machines)
 so=$(find /tmp/mxcache -name '*.so' | head -1)
-[ -n "$so" ] && ls -la "$so" && tar -C /tmp -cJf $OUT/w4a16_cache.tar.xz mxcache && ls -la $OUT/w4a16_cache.tar.xz
+[ -n "$so" ] && ls -la "$so" && (cd /tmp && find mxcache \( -name '*.so' -o -name '*.json' \) -print0 | tar --null -T - -cJf $OUT/w4a16_cache.tar.xz) && ls -la $OUT/w4a16_cache.tar.xz
+du -sh /tmp/mxcache; find /tmp/mxcache -maxdepth 3 | head -30
