@@ -810,14 +810,28 @@ def check_launcher_symbols(objects: Iterable[Path]) -> Dict[str, int]:
     return {"launchers_referenced": len(undefined), "launchers_defined": len(defined)}
 
 
+def _ninja_bin() -> str:
+    """``ninja`` from PATH, else from the ``ninja`` pip package (e.g. a PYTHONPATH-staged one)."""
+    found = shutil.which("ninja")
+    if found:
+        return found
+    try:
+        import ninja  # type: ignore
+
+        cand = Path(ninja.BIN_DIR) / "ninja"
+        if cand.exists():
+            return str(cand)
+    except Exception:  # noqa: BLE001
+        pass
+    raise RuntimeError("ninja not found on PATH or as the 'ninja' Python package (pip install ninja)")
+
+
 def _run_build(spec, *, jobs: Optional[int], verbose: bool) -> None:
     root = spec.root
     root.mkdir(parents=True, exist_ok=True)
     spec.write_ninja()
     jobs = jobs or int(os.environ.get("MAX_JOBS", "0") or 0) or (os.cpu_count() or 1)
-    cmd = ["ninja", "-C", str(root), "-f", str(spec.ninja_path), "-j", str(jobs)]
-    if shutil.which("ninja") is None:
-        raise RuntimeError("ninja not found on PATH (pip install ninja)")
+    cmd = [_ninja_bin(), "-C", str(root), "-f", str(spec.ninja_path), "-j", str(jobs)]
     t0 = time.time()
     if verbose:
         print(f"[mxfp4lab.build] {len(spec.sources)} units, -j{jobs}, in {root}", flush=True)
