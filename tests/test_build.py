@@ -221,3 +221,16 @@ def test_interleave_ext_builds(cache):
 def test_heuristic_agrees_with_compiled_set(minimal_spec):
     got = B.heuristic_candidates(minimal_spec)
     assert got == minimal_spec.info["candidates"]
+
+
+def test_install_hooks_flashinfer_and_reverts(cache):
+    import flashinfer.fused_moe.core as core
+
+    orig = core.gen_cutlass_fused_moe_sm90_module
+    spec = B.install(configs="minimal")
+    try:
+        assert core.gen_cutlass_fused_moe_sm90_module() is spec
+        assert core.gen_cutlass_fused_moe_sm90_module(True) is spec
+    finally:
+        B.uninstall()
+    assert core.gen_cutlass_fused_moe_sm90_module is orig
