@@ -88,7 +88,7 @@ def test_gpt_oss_round_trip_bit_exact(tmp_path, rule, dist):
 
 
 @pytest.mark.parametrize("rule", list(ScaleRule))
-def test_dsv4_round_trip_bit_exact(dsv4_dir, tmp_path, rule):
+def test_dsv4_round_trip_bit_exact(tmp_path, rule):
     res = write_synthetic_dsv4(tmp_path / f"d-{rule.value}", DSV4, scale_rule=rule,
                                layers=(HASH_LAYER, SCORE_LAYER), dist="heavy_tailed")
     ck = open_checkpoint(res.path)
