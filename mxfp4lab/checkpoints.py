@@ -50,9 +50,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors import safe_open
@@ -61,7 +61,7 @@ from safetensors.torch import save_file
 from .formats import MX_BLOCK_SIZE, MXFormatError, ScaleRule, check_scales_finite, quantize_mxfp4
 from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 # --------------------------------------------------------------------------------------------
 # Names and constants
@@ -135,18 +135,18 @@ class Checkpoint:
     (whole tensor or slice), in order, so callers and tests can verify lazy access.
     """
 
-    def __init__(self, source: Path, weight_map: Dict[str, Path]):
+    def __init__(self, source: Path, weight_map: dict[str, Path]):
         self.source = source
         self.weight_map = weight_map
-        self.files: List[Path] = sorted(set(weight_map.values()))
-        self.reads: List[str] = []
-        self._handles: Dict[Path, object] = {}
+        self.files: list[Path] = sorted(set(weight_map.values()))
+        self.reads: list[str] = []
+        self._handles: dict[Path, object] = {}
 
     # -- container protocol
     def __contains__(self, name: str) -> bool:
         return name in self.weight_map
 
-    def keys(self) -> List[str]:
+    def keys(self) -> list[str]:
         return list(self.weight_map)
 
     def __len__(self) -> int:
@@ -173,7 +173,7 @@ class Checkpoint:
     def close(self) -> None:
         self._handles.clear()
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -191,12 +191,14 @@ class Checkpoint:
         self.require([name])
         return self.weight_map[name]
 
-    def meta(self, name: str) -> Tuple[Tuple[int, ...], torch.dtype]:
+    def meta(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
         """(shape, dtype) of ``name`` from the header, without reading data."""
         sl = self._handle(self.file_of(name)).get_slice(name)
         st = sl.get_dtype()
         if st not in _DTYPE_FROM_ST:
-            raise CheckpointError(f"tensor {name} has unsupported safetensors dtype {st} ({self.file_of(name)})")
+            raise CheckpointError(
+                f"tensor {name} has unsupported safetensors dtype {st} ({self.file_of(name)})"
+            )
         return tuple(int(d) for d in sl.get_shape()), _DTYPE_FROM_ST[st]
 
     def get(self, name: str) -> torch.Tensor:
@@ -212,7 +214,7 @@ class Checkpoint:
         return handle.get_slice(name)[start:stop]
 
 
-def _index_weight_map(index_path: Path) -> Dict[str, Path]:
+def _index_weight_map(index_path: Path) -> dict[str, Path]:
     try:
         index = json.loads(index_path.read_text())
         raw = index["weight_map"]
@@ -227,11 +229,11 @@ def _index_weight_map(index_path: Path) -> Dict[str, Path]:
     return out
 
 
-def _scan_files(files: Sequence[Path]) -> Dict[str, Path]:
-    out: Dict[str, Path] = {}
+def _scan_files(files: Sequence[Path]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
     for path in files:
         with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (safe_open handle, not a dict)
                 if name in out:
                     raise CheckpointError(f"tensor {name} appears in both {out[name]} and {path}")
                 out[name] = path
@@ -266,7 +268,7 @@ def open_checkpoint(path: PathLike) -> Checkpoint:
     return Checkpoint(p, _scan_files(files))
 
 
-def _as_checkpoint(ckpt: Union[Checkpoint, PathLike]) -> Checkpoint:
+def _as_checkpoint(ckpt: Checkpoint | PathLike) -> Checkpoint:
     return ckpt if isinstance(ckpt, Checkpoint) else open_checkpoint(ckpt)
 
 
@@ -274,7 +276,7 @@ def _as_checkpoint(ckpt: Union[Checkpoint, PathLike]) -> Checkpoint:
 # Validation helpers
 # --------------------------------------------------------------------------------------------
 def _check_meta(
-    ckpt: Checkpoint, name: str, shape: Tuple[int, ...], dtypes: Tuple[torch.dtype, ...]
+    ckpt: Checkpoint, name: str, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...]
 ) -> torch.dtype:
     got_shape, got_dtype = ckpt.meta(name)
     if got_dtype not in dtypes:
@@ -310,21 +312,23 @@ def _scales_u8(t: torch.Tensor, name: str, ckpt: Checkpoint) -> torch.Tensor:
     return t
 
 
-def _check_subset(experts: Optional[Sequence[int]], config: MoEConfig) -> Tuple[int, ...]:
+def _check_subset(experts: Sequence[int] | None, config: MoEConfig) -> tuple[int, ...]:
     if experts is None:
         return tuple(range(config.num_experts))
     ids = tuple(int(e) for e in experts)
     bad = [e for e in ids if not 0 <= e < config.num_experts]
     if bad:
-        raise CheckpointError(f"expert ids {bad} out of range 0..{config.num_experts - 1} for {config.name!r}")
+        raise CheckpointError(
+            f"expert ids {bad} out of range 0..{config.num_experts - 1} for {config.name!r}"
+        )
     if len(set(ids)) != len(ids):
         raise CheckpointError(f"expert ids {list(ids)} contain duplicates")
     return ids
 
 
-def _runs(ids: Sequence[int]) -> List[Tuple[int, int]]:
+def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
     """Consecutive runs of ids as [start, stop) pairs, in the given order."""
-    runs: List[Tuple[int, int]] = []
+    runs: list[tuple[int, int]] = []
     for e in ids:
         if runs and runs[-1][1] == e:
             runs[-1] = (runs[-1][0], e + 1)
@@ -344,7 +348,7 @@ def _check_format(config: MoEConfig, fmt: str) -> None:
 # --------------------------------------------------------------------------------------------
 # GPT-OSS
 # --------------------------------------------------------------------------------------------
-def gpt_oss_names(layer: int) -> Dict[str, str]:
+def gpt_oss_names(layer: int) -> dict[str, str]:
     """Field -> tensor name for one GPT-OSS layer."""
     e = GPT_OSS_EXPERTS_PREFIX.format(layer=layer)
     r = GPT_OSS_ROUTER_PREFIX.format(layer=layer)
@@ -360,7 +364,7 @@ def gpt_oss_names(layer: int) -> Dict[str, str]:
     }
 
 
-def gpt_oss_shapes(config: MoEConfig, num_experts: Optional[int] = None) -> Dict[str, Tuple[int, ...]]:
+def gpt_oss_shapes(config: MoEConfig, num_experts: int | None = None) -> dict[str, tuple[int, ...]]:
     """Field -> checkpoint shape (experts on axis 0; router always has all E)."""
     e = config.num_experts if num_experts is None else num_experts
     h, i = config.hidden_size, config.intermediate_size
@@ -387,7 +391,14 @@ _GPT_OSS_DTYPES = {
     "router_weight": (torch.bfloat16,),
     "router_bias": (torch.bfloat16,),
 }
-_GPT_OSS_EXPERT_FIELDS = ("gate_up_blocks", "gate_up_scales", "gate_up_bias", "down_blocks", "down_scales", "down_bias")
+_GPT_OSS_EXPERT_FIELDS = (
+    "gate_up_blocks",
+    "gate_up_scales",
+    "gate_up_bias",
+    "down_blocks",
+    "down_scales",
+    "down_bias",
+)
 
 
 @dataclass
@@ -401,7 +412,7 @@ class GptOssExperts:
     """
 
     layer: int
-    experts: Tuple[int, ...]
+    experts: tuple[int, ...]
     gate_up_blocks: torch.Tensor
     gate_up_scales: torch.Tensor
     gate_up_bias: torch.Tensor
@@ -421,21 +432,25 @@ class GptOssExperts:
         """uint8 [E', H, I/2]."""
         return self.down_blocks.flatten(-2)
 
-    def split_gate_up(self) -> Dict[str, torch.Tensor]:
+    def split_gate_up(self) -> dict[str, torch.Tensor]:
         """De-interleave fc1: ``w_gate``/``w_up`` packed [E', I, H/2], ``*_scales`` [E', I, H/32],
         ``b_gate``/``b_up`` bf16 [E', I] (strided views; row 2j -> gate_j, row 2j+1 -> up_j)."""
         p, s, b = self.gate_up_packed, self.gate_up_scales, self.gate_up_bias
         return {
-            "w_gate": p[:, 0::2], "w_gate_scales": s[:, 0::2], "b_gate": b[:, 0::2],
-            "w_up": p[:, 1::2], "w_up_scales": s[:, 1::2], "b_up": b[:, 1::2],
+            "w_gate": p[:, 0::2],
+            "w_gate_scales": s[:, 0::2],
+            "b_gate": b[:, 0::2],
+            "w_up": p[:, 1::2],
+            "w_up_scales": s[:, 1::2],
+            "b_up": b[:, 1::2],
         }
 
 
 def read_gpt_oss_layer(
-    ckpt: Union[Checkpoint, PathLike],
+    ckpt: Checkpoint | PathLike,
     layer: int,
     config: MoEConfig,
-    experts: Optional[Sequence[int]] = None,
+    experts: Sequence[int] | None = None,
 ) -> GptOssExperts:
     """Read and validate one GPT-OSS MoE layer.
 
@@ -460,7 +475,7 @@ def read_gpt_oss_layer(
     for fld, name in names.items():
         _check_meta(ck, name, shapes[fld], _GPT_OSS_DTYPES[fld])
     ids = _check_subset(experts, config)
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for fld in _GPT_OSS_EXPERT_FIELDS:
         name = names[fld]
         if experts is None:
@@ -478,7 +493,7 @@ def read_gpt_oss_layer(
 # --------------------------------------------------------------------------------------------
 # DeepSeek-V4
 # --------------------------------------------------------------------------------------------
-def dsv4_expert_names(layer: int, expert: int) -> Dict[str, str]:
+def dsv4_expert_names(layer: int, expert: int) -> dict[str, str]:
     """``w1``, ``w1_scale``, ``w3``, ... -> tensor names of one DeepSeek-V4 expert."""
     p = DSV4_EXPERT_PREFIX.format(layer=layer, expert=expert)
     out = {}
@@ -488,18 +503,21 @@ def dsv4_expert_names(layer: int, expert: int) -> Dict[str, str]:
     return out
 
 
-def dsv4_gate_names(layer: int) -> Dict[str, str]:
+def dsv4_gate_names(layer: int) -> dict[str, str]:
     p = DSV4_GATE_PREFIX.format(layer=layer)
     return {"gate_weight": p + "weight", "gate_bias": p + "bias", "tid2eid": p + "tid2eid"}
 
 
-def dsv4_expert_shapes(config: MoEConfig) -> Dict[str, Tuple[int, ...]]:
+def dsv4_expert_shapes(config: MoEConfig) -> dict[str, tuple[int, ...]]:
     """Per-expert shapes: w1/w3 [I, H/2], scales [I, H/32]; w2 [H, I/2], scale [H, I/32]."""
     h, i = config.hidden_size, config.intermediate_size
     return {
-        "w1": (i, h // 2), "w1_scale": (i, h // MX_BLOCK_SIZE),
-        "w3": (i, h // 2), "w3_scale": (i, h // MX_BLOCK_SIZE),
-        "w2": (h, i // 2), "w2_scale": (h, i // MX_BLOCK_SIZE),
+        "w1": (i, h // 2),
+        "w1_scale": (i, h // MX_BLOCK_SIZE),
+        "w3": (i, h // 2),
+        "w3_scale": (i, h // MX_BLOCK_SIZE),
+        "w2": (h, i // 2),
+        "w2_scale": (h, i // MX_BLOCK_SIZE),
     }
 
 
@@ -514,7 +532,7 @@ class Dsv4Experts:
     """
 
     layer: int
-    experts: Tuple[int, ...]
+    experts: tuple[int, ...]
     w1: torch.Tensor
     w1_scale: torch.Tensor
     w3: torch.Tensor
@@ -522,11 +540,11 @@ class Dsv4Experts:
     w2: torch.Tensor
     w2_scale: torch.Tensor
     gate_weight: torch.Tensor
-    gate_bias: Optional[torch.Tensor]
-    tid2eid: Optional[torch.Tensor] = None
+    gate_bias: torch.Tensor | None
+    tid2eid: torch.Tensor | None = None
 
 
-def dsv4_experts_in_checkpoint(ckpt: Checkpoint, layer: int) -> List[int]:
+def dsv4_experts_in_checkpoint(ckpt: Checkpoint, layer: int) -> list[int]:
     """Sorted expert ids that have at least one tensor under ``layers.{layer}.ffn.experts.``."""
     ids = set()
     for name in ckpt.weight_map:
@@ -537,10 +555,10 @@ def dsv4_experts_in_checkpoint(ckpt: Checkpoint, layer: int) -> List[int]:
 
 
 def read_dsv4_layer(
-    ckpt: Union[Checkpoint, PathLike],
+    ckpt: Checkpoint | PathLike,
     layer: int,
     config: MoEConfig,
-    experts: Optional[Sequence[int]] = None,
+    experts: Sequence[int] | None = None,
 ) -> Dsv4Experts:
     """Read and validate one DeepSeek-V4 MoE layer, stacking per-expert tensors.
 
@@ -581,7 +599,7 @@ def read_dsv4_layer(
         for key, name in names.items():
             _check_meta(ck, name, shapes[key], SCALE_DTYPES if key.endswith("scale") else (torch.uint8,))
 
-    stacked: Dict[str, torch.Tensor] = {}
+    stacked: dict[str, torch.Tensor] = {}
     for key, shape in shapes.items():
         out = torch.empty((len(ids),) + shape, dtype=torch.uint8)
         for j, names in enumerate(per_expert):
@@ -601,8 +619,9 @@ def read_dsv4_layer(
                 f"tensor {gnames['tid2eid']}: shape must be [V, {config.top_k}], got {list(tid2eid.shape)} "
                 f"(file {ck.weight_map[gnames['tid2eid']]})"
             )
-    return Dsv4Experts(layer=layer, experts=ids, gate_weight=gate_weight, gate_bias=gate_bias, tid2eid=tid2eid,
-                       **stacked)
+    return Dsv4Experts(
+        layer=layer, experts=ids, gate_weight=gate_weight, gate_bias=gate_bias, tid2eid=tid2eid, **stacked
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,7 +633,7 @@ _MASK63 = (1 << 63) - 1
 def _generator(seed: int, layer: int, stream: int) -> torch.Generator:
     """Independent deterministic stream per (seed, layer, stream); stream = expert id, or < 0 for
     layer-wide draws (router, outlier channels)."""
-    mixed = (seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xBF58476D1CE4E5B9 + (stream + 7) * 0x94D049BB133111EB)
+    mixed = seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xBF58476D1CE4E5B9 + (stream + 7) * 0x94D049BB133111EB
     return torch.Generator().manual_seed(mixed & _MASK63)
 
 
@@ -622,7 +641,7 @@ _STREAM_ROUTER = -1
 _STREAM_OUTLIERS = -2
 
 
-def _draw(shape: Tuple[int, ...], gen: torch.Generator, dist: str, std: float) -> torch.Tensor:
+def _draw(shape: tuple[int, ...], gen: torch.Generator, dist: str, std: float) -> torch.Tensor:
     """fp32 draw with standard deviation ``std`` (before any outlier boost)."""
     if dist in ("gaussian", "outlier_channels"):
         return torch.randn(shape, generator=gen) * std
@@ -635,7 +654,7 @@ def _draw(shape: Tuple[int, ...], gen: torch.Generator, dist: str, std: float) -
     raise ValueError(f"dist must be one of {DISTRIBUTIONS} (got {dist!r})")
 
 
-def outlier_channels(config: MoEConfig, layer: int, seed: int) -> Dict[str, torch.Tensor]:
+def outlier_channels(config: MoEConfig, layer: int, seed: int) -> dict[str, torch.Tensor]:
     """Input-channel ids boosted x10 by ``dist="outlier_channels"``: ``"hidden"`` (K of w_gate/w_up)
     and ``"intermediate"`` (K of w_down), int64, shared by all experts of the layer."""
     gen = _generator(seed, layer, _STREAM_OUTLIERS)
@@ -647,9 +666,15 @@ def outlier_channels(config: MoEConfig, layer: int, seed: int) -> Dict[str, torc
 
 
 def make_origin_expert(
-    config: MoEConfig, expert: int, *, layer: int = 0, seed: int = 0, dist: str = "gaussian",
-    std: float = DEFAULT_STD, _outliers: Optional[Dict[str, torch.Tensor]] = None,
-) -> Dict[str, torch.Tensor]:
+    config: MoEConfig,
+    expert: int,
+    *,
+    layer: int = 0,
+    seed: int = 0,
+    dist: str = "gaussian",
+    std: float = DEFAULT_STD,
+    _outliers: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """bf16 origin weights of ONE expert in logical form: ``w_gate`` [I, H], ``w_up`` [I, H],
     ``w_down`` [H, I], plus ``b_gate`` [I], ``b_up`` [I], ``b_down`` [H] when ``config.has_bias``.
     Depends only on (seed, layer, expert, dist, std), so any subset of experts is reproducible."""
@@ -671,7 +696,7 @@ def make_origin_expert(
     return out
 
 
-def make_origin_router(config: MoEConfig, *, layer: int = 0, seed: int = 0) -> Dict[str, torch.Tensor]:
+def make_origin_router(config: MoEConfig, *, layer: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
     """Router origin: ``router_weight`` bf16 [E, H] and ``router_bias`` [E] (GPT-OSS: bf16 logit bias;
     DeepSeek-V4: fp32 noaux correction bias, absent on hash layers, which get ``tid2eid`` int32
     [SYNTHETIC_HASH_VOCAB, top_k] instead)."""
@@ -697,8 +722,8 @@ def make_origin_weights(
     *,
     layer: int = 0,
     std: float = DEFAULT_STD,
-    experts: Optional[Sequence[int]] = None,
-) -> Dict[str, torch.Tensor]:
+    experts: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
     """bf16 "origin" (high-precision truth) of one layer in LOGICAL form (E' = len(experts)):
 
     ``w_gate`` [E', I, H], ``w_up`` [E', I, H], ``w_down`` [E', H, I]; with biases ``b_gate`` [E', I],
@@ -713,7 +738,9 @@ def make_origin_weights(
         raise ValueError(f"dist must be one of {DISTRIBUTIONS} (got {dist!r})")
     ids = _check_subset(experts, config)
     oc = outlier_channels(config, layer, seed) if dist == "outlier_channels" else None
-    per = [make_origin_expert(config, e, layer=layer, seed=seed, dist=dist, std=std, _outliers=oc) for e in ids]
+    per = [
+        make_origin_expert(config, e, layer=layer, seed=seed, dist=dist, std=std, _outliers=oc) for e in ids
+    ]
     out = {k: torch.stack([p[k] for p in per]) for k in per[0]}
     out.update(make_origin_router(config, layer=layer, seed=seed))
     return out
@@ -733,13 +760,13 @@ class SyntheticCheckpoint:
     """
 
     path: Path
-    files: List[Path]
-    index: Optional[Path] = None
-    origin: Optional[Dict[int, Dict[str, torch.Tensor]]] = None
-    origin_path: Optional[Path] = None
-    config: Optional[MoEConfig] = None
-    scale_rule: Optional[ScaleRule] = None
-    layers: Tuple[int, ...] = field(default_factory=tuple)
+    files: list[Path]
+    index: Path | None = None
+    origin: dict[int, dict[str, torch.Tensor]] | None = None
+    origin_path: Path | None = None
+    config: MoEConfig | None = None
+    scale_rule: ScaleRule | None = None
+    layers: tuple[int, ...] = field(default_factory=tuple)
 
 
 class _ShardWriter:
@@ -748,15 +775,16 @@ class _ShardWriter:
     Shards are written under temporary names, renamed to ``model-0000i-of-0000N.safetensors`` at the end.
     """
 
-    def __init__(self, directory: Path, max_shard_bytes: Optional[int], metadata: Dict[str, str],
-                 single_file: Optional[Path]):
+    def __init__(
+        self, directory: Path, max_shard_bytes: int | None, metadata: dict[str, str], single_file: Path | None
+    ):
         self.dir = directory
         self.max = max_shard_bytes
         self.meta = metadata
         self.single = single_file
-        self.pending: Dict[str, torch.Tensor] = {}
+        self.pending: dict[str, torch.Tensor] = {}
         self.pending_bytes = 0
-        self.tmp_files: List[Tuple[Path, List[str], int]] = []
+        self.tmp_files: list[tuple[Path, list[str], int]] = []
 
     def add(self, name: str, t: torch.Tensor) -> None:
         nbytes = t.numel() * t.element_size()
@@ -771,7 +799,7 @@ class _ShardWriter:
         self.tmp_files.append((tmp, list(self.pending), self.pending_bytes))
         self.pending, self.pending_bytes = {}, 0
 
-    def finish(self) -> Tuple[List[Path], Optional[Path]]:
+    def finish(self) -> tuple[list[Path], Path | None]:
         if self.max is None:
             target = self.single or (self.dir / SINGLE_FILENAME)
             save_file(self.pending, str(target), metadata=self.meta)
@@ -787,12 +815,17 @@ class _ShardWriter:
             weight_map.update({name: final.name for name in names})
             total += nbytes
         index = self.dir / INDEX_FILENAME
-        index.write_text(json.dumps({"metadata": {"total_size": total, **self.meta},
-                                     "weight_map": weight_map}, indent=1, sort_keys=True))
+        index.write_text(
+            json.dumps(
+                {"metadata": {"total_size": total, **self.meta}, "weight_map": weight_map},
+                indent=1,
+                sort_keys=True,
+            )
+        )
         return files, index
 
 
-def _prepare_target(path: PathLike, max_shard_bytes: Optional[int]) -> Tuple[Path, Optional[Path]]:
+def _prepare_target(path: PathLike, max_shard_bytes: int | None) -> tuple[Path, Path | None]:
     """-> (directory, single file or None). A path ending in .safetensors is one file (no sharding)."""
     p = Path(path)
     if p.name.endswith(SAFETENSORS_SUFFIX):
@@ -809,8 +842,18 @@ def _prepare_target(path: PathLike, max_shard_bytes: Optional[int]) -> Tuple[Pat
 
 
 def _write_synthetic(
-    path: PathLike, config: MoEConfig, fmt: str, *, layers: Sequence[int], seed: int, scale_rule,
-    dist: str, std: float, max_shard_bytes: Optional[int], return_origin: bool, save_origin: bool,
+    path: PathLike,
+    config: MoEConfig,
+    fmt: str,
+    *,
+    layers: Sequence[int],
+    seed: int,
+    scale_rule,
+    dist: str,
+    std: float,
+    max_shard_bytes: int | None,
+    return_origin: bool,
+    save_origin: bool,
     scale_dtype: torch.dtype,
 ) -> SyntheticCheckpoint:
     _check_format(config, fmt)
@@ -821,21 +864,27 @@ def _write_synthetic(
         raise ValueError(f"scale_dtype must be one of {SCALE_DTYPES} (got {scale_dtype})")
     layers = tuple(int(x) for x in layers)
     directory, single = _prepare_target(path, max_shard_bytes)
-    meta = {"format": "pt", "mxfp4lab.model": config.name, "mxfp4lab.scale_rule": rule.value,
-            "mxfp4lab.dist": dist, "mxfp4lab.seed": str(seed), "mxfp4lab.std": repr(std)}
+    meta = {
+        "format": "pt",
+        "mxfp4lab.model": config.name,
+        "mxfp4lab.scale_rule": rule.value,
+        "mxfp4lab.dist": dist,
+        "mxfp4lab.seed": str(seed),
+        "mxfp4lab.std": repr(std),
+    }
     writer = _ShardWriter(directory, max_shard_bytes, meta, single)
-    origins: Dict[int, Dict[str, torch.Tensor]] = {}
+    origins: dict[int, dict[str, torch.Tensor]] = {}
     keep_origin = return_origin or save_origin
     h, i, E = config.hidden_size, config.intermediate_size, config.num_experts
 
-    def q(x: torch.Tensor, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    def q(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         packed, scales = quantize_mxfp4(x, scale_rule=rule, name=name)
         return packed, scales.view(scale_dtype)
 
     for layer in layers:
         oc = outlier_channels(config, layer, seed) if dist == "outlier_channels" else None
         router = make_origin_router(config, layer=layer, seed=seed)
-        per_expert_origin: List[Dict[str, torch.Tensor]] = []
+        per_expert_origin: list[dict[str, torch.Tensor]] = []
         if fmt == FORMAT_GPT_OSS:
             names = gpt_oss_names(layer)
             gu_blocks = torch.empty((E, 2 * i, h // MX_BLOCK_SIZE, BYTES_PER_MX_BLOCK), dtype=torch.uint8)
@@ -859,10 +908,16 @@ def _write_synthetic(
                 dn_bias[e] = o["b_down"]
                 if keep_origin:
                     per_expert_origin.append(o)
-            for fld, t in (("gate_up_blocks", gu_blocks), ("gate_up_scales", gu_scales),
-                           ("gate_up_bias", gu_bias), ("down_blocks", dn_blocks), ("down_scales", dn_scales),
-                           ("down_bias", dn_bias), ("router_weight", router["router_weight"]),
-                           ("router_bias", router["router_bias"])):
+            for fld, t in (
+                ("gate_up_blocks", gu_blocks),
+                ("gate_up_scales", gu_scales),
+                ("gate_up_bias", gu_bias),
+                ("down_blocks", dn_blocks),
+                ("down_scales", dn_scales),
+                ("down_bias", dn_bias),
+                ("router_weight", router["router_weight"]),
+                ("router_bias", router["router_bias"]),
+            ):
                 writer.add(names[fld], t)
             del gu_blocks, gu_scales, dn_blocks, dn_scales
         else:
@@ -892,24 +947,39 @@ def _write_synthetic(
     if save_origin:
         origin_path = directory / ORIGIN_FILENAME
         flat = {f"layers.{layer}.{k}": v.contiguous() for layer, d in origins.items() for k, v in d.items()}
-        save_file(flat, str(origin_path), metadata={"format": "pt", "mxfp4lab.model": config.name,
-                                                    "mxfp4lab.dist": dist, "mxfp4lab.seed": str(seed)})
+        save_file(
+            flat,
+            str(origin_path),
+            metadata={
+                "format": "pt",
+                "mxfp4lab.model": config.name,
+                "mxfp4lab.dist": dist,
+                "mxfp4lab.seed": str(seed),
+            },
+        )
     result_path = single if single is not None else directory
-    return SyntheticCheckpoint(path=result_path, files=files, index=index,
-                               origin=origins if return_origin else None, origin_path=origin_path,
-                               config=config, scale_rule=rule, layers=layers)
+    return SyntheticCheckpoint(
+        path=result_path,
+        files=files,
+        index=index,
+        origin=origins if return_origin else None,
+        origin_path=origin_path,
+        config=config,
+        scale_rule=rule,
+        layers=layers,
+    )
 
 
 def write_synthetic_gpt_oss(
     path: PathLike,
     config: MoEConfig,
     *,
-    scale_rule: Union[ScaleRule, str],
+    scale_rule: ScaleRule | str,
     layers: Sequence[int] = (0,),
     seed: int = 0,
     dist: str = "gaussian",
     std: float = DEFAULT_STD,
-    max_shard_bytes: Optional[int] = None,
+    max_shard_bytes: int | None = None,
     return_origin: bool = True,
     save_origin: bool = False,
     scale_dtype: torch.dtype = torch.uint8,
@@ -928,21 +998,32 @@ def write_synthetic_gpt_oss(
         save_origin: also save it as ``origin.safetensors`` in the checkpoint directory.
         scale_dtype: uint8 (as the real checkpoints) or torch.float8_e8m0fnu.
     """
-    return _write_synthetic(path, config, FORMAT_GPT_OSS, layers=layers, seed=seed, scale_rule=scale_rule,
-                            dist=dist, std=std, max_shard_bytes=max_shard_bytes, return_origin=return_origin,
-                            save_origin=save_origin, scale_dtype=scale_dtype)
+    return _write_synthetic(
+        path,
+        config,
+        FORMAT_GPT_OSS,
+        layers=layers,
+        seed=seed,
+        scale_rule=scale_rule,
+        dist=dist,
+        std=std,
+        max_shard_bytes=max_shard_bytes,
+        return_origin=return_origin,
+        save_origin=save_origin,
+        scale_dtype=scale_dtype,
+    )
 
 
 def write_synthetic_dsv4(
     path: PathLike,
     config: MoEConfig,
     *,
-    scale_rule: Union[ScaleRule, str],
+    scale_rule: ScaleRule | str,
     layers: Sequence[int] = (0,),
     seed: int = 0,
     dist: str = "gaussian",
     std: float = DEFAULT_STD,
-    max_shard_bytes: Optional[int] = None,
+    max_shard_bytes: int | None = None,
     return_origin: bool = True,
     save_origin: bool = False,
     scale_dtype: torch.dtype = torch.uint8,
@@ -951,12 +1032,23 @@ def write_synthetic_dsv4(
     ``w1``/``w3``/``w2`` packed FP4 + E8M0 scales, ``gate.weight`` bf16 [E, H], ``gate.bias`` fp32 [E]
     on score layers, ``gate.tid2eid`` int32 on hash layers (< ``config.n_hash_layers``).
     Arguments as :func:`write_synthetic_gpt_oss`; tensors stream into shards expert by expert."""
-    return _write_synthetic(path, config, FORMAT_DSV4, layers=layers, seed=seed, scale_rule=scale_rule,
-                            dist=dist, std=std, max_shard_bytes=max_shard_bytes, return_origin=return_origin,
-                            save_origin=save_origin, scale_dtype=scale_dtype)
+    return _write_synthetic(
+        path,
+        config,
+        FORMAT_DSV4,
+        layers=layers,
+        seed=seed,
+        scale_rule=scale_rule,
+        dist=dist,
+        std=std,
+        max_shard_bytes=max_shard_bytes,
+        return_origin=return_origin,
+        save_origin=save_origin,
+        scale_dtype=scale_dtype,
+    )
 
 
-def read_origin(path: PathLike, layer: int) -> Dict[str, torch.Tensor]:
+def read_origin(path: PathLike, layer: int) -> dict[str, torch.Tensor]:
     """Load the logical origin of ``layer`` from ``origin.safetensors`` (path: the file or its directory)."""
     p = Path(path)
     if p.is_dir():
@@ -965,34 +1057,34 @@ def read_origin(path: PathLike, layer: int) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"no origin file at {p}")
     prefix = f"layers.{layer}."
     with safe_open(str(p), framework="pt") as f:
-        out = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+        out = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
     if not out:
         raise CheckpointError(f"origin file {p} holds no tensors for layer {layer} (prefix {prefix!r})")
     return out
 
 
 __all__ = [
+    "INDEX_FILENAME",
+    "ORIGIN_FILENAME",
+    "Checkpoint",
     "CheckpointError",
     "CheckpointScaleError",
-    "Checkpoint",
-    "open_checkpoint",
-    "GptOssExperts",
     "Dsv4Experts",
-    "read_gpt_oss_layer",
-    "read_dsv4_layer",
-    "make_origin_weights",
-    "make_origin_expert",
-    "make_origin_router",
-    "outlier_channels",
-    "write_synthetic_gpt_oss",
-    "write_synthetic_dsv4",
-    "read_origin",
+    "GptOssExperts",
     "SyntheticCheckpoint",
+    "dsv4_expert_names",
+    "dsv4_expert_shapes",
+    "dsv4_gate_names",
     "gpt_oss_names",
     "gpt_oss_shapes",
-    "dsv4_expert_names",
-    "dsv4_gate_names",
-    "dsv4_expert_shapes",
-    "ORIGIN_FILENAME",
-    "INDEX_FILENAME",
+    "make_origin_expert",
+    "make_origin_router",
+    "make_origin_weights",
+    "open_checkpoint",
+    "outlier_channels",
+    "read_dsv4_layer",
+    "read_gpt_oss_layer",
+    "read_origin",
+    "write_synthetic_dsv4",
+    "write_synthetic_gpt_oss",
 ]

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -93,10 +92,10 @@ class MoEConfig:
     top_k: int
     swiglu_alpha: float
     swiglu_beta: float
-    swiglu_limit: Optional[float]
+    swiglu_limit: float | None
     routing: str
     routed_scaling_factor: float
-    num_layers: Optional[int]
+    num_layers: int | None
     has_bias: bool
     checkpoint_format: str
     n_shared_experts: int = 0
@@ -119,7 +118,9 @@ class MoEConfig:
                 f"MoEConfig {self.name!r}: top_k = {self.top_k} exceeds num_experts = {self.num_experts}"
             )
         if self.routing not in ROUTINGS:
-            raise ValueError(f"MoEConfig {self.name!r}: routing must be one of {ROUTINGS} (got {self.routing!r})")
+            raise ValueError(
+                f"MoEConfig {self.name!r}: routing must be one of {ROUTINGS} (got {self.routing!r})"
+            )
         if self.checkpoint_format not in CHECKPOINT_FORMATS:
             raise ValueError(
                 f"MoEConfig {self.name!r}: checkpoint_format must be one of {CHECKPOINT_FORMATS} "
@@ -194,12 +195,12 @@ class MoEConfig:
     # ---------------------------------------------------------------- test copies
     def scaled(
         self,
-        hidden: Optional[int] = None,
-        intermediate: Optional[int] = None,
-        experts: Optional[int] = None,
-        top_k: Optional[int] = None,
-        num_layers: Optional[int] = None,
-    ) -> "MoEConfig":
+        hidden: int | None = None,
+        intermediate: int | None = None,
+        experts: int | None = None,
+        top_k: int | None = None,
+        num_layers: int | None = None,
+    ) -> MoEConfig:
         """A smaller copy for tests: same numerics/routing/format, other shapes.
 
         ``top_k`` defaults to ``min(self.top_k, experts)``. The name gets a suffix
@@ -223,50 +224,52 @@ class MoEConfig:
 # --------------------------------------------------------------------------------------------
 # Instances (FACTS "Checkpoint layouts")
 # --------------------------------------------------------------------------------------------
-_GPT_OSS_COMMON = dict(
+GPT_OSS_20B = MoEConfig(
+    name="gpt-oss-20b",
     hidden_size=2880,
     intermediate_size=2880,
+    num_experts=32,
     top_k=4,
     swiglu_alpha=1.702,
     swiglu_beta=1.0,
     swiglu_limit=7.0,
     routing=ROUTING_SOFTMAX_TOPK,
     routed_scaling_factor=1.0,
+    num_layers=24,
     has_bias=True,
     checkpoint_format=FORMAT_GPT_OSS,
     n_shared_experts=0,
     n_hash_layers=0,
 )
+GPT_OSS_120B = dataclasses.replace(GPT_OSS_20B, name="gpt-oss-120b", num_experts=128, num_layers=36)
 
-GPT_OSS_20B = MoEConfig(name="gpt-oss-20b", num_experts=32, num_layers=24, **_GPT_OSS_COMMON)
-GPT_OSS_120B = MoEConfig(name="gpt-oss-120b", num_experts=128, num_layers=36, **_GPT_OSS_COMMON)
-
-_DSV4_COMMON = dict(
+DSV4_FLASH = MoEConfig(
+    name="dsv4-flash",
+    hidden_size=4096,
+    intermediate_size=2048,
+    num_experts=256,
     top_k=6,
     swiglu_alpha=1.0,
     swiglu_beta=0.0,
     swiglu_limit=10.0,
     routing=ROUTING_SQRTSOFTPLUS_NOAUX,
     routed_scaling_factor=1.5,
+    num_layers=43,
     has_bias=False,
     checkpoint_format=FORMAT_DSV4,
     n_shared_experts=1,
     n_hash_layers=3,
 )
-
-DSV4_FLASH = MoEConfig(
-    name="dsv4-flash", hidden_size=4096, intermediate_size=2048, num_experts=256, num_layers=43, **_DSV4_COMMON
-)
 #: V4-Pro: FACTS gives H, I and E only; the layer count is not in the facts (None). Routing, SwiGLU,
 #: shared expert and hash layers are assumed as Flash.
-DSV4_PRO = MoEConfig(
-    name="dsv4-pro", hidden_size=7168, intermediate_size=3072, num_experts=384, num_layers=None, **_DSV4_COMMON
+DSV4_PRO = dataclasses.replace(
+    DSV4_FLASH, name="dsv4-pro", hidden_size=7168, intermediate_size=3072, num_experts=384, num_layers=None
 )
 #: The kernel benchmark shape of the original SGLang change (FACTS: hidden 4096, inter 2048, 256 experts,
 #: top-6), with DeepSeek-V4 SwiGLU and routing. It is a single-layer benchmark: num_layers=1, no hash layer.
 SEED_BENCH = dataclasses.replace(DSV4_FLASH, name="seed-bench", num_layers=1, n_hash_layers=0)
 
-MODELS: Dict[str, MoEConfig] = {
+MODELS: dict[str, MoEConfig] = {
     m.name: m for m in (GPT_OSS_20B, GPT_OSS_120B, DSV4_FLASH, DSV4_PRO, SEED_BENCH)
 }
 
@@ -285,19 +288,19 @@ def get_model(name: str) -> MoEConfig:
 
 
 __all__ = [
-    "MoEConfig",
-    "GPT_OSS_20B",
-    "GPT_OSS_120B",
     "DSV4_FLASH",
     "DSV4_PRO",
-    "SEED_BENCH",
+    "FORMAT_DSV4",
+    "FORMAT_GPT_OSS",
+    "GPT_OSS_20B",
+    "GPT_OSS_120B",
     "MODELS",
-    "get_model",
-    "round_up",
-    "SM90_PAD_MULTIPLE",
     "MXFP4_BITS_PER_PARAM",
     "ROUTING_SOFTMAX_TOPK",
     "ROUTING_SQRTSOFTPLUS_NOAUX",
-    "FORMAT_GPT_OSS",
-    "FORMAT_DSV4",
+    "SEED_BENCH",
+    "SM90_PAD_MULTIPLE",
+    "MoEConfig",
+    "get_model",
+    "round_up",
 ]

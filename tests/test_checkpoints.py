@@ -27,7 +27,7 @@ from mxfp4lab.checkpoints import (
     write_synthetic_gpt_oss,
 )
 from mxfp4lab.formats import MXFormatError, ScaleRule, quantize_mxfp4
-from mxfp4lab.models import DSV4_FLASH, GPT_OSS_120B, GPT_OSS_20B
+from mxfp4lab.models import DSV4_FLASH, GPT_OSS_20B, GPT_OSS_120B
 
 GPT = GPT_OSS_20B.scaled(hidden=64, intermediate=96, experts=4)
 DSV4 = DSV4_FLASH.scaled(hidden=64, intermediate=32, experts=8)  # top-6, hash layers 0..2
@@ -52,7 +52,9 @@ def gpt_file(tmp_path):
 
 @pytest.fixture
 def dsv4_dir(tmp_path):
-    return write_synthetic_dsv4(tmp_path / "dsv4", DSV4, scale_rule=ScaleRule.OCP, layers=(HASH_LAYER, SCORE_LAYER))
+    return write_synthetic_dsv4(
+        tmp_path / "dsv4", DSV4, scale_rule=ScaleRule.OCP, layers=(HASH_LAYER, SCORE_LAYER)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,10 +79,14 @@ def test_gpt_oss_round_trip_bit_exact(tmp_path, rule, dist):
             assert torch.equal(x.gate_up_scales[:, rows], scales)
         packed, scales = q(o["w_down"], rule)
         assert torch.equal(x.down_packed, packed) and torch.equal(x.down_scales, scales)
-        assert torch.equal(x.gate_up_bias[:, 0::2], o["b_gate"]) and torch.equal(x.gate_up_bias[:, 1::2], o["b_up"])
+        assert torch.equal(x.gate_up_bias[:, 0::2], o["b_gate"]) and torch.equal(
+            x.gate_up_bias[:, 1::2], o["b_up"]
+        )
         assert torch.equal(x.down_bias, o["b_down"])
         assert x.gate_up_bias.dtype == torch.bfloat16 and x.router_weight.dtype == torch.bfloat16
-        assert torch.equal(x.router_weight, o["router_weight"]) and torch.equal(x.router_bias, o["router_bias"])
+        assert torch.equal(x.router_weight, o["router_weight"]) and torch.equal(
+            x.router_bias, o["router_bias"]
+        )
         sp = x.split_gate_up()
         assert torch.equal(sp["w_up"], q(o["w_up"], rule)[0]) and torch.equal(sp["b_up"], o["b_up"])
     # layers differ
@@ -89,8 +95,13 @@ def test_gpt_oss_round_trip_bit_exact(tmp_path, rule, dist):
 
 @pytest.mark.parametrize("rule", list(ScaleRule))
 def test_dsv4_round_trip_bit_exact(tmp_path, rule):
-    res = write_synthetic_dsv4(tmp_path / f"d-{rule.value}", DSV4, scale_rule=rule,
-                               layers=(HASH_LAYER, SCORE_LAYER), dist="heavy_tailed")
+    res = write_synthetic_dsv4(
+        tmp_path / f"d-{rule.value}",
+        DSV4,
+        scale_rule=rule,
+        layers=(HASH_LAYER, SCORE_LAYER),
+        dist="heavy_tailed",
+    )
     ck = open_checkpoint(res.path)
     h, i, e = DSV4.hidden_size, DSV4.intermediate_size, DSV4.num_experts
     for layer in (HASH_LAYER, SCORE_LAYER):
@@ -118,8 +129,9 @@ def test_dsv4_round_trip_bit_exact(tmp_path, rule):
 
 def test_e8m0_scale_dtype_is_read_as_uint8(tmp_path):
     a = write_synthetic_dsv4(tmp_path / "u8", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,))
-    b = write_synthetic_dsv4(tmp_path / "e8", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,),
-                             scale_dtype=torch.float8_e8m0fnu)
+    b = write_synthetic_dsv4(
+        tmp_path / "e8", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), scale_dtype=torch.float8_e8m0fnu
+    )
     name = dsv4_expert_names(SCORE_LAYER, 0)["w1_scale"]
     assert open_checkpoint(b.path).meta(name)[1] == torch.float8_e8m0fnu
     xa, xb = read_dsv4_layer(a.path, SCORE_LAYER, DSV4), read_dsv4_layer(b.path, SCORE_LAYER, DSV4)
@@ -140,8 +152,9 @@ def test_single_file_and_directory_forms(tmp_path):
 
 def test_shards_and_index(tmp_path):
     ref = write_synthetic_dsv4(tmp_path / "ref", DSV4, scale_rule="flashinfer", layers=(SCORE_LAYER,))
-    res = write_synthetic_dsv4(tmp_path / "sh", DSV4, scale_rule="flashinfer", layers=(SCORE_LAYER,),
-                               max_shard_bytes=4096)
+    res = write_synthetic_dsv4(
+        tmp_path / "sh", DSV4, scale_rule="flashinfer", layers=(SCORE_LAYER,), max_shard_bytes=4096
+    )
     assert len(res.files) > 2 and res.index == res.path / INDEX_FILENAME
     names = [f.name for f in res.files]
     assert names[0] == f"model-00001-of-{len(names):05d}.safetensors"
@@ -153,7 +166,8 @@ def test_shards_and_index(tmp_path):
     ck = open_checkpoint(res.path)
     assert set(index["weight_map"]) == set(ck.keys())
     assert index["metadata"]["total_size"] == sum(
-        t.numel() * t.element_size() for f in res.files for t in load_file(str(f)).values())
+        t.numel() * t.element_size() for f in res.files for t in load_file(str(f)).values()
+    )
     x_ref = read_dsv4_layer(ref.path, SCORE_LAYER, DSV4)
     for source in (res.path, res.index):  # directory or the index file itself
         x = read_dsv4_layer(source, SCORE_LAYER, DSV4)
@@ -166,7 +180,9 @@ def test_shards_and_index(tmp_path):
 
 
 def test_gpt_oss_shards(tmp_path):
-    res = write_synthetic_gpt_oss(tmp_path / "g", GPT, scale_rule="round_up", layers=(0, 1), max_shard_bytes=30000)
+    res = write_synthetic_gpt_oss(
+        tmp_path / "g", GPT, scale_rule="round_up", layers=(0, 1), max_shard_bytes=30000
+    )
     assert len(res.files) >= 2
     for layer in (0, 1):
         x = read_gpt_oss_layer(res.path, layer, GPT)
@@ -174,19 +190,26 @@ def test_gpt_oss_shards(tmp_path):
 
 
 def test_origin_saved_beside_checkpoint_is_not_part_of_it(tmp_path):
-    res = write_synthetic_dsv4(tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), save_origin=True,
-                               dist="outlier_channels")
+    res = write_synthetic_dsv4(
+        tmp_path / "d",
+        DSV4,
+        scale_rule="ocp",
+        layers=(SCORE_LAYER,),
+        save_origin=True,
+        dist="outlier_channels",
+    )
     assert res.origin_path == res.path / ORIGIN_FILENAME
     back = read_origin(res.path, SCORE_LAYER)
     assert set(back) == set(res.origin[SCORE_LAYER])
     for k, v in back.items():
         assert torch.equal(v, res.origin[SCORE_LAYER][k]), k
     ck = open_checkpoint(res.path)
-    assert ck.files == res.files and not any(k.endswith("w_gate") for k in ck.keys())
+    assert ck.files == res.files and not any(k.endswith("w_gate") for k in ck.weight_map)
     with pytest.raises(CheckpointError, match="no tensors for layer 7"):
         read_origin(res.origin_path, 7)
-    nothing = write_synthetic_dsv4(tmp_path / "n", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,),
-                                   return_origin=False)
+    nothing = write_synthetic_dsv4(
+        tmp_path / "n", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), return_origin=False
+    )
     assert nothing.origin is None and nothing.origin_path is None
 
 
@@ -240,8 +263,9 @@ def spy(monkeypatch):
 
 
 def test_dsv4_expert_subset_touches_only_those_tensors(tmp_path, spy):
-    res = write_synthetic_dsv4(tmp_path / "d", DSV4, scale_rule="ocp", layers=(HASH_LAYER, SCORE_LAYER),
-                               max_shard_bytes=8192)
+    res = write_synthetic_dsv4(
+        tmp_path / "d", DSV4, scale_rule="ocp", layers=(HASH_LAYER, SCORE_LAYER), max_shard_bytes=8192
+    )
     ck = open_checkpoint(res.path)
     subset = (6, 1)
     spy.clear()
@@ -294,7 +318,9 @@ def test_missing_gpt_oss_router(gpt_file):
 
 
 def test_missing_dsv4_expert_tensor_in_sharded_checkpoint(tmp_path):
-    res = write_synthetic_dsv4(tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096)
+    res = write_synthetic_dsv4(
+        tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096
+    )
     name = dsv4_expert_names(SCORE_LAYER, 5)["w2_scale"]
     index = json.loads(res.index.read_text())
     shard = res.path / index["weight_map"].pop(name)
@@ -319,17 +345,22 @@ def test_missing_dsv4_gate_bias(dsv4_dir):
 
 
 def test_index_pointing_to_missing_file(tmp_path):
-    res = write_synthetic_dsv4(tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096)
+    res = write_synthetic_dsv4(
+        tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096
+    )
     res.files[1].unlink()
     with pytest.raises(CheckpointError, match=res.files[1].name):
         open_checkpoint(res.path)
 
 
-@pytest.mark.parametrize("field, bad, expected", [
-    ("down_bias", lambda t: torch.zeros(4, 65, dtype=torch.bfloat16), "[4, 64]"),
-    ("gate_up_blocks", lambda t: t.reshape(4, 192, 4, 8), "[4, 192, 2, 16]"),
-    ("router_weight", lambda t: t[:, :32].contiguous(), "[4, 64]"),
-])
+@pytest.mark.parametrize(
+    "field, bad, expected",
+    [
+        ("down_bias", lambda t: torch.zeros(4, 65, dtype=torch.bfloat16), "[4, 64]"),
+        ("gate_up_blocks", lambda t: t.reshape(4, 192, 4, 8), "[4, 192, 2, 16]"),
+        ("router_weight", lambda t: t[:, :32].contiguous(), "[4, 64]"),
+    ],
+)
 def test_wrong_gpt_oss_shape(gpt_file, field, bad, expected):
     name = gpt_oss_names(0)[field]
 
@@ -343,9 +374,14 @@ def test_wrong_gpt_oss_shape(gpt_file, field, bad, expected):
     assert name in msg and "shape" in msg and expected in msg
 
 
-@pytest.mark.parametrize("field, dtype", [
-    ("gate_up_bias", torch.float32), ("down_scales", torch.int8), ("gate_up_blocks", torch.int8),
-])
+@pytest.mark.parametrize(
+    "field, dtype",
+    [
+        ("gate_up_bias", torch.float32),
+        ("down_scales", torch.int8),
+        ("gate_up_blocks", torch.int8),
+    ],
+)
 def test_wrong_gpt_oss_dtype(gpt_file, field, dtype):
     name = gpt_oss_names(0)[field]
 
@@ -452,7 +488,9 @@ def test_format_and_argument_errors(gpt_file, dsv4_dir, tmp_path):
 
 
 def test_duplicate_tensor_across_scanned_shards(tmp_path):
-    res = write_synthetic_dsv4(tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096)
+    res = write_synthetic_dsv4(
+        tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096
+    )
     res.index.unlink()
     shutil.copy(res.files[0], res.path / "model-extra.safetensors")
     with pytest.raises(CheckpointError, match="appears in both"):
@@ -510,8 +548,9 @@ def test_gpt_oss_120b_real_size_layer(tmp_path, request):
     if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("MXFP4LAB_RUN_SLOW"):
         pytest.skip("real-size write takes minutes; run with -m slow or MXFP4LAB_RUN_SLOW=1")
     cfg = GPT_OSS_120B
-    res = write_synthetic_gpt_oss(tmp_path / "g120", cfg, scale_rule="ocp", layers=(5,), return_origin=False,
-                                  max_shard_bytes=1 << 30)
+    res = write_synthetic_gpt_oss(
+        tmp_path / "g120", cfg, scale_rule="ocp", layers=(5,), return_origin=False, max_shard_bytes=1 << 30
+    )
     assert len(res.files) == 2
     ck = open_checkpoint(res.path)
     shapes = {n: ck.meta(n)[0] for n in gpt_oss_names(5).values()}

@@ -31,7 +31,12 @@ H100_BYTES_PER_S = 3.0e12  # FACTS "Roofline floor"
 )
 def test_shapes_match_facts(cfg, h, i, e, k, layers):
     assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.top_k, cfg.num_layers) == (
-        h, i, e, k, layers)
+        h,
+        i,
+        e,
+        k,
+        layers,
+    )
 
 
 def test_gpt_oss_numerics():
@@ -69,10 +74,17 @@ def test_weight_bytes_are_4_25_bits_per_param():
     assert DSV4_FLASH.weight_bytes_per_layer() == 256 * 3 * 4096 * 2048 * 17 // 32
 
 
-@pytest.mark.parametrize("cfg, m, floor_us", [
-    (GPT_OSS_20B, 1, 18), (GPT_OSS_20B, 64, 148), (GPT_OSS_120B, 256, 590),
-    (DSV4_FLASH, 1, 27), (DSV4_FLASH, 64, 891), (SEED_BENCH, 16, 360),
-])
+@pytest.mark.parametrize(
+    "cfg, m, floor_us",
+    [
+        (GPT_OSS_20B, 1, 18),
+        (GPT_OSS_20B, 64, 148),
+        (GPT_OSS_120B, 256, 590),
+        (DSV4_FLASH, 1, 27),
+        (DSV4_FLASH, 64, 891),
+        (SEED_BENCH, 16, 360),
+    ],
+)
 def test_roofline_bytes_reproduce_facts_table(cfg, m, floor_us):
     # FACTS' table counts weights only; biases add < 0.2 %.
     us = cfg.active_weight_bytes(m) / H100_BYTES_PER_S * 1e6
@@ -102,11 +114,14 @@ def test_frozen():
         GPT_OSS_20B.num_experts = 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(hidden=48), "hidden_size = 48 must be a multiple of 32"),
-    (dict(intermediate=0), "intermediate_size must be a positive int"),
-    (dict(experts=4, top_k=5), "top_k = 5 exceeds num_experts = 4"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"hidden": 48}, "hidden_size = 48 must be a multiple of 32"),
+        ({"intermediate": 0}, "intermediate_size must be a positive int"),
+        ({"experts": 4, "top_k": 5}, "top_k = 5 exceeds num_experts = 4"),
+    ],
+)
 def test_scaled_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPT_OSS_20B.scaled(**kwargs)
