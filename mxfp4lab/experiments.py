@@ -318,3 +318,603 @@ def layout_tile_check(rows: int = 2 * TILE_ROWS, k: int = 2 * TILE_K, seed: int 
     smism = int((f[sd["block"], sd["k128"], sd["frow"], sd["col"]] != s[0][sr, sg]).sum())
     return dict(elements=rows * k, bits_checked=int(src_bits.numel()), bit_mismatches=mism,
                 scales_checked=int(s.numel()), scale_mismatches=smism)
+
+
+# ============================================================================================
+# accuracy_*: MXFP4 error against the bf16 origin and the references (notebook 02)
+# ============================================================================================
+# Truth is always the bf16 "origin" weights (mxfp4lab.checkpoints.make_origin_*) run through the fp32
+# reference. Paths compared with it: the MXFP4-quantized weights (per scale rule) through the fp32
+# reference, through the kernel-faithful reference (bf16 stores where FlashInfer rounds), through the
+# CPU emulation of the prepared SM90 tensors, and -- on an H100 with FlashInfer -- through the kernel.
+
+from typing import Tuple  # noqa: E402  (this section's own import)
+
+ACCURACY_RULES = ("ocp", "round_up", "flashinfer")
+ACCURACY_DISTS = ("gaussian", "heavy_tailed", "outlier_channels")
+ACCURACY_MATRICES = ("w_gate", "w_up", "w_down")
+#: Half the widest E2M1 gap (4 -> 6) in units of the block scale: the worst rounding error of a
+#: block whose scaled maximum is <= 6 (round_up, flashinfer). OCP can also clip [6, 8) down to 6.
+E2M1_HALF_TOP_GAP = 1.0
+OCP_CLIP_BOUND = 2.0
+
+
+def _as_config(config):
+    from .models import MoEConfig, get_model
+
+    return config if isinstance(config, MoEConfig) else get_model(config)
+
+
+def _as_list(v) -> list:
+    return [v] if isinstance(v, str) or not hasattr(v, "__iter__") else list(v)
+
+
+def _quant_dequant(w: torch.Tensor, rule: str):
+    """``w [..., K]`` -> (packed, scales, dequantized fp32) under ``rule``."""
+    from .formats import dequantize_mxfp4, quantize_mxfp4
+
+    packed, scales = quantize_mxfp4(w, scale_rule=rule)
+    return packed, scales, dequantize_mxfp4(packed, scales, torch.float32)
+
+
+def _matrix_error_stats(w: torch.Tensor, rule: str) -> Dict[str, float]:
+    """Weight-level error of one matrix ``[rows, K]`` (bf16 origin) under ``rule``."""
+    from .formats import MX_BLOCK_SIZE, decode_e8m0
+
+    wf = w.float()
+    _, scales, q = _quant_dequant(wf, rule)
+    err = q - wf
+    s = decode_e8m0(scales).unsqueeze(-1)  # [rows, K/32, 1]
+    eb = err.reshape(*err.shape[:-1], -1, MX_BLOCK_SIZE).abs()
+    scaled = wf.reshape(eb.shape).abs() / s
+    rel = (err.double().norm() / wf.double().norm()).item()
+    return dict(
+        rel_err=rel,
+        sqnr_db=float(-20 * torch.log10(torch.tensor(max(rel, 1e-300)))),
+        mean_abs_err=err.abs().mean().item(),
+        max_abs_err=err.abs().max().item(),
+        max_err_over_scale=(eb / s).amax().item(),
+        clipped_frac=(scaled > 6.0).double().mean().item(),
+        mean_scale_exp=(scales.double() - 127).mean().item(),
+    )
+
+
+def accuracy_quantization(
+    configs=("gpt-oss-20b", "dsv4-flash"),
+    rules=ACCURACY_RULES,
+    dists=ACCURACY_DISTS,
+    seed: int = 0,
+    *,
+    expert: int = 0,
+    matrices=ACCURACY_MATRICES,
+    max_rows: Optional[int] = None,
+) -> pd.DataFrame:
+    """Weight-level MXFP4 error against the bf16 origin, one row per (model, dist, matrix, rule).
+
+    One expert's real-size matrices (``w_gate``/``w_up`` ``[I, H]``, ``w_down`` ``[H, I]``, K the last
+    axis) from :func:`mxfp4lab.checkpoints.make_origin_expert`. ``max_rows`` keeps only the first rows
+    of each matrix: quantization is per row (32-element blocks along K), so a row sample of the real K
+    has the same statistics and costs less.
+
+    Columns: ``model, dist, matrix, rows, K, rule, rel_err`` (Frobenius, vs origin), ``sqnr_db``,
+    ``mean_abs_err, max_abs_err, max_err_over_scale`` (worst per-block error in units of that block's
+    scale: <= 1 for round_up/flashinfer, <= 2 for ocp), ``clipped_frac`` (elements whose scaled
+    magnitude exceeded 6 and saturated), ``mean_scale_exp``.
+    """
+    from .checkpoints import make_origin_expert
+
+    rows = []
+    for cfg in map(_as_config, _as_list(configs)):
+        for dist in _as_list(dists):
+            origin = make_origin_expert(cfg, expert, seed=seed, dist=dist)
+            for mat in _as_list(matrices):
+                w = origin[mat] if max_rows is None else origin[mat][:max_rows]
+                for rule in _as_list(rules):
+                    rows.append(dict(model=cfg.name, dist=dist, matrix=mat, rows=w.shape[0], K=w.shape[1],
+                                     rule=rule, **_matrix_error_stats(w, rule)))
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(quant: pd.DataFrame, value: str = "rel_err", index: str = "rule",
+                   columns: str = "dist") -> pd.DataFrame:
+    """Pivot of :func:`accuracy_quantization` (mean over models/matrices): rule x dist."""
+    return quant.pivot_table(index=index, columns=columns, values=value, aggfunc="mean")
+
+
+def accuracy_block_errors(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=ACCURACY_DISTS, seed: int = 0,
+                          *, matrix: str = "w_gate", max_rows: int = 256, expert: int = 0) -> pd.DataFrame:
+    """Per 32-element block: worst element error / scale and block maximum / scale.
+
+    Columns: ``dist, rule, max_err_over_scale, amax_over_scale`` (the scaled block maximum; > 6
+    means the block maximum saturated: only possible with ocp).
+    """
+    from .checkpoints import make_origin_expert
+    from .formats import MX_BLOCK_SIZE, decode_e8m0
+
+    cfg = _as_config(config)
+    frames = []
+    for dist in _as_list(dists):
+        w = make_origin_expert(cfg, expert, seed=seed, dist=dist)[matrix][:max_rows].float()
+        wb = w.reshape(w.shape[0], -1, MX_BLOCK_SIZE)
+        for rule in _as_list(rules):
+            _, scales, q = _quant_dequant(w, rule)
+            s = decode_e8m0(scales)
+            err = (q.reshape(wb.shape) - wb).abs().amax(-1) / s
+            frames.append(pd.DataFrame({"dist": dist, "rule": rule, "max_err_over_scale": err.reshape(-1).numpy(),
+                                        "amax_over_scale": (wb.abs().amax(-1) / s).reshape(-1).numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def accuracy_k_sweep(ks=(128, 512, 2048, 8192), rules=ACCURACY_RULES, dists="gaussian", *, rows: int = 128,
+                     m: int = 16, seed: int = 0) -> pd.DataFrame:
+    """Error vs the reduction length K: a ``[rows, K]`` origin matrix (``dist``), and the GEMM
+    ``x @ w.T`` with bf16 activations ``x [m, K]``.
+
+    Columns: ``dist, rule, K, rel_err`` (weights vs origin), ``gemm_rel_err`` (fp32 GEMM with MXFP4
+    weights vs with origin weights), ``max_err_over_scale``.
+    """
+    from .checkpoints import make_origin_expert
+    from .models import GPT_OSS_20B
+
+    out = []
+    for dist in _as_list(dists):
+        for k in _as_list(ks):
+            cfg = GPT_OSS_20B.scaled(hidden=int(k), intermediate=rows, experts=1, top_k=1)
+            w = make_origin_expert(cfg, 0, seed=seed, dist=dist)["w_gate"].float()
+            x = torch.randn(m, int(k), generator=torch.Generator().manual_seed(seed + int(k))).bfloat16().float()
+            ref = x.double() @ w.double().T
+            for rule in _as_list(rules):
+                st = _matrix_error_stats(w, rule)
+                _, _, q = _quant_dequant(w, rule)
+                g = x @ q.T
+                out.append(dict(dist=dist, rule=rule, K=int(k), rel_err=st["rel_err"],
+                                gemm_rel_err=((g.double() - ref).norm() / ref.norm()).item(),
+                                max_err_over_scale=st["max_err_over_scale"]))
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- whole layers
+def _origin_expert_weights(origin: Dict[str, torch.Tensor]):
+    from .reference import ExpertWeights
+
+    f = lambda k: None if k not in origin else origin[k].float()  # noqa: E731
+    return ExpertWeights(f("w_gate"), f("w_up"), f("w_down"), f("b_gate"), f("b_up"), f("b_down"))
+
+
+def _quantize_layer(origin: Dict[str, torch.Tensor], config, rule: str):
+    """Origin (logical bf16) -> checkpoint-layout MXFP4 tensors (as the checkpoint readers return)."""
+    from types import SimpleNamespace
+
+    from .formats import quantize_mxfp4
+
+    q = lambda t: quantize_mxfp4(t, scale_rule=rule)  # noqa: E731
+    if config.checkpoint_format == "gpt_oss":
+        e, i, h = origin["w_gate"].shape
+        gate_up = torch.stack((origin["w_gate"], origin["w_up"]), dim=2).reshape(e, 2 * i, h)  # 2j gate, 2j+1 up
+        gub, gus = q(gate_up)
+        db, ds = q(origin["w_down"])
+        bias = torch.stack((origin["b_gate"], origin["b_up"]), dim=2).reshape(e, 2 * i)
+        return SimpleNamespace(gate_up_blocks=gub, gate_up_scales=gus, gate_up_bias=bias, down_blocks=db,
+                               down_scales=ds, down_bias=origin["b_down"])
+    (w1, s1), (w3, s3), (w2, s2) = q(origin["w_gate"]), q(origin["w_up"]), q(origin["w_down"])
+    return SimpleNamespace(w1=w1, w1_scale=s1, w3=w3, w3_scale=s3, w2=w2, w2_scale=s2)
+
+
+def _clamp_config(config, clamp: bool):
+    import dataclasses
+
+    return config if clamp else dataclasses.replace(config, swiglu_limit=None)
+
+
+def _swiglu_kw(config) -> Dict[str, Any]:
+    return dict(swiglu_alpha=config.swiglu_alpha, swiglu_beta=config.swiglu_beta, swiglu_limit=config.swiglu_limit,
+                routed_scaling_factor=config.routed_scaling_factor)
+
+
+def _input_scale(origin: Dict[str, torch.Tensor], preact_std: float) -> float:
+    """Factor for unit-RMS inputs so that fc1 pre-activations (gate/up) have std ~ ``preact_std``."""
+    row_sq = origin["w_gate"].float().square().sum(-1).mean().item()
+    return preact_std / max(row_sq, 1e-30) ** 0.5
+
+
+def _route_origin(x: torch.Tensor, origin: Dict[str, torch.Tensor], config):
+    """Router of the origin layer on ``x`` (hash layers are routed by logits too, for simplicity)."""
+    from .reference import route
+
+    logits = x.float() @ origin["router_weight"].float().T
+    if config.routing == "softmax_topk":
+        if "router_bias" in origin:
+            logits = logits + origin["router_bias"].float()
+        return route(logits, config)
+    return route(logits, config, correction_bias=origin.get("router_bias"))
+
+
+def _clamped_fraction(x, ids, ew, config) -> float:
+    """Fraction of routed fc1 pre-activations (gate > limit or |up| > limit) the SwiGLU clamp cuts."""
+    lim = config.swiglu_limit
+    if lim is None:
+        return 0.0
+    hit = tot = 0
+    for e in range(ew.num_experts):
+        tok = (ids.long() == e).any(-1).nonzero().flatten()
+        if tok.numel() == 0:
+            continue
+        g = x[tok] @ ew.w_gate[e].T + (0 if ew.b_gate is None else ew.b_gate[e])
+        u = x[tok] @ ew.w_up[e].T + (0 if ew.b_up is None else ew.b_up[e])
+        hit += int((g > lim).sum() + (u.abs() > lim).sum())
+        tot += 2 * g.numel()
+    return hit / max(tot, 1)
+
+
+def flashinfer_status() -> Tuple[bool, str]:
+    """(available, why not): can ``flashinfer_sm90`` run here (H100/H200 + FlashInfer)?"""
+    from .backends import get_backend
+
+    return get_backend("flashinfer_sm90").available()
+
+
+def _backend_out(name: str, prepared, config, x, ids, w) -> torch.Tensor:
+    """Run a backend (``"emulated_sm90"``, ``"emulated_sm90:fp32"``, ``"flashinfer_sm90"``, ...) -> fp32 CPU."""
+    from .backends import get_backend
+
+    base, _, mode = name.partition(":")
+    kw = {"mode": mode} if mode else {}
+    dev = "cuda" if base == "flashinfer_sm90" else "cpu"
+    p = prepared.to(dev) if dev != "cpu" else prepared
+    be = get_backend(base)(p, config, **kw)
+    y = be(x.to(dev).bfloat16(), ids.to(dev), w.to(dev))
+    return y.float().cpu()
+
+
+def accuracy_layer(
+    config="gpt-oss-20b",
+    rules=ACCURACY_RULES,
+    dists=ACCURACY_DISTS,
+    clamp=(True, False),
+    m: int = 32,
+    backends=("emulated_sm90", "emulated_sm90:fp32"),
+    seed: int = 0,
+    *,
+    preact_std: float = 3.0,
+    layer: int = 0,
+) -> pd.DataFrame:
+    """MoE layer output error: MXFP4 paths vs the bf16-origin fp32 reference and vs each other.
+
+    Per (dist, clamp): origin layer (bf16, :func:`make_origin_weights`), bf16 tokens scaled so fc1
+    pre-activations have std ``preact_std`` (so the SwiGLU clamp matters), routed by the origin
+    router. ``clamp=False`` sets ``swiglu_limit=None`` everywhere (truth included). Per rule the
+    origin is quantized into the checkpoint layout and prepared for SM90 (:mod:`mxfp4lab.prepare`).
+
+    One row per comparison ``path`` vs ``reference``:
+
+    * ``origin kernel`` vs ``origin fp32`` (rule ``bf16``): bf16 activation rounding alone
+    * ``mxfp4 fp32`` / ``mxfp4 kernel`` vs ``origin fp32``: the quantization error (+ rounding)
+    * ``mxfp4 kernel`` vs ``mxfp4 fp32``: the kernel's bf16 stores on MXFP4 weights
+    * each backend (``emulated_sm90`` = kernel mode, ``emulated_sm90:fp32``, ``flashinfer_sm90``) vs
+      ``mxfp4 kernel`` and vs ``origin fp32``.
+
+    Columns: ``model, dist, clamp, limit, rule, path, reference, rel_err, clamped_frac``.
+    """
+    from .checkpoints import make_origin_weights
+    from .prepare import prepare_from_experts
+    from .reference import expert_weights_from_prepared, moe_reference, relative_error
+
+    base_cfg = _as_config(config)
+    rows = []
+    for dist in _as_list(dists):
+        origin = make_origin_weights(base_cfg, seed, dist, layer=layer)
+        ow = _origin_expert_weights(origin)
+        g = torch.Generator().manual_seed(seed + 1)
+        x = (torch.randn(m, base_cfg.hidden_size, generator=g) * _input_scale(origin, preact_std)).bfloat16().float()
+        ids, w = _route_origin(x, origin, base_cfg)
+        for cl in _as_list(clamp):
+            cfg = _clamp_config(base_cfg, bool(cl))
+            kw = _swiglu_kw(cfg)
+            frac = _clamped_fraction(x, ids, ow, base_cfg)
+            common = dict(model=base_cfg.name, dist=dist, clamp=bool(cl), limit=cfg.swiglu_limit, clamped_frac=frac)
+            truth = moe_reference(x, ids, w, ow, mode="fp32", **kw)
+            o_k = moe_reference(x, ids, w, ow, mode="kernel", **kw)
+            rows.append(dict(common, rule="bf16", path="origin kernel", reference="origin fp32",
+                             rel_err=relative_error(o_k, truth)))
+            for rule in _as_list(rules):
+                prepared = prepare_from_experts(_quantize_layer(origin, base_cfg, rule), config=cfg)
+                qw = expert_weights_from_prepared(prepared)
+                q32 = moe_reference(x, ids, w, qw, mode="fp32", **kw)
+                qk = moe_reference(x, ids, w, qw, mode="kernel", **kw)
+                r = dict(common, rule=rule)
+                rows += [dict(r, path="mxfp4 fp32", reference="origin fp32", rel_err=relative_error(q32, truth)),
+                         dict(r, path="mxfp4 kernel", reference="origin fp32", rel_err=relative_error(qk, truth)),
+                         dict(r, path="mxfp4 kernel", reference="mxfp4 fp32", rel_err=relative_error(qk, q32))]
+                for b in _as_list(backends):
+                    y = _backend_out(b, prepared, cfg, x, ids, w)
+                    rows += [dict(r, path=b, reference="mxfp4 kernel", rel_err=relative_error(y, qk)),
+                             dict(r, path=b, reference="origin fp32", rel_err=relative_error(y, truth))]
+    return pd.DataFrame(rows)
+
+
+def _rms_norm(h: torch.Tensor) -> torch.Tensor:
+    return h / h.float().square().mean(-1, keepdim=True).add(1e-6).sqrt()
+
+
+def accuracy_depth(
+    config="gpt-oss-20b",
+    layers: int = 8,
+    rules=("ocp", "flashinfer"),
+    dist: str = "gaussian",
+    m: int = 32,
+    seed: int = 0,
+    *,
+    clamp: bool = True,
+    preact_std: float = 3.0,
+    residual: bool = True,
+    backends=(),
+) -> pd.DataFrame:
+    """Error growth through a stack of MoE layers (each layer its own origin weights, ``layer=l``).
+
+    Every path carries its own hidden state ``h`` (``h_0`` random bf16, shared): layer ``l`` routes
+    ``x = rms_norm(h) * scale`` with its origin router, runs the MoE, and ``h <- h + moe(x)``
+    (``residual=False``: ``h <- moe(x)``). Paths: ``origin fp32`` (truth), ``origin kernel`` (bf16
+    origin, kernel rounding), ``mxfp4 <rule>`` (MXFP4 weights, kernel-faithful reference, bf16
+    hidden state) and ``<backend> <rule>`` for each backend given (e.g. ``flashinfer_sm90`` on a GPU).
+    Routing is recomputed on each path's own state, so routing flips propagate.
+
+    Columns: ``model, dist, rule, path, layer`` (1-based: after layer l), ``rel_err_hidden`` (h vs
+    truth), ``rel_err_out`` (this layer's MoE output vs truth's), ``routing_agreement`` (tokens whose
+    top-k expert set equals the truth's).
+    """
+    from .checkpoints import make_origin_weights
+    from .prepare import prepare_from_experts
+    from .reference import expert_weights_from_prepared, moe_reference, relative_error
+
+    base = _as_config(config)
+    cfg = _clamp_config(base, clamp)
+    kw = _swiglu_kw(cfg)
+    h0 = torch.randn(m, cfg.hidden_size, generator=torch.Generator().manual_seed(seed + 2)).bfloat16().float()
+    paths = ["origin fp32", "origin kernel"] + [f"mxfp4 {r}" for r in _as_list(rules)]
+    paths += [f"{b} {r}" for b in _as_list(backends) for r in _as_list(rules)]
+    state = {p: h0.clone() for p in paths}
+    rows = []
+    for l in range(layers):
+        origin = make_origin_weights(base, seed, dist, layer=l)
+        ow = _origin_expert_weights(origin)
+        scale = _input_scale(origin, preact_std)
+        prepared = {r: prepare_from_experts(_quantize_layer(origin, base, r), config=cfg) for r in _as_list(rules)}
+        qws = {r: expert_weights_from_prepared(p) for r, p in prepared.items()}
+        outs, sets = {}, {}
+        for p in paths:
+            x = (_rms_norm(state[p]) * scale)
+            x = x if p == "origin fp32" else x.bfloat16().float()
+            ids, w = _route_origin(x, origin, base)
+            sets[p] = ids.long().sort(-1).values
+            if p == "origin fp32":
+                y = moe_reference(x, ids, w, ow, mode="fp32", **kw)
+            elif p == "origin kernel":
+                y = moe_reference(x, ids, w, ow, mode="kernel", **kw).float()
+            elif p.startswith("mxfp4 "):
+                y = moe_reference(x, ids, w, qws[p.split(" ", 1)[1]], mode="kernel", **kw).float()
+            else:
+                b, r = p.rsplit(" ", 1)
+                y = _backend_out(b, prepared[r], cfg, x, ids, w)
+            outs[p] = y
+            new = state[p] + y if residual else y
+            state[p] = new if p == "origin fp32" else new.bfloat16().float()
+        for p in paths:
+            rule = p.rsplit(" ", 1)[1] if p.rsplit(" ", 1)[1] in _as_list(rules) else "bf16"
+            rows.append(dict(model=base.name, dist=dist, rule=rule if p != "origin fp32" else "none", path=p,
+                             layer=l + 1, rel_err_hidden=relative_error(state[p], state["origin fp32"]),
+                             rel_err_out=relative_error(outs[p], outs["origin fp32"]),
+                             routing_agreement=(sets[p] == sets["origin fp32"]).all(-1).double().mean().item()))
+    return pd.DataFrame(rows)
+
+
+# ============================================================================================
+# latency_*: MoE latency vs tokens M per backend, crossovers, roofline (notebook 03)
+# ============================================================================================
+# Input: the JSON of mxfp4lab.bench.moe (recorded on an H100 under data/results/); every function
+# works on the tidy row frame of latency_load, so synthetic frames test them without a GPU.
+
+LATENCY_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
+LATENCY_RESULTS_FILE = "latency_h100.json"
+#: FACTS.md, the original SGLang claim on the seed shape (H100, kernel level).
+SEED_CLAIM = (
+    dict(regime="M<=64", m_max=64, m_min=None, claim="Marlin 12-15% faster", lo=-0.15, hi=-0.12),
+    dict(regime="M~256", m_max=256, m_min=256, claim="tie", lo=-0.05, hi=0.05),
+    dict(regime="M>=1024", m_max=None, m_min=1024, claim="FlashInfer 24-36% faster", lo=0.24, hi=0.36),
+)
+
+
+def latency_results_path(path=None):
+    """``path``, or ``data/results/latency_h100.json`` of this checkout."""
+    from pathlib import Path
+
+    from .report import REPO_ROOT
+
+    return Path(path) if path else REPO_ROOT / "data" / "results" / LATENCY_RESULTS_FILE
+
+
+def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
+    """Recorded latency sweep -> (rows, provenance); ``(empty frame, None)`` when there is no file.
+
+    The frame has one row per JSON row (``shape, backend, m, routing, median_us, ...``) plus ``ok``
+    (timed, no error). ``df.attrs`` holds ``ceilings`` and ``path``.
+    """
+    import json
+
+    p = latency_results_path(path)
+    if not p.is_file():
+        df = pd.DataFrame(columns=["shape", "backend", "m", "routing", "median_us", "roofline_us", "ok"])
+        df.attrs.update(path=str(p), ceilings={})
+        return df, None
+    data = json.loads(p.read_text())
+    df = pd.DataFrame(data.get("rows", []))
+    for col in ("m", "routing", "median_us", "error", "roofline_us"):
+        if col not in df:
+            df[col] = None
+    df["ok"] = df["median_us"].notna() & df["error"].isna() & df["m"].notna()
+    df.loc[df["m"].notna(), "m"] = df.loc[df["m"].notna(), "m"].astype(int)
+    df.attrs.update(path=str(p), ceilings=data.get("ceilings") or {})
+    return df, data.get("provenance") or {}
+
+
+def latency_source_label(prov: Optional[Dict[str, Any]]) -> str:
+    """'recorded on <gpu> <date>, commit <sha>' (for plot titles), or a no-data note."""
+    if not prov:
+        return "no recorded H100 latency results yet: roofline floor only"
+    commit = (prov.get("mxfp4lab_commit") or "unknown")[:10]
+    date = (prov.get("date") or "unknown date")[:10]
+    return f"recorded on {prov.get('gpu') or 'unknown GPU'} {date}, commit {commit}"
+
+
+def latency_roofline(shapes=LATENCY_SHAPES, ms=(1, 4, 16, 64, 256, 1024, 4096, 8192), *, ceilings=None) -> pd.DataFrame:
+    """Roofline floor per (shape, M) (:func:`mxfp4lab.bench.roofline.roofline`; ``ceilings`` as in the
+    results JSON, default FACTS' H100 numbers). Columns: ``shape, m, floor_us, memory_us, compute_us,
+    bound, active_experts, bytes, flops``."""
+    from .bench.roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
+
+    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
+    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    rows = []
+    for s in _as_list(shapes):
+        cfg = _as_config(s)
+        for m in _as_list(ms):
+            r = roofline(cfg, int(m), bandwidth=bw, flops_rate=fr)
+            rows.append(dict(shape=cfg.name, m=int(m), floor_us=r.floor_us, memory_us=r.memory_us,
+                             compute_us=r.compute_us, bound=r.bound, active_experts=r.active_experts,
+                             bytes=r.bytes, flops=r.flops))
+    return pd.DataFrame(rows)
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    d = df[df["ok"]] if "ok" in df else df[df["median_us"].notna()]
+    if "routing" not in d:
+        d = d.assign(routing="uniform")
+    return d.assign(routing=d["routing"].fillna("uniform"))
+
+
+def latency_crossovers(df: pd.DataFrame, a: str, b: str, *, value: str = "median_us") -> pd.DataFrame:
+    """Where backend ``a`` and ``b`` swap places, per (shape, routing).
+
+    On the M values both recorded, ``r(M) = log(t_a / t_b)``; between consecutive M where r changes
+    sign the crossover is interpolated linearly in (log M, r) -- exact when t_a/t_b is a power law of
+    M there. One row per crossing (``crossing`` 0, 1, ...); a (shape, routing) without one gets a
+    single row with ``crossover_m`` NaN. Columns: ``shape, routing, a, b, crossing, crossover_m,
+    m_lo, m_hi, faster_below, faster_above, n_crossings, faster_at_min_m, faster_at_max_m``.
+    """
+    import numpy as np
+
+    d = _ok(df)
+    out = []
+    for (shape, routing), g in d.groupby(["shape", "routing"], sort=True):
+        p = g.pivot_table(index="m", columns="backend", values=value, aggfunc="median").sort_index()
+        if a not in p or b not in p:
+            continue
+        p = p[[a, b]].dropna()
+        if p.empty:
+            continue
+        ms = p.index.to_numpy(dtype=float)
+        r = np.log(p[a].to_numpy() / p[b].to_numpy())
+        faster = lambda v: a if v < 0 else b if v > 0 else "tie"  # noqa: E731
+        base = dict(shape=shape, routing=routing, a=a, b=b, faster_at_min_m=faster(r[0]),
+                    faster_at_max_m=faster(r[-1]))
+        found = []
+        for i in range(len(ms) - 1):
+            r0, r1 = r[i], r[i + 1]
+            if r0 * r1 < 0 or (r1 == 0 and r0 != 0):
+                t = r0 / (r0 - r1)
+                lm = np.log(ms[i]) + t * (np.log(ms[i + 1]) - np.log(ms[i]))
+                found.append((float(np.exp(lm)), ms[i], ms[i + 1], r0, r1))
+        if not found:
+            out.append(dict(base, crossing=0, crossover_m=float("nan"), m_lo=float("nan"), m_hi=float("nan"),
+                            faster_below=None, faster_above=None, n_crossings=0))
+        for j, (mx, lo, hi, r0, r1) in enumerate(found):
+            out.append(dict(base, crossing=j, crossover_m=mx, m_lo=lo, m_hi=hi, faster_below=faster(r0),
+                            faster_above=faster(r1), n_crossings=len(found)))
+    cols = ["shape", "routing", "a", "b", "crossing", "crossover_m", "m_lo", "m_hi", "faster_below",
+            "faster_above", "n_crossings", "faster_at_min_m", "faster_at_max_m"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def latency_speedups(df: pd.DataFrame, baseline: str, *, value: str = "median_us") -> pd.DataFrame:
+    """Speedup of every backend over ``baseline`` at each (shape, routing, M) both recorded.
+
+    ``speedup = t_baseline / t_backend`` (> 1: the backend is faster); ``faster_pct = 100 *
+    (speedup - 1)`` ("X% faster"). Columns: ``shape, routing, m, backend, baseline, median_us,
+    baseline_us, speedup, faster_pct``.
+    """
+    d = _ok(df)
+    base = d[d["backend"] == baseline][["shape", "routing", "m", value]].rename(columns={value: "baseline_us"})
+    base = base.groupby(["shape", "routing", "m"], as_index=False)["baseline_us"].median()
+    other = d.groupby(["shape", "routing", "m", "backend"], as_index=False)[value].median()
+    j = other.merge(base, on=["shape", "routing", "m"], how="inner")
+    j = j.rename(columns={value: "median_us"}).assign(baseline=baseline)
+    j["speedup"] = j["baseline_us"] / j["median_us"]
+    j["faster_pct"] = 100 * (j["speedup"] - 1)
+    cols = ["shape", "routing", "m", "backend", "baseline", "median_us", "baseline_us", "speedup", "faster_pct"]
+    return j[cols].sort_values(["shape", "routing", "backend", "m"]).reset_index(drop=True)
+
+
+def latency_dispatch_table(df: pd.DataFrame, *, value: str = "median_us") -> pd.DataFrame:
+    """Fastest backend per (shape, routing, M). Columns: ``shape, routing, m, best, best_us, second,
+    second_us, margin`` (second_us / best_us), ``n_backends``."""
+    d = _ok(df).groupby(["shape", "routing", "m", "backend"], as_index=False)[value].median()
+    rows = []
+    for (shape, routing, m), g in d.groupby(["shape", "routing", "m"], sort=True):
+        g = g.sort_values(value)
+        best, second = g.iloc[0], (g.iloc[1] if len(g) > 1 else None)
+        rows.append(dict(shape=shape, routing=routing, m=int(m), best=best["backend"], best_us=best[value],
+                         second=None if second is None else second["backend"],
+                         second_us=float("nan") if second is None else second[value],
+                         margin=float("nan") if second is None else second[value] / best[value],
+                         n_backends=len(g)))
+    return pd.DataFrame(rows, columns=["shape", "routing", "m", "best", "best_us", "second", "second_us",
+                                       "margin", "n_backends"])
+
+
+def latency_roofline_fraction(df: pd.DataFrame) -> pd.DataFrame:
+    """Timed rows with ``fraction_of_roofline`` (floor / measured), ``achieved_GBps``,
+    ``achieved_TFLOPs`` (recomputed from ``bytes``/``flops`` when those columns are present)."""
+    d = _ok(df).copy()
+    if "roofline_us" in d:
+        d["fraction_of_roofline"] = d["roofline_us"] / d["median_us"]
+    if "bytes" in d:
+        d["achieved_GBps"] = d["bytes"] / d["median_us"] / 1e3
+    if "flops" in d:
+        d["achieved_TFLOPs"] = d["flops"] / d["median_us"] / 1e6
+    return d
+
+
+def _find_backend(df: pd.DataFrame, word: str) -> Optional[str]:
+    names = sorted(n for n in df["backend"].dropna().unique() if word in str(n).lower())
+    return names[0] if names else None
+
+
+def latency_claim_check(df: pd.DataFrame, *, shape: str = "seed-bench", routing: str = "uniform",
+                        flashinfer: Optional[str] = None, marlin: Optional[str] = None) -> pd.DataFrame:
+    """The original claim (FACTS.md) against the recorded sweep on ``shape``.
+
+    Per recorded M: FlashInfer's advantage over Marlin, ``fi_faster = t_marlin / t_flashinfer - 1``
+    (negative: Marlin faster), the claimed range for that regime and whether it holds. Empty frame
+    when either backend is absent (``df.attrs["note"]`` says why).
+    """
+    cols = ["shape", "routing", "m", "regime", "claim", "claim_lo", "claim_hi", "fi_faster", "within_claim"]
+    d = _ok(df)
+    fi = flashinfer or _find_backend(d, "flashinfer")
+    ma = marlin or _find_backend(d, "marlin")
+    if fi is None or ma is None:
+        out = pd.DataFrame(columns=cols)
+        out.attrs["note"] = (f"not measured: no {'marlin' if ma is None else 'flashinfer'} backend in the recorded "
+                             f"results (backends: {sorted(d['backend'].dropna().unique())})")
+        return out
+    sp = latency_speedups(d, ma)
+    sp = sp[(sp["backend"] == fi) & (sp["shape"] == shape) & (sp["routing"] == routing)]
+    rows = []
+    for _, r in sp.iterrows():
+        for c in SEED_CLAIM:
+            if (c["m_max"] is None or r["m"] <= c["m_max"]) and (c["m_min"] is None or r["m"] >= c["m_min"]):
+                v = r["speedup"] - 1
+                rows.append(dict(shape=shape, routing=routing, m=int(r["m"]), regime=c["regime"], claim=c["claim"],
+                                 claim_lo=c["lo"], claim_hi=c["hi"], fi_faster=v,
+                                 within_claim=bool(c["lo"] <= v <= c["hi"])))
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs["note"] = f"{fi} vs {ma} on {shape} ({routing} routing)"
+    return out
