@@ -421,6 +421,27 @@ def accuracy_table(quant: pd.DataFrame, value: str = "rel_err", index: str = "ru
     return quant.pivot_table(index=index, columns=columns, values=value, aggfunc="mean")
 
 
+def accuracy_rule_agreement(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=ACCURACY_DISTS, seed: int = 0,
+                            *, matrix: str = "w_gate", max_rows: int = 256, expert: int = 0) -> pd.DataFrame:
+    """How often two scale rules give different results on the same weights: per pair of rules and
+    distribution, the fraction of blocks with a different scale byte and of elements with a different
+    dequantized value. Columns: ``dist, rule_a, rule_b, scale_diff_frac, value_diff_frac``."""
+    from itertools import combinations
+
+    from .checkpoints import make_origin_expert
+
+    cfg = _as_config(config)
+    rows = []
+    for dist in _as_list(dists):
+        w = make_origin_expert(cfg, expert, seed=seed, dist=dist)[matrix][:max_rows].float()
+        q = {r: _quant_dequant(w, r) for r in _as_list(rules)}
+        for a, b in combinations(_as_list(rules), 2):
+            rows.append(dict(dist=dist, rule_a=a, rule_b=b,
+                             scale_diff_frac=(q[a][1] != q[b][1]).double().mean().item(),
+                             value_diff_frac=(q[a][2] != q[b][2]).double().mean().item()))
+    return pd.DataFrame(rows)
+
+
 def accuracy_block_errors(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=ACCURACY_DISTS, seed: int = 0,
                           *, matrix: str = "w_gate", max_rows: int = 256, expert: int = 0) -> pd.DataFrame:
     """Per 32-element block: worst element error / scale and block maximum / scale.
@@ -647,6 +668,7 @@ def accuracy_depth(
     clamp: bool = True,
     preact_std: float = 3.0,
     residual: bool = True,
+    branch_scale: Optional[float] = None,
     backends=(),
 ) -> pd.DataFrame:
     """Error growth through a stack of MoE layers (each layer its own origin weights, ``layer=l``).
@@ -656,7 +678,9 @@ def accuracy_depth(
     (``residual=False``: ``h <- moe(x)``). Paths: ``origin fp32`` (truth), ``origin kernel`` (bf16
     origin, kernel rounding), ``mxfp4 <rule>`` (MXFP4 weights, kernel-faithful reference, bf16
     hidden state) and ``<backend> <rule>`` for each backend given (e.g. ``flashinfer_sm90`` on a GPU).
-    Routing is recomputed on each path's own state, so routing flips propagate.
+    Routing is recomputed on each path's own state, so routing flips propagate. ``branch_scale``:
+    multiply layer l's MoE output (every path by the same constant) so that on the truth path its RMS
+    is ``branch_scale`` times the residual stream's (None: no rescaling, the MoE branch dominates).
 
     Columns: ``model, dist, rule, path, layer`` (1-based: after layer l), ``rel_err_hidden`` (h vs
     truth), ``rel_err_out`` (this layer's MoE output vs truth's), ``routing_agreement`` (tokens whose
@@ -696,7 +720,12 @@ def accuracy_depth(
                 b, r = p.rsplit(" ", 1)
                 y = _backend_out(b, prepared[r], cfg, x, ids, w)
             outs[p] = y
-            new = state[p] + y if residual else y
+        c = 1.0
+        if branch_scale is not None:
+            rms = lambda t: t.double().square().mean().sqrt().item()  # noqa: E731
+            c = branch_scale * rms(state["origin fp32"]) / max(rms(outs["origin fp32"]), 1e-30)
+        for p in paths:
+            new = state[p] + c * outs[p] if residual else c * outs[p]
             state[p] = new if p == "origin fp32" else new.bfloat16().float()
         for p in paths:
             rule = p.rsplit(" ", 1)[1] if p.rsplit(" ", 1)[1] in _as_list(rules) else "bf16"

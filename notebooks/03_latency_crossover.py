@@ -1,0 +1,171 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+#   mxfp4lab:
+#     min_figures: 2
+#     results:
+#     - recorded
+#     - source
+#     - roofline_floor_us
+#     - crossovers
+#     - dispatch_speedup
+#     - claim_check
+# ---
+
+# %% [markdown]
+# # MoE latency crossover on H100
+#
+# Latency of one MXFP4 MoE layer vs the number of tokens M, per backend and shape (GPT-OSS-20b/120b,
+# DeepSeek-V4-Flash and the seed benchmark shape), against the H100 roofline floor
+# (`mxfp4lab.bench.roofline`: active experts' weight bytes / 3.0 TB/s vs FLOPs / 800 TFLOP/s).
+# From the sweep: the crossover points (M where one backend overtakes another, interpolated in
+# log M), speedup ratios, the fraction of the roofline reached, the fastest backend per (shape, M)
+# (`mxfp4lab.dispatch.Dispatch`), and the original claim (FACTS.md: Marlin 12-15% faster at M <= 64,
+# a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
+#
+# On a CPU this notebook READS the sweep recorded on an H100 (`data/results/latency_h100.json`, written
+# by `python -m mxfp4lab.bench.moe`); every plot says where its numbers come from. With `measure=True`
+# on an H100 it runs `mxfp4lab.bench.moe.sweep` itself.
+
+# %% tags=["parameters"]
+results_file = None  # recorded sweep JSON; None reads data/results/latency_h100.json
+measure = False  # True on an H100: measure with mxfp4lab.bench.moe.sweep instead of reading the file
+backends = ["flashinfer_sm90", "torch_naive"]  # backends to measure (measure only)
+shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes
+ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]  # tokens M
+routing = "uniform"  # routing shown in the plots: uniform or skewed
+baseline = "torch_naive"  # speedups are relative to this backend
+reps = 30  # timed repetitions per point (measure only)
+results_path = None  # set by mxfp4lab report: where save_results writes results.json
+
+# %%
+import itertools
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from mxfp4lab import experiments as ex
+from mxfp4lab import plots, report
+from mxfp4lab.dispatch import Dispatch
+
+measured = False
+if measure and torch.cuda.is_available():
+    from mxfp4lab.bench.harness import measure_ceilings
+    from mxfp4lab.bench.moe import sweep
+    from mxfp4lab.provenance import provenance
+
+    ceil = measure_ceilings()
+    rows = sweep(backends, shapes, ms, [routing], reps=reps, ceilings=ceil)
+    df = pd.DataFrame(rows)
+    for col in ("median_us", "error"):
+        if col not in df:
+            df[col] = None
+    df["ok"] = df["median_us"].notna() & df["error"].isna()
+    df.attrs.update(ceilings=ceil, path="(measured in this run)")
+    prov = provenance("notebooks/03_latency_crossover (measure=True)")
+    measured = True
+else:
+    if measure:
+        print("measure=True but no CUDA GPU here: reading recorded results instead.")
+    df, prov = ex.latency_load(results_file)
+label = ex.latency_source_label(prov) + (" (measured in this run)" if measured else "")
+recorded = prov is not None and bool(df["ok"].any())
+report.record("recorded", recorded)
+report.record("source", label)
+if recorded:
+    print(f"{label}\nfrom {df.attrs.get('path')}: {int(df.ok.sum())} timed points, "
+          f"backends {sorted(df['backend'].dropna().unique())}, shapes {sorted(df['shape'].dropna().unique())}")
+    if prov:
+        print({k: prov.get(k) for k in ("gpu", "driver", "torch", "flashinfer", "mxfp4lab_commit", "date", "command")})
+else:
+    print(f"NOTE: no recorded H100 latency results yet (looked for {df.attrs.get('path')}).\n"
+          "Showing the roofline floor only. Record them on an H100 with\n"
+          "  python -m mxfp4lab.bench.moe --out data/results/latency_h100.json")
+
+# %% [markdown]
+# ## 1. Latency vs M against the roofline floor
+#
+# The floor is bandwidth-bound while few experts are active, flattens once every expert is touched
+# (all weights read once), and turns compute-bound at large M. (`seed-bench` has the `dsv4-flash`
+# shape, so their floors coincide.)
+
+# %%
+roof = ex.latency_roofline(shapes, ms, ceilings=df.attrs.get("ceilings"))
+report.record("roofline_floor_us", {s: dict(zip(g.m, g.floor_us.round(1))) for s, g in roof.groupby("shape")})
+plots.plot_latency_vs_m(df, roof, label=label, routing=routing)
+plt.show()
+
+# %%
+plots.plot_latency_roofline_only(roof, label=label)
+plt.show()
+roof.pivot(index="m", columns="shape", values="floor_us").round(1)
+
+# %% [markdown]
+# ## 2. Crossovers, speedups, dispatch
+#
+# Crossover M for every pair of recorded backends (per shape and routing): where `log(t_a / t_b)`
+# changes sign, interpolated linearly in log M.
+
+# %%
+names = sorted(df.loc[df.ok, "backend"].unique()) if recorded else []
+crossovers = pd.concat([ex.latency_crossovers(df, a, b) for a, b in itertools.combinations(names, 2)],
+                       ignore_index=True) if len(names) > 1 else pd.DataFrame()
+report.record("crossovers", crossovers.dropna(subset=["crossover_m"])[
+    ["shape", "routing", "a", "b", "crossover_m", "faster_below", "faster_above"]].to_dict("records")
+    if len(crossovers) else [])
+if len(crossovers):
+    display(crossovers[crossovers.routing == routing][["shape", "a", "b", "crossover_m", "m_lo", "m_hi", "faster_below",
+                                                      "faster_above", "n_crossings"]].round(1))
+else:
+    print("no crossovers: " + ("fewer than two backends recorded" if recorded else
+                               "no recorded H100 latency results yet"))
+
+# %%
+if recorded and baseline in names:
+    sp = ex.latency_speedups(df, baseline)
+    plots.plot_latency_speedup(sp, crossovers=crossovers, label=label, routing=routing)
+    plt.show()
+    display(sp[sp.routing == routing].pivot_table(index="m", columns=["shape", "backend"], values="speedup").round(2))
+elif recorded:
+    print(f"baseline {baseline!r} not among the recorded backends {names}: speedup plot skipped")
+
+# %%
+if recorded:
+    plots.plot_latency_roofline_fraction(ex.latency_roofline_fraction(df), label=label, routing=routing)
+    plt.show()
+    table = ex.latency_dispatch_table(df)
+    plots.plot_latency_dispatch(table, label=label, routing=routing)
+    plt.show()
+    d = Dispatch.from_rows(df[df.ok].to_dict("records"), routing=routing)
+    speed = {b: d.speedup_vs(always=b) for b in names}
+    report.record("dispatch_speedup", {b: {s: {k: v[k] for k in ("geomean", "worst", "n_m")} for s, v in r.items()}
+                                       for b, r in speed.items()})
+    display(pd.DataFrame([dict(always=b, shape=s, **{k: v[k] for k in ("geomean", "worst", "best", "n_m")})
+                          for b, r in speed.items() for s, v in r.items()]).round(3))
+else:
+    report.record("dispatch_speedup", None)
+    print("dispatch table: not available (no recorded H100 latency results yet)")
+
+# %% [markdown]
+# ## 3. The original claim (seed shape, H100)
+
+# %%
+claim = ex.latency_claim_check(df) if recorded else pd.DataFrame()
+if len(claim):
+    report.record("claim_check", claim[["m", "regime", "fi_faster", "within_claim"]].to_dict("records"))
+    print(claim.attrs.get("note"))
+    display(claim.round(3))
+else:
+    note = claim.attrs.get("note") if recorded else "not measured: no recorded H100 latency results yet"
+    report.record("claim_check", note)
+    print(f"Claim (FACTS.md): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
+          f"M>=1024 on the seed shape.\nCheck: {note}")
+
+# %%
+plots.close_all()
+results = report.save_results(results_path)
+print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))
