@@ -47,6 +47,7 @@ import itertools
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from IPython.display import display
 
 from mxfp4lab import experiments as ex
 from mxfp4lab import plots, report
