@@ -9,6 +9,7 @@ W4A16-only module (minutes to build once, then cached) instead of the hour-long 
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -42,7 +43,7 @@ class FlashInferSM90(MoEBackend):
                 from .. import build
             except ImportError as exc:  # pragma: no cover - build module missing
                 raise BackendUnavailable(f"mxfp4lab.build is not importable: {exc}") from exc
-            build.install()
+            build.install(configs=os.environ.get("MXFP4LAB_BUILD_CONFIGS", "minimal"))
         from flashinfer.fused_moe import cutlass_fused_moe
 
         self._fn = cutlass_fused_moe

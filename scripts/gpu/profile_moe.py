@@ -3,9 +3,10 @@ default tactic vs after FlashInfer's autotuner."""
 import sys, json
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import os
 import torch
 from mxfp4lab import build
-build.install()
+build.install(configs=os.environ.get('MXFP4LAB_BUILD_CONFIGS', 'minimal'))
 from mxfp4lab.backends import get_backend
 from mxfp4lab.bench.moe import random_layer, make_inputs
 from mxfp4lab.models import get_model
