@@ -46,6 +46,9 @@ class MoEBackend(abc.ABC):
     def available(cls) -> Tuple[bool, str]:
         return True, ""
 
+    def tune(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> None:
+        """Let the backend pick its tactics for this problem size (no-op unless it autotunes)."""
+
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """Experts only: ``[M, H]`` bf16 before the routed scaling factor."""

@@ -58,6 +58,15 @@ class FlashInferSM90(MoEBackend):
     def available(cls):
         return sm90_available()
 
+    def tune(self, x, topk_ids, topk_weights):
+        """FlashInfer's autotuner profiles every compiled tactic for this token-count bucket (the
+        default tactic, the candidate list's front, can be 10x slower than the best)."""
+        from flashinfer.autotuner import autotune
+
+        with autotune(True):
+            self(x, topk_ids, topk_weights)
+        torch.cuda.synchronize()
+
     def forward(self, x, topk_ids, topk_weights):
         p = self.p
         h, h_pad = p.hidden_size, p.padded_hidden

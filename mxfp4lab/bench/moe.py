@@ -125,6 +125,7 @@ def sweep(
                                 log(f"[{shape}] {b} M={m}: {row['error']}")
                                 rows.append(row)
                                 continue
+                        be.tune(*inputs[0])
                         t = time_cuda(be, inputs, warmup=warmup, reps=reps, graph=graph)
                         row.update(t.as_dict())
                         row["fraction_of_roofline"] = rf.floor_us / t.median_us
