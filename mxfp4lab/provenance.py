@@ -25,11 +25,18 @@ def _version(mod: str) -> Optional[str]:
 
 
 def _git_commit() -> Optional[str]:
+    if os.environ.get("MXFP4LAB_COMMIT"):
+        return os.environ["MXFP4LAB_COMMIT"]
+    stamp = REPO_ROOT / ".devcarry" / "COMMIT"  # written before a GPU run: the device copy has no git history
+    if stamp.exists():
+        return stamp.read_text().strip()
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         )
         sha = out.stdout.strip() or None
+        if sha is None or len(sha) != 40:
+            return None
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=5,
@@ -74,7 +81,7 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
         flashinfer=_version("flashinfer-python") or _flashinfer_runtime_version(),
         mxfp4lab_commit=_git_commit(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        command=command if command is not None else " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        command=command if command is not None else " ".join(getattr(sys, "orig_argv", sys.argv)),
     )
     return d
 

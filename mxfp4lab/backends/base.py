@@ -26,6 +26,8 @@ class BackendUnavailable(RuntimeError):
 
 class MoEBackend(abc.ABC):
     name: str = "base"
+    #: False for backends that sync with the host (a failed capture also poisons the CUDA RNG state)
+    graph_capturable: bool = True
 
     def __init__(self, prepared: PreparedMoE, config: Optional[MoEConfig] = None):
         ok, why = self.available()

@@ -13,6 +13,7 @@ from .base import MoEBackend, register
 @register
 class TorchNaive(MoEBackend):
     name = "torch_naive"
+    graph_capturable = False  # per-expert token counts go to the host (.tolist())
 
     def __init__(self, prepared, config=None, *, device=None):
         super().__init__(prepared, config)

@@ -126,7 +126,7 @@ def sweep(
                                 rows.append(row)
                                 continue
                         be.tune(*inputs[0])
-                        t = time_cuda(be, inputs, warmup=warmup, reps=reps, graph=graph)
+                        t = time_cuda(be, inputs, warmup=warmup, reps=reps, graph=graph and be.graph_capturable)
                         row.update(t.as_dict())
                         row["fraction_of_roofline"] = rf.floor_us / t.median_us
                         row["achieved_GBps"] = rf.bytes / t.median_us / 1e3
