@@ -239,6 +239,12 @@ def _stock_candidates() -> Tuple[MixedConfig, ...]:
     )
 
 
+#: The default set. Measured on an H200 (data/results/build_w4a16_h200.json, latency_h200.json):
+#: "minimal" (FAST_BUILD's 128x128x128 pingpong only) runs the GEMMs 10-30x slower than "compact"
+#: after autotuning (GPT-OSS-120b M=1: 1110 us vs 78 us; M=1024: 25.8 ms vs 1.2 ms), for 33 s less
+#: cold build (206 s vs 239 s). "minimal" remains useful for a quick correctness check.
+DEFAULT_CONFIGS = "compact"
+
 #: Named config sets.  "minimal" uses FlashInfer's own FAST_BUILD; the others a patched heuristic.
 #: "compact": K-tile 128 only (valid for every H, I that is a multiple of 128, e.g. GPT-OSS 2944),
 #: small token tiles for decode and 128/256 for prefill; stock candidates plus FAST_BUILD's default.
@@ -264,7 +270,7 @@ CONFIG_SETS: Dict[str, Tuple[MixedConfig, ...]] = {
 
 
 def resolve_configs(
-    configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal",
+    configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS,
 ) -> Tuple[Tuple[MixedConfig, ...], bool]:
     """Return ``(candidates, use_fast_build)`` for a config-set name or an explicit list.
 
@@ -582,7 +588,7 @@ def _make_spec_class():
 
 def w4a16_jit_spec(
     *,
-    configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal",
+    configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS,
     split_units: bool = True,
     extra_cuda_cflags: Sequence[str] = (),
     root: Optional[Path] = None,
@@ -860,7 +866,7 @@ def _run_build(spec, *, jobs: Optional[int], verbose: bool) -> None:
 
 def build(
     *,
-    configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal",
+    configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS,
     jobs: Optional[int] = None,
     verbose: bool = True,
     force: bool = False,
@@ -882,7 +888,7 @@ def build(
     return spec.jit_library_path
 
 
-def load(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal", build_if_missing: bool = True, **kw):
+def load(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS, build_if_missing: bool = True, **kw):
     """Load the built module (tvm-ffi module, like ``gen_cutlass_fused_moe_sm90_module().build_and_load()``)."""
     spec = w4a16_jit_spec(configs=configs, **kw)
     mod = spec.try_load()
@@ -897,7 +903,7 @@ def load(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal", 
 _INSTALLED: Dict[str, Any] = {}
 
 
-def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal", build_if_missing: bool = True, **kw):
+def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS, build_if_missing: bool = True, **kw):
     """Make ``flashinfer.fused_moe.cutlass_fused_moe`` (backend "90") and
     ``interleave_moe_weights_for_sm90_mixed_gemm`` use our restricted module.
 
@@ -935,7 +941,7 @@ def uninstall() -> None:
     _INSTALLED.pop("spec", None)
 
 
-def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = "minimal", **kw) -> Dict[str, Any]:
+def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS, **kw) -> Dict[str, Any]:
     """Dict: units, flags, candidate/compiled config lists, key, lib size, build/unit times.
 
     Works before a build (``built: False``, sizes/times absent).
@@ -1067,7 +1073,7 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
         help="build the restricted W4A16 fused_moe_90 module (and/or the interleave extension)",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--configs", default="minimal", help="minimal | compact | full | comma-separated labels")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help="minimal | compact | full | comma-separated labels")
     p.add_argument("-j", "--jobs", type=int, default=None, help="ninja jobs (default $MAX_JOBS or all cores)")
     p.add_argument("--no-split", action="store_true", help="group generated instantiations by 8 (stock)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")

@@ -60,9 +60,9 @@ class Dispatch:
                      policy: str = "at_or_above") -> "Dispatch":
         """From a results JSON (default ``data/results/latency_h100.json``)."""
         if path is None:
-            from .provenance import RESULTS_DIR
+            from .experiments import latency_results_path
 
-            path = RESULTS_DIR / "latency_h100.json"
+            path = latency_results_path()
         data = json.loads(Path(path).read_text())
         return cls.from_rows(data.get("rows", []), routing=routing, policy=policy,
                              provenance=data.get("provenance") or {})

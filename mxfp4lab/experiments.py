@@ -744,6 +744,8 @@ def accuracy_depth(
 
 LATENCY_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 LATENCY_RESULTS_FILE = "latency_h100.json"
+#: Read in this order when no path is given: the H100 sweep, else the H200 one (labelled as such).
+LATENCY_RESULTS_FALLBACKS = ("latency_h100.json", "latency_h200.json")
 #: FACTS.md, the original SGLang claim on the seed shape (H100, kernel level).
 SEED_CLAIM = (
     dict(regime="M<=64", m_max=64, m_min=None, claim="Marlin 12-15% faster", lo=-0.15, hi=-0.12),
@@ -753,12 +755,18 @@ SEED_CLAIM = (
 
 
 def latency_results_path(path=None):
-    """``path``, or ``data/results/latency_h100.json`` of this checkout."""
+    """``path``, or the first of ``data/results/latency_h100.json`` / ``latency_h200.json`` that exists."""
     from pathlib import Path
 
     from .report import REPO_ROOT
 
-    return Path(path) if path else REPO_ROOT / "data" / "results" / LATENCY_RESULTS_FILE
+    if path:
+        return Path(path)
+    for name in LATENCY_RESULTS_FALLBACKS:
+        cand = REPO_ROOT / "data" / "results" / name
+        if cand.is_file():
+            return cand
+    return REPO_ROOT / "data" / "results" / LATENCY_RESULTS_FILE
 
 
 def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:

@@ -17,6 +17,7 @@ timed). Timing: CUDA events, warm-up, median of ``--reps`` (CUDA graphs where th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from types import SimpleNamespace
@@ -86,6 +87,7 @@ def sweep(
     backends: List[str], shapes: List[str], ms: List[int], routings: List[str], *, reps: int = 50,
     warmup: int = 5, rotate: int = 4, graph: bool = True, check_m: Optional[List[int]] = None,
     ceilings: Optional[dict] = None, log=print, backend_kwargs: Optional[Dict[str, dict]] = None,
+    on_shape_done=None,
 ) -> List[dict]:
     from ..backends import get_backend
     from .harness import time_cuda
@@ -137,6 +139,8 @@ def sweep(
                     log(_fmt(row))
         del built, prepared, ref_w
         torch.cuda.empty_cache()
+        if on_shape_done is not None:
+            on_shape_done(rows)  # write partial results as we go
     return rows
 
 
@@ -169,10 +173,17 @@ def main(argv=None) -> int:
     ceil = measure_ceilings()
     print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
+    def save(rows, done=False):
+        from .. import build
+
+        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)
+        return write_result(a.out, {"benchmark": "moe_latency", "ceilings": ceil, "build_configs": cfgs,
+                                    "complete": done, "rows": rows})
+
     rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
                  a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
-                 ceilings=ceil)
-    path = write_result(a.out, {"benchmark": "moe_latency", "ceilings": ceil, "rows": rows})
+                 ceilings=ceil, on_shape_done=save)
+    path = save(rows, done=True)
     print(f"wrote {path}")
     return 0
 

@@ -30,7 +30,7 @@ from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.provenance import provenance, write_result  # noqa: E402
 from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error  # noqa: E402
 
-GOLDEN_SHAPES = [(1, 16, 32), (2, 48, 96), (3, 128, 160), (1, 256, 1472)]  # [E, rows, K/2]
+GOLDEN_SHAPES = [(1, 16, 32), (2, 48, 96), (3, 128, 160), (1, 256, 1472), (2, 64, 1024)]  # [E, rows, K/2]
 RANDOM_SHAPES = [(1, 16, 32), (5, 80, 64), (2, 144, 224), (7, 32, 320), (3, 2944, 1472), (128, 5888, 1472)]
 
 
@@ -44,20 +44,24 @@ def stage_golden(out: Path) -> dict:
     res = {"interleave_ext": str(lib), "ext_build_s": time.perf_counter() - t0, "golden": [], "random": []}
     gdir = out / "golden"
     gdir.mkdir(parents=True, exist_ok=True)
+    tensors, shapes = {}, []
     for i, shape in enumerate(GOLDEN_SHAPES):
         g = torch.Generator().manual_seed(1000 + i)
         w = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
         fi = interleave_weights_flashinfer_cuda(w.cuda()).cpu()
-        ours = interleave_weights_sm90(w)
-        name = f"sm90_fp4_interleave_{'x'.join(map(str, shape))}"
-        save_file({"input": w, "output": fi}, str(gdir / f"{name}.safetensors"))
-        meta = {"provenance": provenance("python scripts/gpu/h100_check.py golden"),
-                "what": "FlashInfer interleave_fp4_weights_for_sm90_mixed_gemm output (quant_type fp4) "
-                        "via mxfp4lab's ctypes wrapper of the installed moe_gemm_mixed_utils.cu",
-                "shape": list(shape), "seed": 1000 + i, "equal_to_mxfp4lab": bool(torch.equal(fi, ours))}
-        (gdir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
-        res["golden"].append({"shape": shape, "equal": meta["equal_to_mxfp4lab"]})
-        print(f"golden {shape}: equal={meta['equal_to_mxfp4lab']}", flush=True)
+        tag = "x".join(map(str, shape))
+        tensors[f"input_{tag}"], tensors[f"output_{tag}"] = w, fi
+        eq = bool(torch.equal(fi, interleave_weights_sm90(w)))
+        shapes.append({"shape": list(shape), "seed": 1000 + i, "equal_to_mxfp4lab": eq})
+        res["golden"].append({"shape": shape, "equal": eq})
+        print(f"golden {shape}: equal={eq}", flush=True)
+    # one file (the device returns at most 8 files per call): input_<shape> / output_<shape> pairs
+    name = "sm90_fp4_interleave_golden"
+    save_file(tensors, str(gdir / f"{name}.safetensors"))
+    meta = {"provenance": provenance(), "shapes": shapes,
+            "what": "FlashInfer interleave_fp4_weights_for_sm90_mixed_gemm output (quant_type fp4) via "
+                    "mxfp4lab's ctypes wrapper of the installed moe_gemm_mixed_utils.cu"}
+    (gdir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     for i, shape in enumerate(RANDOM_SHAPES):
         w = torch.randint(0, 256, shape, dtype=torch.uint8, device="cuda")
         torch.cuda.synchronize()
