@@ -234,3 +234,26 @@ def test_install_hooks_flashinfer_and_reverts(cache):
     finally:
         B.uninstall()
     assert core.gen_cutlass_fused_moe_sm90_module is orig
+
+
+def test_export_import_roundtrip_and_key_check(tmp_path, monkeypatch):
+    """A library archive from one host installs into another cache; a foreign key is refused."""
+    monkeypatch.setenv("MXFP4LAB_CACHE", str(tmp_path / "a"))
+    spec = B.w4a16_jit_spec(configs="compact")
+    spec.root.mkdir(parents=True, exist_ok=True)
+    (spec.root / f"{B.MODULE_NAME}.so").write_bytes(b"\x7fELF fake library")
+    (spec.root / "BUILD_OK").write_text("{}")
+    (spec.root / "spec.json").write_text("{}")
+    arc = B.export_archive(tmp_path / "lib.tar.xz", configs="compact")
+    monkeypatch.setenv("MXFP4LAB_CACHE", str(tmp_path / "b"))
+    lib = B.import_archive(arc, configs="compact")
+    assert lib.read_bytes() == b"\x7fELF fake library"
+    assert lib.parent.name == spec.root.name and str(tmp_path / "b") in str(lib)
+    with pytest.raises(ValueError, match="was built for key"):
+        B.import_archive(arc, configs="minimal")
+
+
+def test_export_requires_a_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("MXFP4LAB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="mxfp4lab build"):
+        B.export_archive(tmp_path / "x.tar.xz", configs="compact")
