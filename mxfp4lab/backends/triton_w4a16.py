@@ -1,0 +1,126 @@
+"""mxfp4lab's own Triton W4A16 MXFP4 fused MoE (:mod:`mxfp4lab.kernels.triton_moe`).
+
+Weights: the SM90 physical tensors of :class:`~mxfp4lab.prepare.PreparedMoE` are brought back to the
+logical stage (``to_logical``) and transposed to the Triton layout
+(:mod:`mxfp4lab.layout.triton_w4a16`, pure torch, on the weights' device). Runs on a CUDA GPU
+(written for H100/H200), or on a CPU under Triton's interpreter (``TRITON_INTERPRET=1``, tiny shapes
+only: the CPU test suite).
+
+Launch configuration: one explicit :class:`~mxfp4lab.kernels.triton_moe.TileConfig` per M bucket
+(:data:`CONFIGS`, first entry = default); :meth:`TritonW4A16.tune` times the bucket's few candidates on
+the GPU and keeps the fastest for that bucket.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from .base import MoEBackend, register
+
+#: M upper bound of each bucket -> candidate tile configs, as tuples
+#: (block_m, block_n1, block_k1, block_n2, block_k2, num_warps, num_stages); first = default.
+#: Decode buckets use BLOCK_M = 16 (tl.dot's minimum): a block per active expert, the weights streamed once.
+CONFIG_TABLE: Dict[int, List[Tuple[int, ...]]] = {
+    16: [(16, 64, 128, 64, 128, 4, 4), (16, 32, 128, 32, 128, 4, 4), (16, 128, 128, 128, 128, 4, 3)],
+    64: [(16, 64, 128, 64, 128, 4, 4), (32, 64, 128, 64, 128, 4, 4), (16, 128, 128, 128, 128, 4, 3)],
+    512: [(32, 64, 128, 128, 64, 4, 4), (64, 64, 128, 128, 64, 4, 3), (16, 128, 128, 128, 128, 4, 3)],
+    2048: [(64, 128, 64, 128, 64, 4, 3), (64, 64, 128, 128, 64, 4, 3), (128, 128, 64, 128, 64, 8, 3)],
+    1 << 62: [(128, 128, 64, 128, 64, 8, 3), (64, 128, 64, 128, 64, 4, 3), (128, 64, 128, 128, 64, 8, 3)],
+}
+#: Tiny tiles for the CPU interpreter (tests): a handful of programs, each a few numpy ops.
+INTERPRET_CONFIG = (16, 32, 64, 32, 64, 4, 1)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def bucket_of(m: int) -> int:
+    return next(b for b in sorted(CONFIG_TABLE) if m <= b)
+
+
+@register
+class TritonW4A16(MoEBackend):
+    name = "triton_w4a16"
+    graph_capturable = True  # no host synchronisation in forward (fixed worst-case grids)
+
+    def __init__(self, prepared, config=None, *, device=None):
+        super().__init__(prepared, config)
+        from ..kernels import triton_moe
+        from ..layout.triton_w4a16 import triton_layout_from_prepared
+
+        self._k = triton_moe
+        dev = device or prepared.w13.device
+        self.layout = triton_layout_from_prepared(prepared)
+        if str(self.layout.w13.device) != str(torch.device(dev)):
+            self.layout = _layout_to(self.layout, dev)
+        self.chosen: Dict[int, Tuple[int, ...]] = {}
+        #: tests: fill the intermediate buffers with NaN before each forward
+        self.scratch_fill: Optional[float] = None
+
+    @classmethod
+    def available(cls) -> Tuple[bool, str]:
+        try:
+            import triton  # noqa: F401
+        except Exception as exc:  # noqa: BLE001
+            return False, f"triton is not importable ({type(exc).__name__}: {exc})"
+        if _interpreting():
+            return True, "Triton interpreter (TRITON_INTERPRET=1): CPU, slow, for tests"
+        if not torch.cuda.is_available():
+            return False, "needs a CUDA GPU (or TRITON_INTERPRET=1 for the CPU interpreter)"
+        major, _ = torch.cuda.get_device_capability()
+        if major < 8:
+            return False, "needs compute capability >= 8.0 (bf16 tensor cores)"
+        return True, ""
+
+    def tile_config(self, m: int):
+        if _interpreting() and self.layout.w13.device.type == "cpu":
+            t = INTERPRET_CONFIG
+        else:
+            b = bucket_of(m)
+            t = self.chosen.get(b, CONFIG_TABLE[b][0])
+        return self._k.TileConfig(*t)
+
+    def forward(self, x, topk_ids, topk_weights, out: Optional[torch.Tensor] = None):
+        return self._k.fused_moe_w4a16(
+            x, topk_ids, topk_weights, self.layout, config=self.tile_config(x.shape[0]), out=out,
+            scratch_fill=self.scratch_fill, **self.swiglu,
+        )
+
+    def tune(self, x, topk_ids, topk_weights) -> None:
+        """Time each candidate of x's M bucket (CUDA events, median) and keep the fastest."""
+        if _interpreting() or not x.is_cuda:
+            return
+        import triton
+
+        b = bucket_of(x.shape[0])
+        if b in self.chosen:
+            return
+        h_pad, i_pad = self.layout.padded_hidden, self.layout.padded_intermediate
+        best, best_t = None, float("inf")
+        for cand in CONFIG_TABLE[b]:
+            cfg = self._k.TileConfig(*cand)
+            try:
+                cfg.check(h_pad, i_pad)
+                fn = lambda: self._k.fused_moe_w4a16(x, topk_ids, topk_weights, self.layout, config=cfg,  # noqa: E731
+                                                      **self.swiglu)
+                t = triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
+            except Exception:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape) is skipped
+                continue
+            if t < best_t:
+                best, best_t = cand, t
+        if best is not None:
+            self.chosen[b] = best
+
+
+def _layout_to(layout, device):
+    import dataclasses
+
+    kw = {f.name: getattr(layout, f.name) for f in dataclasses.fields(layout)}
+    for k, v in kw.items():
+        if isinstance(v, torch.Tensor):
+            kw[k] = v.to(device)
+    return type(layout)(**kw)
