@@ -1,0 +1,164 @@
+"""mxfp4lab's Triton W4A16 MoE kernels under Triton's CPU interpreter (TRITON_INTERPRET=1), tiny shapes.
+
+Compared with ``moe_reference(mode="kernel")``: same rounding points (GEMM1 -> bf16 before the bias,
+activation -> bf16, GEMM2 -> bf16, fp32 top-k sum -> bf16), only the fp32 summation order inside the
+GEMMs may differ, so the tolerance is a few bf16 ulps (2**-8) over the tensor: 2e-3 relative
+(a layout, scale, routing or rounding-point bug gives 1e-2 .. O(1); under the interpreter the results
+are in fact bit-identical). Output and intermediate buffers are filled with NaN first: an element no
+kernel wrote shows up as NaN. Fresh random inputs for every check.
+
+TRITON_INTERPRET must be set before ``import triton`` (``triton.language``'s own helpers are
+``@triton.jit`` functions decorated at import), so the kernels run in a child process started with it
+(this file run as a script); the parametrized tests assert on its per-case results.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TOL = 2e-3  # module docstring
+TIMEOUT_S = 300
+
+# (case id, config kind, shard (tp_size, tp_rank, ep_size, ep_rank), M values)
+CASES = [
+    ("gpt_oss_tiny", "gpt_oss_tiny", (1, 0, 1, 0), (1, 5, 33)),
+    ("dsv4_tiny", "dsv4_tiny", (1, 0, 1, 0), (1, 5, 33)),
+    # H=224 -> H_pad 256 (masked K tail of x, N tail of the output); EP: ids outside the shard skipped;
+    # TP: I per rank 96 -> I_pad 128, fc2 bias only on rank 0
+    ("gpt_oss_small_ep2r1", "gpt_oss_small", (1, 0, 2, 1), (7,)),
+    ("gpt_oss_small_tp2r1", "gpt_oss_small", (2, 1, 1, 0), (7,)),
+]
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                  reason="triton is not installed (pip install triton): the interpreter test needs it")
+
+
+# --------------------------------------------------------------------------------------------
+# Child process (TRITON_INTERPRET=1)
+# --------------------------------------------------------------------------------------------
+def _config(kind):
+    from mxfp4lab import models
+
+    if kind == "gpt_oss_tiny":
+        return models.GPT_OSS_20B.scaled(hidden=128, intermediate=128, experts=4, top_k=2)
+    if kind == "dsv4_tiny":
+        return models.DSV4_FLASH.scaled(hidden=128, intermediate=128, experts=4, top_k=2)
+    from conftest import GPT_OSS_SMALL
+
+    return GPT_OSS_SMALL
+
+
+def _run_case(kind, shard, ms, seed):
+    from mxfp4lab.backends import get_backend
+    from mxfp4lab.bench.moe import make_inputs, random_layer
+    from mxfp4lab.prepare import ShardSpec, prepare_from_experts
+    from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
+
+    cfg = _config(kind)
+    tp, tr, ep, er = shard
+    prepared = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg,
+                                    shard=ShardSpec(tp_size=tp, tp_rank=tr, ep_size=ep, ep_rank=er))
+    cls = get_backend("triton_w4a16")
+    ok, why = cls.available()
+    if not ok:
+        return {"error": f"backend unavailable: {why}"}
+    be = cls(prepared, cfg)
+    be.scratch_fill = float("nan")  # poison the intermediates too
+    ref_w = expert_weights_from_prepared(prepared)
+    rows = []
+    for m in ms:
+        x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + m)[0]
+        out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)  # poisoned
+        t0 = time.perf_counter()
+        got = be.forward(x, ids, w, out=out)
+        dt = time.perf_counter() - t0
+        ref = moe_reference(x, ids, w, ref_w, mode="kernel", swiglu_alpha=cfg.swiglu_alpha,
+                            swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        rows.append({"m": m, "same_buffer": got.data_ptr() == out.data_ptr(),
+                     "unwritten": int(torch.isnan(out).sum()), "rel_err": relative_error(out, ref),
+                     "bit_identical": bool(torch.equal(out, ref)), "seconds": dt})
+    return {"rows": rows, "available": why}
+
+
+def _worker() -> dict:
+    sys.path[:0] = [str(ROOT), str(HERE)]
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    res = {}
+    for i, (name, kind, shard, ms) in enumerate(CASES):
+        try:
+            res[name] = _run_case(kind, shard, ms, seed=11 + i)
+        except Exception:  # noqa: BLE001 - reported to the parent test
+            res[name] = {"error": traceback.format_exc()[-3000:]}
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Parent (pytest)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def results():
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True,
+                       text=True, timeout=TIMEOUT_S, cwd=str(ROOT))
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert p.returncode == 0 and lines, f"interpreter child failed (rc {p.returncode}):\n{p.stderr[-4000:]}"
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+@needs_triton
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_kernels_match_kernel_reference(results, case):
+    r = results[case]
+    assert "error" not in r, r.get("error")
+    assert "interpreter" in r["available"].lower()
+    for row in r["rows"]:
+        assert row["same_buffer"], "forward(out=...) must write the given buffer"
+        assert row["unwritten"] == 0, f"{case} M={row['m']}: {row['unwritten']} output elements never written"
+        assert row["rel_err"] < TOL, f"{case} M={row['m']}: rel err {row['rel_err']:.3g} vs kernel-faithful reference"
+
+
+@needs_triton
+def test_alignment_invariants():
+    """Every in-shard (token, slot) pair lands in exactly one block of its expert; padding is P.
+    (Pure torch; importing the module without the interpreter is fine for it.)"""
+    from mxfp4lab.kernels.triton_moe import align_pairs
+
+    g = torch.Generator().manual_seed(0)
+    for m, k, e, off, bm in [(1, 4, 8, 0, 16), (37, 3, 6, 2, 16), (200, 6, 16, 0, 32)]:
+        ids = torch.randint(0, e + 2 * off + 1, (m, k), generator=g, dtype=torch.int32)
+        al = align_pairs(ids, e, off, bm)
+        p = m * k
+        assert al.sorted_ids.numel() == al.max_blocks * bm == al.block_expert.numel() * bm
+        flat = ids.reshape(-1).long() - off
+        want = sorted(int(i) for i in torch.nonzero((flat >= 0) & (flat < e)).flatten())
+        sid = al.sorted_ids.view(al.max_blocks, bm)
+        assert sorted(int(v) for v in sid.flatten() if v < p) == want
+        for b in range(al.max_blocks):
+            ex = int(al.block_expert[b])
+            real = [int(v) for v in sid[b] if v < p]
+            assert (not real) if ex == e else all(int(flat[v]) == ex for v in real)
+        assert (sid[sid >= p] == p).all()
+
+
+def test_unavailable_without_gpu_or_interpreter(monkeypatch):
+    from mxfp4lab.backends import get_backend
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    ok, why = get_backend("triton_w4a16").available()
+    if not torch.cuda.is_available():
+        assert not ok and ("CUDA" in why or "triton" in why)
+
+
+if __name__ == "__main__":
+    print("RESULTS " + json.dumps(_worker()))
