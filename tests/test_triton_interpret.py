@@ -37,6 +37,8 @@ CASES = [
     # TP: I per rank 96 -> I_pad 128, fc2 bias only on rank 0
     ("gpt_oss_small_ep2r1", "gpt_oss_small", (1, 0, 2, 1), (7,)),
     ("gpt_oss_small_tp2r1", "gpt_oss_small", (2, 1, 1, 0), (7,)),
+    # the H100 tile configs (BLOCK_M 16..128, BLOCK_N 32..128, BLOCK_K 64/128) on H = I = 256
+    ("gpu_tile_configs", "gpu_tiles", None, ()),
 ]
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
@@ -90,13 +92,46 @@ def _run_case(kind, shard, ms, seed):
     return {"rows": rows, "available": why}
 
 
+def _run_gpu_tile_configs(seed):
+    """Every distinct GPU tile config of the backend's table on one small layer (H = I = 256): the
+    tile shapes the H100 will run, checked here for indexing (not for speed)."""
+    from mxfp4lab.backends import get_backend
+    from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE
+    from mxfp4lab.bench.moe import make_inputs, random_layer
+    from mxfp4lab.kernels import triton_moe as K
+    from mxfp4lab.models import GPT_OSS_20B
+    from mxfp4lab.prepare import prepare_from_experts
+    from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
+
+    cfg = GPT_OSS_20B.scaled(hidden=256, intermediate=256, experts=4, top_k=2)
+    prepared = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg)
+    be = get_backend("triton_w4a16")(prepared, cfg)
+    ref_w = expert_weights_from_prepared(prepared)
+    rows = []
+    for i, tile in enumerate(sorted({c for cands in CONFIG_TABLE.values() for c in cands})):
+        m = 20 + i
+        x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + i)[0]
+        out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)
+        t0 = time.perf_counter()
+        K.fused_moe_w4a16(x, ids, w, be.layout, config=K.TileConfig(*tile), out=out, scratch_fill=float("nan"),
+                          **be.swiglu)
+        dt = time.perf_counter() - t0
+        ref = moe_reference(x, ids, w, ref_w, mode="kernel", swiglu_alpha=cfg.swiglu_alpha,
+                            swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        rows.append({"m": m, "tile": list(tile), "same_buffer": True, "unwritten": int(torch.isnan(out).sum()),
+                     "rel_err": relative_error(out, ref), "bit_identical": bool(torch.equal(out, ref)),
+                     "seconds": dt})
+    return {"rows": rows, "available": "interpreter (direct launch)"}
+
+
 def _worker() -> dict:
     sys.path[:0] = [str(ROOT), str(HERE)]
     assert os.environ.get("TRITON_INTERPRET") == "1"
     res = {}
     for i, (name, kind, shard, ms) in enumerate(CASES):
         try:
-            res[name] = _run_case(kind, shard, ms, seed=11 + i)
+            res[name] = (_run_gpu_tile_configs(seed=11 + i) if kind == "gpu_tiles"
+                         else _run_case(kind, shard, ms, seed=11 + i))
         except Exception:  # noqa: BLE001 - reported to the parent test
             res[name] = {"error": traceback.format_exc()[-3000:]}
     return res
@@ -109,7 +144,7 @@ def _worker() -> dict:
 def results():
     env = dict(os.environ, TRITON_INTERPRET="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True,
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, check=False,
                        text=True, timeout=TIMEOUT_S, cwd=str(ROOT))
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULTS ")]
     assert p.returncode == 0 and lines, f"interpreter child failed (rc {p.returncode}):\n{p.stderr[-4000:]}"

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import DSV4_SMALL, GPT_OSS_SMALL
 
 from mxfp4lab.bench.moe import random_layer
 from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
@@ -15,8 +16,6 @@ from mxfp4lab.layout.triton_w4a16 import (
     weight_to_triton,
 )
 from mxfp4lab.prepare import ShardSpec, prepare_from_experts, to_logical
-
-from conftest import DSV4_SMALL, GPT_OSS_SMALL
 
 
 def rand_u8(*shape, seed=0, lo=0, hi=256):

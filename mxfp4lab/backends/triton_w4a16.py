@@ -13,8 +13,8 @@ the GPU and keeps the fastest for that bucket.
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -23,7 +23,7 @@ from .base import MoEBackend, register
 #: M upper bound of each bucket -> candidate tile configs, as tuples
 #: (block_m, block_n1, block_k1, block_n2, block_k2, num_warps, num_stages); first = default.
 #: Decode buckets use BLOCK_M = 16 (tl.dot's minimum): a block per active expert, the weights streamed once.
-CONFIG_TABLE: Dict[int, List[Tuple[int, ...]]] = {
+CONFIG_TABLE: dict[int, list[tuple[int, ...]]] = {
     16: [(16, 64, 128, 64, 128, 4, 4), (16, 32, 128, 32, 128, 4, 4), (16, 128, 128, 128, 128, 4, 3)],
     64: [(16, 64, 128, 64, 128, 4, 4), (32, 64, 128, 64, 128, 4, 4), (16, 128, 128, 128, 128, 4, 3)],
     512: [(32, 64, 128, 128, 64, 4, 4), (64, 64, 128, 128, 64, 4, 3), (16, 128, 128, 128, 128, 4, 3)],
@@ -57,12 +57,13 @@ class TritonW4A16(MoEBackend):
         self.layout = triton_layout_from_prepared(prepared)
         if str(self.layout.w13.device) != str(torch.device(dev)):
             self.layout = _layout_to(self.layout, dev)
-        self.chosen: Dict[int, Tuple[int, ...]] = {}
+        self.chosen: dict[int, tuple[int, ...]] = {}
         #: tests: fill the intermediate buffers with NaN before each forward
-        self.scratch_fill: Optional[float] = None
+        self.scratch_fill: float | None = None
+        self.tune_log: list[str] = []
 
     @classmethod
-    def available(cls) -> Tuple[bool, str]:
+    def available(cls) -> tuple[bool, str]:
         try:
             import triton  # noqa: F401
         except Exception as exc:  # noqa: BLE001
@@ -84,7 +85,7 @@ class TritonW4A16(MoEBackend):
             t = self.chosen.get(b, CONFIG_TABLE[b][0])
         return self._k.TileConfig(*t)
 
-    def forward(self, x, topk_ids, topk_weights, out: Optional[torch.Tensor] = None):
+    def forward(self, x, topk_ids, topk_weights, out: torch.Tensor | None = None):
         return self._k.fused_moe_w4a16(
             x, topk_ids, topk_weights, self.layout, config=self.tile_config(x.shape[0]), out=out,
             scratch_fill=self.scratch_fill, **self.swiglu,
@@ -105,11 +106,14 @@ class TritonW4A16(MoEBackend):
             cfg = self._k.TileConfig(*cand)
             try:
                 cfg.check(h_pad, i_pad)
-                fn = lambda: self._k.fused_moe_w4a16(x, topk_ids, topk_weights, self.layout, config=cfg,  # noqa: E731
-                                                      **self.swiglu)
-                t = triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
-            except Exception:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape) is skipped
+                t = triton.testing.do_bench(
+                    functools.partial(self._k.fused_moe_w4a16, x, topk_ids, topk_weights, self.layout,
+                                      config=cfg, **self.swiglu),
+                    warmup=10, rep=50, return_mode="median")
+            except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape)
+                self.tune_log.append(f"bucket {b} {cand}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
                 continue
+            self.tune_log.append(f"bucket {b} {cand}: {t * 1e3:.1f} us")
             if t < best_t:
                 best, best_t = cand, t
         if best is not None:

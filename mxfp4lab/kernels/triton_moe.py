@@ -33,7 +33,6 @@ so a forward can be captured in a CUDA graph: blocks past the last used one see 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import triton
@@ -207,7 +206,7 @@ def _combine_kernel(
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     hmask = offs_h < H
     acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
-    for j in range(0, top_k):
+    for j in range(top_k):
         p = m.to(tl.int64) * top_k + j
         e = tl.load(ids_ptr + p) - expert_offset
         if (e >= 0) & (e < num_experts):
@@ -320,8 +319,8 @@ def fused_moe_w4a16(
     swiglu_beta=0.0,
     swiglu_limit=None,
     config: TileConfig,
-    out: Optional[torch.Tensor] = None,
-    scratch_fill: Optional[float] = None,
+    out: torch.Tensor | None = None,
+    scratch_fill: float | None = None,
     block_h: int = 256,
 ) -> torch.Tensor:
     """One MoE layer: ``[M, H]`` bf16 (no routed scaling). ``layout``: a

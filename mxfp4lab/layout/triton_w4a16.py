@@ -45,7 +45,6 @@ The transform is a pure transpose, so :func:`from_triton_layout` is its exact (b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -53,11 +52,11 @@ from ..formats import MX_BLOCK_SIZE, MXFormatError, check_dtype
 
 __all__ = [
     "TritonW4A16Layout",
-    "to_triton_layout",
     "from_triton_layout",
+    "to_triton_layout",
     "triton_layout_from_prepared",
-    "weight_to_triton",
     "weight_from_triton",
+    "weight_to_triton",
 ]
 
 
@@ -67,10 +66,10 @@ class TritonW4A16Layout:
 
     w13: torch.Tensor
     w13_scale: torch.Tensor
-    w13_bias: Optional[torch.Tensor]
+    w13_bias: torch.Tensor | None
     w2: torch.Tensor
     w2_scale: torch.Tensor
-    w2_bias: Optional[torch.Tensor]
+    w2_bias: torch.Tensor | None
     hidden_size: int
     intermediate_size: int
     num_experts_total: int
