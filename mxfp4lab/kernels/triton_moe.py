@@ -271,7 +271,10 @@ def align_pairs(topk_ids: torch.Tensor, num_experts: int, expert_offset: int, bl
     local = topk_ids.reshape(-1).to(torch.int64) - expert_offset
     valid = (local >= 0) & (local < num_experts)
     key = torch.where(valid, local, torch.full_like(local, num_experts))
-    counts = torch.bincount(key, minlength=num_experts + 1)[:num_experts]
+    # scatter_add, not bincount: bincount on CUDA reads max(key) on the host (breaks graph capture)
+    counts = torch.zeros(num_experts + 1, dtype=torch.int64, device=dev)
+    counts.scatter_add_(0, key, torch.ones_like(key))
+    counts = counts[:num_experts]
     blocks = (counts + block_m - 1) // block_m
     blocks_end = torch.cumsum(blocks, 0)
     padded_start = (blocks_end - blocks) * block_m  # [E]
