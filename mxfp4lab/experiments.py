@@ -293,6 +293,26 @@ def layout_trace_table(trace: Dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(trace["stages"], columns=["stage", "where", "note"])
 
 
+def layout_compare_triton(row: int, k: int) -> pd.DataFrame:
+    """One logical fc1 element (row, k) in the two physical layouts mxfp4lab produces.
+
+    SM90 CUTLASS (:mod:`mxfp4lab.layout.sm90_weights`): its 4 code bits land in up to 2 bytes of a
+    (possibly different) row, bit positions permuted. Triton W4A16 (:mod:`mxfp4lab.layout.triton_w4a16`):
+    a transpose, ``[E, N, K/2] -> [E, K/2, N]``: the byte moves, the nibble keeps its bits.
+    Columns: ``layout, code_bit, row, byte, bit`` (for Triton, ``row`` is the K/2 byte-row and ``byte``
+    the N column).
+    """
+    d = _explain.weight_element_destination(row, k)
+    out = []
+    for b in range(4):
+        out.append({"layout": "sm90_cutlass", "code_bit": CODE_BIT_SHORT[b], "row": int(d["dst_row"]),
+                    "byte": int(d["dst_byte"][b]), "bit": int(d["dst_bit"][b])})
+    for b in range(4):
+        out.append({"layout": "triton_w4a16", "code_bit": CODE_BIT_SHORT[b], "row": k // 2, "byte": row,
+                    "bit": 4 * (k % 2) + b})
+    return pd.DataFrame(out)
+
+
 def layout_tile_check(rows: int = 2 * TILE_ROWS, k: int = 2 * TILE_K, seed: int = 0) -> Dict[str, int]:
     """Cross-check the element tracing against the real interleave on random bytes.
 

@@ -137,6 +137,25 @@ explorer.figure()
 plt.show()
 print(explorer.describe())
 
+# %% [markdown]
+# ## 6. Beside it: mxfp4lab's Triton W4A16 layout
+#
+# The SM90 layout above serves CUTLASS's mixed-input `wgmma` mainloop: in each 16-row x 64-element tile
+# the bytes of rows r / r+8 and columns c / c+4 form 32-bit words whose bits are permuted so that the
+# LUT-based FP4 -> bf16 conversion in registers lands in the fragment order `wgmma` wants, and the scales
+# of a 64 x 128 block are one 16-byte load per thread. It is tied to one instruction shape.
+#
+# mxfp4lab's own Triton kernel (`mxfp4lab.kernels.triton_moe`, `docs/triton-kernel.md`) uses a plain
+# transpose, `[E, N, K/2] -> [E, K/2, N]` with scales `[E, K/32, N]`: N contiguous (16-byte vector loads
+# along N), K pairs packed in a byte, no bit moves. After the nibble unpack a loaded tile already is the
+# `[K, N]` operand of `tl.dot`, for any tile shape, and up row n / gate row I_pad + n are two column
+# windows of the same rows, so one program computes both halves and fuses the SwiGLU.
+
+# %%
+from mxfp4lab.prepare import trace_fc1_row
+
+ex.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
+
 # %%
 plots.close_all()
 results = report.save_results(results_path)
