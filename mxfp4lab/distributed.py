@@ -1,0 +1,125 @@
+"""Tensor / expert parallel MoE across processes: each rank prepares and runs its shard, the partial
+outputs are summed with an all-reduce (NCCL on GPUs, gloo on CPU), and rank 0 compares the result with
+the unsharded layer (TP=1 through the same backend) and the fp32 reference.
+
+    torchrun --nproc-per-node 2 -m mxfp4lab.distributed --kind tp --model gpt-oss-120b \
+        --backend flashinfer_sm90 --out OUT/tp2.json            # two H100s
+    python -m mxfp4lab.distributed --spawn 2 --kind ep --model gpt-oss-20b --scaled \
+        --backend emulated_sm90 --out /tmp/ep2.json             # CPU, gloo (what the tests run)
+
+NVLink multicast stays off (``NCCL_NVLS_ENABLE=0``; the lent hosts require it).
+
+Sharding (see :mod:`mxfp4lab.prepare`): TP splits the intermediate dimension (fc2 bias on rank 0 only);
+EP gives each rank a contiguous block of experts; every rank sees all tokens and the same routing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from .models import get_model
+from .prepare import ShardSpec, prepare_from_experts
+from .reference import expert_weights_from_prepared, moe_reference, relative_error
+
+for _k, _v in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
+    os.environ.setdefault(_k, _v)
+
+
+def _config(model: str, scaled: bool):
+    cfg = get_model(model)
+    if scaled:  # small enough for a CPU test, I/2 a multiple of 32, E divisible by 2
+        cfg = cfg.scaled(hidden=256, intermediate=256, experts=8, top_k=min(cfg.top_k, 4))
+    return cfg
+
+
+def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(16, 256), scaled: bool = False,
+             seed: int = 7, out: Optional[str] = None) -> Optional[dict]:
+    """Body of one rank (process group already initialized). Returns the result dict on rank 0."""
+    from .backends import get_backend
+    from .bench.moe import make_inputs, random_layer
+
+    device = f"cuda:{rank}" if torch.cuda.is_available() else "cpu"
+    if device != "cpu":
+        torch.cuda.set_device(rank)
+    cfg = _config(model, scaled)
+    layer = random_layer(cfg, device=device, seed=seed)  # identical on every rank (same seed)
+    spec = ShardSpec(tp_size=world, tp_rank=rank) if kind == "tp" else ShardSpec(ep_size=world, ep_rank=rank)
+    shard = prepare_from_experts(layer, config=cfg, shard=spec)
+    be = get_backend(backend)(shard, cfg)
+    result = {"kind": kind, "world": world, "model": cfg.name, "backend": backend, "points": []}
+    if rank == 0:
+        full = prepare_from_experts(layer, config=cfg)
+        be_full = get_backend(backend)(full, cfg)
+        ref_w = expert_weights_from_prepared(full)
+    for m in ms:
+        x, ids, w = make_inputs(cfg, m, 1, "uniform", device=device, seed=1000 + m)[0]
+        be.tune(x, ids, w)
+        part = be(x, ids, w)  # [M, H] bf16 partial output of this rank (routed scaling applied)
+        acc = part.float()
+        dist.all_reduce(acc)
+        y = acc.to(torch.bfloat16)
+        if rank == 0:
+            be_full.tune(x, ids, w)
+            y1 = be_full(x, ids, w)
+            ref = moe_reference(x, ids, w, ref_w, swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta,
+                                swiglu_limit=cfg.swiglu_limit, routed_scaling_factor=cfg.routed_scaling_factor)
+            pt = {"m": m, "rel_err_vs_unsharded_same_backend": relative_error(y, y1),
+                  "rel_err_vs_fp32_ref": relative_error(y, ref),
+                  "unsharded_rel_err_vs_fp32_ref": relative_error(y1, ref)}
+            result["points"].append(pt)
+            print(json.dumps(pt), flush=True)
+    if rank == 0:
+        if out:
+            from .provenance import write_result
+
+            write_result(out, {"check": "sharded_moe", **result})
+        return result
+    return None
+
+
+def _spawn_entry(rank, world, port, kw):
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        run_rank(rank, world, **kw)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_cpu(world: int, port: int = 29533, **kw) -> None:
+    """Run ``world`` gloo ranks on this CPU (tests, laptops)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_spawn_entry, args=(world, port, kw), nprocs=world, join=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="sharded MoE (TP/EP) vs unsharded")
+    ap.add_argument("--kind", choices=["tp", "ep"], default="tp")
+    ap.add_argument("--model", default="gpt-oss-120b")
+    ap.add_argument("--backend", default="flashinfer_sm90")
+    ap.add_argument("--m", default="16,256")
+    ap.add_argument("--scaled", action="store_true", help="scaled-down layer (CPU tests)")
+    ap.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks here instead of torchrun")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    kw = dict(kind=a.kind, model=a.model, backend=a.backend, ms=tuple(int(v) for v in a.m.split(",")),
+              scaled=a.scaled, out=a.out)
+    if a.spawn:
+        spawn_cpu(a.spawn, **kw)
+        return 0
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        run_rank(dist.get_rank(), dist.get_world_size(), **kw)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
