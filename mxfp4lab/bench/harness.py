@@ -94,11 +94,13 @@ def time_cuda(
 
 def measure_ceilings(copy_bytes: int = 2 << 30, n: int = 8192) -> dict:
     """Measured H100 ceilings: device-to-device copy bandwidth (read + write bytes) and bf16 GEMM rate."""
-    a = torch.empty(copy_bytes // 2, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    t = time_cuda(lambda: b.copy_(a), [()], warmup=5, reps=30, graph=False)
-    bw = 2 * a.numel() / (t.median_us * 1e-6)
-    del a, b
+    def copy_time():
+        src = torch.empty(copy_bytes // 2, dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        return time_cuda(lambda: dst.copy_(src), [()], warmup=5, reps=30, graph=False), src.numel()
+
+    t, nbytes = copy_time()  # buffers freed on return
+    bw = 2 * nbytes / (t.median_us * 1e-6)
     x = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     y = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     t2 = time_cuda(lambda: x @ y, [()], warmup=5, reps=20, graph=False)

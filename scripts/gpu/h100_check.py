@@ -129,7 +129,7 @@ def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash")
                 try:
                     errs, _ = _kernel_errors(be, ref_w, cfg, inputs)
                     errs.update(m=m, use_fused_finalize=fused)
-                except Exception as exc:  # noqa: BLE001
+                except Exception:  # noqa: BLE001
                     errs = {"m": m, "use_fused_finalize": fused, "error": traceback.format_exc()[-800:]}
                 entry["points"].append(errs)
                 print(name, json.dumps(errs), flush=True)

@@ -1,6 +1,6 @@
 """Profile one FlashInfer SM90 MoE call per shape/M with torch.profiler (which kernels, how long);
 default tactic vs after FlashInfer's autotuner."""
-import sys, json
+import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import os
