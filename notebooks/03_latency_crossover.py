@@ -26,9 +26,10 @@
 # (`mxfp4lab.dispatch.Dispatch`), and the original claim (FACTS.md: Marlin 12-15% faster at M <= 64,
 # a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
-# On a CPU this notebook READS the sweep recorded on an H100 (`data/results/latency_h100.json`, written
-# by `python -m mxfp4lab.bench.moe`); every plot says where its numbers come from. With `measure=True`
-# on an H100 it runs `mxfp4lab.bench.moe.sweep` itself.
+# On a CPU this notebook READS a recorded sweep: `data/results/latency_h100.json`, or where that does not
+# exist yet `latency_h200.json` (written by `python -m mxfp4lab.bench.moe`); every plot says which GPU,
+# date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
+# `mxfp4lab.bench.moe.sweep` itself.
 
 # %% tags=["parameters"]
 results_file = None  # recorded sweep JSON; None reads data/results/latency_h100.json
