@@ -147,6 +147,11 @@ def decode_e8m0(scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
     Byte 255 (NaN) raises :class:`MXFormatError`."""
     check_dtype(scales, torch.uint8, "scales")
     check_scales_finite(scales)
+    return _e8m0_values(scales, dtype)
+
+
+def _e8m0_values(scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """2**(byte - 127) for uint8 bytes already checked to be finite (no 0xFF)."""
     exp = scales.to(torch.int32) - E8M0_EXP_BIAS
     wide = torch.float64 if dtype == torch.float64 else torch.float32  # 2**-127..2**127 exact in both
     one = torch.ones(exp.shape, dtype=wide, device=scales.device)
@@ -274,7 +279,7 @@ def dequantize_mxfp4(
     codes = unpack_fp4(packed)
     vals = torch.index_select(table, 0, codes.reshape(-1).to(torch.int32)).reshape(codes.shape)
     del codes
-    scl = decode_e8m0(scales, wide)
+    scl = _e8m0_values(scales, wide)  # scales were checked for byte 255 above
     # axes: [..., K/32 (block), 32 (element)] * [..., K/32, 1]
     out = vals.reshape(*vals.shape[:-1], k // MX_BLOCK_SIZE, MX_BLOCK_SIZE).mul_(scl.unsqueeze(-1))
     return out.reshape(*vals.shape[:-1], k).to(dtype)
