@@ -39,7 +39,12 @@ CASES = [
     ("gpt_oss_small_tp2r1", "gpt_oss_small", (2, 1, 1, 0), (7,)),
     # the H100 tile configs (BLOCK_M 16..128, BLOCK_N 32..128, BLOCK_K 64/128) on H = I = 256
     ("gpu_tile_configs", "gpu_tiles", None, ()),
+    # the one-program alignment kernel vs the torch alignment
+    ("align_small", "align_small", None, ()),
 ]
+# (M, top_k, local experts, expert offset, BLOCK_M): decode to SMALL_ALIGN_MAX_PAIRS, EP offsets
+ALIGN_CASES = [(1, 4, 32, 0, 16), (3, 4, 128, 0, 16), (16, 6, 256, 0, 16), (37, 3, 6, 2, 16),
+               (64, 4, 128, 0, 32), (200, 5, 16, 8, 64), (256, 4, 128, 0, 16), (170, 6, 64, 64, 16)]
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install triton): the interpreter test needs it")
@@ -108,7 +113,8 @@ def _run_gpu_tile_configs(seed):
     be = get_backend("triton_w4a16")(prepared, cfg)
     ref_w = expert_weights_from_prepared(prepared)
     rows = []
-    for i, tile in enumerate(sorted({c for cands in CONFIG_TABLE.values() for c in cands})):
+    # the interpreter always runs the explicit decode (dequant 0): one run per tile shape
+    for i, tile in enumerate(sorted({tuple(c[:7]) for cands in CONFIG_TABLE.values() for c in cands})):
         m = 20 + i
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + i)[0]
         out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)
@@ -124,14 +130,33 @@ def _run_gpu_tile_configs(seed):
     return {"rows": rows, "available": "interpreter (direct launch)"}
 
 
+def _run_align_small(seed):
+    from mxfp4lab.kernels.triton_moe import align_pairs, align_pairs_small
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for m, k, e, off, bm in ALIGN_CASES:
+        ids = torch.randint(0, off + e + off + 1, (m, k), generator=g, dtype=torch.int32)  # some outside the shard
+        a = align_pairs(ids, e, off, bm)
+        b = align_pairs_small(ids, e, off, bm)
+        rows.append({"case": [m, k, e, off, bm], "max_blocks": [a.max_blocks, b.max_blocks],
+                     "sorted_ids_equal": bool(torch.equal(a.sorted_ids, b.sorted_ids.to(a.sorted_ids.dtype))),
+                     "block_expert_equal": bool(torch.equal(a.block_expert, b.block_expert.to(a.block_expert.dtype)))})
+    return {"rows": rows, "available": "interpreter (direct launch)"}
+
+
 def _worker() -> dict:
     sys.path[:0] = [str(ROOT), str(HERE)]
     assert os.environ.get("TRITON_INTERPRET") == "1"
     res = {}
     for i, (name, kind, shard, ms) in enumerate(CASES):
         try:
-            res[name] = (_run_gpu_tile_configs(seed=11 + i) if kind == "gpu_tiles"
-                         else _run_case(kind, shard, ms, seed=11 + i))
+            if kind == "gpu_tiles":
+                res[name] = _run_gpu_tile_configs(seed=11 + i)
+            elif kind == "align_small":
+                res[name] = _run_align_small(seed=11 + i)
+            else:
+                res[name] = _run_case(kind, shard, ms, seed=11 + i)
         except Exception:  # noqa: BLE001 - reported to the parent test
             res[name] = {"error": traceback.format_exc()[-3000:]}
     return res
@@ -152,7 +177,17 @@ def results():
 
 
 @needs_triton
-@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_small_alignment_kernel_equals_torch_alignment(results):
+    r = results["align_small"]
+    assert "error" not in r, r.get("error")
+    assert len(r["rows"]) == len(ALIGN_CASES)
+    for row in r["rows"]:
+        assert row["max_blocks"][0] == row["max_blocks"][1]
+        assert row["sorted_ids_equal"] and row["block_expert_equal"], row
+
+
+@needs_triton
+@pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] != "align_small"])
 def test_kernels_match_kernel_reference(results, case):
     r = results[case]
     assert "error" not in r, r.get("error")

@@ -120,6 +120,7 @@ def sweep(
                            "roofline_us": rf.floor_us, "roofline_bound": rf.bound,
                            "active_experts": rf.active_experts, "bytes": rf.bytes, "flops": rf.flops}
                     try:
+                        be.tune(*inputs[0])  # first, so that the check below covers the timed configuration
                         if check_m is None or m in check_m:
                             row["rel_err_vs_kernel_ref"] = err = check_backend(be, ref_w, cfg, inputs)
                             if not err < CHECK_TOL:
@@ -127,7 +128,6 @@ def sweep(
                                 log(f"[{shape}] {b} M={m}: {row['error']}")
                                 rows.append(row)
                                 continue
-                        be.tune(*inputs[0])
                         t = time_cuda(be, inputs, warmup=warmup, reps=reps, graph=graph and be.graph_capturable)
                         row.update(t.as_dict())
                         row["fraction_of_roofline"] = rf.floor_us / t.median_us
@@ -137,6 +137,8 @@ def sweep(
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                     rows.append(row)
                     log(_fmt(row))
+                if on_shape_done is not None:
+                    on_shape_done(rows)  # partial results after every M (a killed run keeps them)
         del built, prepared, ref_w
         torch.cuda.empty_cache()
         if on_shape_done is not None:

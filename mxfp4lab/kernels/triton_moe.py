@@ -22,6 +22,20 @@ then cast to bf16: the product has at most 2 significant bits, so it is exact in
 it falls under fp32's normal range (scale bytes <= 1 with non-zero codes; flush-to-zero hardware would
 zero those).
 
+Two dequantization paths (``TileConfig.dequant``; the tuner times both): ``0`` the explicit
+bit-level decode above followed by ``tl.dot``; ``1`` ``tl.dot_scaled(x, None, "bf16", w, s, "e2m1")``,
+which Triton 3.6 lowers on Hopper to its own register upcast (E2M1 -> bf16, times the E8M0 scale in
+bf16) before the same bf16 MMA -- fewer instructions per weight (a ``cuobjdump`` count of the GEMM
+loop on sm_90a: about 2x fewer), and exact for every scale byte 1..254 (a power of two times a 2-bit
+significand stays exact in bf16). ``fast_math=True`` skips only the NaN propagation of byte 255, which
+:func:`mxfp4lab.formats.dequantize_mxfp4` and the preparation already reject. The interpreter has no
+``dot_scaled``: under ``TRITON_INTERPRET=1`` path 0 always runs.
+
+Routing alignment: for up to :data:`SMALL_ALIGN_MAX_PAIRS` (token, slot) pairs a single one-program
+Triton kernel (``_align_small_kernel``: histogram, cumsum, rank by pairwise compare) replaces the ~12
+torch launches of :func:`align_pairs`; both give identical outputs (tested). Decode latency is a few
+microseconds per launch, so this matters at small M.
+
 Shape constants (``H``, ``I_pad``, ``top_k``) are ``tl.constexpr``: one compile per model shape (loop
 bounds known to the compiler), and Triton's CPU interpreter with numpy >= 2.4 cannot take a run-time
 scalar as a ``range`` bound.
@@ -97,6 +111,7 @@ def _fc1_swiglu_kernel(
     H: tl.constexpr, I_pad: tl.constexpr, top_k: tl.constexpr,
     HAS_BIAS: tl.constexpr, PER_EXPERT_ACT: tl.constexpr, HAS_LIMIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INTERPRET: tl.constexpr,
+    DEQUANT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -110,6 +125,7 @@ def _fc1_swiglu_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # < I_pad (I_pad % BLOCK_N == 0)
     offs_k = tl.arange(0, BLOCK_K)
     offs_kp = tl.arange(0, BLOCK_K // 2)
+    offs_g = tl.arange(0, BLOCK_K // 32)
 
     e64 = expert.to(tl.int64)
     w_base = w_ptr + e64 * stride_we
@@ -121,13 +137,21 @@ def _fc1_swiglu_kernel(
         kk = k0 + offs_k
         a = tl.load(x_rows + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < H), other=0.0)
         kp = k0 // 2 + offs_kp
-        kg = kk // 32
         wu = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
         wg = tl.load(w_base + kp[:, None] * stride_wk + (I_pad + offs_n)[None, :])
-        su = tl.load(s_base + kg[:, None] * stride_sk + offs_n[None, :])
-        sg = tl.load(s_base + kg[:, None] * stride_sk + (I_pad + offs_n)[None, :])
-        acc_up = _mma(a, _dequant_tile(wu, su), acc_up, INTERPRET)
-        acc_gate = _mma(a, _dequant_tile(wg, sg), acc_gate, INTERPRET)
+        if DEQUANT == 1:
+            # scales as [BN, BK/32] (dot_scaled's rhs_scale shape), read through the strides
+            g = k0 // 32 + offs_g
+            su = tl.load(s_base + g[None, :] * stride_sk + offs_n[:, None])
+            sg = tl.load(s_base + g[None, :] * stride_sk + (I_pad + offs_n)[:, None])
+            acc_up = tl.dot_scaled(a, None, "bf16", wu, su, "e2m1", acc_up, fast_math=True)
+            acc_gate = tl.dot_scaled(a, None, "bf16", wg, sg, "e2m1", acc_gate, fast_math=True)
+        else:
+            kg = kk // 32
+            su = tl.load(s_base + kg[:, None] * stride_sk + offs_n[None, :])
+            sg = tl.load(s_base + kg[:, None] * stride_sk + (I_pad + offs_n)[None, :])
+            acc_up = _mma(a, _dequant_tile(wu, su), acc_up, INTERPRET)
+            acc_gate = _mma(a, _dequant_tile(wg, sg), acc_gate, INTERPRET)
 
     # round 1: GEMM output stored as bf16 (before the bias)
     up = _to_bf16(acc_up, INTERPRET).to(tl.float32)
@@ -162,6 +186,7 @@ def _fc2_kernel(
     stride_hm, stride_we, stride_wk, stride_se, stride_sk, stride_ym,
     H: tl.constexpr, I_pad: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INTERPRET: tl.constexpr,
+    DEQUANT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -175,6 +200,7 @@ def _fc2_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # < H_pad (H_pad % BLOCK_N == 0)
     offs_k = tl.arange(0, BLOCK_K)
     offs_kp = tl.arange(0, BLOCK_K // 2)
+    offs_g = tl.arange(0, BLOCK_K // 32)
     e64 = expert.to(tl.int64)
     w_base = w_ptr + e64 * stride_we
     s_base = s_ptr + e64 * stride_se
@@ -184,8 +210,12 @@ def _fc2_kernel(
         a = tl.load(h_ptr + prow[:, None] * stride_hm + kk[None, :], mask=row_ok[:, None], other=0.0)
         kp = k0 // 2 + offs_kp
         wb = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
-        sb = tl.load(s_base + (kk // 32)[:, None] * stride_sk + offs_n[None, :])
-        acc = _mma(a, _dequant_tile(wb, sb), acc, INTERPRET)
+        if DEQUANT == 1:
+            sb = tl.load(s_base + (k0 // 32 + offs_g)[None, :] * stride_sk + offs_n[:, None])
+            acc = tl.dot_scaled(a, None, "bf16", wb, sb, "e2m1", acc, fast_math=True)
+        else:
+            sb = tl.load(s_base + (kk // 32)[:, None] * stride_sk + offs_n[None, :])
+            acc = _mma(a, _dequant_tile(wb, sb), acc, INTERPRET)
     # round 3: GEMM2 output stored as bf16; the fc2 bias is added in the combine (fp32)
     y_ptrs = y_ptr + prow[:, None] * stride_ym + offs_n[None, :]
     tl.store(y_ptrs, _to_bf16(acc, INTERPRET), mask=row_ok[:, None] & (offs_n[None, :] < H))
@@ -220,6 +250,52 @@ def _combine_kernel(
 
 
 # --------------------------------------------------------------------------------------------
+# Kernel 0: routing alignment for small M, one program (replaces ~12 torch launches)
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _align_small_kernel(
+    ids_ptr, sorted_ids_ptr, block_expert_ptr,
+    num_pairs, num_experts, expert_offset, num_blocks,
+    P_BLOCK: tl.constexpr, E_BLOCK: tl.constexpr, NB_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr,
+    J: tl.constexpr, MAX_EXPERT_BLOCKS: tl.constexpr,
+):
+    """Same outputs as :func:`align_pairs` for ``num_pairs <= P_BLOCK``; ``E_BLOCK > num_experts``
+    (bin ``num_experts`` .. collects the pairs routed elsewhere and is dropped)."""
+    offs = tl.arange(0, P_BLOCK)
+    in_range = offs < num_pairs
+    e = tl.load(ids_ptr + offs, mask=in_range, other=0) - expert_offset
+    valid = in_range & (e >= 0) & (e < num_experts)
+    key = tl.where(valid, e, num_experts)  # [P_BLOCK], num_experts = the trash bin
+    bins = tl.arange(0, E_BLOCK)
+    counts = tl.histogram(key, E_BLOCK, mask=in_range)
+    counts = tl.where(bins < num_experts, counts, 0)
+    blocks = (counts + BLOCK_M - 1) // BLOCK_M  # [E_BLOCK] M-blocks per expert
+    bend = tl.cumsum(blocks, 0)
+    bstart = bend - blocks
+    pstart = tl.gather(bstart, key, 0) * BLOCK_M  # [P_BLOCK] first padded slot of each pair's expert
+    # rank of each pair among the earlier pairs of its expert (stable order), J columns at a time
+    rank = tl.zeros((P_BLOCK,), dtype=tl.int32)
+    for j0 in range(0, P_BLOCK, J):
+        offs_j = j0 + tl.arange(0, J)
+        ej = tl.load(ids_ptr + offs_j, mask=offs_j < num_pairs, other=0) - expert_offset
+        ok_j = (offs_j < num_pairs) & (ej >= 0) & (ej < num_experts)
+        kj = tl.where(ok_j, ej, num_experts)
+        same = (key[:, None] == kj[None, :]) & (offs_j[None, :] < offs[:, None]) & ok_j[None, :]
+        rank += tl.sum(same.to(tl.int32), 1)
+    # padding first: every slot = num_pairs, every block = num_experts (unused) ...
+    for s0 in range(0, NB_BLOCK * BLOCK_M, P_BLOCK):
+        so = s0 + offs
+        tl.store(sorted_ids_ptr + so, tl.full((P_BLOCK,), 0, tl.int32) + num_pairs, mask=so < num_blocks * BLOCK_M)
+    ob = tl.arange(0, NB_BLOCK)
+    tl.store(block_expert_ptr + ob, tl.full((NB_BLOCK,), 0, tl.int32) + num_experts, mask=ob < num_blocks)
+    tl.debug_barrier()
+    # ... then the pairs and each expert's run of blocks
+    tl.store(sorted_ids_ptr + pstart + rank, offs.to(tl.int32), mask=valid)
+    for t in range(MAX_EXPERT_BLOCKS):
+        tl.store(block_expert_ptr + bstart + t, bins.to(tl.int32), mask=t < blocks)
+
+
+# --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -233,6 +309,7 @@ class TileConfig:
     block_k2: int
     num_warps: int = 4
     num_stages: int = 3
+    dequant: int = 0  # 0: explicit decode + tl.dot; 1: tl.dot_scaled (GPU only)
 
     def check(self, h_pad: int, i_pad: int) -> None:
         for nm, v in (("block_k1", self.block_k1), ("block_k2", self.block_k2)):
@@ -243,6 +320,8 @@ class TileConfig:
                 f"tile {self} does not divide the padded shape (I_pad={i_pad} % block_n1 / block_k2, "
                 f"H_pad={h_pad} % block_n2 / block_k1 must be 0)"
             )
+        if self.dequant not in (0, 1):
+            raise ValueError(f"dequant = {self.dequant}: 0 (explicit decode) or 1 (tl.dot_scaled)")
 
 
 @dataclass
@@ -290,6 +369,31 @@ def align_pairs(topk_ids: torch.Tensor, num_experts: int, expert_offset: int, bl
     bidx = torch.arange(nb, device=dev)
     block_expert = torch.searchsorted(blocks_end, bidx, right=True).to(torch.int32)  # E past the end
     return Alignment(sorted_ids[: nb * block_m], block_expert, nb)
+
+
+#: up to this many (token, slot) pairs the one-program alignment kernel runs (M=256 at top-4)
+SMALL_ALIGN_MAX_PAIRS = 1024
+
+
+def align_pairs_small(topk_ids: torch.Tensor, num_experts: int, expert_offset: int, block_m: int) -> Alignment:
+    """:func:`align_pairs` in one Triton launch (``topk_ids.numel() <= SMALL_ALIGN_MAX_PAIRS``)."""
+    p = topk_ids.numel()
+    if p > SMALL_ALIGN_MAX_PAIRS:
+        raise ValueError(f"align_pairs_small: {p} pairs > SMALL_ALIGN_MAX_PAIRS={SMALL_ALIGN_MAX_PAIRS}")
+    dev = topk_ids.device
+    nb = max_blocks(p, num_experts, block_m)
+    ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
+    sorted_ids = torch.empty(max(nb * block_m, 1), dtype=torch.int32, device=dev)
+    block_expert = torch.empty(max(nb, 1), dtype=torch.int32, device=dev)
+    p_block = max(triton.next_power_of_2(max(p, 1)), 16)
+    big = p_block >= 512  # keep the [P_BLOCK, J] compare tile in registers (no local-memory spill)
+    _align_small_kernel[(1,)](
+        ids, sorted_ids, block_expert, p, num_experts, expert_offset, nb,
+        P_BLOCK=p_block, E_BLOCK=triton.next_power_of_2(num_experts + 1),
+        NB_BLOCK=triton.next_power_of_2(max(nb, 1)), BLOCK_M=block_m, J=16 if big else min(32, p_block),
+        MAX_EXPERT_BLOCKS=triton.cdiv(p_block, block_m), num_warps=8 if big else 4,
+    )
+    return Alignment(sorted_ids[: nb * block_m], block_expert[:nb], nb)
 
 
 def _act_args(alpha, beta, limit, num_experts: int, device):
@@ -343,7 +447,8 @@ def fused_moe_w4a16(
     ids = topk_ids.to(torch.int32).contiguous()
     wts = topk_weights.to(torch.float32).contiguous()
     p = m * k
-    al = align_pairs(ids, e, layout.expert_offset, config.block_m)
+    small = p <= SMALL_ALIGN_MAX_PAIRS and dev.type == "cuda"
+    al = (align_pairs_small if small else align_pairs)(ids, e, layout.expert_offset, config.block_m)
     alloc = torch.empty if scratch_fill is None else (lambda *s, **kw: torch.full(s, scratch_fill, **kw))
     hbuf = alloc(max(p, 1), i_pad, dtype=torch.bfloat16, device=dev)
     ybuf = alloc(max(p, 1), h, dtype=torch.bfloat16, device=dev)
@@ -355,6 +460,7 @@ def fused_moe_w4a16(
     dummy = torch.zeros(1, dtype=torch.bfloat16, device=dev)
     cfg = config
     interpret = dev.type == "cpu"  # only the interpreter runs on CPU tensors
+    dequant = 0 if interpret else cfg.dequant  # the interpreter has no dot_scaled
     _fc1_swiglu_kernel[(al.max_blocks, i_pad // cfg.block_n1)](
         x, layout.w13, layout.w13_scale, b13 if b13 is not None else dummy, ta, tb, tlim,
         al.sorted_ids, al.block_expert, hbuf,
@@ -364,7 +470,7 @@ def fused_moe_w4a16(
         da, db, dl,
         H=h, I_pad=i_pad, top_k=k,
         HAS_BIAS=b13 is not None, PER_EXPERT_ACT=per_e, HAS_LIMIT=has_lim,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1, INTERPRET=interpret,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1, INTERPRET=interpret, DEQUANT=dequant,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     _fc2_kernel[(al.max_blocks, triton.cdiv(h, cfg.block_n2))](
@@ -373,7 +479,7 @@ def fused_moe_w4a16(
         hbuf.stride(0), layout.w2.stride(0), layout.w2.stride(1), layout.w2_scale.stride(0),
         layout.w2_scale.stride(1), ybuf.stride(0),
         H=h, I_pad=i_pad,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2, INTERPRET=interpret,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2, INTERPRET=interpret, DEQUANT=dequant,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     bh = min(block_h, triton.next_power_of_2(h))

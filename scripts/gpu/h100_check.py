@@ -101,7 +101,8 @@ def _kernel_errors(be, ref_w, cfg, inputs):
     }, out
 
 
-def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash"), ms=(1, 16, 128, 1024, 4096)) -> dict:
+def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash"), ms=(1, 16, 128, 1024, 4096),
+                 save=None) -> dict:
     from mxfp4lab import build
     from mxfp4lab.backends import get_backend
 
@@ -134,11 +135,15 @@ def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash")
                 entry["points"].append(errs)
                 print(name, json.dumps(errs), flush=True)
         res["models"][name] = entry
+        if save is not None:
+            save(res)  # after every model: a killed run keeps what it has
         del ref_w, layer
         # TP=2 and EP=2 on one GPU, ranks run one after the other, partial outputs summed (the
         # all-reduce), against the TP=1 output of the same kernel and the kernel-faithful reference
         if name == "gpt-oss-120b":
             res["sharding"] = _sharding(cfg, seed=7)
+            if save is not None:
+                save(res)
         del prep
         torch.cuda.empty_cache()
     return res
@@ -190,7 +195,12 @@ def main(argv=None) -> int:
         write_result(out / "h100_golden_check.json", {"check": "sm90_interleave", **r}, command=cmd)
     if a.stage in ("kernel", "all"):
         try:
-            r = stage_kernel(out, models=a.models.split(","))
+            def save(partial):
+                write_result(out / "h100_kernel_check.json",
+                             {"check": "flashinfer_sm90_moe", "complete": False, **partial}, command=cmd)
+
+            r = stage_kernel(out, models=a.models.split(","), save=save)
+            r["complete"] = True
         except Exception:  # noqa: BLE001
             r = {"error": traceback.format_exc()[-3000:]}
             print(r["error"], flush=True)

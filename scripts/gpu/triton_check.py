@@ -4,7 +4,7 @@
     python scripts/gpu/triton_check.py time  --out DIR [--shapes ...] [--m ...] [--backends triton_w4a16,flashinfer_sm90]
     python scripts/gpu/triton_check.py all   --out DIR
 
-``check``: per shape, one random layer (``bench.moe.random_layer``) prepared like the checkpoints
+``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``bench.moe.random_layer``) prepared like the checkpoints
 (``prepare_from_experts``, SM90 physical) -> the Triton backend (layout via ``to_logical`` + transpose).
 For every M: FRESH random inputs (own seed per (shape, M)); the output buffer is filled with NaN and so
 are the kernels' intermediate buffers (``scratch_fill``), so any element no kernel wrote shows as NaN;
@@ -50,7 +50,15 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def stage_check(out: Path, shapes, ms) -> dict:
+def prepared_h_pad(be) -> int:
+    return be.layout.padded_hidden
+
+
+def prepared_i_pad(be) -> int:
+    return be.layout.padded_intermediate
+
+
+def stage_check(out: Path, shapes, ms, all_configs: bool = True) -> dict:
     from mxfp4lab.backends import get_backend
 
     res = {"benchmark": "triton_w4a16_check", "tol": CHECK_TOL, "rows": [], "complete": False}
@@ -70,38 +78,54 @@ def stage_check(out: Path, shapes, ms) -> dict:
             continue
         print(f"[{shape}] prepared + layout in {time.perf_counter() - t0:.1f} s", flush=True)
         kw = dict(swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE, bucket_of
+
         for m in ms:
-            row = {"shape": shape, "m": m}
-            try:
-                x, ids, w = make_inputs(cfg, m, 1, "uniform", device=DEVICE, seed=10_000 * (si + 1) + m)[0]  # fresh per check
-                be.scratch_fill = float("nan")
-                poisoned = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16, device=DEVICE)
-                t1 = time.perf_counter()
-                be.forward(x, ids, w, out=poisoned)
-                _sync()
-                row["first_call_s"] = time.perf_counter() - t1  # includes Triton compiles for a new config
-                row["tile_config"] = list(be.tile_config(m).__dict__.values())
-                row["unwritten"] = int(torch.isnan(poisoned).sum())
-                be.scratch_fill = None
-                again = be.forward(x, ids, w)
-                _sync()
-                row["deterministic"] = bool(torch.equal(again, poisoned))
-                ref_k = moe_reference(x, ids, w, ref_w, mode="kernel", **kw)
-                row["rel_err_vs_kernel_ref"] = relative_error(poisoned, ref_k)
-                row["max_abs_err_vs_kernel_ref"] = float((poisoned.float() - ref_k.float()).abs().nan_to_num(float("inf")).max())
-                ref_f = moe_reference(x, ids, w, ref_w, mode="fp32", **kw)
-                row["rel_err_vs_fp32_ref"] = relative_error(poisoned, ref_f)
-                row["kernel_ref_vs_fp32_ref"] = relative_error(ref_k, ref_f)
-                row["ok"] = (row["unwritten"] == 0 and row["deterministic"]
-                             and row["rel_err_vs_kernel_ref"] < CHECK_TOL)
-                del ref_k, ref_f
-            except Exception as exc:  # noqa: BLE001
-                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                row["traceback"] = traceback.format_exc()[-2000:]
-                row["ok"] = False
-            res["rows"].append(row)
-            print(_fmt_check(row), flush=True)
-            write_result(path, res)
+            bucket = bucket_of(m)
+            cands = CONFIG_TABLE[bucket] if all_configs else [CONFIG_TABLE[bucket][0]]
+            for ci, cand in enumerate(cands):
+                row = {"shape": shape, "m": m, "candidate": ci, "tile_config": list(cand)}
+                try:
+                    try:
+                        be._k.TileConfig(*cand).check(prepared_h_pad(be), prepared_i_pad(be))
+                    except ValueError as exc:  # this tile does not divide this shape: the tuner skips it too
+                        row.update(skipped=str(exc)[:200], ok=True)
+                        res["rows"].append(row)
+                        print(f"{shape:13s} M={m:>5} cand {ci} skipped (does not divide the shape)", flush=True)
+                        continue
+                    be.chosen[bucket] = tuple(cand)
+                    # fresh inputs per (shape, M, candidate)
+                    x, ids, w = make_inputs(cfg, m, 1, "uniform", device=DEVICE,
+                                            seed=10_000 * (si + 1) + 100 * m + ci)[0]
+                    be.scratch_fill = float("nan")
+                    poisoned = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+                    t1 = time.perf_counter()
+                    be.forward(x, ids, w, out=poisoned)
+                    _sync()
+                    row["first_call_s"] = time.perf_counter() - t1  # includes Triton compiles for a new config
+                    row["unwritten"] = int(torch.isnan(poisoned).sum())
+                    be.scratch_fill = None
+                    again = be.forward(x, ids, w)
+                    _sync()
+                    row["deterministic"] = bool(torch.equal(again, poisoned))
+                    ref_k = moe_reference(x, ids, w, ref_w, mode="kernel", **kw)
+                    row["rel_err_vs_kernel_ref"] = relative_error(poisoned, ref_k)
+                    row["bit_identical_frac"] = float((poisoned == ref_k).float().mean())
+                    row["max_abs_err_vs_kernel_ref"] = float((poisoned.float() - ref_k.float()).abs().nan_to_num(float("inf")).max())
+                    ref_f = moe_reference(x, ids, w, ref_w, mode="fp32", **kw)
+                    row["rel_err_vs_fp32_ref"] = relative_error(poisoned, ref_f)
+                    row["kernel_ref_vs_fp32_ref"] = relative_error(ref_k, ref_f)
+                    row["ok"] = (row["unwritten"] == 0 and row["deterministic"]
+                                 and row["rel_err_vs_kernel_ref"] < CHECK_TOL)
+                    del ref_k, ref_f
+                except Exception as exc:  # noqa: BLE001
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                    row["traceback"] = traceback.format_exc()[-2000:]
+                    row["ok"] = False
+                res["rows"].append(row)
+                print(_fmt_check(row), flush=True)
+                write_result(path, res)
+            be.chosen.pop(bucket, None)
         del be, prepared, ref_w
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
@@ -114,7 +138,7 @@ def stage_check(out: Path, shapes, ms) -> dict:
 def _fmt_check(r: dict) -> str:
     if "error" in r:
         return f"{r['shape']:13s} M={r.get('m', '-'):>5} ERROR {r['error'][:200]}"
-    return (f"{r['shape']:13s} M={r['m']:>5} {'OK  ' if r['ok'] else 'FAIL'} err_k={r['rel_err_vs_kernel_ref']:.2e} "
+    return (f"{r['shape']:13s} M={r['m']:>5} c{r['candidate']} {'OK  ' if r['ok'] else 'FAIL'} err_k={r['rel_err_vs_kernel_ref']:.2e} "
             f"err_f={r['rel_err_vs_fp32_ref']:.2e} (ref_k vs ref_f {r['kernel_ref_vs_fp32_ref']:.2e}) "
             f"unwritten={r['unwritten']} det={r['deterministic']} first={r['first_call_s']:.1f}s cfg={r['tile_config']}")
 
@@ -164,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--m", default=",".join(map(str, MS)))
     ap.add_argument("--backends", default="triton_w4a16,flashinfer_sm90")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--default-config-only", action="store_true",
+                    help="check: only each M bucket's default tile config (default: every candidate)")
     ap.add_argument("--check-m", default="1,64,1024", help="M values the timing sweep re-checks ('all' for all)")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -175,7 +201,7 @@ def main(argv=None) -> int:
     ms = [int(v) for v in a.m.split(",")]
     rc = 0
     if a.stage in ("check", "all"):
-        res = stage_check(out, shapes, ms)
+        res = stage_check(out, shapes, ms, all_configs=not a.default_config_only)
         print(f"check: {'ALL OK' if res['all_ok'] else 'FAILURES'} -> {out / 'triton_check.json'}", flush=True)
         rc = 0 if res["all_ok"] else 1
     if a.stage in ("time", "all"):
