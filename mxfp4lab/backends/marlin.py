@@ -100,6 +100,9 @@ def marlin_repack_fp4(w: torch.Tensor) -> torch.Tensor:
     k = kh * 2
     if k % MARLIN_TILE or n % 64:
         raise ValueError(f"Marlin needs K % 16 == 0 and N % 64 == 0, got K={k}, N={n}")
+    chunk = max(1, (1 << 27) // (k * n))  # experts per pass: the int64 packing step below stays <= 1 GiB
+    if e > chunk:  # (DSv4-Flash w13 in one pass would need 32 GiB)
+        return torch.cat([marlin_repack_fp4(w[i:i + chunk]) for i in range(0, e, chunk)])
     codes = unpack_fp4(w).transpose(1, 2)  # [E, K, N]
     t = codes.reshape(e, k // 16, 16, n // 16, 16).permute(0, 1, 3, 2, 4).reshape(e, k // 16, n * 16)
     perm = marlin_weight_perm(w.device)
