@@ -14,6 +14,7 @@ Floor = max(bytes / bandwidth, FLOPs / rate), with bandwidth and rate MEASURED o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ..models import MoEConfig
 
@@ -46,10 +47,13 @@ def expected_active_experts(cfg: MoEConfig, m: int) -> float:
 
 
 def roofline(cfg: MoEConfig, m: int, *, bandwidth: float = H100_COPY_BW, flops_rate: float = H100_BF16_FLOPS,
-             padded: bool = True) -> RooflinePoint:
+             padded: bool = True, active_experts: Optional[float] = None) -> RooflinePoint:
+    """``active_experts``: the number of distinct experts the routing actually hit (e.g. the mean
+    over a benchmark's input sets); default: the expectation under uniform random top-k routing,
+    which overstates the bytes of a skewed routing."""
     h = cfg.padded_hidden if padded else cfg.hidden_size
     i = cfg.padded_intermediate if padded else cfg.intermediate_size
-    act = expected_active_experts(cfg, m)
+    act = expected_active_experts(cfg, m) if active_experts is None else float(active_experts)
     params = 3 * h * i  # fc1 (2I x H) + fc2 (H x I)
     nbytes = act * params * BITS_PER_PARAM / 8 + 2 * m * cfg.hidden_size * 2
     flops = 2.0 * m * cfg.top_k * 3 * h * i  # the kernel multiplies the padded shapes
