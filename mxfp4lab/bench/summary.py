@@ -1,0 +1,143 @@
+"""The latency study's conclusions, derived from a recorded sweep (no GPU needed).
+
+    python -m mxfp4lab.bench.summary [--results data/results/latency_h100.json] [--out PATH]
+
+Reads the rows :mod:`mxfp4lab.bench.moe` wrote and prints, per shape (uniform routing):
+
+1. the latency table (each backend's median, the roofline floor, the best backend's fraction of it);
+2. the FlashInfer / Marlin crossover M (:func:`mxfp4lab.experiments.latency_crossovers`);
+3. the original claim on the seed shape against the numbers (:func:`~mxfp4lab.experiments.latency_claim_check`);
+4. the dispatch policy's speedup over always-FlashInfer and always-Marlin (:class:`mxfp4lab.dispatch.Dispatch`;
+   in-sample: the policy is built from the same rows it is scored on);
+5. the Triton kernel against issue 6's goals: at M <= 64 within 1.25x of the floor and faster than
+   Marlin; at M >= 1024 within 1.2x of FlashInfer.
+
+and writes the same as JSON (default ``data/results/latency_summary_<gpu>.json``), carrying the sweep's
+provenance plus this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+FI, MARLIN, TRITON = "flashinfer_sm90", "marlin_mxfp4", "triton_w4a16"
+#: issue 6's goals
+TRITON_SMALL_M, TRITON_SMALL_FLOOR_X = 64, 1.25
+TRITON_LARGE_M, TRITON_LARGE_FI_X = 1024, 1.2
+
+
+def _f(v) -> Optional[float]:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def latency_table(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction."""
+    d = df[df["ok"] & (df["routing"].fillna("uniform") == routing)]
+    p = d.pivot_table(index=["shape", "m"], columns="backend", values="median_us", aggfunc="median")
+    floor = d.groupby(["shape", "m"])["roofline_us"].first()
+    backends = list(p.columns)
+    out = p.copy()
+    out["floor_us"] = floor
+    out["best"] = p[backends].idxmin(axis=1)
+    out["best_fraction_of_floor"] = floor / p[backends].min(axis=1)
+    return out.reset_index()
+
+
+def triton_goals(table: pd.DataFrame) -> pd.DataFrame:
+    """Issue 6's goals per (shape, M) where Triton was timed."""
+    rows = []
+    for _, r in table.iterrows():
+        if TRITON not in r or pd.isna(r.get(TRITON)):
+            continue
+        t = r[TRITON]
+        row = dict(shape=r["shape"], m=int(r["m"]), triton_us=t, x_floor=t / r["floor_us"],
+                   x_marlin=t / r[MARLIN] if MARLIN in r and pd.notna(r.get(MARLIN)) else float("nan"),
+                   x_flashinfer=t / r[FI] if FI in r and pd.notna(r.get(FI)) else float("nan"))
+        if row["m"] <= TRITON_SMALL_M:
+            row["goal"] = f"<= {TRITON_SMALL_FLOOR_X}x floor and faster than Marlin"
+            row["met"] = bool(row["x_floor"] <= TRITON_SMALL_FLOOR_X and row["x_marlin"] < 1)
+        elif row["m"] >= TRITON_LARGE_M:
+            row["goal"] = f"<= {TRITON_LARGE_FI_X}x FlashInfer"
+            row["met"] = bool(row["x_flashinfer"] <= TRITON_LARGE_FI_X)
+        else:
+            row["goal"], row["met"] = "(none stated)", None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(results: Optional[str] = None) -> dict:
+    from .. import experiments as X
+    from ..dispatch import Dispatch
+
+    df, prov = X.latency_load(results)
+    if df.empty:
+        raise FileNotFoundError(f"no recorded sweep at {df.attrs.get('path')}")
+    table = latency_table(df)
+    cross = X.latency_crossovers(df, FI, MARLIN)
+    claim = X.latency_claim_check(df)
+    disp = Dispatch.from_results(df.attrs["path"])
+    speed = {b: disp.speedup_vs(always=b) for b in disp.backends()}
+    goals = triton_goals(table)
+    return dict(source=df.attrs["path"], provenance=prov, table=table, crossovers=cross, claim=claim,
+                claim_note=claim.attrs.get("note"), dispatch=speed, triton_goals=goals)
+
+
+def _print(s: dict) -> None:
+    pd.set_option("display.width", 220)
+    pd.set_option("display.max_rows", 500)
+    prov = s["provenance"] or {}
+    print(f"source: {s['source']} ({prov.get('gpu')}, {str(prov.get('date'))[:10]}, commit "
+          f"{str(prov.get('mxfp4lab_commit'))[:10]})\n")
+    t = s["table"].copy()
+    print("latency (us, median), uniform routing; best_fraction_of_floor = floor / best")
+    print(t.round(3).to_string(index=False), "\n")
+    c = s["crossovers"]
+    print(f"FlashInfer vs Marlin crossovers (log-log interpolation between recorded M)")
+    print(c[["shape", "routing", "crossing", "crossover_m", "m_lo", "m_hi", "faster_below", "faster_above"]]
+          .round(1).to_string(index=False), "\n")
+    print(f"claim check ({s['claim_note']}); fi_faster = t_marlin / t_flashinfer - 1")
+    print(s["claim"].round(3).to_string(index=False), "\n")
+    print("dispatch (fastest recorded backend per (shape, M)) vs always-X: t_X / t_dispatch")
+    for b, per in s["dispatch"].items():
+        a = per.get("all", {})
+        print(f"  always {b:16s} geomean {a.get('geomean', float('nan')):.3f}x  best {a.get('best', float('nan')):.3f}x  "
+              f"over {a.get('n_m', 0)} (shape, M) points")
+    g = s["triton_goals"]
+    if not g.empty:
+        print("\nTriton vs issue 6's goals")
+        print(g.round(2).to_string(index=False))
+
+
+def _jsonable(s: dict) -> dict:
+    out = {k: v for k, v in s.items() if not isinstance(v, pd.DataFrame)}
+    for k in ("table", "crossovers", "claim", "triton_goals"):
+        df = s[k]
+        out[k] = [{c: (_f(v) if isinstance(v, float) else v) for c, v in r.items()} for r in df.to_dict("records")]
+    return out
+
+
+def main(argv=None) -> int:
+    from ..provenance import write_result
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", default=None, help="sweep JSON (default: data/results/latency_h100.json, else h200)")
+    ap.add_argument("--out", default=None, help="summary JSON (default data/results/latency_summary_<gpu>.json)")
+    a = ap.parse_args(argv)
+    s = summarize(a.results)
+    _print(s)
+    src = Path(s["source"])
+    out = Path(a.out) if a.out else src.with_name(src.name.replace("latency_", "latency_summary_"))
+    payload = _jsonable(s)
+    sweep_prov = payload.pop("provenance")
+    path = write_result(out, {"benchmark": "latency_summary", "sweep_provenance": sweep_prov, **payload})
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
