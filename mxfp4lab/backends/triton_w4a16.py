@@ -27,7 +27,7 @@ from .base import MoEBackend, register
 #: spill registers (BLOCK_M 16 with BLOCK_N 128) are left out.
 #: dequant 1 (``tl.dot_scaled``) is NOT in the table: on the H100 (Triton 3.6, 2026-11-28,
 #: data/results/triton_check_h100.json) it gave wrong results (rel err 1.4, uncorrelated) for 52 of 70
-#: checked (shape, M, tile) points -- right only for BLOCK_N 32 or BLOCK_K 256 with one row per block.
+#: checked (shape, M, tile) points: right exactly when BLOCK_K = 4 x BLOCK_N, wrong otherwise, at any M.
 CONFIG_TABLE: dict[int, list[tuple[int, ...]]] = {
     16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 0)],
     64: [(16, 64, 128, 64, 128, 4, 4, 0), (32, 64, 128, 64, 128, 4, 4, 0)],
