@@ -113,8 +113,9 @@ def _run_gpu_tile_configs(seed):
     be = get_backend("triton_w4a16")(prepared, cfg)
     ref_w = expert_weights_from_prepared(prepared)
     rows = []
-    # the interpreter always runs the explicit decode (dequant 0): one run per tile shape
-    for i, tile in enumerate(sorted({tuple(c[:7]) for cands in CONFIG_TABLE.values() for c in cands})):
+    # one run per tile shape (the interpreter ignores num_warps / num_stages and runs dequant 0)
+    shapes = sorted({tuple(c[:5]) for cands in CONFIG_TABLE.values() for c in cands})
+    for i, tile in enumerate(s + (4, 1, 0) for s in shapes):
         m = 20 + i
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + i)[0]
         out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)

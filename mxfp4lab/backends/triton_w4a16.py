@@ -23,17 +23,19 @@ from .base import MoEBackend, register
 #: M upper bound of each bucket -> candidate tile configs, as tuples
 #: (block_m, block_n1, block_k1, block_n2, block_k2, num_warps, num_stages, dequant); first = default.
 #: Decode buckets use BLOCK_M = 16 (tl.dot's minimum): a block per active expert, the weights streamed once.
-#: Candidates were screened with an sm_90a compile on the CPU (``cuobjdump -res-usage``): those that
-#: spill registers (BLOCK_M 16 with BLOCK_N 128) are left out.
+#: Candidates were screened with an sm_90a compile on the CPU (``python -m mxfp4lab.kernels.sass``):
+#: none spills registers on the four model shapes (tested). fc1 holds two accumulators (up, gate), so
+#: BLOCK_M >= 32 tiles need 8 warps; the H100 sweep of 2026-11-28 (commit 0dfff50) ran the 4-warp
+#: versions of those, which spilled 24-144 bytes per thread in fc1.
 #: dequant 1 (``tl.dot_scaled``) is NOT in the table: on the H100 (Triton 3.6, 2026-11-28,
 #: data/results/triton_check_h100.json) it gave wrong results (rel err 1.4, uncorrelated) for 52 of 70
 #: checked (shape, M, tile) points: right exactly when BLOCK_K = 4 x BLOCK_N, wrong otherwise, at any M.
 CONFIG_TABLE: dict[int, list[tuple[int, ...]]] = {
     16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 0)],
-    64: [(16, 64, 128, 64, 128, 4, 4, 0), (32, 64, 128, 64, 128, 4, 4, 0)],
-    512: [(32, 64, 128, 128, 64, 4, 4, 0), (64, 64, 128, 128, 64, 4, 3, 0)],
-    2048: [(64, 128, 64, 128, 64, 4, 3, 0), (64, 64, 128, 128, 64, 4, 3, 0)],
-    1 << 62: [(128, 128, 64, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 4, 3, 0)],
+    64: [(16, 64, 128, 64, 128, 4, 4, 0), (32, 64, 128, 64, 128, 8, 4, 0)],
+    512: [(32, 64, 128, 128, 64, 8, 4, 0), (64, 64, 128, 128, 64, 8, 3, 0)],
+    2048: [(64, 128, 64, 128, 64, 8, 3, 0), (64, 64, 128, 128, 64, 8, 3, 0)],
+    1 << 62: [(128, 128, 64, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 0)],
 }
 #: Tiny tiles for the CPU interpreter (tests): a handful of programs, each a few numpy ops.
 INTERPRET_CONFIG = (16, 32, 64, 32, 64, 4, 1, 0)

@@ -1,0 +1,158 @@
+"""Compile mxfp4lab's Triton MoE kernels for sm_90a WITHOUT a GPU and report what the compiler made.
+
+    python -m mxfp4lab.kernels.sass [--shape gpt-oss-120b] [--bucket 16] [--sass]
+
+For each tile config (default: every entry of the backend's ``CONFIG_TABLE``) the fc1 and fc2 kernels
+are compiled with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` -- the H100 -- with the
+16-byte divisibility hints Triton's JIT would infer for contiguous tensors and strides (without them
+the loads are not vectorized and the numbers mislead), then ``cuobjdump`` (shipped with Triton)
+reports registers, stack (spill) bytes, and a histogram of SASS opcodes (static counts). This is how
+the table's candidates were screened on the CPU machine: a config that spills, or whose decode
+costs many more instructions per weight, is not worth device time.
+
+Static counts are a proxy: they include prologue / epilogue and the software-pipelined copies of the
+loop, and say nothing about latency hiding. Timings come only from ``mxfp4lab.bench.moe`` on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+#: SM90 (H100 / H200), 32 threads per warp
+TARGET = ("cuda", 90, 32)
+
+
+@dataclass
+class KernelReport:
+    kernel: str
+    tile: tuple
+    registers: int
+    stack_bytes: int  # local memory per thread: > 0 means register spills (or local arrays)
+    shared_bytes: int
+    ops: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_ops(self) -> int:
+        return sum(self.ops.values())
+
+    @property
+    def mma(self) -> Dict[str, int]:
+        return {k: v for k, v in self.ops.items() if "MMA" in k}
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    p = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    if p.is_file():
+        return str(p)
+    raise FileNotFoundError(f"{name} not found next to Triton ({p}); install triton >= 3.6 (it ships {name})")
+
+
+def _cuobjdump(cubin: bytes, flag: str) -> str:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        Path(path).write_bytes(cubin)
+        return subprocess.run([_tool("cuobjdump"), flag, path], capture_output=True, text=True, check=True).stdout
+
+
+def compile_sm90(fn, types: Dict[str, str], constexprs: Dict[str, object], *, num_warps: int, num_stages: int):
+    """``triton.compile`` of ``fn`` for sm_90a; ``types``: Triton signature strings of the run-time args."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = fn.arg_names
+    sig = {n: ("constexpr" if n in constexprs else types[n]) for n in names}
+    hints = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
+             if n not in constexprs and (types[n].startswith("*") or n.startswith("stride"))}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in constexprs.items()},
+                    attrs=hints)
+    return triton.compile(src, target=GPUTarget(*TARGET), options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def report(compiled, kernel: str, tile: tuple) -> KernelReport:
+    cubin = compiled.asm["cubin"]
+    res = _cuobjdump(cubin, "-res-usage")
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", res)
+    if not m:
+        raise RuntimeError(f"cuobjdump -res-usage gave no resource line:\n{res[-500:]}")
+    ops = collections.Counter()
+    for line in _cuobjdump(cubin, "-sass").splitlines():
+        mm = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if mm:
+            ops[mm.group(1).split(".")[0]] += 1
+    return KernelReport(kernel, tile, int(m.group(1)), int(m.group(2)),
+                        max(int(m.group(3)), int(compiled.metadata.shared)), dict(ops))
+
+
+def _types(fn, pointers: Dict[str, str], floats: Sequence[str] = ()) -> Dict[str, str]:
+    t = {n: "i32" for n in fn.arg_names}
+    t.update(pointers)
+    t.update({n: "fp32" for n in floats})
+    return t
+
+
+def moe_kernel_reports(cfg, tile: Sequence[int]) -> Sequence[KernelReport]:
+    """fc1 (gather + GEMM1 + SwiGLU) and fc2 reports for model ``cfg`` and one table tile tuple."""
+    from . import triton_moe as K
+
+    t = K.TileConfig(*tile)
+    h_pad, i_pad = cfg.padded_hidden, cfg.padded_intermediate
+    t.check(h_pad, i_pad)
+    fc1 = compile_sm90(
+        K._fc1_swiglu_kernel,
+        _types(K._fc1_swiglu_kernel, dict(x_ptr="*bf16", w_ptr="*u8", s_ptr="*u8", b_ptr="*bf16", alpha_ptr="*fp32",
+                                          beta_ptr="*fp32", limit_ptr="*fp32", sorted_ids_ptr="*i32",
+                                          block_expert_ptr="*i32", h_ptr="*bf16"),
+               ("alpha_default", "beta_default", "limit_default")),
+        dict(H=cfg.hidden_size, I_pad=i_pad, top_k=cfg.top_k, HAS_BIAS=cfg.checkpoint_format == "gpt_oss",
+             PER_EXPERT_ACT=False, HAS_LIMIT=cfg.swiglu_limit is not None, BLOCK_M=t.block_m, BLOCK_N=t.block_n1,
+             BLOCK_K=t.block_k1, INTERPRET=False, DEQUANT=t.dequant),
+        num_warps=t.num_warps, num_stages=t.num_stages)
+    fc2 = compile_sm90(
+        K._fc2_kernel,
+        _types(K._fc2_kernel, dict(h_ptr="*bf16", w_ptr="*u8", s_ptr="*u8", sorted_ids_ptr="*i32",
+                                   block_expert_ptr="*i32", y_ptr="*bf16")),
+        dict(H=cfg.hidden_size, I_pad=i_pad, BLOCK_M=t.block_m, BLOCK_N=t.block_n2, BLOCK_K=t.block_k2,
+             INTERPRET=False, DEQUANT=t.dequant),
+        num_warps=t.num_warps, num_stages=t.num_stages)
+    return [report(fc1, "fc1", tuple(tile)), report(fc2, "fc2", tuple(tile))]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..backends.triton_w4a16 import CONFIG_TABLE
+    from ..models import get_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", default="gpt-oss-120b")
+    ap.add_argument("--bucket", type=int, default=None, help="only this M bucket of CONFIG_TABLE")
+    ap.add_argument("--sass", action="store_true", help="also dump each kernel's SASS to ./sass_<kernel>_<tile>.txt")
+    a = ap.parse_args(argv)
+    cfg = get_model(a.shape)
+    tiles = sorted({tuple(c) for b, cs in CONFIG_TABLE.items() if a.bucket in (None, b) for c in cs})
+    print(f"{cfg.name}: H={cfg.hidden_size} I_pad={cfg.padded_intermediate} k={cfg.top_k}; sm_90a, static SASS counts")
+    print(f"{'tile (bm,bn1,bk1,bn2,bk2,warps,stages,dq)':44s} {'kernel':6s} {'regs':>4s} {'stack':>5s} {'smem':>7s} "
+          f"{'ops':>5s}  mma")
+    for tile in tiles:
+        try:
+            reps = moe_kernel_reports(cfg, tile)
+        except ValueError as exc:
+            print(f"{str(tile):44s} skipped: {exc}")
+            continue
+        for r in reps:
+            print(f"{str(tile):44s} {r.kernel:6s} {r.registers:4d} {r.stack_bytes:5d} {r.shared_bytes:7d} "
+                  f"{r.total_ops:5d}  {r.mma}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

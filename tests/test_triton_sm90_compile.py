@@ -1,0 +1,40 @@
+"""The Triton MoE kernels compile for sm_90a on a CPU machine (no GPU), and the tuning table's tiles
+do not spill registers there (``mxfp4lab.kernels.sass``: triton.compile for GPUTarget("cuda", 90) +
+the cuobjdump Triton ships). This catches Hopper-only compile errors and register spills before any
+device time is spent; it says nothing about speed."""
+import importlib.util
+
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (test extra)")
+
+
+def _tiles():
+    from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE
+
+    return sorted({tuple(c) for cs in CONFIG_TABLE.values() for c in cs})
+
+
+@pytest.mark.parametrize("shape", ["gpt-oss-120b", "seed-bench"])
+def test_table_tiles_compile_for_sm90_without_spills(shape):
+    from mxfp4lab.kernels.sass import moe_kernel_reports
+    from mxfp4lab.models import get_model
+
+    cfg = get_model(shape)
+    seen = 0
+    for tile in _tiles():
+        for r in moe_kernel_reports(cfg, tile):
+            seen += 1
+            assert r.stack_bytes == 0, f"{shape} {r.kernel} {tile}: {r.stack_bytes} B/thread of local memory (spills)"
+            assert r.mma, f"{shape} {r.kernel} {tile}: no tensor-core instruction in the SASS"
+            assert r.registers <= 255 and r.shared_bytes <= 227 * 1024  # sm_90 limits
+    assert seen == 2 * len(_tiles())
+
+
+def test_report_sees_a_spill():
+    """The check above has teeth: a 4-warp BLOCK_M 32 fc1 (two fp32 accumulators) spills."""
+    from mxfp4lab.kernels.sass import moe_kernel_reports
+    from mxfp4lab.models import get_model
+
+    fc1, _ = moe_kernel_reports(get_model("gpt-oss-120b"), (32, 64, 128, 64, 128, 4, 4, 0))
+    assert fc1.stack_bytes > 0
