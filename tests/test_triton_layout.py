@@ -89,3 +89,35 @@ def test_bad_inputs_have_clear_errors():
     bad = dataclasses.replace(logical, w13=logical.w13[:, 1:], w13_scale=logical.w13_scale[:, 1:])
     with pytest.raises(MXFormatError, match="must be even"):
         to_triton_layout(bad)
+
+
+def test_tune_rejects_a_fast_candidate_that_disagrees(monkeypatch):
+    """tune() keeps the fastest candidate whose output agrees with the bucket's explicit-decode tile;
+    a faster one that disagrees (a wrong decode) is dropped. Kernel and timer are stand-ins (no GPU)."""
+    import types
+
+    import triton.testing
+
+    from mxfp4lab.backends import triton_w4a16 as T
+
+    table = {16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 2),
+                  (16, 64, 128, 64, 128, 4, 4, 2), (16, 32, 128, 32, 128, 4, 4, 0)]}
+    good = torch.ones(2, 8)
+    outs = {table[16][0]: good, table[16][1]: -good, table[16][2]: good * (1 + 1e-4), table[16][3]: good}
+    times = {table[16][0]: 3.0, table[16][1]: 1.0, table[16][2]: 2.0, table[16][3]: 2.5}
+    from mxfp4lab.kernels.triton_moe import TileConfig
+
+    def tup(cfg):
+        return tuple(cfg.__dict__.values())
+
+    fake = types.SimpleNamespace(TileConfig=TileConfig,
+                                 fused_moe_w4a16=lambda x, ids, w, layout, config, **kw: outs[tup(config)])
+    be = T.TritonW4A16.__new__(T.TritonW4A16)
+    be._k, be.chosen, be.tune_log, be.swiglu = fake, {}, [], {}
+    be.layout = types.SimpleNamespace(padded_hidden=256, padded_intermediate=256)
+    monkeypatch.setattr(T, "CONFIG_TABLE", table)
+    monkeypatch.setattr(T.TritonW4A16, "_can_tune", staticmethod(lambda x: True))
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: times[tup(fn.keywords["config"])])
+    be.tune(torch.zeros(3, 8), None, None)
+    assert be.chosen[16] == table[16][2]
+    assert any("rejected" in line and str(table[16][1]) in line for line in be.tune_log)

@@ -30,13 +30,24 @@ from .base import MoEBackend, register
 #: dequant 1 (``tl.dot_scaled``) is NOT in the table: on the H100 (Triton 3.6, 2026-11-28,
 #: data/results/triton_check_h100.json) it gave wrong results (rel err 1.4, uncorrelated) for 52 of 70
 #: checked (shape, M, tile) points: right exactly when BLOCK_K = 4 x BLOCK_N, wrong otherwise, at any M.
+#: dequant 2 (the PTX register decode, ``triton_moe.E2M1X8_BF16_PTX``) halves the SASS instructions of
+#: the decode tiles (GPT-OSS-120b fc1 2664 -> 1328, fc2 1320 -> 688 at 16x64x128); its bit logic is
+#: checked exhaustively on the CPU (tests/test_ptx_decode.py), NOT yet on a GPU. It is never a bucket's
+#: default, and :meth:`TritonW4A16.tune` drops any candidate whose output disagrees with the default's.
 CONFIG_TABLE: dict[int, list[tuple[int, ...]]] = {
-    16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 0)],
-    64: [(16, 64, 128, 64, 128, 4, 4, 0), (32, 64, 128, 64, 128, 8, 4, 0)],
-    512: [(32, 64, 128, 128, 64, 8, 4, 0), (64, 64, 128, 128, 64, 8, 3, 0)],
-    2048: [(64, 128, 64, 128, 64, 8, 3, 0), (64, 64, 128, 128, 64, 8, 3, 0)],
-    1 << 62: [(128, 128, 64, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 0)],
+    16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 0), (16, 64, 128, 64, 128, 4, 4, 2),
+         (16, 128, 128, 128, 128, 4, 4, 2)],
+    64: [(16, 64, 128, 64, 128, 4, 4, 0), (32, 64, 128, 64, 128, 8, 4, 0), (16, 64, 128, 64, 128, 4, 4, 2),
+         (32, 64, 128, 64, 128, 8, 4, 2)],
+    512: [(32, 64, 128, 128, 64, 8, 4, 0), (64, 64, 128, 128, 64, 8, 3, 0), (32, 64, 128, 128, 64, 8, 4, 2),
+          (64, 128, 64, 128, 64, 8, 3, 2)],
+    2048: [(64, 128, 64, 128, 64, 8, 3, 0), (64, 64, 128, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 2)],
+    1 << 62: [(128, 128, 64, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 0), (128, 128, 64, 128, 64, 8, 3, 2)],
 }
+#: tune(): a candidate whose output differs from the bucket default's by more than this relative error
+#: is dropped (different tiles change only the fp32 summation order: ~1e-4 observed on the H100; a wrong
+#: decode gives O(1))
+TUNE_AGREEMENT_TOL = 1e-2
 #: Tiny tiles for the CPU interpreter (tests): a handful of programs, each a few numpy ops.
 INTERPRET_CONFIG = (16, 32, 64, 32, 64, 4, 1, 0)
 
@@ -98,21 +109,39 @@ class TritonW4A16(MoEBackend):
             scratch_fill=self.scratch_fill, **self.swiglu,
         )
 
+    @staticmethod
+    def _can_tune(x) -> bool:
+        return not _interpreting() and x.is_cuda
+
     def tune(self, x, topk_ids, topk_weights) -> None:
         """Time each candidate of x's M bucket (CUDA events, median) and keep the fastest."""
-        if _interpreting() or not x.is_cuda:
+        if not self._can_tune(x):
             return
         import triton
+
+        from ..reference import relative_error
 
         b = bucket_of(x.shape[0])
         if b in self.chosen:
             return
         h_pad, i_pad = self.layout.padded_hidden, self.layout.padded_intermediate
         best, best_t = None, float("inf")
+        ref_out = None
         for cand in CONFIG_TABLE[b]:
             cfg = self._k.TileConfig(*cand)
             try:
                 cfg.check(h_pad, i_pad)
+                out = self._k.fused_moe_w4a16(x, topk_ids, topk_weights, self.layout, config=cfg, **self.swiglu)
+                if ref_out is None:
+                    if cfg.dequant != 0:
+                        self.tune_log.append(f"bucket {b} {cand}: skipped (no explicit-decode tile ran first)")
+                        continue
+                    ref_out = out  # the bucket's first fitting tile of the explicit decode
+                else:
+                    err = relative_error(out, ref_out)
+                    if not err < TUNE_AGREEMENT_TOL:
+                        self.tune_log.append(f"bucket {b} {cand}: rejected (rel err {err:.3g} vs the default tile)")
+                        continue
                 t = triton.testing.do_bench(
                     functools.partial(self._k.fused_moe_w4a16, x, topk_ids, topk_weights, self.layout,
                                       config=cfg, **self.swiglu),

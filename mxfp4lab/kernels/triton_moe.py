@@ -98,6 +98,74 @@ def _to_bf16(x, INTERPRET: tl.constexpr):
         return x.to(tl.bfloat16)
 
 
+#: Decode path 2 (GPU only): one PTX block turns 4 weight bytes (8 E2M1 codes: the low nibble of byte j is
+#: element j of the even-k tile, the high nibble element j of the odd-k tile) and their 4 E8M0 scale bytes
+#: into 8 bf16, two per 32-bit register, with integer ops on whole registers (SIMD within a register)
+#: instead of Triton's one-element-per-register code. Operands (``tl.inline_asm_elementwise``, pack=4,
+#: outputs grouped per result, 16-bit results two per register, element 0 in the low half):
+#:   $0, $1  even-k (low nibble) values of bytes (0, 1) and (2, 3);  $2, $3  odd-k (high nibble) values;
+#:   $4      the 4 weight bytes (byte j in bits 8j..8j+7);           $5      the 4 scale bytes.
+#: Bits (per byte pair after the first prmt, halves h = 0, 1 at bit 16h):
+#:   byte   [s1 e1 e0 m | s0 e0' ...]  low nibble = code (s e e m) at bits 16h+0..3, high at 16h+4..7
+#:   bf16   code em (3 bits) -> bits 16h+6..8, sign -> bit 16h+15: the value E2M1 * 2^-126 (code 1 is
+#:          the subnormal 2^-127), then x 2^126 (exact) and x 2^(s-127) (E8M0 byte << 7), exact for scale
+#:          bytes 1..254 whenever the product is a normal bf16. Byte 0 (2^-127) decodes as 0 here.
+#: ~3.75 instructions per weight element (the explicit decode: ~12-20 per element in sm_90a SASS).
+E2M1X8_BF16_PTX = """
+{
+.reg .b32 t0, t1, s0, s1, x, y, c;
+mov.b32 c, 0x7E807E80;
+prmt.b32 t0, $4, 0, 0x4140;
+prmt.b32 t1, $4, 0, 0x4342;
+prmt.b32 s0, $5, 0, 0x4140;
+prmt.b32 s1, $5, 0, 0x4342;
+shl.b32 s0, s0, 7;
+shl.b32 s1, s1, 7;
+shl.b32 x, t0, 6;
+shl.b32 y, t0, 12;
+and.b32 y, y, 0x80008000;
+lop3.b32 $0, x, 0x01C001C0, y, 0xEA;
+shl.b32 x, t1, 6;
+shl.b32 y, t1, 12;
+and.b32 y, y, 0x80008000;
+lop3.b32 $1, x, 0x01C001C0, y, 0xEA;
+shl.b32 x, t0, 2;
+shl.b32 y, t0, 8;
+and.b32 y, y, 0x80008000;
+lop3.b32 $2, x, 0x01C001C0, y, 0xEA;
+shl.b32 x, t1, 2;
+shl.b32 y, t1, 8;
+and.b32 y, y, 0x80008000;
+lop3.b32 $3, x, 0x01C001C0, y, 0xEA;
+mul.rn.bf16x2 $0, $0, c;
+mul.rn.bf16x2 $1, $1, c;
+mul.rn.bf16x2 $2, $2, c;
+mul.rn.bf16x2 $3, $3, c;
+mul.rn.bf16x2 $0, $0, s0;
+mul.rn.bf16x2 $1, $1, s1;
+mul.rn.bf16x2 $2, $2, s0;
+mul.rn.bf16x2 $3, $3, s1;
+}
+"""
+_E2M1X8_BF16_ASM = tl.constexpr(E2M1X8_BF16_PTX)  # a jitted function may only read constexpr globals
+
+
+@triton.jit
+def _dequant_pair_asm(wb, sg, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Packed bytes ``wb [BK/2, BN]`` and per-group scales ``sg [BK/32, BN]`` -> bf16 ``(even-k rows,
+    odd-k rows)``, each ``[BK/2, BN]`` (decode path 2, :data:`E2M1X8_BF16_PTX`)."""
+    # [BK/32, BN] -> [BK/32, 16, BN] -> [BK/2, BN]: byte row i uses scale group i // 16
+    sb = tl.reshape(tl.broadcast_to(sg[:, None, :], (BLOCK_K // 32, 16, BLOCK_N)), (BLOCK_K // 2, BLOCK_N))
+    return tl.inline_asm_elementwise(_E2M1X8_BF16_ASM, "=r,=r,=r,=r,r,r", [wb, sb],
+                                     dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+
+
+@triton.jit
+def _split_k_parity(a, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``a [BM, BK]`` -> (columns 0, 2, 4, ..., columns 1, 3, 5, ...), each ``[BM, BK/2]``."""
+    return tl.split(tl.reshape(a, (BLOCK_M, BLOCK_K // 2, 2)))
+
+
 # --------------------------------------------------------------------------------------------
 # Kernel 1: gather + GEMM1 (up and gate halves) + bias + clamped SwiGLU
 # --------------------------------------------------------------------------------------------
@@ -139,7 +207,16 @@ def _fc1_swiglu_kernel(
         kp = k0 // 2 + offs_kp
         wu = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
         wg = tl.load(w_base + kp[:, None] * stride_wk + (I_pad + offs_n)[None, :])
-        if DEQUANT == 1:
+        if DEQUANT == 2:
+            g = k0 // 32 + offs_g
+            a_ev, a_od = _split_k_parity(a, BLOCK_M, BLOCK_K)
+            su = tl.load(s_base + g[:, None] * stride_sk + offs_n[None, :])
+            sg = tl.load(s_base + g[:, None] * stride_sk + (I_pad + offs_n)[None, :])
+            u_ev, u_od = _dequant_pair_asm(wu, su, BLOCK_K, BLOCK_N)
+            g_ev, g_od = _dequant_pair_asm(wg, sg, BLOCK_K, BLOCK_N)
+            acc_up = tl.dot(a_od, u_od, tl.dot(a_ev, u_ev, acc_up))
+            acc_gate = tl.dot(a_od, g_od, tl.dot(a_ev, g_ev, acc_gate))
+        elif DEQUANT == 1:
             # scales as [BN, BK/32] (dot_scaled's rhs_scale shape), read through the strides
             g = k0 // 32 + offs_g
             su = tl.load(s_base + g[None, :] * stride_sk + offs_n[:, None])
@@ -210,7 +287,12 @@ def _fc2_kernel(
         a = tl.load(h_ptr + prow[:, None] * stride_hm + kk[None, :], mask=row_ok[:, None], other=0.0)
         kp = k0 // 2 + offs_kp
         wb = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
-        if DEQUANT == 1:
+        if DEQUANT == 2:
+            a_ev, a_od = _split_k_parity(a, BLOCK_M, BLOCK_K)
+            sg = tl.load(s_base + (k0 // 32 + offs_g)[:, None] * stride_sk + offs_n[None, :])
+            w_ev, w_od = _dequant_pair_asm(wb, sg, BLOCK_K, BLOCK_N)
+            acc = tl.dot(a_od, w_od, tl.dot(a_ev, w_ev, acc))
+        elif DEQUANT == 1:
             sb = tl.load(s_base + (k0 // 32 + offs_g)[None, :] * stride_sk + offs_n[:, None])
             acc = tl.dot_scaled(a, None, "bf16", wb, sb, "e2m1", acc, fast_math=True)
         else:
@@ -309,7 +391,7 @@ class TileConfig:
     block_k2: int
     num_warps: int = 4
     num_stages: int = 3
-    dequant: int = 0  # 0: explicit decode + tl.dot; 1: tl.dot_scaled (GPU only)
+    dequant: int = 0  # 0: explicit decode + tl.dot; 1: tl.dot_scaled; 2: PTX register decode (1, 2: GPU only)
 
     def check(self, h_pad: int, i_pad: int) -> None:
         for nm, v in (("block_k1", self.block_k1), ("block_k2", self.block_k2)):
@@ -320,8 +402,8 @@ class TileConfig:
                 f"tile {self} does not divide the padded shape (I_pad={i_pad} % block_n1 / block_k2, "
                 f"H_pad={h_pad} % block_n2 / block_k1 must be 0)"
             )
-        if self.dequant not in (0, 1):
-            raise ValueError(f"dequant = {self.dequant}: 0 (explicit decode) or 1 (tl.dot_scaled)")
+        if self.dequant not in (0, 1, 2):
+            raise ValueError(f"dequant = {self.dequant}: 0 (explicit decode), 1 (tl.dot_scaled) or 2 (PTX decode)")
 
 
 @dataclass
@@ -460,7 +542,7 @@ def fused_moe_w4a16(
     dummy = torch.zeros(1, dtype=torch.bfloat16, device=dev)
     cfg = config
     interpret = dev.type == "cpu"  # only the interpreter runs on CPU tensors
-    dequant = 0 if interpret else cfg.dequant  # the interpreter has no dot_scaled
+    dequant = 0 if interpret else cfg.dequant  # the interpreter has neither dot_scaled nor inline PTX
     _fc1_swiglu_kernel[(al.max_blocks, i_pad // cfg.block_n1)](
         x, layout.w13, layout.w13_scale, b13 if b13 is not None else dummy, ta, tb, tlim,
         al.sorted_ids, al.block_expert, hbuf,
