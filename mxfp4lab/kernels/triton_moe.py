@@ -22,14 +22,17 @@ then cast to bf16: the product has at most 2 significant bits, so it is exact in
 it falls under fp32's normal range (scale bytes <= 1 with non-zero codes; flush-to-zero hardware would
 zero those).
 
-Two dequantization paths (``TileConfig.dequant``; the tuner times both): ``0`` the explicit
+Dequantization paths (``TileConfig.dequant``; the tuner times the table's candidates): ``0`` the explicit
 bit-level decode above followed by ``tl.dot``; ``1`` ``tl.dot_scaled(x, None, "bf16", w, s, "e2m1")``,
 which Triton 3.6 lowers on Hopper to its own register upcast (E2M1 -> bf16, times the E8M0 scale in
 bf16) before the same bf16 MMA -- fewer instructions per weight (a ``cuobjdump`` count of the GEMM
 loop on sm_90a: about 2x fewer), and exact for every scale byte 1..254 (a power of two times a 2-bit
 significand stays exact in bf16). ``fast_math=True`` skips only the NaN propagation of byte 255, which
 :func:`mxfp4lab.formats.dequantize_mxfp4` and the preparation already reject. The interpreter has no
-``dot_scaled``: under ``TRITON_INTERPRET=1`` path 0 always runs.
+``dot_scaled``: under ``TRITON_INTERPRET=1`` path 0 always runs. Path 1 gave wrong results on the H100
+for most tile shapes and is not in the tuning table. ``2``: a K-parity split (``x[:, 0::2] @ W_even +
+x[:, 1::2] @ W_odd``) with a PTX register decode (:data:`E2M1X8_BF16_PTX`, ~3.75 instructions per
+weight); GPU only, like 1.
 
 Routing alignment: for up to :data:`SMALL_ALIGN_MAX_PAIRS` (token, slot) pairs a single one-program
 Triton kernel (``_align_small_kernel``: histogram, cumsum, rank by pairwise compare) replaces the ~12
@@ -105,11 +108,13 @@ def _to_bf16(x, INTERPRET: tl.constexpr):
 #: outputs grouped per result, 16-bit results two per register, element 0 in the low half):
 #:   $0, $1  even-k (low nibble) values of bytes (0, 1) and (2, 3);  $2, $3  odd-k (high nibble) values;
 #:   $4      the 4 weight bytes (byte j in bits 8j..8j+7);           $5      the 4 scale bytes.
-#: Bits (per byte pair after the first prmt, halves h = 0, 1 at bit 16h):
-#:   byte   [s1 e1 e0 m | s0 e0' ...]  low nibble = code (s e e m) at bits 16h+0..3, high at 16h+4..7
-#:   bf16   code em (3 bits) -> bits 16h+6..8, sign -> bit 16h+15: the value E2M1 * 2^-126 (code 1 is
-#:          the subnormal 2^-127), then x 2^126 (exact) and x 2^(s-127) (E8M0 byte << 7), exact for scale
-#:          bytes 1..254 whenever the product is a normal bf16. Byte 0 (2^-127) decodes as 0 here.
+#: Bits, per 16-bit lane h (0, 1) after ``prmt`` moved bytes (0, 1) or (2, 3) to bits 0-7 and 16-23:
+#:   lane   .... .... hhhh llll      l = code of even k (s e e m), h = code of odd k
+#:   even   s -> bit 15, eem -> bits 6..8  (shl 12 / shl 6, masks 0x8000 / 0x01C0)
+#:   odd    s -> bit 15, eem -> bits 6..8  (shl 8 / shl 2)
+#:   giving the bf16 value E2M1 * 2^-126 (code 1 is the subnormal 2^-127); then x 2^126 (exact) and
+#:   x 2^(s-127) (E8M0 byte << 7), exact for scale bytes 1..254 while the product is a normal bf16 or
+#:   overflows like the reference. Scale byte 0 (2^-127) decodes as 0 here.
 #: ~3.75 instructions per weight element (the explicit decode: ~12-20 per element in sm_90a SASS).
 E2M1X8_BF16_PTX = """
 {
