@@ -34,11 +34,11 @@
 # %% tags=["parameters"]
 results_file = None  # recorded sweep JSON; None reads data/results/latency_h100.json
 measure = False  # True on an H100: measure with mxfp4lab.bench.moe.sweep instead of reading the file
-backends = ["flashinfer_sm90", "torch_naive"]  # backends to measure (measure only)
+backends = ["flashinfer_sm90", "marlin_mxfp4", "triton_w4a16", "torch_naive"]  # backends to measure (measure only)
 shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes
 ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]  # tokens M
 routing = "uniform"  # routing shown in the plots: uniform or skewed
-baseline = "torch_naive"  # speedups are relative to this backend
+baseline = "marlin_mxfp4"  # speedups are relative to this backend (the original change's baseline)
 reps = 30  # timed repetitions per point (measure only)
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
