@@ -51,6 +51,10 @@ class MoEBackend(abc.ABC):
     def tune(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> None:
         """Let the backend pick its tactics for this problem size (no-op unless it autotunes)."""
 
+    def describe(self, m: int) -> dict:
+        """What this backend runs for ``m`` tokens (e.g. its tile config), recorded beside each timing."""
+        return {}
+
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """Experts only: ``[M, H]`` bf16 before the routed scaling factor."""

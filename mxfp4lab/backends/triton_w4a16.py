@@ -13,6 +13,7 @@ the GPU and keeps the fastest for that bucket.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -102,6 +103,10 @@ class TritonW4A16(MoEBackend):
             b = bucket_of(m)
             t = self.chosen.get(b, CONFIG_TABLE[b][0])
         return self._k.TileConfig(*t)
+
+    def describe(self, m: int) -> dict:
+        """The tile tuple this M runs (after :meth:`tune`: the bucket's fastest agreeing candidate)."""
+        return {"tile": list(dataclasses.astuple(self.tile_config(m)))}
 
     def forward(self, x, topk_ids, topk_weights, out: torch.Tensor | None = None):
         return self._k.fused_moe_w4a16(

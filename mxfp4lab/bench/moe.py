@@ -132,6 +132,7 @@ def sweep(
                                 continue
                         t = time_cuda(be, inputs, warmup=warmup, reps=reps, graph=graph and be.graph_capturable)
                         row.update(t.as_dict())
+                        row.update(be.describe(m))
                         row["fraction_of_roofline"] = rf.floor_us / t.median_us
                         row["achieved_GBps"] = rf.bytes / t.median_us / 1e3
                         row["achieved_TFLOPs"] = rf.flops / t.median_us / 1e6
