@@ -45,7 +45,9 @@ class Dispatch:
         times: Dict[str, Dict[int, Dict[str, float]]] = {}
         for r in rows:
             t = r.get("median_us")
-            if r.get("error") or t is None or r.get("m") is None or (r.get("routing") or "uniform") != routing:
+            err = r.get("error")
+            if (isinstance(err, str) and err) or t is None or r.get("m") is None \
+                    or (r.get("routing") or "uniform") != routing:  # (error NaN: a DataFrame's empty cell)
                 continue
             if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
                 continue

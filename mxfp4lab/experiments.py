@@ -842,7 +842,8 @@ def latency_roofline(shapes=LATENCY_SHAPES, ms=(1, 4, 16, 64, 256, 1024, 4096, 8
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    d = df[df["ok"]] if "ok" in df else df[df["median_us"].notna()]
+    d = df[df["ok"].astype(bool)] if "ok" in df else df[df["median_us"].notna()]  # (an empty object column
+    # would otherwise index columns, not rows)
     if "routing" not in d:
         d = d.assign(routing="uniform")
     return d.assign(routing=d["routing"].fillna("uniform"))
@@ -975,3 +976,64 @@ def latency_claim_check(df: pd.DataFrame, *, shape: str = "seed-bench", routing:
     out = pd.DataFrame(rows, columns=cols)
     out.attrs["note"] = f"{fi} vs {ma} on {shape} ({routing} routing)"
     return out
+
+
+def latency_results(results_file=None, *, measure: bool = False, backends=("flashinfer_sm90",), shapes=LATENCY_SHAPES,
+                    ms=(1, 16, 256, 4096), routing: str = "uniform", reps: int = 30
+                    ) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]], str, bool]:
+    """The latency notebook's data: ``(rows, provenance, plot label, recorded)``.
+
+    ``measure=True`` on a CUDA machine runs :func:`mxfp4lab.bench.moe.sweep` now (with measured
+    ceilings); otherwise (or without a GPU, with a printed note) it reads the recorded sweep
+    (:func:`latency_load`). ``recorded`` says whether any timed row exists.
+    """
+    measured = False
+    if measure and torch.cuda.is_available():
+        from .bench.harness import measure_ceilings
+        from .bench.moe import sweep
+        from .provenance import provenance
+
+        ceil = measure_ceilings()
+        df = pd.DataFrame(sweep(list(backends), list(shapes), list(ms), [routing], reps=reps, ceilings=ceil))
+        for col in ("median_us", "error", "m", "routing", "roofline_us"):
+            if col not in df:
+                df[col] = None
+        df["ok"] = df["median_us"].notna() & df["error"].isna()
+        df.attrs.update(ceilings=ceil, path="(measured in this run)")
+        prov, measured = provenance("notebooks/03_latency_crossover (measure=True)"), True
+    else:
+        if measure:
+            print("measure=True but no CUDA GPU here: reading recorded results instead.")
+        df, prov = latency_load(results_file)
+    label = latency_source_label(prov) + (" (measured in this run)" if measured else "")
+    return df, prov, label, bool(prov is not None and df["ok"].any())
+
+
+def latency_all_crossovers(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`latency_crossovers` for every pair of timed backends (empty frame if fewer than two)."""
+    import itertools
+
+    names = sorted(df.loc[df["ok"].astype(bool), "backend"].dropna().unique()) if len(df) else []
+    parts = [latency_crossovers(df, a, b) for a, b in itertools.combinations(names, 2)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["shape", "routing", "a", "b", "crossing", "crossover_m", "m_lo", "m_hi", "faster_below",
+                 "faster_above", "n_crossings"])
+
+
+def latency_dispatch_speedups(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """Dispatching the fastest recorded backend per (shape, M) vs always running one backend:
+    one row per (always, shape) plus ``shape == "all"``: ``geomean, worst, best, n_m`` of
+    ``t_always / t_dispatch`` (in-sample: the policy is scored on the rows it was built from)."""
+    from .dispatch import Dispatch
+
+    d = Dispatch.from_rows(df[df["ok"].astype(bool)].to_dict("records"), routing=routing)
+    rows = [dict(always=b, shape=s, **{k: v[k] for k in ("geomean", "worst", "best", "n_m")})
+            for b in d.backends() for s, v in d.speedup_vs(always=b).items()]
+    return pd.DataFrame(rows)
+
+
+def latency_triton_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """mxfp4lab's Triton kernel against issue 6's goals per (shape, M) (:func:`mxfp4lab.bench.summary.triton_goals`)."""
+    from .bench.summary import latency_table, triton_goals
+
+    return triton_goals(latency_table(df, routing=routing))

@@ -43,46 +43,20 @@ reps = 30  # timed repetitions per point (measure only)
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
 # %%
-import itertools
-
 import matplotlib.pyplot as plt
-import pandas as pd
-import torch
 from IPython.display import display
 
 from mxfp4lab import experiments as ex
 from mxfp4lab import plots, report
-from mxfp4lab.dispatch import Dispatch
 
-measured = False
-if measure and torch.cuda.is_available():
-    from mxfp4lab.bench.harness import measure_ceilings
-    from mxfp4lab.bench.moe import sweep
-    from mxfp4lab.provenance import provenance
-
-    ceil = measure_ceilings()
-    rows = sweep(backends, shapes, ms, [routing], reps=reps, ceilings=ceil)
-    df = pd.DataFrame(rows)
-    for col in ("median_us", "error"):
-        if col not in df:
-            df[col] = None
-    df["ok"] = df["median_us"].notna() & df["error"].isna()
-    df.attrs.update(ceilings=ceil, path="(measured in this run)")
-    prov = provenance("notebooks/03_latency_crossover (measure=True)")
-    measured = True
-else:
-    if measure:
-        print("measure=True but no CUDA GPU here: reading recorded results instead.")
-    df, prov = ex.latency_load(results_file)
-label = ex.latency_source_label(prov) + (" (measured in this run)" if measured else "")
-recorded = prov is not None and bool(df["ok"].any())
+df, prov, label, recorded = ex.latency_results(results_file, measure=measure, backends=backends, shapes=shapes,
+                                               ms=ms, routing=routing, reps=reps)
 report.record("recorded", recorded)
 report.record("source", label)
 if recorded:
     print(f"{label}\nfrom {df.attrs.get('path')}: {int(df.ok.sum())} timed points, "
           f"backends {sorted(df['backend'].dropna().unique())}, shapes {sorted(df['shape'].dropna().unique())}")
-    if prov:
-        print({k: prov.get(k) for k in ("gpu", "driver", "torch", "flashinfer", "mxfp4lab_commit", "date", "command")})
+    print({k: prov.get(k) for k in ("gpu", "driver", "torch", "flashinfer", "mxfp4lab_commit", "date", "command")})
 else:
     print(f"NOTE: no recorded H100 latency results yet (looked for {df.attrs.get('path')}).\n"
           "Showing the roofline floor only. Record them on an H100 with\n"
@@ -113,12 +87,9 @@ roof.pivot(index="m", columns="shape", values="floor_us").round(1)
 # changes sign, interpolated linearly in log M.
 
 # %%
-names = sorted(df.loc[df.ok, "backend"].unique()) if recorded else []
-crossovers = pd.concat([ex.latency_crossovers(df, a, b) for a, b in itertools.combinations(names, 2)],
-                       ignore_index=True) if len(names) > 1 else pd.DataFrame()
+crossovers = ex.latency_all_crossovers(df)
 report.record("crossovers", crossovers.dropna(subset=["crossover_m"])[
-    ["shape", "routing", "a", "b", "crossover_m", "faster_below", "faster_above"]].to_dict("records")
-    if len(crossovers) else [])
+    ["shape", "routing", "a", "b", "crossover_m", "faster_below", "faster_above"]].to_dict("records"))
 if len(crossovers):
     display(crossovers[crossovers.routing == routing][["shape", "a", "b", "crossover_m", "m_lo", "m_hi", "faster_below",
                                                       "faster_above", "n_crossings"]].round(1))
@@ -127,37 +98,49 @@ else:
                                "no recorded H100 latency results yet"))
 
 # %%
-if recorded and baseline in names:
+if recorded and baseline in set(df.loc[df.ok, "backend"]):
     sp = ex.latency_speedups(df, baseline)
     plots.plot_latency_speedup(sp, crossovers=crossovers, label=label, routing=routing)
     plt.show()
     display(sp[sp.routing == routing].pivot_table(index="m", columns=["shape", "backend"], values="speedup").round(2))
 elif recorded:
-    print(f"baseline {baseline!r} not among the recorded backends {names}: speedup plot skipped")
+    print(f"baseline {baseline!r} is not among the recorded backends: speedup plot skipped")
 
 # %%
 if recorded:
     plots.plot_latency_roofline_fraction(ex.latency_roofline_fraction(df), label=label, routing=routing)
     plt.show()
-    table = ex.latency_dispatch_table(df)
-    plots.plot_latency_dispatch(table, label=label, routing=routing)
+    plots.plot_latency_dispatch(ex.latency_dispatch_table(df), label=label, routing=routing)
     plt.show()
-    d = Dispatch.from_rows(df[df.ok].to_dict("records"), routing=routing)
-    speed = {b: d.speedup_vs(always=b) for b in names}
-    report.record("dispatch_speedup", {b: {s: {k: v[k] for k in ("geomean", "worst", "n_m")} for s, v in r.items()}
-                                       for b, r in speed.items()})
-    display(pd.DataFrame([dict(always=b, shape=s, **{k: v[k] for k in ("geomean", "worst", "best", "n_m")})
-                          for b, r in speed.items() for s, v in r.items()]).round(3))
+    speed = ex.latency_dispatch_speedups(df, routing=routing)
+    report.record("dispatch_speedup", speed.to_dict("records"))
+    display(speed.round(3))
 else:
     report.record("dispatch_speedup", None)
     print("dispatch table: not available (no recorded H100 latency results yet)")
 
 # %% [markdown]
+# ### mxfp4lab's Triton kernel against its goals
+#
+# Issue 6: at M <= 64 within 1.25x of the roofline floor and faster than Marlin; at M >= 1024 within
+# 1.2x of FlashInfer. `x_floor`, `x_marlin`, `x_flashinfer`: Triton's time over each.
+
+# %%
+goals = ex.latency_triton_goals(df, routing=routing) if recorded else None
+if goals is not None and len(goals):
+    report.record("triton_goals_met", int(goals["met"].fillna(False).astype(bool).sum()))
+    display(goals.pivot_table(index="m", columns="shape", values="x_floor").round(2))
+    display(goals[goals["met"].notna()].groupby("goal")["met"].agg(["sum", "count"]))
+else:
+    report.record("triton_goals_met", None)
+    print("no Triton timings in the recorded sweep")
+
+# %% [markdown]
 # ## 3. The original claim (seed shape, H100)
 
 # %%
-claim = ex.latency_claim_check(df) if recorded else pd.DataFrame()
-if len(claim):
+claim = ex.latency_claim_check(df)
+if recorded and len(claim):
     report.record("claim_check", claim[["m", "regime", "fi_faster", "within_claim"]].to_dict("records"))
     print(claim.attrs.get("note"))
     display(claim.round(3))
