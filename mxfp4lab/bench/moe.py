@@ -87,7 +87,7 @@ def sweep(
     backends: List[str], shapes: List[str], ms: List[int], routings: List[str], *, reps: int = 50,
     warmup: int = 5, rotate: int = 4, graph: bool = True, check_m: Optional[List[int]] = None,
     ceilings: Optional[dict] = None, log=print, backend_kwargs: Optional[Dict[str, dict]] = None,
-    on_shape_done=None,
+    on_progress=None,
 ) -> List[dict]:
     from ..backends import get_backend
     from .harness import time_cuda
@@ -140,12 +140,10 @@ def sweep(
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                     rows.append(row)
                     log(_fmt(row))
-                if on_shape_done is not None:
-                    on_shape_done(rows)  # partial results after every M (a killed run keeps them)
+                if on_progress is not None:
+                    on_progress(rows)  # partial results after every M (a killed run keeps them)
         del built, prepared, ref_w
         torch.cuda.empty_cache()
-        if on_shape_done is not None:
-            on_shape_done(rows)  # write partial results as we go
     return rows
 
 
@@ -187,7 +185,7 @@ def main(argv=None) -> int:
 
     rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
                  a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
-                 ceilings=ceil, on_shape_done=save)
+                 ceilings=ceil, on_progress=save)
     path = save(rows, done=True)
     print(f"wrote {path}")
     return 0

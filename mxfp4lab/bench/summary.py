@@ -72,7 +72,6 @@ def triton_goals(table: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(results: Optional[str] = None) -> dict:
     from .. import experiments as X
-    from ..dispatch import Dispatch
 
     df, prov = X.latency_load(results)
     if df.empty:
@@ -80,11 +79,9 @@ def summarize(results: Optional[str] = None) -> dict:
     table = latency_table(df)
     cross = X.latency_crossovers(df, FI, MARLIN)
     claim = X.latency_claim_check(df)
-    disp = Dispatch.from_results(df.attrs["path"])
-    speed = {b: disp.speedup_vs(always=b) for b in disp.backends()}
-    goals = triton_goals(table)
     return dict(source=df.attrs["path"], provenance=prov, table=table, crossovers=cross, claim=claim,
-                claim_note=claim.attrs.get("note"), dispatch=speed, triton_goals=goals)
+                claim_note=claim.attrs.get("note"), dispatch=X.latency_dispatch_speedups(df),
+                triton_goals=triton_goals(table))
 
 
 def _print(s: dict) -> None:
@@ -103,10 +100,8 @@ def _print(s: dict) -> None:
     print(f"claim check ({s['claim_note']}); fi_faster = t_marlin / t_flashinfer - 1")
     print(s["claim"].round(3).to_string(index=False), "\n")
     print("dispatch (fastest recorded backend per (shape, M)) vs always-X: t_X / t_dispatch")
-    for b, per in s["dispatch"].items():
-        a = per.get("all", {})
-        print(f"  always {b:16s} geomean {a.get('geomean', float('nan')):.3f}x  best {a.get('best', float('nan')):.3f}x  "
-              f"over {a.get('n_m', 0)} (shape, M) points")
+    for a in s["dispatch"][s["dispatch"]["shape"] == "all"].itertuples():
+        print(f"  always {a.always:16s} geomean {a.geomean:.3f}x  best {a.best:.3f}x  over {a.n_m} (shape, M) points")
     g = s["triton_goals"]
     if not g.empty:
         print("\nTriton vs issue 6's goals")
@@ -115,7 +110,7 @@ def _print(s: dict) -> None:
 
 def _jsonable(s: dict) -> dict:
     out = {k: v for k, v in s.items() if not isinstance(v, pd.DataFrame)}
-    for k in ("table", "crossovers", "claim", "triton_goals"):
+    for k in ("table", "crossovers", "claim", "dispatch", "triton_goals"):
         df = s[k]
         out[k] = [{c: (_f(v) if isinstance(v, float) else v) for c, v in r.items()} for r in df.to_dict("records")]
     return out

@@ -50,14 +50,6 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def prepared_h_pad(be) -> int:
-    return be.layout.padded_hidden
-
-
-def prepared_i_pad(be) -> int:
-    return be.layout.padded_intermediate
-
-
 def stage_check(out: Path, shapes, ms, all_configs: bool = True) -> dict:
     from mxfp4lab.backends import get_backend
 
@@ -87,7 +79,7 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True) -> dict:
                 row = {"shape": shape, "m": m, "candidate": ci, "tile_config": list(cand)}
                 try:
                     try:
-                        be._k.TileConfig(*cand).check(prepared_h_pad(be), prepared_i_pad(be))
+                        be._k.TileConfig(*cand).check(be.layout.padded_hidden, be.layout.padded_intermediate)
                     except ValueError as exc:  # this tile does not divide this shape: the tuner skips it too
                         row.update(skipped=str(exc)[:200], ok=True)
                         res["rows"].append(row)
@@ -158,7 +150,7 @@ def stage_time(out: Path, shapes, ms, backends, reps: int, check_m) -> dict:
         return write_result(path, payload)
 
     rows = sweep(backends, list(shapes), list(ms), ["uniform"], reps=reps, rotate=4, check_m=check_m,
-                 ceilings=ceil, on_shape_done=save, log=lambda s: print(s, flush=True))
+                 ceilings=ceil, on_progress=save, log=lambda s: print(s, flush=True))
     save(rows, done=True)
     # short table: per (shape, M) each backend's median, Triton / FlashInfer, Triton / floor
     print("\nshape          M      floor_us  " + "  ".join(f"{b:>16s}" for b in backends) + "   tri/fi  tri/floor")
