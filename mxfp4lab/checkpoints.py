@@ -58,8 +58,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .formats import MX_BLOCK_SIZE, MXFormatError, ScaleRule, check_scales_finite, quantize_mxfp4
+from .formats import MX_BLOCK_SIZE, MXFormatError, ScaleRule, check_scales_finite, e8m0_bytes, quantize_mxfp4
 from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
+from .prepare import split_gate_up_rows
 
 PathLike = str | os.PathLike
 
@@ -303,8 +304,7 @@ def _check_expert_count(ckpt: Checkpoint, name: str, config: MoEConfig, where: s
 
 def _scales_u8(t: torch.Tensor, name: str, ckpt: Checkpoint) -> torch.Tensor:
     """View an E8M0 scale tensor as uint8 and refuse byte 255 (NaN)."""
-    if t.dtype == torch.float8_e8m0fnu:
-        t = t.view(torch.uint8)
+    t = e8m0_bytes(t)
     try:
         check_scales_finite(t, name)
     except MXFormatError as exc:
@@ -435,15 +435,10 @@ class GptOssExperts:
     def split_gate_up(self) -> dict[str, torch.Tensor]:
         """De-interleave fc1: ``w_gate``/``w_up`` packed [E', I, H/2], ``*_scales`` [E', I, H/32],
         ``b_gate``/``b_up`` bf16 [E', I] (strided views; row 2j -> gate_j, row 2j+1 -> up_j)."""
-        p, s, b = self.gate_up_packed, self.gate_up_scales, self.gate_up_bias
-        return {
-            "w_gate": p[:, 0::2],
-            "w_gate_scales": s[:, 0::2],
-            "b_gate": b[:, 0::2],
-            "w_up": p[:, 1::2],
-            "w_up_scales": s[:, 1::2],
-            "b_up": b[:, 1::2],
-        }
+        out = {}
+        for key, t in (("w_{}", self.gate_up_packed), ("w_{}_scales", self.gate_up_scales), ("b_{}", self.gate_up_bias)):
+            out[key.format("gate")], out[key.format("up")] = split_gate_up_rows(t, "gate_up")
+        return out
 
 
 def read_gpt_oss_layer(
@@ -645,13 +640,24 @@ def _draw(shape: tuple[int, ...], gen: torch.Generator, dist: str, std: float) -
     """fp32 draw with standard deviation ``std`` (before any outlier boost)."""
     if dist in ("gaussian", "outlier_channels"):
         return torch.randn(shape, generator=gen) * std
-    if dist == "heavy_tailed":
-        # Student-t(df): z / sqrt(chi2_df / df); variance df/(df-2) -> rescale to unit variance.
-        z = torch.randn(shape, generator=gen)
-        chi2 = torch.randn((STUDENT_T_DF,) + tuple(shape), generator=gen).square().sum(0)
-        t = z / torch.sqrt(chi2 / STUDENT_T_DF)
-        return t * (std / math.sqrt(STUDENT_T_DF / (STUDENT_T_DF - 2)))
-    raise ValueError(f"dist must be one of {DISTRIBUTIONS} (got {dist!r})")
+    _check_dist(dist)  # heavy_tailed is what remains
+    # Student-t(df): z / sqrt(chi2_df / df); variance df/(df-2) -> rescale to unit variance.
+    z = torch.randn(shape, generator=gen)
+    chi2 = torch.randn((STUDENT_T_DF,) + tuple(shape), generator=gen).square().sum(0)
+    t = z / torch.sqrt(chi2 / STUDENT_T_DF)
+    return t * (std / math.sqrt(STUDENT_T_DF / (STUDENT_T_DF - 2)))
+
+
+def _check_dist(dist: str) -> None:
+    if dist not in DISTRIBUTIONS:
+        raise ValueError(f"dist must be one of {DISTRIBUTIONS} (got {dist!r})")
+
+
+def _stack_origin(per_expert: list, router: dict) -> dict[str, torch.Tensor]:
+    """Per-expert origin dicts -> stacked ``[E, ...]`` tensors, plus the router tensors."""
+    out = {k: torch.stack([p[k] for p in per_expert]) for k in per_expert[0]}
+    out.update(router)
+    return out
 
 
 def outlier_channels(config: MoEConfig, layer: int, seed: int) -> dict[str, torch.Tensor]:
@@ -734,16 +740,13 @@ def make_origin_weights(
     ``"outlier_channels"`` (gaussian; ~1/256 of the input (K) channels x10, same channels for all
     experts of the layer). Generated expert by expert (see :func:`make_origin_expert`).
     """
-    if dist not in DISTRIBUTIONS:
-        raise ValueError(f"dist must be one of {DISTRIBUTIONS} (got {dist!r})")
+    _check_dist(dist)
     ids = _check_subset(experts, config)
     oc = outlier_channels(config, layer, seed) if dist == "outlier_channels" else None
     per = [
         make_origin_expert(config, e, layer=layer, seed=seed, dist=dist, std=std, _outliers=oc) for e in ids
     ]
-    out = {k: torch.stack([p[k] for p in per]) for k in per[0]}
-    out.update(make_origin_router(config, layer=layer, seed=seed))
-    return out
+    return _stack_origin(per, make_origin_router(config, layer=layer, seed=seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -858,8 +861,7 @@ def _write_synthetic(
 ) -> SyntheticCheckpoint:
     _check_format(config, fmt)
     rule = ScaleRule(scale_rule)
-    if dist not in DISTRIBUTIONS:
-        raise ValueError(f"dist must be one of {DISTRIBUTIONS} (got {dist!r})")
+    _check_dist(dist)
     if scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype must be one of {SCALE_DTYPES} (got {scale_dtype})")
     layers = tuple(int(x) for x in layers)
@@ -937,9 +939,7 @@ def _write_synthetic(
                 if keep_origin:
                     per_expert_origin.append(o)
         if keep_origin:
-            origin = {k: torch.stack([p[k] for p in per_expert_origin]) for k in per_expert_origin[0]}
-            origin.update(router)
-            origins[layer] = origin
+            origins[layer] = _stack_origin(per_expert_origin, router)
         del per_expert_origin
 
     files, index = writer.finish()

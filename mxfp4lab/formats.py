@@ -114,6 +114,12 @@ def check_multiple(value: int, multiple: int, name: str, rule: str = "") -> None
         raise MXFormatError(f"{name} = {value} must be a multiple of {multiple}{extra}")
 
 
+def e8m0_bytes(scales: torch.Tensor) -> torch.Tensor:
+    """E8M0 scales as their uint8 bytes: a ``torch.float8_e8m0fnu`` tensor is viewed (no copy), any other
+    tensor is returned as is (checks stay with the caller)."""
+    return scales.view(torch.uint8) if scales.dtype == torch.float8_e8m0fnu else scales
+
+
 def check_scales_finite(scales: torch.Tensor, name: str = "scales") -> None:
     """E8M0 byte 0xFF is NaN (OCP MX v1.0 Section 5.4.1): refuse it rather than spread NaNs."""
     bad = scales == E8M0_NAN

@@ -32,15 +32,16 @@ from typing import Optional
 
 import torch
 
-from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_scales_finite
+from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_scales_finite, e8m0_bytes
 from .layout import deinterleave_weights_sm90, fold_scales_sm90, interleave_weights_sm90, unfold_scales_sm90
+from .models import SM90_PAD_MULTIPLE as PAD_MULTIPLE  # H and I padded to multiples of 128
 from .models import MoEConfig
-
-PAD_MULTIPLE = 128  # SM90 mixed-input GEMM: H and I padded to multiples of 128
+from .models import round_up as _round_up
 
 
 def round_up(v: int, m: int = PAD_MULTIPLE) -> int:
-    return (v + m - 1) // m * m
+    """:func:`mxfp4lab.models.round_up` with the SM90 padding multiple as default."""
+    return _round_up(v, m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +126,11 @@ def split_gate_up_rows(t: torch.Tensor, name: str = "gate_up") -> tuple[torch.Te
     if t.dim() < 2 or t.shape[1] % 2:
         raise MXFormatError(f"{name} dim 1 = {t.shape[1] if t.dim() > 1 else None} must be even (gate/up rows interleaved)")
     return t[:, 0::2], t[:, 1::2]
+
+
+def packed_rows(blocks: torch.Tensor) -> torch.Tensor:
+    """GPT-OSS ``*_blocks`` ``[E, rows, K/32, 16]`` -> packed rows ``[E, rows, K/2]`` (a view); 3-D passes."""
+    return blocks.flatten(2) if blocks.dim() == 4 else blocks
 
 
 def merge_gate_up_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -285,8 +291,7 @@ def prepare_gpt_oss(
         physical: False stops at the logical stage (for notebooks and the emulated backend's tests).
     """
     shard = shard or ShardSpec()
-    gub = gate_up_blocks.flatten(2) if gate_up_blocks.dim() == 4 else gate_up_blocks
-    db = down_blocks.flatten(2) if down_blocks.dim() == 4 else down_blocks
+    gub, db = packed_rows(gate_up_blocks), packed_rows(down_blocks)
     check_dtype(gub, torch.uint8, "gate_up_proj_blocks")
     check_dtype(db, torch.uint8, "down_proj_blocks")
     if gub.dim() != 3 or db.dim() != 3:
@@ -344,12 +349,7 @@ def prepare_dsv4(
     alpha 1, beta 0, limit = swiglu_limit (config). Scales may arrive as ``torch.float8_e8m0fnu``.
     """
     shard = shard or ShardSpec()
-    scales = []
-    for n, s in (("w1.scale", w1_scale), ("w3.scale", w3_scale), ("w2.scale", w2_scale)):
-        if getattr(torch, "float8_e8m0fnu", None) is not None and s.dtype == torch.float8_e8m0fnu:
-            s = s.view(torch.uint8)
-        scales.append(s)
-    w1_scale, w3_scale, w2_scale = scales
+    w1_scale, w3_scale, w2_scale = map(e8m0_bytes, (w1_scale, w3_scale, w2_scale))
     check_dtype(w1, torch.uint8, "w1.weight")
     if w1.dim() != 3:
         raise MXFormatError(f"w1.weight must be [E, I, H/2] (stacked experts), got {tuple(w1.shape)}")
@@ -403,7 +403,7 @@ def trace_fc1_row(ckpt_row: int, config: MoEConfig, fmt: Optional[str] = None) -
     DeepSeek-V4: w1 (gate) row j -> I_pad + j, w3 (up) row j -> j; pass ``ckpt_row`` as j and the
     tensor in ``fmt`` ("w1"/"w3").
     """
-    i_pad = round_up(config.intermediate_size)
+    i_pad = config.padded_intermediate
     if config.checkpoint_format == "gpt_oss" and fmt is None:
         j, is_up = divmod(ckpt_row, 2)
         half = "up" if is_up else "gate"

@@ -40,9 +40,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from .formats import dequantize_mxfp4
+from .formats import dequantize_mxfp4, e8m0_bytes
 from .models import MoEConfig
-from .prepare import LogicalMoE, PreparedMoE, split_gate_up_rows, to_logical, unstack_up_gate
+from .prepare import LogicalMoE, PreparedMoE, packed_rows, split_gate_up_rows, to_logical, unstack_up_gate
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,8 +76,7 @@ def _f(t, dtype):
 
 def expert_weights_from_gpt_oss(experts, dtype=torch.float32) -> ExpertWeights:
     """Straight from GPT-OSS checkpoint tensors (``GptOssExperts`` or anything with the same fields)."""
-    gub = experts.gate_up_blocks.flatten(2) if experts.gate_up_blocks.dim() == 4 else experts.gate_up_blocks
-    db = experts.down_blocks.flatten(2) if experts.down_blocks.dim() == 4 else experts.down_blocks
+    gub, db = packed_rows(experts.gate_up_blocks), packed_rows(experts.down_blocks)
     w13 = dequantize_mxfp4(gub, experts.gate_up_scales, dtype)
     gate, up = split_gate_up_rows(w13)
     bg = bu = None
@@ -90,12 +89,10 @@ def expert_weights_from_gpt_oss(experts, dtype=torch.float32) -> ExpertWeights:
 
 def expert_weights_from_dsv4(experts, dtype=torch.float32) -> ExpertWeights:
     """Straight from stacked DeepSeek-V4 tensors (``Dsv4Experts``: w1/w3/w2 + scales)."""
-    def sc(s):
-        return s.view(torch.uint8) if s.dtype != torch.uint8 else s
     return ExpertWeights(
-        dequantize_mxfp4(experts.w1, sc(experts.w1_scale), dtype),
-        dequantize_mxfp4(experts.w3, sc(experts.w3_scale), dtype),
-        dequantize_mxfp4(experts.w2, sc(experts.w2_scale), dtype),
+        dequantize_mxfp4(experts.w1, e8m0_bytes(experts.w1_scale), dtype),
+        dequantize_mxfp4(experts.w3, e8m0_bytes(experts.w3_scale), dtype),
+        dequantize_mxfp4(experts.w2, e8m0_bytes(experts.w2_scale), dtype),
         expert_offset=0, num_experts_total=experts.w1.shape[0],
     )
 

@@ -34,7 +34,7 @@ def fold_geometry(dtype: torch.dtype, group_size: int) -> Tuple[int, int, int, i
     if group_size <= 0 or SCALE_BLOCK_K % group_size != 0:
         raise MXFormatError(f"group_size = {group_size} must be positive and divide 128")
     groups = SCALE_BLOCK_K // group_size
-    bits = torch.empty((), dtype=dtype).element_size() * 8
+    bits = dtype.itemsize * 8
     physical_cols = FOLD_BYTES * 8 // bits
     if physical_cols % groups != 0:
         raise MXFormatError(

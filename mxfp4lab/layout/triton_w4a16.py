@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..formats import MX_BLOCK_SIZE, MXFormatError, check_dtype
+from ..formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_multiple
 
 __all__ = [
     "TritonW4A16Layout",
@@ -102,13 +102,10 @@ def _check_pair(w: torch.Tensor, s: torch.Tensor, name: str, *, triton: bool) ->
     if triton:  # w [E, K/2, N], s [E, K/32, N]
         e, kp, n = w.shape
         want = (e, kp * 2 // MX_BLOCK_SIZE, n)
-        k = kp * 2
     else:  # w [E, N, K/2], s [E, N, K/32]
         e, n, kp = w.shape
         want = (e, n, kp * 2 // MX_BLOCK_SIZE)
-        k = kp * 2
-    if k % MX_BLOCK_SIZE:
-        raise MXFormatError(f"{name}: K = {k} (2 x packed bytes) must be a multiple of {MX_BLOCK_SIZE} (one E8M0 scale per 32)")
+    check_multiple(kp * 2, MX_BLOCK_SIZE, f"{name}: K (2 x packed bytes)", "one E8M0 scale per 32")
     if tuple(s.shape) != want:
         raise MXFormatError(
             f"{name}_scale has shape {tuple(s.shape)}, expected {want} for {name} {tuple(w.shape)} "
@@ -140,11 +137,11 @@ def to_triton_layout(logical) -> TritonW4A16Layout:
         )
     w13, s13 = weight_to_triton(logical.w13, logical.w13_scale, "w13")
     w2, s2 = weight_to_triton(logical.w2, logical.w2_scale, "w2")
+    from ..prepare import _expect  # (prepare imports this package)
+
     for b, nm, n in ((logical.w13_bias, "w13_bias", rows13), (logical.w2_bias, "w2_bias", hb * 2)):
         if b is not None:
-            check_dtype(b, torch.bfloat16, nm)
-            if tuple(b.shape) != (e, n):
-                raise MXFormatError(f"{nm} has shape {tuple(b.shape)}, expected {(e, n)}")
+            _expect(b, nm, (e, n), torch.bfloat16)
     return TritonW4A16Layout(
         w13, s13, None if logical.w13_bias is None else logical.w13_bias.contiguous(),
         w2, s2, None if logical.w2_bias is None else logical.w2_bias.contiguous(),
