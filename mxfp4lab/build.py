@@ -576,11 +576,14 @@ def _make_spec_class():
             text = self.ninja_path.read_text()
             return [Path(p) for p in re.findall(r"^build (\S+\.o):", text, flags=re.M)]
 
+        @property
+        def is_built(self) -> bool:
+            """A finished build: ``BUILD_OK`` written after the link, and the library present."""
+            return (self.root / "BUILD_OK").exists() and self.jit_library_path.exists()
+
         def try_load(self):
             # The stock try_load only trusts AOT artifacts; ours trusts a finished build.
-            if (self.root / "BUILD_OK").exists() and self.jit_library_path.exists():
-                return self.load()
-            return None
+            return self.load() if self.is_built else None
 
         def build(self, verbose: Optional[bool] = None, need_lock: bool = False) -> None:
             _run_build(self, jobs=None, verbose=bool(verbose))
@@ -880,12 +883,11 @@ def build(
     ``BUILD_OK`` exists (ninja still skips up-to-date objects).
     """
     spec = w4a16_jit_spec(configs=configs, **spec_kwargs)
-    ok = spec.root / "BUILD_OK"
-    if ok.exists() and spec.jit_library_path.exists() and not force:
+    if spec.is_built and not force:
         if verbose:
             print(f"[mxfp4lab.build] cached: {spec.jit_library_path}", flush=True)
         return spec.jit_library_path
-    ok.unlink(missing_ok=True)
+    (spec.root / "BUILD_OK").unlink(missing_ok=True)
     _run_build(spec, jobs=jobs, verbose=verbose)
     return spec.jit_library_path
 
@@ -897,7 +899,8 @@ def load(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CON
     if mod is None:
         if not build_if_missing:
             raise FileNotFoundError(f"{MODULE_NAME} not built at {spec.root}; run mxfp4lab.build.build() first")
-        build(configs=configs, **kw)
+        (spec.root / "BUILD_OK").unlink(missing_ok=True)
+        _run_build(spec, jobs=None, verbose=True)  # (the spec is at hand: no second w4a16_jit_spec)
         mod = spec.load()
     return mod
 
@@ -921,6 +924,9 @@ def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_
     spec = w4a16_jit_spec(configs=configs, **kw)
     if not build_if_missing and spec.try_load() is None:
         raise FileNotFoundError(f"{MODULE_NAME} not built at {spec.root}")
+    prev = _INSTALLED.get("spec")
+    if prev is not None and prev.root == spec.root and core.gen_cutlass_fused_moe_sm90_module is _INSTALLED.get("hook"):
+        return prev  # already in place: keep FlashInfer's cached module (no cache_clear, no reload)
     if "orig_gen" not in _INSTALLED:
         _INSTALLED["orig_gen"] = core.gen_cutlass_fused_moe_sm90_module
 
@@ -929,7 +935,7 @@ def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_
 
     core.gen_cutlass_fused_moe_sm90_module = gen_cutlass_fused_moe_sm90_module
     core.get_cutlass_fused_moe_module.cache_clear()
-    _INSTALLED["spec"] = spec
+    _INSTALLED.update(spec=spec, hook=gen_cutlass_fused_moe_sm90_module)
     return spec
 
 
@@ -941,6 +947,7 @@ def uninstall() -> None:
         core.gen_cutlass_fused_moe_sm90_module = _INSTALLED.pop("orig_gen")
         core.get_cutlass_fused_moe_module.cache_clear()
     _INSTALLED.pop("spec", None)
+    _INSTALLED.pop("hook", None)
 
 
 def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS, **kw) -> Dict[str, Any]:
@@ -952,7 +959,7 @@ def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAU
     info = dict(spec.info)
     lib = spec.jit_library_path
     info["library"] = str(lib)
-    info["built"] = (spec.root / "BUILD_OK").exists() and lib.exists()
+    info["built"] = spec.is_built
     if lib.exists():
         info["library_bytes"] = lib.stat().st_size
     ok = spec.root / "BUILD_OK"
@@ -1076,7 +1083,7 @@ def export_archive(out: Union[str, Path], *, configs=DEFAULT_CONFIGS, **kw) -> P
     import tarfile
 
     spec = w4a16_jit_spec(configs=configs, **kw)
-    if not ((spec.root / "BUILD_OK").exists() and spec.jit_library_path.exists()):
+    if not spec.is_built:
         raise FileNotFoundError(f"{MODULE_NAME} is not built at {spec.root}: run `mxfp4lab build` first")
     out = Path(out)
     with tarfile.open(out, "w:xz") as tar:

@@ -231,6 +231,16 @@ def test_install_hooks_flashinfer_and_reverts(cache):
     try:
         assert core.gen_cutlass_fused_moe_sm90_module() is spec
         assert core.gen_cutlass_fused_moe_sm90_module(True) is spec
+        # a second install of the same build keeps the hook and FlashInfer's cached module
+        hook = core.gen_cutlass_fused_moe_sm90_module
+        calls = []
+        real_clear = core.get_cutlass_fused_moe_module.cache_clear
+        core.get_cutlass_fused_moe_module.cache_clear = lambda: calls.append(1) or real_clear()
+        try:
+            assert B.install(configs="minimal") is spec and core.gen_cutlass_fused_moe_sm90_module is hook
+            assert calls == []
+        finally:
+            core.get_cutlass_fused_moe_module.cache_clear = real_clear
     finally:
         B.uninstall()
     assert core.gen_cutlass_fused_moe_sm90_module is orig

@@ -43,7 +43,7 @@ class FlashInferSM90(MoEBackend):
                 from .. import build
             except ImportError as exc:  # pragma: no cover - build module missing
                 raise BackendUnavailable(f"mxfp4lab.build is not importable: {exc}") from exc
-            build.install(configs=os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS))
+            build.install(configs=build._configs_arg(os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)))
         from flashinfer.fused_moe import cutlass_fused_moe
 
         self._fn = cutlass_fused_moe

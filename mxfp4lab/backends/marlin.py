@@ -59,7 +59,6 @@ FLOAT4_E2M1F_ID = 562949953487106
 #: ``scalar_types.bfloat16.id`` (only for the library check / docs)
 BFLOAT16_ID = 1125899906909960
 MARLIN_TILE = 16  # GPTQ_MARLIN_TILE
-MX_GROUP = 32
 
 _LOADED: tuple[bool, str] | None = None
 
@@ -149,12 +148,10 @@ def block_size_m(m: int, topk: int, num_experts: int) -> int:
 
 def swiglu_packed_torch(h: torch.Tensor, alpha: float, beta: float, limit: float | None) -> torch.Tensor:
     """``[T, 2I]`` halves ``[gate ; up]`` -> ``[T, I]`` clamped SwiGLU in fp32, cast to ``h.dtype``."""
+    from ..reference import swiglu
+
     i = h.shape[-1] // 2
-    g, u = h[..., :i].float(), h[..., i:].float()
-    if limit is not None:
-        g = g.clamp(max=limit)
-        u = u.clamp(-limit, limit)
-    return (g * torch.sigmoid(alpha * g) * (u + beta)).to(h.dtype)
+    return swiglu(h[..., :i].float(), h[..., i:].float(), alpha, beta, limit).to(h.dtype)
 
 
 _swiglu_kernel = None

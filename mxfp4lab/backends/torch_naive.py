@@ -39,11 +39,12 @@ class TorchNaive(MoEBackend):
     def forward(self, x, topk_ids, topk_weights):
         m, h = x.shape
         out = torch.zeros(m, h, dtype=torch.float32, device=x.device)
+        n_exp = self.w13.shape[0]
         flat = topk_ids.reshape(-1).long() - self.offset
         order = torch.argsort(flat)
-        counts = torch.bincount(flat.clamp(0, self.w13.shape[0] - 1)[flat.ge(0) & flat.lt(self.w13.shape[0])],
-                                minlength=self.w13.shape[0]).tolist()
-        valid = order[(flat[order] >= 0) & (flat[order] < self.w13.shape[0])]
+        ok = (flat >= 0) & (flat < n_exp)  # pairs routed to this shard's experts
+        counts = torch.bincount(flat[ok], minlength=n_exp).tolist()
+        valid = order[ok[order]]
         tok = valid // topk_ids.shape[1]
         wts = topk_weights.reshape(-1)[valid]
         start = 0

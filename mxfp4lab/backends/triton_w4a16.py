@@ -72,10 +72,7 @@ class TritonW4A16(MoEBackend):
         from ..layout.triton_w4a16 import triton_layout_from_prepared
 
         self._k = triton_moe
-        dev = device or prepared.w13.device
-        self.layout = triton_layout_from_prepared(prepared)
-        if str(self.layout.w13.device) != str(torch.device(dev)):
-            self.layout = _layout_to(self.layout, dev)
+        self.layout = triton_layout_from_prepared(prepared.to(device or prepared.w13.device))
         self.chosen: dict[int, tuple[int, ...]] = {}
         #: tests: fill the intermediate buffers with NaN before each forward
         self.scratch_fill: float | None = None
@@ -159,13 +156,3 @@ class TritonW4A16(MoEBackend):
                 best, best_t = cand, t
         if best is not None:
             self.chosen[b] = best
-
-
-def _layout_to(layout, device):
-    import dataclasses
-
-    kw = {f.name: getattr(layout, f.name) for f in dataclasses.fields(layout)}
-    for k, v in kw.items():
-        if isinstance(v, torch.Tensor):
-            kw[k] = v.to(device)
-    return type(layout)(**kw)

@@ -491,7 +491,7 @@ def _act_args(alpha, beta, limit, num_experts: int, device):
     has_limit = limit is not None
     vals = (1.0 if alpha is None else alpha, 0.0 if beta is None else beta, 0.0 if limit is None else limit)
     if not any(isinstance(v, torch.Tensor) for v in vals):
-        dummy = torch.zeros(1, dtype=torch.float32, device=device)
+        dummy = torch.empty(1, dtype=torch.float32, device=device)  # never read (PER_EXPERT_ACT False)
         return False, has_limit, (dummy, dummy, dummy), tuple(float(v) for v in vals)
 
     def t(v):
@@ -544,7 +544,7 @@ def fused_moe_w4a16(
     per_e, has_lim, (ta, tb, tlim), (da, db, dl) = _act_args(swiglu_alpha, swiglu_beta, swiglu_limit, e, dev)
     b13 = layout.w13_bias
     b2 = layout.w2_bias
-    dummy = torch.zeros(1, dtype=torch.bfloat16, device=dev)
+    dummy = torch.empty(1, dtype=torch.bfloat16, device=dev)  # never read (HAS_BIAS False): no fill launch
     cfg = config
     interpret = dev.type == "cpu"  # only the interpreter runs on CPU tensors
     dequant = 0 if interpret else cfg.dequant  # the interpreter has neither dot_scaled nor inline PTX
