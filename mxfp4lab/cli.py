@@ -177,32 +177,12 @@ def _cmd_layout(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# build (delegated to mxfp4lab.build when it is ready)
+# build (mxfp4lab.build: standard library only at import)
 # --------------------------------------------------------------------------------------------
 def _add_build_parser(sub) -> None:
-    reason = None
-    try:
-        from . import build as _build  # heavy/optional: imported only to wire the subcommand
+    from . import build
 
-        add, run = getattr(_build, "add_build_parser", None), getattr(_build, "run_build", None)
-        if callable(add) and callable(run):
-            add(sub)
-            return
-        reason = "mxfp4lab.build has no add_build_parser/run_build yet"
-    except Exception as e:
-        reason = f"mxfp4lab.build could not be imported: {type(e).__name__}: {e}"
-    p = sub.add_parser("build", help="build FlashInfer's W4A16 SM90 module (unavailable: see --help)",
-                       description=reason)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda args: (print(f"error: {reason}", file=sys.stderr), 2)[1])
-
-
-def _wire_build_func(args) -> None:
-    """``add_build_parser`` may not set ``func``: route to ``mxfp4lab.build.run_build``."""
-    if getattr(args, "func", None) is None and getattr(args, "command", None) == "build":
-        from . import build as _build
-
-        args.func = _build.run_build
+    build.add_build_parser(sub)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +201,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _wire_build_func(args)
     rc = args.func(args)
     return int(rc or 0)
 

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import pandas as pd
 import torch
 
+from .formats import MX_BLOCK_SIZE
+from .models import STUDY_SHAPES
 from .layout import explain as _explain
 from .layout.sm90_scales import SCALE_BLOCK_K, SCALE_BLOCK_ROWS, fold_scales_sm90
 from .layout.sm90_weights import (
@@ -37,7 +39,7 @@ from .layout.sm90_weights import (
 LANE_BYTE_NAMES = ("A", "B", "C", "D")
 #: Short names of the E2M1 code bits 0..3 (bit 3 = sign).
 CODE_BIT_SHORT = ("m0", "e0", "e1", "s")
-MX_GROUP = 32  # elements per E8M0 scale (OCP MX v1.0, Table 1)
+MX_GROUP = MX_BLOCK_SIZE  # elements per E8M0 scale (OCP MX v1.0, Table 1)
 
 #: A pre-stage maps a checkpoint row to the logical fc1 row (``[up ; gate]`` stacking + padding).
 #: Contract: ``pre_stage(ckpt_row: int, config) -> dict`` with at least ``"fc1_row"`` (an int is
@@ -138,42 +140,16 @@ def layout_reverse(dst_row: int, dst_byte: int, dst_bit: int) -> Dict[str, int]:
 
 
 # ---------------------------------------------------------------- pre-stage ([up ; gate] + padding)
-def fc1_stage_from_facts(ckpt_row: int, config) -> Dict[str, Any]:
-    """GPT-OSS ``gate_up_proj`` checkpoint row -> logical fc1 row of the SM90 ``[up ; gate]`` weight.
-
-    Stand-in until :mod:`mxfp4lab.prepare` provides ``trace_fc1_row``; follows FACTS ("Checkpoint
-    layouts", "The SM90 path"): checkpoint row ``2j`` is gate_j, ``2j+1`` is up_j; fc1 rows
-    ``[0, I_pad)`` are up, ``[I_pad, 2 I_pad)`` gate; rows ``I..I_pad`` of each half are zero padding.
-    """
-    i_real, i_pad = config.intermediate_size, config.padded_intermediate
-    if not 0 <= ckpt_row < 2 * i_real:
-        raise ValueError(f"checkpoint row {ckpt_row} outside [0, 2*I) = [0, {2 * i_real})")
-    j, is_up = divmod(ckpt_row, 2)
-    half = "up" if is_up else "gate"
-    fc1_row = j if is_up else i_pad + j
-    return dict(
-        fc1_row=fc1_row, half=half, j=j,
-        note=f"checkpoint row {ckpt_row} = {half}_{j} -> fc1 row {fc1_row} "
-             f"({half} half starts at {0 if is_up else i_pad}; I={i_real} padded to {i_pad})",
-    )
-
-
 def resolve_pre_stage(pre_stage: Union[None, str, PreStage]) -> Optional[PreStage]:
-    """``None`` -> no stage (rows are fc1 rows); ``"auto"`` -> ``mxfp4lab.prepare.trace_fc1_row``
-    when that exists, else :func:`fc1_stage_from_facts`; a callable is used as is."""
+    """``None`` -> no stage (rows are fc1 rows); ``"auto"`` -> :func:`mxfp4lab.prepare.trace_fc1_row`;
+    a callable is used as is."""
     if pre_stage is None or callable(pre_stage):
         return pre_stage
     if pre_stage != "auto":
         raise ValueError(f"pre_stage must be None, 'auto' or a callable, got {pre_stage!r}")
-    try:  # the real stage, once mxfp4lab.prepare has it
-        from . import prepare  # noqa: WPS433 (optional, written separately)
+    from .prepare import trace_fc1_row
 
-        fn = getattr(prepare, "trace_fc1_row", None)
-        if callable(fn):
-            return fn
-    except Exception:
-        pass
-    return fc1_stage_from_facts
+    return trace_fc1_row
 
 
 def _normalize_stage(result) -> Dict[str, Any]:
@@ -377,12 +353,13 @@ def _quant_dequant(w: torch.Tensor, rule: str):
     return packed, scales, dequantize_mxfp4(packed, scales, torch.float32)
 
 
-def _matrix_error_stats(w: torch.Tensor, rule: str) -> Dict[str, float]:
-    """Weight-level error of one matrix ``[rows, K]`` (bf16 origin) under ``rule``."""
-    from .formats import MX_BLOCK_SIZE, decode_e8m0
+def _matrix_error_stats(w: torch.Tensor, rule: str, qd=None) -> Dict[str, float]:
+    """Weight-level error of one matrix ``[rows, K]`` (bf16 origin) under ``rule``; ``qd``: the
+    ``_quant_dequant(w, rule)`` result when the caller already has it."""
+    from .formats import decode_e8m0
 
     wf = w.float()
-    _, scales, q = _quant_dequant(wf, rule)
+    _, scales, q = qd if qd is not None else _quant_dequant(wf, rule)
     err = q - wf
     s = decode_e8m0(scales).unsqueeze(-1)  # [rows, K/32, 1]
     eb = err.reshape(*err.shape[:-1], -1, MX_BLOCK_SIZE).abs()
@@ -470,7 +447,7 @@ def accuracy_block_errors(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=ACCU
     means the block maximum saturated: only possible with ocp).
     """
     from .checkpoints import make_origin_expert
-    from .formats import MX_BLOCK_SIZE, decode_e8m0
+    from .formats import decode_e8m0
 
     cfg = _as_config(config)
     frames = []
@@ -505,8 +482,9 @@ def accuracy_k_sweep(ks=(128, 512, 2048, 8192), rules=ACCURACY_RULES, dists="gau
             x = torch.randn(m, int(k), generator=torch.Generator().manual_seed(seed + int(k))).bfloat16().float()
             ref = x.double() @ w.double().T
             for rule in _as_list(rules):
-                st = _matrix_error_stats(w, rule)
-                _, _, q = _quant_dequant(w, rule)
+                qd = _quant_dequant(w, rule)
+                st = _matrix_error_stats(w, rule, qd)
+                q = qd[2]
                 g = x @ q.T
                 out.append(dict(dist=dist, rule=rule, K=int(k), rel_err=st["rel_err"],
                                 gemm_rel_err=((g.double() - ref).norm() / ref.norm()).item(),
@@ -527,14 +505,13 @@ def _quantize_layer(origin: Dict[str, torch.Tensor], config, rule: str):
     from types import SimpleNamespace
 
     from .formats import quantize_mxfp4
+    from .prepare import merge_gate_up_rows
 
     q = lambda t: quantize_mxfp4(t, scale_rule=rule)  # noqa: E731
     if config.checkpoint_format == "gpt_oss":
-        e, i, h = origin["w_gate"].shape
-        gate_up = torch.stack((origin["w_gate"], origin["w_up"]), dim=2).reshape(e, 2 * i, h)  # 2j gate, 2j+1 up
-        gub, gus = q(gate_up)
+        gub, gus = q(merge_gate_up_rows(origin["w_gate"], origin["w_up"]))  # row 2j gate_j, 2j+1 up_j
         db, ds = q(origin["w_down"])
-        bias = torch.stack((origin["b_gate"], origin["b_up"]), dim=2).reshape(e, 2 * i)
+        bias = merge_gate_up_rows(origin["b_gate"], origin["b_up"])
         return SimpleNamespace(gate_up_blocks=gub, gate_up_scales=gus, gate_up_bias=bias, down_blocks=db,
                                down_scales=ds, down_bias=origin["b_down"])
     (w1, s1), (w3, s3), (w2, s2) = q(origin["w_gate"]), q(origin["w_up"]), q(origin["w_down"])
@@ -648,17 +625,18 @@ def accuracy_layer(
         g = torch.Generator().manual_seed(seed + 1)
         x = (torch.randn(m, base_cfg.hidden_size, generator=g) * _input_scale(origin, preact_std)).bfloat16().float()
         ids, w = _route_origin(x, origin, base_cfg)
+        frac = _clamped_fraction(x, ids, ow, base_cfg)  # (independent of the clamp setting)
+        quantized = {rule: _quantize_layer(origin, base_cfg, rule) for rule in _as_list(rules)}
         for cl in _as_list(clamp):
             cfg = _clamp_config(base_cfg, bool(cl))
             kw = _swiglu_kw(cfg)
-            frac = _clamped_fraction(x, ids, ow, base_cfg)
             common = dict(model=base_cfg.name, dist=dist, clamp=bool(cl), limit=cfg.swiglu_limit, clamped_frac=frac)
             truth = moe_reference(x, ids, w, ow, mode="fp32", **kw)
             o_k = moe_reference(x, ids, w, ow, mode="kernel", **kw)
             rows.append(dict(common, rule="bf16", path="origin kernel", reference="origin fp32",
                              rel_err=relative_error(o_k, truth)))
             for rule in _as_list(rules):
-                prepared = prepare_from_experts(_quantize_layer(origin, base_cfg, rule), config=cfg)
+                prepared = prepare_from_experts(quantized[rule], config=cfg)
                 qw = expert_weights_from_prepared(prepared)
                 q32 = moe_reference(x, ids, w, qw, mode="fp32", **kw)
                 qk = moe_reference(x, ids, w, qw, mode="kernel", **kw)
@@ -762,7 +740,7 @@ def accuracy_depth(
 # Input: the JSON of mxfp4lab.bench.moe (recorded on an H100 under data/results/); every function
 # works on the tidy row frame of latency_load, so synthetic frames test them without a GPU.
 
-LATENCY_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
+LATENCY_SHAPES = STUDY_SHAPES
 LATENCY_RESULTS_FILE = "latency_h100.json"
 #: Read in this order when no path is given: the H100 sweep, else the H200 one (labelled as such).
 LATENCY_RESULTS_FALLBACKS = ("latency_h100.json", "latency_h200.json")
@@ -778,15 +756,15 @@ def latency_results_path(path=None):
     """``path``, or the first of ``data/results/latency_h100.json`` / ``latency_h200.json`` that exists."""
     from pathlib import Path
 
-    from .report import REPO_ROOT
+    from .provenance import RESULTS_DIR
 
     if path:
         return Path(path)
     for name in LATENCY_RESULTS_FALLBACKS:
-        cand = REPO_ROOT / "data" / "results" / name
+        cand = RESULTS_DIR / name
         if cand.is_file():
             return cand
-    return REPO_ROOT / "data" / "results" / LATENCY_RESULTS_FILE
+    return RESULTS_DIR / LATENCY_RESULTS_FILE
 
 
 def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
@@ -803,14 +781,20 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
         df.attrs.update(path=str(p), ceilings={})
         return df, None
     data = json.loads(p.read_text())
-    df = pd.DataFrame(data.get("rows", []))
+    df = _latency_frame(data.get("rows", []))
+    df.attrs.update(path=str(p), ceilings=data.get("ceilings") or {})
+    return df, data.get("provenance") or {}
+
+
+def _latency_frame(rows) -> pd.DataFrame:
+    """Sweep rows -> frame with the columns the latency_* functions read, and ``ok`` (timed, no error)."""
+    df = pd.DataFrame(rows)
     for col in ("m", "routing", "median_us", "error", "roofline_us"):
         if col not in df:
             df[col] = None
     df["ok"] = df["median_us"].notna() & df["error"].isna() & df["m"].notna()
     df.loc[df["m"].notna(), "m"] = df.loc[df["m"].notna(), "m"].astype(int)
-    df.attrs.update(path=str(p), ceilings=data.get("ceilings") or {})
-    return df, data.get("provenance") or {}
+    return df
 
 
 def latency_source_label(prov: Optional[Dict[str, Any]]) -> str:
@@ -994,11 +978,7 @@ def latency_results(results_file=None, *, measure: bool = False, backends=("flas
         from .provenance import provenance
 
         ceil = measure_ceilings()
-        df = pd.DataFrame(sweep(list(backends), list(shapes), list(ms), [routing], reps=reps, ceilings=ceil))
-        for col in ("median_us", "error", "m", "routing", "roofline_us"):
-            if col not in df:
-                df[col] = None
-        df["ok"] = df["median_us"].notna() & df["error"].isna()
+        df = _latency_frame(sweep(list(backends), list(shapes), list(ms), [routing], reps=reps, ceilings=ceil))
         df.attrs.update(ceilings=ceil, path="(measured in this run)")
         prov, measured = provenance("notebooks/03_latency_crossover (measure=True)"), True
     else:
@@ -1032,8 +1012,48 @@ def latency_dispatch_speedups(df: pd.DataFrame, routing: str = "uniform") -> pd.
     return pd.DataFrame(rows)
 
 
-def latency_triton_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
-    """mxfp4lab's Triton kernel against issue 6's goals per (shape, M) (:func:`mxfp4lab.bench.summary.triton_goals`)."""
-    from .bench.summary import latency_table, triton_goals
+FI, MARLIN, TRITON = "flashinfer_sm90", "marlin_mxfp4", "triton_w4a16"
+#: issue 6's goals
+TRITON_SMALL_M, TRITON_SMALL_FLOOR_X = 64, 1.25
+TRITON_LARGE_M, TRITON_LARGE_FI_X = 1024, 1.2
 
+
+def latency_table(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction."""
+    d = _ok(df)
+    d = d[d["routing"] == routing]
+    p = d.pivot_table(index=["shape", "m"], columns="backend", values="median_us", aggfunc="median")
+    floor = d.groupby(["shape", "m"])["roofline_us"].first()
+    backends = list(p.columns)
+    out = p.copy()
+    out["floor_us"] = floor
+    out["best"] = p[backends].idxmin(axis=1)
+    out["best_fraction_of_floor"] = floor / p[backends].min(axis=1)
+    return out.reset_index()
+
+
+def triton_goals(table: pd.DataFrame) -> pd.DataFrame:
+    """Issue 6's goals per (shape, M) where Triton was timed."""
+    rows = []
+    for _, r in table.iterrows():
+        if TRITON not in r or pd.isna(r.get(TRITON)):
+            continue
+        t = r[TRITON]
+        row = dict(shape=r["shape"], m=int(r["m"]), triton_us=t, x_floor=t / r["floor_us"],
+                   x_marlin=t / r[MARLIN] if MARLIN in r and pd.notna(r.get(MARLIN)) else float("nan"),
+                   x_flashinfer=t / r[FI] if FI in r and pd.notna(r.get(FI)) else float("nan"))
+        if row["m"] <= TRITON_SMALL_M:
+            row["goal"] = f"<= {TRITON_SMALL_FLOOR_X}x floor and faster than Marlin"
+            row["met"] = bool(row["x_floor"] <= TRITON_SMALL_FLOOR_X and row["x_marlin"] < 1)
+        elif row["m"] >= TRITON_LARGE_M:
+            row["goal"] = f"<= {TRITON_LARGE_FI_X}x FlashInfer"
+            row["met"] = bool(row["x_flashinfer"] <= TRITON_LARGE_FI_X)
+        else:
+            row["goal"], row["met"] = "(none stated)", None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def latency_triton_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """mxfp4lab's Triton kernel against issue 6's goals per (shape, M): :func:`triton_goals` of :func:`latency_table`."""
     return triton_goals(latency_table(df, routing=routing))

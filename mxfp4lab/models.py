@@ -274,6 +274,10 @@ MODELS: dict[str, MoEConfig] = {
 }
 
 
+#: The four shapes of the latency study (issue 5): the benchmark's and the notebook's default.
+STUDY_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
+
+
 def get_model(name: str) -> MoEConfig:
     """The registered :class:`MoEConfig` called ``name`` (e.g. ``"gpt-oss-120b"``).
 

@@ -18,6 +18,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
+from .experiments import ACCURACY_DISTS, ACCURACY_RULES
+
 # ============================================================================================
 # Shared helpers
 # ============================================================================================
@@ -276,8 +278,7 @@ def close_all(figs: Sequence[plt.Figure] = ()) -> None:
 # ============================================================================================
 # Accuracy: MXFP4 error vs the bf16 origin (notebook 02)
 # ============================================================================================
-RULE_ORDER = ("ocp", "round_up", "flashinfer")
-DIST_ORDER = ("gaussian", "heavy_tailed", "outlier_channels")
+RULE_ORDER, DIST_ORDER = ACCURACY_RULES, ACCURACY_DISTS
 
 
 def _order(values, preferred) -> list:

@@ -37,10 +37,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from .provenance import REPO_ROOT  # the checkout this package runs from
+
 # --------------------------------------------------------------------------------------------
 # Where things are
 # --------------------------------------------------------------------------------------------
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 OUTPUT_DIR = REPO_ROOT / "outputs"
 
@@ -268,8 +269,7 @@ def _kernel_env():
     """Let the notebook kernel import this very mxfp4lab (a checkout that is not pip-installed too):
     prepend the package's parent directory to PYTHONPATH while the kernel starts."""
     old = os.environ.get("PYTHONPATH")
-    root = str(Path(__file__).resolve().parent.parent)
-    os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
+    os.environ["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + old if old else "")
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
         yield

@@ -25,14 +25,14 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..models import MoEConfig, get_model
+from ..models import STUDY_SHAPES, MoEConfig, get_model
 from ..prepare import prepare_from_experts
 from ..provenance import RESULTS_DIR, write_result
 from ..reference import expert_weights_from_prepared, moe_reference, relative_error, route
 from .roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
 
 DEFAULT_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-DEFAULT_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
+DEFAULT_SHAPES = STUDY_SHAPES
 # kernel vs kernel-faithful reference: a few bf16 ulps (2^-8 relative) after four roundings; a
 # wrong layout or scale gives O(1)
 CHECK_TOL = 2e-2

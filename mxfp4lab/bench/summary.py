@@ -25,49 +25,9 @@ from typing import Optional
 
 import pandas as pd
 
-FI, MARLIN, TRITON = "flashinfer_sm90", "marlin_mxfp4", "triton_w4a16"
-#: issue 6's goals
-TRITON_SMALL_M, TRITON_SMALL_FLOOR_X = 64, 1.25
-TRITON_LARGE_M, TRITON_LARGE_FI_X = 1024, 1.2
-
-
+from ..experiments import FI, MARLIN, TRITON, latency_table, triton_goals  # noqa: F401 (re-exported)
 def _f(v) -> Optional[float]:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-
-def latency_table(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
-    """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction."""
-    d = df[df["ok"] & (df["routing"].fillna("uniform") == routing)]
-    p = d.pivot_table(index=["shape", "m"], columns="backend", values="median_us", aggfunc="median")
-    floor = d.groupby(["shape", "m"])["roofline_us"].first()
-    backends = list(p.columns)
-    out = p.copy()
-    out["floor_us"] = floor
-    out["best"] = p[backends].idxmin(axis=1)
-    out["best_fraction_of_floor"] = floor / p[backends].min(axis=1)
-    return out.reset_index()
-
-
-def triton_goals(table: pd.DataFrame) -> pd.DataFrame:
-    """Issue 6's goals per (shape, M) where Triton was timed."""
-    rows = []
-    for _, r in table.iterrows():
-        if TRITON not in r or pd.isna(r.get(TRITON)):
-            continue
-        t = r[TRITON]
-        row = dict(shape=r["shape"], m=int(r["m"]), triton_us=t, x_floor=t / r["floor_us"],
-                   x_marlin=t / r[MARLIN] if MARLIN in r and pd.notna(r.get(MARLIN)) else float("nan"),
-                   x_flashinfer=t / r[FI] if FI in r and pd.notna(r.get(FI)) else float("nan"))
-        if row["m"] <= TRITON_SMALL_M:
-            row["goal"] = f"<= {TRITON_SMALL_FLOOR_X}x floor and faster than Marlin"
-            row["met"] = bool(row["x_floor"] <= TRITON_SMALL_FLOOR_X and row["x_marlin"] < 1)
-        elif row["m"] >= TRITON_LARGE_M:
-            row["goal"] = f"<= {TRITON_LARGE_FI_X}x FlashInfer"
-            row["met"] = bool(row["x_flashinfer"] <= TRITON_LARGE_FI_X)
-        else:
-            row["goal"], row["met"] = "(none stated)", None
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def summarize(results: Optional[str] = None) -> dict:
