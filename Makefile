@@ -27,4 +27,4 @@ test: setup-test browser
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: setup-test browser
-	$(PY) -m pytest -q
+	MXFP4LAB_RUN_SLOW=1 $(PY) -m pytest -q

@@ -67,8 +67,8 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
         if rank == 0:
             be_full.tune(x, ids, w)
             y1 = be_full(x, ids, w)
-            ref = moe_reference(x, ids, w, ref_w, swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta,
-                                swiglu_limit=cfg.swiglu_limit, routed_scaling_factor=cfg.routed_scaling_factor)
+            ref = moe_reference(x, ids, w, ref_w, **cfg.swiglu_kwargs,
+                                routed_scaling_factor=cfg.routed_scaling_factor)
             pt = {"m": m, "rel_err_vs_unsharded_same_backend": relative_error(y, y1),
                   "rel_err_vs_fp32_ref": relative_error(y, ref),
                   "unsharded_rel_err_vs_fp32_ref": relative_error(y1, ref)}
@@ -91,9 +91,16 @@ def _spawn_entry(rank, world, port, kw):
         dist.destroy_process_group()
 
 
-def spawn_cpu(world: int, port: int = 29533, **kw) -> None:
-    """Run ``world`` gloo ranks on this CPU (tests, laptops)."""
+def spawn_cpu(world: int, port: Optional[int] = None, **kw) -> None:
+    """Run ``world`` gloo ranks on this CPU (tests, laptops); ``port`` None: a free one."""
+    import socket
+
     import torch.multiprocessing as mp
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
 
     mp.spawn(_spawn_entry, args=(world, port, kw), nprocs=world, join=True)
 

@@ -525,8 +525,7 @@ def _clamp_config(config, clamp: bool):
 
 
 def _swiglu_kw(config) -> Dict[str, Any]:
-    return dict(swiglu_alpha=config.swiglu_alpha, swiglu_beta=config.swiglu_beta, swiglu_limit=config.swiglu_limit,
-                routed_scaling_factor=config.routed_scaling_factor)
+    return dict(config.swiglu_kwargs, routed_scaling_factor=config.routed_scaling_factor)
 
 
 def _input_scale(origin: Dict[str, torch.Tensor], preact_std: float) -> float:

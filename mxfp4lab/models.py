@@ -142,6 +142,11 @@ class MoEConfig:
         """I rounded up to a multiple of 128."""
         return round_up(self.intermediate_size, SM90_PAD_MULTIPLE)
 
+    @property
+    def swiglu_kwargs(self) -> dict:
+        """``swiglu_alpha / swiglu_beta / swiglu_limit`` as keyword arguments (references, backends)."""
+        return dict(swiglu_alpha=self.swiglu_alpha, swiglu_beta=self.swiglu_beta, swiglu_limit=self.swiglu_limit)
+
     def is_hash_layer(self, layer: int) -> bool:
         """True for the first ``n_hash_layers`` layers (DeepSeek-V4 token-id hash routing)."""
         return layer < self.n_hash_layers

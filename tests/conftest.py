@@ -21,6 +21,11 @@ def small_layer(request, tmp_path_factory):
     return cfg, reader(c, 4, cfg)
 
 
+def rand_u8(*shape, seed=0, lo=0, hi=256):
+    """Seeded uniform uint8 in [lo, hi) (packed FP4 bytes, E8M0 scale bytes, 4-bit codes with hi=16)."""
+    return torch.randint(lo, hi, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
 def tokens(cfg, m=24, seed=0):
     from mxfp4lab.reference import route
 

@@ -23,12 +23,11 @@ from mxfp4lab.layout import (
 )
 
 from kernel_reading import interleave_like_kernel
+from conftest import rand_u8
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 
-def rand_u8(*shape, seed=0):
-    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 32), (2, 32, 64), (3, 48, 96), (1, 64, 160)])

@@ -28,6 +28,7 @@ from mxfp4lab.backends import BackendUnavailable, get_backend
 from mxfp4lab.backends import marlin as mb
 from mxfp4lab.formats import pack_fp4
 from mxfp4lab.reference import swiglu
+from conftest import rand_u8
 
 VLLM_SRC = Path(os.environ.get("MXFP4LAB_VLLM_SRC", "/tmp/vllm026"))
 UTILS = VLLM_SRC / "vllm/model_executor/layers/quantization/utils"
@@ -52,8 +53,7 @@ def _vllm_functions(*wanted):
 
 
 def _rand_codes(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 16, shape, dtype=torch.uint8, generator=g)
+    return rand_u8(*shape, seed=seed, hi=16)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,10 +21,6 @@ def direct_weights(cfg, ex, dtype=torch.float32):
     return f(ex, dtype)
 
 
-def swiglu_kw(cfg):
-    return dict(swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
-
-
 def test_prepared_shapes_and_dtypes(small_layer):
     cfg, ex = small_layer
     p = P.prepare_from_experts(ex, config=cfg)
@@ -96,7 +92,7 @@ def test_emulated_equals_reference_bit_exact(small_layer, mode):
         a, b = getattr(direct, n), getattr(emul_w, n)
         assert (a is None and b is None) or torch.equal(a, b), n
     x, ids, w = tokens(cfg)
-    ref = moe_reference(x, ids, w, direct, mode=mode, **swiglu_kw(cfg))
+    ref = moe_reference(x, ids, w, direct, mode=mode, **cfg.swiglu_kwargs)
     be = get_backend("emulated_sm90")(p, cfg, mode=mode)
     out = be.forward(x, ids, w)  # experts only
     assert torch.equal(out, ref.to(torch.bfloat16))
@@ -109,14 +105,14 @@ def test_emulated_equals_reference_bit_exact(small_layer, mode):
 def test_tp_shards_sum_to_unsharded(small_layer, tp):
     cfg, ex = small_layer
     x, ids, w = tokens(cfg, seed=tp)
-    full = moe_reference(x, ids, w, direct_weights(cfg, ex, torch.float64), dtype=torch.float64, **swiglu_kw(cfg))
+    full = moe_reference(x, ids, w, direct_weights(cfg, ex, torch.float64), dtype=torch.float64, **cfg.swiglu_kwargs)
     total = torch.zeros_like(full)
     for r in range(tp):
         p = P.prepare_from_experts(ex, config=cfg, shard=P.ShardSpec(tp_size=tp, tp_rank=r))
         assert p.intermediate_size == cfg.intermediate_size // tp
         assert p.padded_intermediate == P.round_up(cfg.intermediate_size // tp)
         part = moe_reference(x, ids, w, expert_weights_from_prepared(p, torch.float64), dtype=torch.float64,
-                             **swiglu_kw(cfg))
+                             **cfg.swiglu_kwargs)
         total += part
     # fp64 sums in a different order: agreement to ~1e-15 relative; 1e-12 leaves room, a wrong shard is O(1)
     assert ((total - full).norm() / full.norm()).item() < 1e-12
@@ -126,14 +122,14 @@ def test_tp_shards_sum_to_unsharded(small_layer, tp):
 def test_ep_shards_sum_to_unsharded(small_layer, ep):
     cfg, ex = small_layer
     x, ids, w = tokens(cfg, seed=10 + ep)
-    full = moe_reference(x, ids, w, direct_weights(cfg, ex, torch.float64), dtype=torch.float64, **swiglu_kw(cfg))
+    full = moe_reference(x, ids, w, direct_weights(cfg, ex, torch.float64), dtype=torch.float64, **cfg.swiglu_kwargs)
     total = torch.zeros_like(full)
     per = cfg.num_experts // ep
     for r in range(ep):
         p = P.prepare_from_experts(ex, config=cfg, shard=P.ShardSpec(ep_size=ep, ep_rank=r))
         assert p.num_local_experts == per and p.expert_offset == r * per
         total += moe_reference(x, ids, w, expert_weights_from_prepared(p, torch.float64), dtype=torch.float64,
-                               **swiglu_kw(cfg))
+                               **cfg.swiglu_kwargs)
     # fp64, different summation grouping over the k experts of a token
     assert ((total - full).norm() / full.norm()).item() < 1e-12
 

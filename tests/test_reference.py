@@ -42,7 +42,7 @@ def test_kernel_mode_close_to_fp32(small_layer):
     p = P.prepare_from_experts(ex, config=cfg)
     ew = expert_weights_from_prepared(p)
     x, ids, w = tokens(cfg)
-    kw = dict(swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+    kw = cfg.swiglu_kwargs
     fp32 = moe_reference(x, ids, w, ew, **kw)
     k = moe_reference(x, ids, w, ew, mode="kernel", **kw)
     assert k.dtype == torch.bfloat16

@@ -89,8 +89,7 @@ def _run_case(kind, shard, ms, seed):
         t0 = time.perf_counter()
         got = be.forward(x, ids, w, out=out)
         dt = time.perf_counter() - t0
-        ref = moe_reference(x, ids, w, ref_w, mode="kernel", swiglu_alpha=cfg.swiglu_alpha,
-                            swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        ref = moe_reference(x, ids, w, ref_w, mode="kernel", **cfg.swiglu_kwargs)
         rows.append({"m": m, "same_buffer": got.data_ptr() == out.data_ptr(),
                      "unwritten": int(torch.isnan(out).sum()), "rel_err": relative_error(out, ref),
                      "bit_identical": bool(torch.equal(out, ref)), "seconds": dt})
@@ -123,8 +122,7 @@ def _run_gpu_tile_configs(seed):
         K.fused_moe_w4a16(x, ids, w, be.layout, config=K.TileConfig(*tile), out=out, scratch_fill=float("nan"),
                           **be.swiglu)
         dt = time.perf_counter() - t0
-        ref = moe_reference(x, ids, w, ref_w, mode="kernel", swiglu_alpha=cfg.swiglu_alpha,
-                            swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        ref = moe_reference(x, ids, w, ref_w, mode="kernel", **cfg.swiglu_kwargs)
         rows.append({"m": m, "tile": list(tile), "same_buffer": True, "unwritten": int(torch.isnan(out).sum()),
                      "rel_err": relative_error(out, ref), "bit_identical": bool(torch.equal(out, ref)),
                      "seconds": dt})

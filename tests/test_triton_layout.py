@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import DSV4_SMALL, GPT_OSS_SMALL
+from conftest import DSV4_SMALL, GPT_OSS_SMALL, rand_u8
 
 from mxfp4lab.bench.moe import random_layer
 from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
@@ -18,8 +18,6 @@ from mxfp4lab.layout.triton_w4a16 import (
 from mxfp4lab.prepare import ShardSpec, prepare_from_experts, to_logical
 
 
-def rand_u8(*shape, seed=0, lo=0, hi=256):
-    return torch.randint(lo, hi, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("cfg", [GPT_OSS_SMALL, DSV4_SMALL], ids=lambda c: c.name)

@@ -77,8 +77,7 @@ def make_inputs(cfg: MoEConfig, m: int, n_sets: int, routing: str, device="cuda"
 def check_backend(backend, weights_ref, cfg, inputs) -> float:
     x, ids, w = inputs[0]
     out = backend(x, ids, w)
-    ref = moe_reference(x, ids, w, weights_ref, mode="kernel", swiglu_alpha=cfg.swiglu_alpha,
-                        swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit,
+    ref = moe_reference(x, ids, w, weights_ref, mode="kernel", **cfg.swiglu_kwargs,
                         routed_scaling_factor=cfg.routed_scaling_factor)
     return relative_error(out, ref)
 

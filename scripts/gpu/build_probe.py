@@ -34,11 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def _configs_arg(s: str):
-    from mxfp4lab.build import CONFIG_SETS
-
-    return s if s in CONFIG_SETS else [x for x in s.split(",") if x]
+from mxfp4lab.build import _configs_arg  # noqa: E402  (standard library only; after the path insert)
 
 
 # ------------------------------------------------------------------------------------ child
@@ -104,16 +100,10 @@ def _child_moe(configs: str, autotune: bool) -> None:
     except Exception as e:  # noqa: BLE001
         _emit({"step": "interleave_ext_matches_flashinfer", "ok": False, "error": repr(e)[:400]})
 
-    # dequantized reference (E2M1 LUT, E8M0 scales; element 2i in the low nibble)
-    lut = torch.tensor([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], device=dev)
+    # dequantized reference (element 2i in the low nibble)
+    from mxfp4lab.formats import dequantize_mxfp4
 
-    def deq(w, s):
-        lo, hi = (w & 0xF).long(), (w >> 4).long()
-        v = torch.stack([lut[lo], lut[hi]], -1).reshape(*w.shape[:-1], w.shape[-1] * 2)
-        sc = torch.exp2(s.float() - 127).repeat_interleave(32, -1)
-        return v * sc
-
-    W1, W2 = deq(w1, s1), deq(w2, s2)
+    W1, W2 = dequantize_mxfp4(w1, s1), dequantize_mxfp4(w2, s2)
     xf = x.float()
     ref = torch.zeros(M, H, device=dev)  # fc1 halves [up ; gate] (w3 first), out = silu(gate) * up
     ref_swapped = torch.zeros(M, H, device=dev)  # the other convention, for diagnosis only

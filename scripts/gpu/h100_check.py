@@ -84,8 +84,7 @@ def stage_golden(out: Path) -> dict:
 def _kernel_errors(be, ref_w, cfg, inputs):
     x, ids, w = inputs
     out = be(x, ids, w)
-    kw = dict(swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit,
-              routed_scaling_factor=cfg.routed_scaling_factor)
+    kw = dict(cfg.swiglu_kwargs, routed_scaling_factor=cfg.routed_scaling_factor)
     ref_k = moe_reference(x, ids, w, ref_w, mode="kernel", **kw)
     ref_f = moe_reference(x, ids, w, ref_w, mode="fp32", **kw)
     d = (out.float() - ref_k.float()).abs()
@@ -160,8 +159,7 @@ def _sharding(cfg, seed):
     for m in (16, 1024):
         x, ids, w = make_inputs(cfg, m, 1, "uniform", seed=m)[0]
         y1 = be_full(x, ids, w)
-        ref = moe_reference(x, ids, w, ref_w, mode="fp32", swiglu_alpha=cfg.swiglu_alpha,
-                            swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        ref = moe_reference(x, ids, w, ref_w, mode="fp32", **cfg.swiglu_kwargs)
         for kind in ("tp", "ep"):
             acc = torch.zeros(m, cfg.hidden_size, dtype=torch.float32, device="cuda")
             for r in range(2):

@@ -69,7 +69,7 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True) -> dict:
             write_result(path, res)
             continue
         print(f"[{shape}] prepared + layout in {time.perf_counter() - t0:.1f} s", flush=True)
-        kw = dict(swiglu_alpha=cfg.swiglu_alpha, swiglu_beta=cfg.swiglu_beta, swiglu_limit=cfg.swiglu_limit)
+        kw = cfg.swiglu_kwargs
         from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE, bucket_of
 
         for m in ms:
