@@ -1,6 +1,8 @@
 """Tensor / expert parallel MoE across processes: each rank prepares and runs its shard, the partial
 outputs are summed with an all-reduce (NCCL on GPUs, gloo on CPU), and rank 0 compares the result with
-the unsharded layer (TP=1 through the same backend) and the fp32 reference.
+the kernel-faithful model of the sharded run (each shard's ``moe_reference(mode="kernel")`` output, a bf16
+partial like the kernel's, summed in fp32 and rounded once: the tight check), with the unsharded layer
+(TP=1 through the same backend: differs by the extra bf16 rounding of the partials) and the fp32 reference.
 
     torchrun --nproc-per-node 2 -m mxfp4lab.distributed --kind tp --model gpt-oss-120b \
         --backend flashinfer_sm90 --out OUT/tp2.json            # two H100s
@@ -38,6 +40,10 @@ def _config(model: str, scaled: bool):
     return cfg
 
 
+def _spec(kind: str, world: int, rank: int) -> ShardSpec:
+    return ShardSpec(tp_size=world, tp_rank=rank) if kind == "tp" else ShardSpec(ep_size=world, ep_rank=rank)
+
+
 def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(16, 256), scaled: bool = False,
              seed: int = 7, out: Optional[str] = None) -> Optional[dict]:
     """Body of one rank (process group already initialized). Returns the result dict on rank 0."""
@@ -49,14 +55,16 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
         torch.cuda.set_device(rank)
     cfg = _config(model, scaled)
     layer = random_layer(cfg, device=device, seed=seed)  # identical on every rank (same seed)
-    spec = ShardSpec(tp_size=world, tp_rank=rank) if kind == "tp" else ShardSpec(ep_size=world, ep_rank=rank)
-    shard = prepare_from_experts(layer, config=cfg, shard=spec)
+    shard = prepare_from_experts(layer, config=cfg, shard=_spec(kind, world, rank))
     be = get_backend(backend)(shard, cfg)
     result = {"kind": kind, "world": world, "model": cfg.name, "backend": backend, "points": []}
     if rank == 0:
         full = prepare_from_experts(layer, config=cfg)
         be_full = get_backend(backend)(full, cfg)
         ref_w = expert_weights_from_prepared(full)
+        # the kernel-faithful model of the sharded run: each rank's bf16 partial, summed in fp32, -> bf16
+        shard_w = [expert_weights_from_prepared(prepare_from_experts(layer, config=cfg, shard=_spec(kind, world, r)))
+                   for r in range(world)]
     for m in ms:
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device=device, seed=1000 + m)[0]
         be.tune(x, ids, w)
@@ -69,7 +77,11 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
             y1 = be_full(x, ids, w)
             ref = moe_reference(x, ids, w, ref_w, **cfg.swiglu_kwargs,
                                 routed_scaling_factor=cfg.routed_scaling_factor)
-            pt = {"m": m, "rel_err_vs_unsharded_same_backend": relative_error(y, y1),
+            ref_k = sum(moe_reference(x, ids, w, sw, **cfg.swiglu_kwargs, mode="kernel",
+                                      routed_scaling_factor=cfg.routed_scaling_factor).float()
+                        for sw in shard_w).to(torch.bfloat16)
+            pt = {"m": m, "rel_err_vs_sharded_kernel_ref": relative_error(y, ref_k),
+                  "rel_err_vs_unsharded_same_backend": relative_error(y, y1),
                   "rel_err_vs_fp32_ref": relative_error(y, ref),
                   "unsharded_rel_err_vs_fp32_ref": relative_error(y1, ref)}
             result["points"].append(pt)
@@ -110,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", choices=["tp", "ep"], default="tp")
     ap.add_argument("--model", default="gpt-oss-120b")
     ap.add_argument("--backend", default="flashinfer_sm90")
-    ap.add_argument("--m", default="16,256")
+    ap.add_argument("--m", "--tokens", dest="m", default="16,256", help="token counts (--tokens under torchrun, whose own options take --m)")
     ap.add_argument("--scaled", action="store_true", help="scaled-down layer (CPU tests)")
     ap.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks here instead of torchrun")
     ap.add_argument("--out")

@@ -50,7 +50,8 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def stage_check(out: Path, shapes, ms, all_configs: bool = True) -> dict:
+def stage_check(out: Path, shapes, ms, all_configs: bool = True, dequant=None) -> dict:
+    """``dequant``: only candidates of these decode paths (None: all)."""
     from mxfp4lab.backends import get_backend
 
     res = {"benchmark": "triton_w4a16_check", "tol": CHECK_TOL, "rows": [], "complete": False}
@@ -76,6 +77,8 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True) -> dict:
             bucket = bucket_of(m)
             cands = CONFIG_TABLE[bucket] if all_configs else [CONFIG_TABLE[bucket][0]]
             for ci, cand in enumerate(cands):
+                if dequant is not None and be._k.TileConfig(*cand).dequant not in dequant:
+                    continue
                 row = {"shape": shape, "m": m, "candidate": ci, "tile_config": list(cand)}
                 try:
                     try:
@@ -182,6 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--default-config-only", action="store_true",
                     help="check: only each M bucket's default tile config (default: every candidate)")
+    ap.add_argument("--dequant", default=None, help="check: only candidates of these decode paths, e.g. '2,3'")
     ap.add_argument("--check-m", default="1,64,1024", help="M values the timing sweep re-checks ('all' for all)")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -193,7 +197,8 @@ def main(argv=None) -> int:
     ms = [int(v) for v in a.m.split(",")]
     rc = 0
     if a.stage in ("check", "all"):
-        res = stage_check(out, shapes, ms, all_configs=not a.default_config_only)
+        dq = None if a.dequant is None else {int(v) for v in a.dequant.split(",")}
+        res = stage_check(out, shapes, ms, all_configs=not a.default_config_only, dequant=dq)
         print(f"check: {'ALL OK' if res['all_ok'] else 'FAILURES'} -> {out / 'triton_check.json'}", flush=True)
         rc = 0 if res["all_ok"] else 1
     if a.stage in ("time", "all"):
