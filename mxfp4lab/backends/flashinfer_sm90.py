@@ -31,6 +31,22 @@ def sm90_available() -> Tuple[bool, str]:
     return True, ""
 
 
+def autotuner_choices() -> list:
+    """What FlashInfer's autotuner has picked in this process: one ``{"key", "choice"}`` per entry of
+    ``flashinfer.autotuner.AutoTuner.get().profiling_cache`` (FlashInfer 0.7.2), both as strings (the
+    key holds the op, the runner and the token-count bucket; the choice holds the runner id and the
+    tactic, an index into the module's GEMM1 + GEMM2 profile lists, i.e. the patched heuristic's
+    candidate order). Empty when FlashInfer is not loaded or the cache has another shape."""
+    import sys
+
+    mod = sys.modules.get("flashinfer.autotuner")
+    try:
+        cache = mod.AutoTuner.get().profiling_cache if mod is not None else {}
+        return [{"key": str(k), "choice": str(v)[:300]} for k, v in cache.items()]
+    except Exception:  # noqa: BLE001 - best effort: a record, not a result
+        return []
+
+
 @register
 class FlashInferSM90(MoEBackend):
     name = "flashinfer_sm90"

@@ -179,8 +179,13 @@ def main(argv=None) -> int:
         from .. import build
 
         cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)
+        extra = {}
+        if "flashinfer_sm90" in a.backends:
+            from ..backends.flashinfer_sm90 import autotuner_choices
+
+            extra["flashinfer_autotuner"] = autotuner_choices()
         return write_result(a.out, {"benchmark": "moe_latency", "ceilings": ceil, "build_configs": cfgs,
-                                    "complete": done, "rows": rows})
+                                    "complete": done, "rows": rows, **extra})
 
     rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
                  a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
