@@ -32,7 +32,11 @@ significand stays exact in bf16). ``fast_math=True`` skips only the NaN propagat
 ``dot_scaled``: under ``TRITON_INTERPRET=1`` path 0 always runs. Path 1 gave wrong results on the H100
 for most tile shapes and is not in the tuning table. ``2``: a K-parity split (``x[:, 0::2] @ W_even +
 x[:, 1::2] @ W_odd``) with a PTX register decode (:data:`E2M1X8_BF16_PTX`, ~3.75 instructions per
-weight); GPU only, like 1.
+weight); GPU only, like 1. ``3``: "swap AB" -- the transposed product ``acc^T [BN, BM] = W^T [BN, BK] @
+x^T [BK, BM]`` with the K-parity split and PTX decode of 2, so the decoded weight is the MMA's A operand,
+which Hopper's wgmma reads from registers (tokens become the MMA's N); the accumulators are transposed
+back before the unchanged epilogue. GPU only. ``4``: the same swap-AB structure with the explicit decode
+in plain Triton ops; what 3 runs as under the interpreter (so its indexing is tested on the CPU).
 
 Routing alignment: for up to :data:`SMALL_ALIGN_MAX_PAIRS` (token, slot) pairs a single one-program
 Triton kernel (``_align_small_kernel``: histogram, cumsum, rank by pairwise compare) replaces the ~12
