@@ -37,6 +37,10 @@ CASES = [
     # TP: I per rank 96 -> I_pad 128, fc2 bias only on rank 0
     ("gpt_oss_small_ep2r1", "gpt_oss_small", (1, 0, 2, 1), (7,)),
     ("gpt_oss_small_tp2r1", "gpt_oss_small", (2, 1, 1, 0), (7,)),
+    # swap AB (decode path 3, which runs as path 4 -- same structure, plain-Triton decode -- here):
+    # [BN, BK/2] weight tiles, transposed accumulators, padded K / N tails, biases, TP
+    ("gpt_oss_tiny_swapab", "gpt_oss_tiny+swapab", (1, 0, 1, 0), (1, 5, 33)),
+    ("gpt_oss_small_tp2r1_swapab", "gpt_oss_small+swapab", (2, 1, 1, 0), (7,)),
     # the H100 tile configs (BLOCK_M 16..128, BLOCK_N 32..128, BLOCK_K 64/128) on H = I = 256
     ("gpu_tile_configs", "gpu_tiles", None, ()),
     # the one-program alignment kernel vs the torch alignment
@@ -45,6 +49,10 @@ CASES = [
 # (M, top_k, local experts, expert offset, BLOCK_M): decode to SMALL_ALIGN_MAX_PAIRS, EP offsets
 ALIGN_CASES = [(1, 4, 32, 0, 16), (3, 4, 128, 0, 16), (16, 6, 256, 0, 16), (37, 3, 6, 2, 16),
                (64, 4, 128, 0, 32), (200, 5, 16, 8, 64), (256, 4, 128, 0, 16), (170, 6, 64, 64, 16)]
+
+#: the tile of the "+swapab" cases: dequant 3 (the wrapper runs 4 under the interpreter), BLOCK_N = 64
+#: (wgmma's M on the GPU), BLOCK_K 64
+SWAP_AB_TILE = (16, 64, 64, 64, 64, 4, 1, 3)
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install triton): the interpreter test needs it")
@@ -68,9 +76,11 @@ def _config(kind):
 def _run_case(kind, shard, ms, seed):
     from mxfp4lab.backends import get_backend
     from mxfp4lab.bench.moe import make_inputs, random_layer
+    from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.prepare import ShardSpec, prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
 
+    kind, _, variant = kind.partition("+")
     cfg = _config(kind)
     tp, tr, ep, er = shard
     prepared = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg,
@@ -87,7 +97,11 @@ def _run_case(kind, shard, ms, seed):
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + m)[0]
         out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)  # poisoned
         t0 = time.perf_counter()
-        got = be.forward(x, ids, w, out=out)
+        if variant == "swapab":
+            got = K.fused_moe_w4a16(x, ids, w, be.layout, config=K.TileConfig(*SWAP_AB_TILE), out=out,
+                                    scratch_fill=float("nan"), **be.swiglu)
+        else:
+            got = be.forward(x, ids, w, out=out)
         dt = time.perf_counter() - t0
         ref = moe_reference(x, ids, w, ref_w, mode="kernel", **cfg.swiglu_kwargs)
         rows.append({"m": m, "same_buffer": got.data_ptr() == out.data_ptr(),
@@ -112,9 +126,10 @@ def _run_gpu_tile_configs(seed):
     be = get_backend("triton_w4a16")(prepared, cfg)
     ref_w = expert_weights_from_prepared(prepared)
     rows = []
-    # one run per tile shape (the interpreter ignores num_warps / num_stages and runs dequant 0)
-    shapes = sorted({tuple(c[:5]) for cands in CONFIG_TABLE.values() for c in cands})
-    for i, tile in enumerate(s + (4, 1, 0) for s in shapes):
+    # one run per tile shape and structure (the interpreter ignores num_warps / num_stages and runs dequant 0
+    # for 0-2, the swap-AB structure with the plain-Triton decode (4) for 3)
+    shapes = sorted({(tuple(c[:5]), 3 if c[7] >= 3 else 0) for cands in CONFIG_TABLE.values() for c in cands})
+    for i, tile in enumerate(s + (4, 1, dq) for s, dq in shapes):
         m = 20 + i
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + i)[0]
         out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)

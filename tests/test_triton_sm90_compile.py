@@ -1,7 +1,8 @@
 """The Triton MoE kernels compile for sm_90a on a CPU machine (no GPU), and the tuning table's tiles
 do not spill registers there (``mxfp4lab.kernels.sass``: triton.compile for GPUTarget("cuda", 90) +
 the cuobjdump Triton ships). This catches Hopper-only compile errors and register spills before any
-device time is spent; it says nothing about speed."""
+device time is spent, and checks that the swap-AB tiles (dequant 3) keep wgmma's A operand in registers;
+it says nothing about speed."""
 import importlib.util
 
 import pytest
@@ -28,6 +29,9 @@ def test_table_tiles_compile_for_sm90_without_spills(shape):
             assert r.stack_bytes == 0, f"{shape} {r.kernel} {tile}: {r.stack_bytes} B/thread of local memory (spills)"
             assert r.mma, f"{shape} {r.kernel} {tile}: no tensor-core instruction in the SASS"
             assert r.registers <= 255 and r.shared_bytes <= 227 * 1024  # sm_90 limits
+            if tile[7] == 3:  # swap AB: the point is wgmma reading the decoded weight (A) from registers
+                assert r.hgmma and r.hgmma_reg_a == r.hgmma, f"{shape} {r.kernel} {tile}: {r.mma}, " \
+                    f"{r.hgmma_reg_a}/{r.hgmma} HGMMA with A in registers"
     assert seen == 2 * len(_tiles())
 
 

@@ -35,15 +35,22 @@ from .base import MoEBackend, register
 #: the decode tiles (GPT-OSS-120b fc1 2664 -> 1328, fc2 1320 -> 688 at 16x64x128); its bit logic is
 #: checked exhaustively on the CPU (tests/test_ptx_decode.py), NOT yet on a GPU. It is never a bucket's
 #: default, and :meth:`TritonW4A16.tune` drops any candidate whose output disagrees with the default's.
+#: dequant 3 (swap AB: ``acc^T = W^T x^T``, the decoded weight is wgmma's A operand, kept in registers;
+#: same PTX decode) cuts the K loop's SASS further (sm_90a compile: 16x64x128 fc2 431 -> 393 instructions,
+#: 64x128x64 fc1 606 -> 417 with shared stores 58 -> 6; docs/triton-kernel.md). BLOCK_N is the MMA M there
+#: (>= 64 rows per warpgroup), BLOCK_M the MMA N; its BLOCK_M 32 tiles do not spill with 4 warps.
+#: Candidates only, NOT yet run on a GPU.
 CONFIG_TABLE: dict[int, list[tuple[int, ...]]] = {
     16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 0), (16, 64, 128, 64, 128, 4, 4, 2),
-         (16, 128, 128, 128, 128, 4, 4, 2)],
+         (16, 128, 128, 128, 128, 4, 4, 2), (16, 64, 128, 64, 128, 4, 4, 3), (16, 128, 128, 128, 128, 4, 4, 3)],
     64: [(16, 64, 128, 64, 128, 4, 4, 0), (32, 64, 128, 64, 128, 8, 4, 0), (16, 64, 128, 64, 128, 4, 4, 2),
-         (32, 64, 128, 64, 128, 8, 4, 2)],
+         (32, 64, 128, 64, 128, 8, 4, 2), (16, 64, 128, 64, 128, 4, 4, 3), (32, 64, 128, 64, 128, 4, 4, 3)],
     512: [(32, 64, 128, 128, 64, 8, 4, 0), (64, 64, 128, 128, 64, 8, 3, 0), (32, 64, 128, 128, 64, 8, 4, 2),
-          (64, 128, 64, 128, 64, 8, 3, 2)],
-    2048: [(64, 128, 64, 128, 64, 8, 3, 0), (64, 64, 128, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 2)],
-    1 << 62: [(128, 128, 64, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 0), (128, 128, 64, 128, 64, 8, 3, 2)],
+          (64, 128, 64, 128, 64, 8, 3, 2), (32, 64, 128, 128, 64, 4, 4, 3), (64, 128, 64, 128, 64, 8, 3, 3)],
+    2048: [(64, 128, 64, 128, 64, 8, 3, 0), (64, 64, 128, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 2),
+           (64, 128, 64, 128, 64, 8, 3, 3)],
+    1 << 62: [(128, 128, 64, 128, 64, 8, 3, 0), (64, 128, 64, 128, 64, 8, 3, 0), (128, 128, 64, 128, 64, 8, 3, 2),
+              (128, 128, 64, 128, 64, 8, 3, 3)],
 }
 #: tune(): a candidate whose output differs from the bucket default's by more than this relative error
 #: is dropped (different tiles change only the fp32 summation order: ~1e-4 observed on the H100; a wrong

@@ -1,6 +1,6 @@
 """Compile mxfp4lab's Triton MoE kernels for sm_90a WITHOUT a GPU and report what the compiler made.
 
-    python -m mxfp4lab.kernels.sass [--shape gpt-oss-120b] [--bucket 16] [--sass]
+    python -m mxfp4lab.kernels.sass [--shape gpt-oss-120b] [--bucket 16] [--tile 16,64,128,64,128,4,4,3] [--sass DIR]
 
 For each tile config (default: every entry of the backend's ``CONFIG_TABLE``) the fc1 and fc2 kernels
 are compiled with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` -- the H100 -- with the
@@ -38,6 +38,12 @@ class KernelReport:
     stack_bytes: int  # local memory per thread: > 0 means register spills (or local arrays)
     shared_bytes: int
     ops: Dict[str, int] = field(default_factory=dict)
+    #: opcode histogram of the main (K) loop: the body of the longest backward branch
+    loop_ops: dict[str, int] = field(default_factory=dict)
+    #: HGMMA (wgmma) instructions whose A operand is a register (``HGMMA... Rd, Ra, gdesc[..]``), and in all
+    hgmma_reg_a: int = 0
+    hgmma: int = 0
+    sass: str = field(default="", repr=False)
 
     @property
     def total_ops(self) -> int:
@@ -85,13 +91,25 @@ def report(compiled, kernel: str, tile: tuple) -> KernelReport:
     m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", res)
     if not m:
         raise RuntimeError(f"cuobjdump -res-usage gave no resource line:\n{res[-500:]}")
-    ops = collections.Counter()
-    for line in _cuobjdump(cubin, "-sass").splitlines():
-        mm = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+    sass = _cuobjdump(cubin, "-sass")
+    insts = []  # (address, opcode, text)
+    for line in sass.splitlines():
+        mm = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)", line)
         if mm:
-            ops[mm.group(1).split(".")[0]] += 1
+            insts.append((int(mm.group(1), 16), mm.group(2).split(".")[0], mm.group(2) + mm.group(3)))
+    ops = collections.Counter(op for _, op, _ in insts)
+    # main loop = the longest span [target, branch] of a backward BRA
+    loop = (0, -1)
+    for addr, op, text in insts:
+        t = re.match(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
+        if op == "BRA" and t and int(t.group(1), 16) < addr and addr - int(t.group(1), 16) > loop[1] - loop[0]:
+            loop = (int(t.group(1), 16), addr)
+    loop_ops = collections.Counter(op for a, op, _ in insts if loop[0] <= a <= loop[1])
+    hg = [text for _, op, text in insts if op == "HGMMA"]
+    reg_a = sum(1 for text in hg if re.match(r"HGMMA\.\S+\s+R\d+,\s*R\d+,", text))
     return KernelReport(kernel, tile, int(m.group(1)), int(m.group(2)),
-                        max(int(m.group(3)), int(compiled.metadata.shared)), dict(ops))
+                        max(int(m.group(3)), int(compiled.metadata.shared)), dict(ops), dict(loop_ops),
+                        reg_a, len(hg), sass)
 
 
 def _types(fn, pointers: Dict[str, str], floats: Sequence[str] = ()) -> Dict[str, str]:
@@ -135,13 +153,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="gpt-oss-120b")
     ap.add_argument("--bucket", type=int, default=None, help="only this M bucket of CONFIG_TABLE")
-    ap.add_argument("--sass", action="store_true", help="also dump each kernel's SASS to ./sass_<kernel>_<tile>.txt")
+    ap.add_argument("--tile", action="append", default=[],
+                    help="a tile tuple 'bm,bn1,bk1,bn2,bk2,warps,stages,dq' instead of the table (repeatable)")
+    ap.add_argument("--sass", metavar="DIR", default=None,
+                    help="also write each kernel's SASS to DIR/<kernel>_<tile>.sass")
     a = ap.parse_args(argv)
     cfg = get_model(a.shape)
-    tiles = sorted({tuple(c) for b, cs in CONFIG_TABLE.items() if a.bucket in (None, b) for c in cs})
-    print(f"{cfg.name}: H={cfg.hidden_size} I_pad={cfg.padded_intermediate} k={cfg.top_k}; sm_90a, static SASS counts")
+    if a.tile:
+        tiles = [tuple(int(v) for v in t.strip("()").split(",")) for t in a.tile]
+    else:
+        tiles = sorted({tuple(c) for b, cs in CONFIG_TABLE.items() if a.bucket in (None, b) for c in cs})
+    print(f"{cfg.name}: H={cfg.hidden_size} I_pad={cfg.padded_intermediate} k={cfg.top_k}; sm_90a, static SASS counts"
+          " (loop: the K loop's body; hgmma: with A in registers / all)")
     print(f"{'tile (bm,bn1,bk1,bn2,bk2,warps,stages,dq)':44s} {'kernel':6s} {'regs':>4s} {'stack':>5s} {'smem':>7s} "
-          f"{'ops':>5s}  mma")
+          f"{'ops':>5s} {'loop':>5s} {'LDS':>4s} {'STS':>4s}  {'hgmma':>5s}  mma")
     for tile in tiles:
         try:
             reps = moe_kernel_reports(cfg, tile)
@@ -149,8 +174,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{str(tile):44s} skipped: {exc}")
             continue
         for r in reps:
+            lds = sum(v for k, v in r.loop_ops.items() if k.startswith("LDS"))
+            sts = sum(v for k, v in r.loop_ops.items() if k.startswith("STS"))
             print(f"{str(tile):44s} {r.kernel:6s} {r.registers:4d} {r.stack_bytes:5d} {r.shared_bytes:7d} "
-                  f"{r.total_ops:5d}  {r.mma}")
+                  f"{r.total_ops:5d} {sum(r.loop_ops.values()):5d} {lds:4d} {sts:4d}  {r.hgmma_reg_a:2d}/{r.hgmma:<2d}  "
+                  f"{r.mma}")
+            if a.sass:
+                os.makedirs(a.sass, exist_ok=True)
+                Path(a.sass, f"{r.kernel}_{'_'.join(map(str, tile))}.sass").write_text(r.sass)
     return 0
 
 

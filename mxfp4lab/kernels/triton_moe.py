@@ -32,7 +32,11 @@ significand stays exact in bf16). ``fast_math=True`` skips only the NaN propagat
 ``dot_scaled``: under ``TRITON_INTERPRET=1`` path 0 always runs. Path 1 gave wrong results on the H100
 for most tile shapes and is not in the tuning table. ``2``: a K-parity split (``x[:, 0::2] @ W_even +
 x[:, 1::2] @ W_odd``) with a PTX register decode (:data:`E2M1X8_BF16_PTX`, ~3.75 instructions per
-weight); GPU only, like 1.
+weight); GPU only, like 1. ``3``: "swap AB" -- the transposed product ``acc^T [BN, BM] = W^T [BN, BK] @
+x^T [BK, BM]`` with the K-parity split and PTX decode of 2, so the decoded weight is the MMA's A operand,
+which Hopper's wgmma reads from registers (tokens become the MMA's N); the accumulators are transposed
+back before the unchanged epilogue. GPU only. ``4``: the same swap-AB structure with the explicit decode
+in plain Triton ops; what 3 runs as under the interpreter (so its indexing is tested on the CPU).
 
 Routing alignment: for up to :data:`SMALL_ALIGN_MAX_PAIRS` (token, slot) pairs a single one-program
 Triton kernel (``_align_small_kernel``: histogram, cumsum, rank by pairwise compare) replaces the ~12
@@ -171,6 +175,34 @@ def _split_k_parity(a, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     return tl.split(tl.reshape(a, (BLOCK_M, BLOCK_K // 2, 2)))
 
 
+@triton.jit
+def _e2m1_bf16(c, s):
+    """E2M1 codes ``c`` (int32, 0..15) times E8M0 scales ``s`` (int32 bytes, same shape) -> bf16, with the
+    explicit fp32-bit decode of path 0 (exact; see the module docstring)."""
+    em = c & 7
+    mag = tl.where(em >= 2, (em + 252) << 22, em * (252 << 22))
+    bits = mag | ((c & 8) << 28)
+    sbits = tl.where(s == 0, 1 << 22, s << 23)
+    return (bits.to(tl.float32, bitcast=True) * sbits.to(tl.float32, bitcast=True)).to(tl.bfloat16)
+
+
+@triton.jit
+def _dequant_pair_t(wb, sg, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, ASM: tl.constexpr):
+    """Swap-AB decode (paths 3, 4): packed bytes ``wb [BN, BK/2]`` (byte column i = k 2i and 2i+1 of row n)
+    and per-group scales ``sg [BN, BK/32]`` -> bf16 ``(even-k, odd-k)``, each ``[BN, BK/2]`` -- the LHS of
+    the transposed product. ``ASM``: the PTX register decode (:data:`E2M1X8_BF16_PTX`, GPU only), else
+    the explicit decode in plain Triton ops (runs under the interpreter too)."""
+    # [BN, BK/32] -> [BN, BK/32, 16] -> [BN, BK/2]: byte column i uses scale group i // 16
+    sb = tl.reshape(tl.broadcast_to(sg[:, :, None], (BLOCK_N, BLOCK_K // 32, 16)), (BLOCK_N, BLOCK_K // 2))
+    if ASM:
+        return tl.inline_asm_elementwise(_E2M1X8_BF16_ASM, "=r,=r,=r,=r,r,r", [wb, sb],
+                                         dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+    else:
+        w = wb.to(tl.int32)
+        s = sb.to(tl.int32)
+        return _e2m1_bf16(w & 15, s), _e2m1_bf16(w >> 4, s)
+
+
 # --------------------------------------------------------------------------------------------
 # Kernel 1: gather + GEMM1 (up and gate halves) + bias + clamped SwiGLU
 # --------------------------------------------------------------------------------------------
@@ -204,37 +236,56 @@ def _fc1_swiglu_kernel(
     w_base = w_ptr + e64 * stride_we
     s_base = s_ptr + e64 * stride_se
     x_rows = x_ptr + token.to(tl.int64)[:, None] * stride_xm
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if DEQUANT >= 3:  # swap AB: transposed accumulators [BN, BM] (weights = MMA M, tokens = MMA N)
+        acc_up = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        acc_gate = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, H, BLOCK_K):  # the last tile reads padded weights (H_pad % BLOCK_K == 0), x masked
         kk = k0 + offs_k
         a = tl.load(x_rows + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < H), other=0.0)
         kp = k0 // 2 + offs_kp
-        wu = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
-        wg = tl.load(w_base + kp[:, None] * stride_wk + (I_pad + offs_n)[None, :])
-        if DEQUANT == 2:
+        if DEQUANT >= 3:
+            # weights as [BN, BK/2] (the same bytes, read transposed: N still contiguous), scales [BN, BK/32]
             g = k0 // 32 + offs_g
             a_ev, a_od = _split_k_parity(a, BLOCK_M, BLOCK_K)
-            su = tl.load(s_base + g[:, None] * stride_sk + offs_n[None, :])
-            sg = tl.load(s_base + g[:, None] * stride_sk + (I_pad + offs_n)[None, :])
-            u_ev, u_od = _dequant_pair_asm(wu, su, BLOCK_K, BLOCK_N)
-            g_ev, g_od = _dequant_pair_asm(wg, sg, BLOCK_K, BLOCK_N)
-            acc_up = tl.dot(a_od, u_od, tl.dot(a_ev, u_ev, acc_up))
-            acc_gate = tl.dot(a_od, g_od, tl.dot(a_ev, g_ev, acc_gate))
-        elif DEQUANT == 1:
-            # scales as [BN, BK/32] (dot_scaled's rhs_scale shape), read through the strides
-            g = k0 // 32 + offs_g
+            wu = tl.load(w_base + kp[None, :] * stride_wk + offs_n[:, None])
+            wg = tl.load(w_base + kp[None, :] * stride_wk + (I_pad + offs_n)[:, None])
             su = tl.load(s_base + g[None, :] * stride_sk + offs_n[:, None])
             sg = tl.load(s_base + g[None, :] * stride_sk + (I_pad + offs_n)[:, None])
-            acc_up = tl.dot_scaled(a, None, "bf16", wu, su, "e2m1", acc_up, fast_math=True)
-            acc_gate = tl.dot_scaled(a, None, "bf16", wg, sg, "e2m1", acc_gate, fast_math=True)
+            u_ev, u_od = _dequant_pair_t(wu, su, BLOCK_K, BLOCK_N, DEQUANT == 3)
+            g_ev, g_od = _dequant_pair_t(wg, sg, BLOCK_K, BLOCK_N, DEQUANT == 3)
+            acc_up = _mma(u_od, tl.trans(a_od), _mma(u_ev, tl.trans(a_ev), acc_up, INTERPRET), INTERPRET)
+            acc_gate = _mma(g_od, tl.trans(a_od), _mma(g_ev, tl.trans(a_ev), acc_gate, INTERPRET), INTERPRET)
         else:
-            kg = kk // 32
-            su = tl.load(s_base + kg[:, None] * stride_sk + offs_n[None, :])
-            sg = tl.load(s_base + kg[:, None] * stride_sk + (I_pad + offs_n)[None, :])
-            acc_up = _mma(a, _dequant_tile(wu, su), acc_up, INTERPRET)
-            acc_gate = _mma(a, _dequant_tile(wg, sg), acc_gate, INTERPRET)
-
+            wu = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
+            wg = tl.load(w_base + kp[:, None] * stride_wk + (I_pad + offs_n)[None, :])
+            if DEQUANT == 2:
+                g = k0 // 32 + offs_g
+                a_ev, a_od = _split_k_parity(a, BLOCK_M, BLOCK_K)
+                su = tl.load(s_base + g[:, None] * stride_sk + offs_n[None, :])
+                sg = tl.load(s_base + g[:, None] * stride_sk + (I_pad + offs_n)[None, :])
+                u_ev, u_od = _dequant_pair_asm(wu, su, BLOCK_K, BLOCK_N)
+                g_ev, g_od = _dequant_pair_asm(wg, sg, BLOCK_K, BLOCK_N)
+                acc_up = tl.dot(a_od, u_od, tl.dot(a_ev, u_ev, acc_up))
+                acc_gate = tl.dot(a_od, g_od, tl.dot(a_ev, g_ev, acc_gate))
+            elif DEQUANT == 1:
+                # scales as [BN, BK/32] (dot_scaled's rhs_scale shape), read through the strides
+                g = k0 // 32 + offs_g
+                su = tl.load(s_base + g[None, :] * stride_sk + offs_n[:, None])
+                sg = tl.load(s_base + g[None, :] * stride_sk + (I_pad + offs_n)[:, None])
+                acc_up = tl.dot_scaled(a, None, "bf16", wu, su, "e2m1", acc_up, fast_math=True)
+                acc_gate = tl.dot_scaled(a, None, "bf16", wg, sg, "e2m1", acc_gate, fast_math=True)
+            else:
+                kg = kk // 32
+                su = tl.load(s_base + kg[:, None] * stride_sk + offs_n[None, :])
+                sg = tl.load(s_base + kg[:, None] * stride_sk + (I_pad + offs_n)[None, :])
+                acc_up = _mma(a, _dequant_tile(wu, su), acc_up, INTERPRET)
+                acc_gate = _mma(a, _dequant_tile(wg, sg), acc_gate, INTERPRET)
+    if DEQUANT >= 3:
+        acc_up = tl.trans(acc_up)
+        acc_gate = tl.trans(acc_gate)
     # round 1: GEMM output stored as bf16 (before the bias)
     up = _to_bf16(acc_up, INTERPRET).to(tl.float32)
     gate = _to_bf16(acc_gate, INTERPRET).to(tl.float32)
@@ -286,23 +337,35 @@ def _fc2_kernel(
     e64 = expert.to(tl.int64)
     w_base = w_ptr + e64 * stride_we
     s_base = s_ptr + e64 * stride_se
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if DEQUANT >= 3:  # swap AB: transposed accumulator [BN, BM]
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, I_pad, BLOCK_K):  # I_pad % BLOCK_K == 0
         kk = k0 + offs_k
         a = tl.load(h_ptr + prow[:, None] * stride_hm + kk[None, :], mask=row_ok[:, None], other=0.0)
         kp = k0 // 2 + offs_kp
-        wb = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
-        if DEQUANT == 2:
+        if DEQUANT >= 3:
             a_ev, a_od = _split_k_parity(a, BLOCK_M, BLOCK_K)
-            sg = tl.load(s_base + (k0 // 32 + offs_g)[:, None] * stride_sk + offs_n[None, :])
-            w_ev, w_od = _dequant_pair_asm(wb, sg, BLOCK_K, BLOCK_N)
-            acc = tl.dot(a_od, w_od, tl.dot(a_ev, w_ev, acc))
-        elif DEQUANT == 1:
-            sb = tl.load(s_base + (k0 // 32 + offs_g)[None, :] * stride_sk + offs_n[:, None])
-            acc = tl.dot_scaled(a, None, "bf16", wb, sb, "e2m1", acc, fast_math=True)
+            wb = tl.load(w_base + kp[None, :] * stride_wk + offs_n[:, None])
+            sg = tl.load(s_base + (k0 // 32 + offs_g)[None, :] * stride_sk + offs_n[:, None])
+            w_ev, w_od = _dequant_pair_t(wb, sg, BLOCK_K, BLOCK_N, DEQUANT == 3)
+            acc = _mma(w_od, tl.trans(a_od), _mma(w_ev, tl.trans(a_ev), acc, INTERPRET), INTERPRET)
         else:
-            sb = tl.load(s_base + (kk // 32)[:, None] * stride_sk + offs_n[None, :])
-            acc = _mma(a, _dequant_tile(wb, sb), acc, INTERPRET)
+            wb = tl.load(w_base + kp[:, None] * stride_wk + offs_n[None, :])
+            if DEQUANT == 2:
+                a_ev, a_od = _split_k_parity(a, BLOCK_M, BLOCK_K)
+                sg = tl.load(s_base + (k0 // 32 + offs_g)[:, None] * stride_sk + offs_n[None, :])
+                w_ev, w_od = _dequant_pair_asm(wb, sg, BLOCK_K, BLOCK_N)
+                acc = tl.dot(a_od, w_od, tl.dot(a_ev, w_ev, acc))
+            elif DEQUANT == 1:
+                sb = tl.load(s_base + (k0 // 32 + offs_g)[None, :] * stride_sk + offs_n[:, None])
+                acc = tl.dot_scaled(a, None, "bf16", wb, sb, "e2m1", acc, fast_math=True)
+            else:
+                sb = tl.load(s_base + (kk // 32)[:, None] * stride_sk + offs_n[None, :])
+                acc = _mma(a, _dequant_tile(wb, sb), acc, INTERPRET)
+    if DEQUANT >= 3:
+        acc = tl.trans(acc)
     # round 3: GEMM2 output stored as bf16; the fc2 bias is added in the combine (fp32)
     y_ptrs = y_ptr + prow[:, None] * stride_ym + offs_n[None, :]
     tl.store(y_ptrs, _to_bf16(acc, INTERPRET), mask=row_ok[:, None] & (offs_n[None, :] < H))
@@ -396,7 +459,9 @@ class TileConfig:
     block_k2: int
     num_warps: int = 4
     num_stages: int = 3
-    dequant: int = 0  # 0: explicit decode + tl.dot; 1: tl.dot_scaled; 2: PTX register decode (1, 2: GPU only)
+    #: 0: explicit decode + tl.dot; 1: tl.dot_scaled; 2: PTX register decode; 3: swap AB + PTX decode
+    #: (1-3: GPU only); 4: swap AB + explicit decode (what 3 runs as under the interpreter)
+    dequant: int = 0
 
     def check(self, h_pad: int, i_pad: int) -> None:
         for nm, v in (("block_k1", self.block_k1), ("block_k2", self.block_k2)):
@@ -407,8 +472,9 @@ class TileConfig:
                 f"tile {self} does not divide the padded shape (I_pad={i_pad} % block_n1 / block_k2, "
                 f"H_pad={h_pad} % block_n2 / block_k1 must be 0)"
             )
-        if self.dequant not in (0, 1, 2):
-            raise ValueError(f"dequant = {self.dequant}: 0 (explicit decode), 1 (tl.dot_scaled) or 2 (PTX decode)")
+        if self.dequant not in (0, 1, 2, 3, 4):
+            raise ValueError(f"dequant = {self.dequant}: 0 (explicit decode), 1 (tl.dot_scaled), 2 (PTX decode), "
+                             "3 (swap AB, PTX decode) or 4 (swap AB, explicit decode)")
 
 
 @dataclass
@@ -547,7 +613,9 @@ def fused_moe_w4a16(
     dummy = torch.empty(1, dtype=torch.bfloat16, device=dev)  # never read (HAS_BIAS False): no fill launch
     cfg = config
     interpret = dev.type == "cpu"  # only the interpreter runs on CPU tensors
-    dequant = 0 if interpret else cfg.dequant  # the interpreter has neither dot_scaled nor inline PTX
+    dequant = cfg.dequant
+    if interpret:  # the interpreter has neither dot_scaled nor inline PTX: swap AB keeps its structure
+        dequant = 4 if dequant >= 3 else 0
     _fc1_swiglu_kernel[(al.max_blocks, i_pad // cfg.block_n1)](
         x, layout.w13, layout.w13_scale, b13 if b13 is not None else dummy, ta, tb, tlim,
         al.sorted_ids, al.block_expert, hbuf,
