@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One `run` call on the 2 x H100 host: start scripts/gpu/session5_work.sh detached if it is not running,
+# One `run` call: start $WORK (default scripts/gpu/session5_work.sh; session6_work.sh on one H100) detached
+# if it is not running,
 # then follow its log until it is done or this call's ~9 min are up; copy what exists to $OUT every time
 # (one tarball of /tmp/s5out + the logs), so every call brings back the results so far. Call again on the
 # same warm machine until the log says ALL DONE.
@@ -8,8 +9,8 @@ LIMIT=${LIMIT:-540}
 t0=$(date +%s)
 if [ ! -f /tmp/s5.started ]; then
   touch /tmp/s5.started
-  setsid nohup bash scripts/gpu/session5_work.sh > /tmp/s5.log 2>&1 < /dev/null &
-  echo "started session5_work.sh"
+  setsid nohup bash ${WORK:-scripts/gpu/session5_work.sh} > /tmp/s5.log 2>&1 < /dev/null &
+  echo "started ${WORK:-scripts/gpu/session5_work.sh}"
 fi
 seen=0
 while :; do
