@@ -64,6 +64,16 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _time_us(fn, inputs) -> float:
+    """Median microseconds of ``fn(*inputs[i])`` the way the latency sweep times it: CUDA-graph replays
+    timed with CUDA events (:func:`mxfp4lab.bench.harness.time_cuda`), so the tuner ranks candidates by
+    what is reported. (Session 6 tuned with Triton's eager ``do_bench``; once it picked a tile 2.2-3.5x
+    slower than a rerun's pick: docs/triton-kernel.md, "A tuner miss".)"""
+    from ..bench.harness import time_cuda
+
+    return time_cuda(fn, inputs, warmup=3, reps=25, graph=True).median_us
+
+
 def bucket_of(m: int) -> int:
     return next(b for b in sorted(CONFIG_TABLE) if m <= b)
 
@@ -109,8 +119,11 @@ class TritonW4A16(MoEBackend):
         return self._k.TileConfig(*t)
 
     def describe(self, m: int) -> dict:
-        """The tile tuple this M runs (after :meth:`tune`: the bucket's fastest agreeing candidate)."""
-        return {"tile": list(dataclasses.astuple(self.tile_config(m)))}
+        """The tile tuple this M runs (after :meth:`tune`: the bucket's fastest agreeing candidate) and
+        what :meth:`tune` measured for its bucket (recorded with every sweep row)."""
+        b = bucket_of(m)
+        return {"tile": list(dataclasses.astuple(self.tile_config(m))),
+                "tune": [ln for ln in self.tune_log if ln.startswith(f"bucket {b} ")]}
 
     def forward(self, x, topk_ids, topk_weights, out: torch.Tensor | None = None):
         return self._k.fused_moe_w4a16(
@@ -126,8 +139,6 @@ class TritonW4A16(MoEBackend):
         """Time each candidate of x's M bucket (CUDA events, median) and keep the fastest."""
         if not self._can_tune(x):
             return
-        import triton
-
         from ..reference import relative_error
 
         b = bucket_of(x.shape[0])
@@ -151,14 +162,12 @@ class TritonW4A16(MoEBackend):
                     if not err < TUNE_AGREEMENT_TOL:
                         self.tune_log.append(f"bucket {b} {cand}: rejected (rel err {err:.3g} vs the default tile)")
                         continue
-                t = triton.testing.do_bench(
-                    functools.partial(self._k.fused_moe_w4a16, x, topk_ids, topk_weights, self.layout,
-                                      config=cfg, **self.swiglu),
-                    warmup=10, rep=50, return_mode="median")
+                t = _time_us(functools.partial(self._k.fused_moe_w4a16, layout=self.layout, config=cfg,
+                                               **self.swiglu), [(x, topk_ids, topk_weights)])
             except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape)
                 self.tune_log.append(f"bucket {b} {cand}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
                 continue
-            self.tune_log.append(f"bucket {b} {cand}: {t * 1e3:.1f} us")
+            self.tune_log.append(f"bucket {b} {cand}: {t:.1f} us")
             if t < best_t:
                 best, best_t = cand, t
         if best is not None:

@@ -19,7 +19,8 @@ derives only. It writes:
   ratio per M, and the tactic the autotuner picked per GEMM and M (decoded to its config label);
 - ``triton_check_paths23_h200.json``    Triton decode paths 2/3 correctness (poisoned, every candidate);
 - ``latency_h100.json``                 its triton_w4a16 rows replaced by session 6's (the kernel changed:
-  decode paths 2 and 3 are tuning candidates now) and session 6's same-machine FlashInfer/Marlin
+  decode paths 2 and 3 are tuning candidates now; the older rows move to ``superseded_triton_rows_session3``)
+  and session 6's same-machine FlashInfer/Marlin
   baseline (GPT-OSS-120b, seed-bench) stored beside the earlier rows;
 - ``latency_triton_h200.json``          session 5's Triton sweep and its H200 baseline.
 
@@ -139,17 +140,19 @@ def latency_h100():
             if r.get("backend") == "triton_w4a16"]
     p = RES / "latency_h100.json"
     d = json.loads(p.read_text())
-    keys = {(r["shape"], r["m"], r["routing"]) for r in tri if "m" in r}
-    n_old = sum(r.get("backend") == "triton_w4a16" for r in d["rows"])
-    kept = [r for r in d["rows"] if not (r.get("backend") == "triton_w4a16"
-                                         and (r.get("shape"), r.get("m"), r.get("routing")) in keys)]
-    n_replaced = len(d["rows"]) - len(kept)
-    d["rows"] = kept + tri
+    if "superseded_triton_rows_session3" in d:
+        print("latency_h100.json already holds session 6's Triton rows: not merged again")
+        return
+    # every earlier Triton row goes: they timed an older kernel (path 0 only); kept aside, not in the rows
+    old_tri = [r for r in d["rows"] if r.get("backend") == "triton_w4a16"]
+    d["rows"] = [r for r in d["rows"] if r.get("backend") != "triton_w4a16"] + tri
+    d["superseded_triton_rows_session3"] = old_tri
     d["parts"] = [x for x in d.get("parts", []) if not str(x.get("file", "")).startswith("latency_triton")]
     d["parts"].append({"file": "latency_triton_h100.json + latency_triton_dsv4_rerun_h100.json (session 6)",
                        "provenance": new["provenance"], "complete": new.get("complete"),
                        "ceilings": new.get("ceilings"),
-                       "replaces": f"{n_replaced} of {n_old} earlier triton_w4a16 rows (same shape, M, routing)",
+                       "replaces": (f"all {len(old_tri)} earlier triton_w4a16 rows (session 3, decode path 0 only; "
+                                    "kept under superseded_triton_rows_session3)"),
                        "superseded_rows": superseded,
                        "superseded_note": ("first sweep: the tuner picked the slow path-0 tile (16, 32, 128, ...) for "
                                            "dsv4-flash's M <= 16 bucket; rerun in a fresh process on the same warm "
@@ -161,8 +164,8 @@ def latency_h100():
         "provenance": base["provenance"], "ceilings": base.get("ceilings"), "rows": base["rows"]}
     d["note"] = (d.get("note", "").split(" Session 6:")[0]
                  + " Session 6: triton_w4a16 rows re-measured on another H100 with decode paths 2 and 3 among the "
-                   "tuned candidates (M in {1,4,16,64,256,1024,4096,8192}); they replace the earlier Triton rows at "
-                   "those points (source field); earlier Triton rows remain at the other M.")
+                   "tuned candidates (M in {1,4,16,64,256,1024,4096,8192}); they replace every earlier Triton row "
+                   "(those timed the older kernel: superseded_triton_rows_session3).")
     dump("latency_h100.json", d)
 
 
