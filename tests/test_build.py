@@ -100,6 +100,12 @@ def test_named_sets():
     compact, _ = B.resolve_configs("compact")
     assert set(compact) <= set(full) | set(B.FAST_BUILD_CANDIDATES), "compact: stock or FAST_BUILD candidates"
     assert all(c.tile[2] == 128 for c in compact), "compact: K-tile 128 only (any H, I % 128 == 0)"
+    k128, fast_k = B.resolve_configs("stock_k128")
+    # the stock candidates FlashInfer's isProfileShapeSupported admits for K = 2944 (gemm_k % tile_k == 0),
+    # in stock order: 11 tiles x 4 clusters
+    assert not fast_k and list(k128) == [c for c in full if 2944 % c.tile[2] == 0] and len(k128) == 44
+    assert set(compact) - set(k128) == {B.MixedConfig((128, 128, 128), (1, 1, 1), "pingpong")}, \
+        "compact = stock K-128 configs + FAST_BUILD's default front"
     custom, fast_c = B.resolve_configs(["128x64x128_coop_1x1x1", "128x64x128_coop_1x1x1"])
     assert not fast_c and len(custom) == 1
     with pytest.raises(ValueError):
