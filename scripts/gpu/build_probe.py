@@ -245,8 +245,9 @@ def main(argv=None) -> int:
             r["aborted"] = r["rc"] < 0
             res["moe_call"] = r
 
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1, default=str))
+    from mxfp4lab.provenance import write_result
+
+    write_result(a.out, res)  # with the provenance block (GPU, versions, commit, date, this command)
     short = {k: res.get(k) for k in ("build_ok", "cold_build_s", "n_units", "n_instantiations", "library_bytes",
                                       "undefined_tensorrt_llm_symbols")}
     short["warm_load"] = (res.get("warm_load") or {}).get("records")

@@ -72,6 +72,14 @@ def sharded():
 
 def build():
     d = load(RAW5, "build_probe_stock_k128_h100.json")
+    # build_probe.py wrote no provenance then (it does now): the session's own block, read on the same
+    # host by the TP run of the same detached job, with this build's exact command
+    prov = dict(load(RAW5, "tp2_nccl_h100.json")["provenance"])
+    prov["command"] = ("python3 scripts/gpu/build_probe.py --configs stock_k128 -j 28 --cache /tmp/mxcache "
+                       "--keep-cache --out /tmp/s5out/build_probe_stock_k128_h100.json "
+                       "(detached by scripts/gpu/session5_work.sh)")
+    prov["note"] = "provenance read on the same host by the TP=2 run of the same job, minutes later"
+    d = {"provenance": prov, **d}
     d["note"] = ("Cold build of the stock_k128 config set (45 instantiations, 61 units) on the 32-core host of "
                  "session 5 (2 x H200; the build uses no GPU), -j 28, while TP/EP and the Triton runs used the GPUs.")
     dump("build_w4a16_stock_k128_h200.json", d)
