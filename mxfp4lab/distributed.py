@@ -63,8 +63,9 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
         be_full = get_backend(backend)(full, cfg)
         ref_w = expert_weights_from_prepared(full)
         # the kernel-faithful model of the sharded run: each rank's bf16 partial, summed in fp32, -> bf16
-        shard_w = [expert_weights_from_prepared(prepare_from_experts(layer, config=cfg, shard=_spec(kind, world, r)))
-                   for r in range(world)]
+        shard_w = [expert_weights_from_prepared(
+            shard if r == rank else prepare_from_experts(layer, config=cfg, shard=_spec(kind, world, r)))
+            for r in range(world)]
     for m in ms:
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device=device, seed=1000 + m)[0]
         be.tune(x, ids, w)
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", choices=["tp", "ep"], default="tp")
     ap.add_argument("--model", default="gpt-oss-120b")
     ap.add_argument("--backend", default="flashinfer_sm90")
-    ap.add_argument("--m", "--tokens", dest="m", default="16,256", help="token counts (--tokens under torchrun, whose own options take --m)")
+    ap.add_argument("--m", "--tokens", dest="m", default="16,256",
+                    help="token counts (--tokens under torchrun, whose own options take --m)")
     ap.add_argument("--scaled", action="store_true", help="scaled-down layer (CPU tests)")
     ap.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks here instead of torchrun")
     ap.add_argument("--out")

@@ -33,13 +33,14 @@ from .base import MoEBackend, register
 #: checked (shape, M, tile) points: right exactly when BLOCK_K = 4 x BLOCK_N, wrong otherwise, at any M.
 #: dequant 2 (the PTX register decode, ``triton_moe.E2M1X8_BF16_PTX``) halves the SASS instructions of
 #: the decode tiles (GPT-OSS-120b fc1 2664 -> 1328, fc2 1320 -> 688 at 16x64x128); its bit logic is
-#: checked exhaustively on the CPU (tests/test_ptx_decode.py), NOT yet on a GPU. It is never a bucket's
+#: checked exhaustively on the CPU (tests/test_ptx_decode.py) and every candidate on an H200
+#: (data/results/triton_check_paths23_h200.json). It is never a bucket's
 #: default, and :meth:`TritonW4A16.tune` drops any candidate whose output disagrees with the default's.
 #: dequant 3 (swap AB: ``acc^T = W^T x^T``, the decoded weight is wgmma's A operand, kept in registers;
 #: same PTX decode) cuts the K loop's SASS further (sm_90a compile: 16x64x128 fc2 431 -> 393 instructions,
 #: 64x128x64 fc1 606 -> 417 with shared stores 58 -> 6; docs/triton-kernel.md). BLOCK_N is the MMA M there
 #: (>= 64 rows per warpgroup), BLOCK_M the MMA N; its BLOCK_M 32 tiles do not spill with 4 warps.
-#: Candidates only, NOT yet run on a GPU.
+#: On the H100 the tuner picked path 2 at every M <= 64 and path 3 at every M >= 256 (latency_h100.json).
 CONFIG_TABLE: dict[int, list[tuple[int, ...]]] = {
     16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 0), (16, 64, 128, 64, 128, 4, 4, 2),
          (16, 128, 128, 128, 128, 4, 4, 2), (16, 64, 128, 64, 128, 4, 4, 3), (16, 128, 128, 128, 128, 4, 4, 3)],

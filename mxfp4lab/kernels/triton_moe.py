@@ -65,6 +65,17 @@ import triton.language as tl
 
 
 @triton.jit
+def _e2m1_bf16(c, s):
+    """E2M1 codes ``c`` (int32, 0..15) times E8M0 scales ``s`` (int32 bytes, same shape) -> bf16, with the
+    explicit fp32-bit decode of path 0 (exact; see the module docstring)."""
+    em = c & 7
+    mag = tl.where(em >= 2, (em + 252) << 22, em * (252 << 22))
+    bits = mag | ((c & 8) << 28)
+    sbits = tl.where(s == 0, 1 << 22, s << 23)
+    return (bits.to(tl.float32, bitcast=True) * sbits.to(tl.float32, bitcast=True)).to(tl.bfloat16)
+
+
+@triton.jit
 def _dequant_tile(wb, sb):
     """Packed bytes ``wb [BK/2, BN]`` (uint8) and scales ``sb [BK, BN]`` (uint8, already broadcast
     along K) -> bf16 ``[BK, BN]`` with row ``2i`` from the low nibble of byte row ``i``."""
@@ -73,13 +84,7 @@ def _dequant_tile(wb, sb):
     hi = w >> 4
     # [BK/2, BN, 2] -> [BK/2, 2, BN] -> [BK, BN]: row 2i = low nibble, row 2i+1 = high nibble
     c = tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), (lo.shape[0] * 2, lo.shape[1]))
-    em = c & 7
-    mag = tl.where(em >= 2, (em + 252) << 22, em * (252 << 22))
-    bits = mag | ((c & 8) << 28)
-    s = sb.to(tl.int32)
-    sbits = tl.where(s == 0, 1 << 22, s << 23)
-    val = bits.to(tl.float32, bitcast=True) * sbits.to(tl.float32, bitcast=True)
-    return val.to(tl.bfloat16)
+    return _e2m1_bf16(c, sb.to(tl.int32))
 
 
 @triton.jit
@@ -160,30 +165,26 @@ _E2M1X8_BF16_ASM = tl.constexpr(E2M1X8_BF16_PTX)  # a jitted function may only r
 
 
 @triton.jit
+def _e2m1x8_asm(wb, sb):
+    """Weight bytes and their scale bytes (same shape, uint8) -> bf16 (low-nibble values, high-nibble
+    values) through :data:`E2M1X8_BF16_PTX`, 4 bytes per PTX block (GPU only)."""
+    return tl.inline_asm_elementwise(_E2M1X8_BF16_ASM, "=r,=r,=r,=r,r,r", [wb, sb],
+                                     dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+
+
+@triton.jit
 def _dequant_pair_asm(wb, sg, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """Packed bytes ``wb [BK/2, BN]`` and per-group scales ``sg [BK/32, BN]`` -> bf16 ``(even-k rows,
     odd-k rows)``, each ``[BK/2, BN]`` (decode path 2, :data:`E2M1X8_BF16_PTX`)."""
     # [BK/32, BN] -> [BK/32, 16, BN] -> [BK/2, BN]: byte row i uses scale group i // 16
     sb = tl.reshape(tl.broadcast_to(sg[:, None, :], (BLOCK_K // 32, 16, BLOCK_N)), (BLOCK_K // 2, BLOCK_N))
-    return tl.inline_asm_elementwise(_E2M1X8_BF16_ASM, "=r,=r,=r,=r,r,r", [wb, sb],
-                                     dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+    return _e2m1x8_asm(wb, sb)
 
 
 @triton.jit
 def _split_k_parity(a, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """``a [BM, BK]`` -> (columns 0, 2, 4, ..., columns 1, 3, 5, ...), each ``[BM, BK/2]``."""
     return tl.split(tl.reshape(a, (BLOCK_M, BLOCK_K // 2, 2)))
-
-
-@triton.jit
-def _e2m1_bf16(c, s):
-    """E2M1 codes ``c`` (int32, 0..15) times E8M0 scales ``s`` (int32 bytes, same shape) -> bf16, with the
-    explicit fp32-bit decode of path 0 (exact; see the module docstring)."""
-    em = c & 7
-    mag = tl.where(em >= 2, (em + 252) << 22, em * (252 << 22))
-    bits = mag | ((c & 8) << 28)
-    sbits = tl.where(s == 0, 1 << 22, s << 23)
-    return (bits.to(tl.float32, bitcast=True) * sbits.to(tl.float32, bitcast=True)).to(tl.bfloat16)
 
 
 @triton.jit
@@ -195,8 +196,7 @@ def _dequant_pair_t(wb, sg, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, ASM: t
     # [BN, BK/32] -> [BN, BK/32, 16] -> [BN, BK/2]: byte column i uses scale group i // 16
     sb = tl.reshape(tl.broadcast_to(sg[:, :, None], (BLOCK_N, BLOCK_K // 32, 16)), (BLOCK_N, BLOCK_K // 2))
     if ASM:
-        return tl.inline_asm_elementwise(_E2M1X8_BF16_ASM, "=r,=r,=r,=r,r,r", [wb, sb],
-                                         dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+        return _e2m1x8_asm(wb, sb)
     else:
         w = wb.to(tl.int32)
         s = sb.to(tl.int32)

@@ -177,7 +177,8 @@ def _sub(args_list, env, timeout):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configs", default="minimal", help="a named set (minimal, compact, full, stock_k128) or comma-separated labels")
+    ap.add_argument("--configs", default="minimal",
+                    help="a named set (minimal, compact, full, stock_k128) or comma-separated labels")
     ap.add_argument("-j", "--jobs", type=int, default=16)
     ap.add_argument("--cache", default="/tmp/mxfp4lab_build_probe_cache", help="MXFP4LAB_CACHE for this probe")
     ap.add_argument("--keep-cache", action="store_true", help="do not wipe --cache first (warm rebuild)")

@@ -10,15 +10,7 @@
 #      GPU 1 at the same time: the Triton latency sweep (tune -> check -> time) on 4 shapes (issue 6),
 #      plus FlashInfer and Marlin at a few points as a same-machine baseline;
 #   4. once the build is done and GPU 0 is free: FlashInfer compact vs stock_k128 on GPT-OSS-120b.
-set -u
-O=/tmp/s5out
-mkdir -p $O
-source .devcarry/on-gpu.sh
-export PYTHONPATH=/tmp/site:$PWD MXFP4LAB_CACHE=/tmp/mxcache PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-export MXFP4LAB_MARLIN_LIBS=.devcarry/marlin CUDA_CACHE_MAXSIZE=4294967296 MXFP4LAB_BUILD_CONFIGS=compact
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-nvidia-smi --query-gpu=index,name,driver_version,clocks.max.sm --format=csv,noheader
+source scripts/gpu/job_env.sh
 say "cores: $(nproc)"
 
 python3 -m mxfp4lab.build --configs compact --import .devcarry/w4a16_compact.tar.xz || { say "import failed"; touch $O/FAILED; exit 1; }

@@ -5,15 +5,7 @@
 #   2. FlashInfer compact vs stock_k128 on GPT-OSS-120b (both libraries carried as archives: stock_k128 was
 #      built on the session-5 host, same flashinfer/nvcc/flags -> same cache key) (issue 4);
 #   3. same-machine baseline: FlashInfer + Marlin on seed-bench and GPT-OSS-120b at the sweep's M.
-set -u
-O=/tmp/s5out
-mkdir -p $O
-source .devcarry/on-gpu.sh
-export PYTHONPATH=/tmp/site:$PWD MXFP4LAB_CACHE=/tmp/mxcache PYTHONUNBUFFERED=1
-export MXFP4LAB_MARLIN_LIBS=.devcarry/marlin CUDA_CACHE_MAXSIZE=4294967296 MXFP4LAB_BUILD_CONFIGS=compact
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-nvidia-smi --query-gpu=index,name,driver_version,clocks.max.sm --format=csv,noheader
+source scripts/gpu/job_env.sh
 for c in compact stock_k128; do
   python3 -m mxfp4lab.build --configs $c --import .devcarry/w4a16_$c.tar.xz > /dev/null || { say "import $c failed"; touch $O/FAILED; exit 1; }
 done
