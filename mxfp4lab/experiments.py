@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import pandas as pd
 import torch
 
+from .backends import BackendSpec
 from .formats import MX_BLOCK_SIZE
 from .models import STUDY_SHAPES
 from .layout import explain as _explain
@@ -500,12 +501,16 @@ def _origin_expert_weights(origin: Dict[str, torch.Tensor]):
     return ExpertWeights(f("w_gate"), f("w_up"), f("w_down"), f("b_gate"), f("b_up"), f("b_down"))
 
 
+#: The emulated backend in fp32 mode (the semantic truth on the MXFP4 weights).
+EMULATED_FP32 = BackendSpec("emulated_sm90", {"mode": "fp32"})
+
+
 def _quantize_layer(origin: Dict[str, torch.Tensor], config, rule: str):
     """Origin (logical bf16) -> checkpoint-layout MXFP4 tensors (as the checkpoint readers return)."""
     from types import SimpleNamespace
 
     from .formats import quantize_mxfp4
-    from .prepare import merge_gate_up_rows
+    from .moe_tensors import merge_gate_up_rows
 
     q = lambda t: quantize_mxfp4(t, scale_rule=rule)  # noqa: E731
     if config.checkpoint_format == "gpt_oss":
@@ -570,15 +575,13 @@ def flashinfer_status() -> Tuple[bool, str]:
     return get_backend("flashinfer_sm90").available()
 
 
-def _backend_out(name: str, prepared, config, x, ids, w) -> torch.Tensor:
-    """Run a backend (``"emulated_sm90"``, ``"emulated_sm90:fp32"``, ``"flashinfer_sm90"``, ...) -> fp32 CPU."""
-    from .backends import get_backend
+def _backend_out(spec, moe, config, x, ids, w) -> torch.Tensor:
+    """Run a backend (a registry name or a :class:`~mxfp4lab.backends.BackendSpec`) -> fp32 CPU."""
+    from .backends import BackendSpec, get_backend
 
-    base, _, mode = name.partition(":")
-    kw = {"mode": mode} if mode else {}
-    dev = "cuda" if base == "flashinfer_sm90" else "cpu"
-    p = prepared.to(dev) if dev != "cpu" else prepared
-    be = get_backend(base)(p, config, **kw)
+    spec = BackendSpec.of(spec)
+    dev = "cuda" if get_backend(spec.name).gpu_only else "cpu"
+    be = spec.make(moe.to(dev), config)
     y = be(x.to(dev).bfloat16(), ids.to(dev), w.to(dev))
     return y.float().cpu()
 
@@ -589,7 +592,7 @@ def accuracy_layer(
     dists=ACCURACY_DISTS,
     clamp=(True, False),
     m: int = 32,
-    backends=("emulated_sm90", "emulated_sm90:fp32"),
+    backends=("emulated_sm90", EMULATED_FP32),
     seed: int = 0,
     *,
     preact_std: float = 3.0,
@@ -607,14 +610,15 @@ def accuracy_layer(
     * ``origin kernel`` vs ``origin fp32`` (rule ``bf16``): bf16 activation rounding alone
     * ``mxfp4 fp32`` / ``mxfp4 kernel`` vs ``origin fp32``: the quantization error (+ rounding)
     * ``mxfp4 kernel`` vs ``mxfp4 fp32``: the kernel's bf16 stores on MXFP4 weights
-    * each backend (``emulated_sm90`` = kernel mode, ``emulated_sm90:fp32``, ``flashinfer_sm90``) vs
+    * each backend (a registry name or a :class:`~mxfp4lab.backends.BackendSpec`, e.g. ``emulated_sm90``
+      = kernel mode, :data:`EMULATED_FP32`, ``flashinfer_sm90``), labelled by its spec's label, vs
       ``mxfp4 kernel`` and vs ``origin fp32``.
 
     Columns: ``model, dist, clamp, limit, rule, path, reference, rel_err, clamped_frac``.
     """
     from .checkpoints import make_origin_weights
     from .prepare import prepare_from_experts
-    from .reference import expert_weights_from_prepared, moe_reference, relative_error
+    from .reference import expert_weights_from_logical, moe_reference, relative_error
 
     base_cfg = _as_config(config)
     rows = []
@@ -636,7 +640,7 @@ def accuracy_layer(
                              rel_err=relative_error(o_k, truth)))
             for rule in _as_list(rules):
                 prepared = prepare_from_experts(quantized[rule], config=cfg)
-                qw = expert_weights_from_prepared(prepared)
+                qw = expert_weights_from_logical(prepared)
                 q32 = moe_reference(x, ids, w, qw, mode="fp32", **kw)
                 qk = moe_reference(x, ids, w, qw, mode="kernel", **kw)
                 r = dict(common, rule=rule)
@@ -645,8 +649,9 @@ def accuracy_layer(
                          dict(r, path="mxfp4 kernel", reference="mxfp4 fp32", rel_err=relative_error(qk, q32))]
                 for b in _as_list(backends):
                     y = _backend_out(b, prepared, cfg, x, ids, w)
-                    rows += [dict(r, path=b, reference="mxfp4 kernel", rel_err=relative_error(y, qk)),
-                             dict(r, path=b, reference="origin fp32", rel_err=relative_error(y, truth))]
+                    lbl = BackendSpec.of(b).label
+                    rows += [dict(r, path=lbl, reference="mxfp4 kernel", rel_err=relative_error(y, qk)),
+                             dict(r, path=lbl, reference="origin fp32", rel_err=relative_error(y, truth))]
     return pd.DataFrame(rows)
 
 
@@ -685,7 +690,7 @@ def accuracy_depth(
     """
     from .checkpoints import make_origin_weights
     from .prepare import prepare_from_experts
-    from .reference import expert_weights_from_prepared, moe_reference, relative_error
+    from .reference import expert_weights_from_logical, moe_reference, relative_error
 
     base = _as_config(config)
     cfg = _clamp_config(base, clamp)
@@ -700,7 +705,7 @@ def accuracy_depth(
         ow = _origin_expert_weights(origin)
         scale = _input_scale(origin, preact_std)
         prepared = {r: prepare_from_experts(_quantize_layer(origin, base, r), config=cfg) for r in _as_list(rules)}
-        qws = {r: expert_weights_from_prepared(p) for r, p in prepared.items()}
+        qws = {r: expert_weights_from_logical(p) for r, p in prepared.items()}
         outs, sets = {}, {}
         for p in paths:
             x = (_rms_norm(state[p]) * scale)

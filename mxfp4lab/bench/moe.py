@@ -28,7 +28,7 @@ import torch
 from ..models import STUDY_SHAPES, MoEConfig, get_model
 from ..prepare import prepare_from_experts
 from ..provenance import RESULTS_DIR, write_result
-from ..reference import expert_weights_from_prepared, moe_reference, relative_error, route
+from ..reference import expert_weights_from_logical, moe_reference, relative_error, route
 from .roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
 
 DEFAULT_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -100,7 +100,7 @@ def sweep(
         layer = random_layer(cfg)
         prepared = prepare_from_experts(layer, config=cfg)
         del layer
-        ref_w = expert_weights_from_prepared(prepared)
+        ref_w = expert_weights_from_logical(prepared)
         log(f"[{shape}] prepared on GPU in {time.perf_counter() - t0:.1f} s "
             f"({prepared.nbytes() / 1e9:.2f} GB)")
         built = {}

@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mxfp4lab import prepare as P  # noqa: E402
+from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
 from mxfp4lab.bench.moe import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.layout import interleave_weights_sm90  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.provenance import provenance, write_result  # noqa: E402
-from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
 
 GOLDEN_SHAPES = [(1, 16, 32), (2, 48, 96), (3, 128, 160), (1, 256, 1472), (2, 64, 1024)]  # [E, rows, K/2]
 RANDOM_SHAPES = [(1, 16, 32), (5, 80, 64), (2, 144, 224), (7, 32, 320), (3, 2944, 1472), (128, 5888, 1472)]
@@ -114,7 +115,7 @@ def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash")
         cfg = get_model(name)
         layer = random_layer(cfg, seed=7)
         prep = P.prepare_from_experts(layer, config=cfg)
-        ref_w = expert_weights_from_prepared(prep)
+        ref_w = expert_weights_from_logical(prep)
         entry = {"config": {k: getattr(cfg, k) for k in ("hidden_size", "intermediate_size", "num_experts", "top_k",
                                                           "swiglu_alpha", "swiglu_beta", "swiglu_limit")},
                  "padded": [prep.padded_hidden, prep.padded_intermediate], "points": []}
@@ -154,7 +155,7 @@ def _sharding(cfg, seed):
     layer = random_layer(cfg, seed=seed)
     full = P.prepare_from_experts(layer, config=cfg)
     be_full = get_backend("flashinfer_sm90")(full, cfg)
-    ref_w = expert_weights_from_prepared(full)
+    ref_w = expert_weights_from_logical(full)
     out = {}
     for m in (16, 1024):
         x, ids, w = make_inputs(cfg, m, 1, "uniform", seed=m)[0]
@@ -163,7 +164,7 @@ def _sharding(cfg, seed):
         for kind in ("tp", "ep"):
             acc = torch.zeros(m, cfg.hidden_size, dtype=torch.float32, device="cuda")
             for r in range(2):
-                spec = P.ShardSpec(tp_size=2, tp_rank=r) if kind == "tp" else P.ShardSpec(ep_size=2, ep_rank=r)
+                spec = ShardSpec(tp_size=2, tp_rank=r) if kind == "tp" else ShardSpec(ep_size=2, ep_rank=r)
                 shard = P.prepare_from_experts(layer, config=cfg, shard=spec)
                 acc += get_backend("flashinfer_sm90")(shard, cfg)(x, ids, w).float()
                 del shard

@@ -5,7 +5,7 @@
     python scripts/gpu/triton_check.py all   --out DIR
 
 ``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``bench.moe.random_layer``) prepared like the checkpoints
-(``prepare_from_experts``, SM90 physical) -> the Triton backend (layout via ``to_logical`` + transpose).
+(``prepare_from_experts``, logical tensors) -> the Triton backend (layout: a transpose of those).
 For every M: FRESH random inputs (own seed per (shape, M)); the output buffer is filled with NaN and so
 are the kernels' intermediate buffers (``scratch_fill``), so any element no kernel wrote shows as NaN;
 relative error vs the kernel-faithful reference (``moe_reference(mode="kernel")``, fp32 on the GPU)
@@ -38,7 +38,7 @@ from mxfp4lab.bench.moe import CHECK_TOL, make_inputs, random_layer  # noqa: E40
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.prepare import prepare_from_experts  # noqa: E402
 from mxfp4lab.provenance import write_result  # noqa: E402
-from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
 
 SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 MS = (1, 4, 16, 64, 256, 1024, 4096, 8192)
@@ -62,7 +62,7 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True, dequant=None) -
         t0 = time.perf_counter()
         try:
             prepared = prepare_from_experts(random_layer(cfg, device=DEVICE, seed=100 + si), config=cfg)
-            ref_w = expert_weights_from_prepared(prepared)
+            ref_w = expert_weights_from_logical(prepared)
             be = get_backend("triton_w4a16")(prepared, cfg)
         except Exception as exc:  # noqa: BLE001
             res["rows"].append({"shape": shape, "error": f"setup: {type(exc).__name__}: {exc}"[:500],
