@@ -90,9 +90,11 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
             print(json.dumps(pt), flush=True)
     if rank == 0:
         if out:
-            from .provenance import write_result
+            from . import results
 
-            write_result(out, {"check": "sharded_moe", **result})
+            rows = [dict(p, parallel=kind, world=world) for p in result["points"]]
+            results.write(out, "sharded_check", rows, runs={f"{kind}{world}": {
+                k: v for k, v in result.items() if k != "points"}})
         return result
     return None
 

@@ -745,10 +745,10 @@ def accuracy_depth(
 # works on the tidy row frame of latency_load, so synthetic frames test them without a GPU.
 
 LATENCY_SHAPES = STUDY_SHAPES
-LATENCY_RESULTS_FILE = "latency_h100.json"
-#: Read in this order when no path is given: the H100 sweep, else the H200 one (labelled as such).
-LATENCY_RESULTS_FALLBACKS = ("latency_h100.json", "latency_h200.json")
-#: FACTS.md, the original SGLang claim on the seed shape (H100, kernel level).
+#: The recorded sweep read when no file is given: ``data/results/latency/<gpu>.json``
+#: (:data:`mxfp4lab.results.PREFERRED_GPUS` order).
+LATENCY_STUDY = "latency"
+#: The original SGLang claim on the seed shape (H100, kernel level).
 SEED_CLAIM = (
     dict(regime="M<=64", m_max=64, m_min=None, claim="Marlin 12-15% faster", lo=-0.15, hi=-0.12),
     dict(regime="M~256", m_max=256, m_min=256, claim="tie", lo=-0.05, hi=0.05),
@@ -757,18 +757,15 @@ SEED_CLAIM = (
 
 
 def latency_results_path(path=None):
-    """``path``, or the first of ``data/results/latency_h100.json`` / ``latency_h200.json`` that exists."""
+    """``path``, or the first recorded ``data/results/latency/<gpu>.json`` (the H100 one's path when none
+    exists)."""
     from pathlib import Path
 
-    from .provenance import RESULTS_DIR
+    from . import results
 
     if path:
         return Path(path)
-    for name in LATENCY_RESULTS_FALLBACKS:
-        cand = RESULTS_DIR / name
-        if cand.is_file():
-            return cand
-    return RESULTS_DIR / LATENCY_RESULTS_FILE
+    return results.find(LATENCY_STUDY) or results.result_path(LATENCY_STUDY, results.PREFERRED_GPUS[0])
 
 
 def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
@@ -777,17 +774,17 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
     The frame has one row per JSON row (``shape, backend, m, routing, median_us, ...``) plus ``ok``
     (timed, no error). ``df.attrs`` holds ``ceilings`` and ``path``.
     """
-    import json
+    from . import results
 
     p = latency_results_path(path)
     if not p.is_file():
         df = pd.DataFrame(columns=["shape", "backend", "m", "routing", "median_us", "roofline_us", "ok"])
         df.attrs.update(path=str(p), ceilings={})
         return df, None
-    data = json.loads(p.read_text())
-    df = _latency_frame(data.get("rows", []))
-    df.attrs.update(path=str(p), ceilings=data.get("ceilings") or {})
-    return df, data.get("provenance") or {}
+    res = results.load(p, kind="latency_sweep")
+    df = _latency_frame(res.rows)
+    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {})
+    return df, res.provenance or {}
 
 
 def _latency_frame(rows) -> pd.DataFrame:
