@@ -75,7 +75,7 @@ def _config(kind):
 
 def _run_case(kind, shard, ms, seed):
     from mxfp4lab.backends import get_backend
-    from mxfp4lab.bench.moe import make_inputs, random_layer
+    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.moe_tensors import ShardSpec
     from mxfp4lab.prepare import prepare_from_experts
@@ -116,7 +116,7 @@ def _run_gpu_tile_configs(seed):
     tile shapes the H100 will run, checked here for indexing (not for speed)."""
     from mxfp4lab.backends import get_backend
     from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE
-    from mxfp4lab.bench.moe import make_inputs, random_layer
+    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.models import GPT_OSS_20B
     from mxfp4lab.prepare import prepare_from_experts

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import DSV4_SMALL, GPT_OSS_SMALL, rand_u8
 
-from mxfp4lab.bench.moe import random_layer
+from mxfp4lab.synthetic import random_layer
 from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
 from mxfp4lab.layout.triton_w4a16 import (
     from_triton_layout,

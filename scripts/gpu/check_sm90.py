@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from mxfp4lab import prepare as P  # noqa: E402
 from mxfp4lab import results  # noqa: E402
-from mxfp4lab.bench.moe import make_inputs, random_layer  # noqa: E402
+from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.layout import interleave_weights_sm90  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402

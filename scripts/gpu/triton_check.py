@@ -4,7 +4,7 @@
     python scripts/gpu/triton_check.py time  --out DIR [--shapes ...] [--m ...] [--backends triton_w4a16,flashinfer_sm90]
     python scripts/gpu/triton_check.py all   --out DIR
 
-``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``bench.moe.random_layer``) prepared like the checkpoints
+``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``synthetic.random_layer``) prepared like the checkpoints
 (``prepare_from_experts``, logical tensors) -> the Triton backend (layout: a transpose of those).
 For every M: FRESH random inputs (own seed per (shape, M)); the output buffer is filled with NaN and so
 are the kernels' intermediate buffers (``scratch_fill``), so any element no kernel wrote shows as NaN;
@@ -34,11 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from mxfp4lab.bench.moe import CHECK_TOL, make_inputs, random_layer  # noqa: E402
+from mxfp4lab.bench.moe import CHECK_TOL  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.prepare import prepare_from_experts  # noqa: E402
 from mxfp4lab import results  # noqa: E402
 from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 
 SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 MS = (1, 4, 16, 64, 256, 1024, 4096, 8192)
