@@ -141,9 +141,9 @@ def main(argv=None) -> int:
     print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
     def save(rows, done=False):
-        from .. import build
+        from ..flashinfer_build import DEFAULT_CONFIGS
 
-        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)
+        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", DEFAULT_CONFIGS)
         extra = {}
         if "flashinfer_sm90" in a.backends:
             from ..backends.flashinfer_sm90 import autotuner_choices
