@@ -7,6 +7,7 @@
     mxfp4lab bench {moe,summary,layout,prepare,accuracy} ...   (each prints a table, writes a result file)
     mxfp4lab distributed [--spawn N] --kind tp|ep ...         (or under torchrun: torchrun -m mxfp4lab distributed)
     mxfp4lab sass [--shape S] [--bucket B] [--tile ...]       (sm_90a compile report of the Triton kernels)
+    mxfp4lab provenance                                       (this machine's provenance block, JSON)
     mxfp4lab build [--configs compact|minimal|full|stock_k128|LABELS] [--info|--export F|--import F|...]
 
 ``main(argv=None) -> int`` is the console-script entry point (exit status).
@@ -366,6 +367,20 @@ def _cmd_sass(a) -> int:
     return 0
 
 
+def _add_provenance_parser(sub) -> None:
+    p = sub.add_parser("provenance", help="print this machine's provenance block (what every result records)")
+    p.set_defaults(func=_cmd_provenance)
+
+
+def _cmd_provenance(a) -> int:
+    import json
+
+    from .provenance import provenance
+
+    print(json.dumps(provenance(), indent=2, default=str))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mxfp4lab", description="MXFP4 MoE on Hopper: layouts, builds, reports")
@@ -376,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(sub)
     _add_distributed_parser(sub)
     _add_sass_parser(sub)
+    _add_provenance_parser(sub)
     return parser
 
 
