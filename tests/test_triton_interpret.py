@@ -149,7 +149,7 @@ def _run_gpu_tile_configs(seed):
 
 
 def _run_align_small(seed):
-    from mxfp4lab.kernels.triton_moe import align_pairs, align_pairs_small
+    from mxfp4lab.kernels.align import align_pairs, align_pairs_small
 
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -220,7 +220,7 @@ def test_kernels_match_kernel_reference(results, case):
 def test_alignment_invariants():
     """Every in-shard (token, slot) pair lands in exactly one block of its expert; padding is P.
     (Pure torch; importing the module without the interpreter is fine for it.)"""
-    from mxfp4lab.kernels.triton_moe import align_pairs
+    from mxfp4lab.kernels.align import align_pairs
 
     g = torch.Generator().manual_seed(0)
     for m, k, e, off, bm in [(1, 4, 8, 0, 16), (37, 3, 6, 2, 16), (200, 6, 16, 0, 32)]:
