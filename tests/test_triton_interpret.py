@@ -78,11 +78,11 @@ def _config(kind):
 
 def _run_case(kind, shard, ms, seed):
     from mxfp4lab.backends import get_backend
-    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.moe_tensors import ShardSpec
     from mxfp4lab.prepare import prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs, random_layer
 
     kind, _, variant = kind.partition("+")
     cfg = _config(kind)
@@ -120,10 +120,10 @@ def _run_gpu_tile_configs(seed):
     from mxfp4lab.backends import get_backend
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.kernels.tiles import TileConfig, table_tiles
-    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.models import GPT_OSS_20B
     from mxfp4lab.prepare import prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs, random_layer
 
     cfg = GPT_OSS_20B.scaled(hidden=256, intermediate=256, experts=4, top_k=2)
     prepared = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg)

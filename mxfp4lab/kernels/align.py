@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+
 # --------------------------------------------------------------------------------------------
 # Kernel 0: routing alignment for small M, one program (replaces ~12 torch launches)
 # --------------------------------------------------------------------------------------------

@@ -45,7 +45,6 @@ so a forward can be captured in a CUDA graph: blocks past the last used one see 
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
