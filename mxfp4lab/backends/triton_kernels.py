@@ -360,6 +360,9 @@ class TritonKernelsMoE(MoEBackend):
         limit = _scalar(self.swiglu["swiglu_limit"], "swiglu_limit")
         self.act = fused_swiglu(1.0 if alpha is None else alpha, 0.0 if beta is None else beta, limit)
         self._zero_out = prepared.shard.ep_size > 1  # tokens with no expert in this shard get no row
+        #: checks (tests, scripts/gpu/check_peers.py): fill both GEMM outputs with NaN before each call, so
+        #: an element no kernel wrote shows up (an EP shard's final output starts at zero instead)
+        self.poison = False
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -392,9 +395,11 @@ class TritonKernelsMoE(MoEBackend):
         if m == 0:
             return x.new_empty(0, h)
         rd, gi, si = self.route(topk_ids, topk_weights)
+        nan = float("nan")
+        h1 = x.new_full((1, topk_ids.numel(), self.layout.intermediate_size), nan) if self.poison else None
         act = matmul_ogs(x.contiguous(), self.w13, self.layout.w13_bias, rd, gather_indx=gi,
-                         precision_config=self.pc13, fused_activation=self.act)
-        y = x.new_zeros(1, m, h) if self._zero_out else None
+                         precision_config=self.pc13, fused_activation=self.act, y=h1)
+        y = x.new_zeros(1, m, h) if self._zero_out else x.new_full((1, m, h), nan) if self.poison else None
         out = matmul_ogs(act, self.w2, self.layout.w2_bias, rd, scatter_indx=si, precision_config=self.pc2,
                          gammas=rd.gate_scal, y=y)
         return out.view(m, h)

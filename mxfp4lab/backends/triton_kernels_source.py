@@ -113,7 +113,7 @@ def _candidates():
         except (ImportError, ValueError):
             spec = None
         if spec is not None and spec.submodule_search_locations:
-            yield f"importable {name}", Path(list(spec.submodule_search_locations)[0]) / sub
+            yield f"importable {name}", Path(next(iter(spec.submodule_search_locations))) / sub
     yield "user cache", cache_dir()
 
 
@@ -208,9 +208,8 @@ def fetch(dest: Path | None = None, wheel: Path | None = None) -> Path:
     dest = Path(dest or cache_dir())
     if (dest / "triton_kernels").is_dir() and not mismatches(dest):
         return dest
-    src = open(wheel, "rb") if wheel else _remote_wheel()
     tmp = dest.with_name(dest.name + ".part")
-    with zipfile.ZipFile(src) as z:
+    with (open(wheel, "rb") if wheel else _remote_wheel()) as src, zipfile.ZipFile(src) as z:
         for rel in MANIFEST:
             out = tmp / rel
             out.parent.mkdir(parents=True, exist_ok=True)
