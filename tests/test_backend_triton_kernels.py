@@ -118,8 +118,10 @@ def emulate(layout, x, topk_ids, topk_weights, alpha, beta, limit):
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("base,dims", [("gpt-oss-20b", (224, 192, 6, 2)), ("dsv4-flash", (160, 96, 4, 3))])
 def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
-    from mxfp4lab.backends.triton_kernels import (logical_from_triton_kernels_layout,
-                                                  triton_kernels_layout_from_logical)
+    from mxfp4lab.backends.triton_kernels import (
+        logical_from_triton_kernels_layout,
+        triton_kernels_layout_from_logical,
+    )
     from mxfp4lab.prepare import to_logical
 
     cfg, prep = _layer(base, dims)
@@ -216,7 +218,7 @@ def test_torch_routing_of_an_ep_shard_drops_the_other_experts(tk):
 
     ids = torch.tensor([[0, 5], [6, 7], [4, 2]], dtype=torch.int32)  # shard: experts 4..7
     w = torch.tensor([[0.5, 0.5], [0.25, 0.75], [0.9, 0.1]])
-    rd, gi, si = routing_torch(ids, w, num_local=4, expert_offset=4)
+    rd, gi, _ = routing_torch(ids, w, num_local=4, expert_offset=4)
     assert rd.expt_hist.tolist() == [1, 1, 1, 1]  # local 0 (=4), 1 (=5), 2 (=6), 3 (=7)
     assert gi.src_indx.tolist() == [4, 1, 2, 3, -1, -1]  # gates 4 (e4), 1 (e5), 2 (e6), 3 (e7), then none
     assert gi.dst_indx.tolist() == [-1, 1, 2, 3, 0, -1]
@@ -257,7 +259,7 @@ def _run_routing(seed):
     rows = []
     for m, k, e, off, local in ((37, 4, 40, 0, 40), (64, 4, 128, 0, 128), (33, 2, 16, 8, 8), (5, 8, 64, 32, 32)):
         ids, w = _topk(m, k, e, seed + m)
-        (ra, ga, sa), (rb, gb, sb) = routing_from_topk(ids, w, local, off), routing_torch(ids, w, local, off)
+        (ra, ga, _), (rb, gb, _) = routing_from_topk(ids, w, local, off), routing_torch(ids, w, local, off)
         nv = int(rb.expt_hist.sum())
         same = [torch.equal(ra.expt_hist, rb.expt_hist), torch.equal(ga.src_indx, gb.src_indx),
                 torch.equal(ga.dst_indx, gb.dst_indx), torch.equal(ra.gate_scal[:nv], rb.gate_scal[:nv]),

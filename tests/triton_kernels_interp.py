@@ -113,7 +113,8 @@ def _patched_matmul_kernel():
     return mod._matmul_ogs
 
 
-def _patch_interpreter():
+def patch_interpreter():
+    """Items 3 (numpy index) and 5 (bf16 rounding) of the module docstring; idempotent."""
     import triton.language as tl
     from triton.runtime import interpreter as itp
 
@@ -149,7 +150,7 @@ def install(block_m: int = 16, block_n: int = 64, block_k: int = 128) -> None:
     from triton_kernels.matmul_ogs_details._reduce_grouped import _reduce_grouped
     from triton_kernels.matmul_ogs_details.opt_flags import OptFlags, set_opt_flags
 
-    _patch_interpreter()
+    patch_interpreter()
     triton.runtime.driver.set_active(_FakeDriver(80))
     matmul = _patched_matmul_kernel()
     for f in (matmul, _reduce_grouped):
@@ -158,7 +159,9 @@ def install(block_m: int = 16, block_n: int = 64, block_k: int = 128) -> None:
             if isinstance(v, tl.constexpr) and isinstance(v.value, int):
                 g[k] = v.value
 
-    def get_kernels(epilogue=mo.FnSpecs.default(), fused_activation=mo.FnSpecs.default()):
+    default = mo.FnSpecs.default()
+
+    def get_kernels(epilogue=default, fused_activation=default):
         consts = {"ACTIVATION_FN": fused_activation.fn, "EPILOGUE_FN": epilogue.fn}
         tuples = {"activation_fn_args": fused_activation.fn_arg_names, "epilogue_fn_args": epilogue.fn_arg_names}
         return types.SimpleNamespace(_matmul_ogs=_Launcher(matmul, consts, tuples),
