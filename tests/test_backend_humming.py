@@ -63,10 +63,9 @@ def _layer(base, dims, shard=(1, 0, 1, 0), seed=0):
 @pytest.mark.parametrize("base,dims", [("gpt-oss-20b", (224, 192, 6, 2)), ("dsv4-flash", (160, 96, 4, 3))])
 def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
     from mxfp4lab.backends.humming import humming_layout_from_logical, logical_from_humming_layout
-    from mxfp4lab.prepare import to_logical
 
     cfg, prep = _layer(base, dims)
-    logical = to_logical(prep)
+    logical = prep
     lay = humming_layout_from_logical(logical)
     h, i = cfg.hidden_size, cfg.intermediate_size
     i64, i_pad = -(-i // 64) * 64, logical.padded_intermediate
@@ -88,11 +87,10 @@ def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
 def test_humming_schemas_accept_the_layout_and_convert_the_same_bytes(base, schema):
     pytest.importorskip("humming", reason=SCHEMA_REASON)
     from mxfp4lab.backends.humming import SCHEMA, check_schema, humming_layout_from_logical
-    from mxfp4lab.prepare import to_logical
 
     cfg, prep = _layer(base, (224, 192, 4, 2))
     assert SCHEMA[cfg.checkpoint_format] == schema
-    lay = humming_layout_from_logical(to_logical(prep))
+    lay = humming_layout_from_logical(prep)
     for sub, (ws, tensors, n, k) in check_schema(lay, schema).items():
         # the GPU path calls the public convert_humming (it enters a CUDA device context); same body
         hs, conv = ws._convert_humming(dict(tensors), [n], [k], torch.bfloat16, lay.num_local_experts)
@@ -100,7 +98,7 @@ def test_humming_schemas_accept_the_layout_and_convert_the_same_bytes(base, sche
         assert conv["weight"].dtype == torch.int32 and conv["weight_scale"].dtype == torch.float8_e8m0fnu
         assert torch.equal(conv["weight"].view(torch.uint8), tensors["weight"]), sub
         assert torch.equal(conv["weight_scale"].view(torch.uint8), tensors["weight_scale"]), sub
-    bad = humming_layout_from_logical(to_logical(prep))
+    bad = humming_layout_from_logical(prep)
     bad.w2_scale = bad.w2_scale[..., :-1]
     with pytest.raises(AssertionError, match="weight_scale shape mismatched"):
         check_schema(bad, schema)
@@ -169,7 +167,7 @@ class IndexedGemm:
 def _run_case(base, dims, shard, ms, seed):
     from mxfp4lab.backends.humming import HummingMoE
     from mxfp4lab.bench.moe import make_inputs
-    from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
+    from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
 
     class Backend(HummingMoE):
         @classmethod
@@ -183,7 +181,7 @@ def _run_case(base, dims, shard, ms, seed):
     cfg, prep = _layer(base, dims, shard, seed)
     be = Backend(prep, cfg)
     be.poison = True
-    ref_w = expert_weights_from_prepared(prep)
+    ref_w = expert_weights_from_logical(prep)
     rows = []
     for m in ms:
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 100 + m)[0]

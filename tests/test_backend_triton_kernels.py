@@ -18,6 +18,7 @@ The library's source comes from :mod:`mxfp4lab.backends.triton_kernels_source` (
 cache, checked against its manifest, if no copy is found).
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -122,10 +123,9 @@ def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
         logical_from_triton_kernels_layout,
         triton_kernels_layout_from_logical,
     )
-    from mxfp4lab.prepare import to_logical
 
     cfg, prep = _layer(base, dims)
-    logical = to_logical(prep)
+    logical = prep
     lay = triton_kernels_layout_from_logical(logical)
     h, i = cfg.hidden_size, cfg.intermediate_size
     i64 = -(-i // 64) * 64
@@ -150,11 +150,10 @@ def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
 
 def test_layout_rejects_a_hidden_size_off_the_scale_block():
     from mxfp4lab.backends.triton_kernels import triton_kernels_layout_from_logical
-    from mxfp4lab.prepare import to_logical
 
     _, prep = _layer("gpt-oss-20b", (128, 128, 2, 2))
-    logical = to_logical(prep)
-    logical.hidden_size = 120
+    logical = prep
+    logical = dataclasses.replace(logical, hidden_size=120)  # H_pad stays 128
     with pytest.raises(ValueError, match="hidden_size % 32"):
         triton_kernels_layout_from_logical(logical)
 
@@ -163,10 +162,9 @@ def test_hopper_layouts_of_the_library_round_trip_our_tensors(tk):
     from triton_kernels.tensor_details.layout import HopperMXScaleLayout, HopperMXValueLayout
 
     from mxfp4lab.backends.triton_kernels import to_matmul_ogs_weights, triton_kernels_layout_from_logical
-    from mxfp4lab.prepare import to_logical
 
     _, prep = _layer("gpt-oss-20b", (224, 192, 3, 2))
-    lay = triton_kernels_layout_from_logical(to_logical(prep))
+    lay = triton_kernels_layout_from_logical(prep)
     w13, pc13, w2, pc2 = to_matmul_ogs_weights(lay, swizzle="hopper")
     for wq, pc, w, s in ((w13, pc13, lay.w13, lay.w13_scale), (w2, pc2, lay.w2, lay.w2_scale)):
         assert isinstance(wq.storage.layout, HopperMXValueLayout)
@@ -232,12 +230,12 @@ def test_torch_routing_of_an_ep_shard_drops_the_other_experts(tk):
 def _run_case(base, dims, shard, routing, ms, seed):
     from mxfp4lab.backends.triton_kernels import TritonKernelsMoE
     from mxfp4lab.bench.moe import make_inputs
-    from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
+    from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
 
     cfg, prep = _layer(base, dims, shard, seed)
     be = TritonKernelsMoE(prep, cfg, routing=routing)
     be.poison = True
-    ref_w = expert_weights_from_prepared(prep)
+    ref_w = expert_weights_from_logical(prep)
     sw = {k: float(v[0]) if isinstance(v, torch.Tensor) else v for k, v in be.swiglu.items()}
     rows = []
     for m in ms:

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..prepare import LogicalMoE, round_up, to_logical
-from .base import MoEBackend, register
+from ..moe_tensors import LogicalMoE
+from ..prepare import round_up
+from .base import MoEBackend
 from .marlin import swap_halves, swiglu_packed
 
 #: vLLM's ``mxfp4_round_up_hidden_size_and_intermediate_size`` for the HUMMING backend: intermediate to 64
@@ -109,7 +110,7 @@ def humming_layout_from_logical(logical: LogicalMoE) -> HummingLayout:
 
 def logical_from_humming_layout(layout: HummingLayout, intermediate_size: int) -> dict:
     """Inverse of :func:`humming_layout_from_logical` (tests): the logical tensors re-padded with zeros to
-    multiples of 128, as a dict of :class:`~mxfp4lab.prepare.LogicalMoE` fields."""
+    multiples of 128, as a dict of :class:`~mxfp4lab.moe_tensors.LogicalMoE` fields."""
     h, i = layout.hidden_size, layout.intermediate_size
     h_pad, i_pad = round_up(h), round_up(intermediate_size)
     pad = torch.nn.functional.pad
@@ -216,7 +217,6 @@ def combine(down, topk_ids, topk_weights, num_local: int, expert_offset: int, ou
     return out
 
 
-@register
 class HummingMoE(MoEBackend):
     """Humming's indexed MXFP4 GEMMs in vLLM's MoE data flow (module docstring)."""
 
@@ -224,13 +224,13 @@ class HummingMoE(MoEBackend):
     graph_capturable = True  # vLLM captures it; all sizes depend on M, k, E only
     gemm_kernel_pattern = GEMM_KERNEL_PATTERN
 
-    def __init__(self, prepared, config=None):
-        super().__init__(prepared, config)
+    def __init__(self, moe: LogicalMoE, config=None):
+        super().__init__(moe, config)
         from .triton_kernels import _scalar
 
         fmt = "gpt_oss" if config is None else config.checkpoint_format
         self.schema = SCHEMA[fmt]
-        self.layout = humming_layout_from_logical(to_logical(prepared))
+        self.layout = humming_layout_from_logical(moe)
         self.compute_config = json.dumps({"use_batch_invariant": False, "use_f16_accum": False, "gemm_type": "indexed"})
         self._hm, self.layer, self.tuning = self._setup()
         self.tuning_str = {sub: json.dumps(t) for sub, t in self.tuning.items()}

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..prepare import LogicalMoE, round_up, to_logical, unstack_up_gate
-from .base import MoEBackend, register
+from ..moe_tensors import LogicalMoE, unstack_up_gate
+from ..prepare import round_up
+from .base import MoEBackend
 
 #: vLLM rounds the intermediate size up to this for the TRITON backend (hidden: unpadded)
 INTERMEDIATE_MULTIPLE = 64
@@ -149,7 +150,7 @@ def triton_kernels_layout_from_logical(logical: LogicalMoE) -> TritonKernelsLayo
 def logical_from_triton_kernels_layout(layout: TritonKernelsLayout, intermediate_size: int,
                                        bias_dtype=torch.bfloat16) -> dict:
     """Inverse of :func:`triton_kernels_layout_from_logical` (for tests): the logical tensors, re-padded
-    with zeros to multiples of 128, as a dict of :class:`~mxfp4lab.prepare.LogicalMoE` fields
+    with zeros to multiples of 128, as a dict of :class:`~mxfp4lab.moe_tensors.LogicalMoE` fields
     (``intermediate_size``: the unpadded one the logical stage had)."""
     h, i = layout.hidden_size, layout.intermediate_size
     h_pad, i_pad = round_up(h), round_up(intermediate_size)
@@ -325,7 +326,6 @@ def _scalar(v, name: str) -> float | None:
 # --------------------------------------------------------------------------------------------
 # Backend
 # --------------------------------------------------------------------------------------------
-@register
 class TritonKernelsMoE(MoEBackend):
     """``matmul_ogs`` x 2 (module docstring). Options: ``routing`` ("auto": "triton" for a power-of-two
     top-k, else "torch"), ``swizzle`` ("auto": the library's layouts for this GPU; "strided" under the
@@ -335,12 +335,12 @@ class TritonKernelsMoE(MoEBackend):
     graph_capturable = True  # vLLM captures it; buffer sizes depend on M, k, E only
     gemm_kernel_pattern = GEMM_KERNEL_PATTERN
 
-    def __init__(self, prepared, config=None, *, routing: str = "auto", swizzle: str = "auto"):
-        super().__init__(prepared, config)
+    def __init__(self, moe: LogicalMoE, config=None, *, routing: str = "auto", swizzle: str = "auto"):
+        super().__init__(moe, config)
         from .triton_kernels_source import import_triton_kernels
 
         self.tk = import_triton_kernels()
-        self.layout = triton_kernels_layout_from_logical(to_logical(prepared))
+        self.layout = triton_kernels_layout_from_logical(moe)
         k = None if config is None else config.top_k
         if routing == "auto":
             routing = "triton" if k is not None and not k & (k - 1) and not _interpreting() else "torch"
@@ -359,7 +359,7 @@ class TritonKernelsMoE(MoEBackend):
         beta = _scalar(self.swiglu["swiglu_beta"], "swiglu_beta")
         limit = _scalar(self.swiglu["swiglu_limit"], "swiglu_limit")
         self.act = fused_swiglu(1.0 if alpha is None else alpha, 0.0 if beta is None else beta, limit)
-        self._zero_out = prepared.shard.ep_size > 1  # tokens with no expert in this shard get no row
+        self._zero_out = moe.shard.ep_size > 1  # tokens with no expert in this shard get no row
         #: checks (tests, scripts/gpu/check_peers.py): fill both GEMM outputs with NaN before each call, so
         #: an element no kernel wrote shows up (an EP shard's final output starts at zero instead)
         self.poison = False
