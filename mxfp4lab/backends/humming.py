@@ -222,6 +222,7 @@ class HummingMoE(MoEBackend):
 
     name = "humming"
     graph_capturable = True  # vLLM captures it; all sizes depend on M, k, E only
+    gpu_only = True
     gemm_kernel_pattern = GEMM_KERNEL_PATTERN
 
     def __init__(self, moe: LogicalMoE, config=None):

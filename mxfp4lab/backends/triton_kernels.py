@@ -60,7 +60,7 @@ SCALE_LAYOUT_WARPS = 8
 #: block sizes ``matmul_ogs`` may pick on CUDA (``routing.py``: block_m_log2_start 4 .. end 8)
 ROUTING_BLOCK_MS = (16, 32, 64, 128)
 #: GEMM kernels in a profile (``_matmul_ogs`` / persistent ``_p_matmul_ogs``; not ``_reduce_grouped``)
-GEMM_KERNEL_PATTERN = r"^_p?_matmul_ogs"
+GEMM_KERNEL_PATTERN = r"_(p_)?matmul_ogs"
 
 
 def _interpreting() -> bool:
@@ -333,6 +333,7 @@ class TritonKernelsMoE(MoEBackend):
 
     name = "triton_kernels"
     graph_capturable = True  # vLLM captures it; buffer sizes depend on M, k, E only
+    gpu_only = True  # (the CPU interpreter runs it in tests, constructed directly)
     gemm_kernel_pattern = GEMM_KERNEL_PATTERN
 
     def __init__(self, moe: LogicalMoE, config=None, *, routing: str = "auto", swizzle: str = "auto"):
