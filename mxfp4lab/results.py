@@ -59,6 +59,8 @@ KINDS: Dict[str, str] = {
                     "poisoned intermediates, determinism",
     "sharded_check": "tensor / expert parallel MoE across processes against the kernel-faithful model of the "
                      "sharded run",
+    "peer_check": "the field's MoE libraries run as mxfp4lab backends (triton_kernels, Humming): output against "
+                  "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
 }
 #: Read in this order when a study has several GPUs' files and none is named (the study's target GPU first).
 PREFERRED_GPUS = ("h100", "h200")

@@ -382,7 +382,9 @@ class TritonKernelsMoE(MoEBackend):
         return True, ""
 
     def describe(self, m: int) -> dict:
-        return {"routing": self.routing, "value_layout": self.w13.storage.layout.name,
+        from .triton_kernels_source import VLLM_VERSION
+
+        return {"source": f"vllm-{VLLM_VERSION}", "routing": self.routing, "value_layout": self.w13.storage.layout.name,
                 "scale_layout": self.pc13.weight_scale.storage.layout.name, "activation": self.act.specs.name}
 
     def route(self, topk_ids, topk_weights):
