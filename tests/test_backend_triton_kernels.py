@@ -14,6 +14,11 @@ interpreter.
   ``TOL_FP32`` = 1e-2 relative (three bf16 roundings plus the bf16 router weight give ~3.5e-3 on these
   layers; a layout, routing or activation bug gives O(1)). Outputs are NaN-poisoned first.
 
+* sm_90a compile (child process, a stand-in driver reporting an H100, launches replaced by compiles):
+  both GEMMs of both models with the Hopper layouts and the block sizes the GPU picks, plus the routing
+  kernels, compile; the GEMMs use wgmma (HGMMA) and spill nothing; their names match the profiler's GEMM
+  pattern (:data:`GEMM_KERNEL_PATTERN`).
+
 The library's source comes from :mod:`mxfp4lab.backends.triton_kernels_source` (fetched into the user
 cache, checked against its manifest, if no copy is found).
 """
@@ -326,5 +331,108 @@ def test_moe_under_the_interpreter_is_bit_identical_to_the_emulation(interp, cas
         assert row["rel_err_fp32"] < TOL_FP32, row
 
 
-if __name__ == "__main__":  # the interpreter child
-    print("RESULTS " + json.dumps(_worker()), flush=True)
+# --------------------------------------------------------------------------------------------
+# sm_90a compile (child process: a stand-in driver reports an H100; kernels are compiled, not launched)
+# --------------------------------------------------------------------------------------------
+COMPILE_BLOCK_MS = (16, 64, 128)  # matmul_ogs: block_m = clamp(next_pow2(tokens per expert), 16, 128)
+
+
+def _compile_worker() -> dict:
+    sys.path[:0] = [str(ROOT), str(HERE)]
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.jit import JITFunction
+
+    class H100Driver:
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device=None):
+            return 0
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+    triton.runtime.driver.set_active(H100Driver())
+    torch.cuda.get_device_capability = lambda *a, **k: (9, 0)  # read by matmul_ogs's TMA gate
+    compiled = []
+    run = JITFunction.run
+
+    def compile_only(self, *args, grid, warmup, **kwargs):
+        k = run(self, *args, grid=grid, warmup=True, **kwargs)
+        compiled.append(k)
+        return k
+
+    JITFunction.run = compile_only
+    from mxfp4lab.backends import triton_kernels as B
+    from mxfp4lab.backends.triton_kernels_source import import_triton_kernels
+    from mxfp4lab.bench.moe import make_inputs
+    from mxfp4lab.kernels.sass import report
+
+    import_triton_kernels()
+    from triton_kernels.matmul_ogs import matmul_ogs
+    from triton_kernels.matmul_ogs_details import opt_flags as OF
+
+    res = {}
+    for base in ("gpt-oss-20b", "dsv4-flash"):
+        cfg, prep = _layer(base, (512, 256, 4, 4))
+        lay = B.triton_kernels_layout_from_logical(prep)
+        w13, pc13, w2, pc2 = B.to_matmul_ogs_weights(lay, swizzle="hopper")
+        act = B.fused_swiglu(cfg.swiglu_alpha, cfg.swiglu_beta, cfg.swiglu_limit)
+        x, ids, w = make_inputs(cfg, 8, 1, "uniform", device="cpu")[0]
+        rows = []
+        for bm in COMPILE_BLOCK_MS:
+            OF._opt_flags = None
+            OF.set_opt_flags(OF.OptFlags(block_m=bm, block_n=256, block_k=128, num_warps=8, num_stages=3, group_m=8,
+                                         xcd_swizzle=1, w_cache_modifier=None, split_k=1, is_persistent=False,
+                                         fused_scatter=False, epilogue_subtile=1, arch=None, target_kernel_kwargs={},
+                                         idle_sms=0))
+            compiled.clear()
+            rd, gi, si = B.routing_from_topk(ids, w, lay.num_local_experts)
+            h = matmul_ogs(x, w13, lay.w13_bias, rd, gather_indx=gi, precision_config=pc13, fused_activation=act)
+            matmul_ogs(h, w2, lay.w2_bias, rd, scatter_indx=si, precision_config=pc2, gammas=rd.gate_scal)
+            for k in compiled:
+                r = report(k, k.name, (bm,))
+                rows.append({"block_m": bm, "name": k.name, "registers": r.registers, "stack": r.stack_bytes,
+                             "shared": r.shared_bytes, "hgmma": r.mma.get("HGMMA", 0)})
+        res[base] = rows
+    return res
+
+
+@pytest.fixture(scope="module")
+def compiled_sm90(tk, tmp_path_factory):
+    root = _source()
+    env = dict(os.environ, MXFP4LAB_TRITON_KERNELS=str(root), TRITON_CACHE_DIR=str(tmp_path_factory.mktemp("tcache")),
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env.pop("TRITON_INTERPRET", None)
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "compile"], env=env, capture_output=True,
+                       check=False, text=True, timeout=TIMEOUT_S, cwd=str(ROOT))
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert p.returncode == 0 and lines, f"compile child failed (rc {p.returncode}):\n{p.stderr[-4000:]}"
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+@needs_triton
+@pytest.mark.parametrize("base,act", [("gpt-oss-20b", "_swiglu"), ("dsv4-flash", "_swiglu_beta")])
+def test_hopper_gemms_compile_for_sm90_with_wgmma_and_no_spills(compiled_sm90, base, act):
+    import re
+
+    from mxfp4lab.backends.triton_kernels import GEMM_KERNEL_PATTERN
+
+    rows = compiled_sm90[base]
+    gemms = [r for r in rows if re.search(GEMM_KERNEL_PATTERN, r["name"])]
+    assert len(gemms) == 2 * len(COMPILE_BLOCK_MS), [r["name"] for r in rows]  # GEMM1 and GEMM2 per block_m
+    assert sum(r["name"].endswith(act) for r in gemms) == len(COMPILE_BLOCK_MS)  # the fused activation
+    for r in gemms:
+        assert r["hgmma"] > 0 and r["stack"] == 0 and r["registers"] <= 255 and r["shared"] <= 227 * 1024, r
+    others = {r["name"] for r in rows if r not in gemms}
+    assert "pack_bitmatrix_kernel" in others and "_reduce_grouped" in others, others
+    assert all(r["stack"] == 0 for r in rows), rows
+
+
+if __name__ == "__main__":  # the child processes
+    work = _compile_worker if sys.argv[1:] == ["compile"] else _worker
+    print("RESULTS " + json.dumps(work()), flush=True)

@@ -25,13 +25,14 @@ def pack_bitmatrix_kernel(ids_ptr, wts_ptr, bits_ptr, lids_ptr, scal_ptr, n_rows
     tl.store(lids_ptr + offs, tl.where(ok, e, -1).to(tl.int16), mask=inb)
     tl.store(scal_ptr + offs, tl.where(ok, w, -1.0).to(tl.bfloat16), mask=inb)
     one = tl.full((BLOCK_M, K_BLOCK), 1, tl.uint32)
+    el = tl.where(ok, e, 0)  # shift amounts in [0, 32) also where the lane is masked off
     for word in tl.static_range(WORDS):
         # a token's experts are distinct, so the sum of its bits is their OR
-        bit = tl.where(ok & (e // 32 == word), one << (e % 32).to(tl.uint32), 0)
+        bit = tl.where(ok & (el // 32 == word), one << (el % 32).to(tl.uint32), 0)
         tl.store(bits_ptr + rows * WORDS + word, tl.sum(bit, axis=1), mask=rows < n_rows)
 
 
-@triton.jit
+@triton.jit(repr=lambda _: "_swiglu_beta")  # the GEMM1 kernel is then named _matmul_ogs_..._swiglu_beta
 def swiglu_beta(input, alpha, beta, limit):
     """``input [BM, 2n]`` (gate/up interleaved, the fp32 GEMM1 accumulator) -> ``[BM, n]`` fp32:
     ``s * (clamp(up, -limit, limit) + beta)``, ``s = g * sigmoid(alpha * g)``, ``g = min(gate, limit)``.
