@@ -22,8 +22,8 @@ def small_moe(base: str, dims: tuple, shard: tuple = (1, 0, 1, 0), seed: int = 0
     """(config, LogicalMoE) of a random layer of model ``base`` scaled to ``dims`` = (hidden,
     intermediate, experts, top_k), for ``shard`` = (tp_size, tp_rank, ep_size, ep_rank), on the CPU."""
     from mxfp4lab import models
-    from mxfp4lab.bench.moe import random_layer
     from mxfp4lab.prepare import ShardSpec, prepare_from_experts
+    from mxfp4lab.synthetic import random_layer
 
     h, i, e, k = dims
     cfg = models.get_model(base).scaled(hidden=h, intermediate=i, experts=e, top_k=k)

@@ -144,8 +144,8 @@ class IndexedGemm:
 
 def _run_case(base, dims, shard, ms, seed):
     from mxfp4lab.backends.humming import HummingMoE
-    from mxfp4lab.bench.moe import make_inputs
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs
 
     class Backend(HummingMoE):
         @classmethod

@@ -222,8 +222,8 @@ def test_torch_routing_of_an_ep_shard_drops_the_other_experts(tk):
 # --------------------------------------------------------------------------------------------
 def _run_case(base, dims, shard, routing, ms, seed):
     from mxfp4lab.backends.triton_kernels import TritonKernelsMoE
-    from mxfp4lab.bench.moe import make_inputs
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs
 
     cfg, prep = small_moe(base, dims, shard, seed)
     be = TritonKernelsMoE(prep, cfg, routing=routing)
@@ -341,8 +341,8 @@ def _compile_worker() -> dict:
     JITFunction.run = compile_only
     from mxfp4lab.backends import triton_kernels as B
     from mxfp4lab.backends.triton_kernels_source import import_triton_kernels
-    from mxfp4lab.bench.moe import make_inputs
     from mxfp4lab.kernels.sass import report
+    from mxfp4lab.synthetic import make_inputs
 
     import_triton_kernels()
     from triton_kernels.matmul_ogs import matmul_ogs
