@@ -283,12 +283,15 @@ MODELS: dict[str, MoEConfig] = {
 STUDY_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 
 
-def get_model(name: str) -> MoEConfig:
-    """The registered :class:`MoEConfig` called ``name`` (e.g. ``"gpt-oss-120b"``).
+def get_model(name: str | MoEConfig) -> MoEConfig:
+    """The registered :class:`MoEConfig` called ``name`` (e.g. ``"gpt-oss-120b"``); a :class:`MoEConfig`
+    is returned as is (so callers take either).
 
     Raises:
         KeyError: unknown name; the message lists the valid names.
     """
+    if isinstance(name, MoEConfig):
+        return name
     try:
         return MODELS[name]
     except KeyError:

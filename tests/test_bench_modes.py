@@ -107,7 +107,7 @@ def test_sweep_writes_one_row_per_mode_and_the_study_reads_only_graph_rows(monke
     graph only at mode_m, every row labelled; the latency study's frame keeps the graph rows."""
     import torch
 
-    from mxfp4lab import experiments, models
+    from mxfp4lab import models
     from mxfp4lab.bench import moe
 
     cfg = models.GPT_OSS_20B.scaled(hidden=64, intermediate=64, experts=4, top_k=2)
@@ -124,5 +124,7 @@ def test_sweep_writes_one_row_per_mode_and_the_study_reads_only_graph_rows(monke
     assert got == [(1, "graph", 30.0), (8, "graph", 30.0), (8, "eager", 45.0), (8, "gemm", 12.0)]
     assert all(r["fraction_of_roofline"] == r["roofline_us"] / r["median_us"] for r in rows)
     assert rows[0]["rel_err_vs_kernel_ref"] < 2e-2 and "rel_err_vs_kernel_ref" not in rows[1]
-    df = experiments._latency_frame(rows)
+    from mxfp4lab.studies.latency import _latency_frame
+
+    df = _latency_frame(rows)
     assert df["mode"].tolist() == ["graph", "graph"] and df["median_us"].tolist() == [30.0, 30.0]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mxfp4lab.bench.roofline import expected_active_experts, roofline
+from mxfp4lab.roofline import expected_active_experts, roofline
 from mxfp4lab.models import GPT_OSS_20B, GPT_OSS_120B, SEED_BENCH
 
 MS = (1, 16, 64, 256, 1024, 4096, 8192)

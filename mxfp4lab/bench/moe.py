@@ -1,12 +1,12 @@
-"""MoE latency sweep: backends x shapes x tokens M x routing, against the roofline. Prints a table, writes JSON.
+"""MoE latency sweep: backends x shapes x tokens M x routing, against the roofline (:func:`sweep`).
 
-    python -m mxfp4lab.bench.moe --backends flashinfer_sm90,torch_naive \
+    mxfp4lab bench moe --backends flashinfer_sm90,torch_naive \
         --shapes gpt-oss-20b,gpt-oss-120b,dsv4-flash,seed-bench --m 1,2,4,...,16384 \
-        --routing uniform,skewed            # -> data/results/latency/<gpu>.json
+        --routing uniform,skewed            # prints a table, writes data/results/latency/<gpu>.json
 
 Per (shape): one random layer in checkpoint layout is generated ON the GPU (uniform random FP4 codes,
 E8M0 scale bytes in 118..122 as FlashInfer's own test, small bf16 biases for GPT-OSS) and prepared
-with :mod:`mxfp4lab.prepare` (pure torch, on the GPU). Per (M, routing): ``--rotate`` input sets, each
+with :mod:`mxfp4lab.prepare` (pure torch, on the GPU; :func:`mxfp4lab.synthetic.random_layer`). Per (M, routing): ``--rotate`` input sets, each
 with its own tokens and routing (routing from random softmax logits; ``skewed`` adds a fixed per-expert
 popularity so a few experts take most tokens), so successive timed calls hit different experts and
 the L2 cache (50 MB) cannot hold the weights. Before timing, every backend's output on the first set
@@ -16,20 +16,18 @@ timed). Timing: CUDA events, warm-up, median of ``--reps`` (CUDA graphs where th
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 from typing import Dict, List, Optional
 
 import torch
 
-from ..models import STUDY_SHAPES, MoEConfig, get_model
+from ..backends import get_backend
+from ..models import STUDY_SHAPES, get_model
 from ..prepare import prepare_from_experts
-from .. import results
 from ..reference import expert_weights_from_logical, moe_reference, relative_error
+from ..roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
 from ..synthetic import make_inputs, random_layer
-from .roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
+from .modes import time_modes
 
 DEFAULT_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 DEFAULT_SHAPES = STUDY_SHAPES
@@ -55,11 +53,7 @@ def sweep(
     """``modes``: timing modes (:mod:`mxfp4lab.bench.modes`; default ``["graph"]``, or ``["eager"]`` with
     ``graph=False``), one row per mode, each with ``mode``; modes other than ``graph`` run only at the M in
     ``mode_m`` (None: every M)."""
-    from ..backends import get_backend
-    from .modes import time_modes
-
     modes = list(modes or (["graph"] if graph else ["eager"]))
-
     bw = (ceilings or {}).get("copy_bytes_per_s", H100_COPY_BW)
     fr = (ceilings or {}).get("bf16_flops_per_s", H100_BF16_FLOPS)
     rows = []
@@ -127,52 +121,3 @@ def _fmt(r: dict) -> str:
             f"floor {r['roofline_us']:8.1f} ({r['roofline_bound'][:3]}) {100 * r['fraction_of_roofline']:5.1f}% "
             f"{mode:5s}{'' if r['graph'] or mode != 'graph' else '(eager fallback)'} "
             f"err={'-' if err is None else f'{err:.2e}'}")
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="MoE latency sweep (H100)")
-    ap.add_argument("--backends", default="flashinfer_sm90,torch_naive")
-    ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES))
-    ap.add_argument("--m", default=",".join(map(str, DEFAULT_M)))
-    ap.add_argument("--routing", default="uniform,skewed")
-    ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--rotate", type=int, default=4)
-    ap.add_argument("--no-graph", action="store_true")
-    ap.add_argument("--modes", default=None, help="timing modes, e.g. graph,eager,gemm (mxfp4lab.bench.modes; "
-                    "default graph, or eager with --no-graph)")
-    ap.add_argument("--mode-m", default=None, help="M values for the modes other than graph (default: every M)")
-    ap.add_argument("--check-m", default="1,64,1024", help="M values at which outputs are checked (all: 'all')")
-    ap.add_argument("--out", default=None, help="result file (default data/results/latency/<gpu>.json)")
-    a = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("the latency sweep needs a CUDA GPU; recorded H100 results are in data/results/", file=sys.stderr)
-        return 2
-    from .harness import measure_ceilings
-
-    out = a.out or results.result_path("latency", results.gpu_slug(torch.cuda.get_device_name()))
-    ceil = measure_ceilings()
-    print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
-    check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
-    def save(rows, done=False):
-        from ..flashinfer_build import DEFAULT_CONFIGS
-
-        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", DEFAULT_CONFIGS)
-        extra = {}
-        if "flashinfer_sm90" in a.backends:
-            from ..backends.flashinfer_sm90 import autotuner_choices
-
-            extra["flashinfer_autotuner"] = autotuner_choices()
-        return results.write(out, "latency_sweep", rows, partial=not done, ceilings=ceil, build_configs=cfgs,
-                             complete=done, **extra)
-
-    rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
-                 a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
-                 ceilings=ceil, on_progress=save, modes=a.modes.split(",") if a.modes else None,
-                 mode_m=[int(v) for v in a.mode_m.split(",")] if a.mode_m else None)
-    path = save(rows, done=True)
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -36,7 +36,6 @@ if str(REPO) not in sys.path:
 
 from mxfp4lab.flashinfer_build import parse_configs  # noqa: E402  (standard library only; after the path insert)
 
-
 # ------------------------------------------------------------------------------------ child
 
 

@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from mxfp4lab import prepare as P  # noqa: E402
 from mxfp4lab import results  # noqa: E402
-from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.layout import interleave_weights_sm90  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
 from mxfp4lab.provenance import provenance  # noqa: E402
 from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 
 GOLDEN_SHAPES = [(1, 16, 32), (2, 48, 96), (3, 128, 160), (1, 256, 1472), (2, 64, 1024)]  # [E, rows, K/2]
 RANDOM_SHAPES = [(1, 16, 32), (5, 80, 64), (2, 144, 224), (7, 32, 320), (3, 2944, 1472), (128, 5888, 1472)]

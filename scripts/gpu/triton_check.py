@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from mxfp4lab import results  # noqa: E402
 from mxfp4lab.bench.moe import CHECK_TOL  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.prepare import prepare_from_experts  # noqa: E402
-from mxfp4lab import results  # noqa: E402
 from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
 from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..models import MoEConfig
+from .models import MoEConfig
 
 H100_COPY_BW = 3.0e12  # bytes/s, read+write, measured on an H100 host (FACTS.md)
 H100_BF16_FLOPS = 800e12  # FLOP/s, 8192^3 bf16 GEMM on random data (FACTS.md)

@@ -1,4 +1,5 @@
-"""latency_* experiments on synthetic sweeps (no GPU): crossovers, speedups, dispatch table, loading."""
+"""The latency study (mxfp4lab.studies.latency) on synthetic sweeps (no GPU): crossovers, speedups, dispatch
+table, loading."""
 
 import json
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mxfp4lab import experiments as ex
+from mxfp4lab.studies import latency as ex
 from mxfp4lab import results
 
 MS = [1, 4, 16, 64, 256, 1024, 4096]

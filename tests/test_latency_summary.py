@@ -1,10 +1,12 @@
-"""mxfp4lab.bench.summary: the study's tables from recorded rows (synthetic rows, then the recorded sweep)."""
+"""The latency study's summary (mxfp4lab.studies.latency.summarize, `mxfp4lab bench summary`): the tables
+from recorded rows (synthetic rows, then the recorded sweep)."""
 import json
 
 import pandas as pd
 import pytest
 
-from mxfp4lab.bench import summary as S
+from mxfp4lab import cli
+from mxfp4lab.studies import latency as S
 
 
 def _df(rows):
@@ -32,13 +34,11 @@ def test_latency_table_and_triton_goals_from_synthetic_rows():
 
 
 def test_summary_of_the_recorded_sweep(tmp_path):
-    from mxfp4lab.experiments import latency_results_path
-
-    src = latency_results_path()
+    src = S.latency_results_path()
     if not src.is_file():
         pytest.skip("no recorded sweep in data/results")
     out = tmp_path / "summary.json"
-    assert S.main(["--results", str(src), "--out", str(out)]) == 0
+    assert cli.main(["bench", "summary", "--results", str(src), "--out", str(out)]) == 0
     d = json.loads(out.read_text())
     assert d["kind"] == "latency_summary" and d["sweep_provenance"]["gpu"]
     # every (shape, M) row's best is the argmin of its backends

@@ -1,11 +1,12 @@
-"""accuracy_* experiments: columns, bounds that hold by construction, and verified orderings."""
+"""The accuracy study (mxfp4lab.studies.accuracy): columns, bounds that hold by construction, and verified
+orderings."""
 
 import math
 
 import pytest
 import torch
 
-from mxfp4lab import experiments as ex
+from mxfp4lab.studies import accuracy as ex
 from mxfp4lab.formats import MX_BLOCK_SIZE, decode_e8m0, dequantize_mxfp4, quantize_mxfp4
 from mxfp4lab.models import DSV4_FLASH, GPT_OSS_20B
 
