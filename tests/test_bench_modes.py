@@ -117,7 +117,7 @@ def test_sweep_writes_one_row_per_mode_and_the_study_reads_only_graph_rows(monke
     monkeypatch.setattr(moe, "make_inputs", lambda c, m, n, r, seed=0: real_inputs(c, m, n, r, device="cpu", seed=seed))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     timings = {"graph": 30.0, "eager": 45.0, "gemm": 12.0}
-    monkeypatch.setattr(M, "time_modes", lambda be, inputs, run, **kw: [{"mode": md, "median_us": timings[md], "graph": md == "graph"} for md in run])
+    monkeypatch.setattr(moe, "time_modes", lambda be, inputs, run, **kw: [{"mode": md, "median_us": timings[md], "graph": md == "graph"} for md in run])
     rows = moe.sweep(["torch_naive"], ["tiny"], [1, 8], ["uniform"], modes=["graph", "eager", "gemm"], mode_m=[8],
                      check_m=[1], log=lambda *a: None)
     got = [(r["m"], r["mode"], r["median_us"]) for r in rows]
