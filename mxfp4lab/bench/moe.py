@@ -93,7 +93,9 @@ def sweep(
                                 rows.append(row)
                                 continue
                         run = [md for md in modes if md == "graph" or mode_m is None or m in mode_m]
-                        timed = [{**row, **be.describe(m), **t} for t in time_modes(be, inputs, run, warmup=warmup, reps=reps)]
+                        # the sweep's own fields win; a backend's description key that collides keeps a prefix
+                        desc = {(k if k not in row else f"describe_{k}"): v for k, v in be.describe(m).items()}
+                        timed = [{**row, **desc, **t} for t in time_modes(be, inputs, run, warmup=warmup, reps=reps)]
                         for r in timed:
                             if "median_us" in r and "error" not in r:
                                 r["fraction_of_roofline"] = rf.floor_us / r["median_us"]
