@@ -176,6 +176,9 @@ def _add_bench_parser(sub) -> None:
     m.add_argument("--reps", type=int, default=50)
     m.add_argument("--rotate", type=int, default=4)
     m.add_argument("--no-graph", action="store_true")
+    m.add_argument("--modes", default=None, help="timing modes, e.g. graph,eager,gemm (mxfp4lab.bench.modes; "
+                   "default graph, or eager with --no-graph); one row per mode")
+    m.add_argument("--mode-m", default=None, help="M values for the modes other than graph (default: every M)")
     m.add_argument("--check-m", default="1,64,1024", help="M values at which outputs are checked (all: 'all')")
     m.add_argument("--out", default=None, help="result file (default data/results/latency/<gpu>.json)")
     m.set_defaults(func=_cmd_bench_moe)
@@ -235,7 +238,8 @@ def _cmd_bench_moe(a) -> int:
     ms = DEFAULT_M if a.m is None else [int(v) for v in a.m.split(",")]
     rows = sweep(a.backends.split(","), a.shapes.split(","), list(ms),
                  a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
-                 ceilings=ceil, on_progress=save)
+                 ceilings=ceil, on_progress=save, modes=a.modes.split(",") if a.modes else None,
+                 mode_m=[int(v) for v in a.mode_m.split(",")] if a.mode_m else None)
     print(f"wrote {save(rows, done=True)}")
     return 0
 

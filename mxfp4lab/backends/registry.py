@@ -23,6 +23,8 @@ BACKENDS: Dict[str, str] = {
     "flashinfer_sm90": "flashinfer_sm90:FlashInferSM90",
     "triton_w4a16": "triton_w4a16:TritonW4A16",
     "marlin_mxfp4": "marlin:MarlinMXFP4",
+    "triton_kernels": "triton_kernels:TritonKernelsMoE",
+    "humming": "humming:HummingMoE",
 }
 
 
