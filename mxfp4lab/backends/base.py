@@ -81,7 +81,7 @@ def register(cls: Type[MoEBackend]) -> Type[MoEBackend]:
 
 
 def get_backend(name: str) -> Type[MoEBackend]:
-    from . import emulated, flashinfer_sm90, marlin, torch_naive, triton_w4a16  # noqa: F401  (registration)
+    from . import decode_w4a16, emulated, flashinfer_sm90, marlin, torch_naive, triton_w4a16  # noqa: F401  (registration)
 
     try:
         return _REGISTRY[name]

@@ -1,0 +1,179 @@
+"""Where one MoE forward's time goes, launch by launch: duration, DRAM bytes read, achieved bandwidth, and
+the gaps between launches. Prints a table and writes JSON.
+
+Two sources, because no one tool gives all of it on these machines:
+
+* **timeline** (``torch.profiler``, CUPTI): the forward is captured in a CUDA graph and replayed; for each
+  replay the kernels' start/end times give each launch's duration and the idle gap before it (the first
+  gap is from the replay's first kernel, so the sum of durations + gaps = the replay's device span);
+* **counters** (``ncu``): this module re-runs itself under Nsight Compute (``--clock-control none``,
+  the card's own clocks) with ``dram__bytes_read.sum`` and ``gpu__time_duration.sum`` per kernel, for
+  the DRAM bytes each launch really read. ncu serialises and replays kernels, so its durations are
+  per-launch, with no overlap between launches.
+
+    python -m mxfp4lab.bench.launches --backend decode_w4a16 --shape gpt-oss-120b --m 1,64 \
+        --ncu --out data/results/launches/h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from typing import Callable, List, Optional, Sequence
+
+import torch
+
+NCU_METRICS = ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum",
+               "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+               "smsp__issue_active.avg.pct_of_peak_sustained_active")
+
+
+def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
+    """Per launch of one captured forward: median duration and median idle gap before it (us)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn(*inputs)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(*inputs)
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        fn(*inputs)
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            g.replay()
+            torch.cuda.synchronize()  # replays apart: gaps inside one forward only
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                      and e.name not in ("", "Memset") and "Memcpy" not in e.name),
+                     key=lambda e: e.time_range.start)
+    n = len(kernels) // replays
+    if n == 0 or len(kernels) % replays:
+        raise RuntimeError(f"profiler saw {len(kernels)} kernels for {replays} replays")
+    per_launch = []
+    for i in range(n):
+        durs, gaps = [], []
+        for r in range(replays):
+            k = kernels[r * n + i]
+            durs.append(k.time_range.end - k.time_range.start)
+            prev_end = kernels[r * n + i - 1].time_range.end if i else k.time_range.start
+            gaps.append(k.time_range.start - prev_end)
+        per_launch.append({"launch": i, "kernel": kernels[i].name[:160], "duration_us": statistics.median(durs),
+                           "gap_before_us": statistics.median(gaps)})
+    return per_launch
+
+
+def parse_ncu_csv(text: str) -> List[dict]:
+    """``ncu --csv --metrics ...`` output -> one dict per kernel launch (in order) with its metrics in
+    base units (bytes, ns -> us)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
+    launches: dict = {}
+    for r in csv.DictReader(io.StringIO("\n".join(lines))):
+        key = int(r["ID"])
+        d = launches.setdefault(key, {"launch_id": key, "kernel": r["Kernel Name"][:160]})
+        unit, val = r.get("Metric Unit", ""), float(r["Metric Value"].replace(",", "") or "nan")
+        scale = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "nsecond": 1e-3, "usecond": 1.0,
+                 "msecond": 1e3, "%": 1.0}.get(unit, 1.0)
+        name = r["Metric Name"]
+        d[{"gpu__time_duration.sum": "duration_us"}.get(name, name)] = val * scale
+    rows = [launches[k] for k in sorted(launches)]
+    for d in rows:
+        if "dram__bytes_read.sum" in d and d.get("duration_us"):
+            d["dram_read_GBps"] = d["dram__bytes_read.sum"] / d["duration_us"] / 1e3
+    return rows
+
+
+def _run_target(backend: str, shape: str, m: int, calls: int) -> None:
+    """The process ncu profiles: build one layer, warm up, then ``calls`` forwards (those are profiled)."""
+    from ..backends import get_backend
+    from ..bench.moe import make_inputs, random_layer
+    from ..models import get_model
+    from ..prepare import prepare_from_experts
+
+    cfg = get_model(shape)
+    prepared = prepare_from_experts(random_layer(cfg), config=cfg)
+    be = get_backend(backend)(prepared, cfg)
+    inputs = make_inputs(cfg, m, calls + 1, "uniform", seed=m)
+    be.tune(*inputs[0])
+    for _ in range(3):
+        be(*inputs[0])
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    for i in range(calls):
+        be(*inputs[1 + i])
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+
+
+def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300) -> List[dict]:
+    ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
+    cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics", ",".join(NCU_METRICS),
+           sys.executable, "-m", "mxfp4lab.bench.launches", "--target", backend, shape, str(m), str(calls)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
+    return parse_ncu_csv(r.stdout)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", nargs=4, metavar=("BACKEND", "SHAPE", "M", "CALLS"), help=argparse.SUPPRESS)
+    ap.add_argument("--backend", default="decode_w4a16")
+    ap.add_argument("--shape", default="gpt-oss-120b")
+    ap.add_argument("--m", default="1,64")
+    ap.add_argument("--ncu", action="store_true", help="also read DRAM bytes per launch with Nsight Compute")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    if a.target:
+        _run_target(a.target[0], a.target[1], int(a.target[2]), int(a.target[3]))
+        return 0
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    from ..backends import get_backend
+    from ..bench.moe import make_inputs, random_layer
+    from ..models import get_model
+    from ..prepare import prepare_from_experts
+    from ..provenance import write_result
+
+    cfg = get_model(a.shape)
+    be = get_backend(a.backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
+    rows = []
+    for m in (int(v) for v in a.m.split(",")):
+        inputs = make_inputs(cfg, m, 1, "uniform", seed=m)[0]
+        be.tune(*inputs)
+        tl = timeline(be, inputs)
+        entry = {"backend": a.backend, "shape": a.shape, "m": m, "timeline": tl,
+                 "span_us": sum(x["duration_us"] + x["gap_before_us"] for x in tl), "describe": be.describe(m)}
+        if a.ncu:
+            try:
+                entry["ncu"] = ncu_counters(a.backend, a.shape, m)
+            except Exception as exc:  # noqa: BLE001 - the timeline stands without counters
+                entry["ncu_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
+        rows.append(entry)
+        print(f"{a.backend} {a.shape} M={m}: span {entry['span_us']:.1f} us")
+        for x in tl:
+            print(f"  #{x['launch']} {x['duration_us']:8.1f} us (gap {x['gap_before_us']:5.1f})  {x['kernel'][:90]}")
+        for x in entry.get("ncu", []):
+            print(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
+                  f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "
+                  f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  {x['kernel'][:60]}")
+        if a.out:
+            write_result(a.out, {"benchmark": "moe_launches", "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
