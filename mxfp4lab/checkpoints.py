@@ -60,7 +60,7 @@ from safetensors.torch import save_file
 
 from .formats import MX_BLOCK_SIZE, MXFormatError, ScaleRule, check_scales_finite, e8m0_bytes, quantize_mxfp4
 from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
-from .prepare import split_gate_up_rows
+from .moe_tensors import split_gate_up_rows
 
 PathLike = str | os.PathLike
 

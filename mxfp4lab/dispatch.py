@@ -1,10 +1,10 @@
-"""Pick the fastest MoE backend per (shape, tokens M) from a recorded latency sweep (issue 5).
+"""Pick the fastest MoE backend per (shape, tokens M) from a recorded latency sweep.
 
-    d = Dispatch.from_results("data/results/latency_h100.json")
+    d = Dispatch.from_results("data/results/latency/h100.json")
     d.choose("seed-bench", 300)              # -> e.g. "flashinfer_sm90"
     d.speedup_vs(always="torch_naive")       # geomean / worst speedup of dispatching over always-X
 
-The table is built from the timed rows of :mod:`mxfp4lab.bench.moe`'s JSON (one routing, default
+The table is built from the timed rows of a ``latency_sweep`` result (:mod:`mxfp4lab.results`) (one routing, default
 ``"uniform"``). For an M that was not recorded, ``policy="at_or_above"`` (default) uses the nearest
 recorded M at or above it (the largest recorded M beyond the sweep); ``policy="interpolate"``
 interpolates each backend's log latency linearly in log M between the neighbouring recorded M and
@@ -14,7 +14,6 @@ picks the smallest. Only backends with a time at the M(s) used are candidates.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,14 +59,15 @@ class Dispatch:
     @classmethod
     def from_results(cls, path: Union[str, Path, None] = None, *, routing: str = "uniform",
                      policy: str = "at_or_above") -> "Dispatch":
-        """From a results JSON (default ``data/results/latency_h100.json``)."""
-        if path is None:
-            from .experiments import latency_results_path
+        """From a recorded ``latency_sweep`` (default: ``data/results/latency/h100.json``, else ``h200``)."""
+        from . import results
 
-            path = latency_results_path()
-        data = json.loads(Path(path).read_text())
-        return cls.from_rows(data.get("rows", []), routing=routing, policy=policy,
-                             provenance=data.get("provenance") or {})
+        if path is None:
+            path = results.find("latency")
+            if path is None:
+                raise FileNotFoundError("no recorded latency sweep under data/results/latency/")
+        res = results.load(Path(path), kind="latency_sweep")
+        return cls.from_rows(res.rows, routing=routing, policy=policy, provenance=res.provenance)
 
     # ------------------------------------------------------------------ queries
     @property

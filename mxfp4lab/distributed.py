@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 
 from .models import get_model
-from .prepare import ShardSpec, prepare_from_experts
-from .reference import expert_weights_from_prepared, moe_reference, relative_error
+from .moe_tensors import ShardSpec
+from .prepare import prepare_from_experts
+from .reference import expert_weights_from_logical, moe_reference, relative_error
 
 for _k, _v in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
     os.environ.setdefault(_k, _v)
@@ -61,9 +62,9 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
     if rank == 0:
         full = prepare_from_experts(layer, config=cfg)
         be_full = get_backend(backend)(full, cfg)
-        ref_w = expert_weights_from_prepared(full)
+        ref_w = expert_weights_from_logical(full)
         # the kernel-faithful model of the sharded run: each rank's bf16 partial, summed in fp32, -> bf16
-        shard_w = [expert_weights_from_prepared(
+        shard_w = [expert_weights_from_logical(
             shard if r == rank else prepare_from_experts(layer, config=cfg, shard=_spec(kind, world, r)))
             for r in range(world)]
     for m in ms:
@@ -89,9 +90,11 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
             print(json.dumps(pt), flush=True)
     if rank == 0:
         if out:
-            from .provenance import write_result
+            from . import results
 
-            write_result(out, {"check": "sharded_moe", **result})
+            rows = [dict(p, parallel=kind, world=world) for p in result["points"]]
+            results.write(out, "sharded_check", rows, runs={f"{kind}{world}": {
+                k: v for k, v in result.items() if k != "points"}})
         return result
     return None
 

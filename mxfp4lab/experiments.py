@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import pandas as pd
 import torch
 
+from .backends import BackendSpec
 from .formats import MX_BLOCK_SIZE
 from .models import STUDY_SHAPES
 from .layout import explain as _explain
@@ -500,12 +501,16 @@ def _origin_expert_weights(origin: Dict[str, torch.Tensor]):
     return ExpertWeights(f("w_gate"), f("w_up"), f("w_down"), f("b_gate"), f("b_up"), f("b_down"))
 
 
+#: The emulated backend in fp32 mode (the semantic truth on the MXFP4 weights).
+EMULATED_FP32 = BackendSpec("emulated_sm90", {"mode": "fp32"})
+
+
 def _quantize_layer(origin: Dict[str, torch.Tensor], config, rule: str):
     """Origin (logical bf16) -> checkpoint-layout MXFP4 tensors (as the checkpoint readers return)."""
     from types import SimpleNamespace
 
     from .formats import quantize_mxfp4
-    from .prepare import merge_gate_up_rows
+    from .moe_tensors import merge_gate_up_rows
 
     q = lambda t: quantize_mxfp4(t, scale_rule=rule)  # noqa: E731
     if config.checkpoint_format == "gpt_oss":
@@ -570,15 +575,13 @@ def flashinfer_status() -> Tuple[bool, str]:
     return get_backend("flashinfer_sm90").available()
 
 
-def _backend_out(name: str, prepared, config, x, ids, w) -> torch.Tensor:
-    """Run a backend (``"emulated_sm90"``, ``"emulated_sm90:fp32"``, ``"flashinfer_sm90"``, ...) -> fp32 CPU."""
-    from .backends import get_backend
+def _backend_out(spec, moe, config, x, ids, w) -> torch.Tensor:
+    """Run a backend (a registry name or a :class:`~mxfp4lab.backends.BackendSpec`) -> fp32 CPU."""
+    from .backends import BackendSpec, get_backend
 
-    base, _, mode = name.partition(":")
-    kw = {"mode": mode} if mode else {}
-    dev = "cuda" if base == "flashinfer_sm90" else "cpu"
-    p = prepared.to(dev) if dev != "cpu" else prepared
-    be = get_backend(base)(p, config, **kw)
+    spec = BackendSpec.of(spec)
+    dev = "cuda" if get_backend(spec.name).gpu_only else "cpu"
+    be = spec.make(moe.to(dev), config)
     y = be(x.to(dev).bfloat16(), ids.to(dev), w.to(dev))
     return y.float().cpu()
 
@@ -589,7 +592,7 @@ def accuracy_layer(
     dists=ACCURACY_DISTS,
     clamp=(True, False),
     m: int = 32,
-    backends=("emulated_sm90", "emulated_sm90:fp32"),
+    backends=("emulated_sm90", EMULATED_FP32),
     seed: int = 0,
     *,
     preact_std: float = 3.0,
@@ -607,14 +610,15 @@ def accuracy_layer(
     * ``origin kernel`` vs ``origin fp32`` (rule ``bf16``): bf16 activation rounding alone
     * ``mxfp4 fp32`` / ``mxfp4 kernel`` vs ``origin fp32``: the quantization error (+ rounding)
     * ``mxfp4 kernel`` vs ``mxfp4 fp32``: the kernel's bf16 stores on MXFP4 weights
-    * each backend (``emulated_sm90`` = kernel mode, ``emulated_sm90:fp32``, ``flashinfer_sm90``) vs
+    * each backend (a registry name or a :class:`~mxfp4lab.backends.BackendSpec`, e.g. ``emulated_sm90``
+      = kernel mode, :data:`EMULATED_FP32`, ``flashinfer_sm90``), labelled by its spec's label, vs
       ``mxfp4 kernel`` and vs ``origin fp32``.
 
     Columns: ``model, dist, clamp, limit, rule, path, reference, rel_err, clamped_frac``.
     """
     from .checkpoints import make_origin_weights
     from .prepare import prepare_from_experts
-    from .reference import expert_weights_from_prepared, moe_reference, relative_error
+    from .reference import expert_weights_from_logical, moe_reference, relative_error
 
     base_cfg = _as_config(config)
     rows = []
@@ -636,7 +640,7 @@ def accuracy_layer(
                              rel_err=relative_error(o_k, truth)))
             for rule in _as_list(rules):
                 prepared = prepare_from_experts(quantized[rule], config=cfg)
-                qw = expert_weights_from_prepared(prepared)
+                qw = expert_weights_from_logical(prepared)
                 q32 = moe_reference(x, ids, w, qw, mode="fp32", **kw)
                 qk = moe_reference(x, ids, w, qw, mode="kernel", **kw)
                 r = dict(common, rule=rule)
@@ -645,8 +649,9 @@ def accuracy_layer(
                          dict(r, path="mxfp4 kernel", reference="mxfp4 fp32", rel_err=relative_error(qk, q32))]
                 for b in _as_list(backends):
                     y = _backend_out(b, prepared, cfg, x, ids, w)
-                    rows += [dict(r, path=b, reference="mxfp4 kernel", rel_err=relative_error(y, qk)),
-                             dict(r, path=b, reference="origin fp32", rel_err=relative_error(y, truth))]
+                    lbl = BackendSpec.of(b).label
+                    rows += [dict(r, path=lbl, reference="mxfp4 kernel", rel_err=relative_error(y, qk)),
+                             dict(r, path=lbl, reference="origin fp32", rel_err=relative_error(y, truth))]
     return pd.DataFrame(rows)
 
 
@@ -685,7 +690,7 @@ def accuracy_depth(
     """
     from .checkpoints import make_origin_weights
     from .prepare import prepare_from_experts
-    from .reference import expert_weights_from_prepared, moe_reference, relative_error
+    from .reference import expert_weights_from_logical, moe_reference, relative_error
 
     base = _as_config(config)
     cfg = _clamp_config(base, clamp)
@@ -700,7 +705,7 @@ def accuracy_depth(
         ow = _origin_expert_weights(origin)
         scale = _input_scale(origin, preact_std)
         prepared = {r: prepare_from_experts(_quantize_layer(origin, base, r), config=cfg) for r in _as_list(rules)}
-        qws = {r: expert_weights_from_prepared(p) for r, p in prepared.items()}
+        qws = {r: expert_weights_from_logical(p) for r, p in prepared.items()}
         outs, sets = {}, {}
         for p in paths:
             x = (_rms_norm(state[p]) * scale)
@@ -740,10 +745,10 @@ def accuracy_depth(
 # works on the tidy row frame of latency_load, so synthetic frames test them without a GPU.
 
 LATENCY_SHAPES = STUDY_SHAPES
-LATENCY_RESULTS_FILE = "latency_h100.json"
-#: Read in this order when no path is given: the H100 sweep, else the H200 one (labelled as such).
-LATENCY_RESULTS_FALLBACKS = ("latency_h100.json", "latency_h200.json")
-#: FACTS.md, the original SGLang claim on the seed shape (H100, kernel level).
+#: The recorded sweep read when no file is given: ``data/results/latency/<gpu>.json``
+#: (:data:`mxfp4lab.results.PREFERRED_GPUS` order).
+LATENCY_STUDY = "latency"
+#: The original SGLang claim on the seed shape (H100, kernel level).
 SEED_CLAIM = (
     dict(regime="M<=64", m_max=64, m_min=None, claim="Marlin 12-15% faster", lo=-0.15, hi=-0.12),
     dict(regime="M~256", m_max=256, m_min=256, claim="tie", lo=-0.05, hi=0.05),
@@ -752,18 +757,15 @@ SEED_CLAIM = (
 
 
 def latency_results_path(path=None):
-    """``path``, or the first of ``data/results/latency_h100.json`` / ``latency_h200.json`` that exists."""
+    """``path``, or the first recorded ``data/results/latency/<gpu>.json`` (the H100 one's path when none
+    exists)."""
     from pathlib import Path
 
-    from .provenance import RESULTS_DIR
+    from . import results
 
     if path:
         return Path(path)
-    for name in LATENCY_RESULTS_FALLBACKS:
-        cand = RESULTS_DIR / name
-        if cand.is_file():
-            return cand
-    return RESULTS_DIR / LATENCY_RESULTS_FILE
+    return results.find(LATENCY_STUDY) or results.result_path(LATENCY_STUDY, results.PREFERRED_GPUS[0])
 
 
 def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
@@ -772,17 +774,17 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
     The frame has one row per JSON row (``shape, backend, m, routing, median_us, ...``) plus ``ok``
     (timed, no error). ``df.attrs`` holds ``ceilings`` and ``path``.
     """
-    import json
+    from . import results
 
     p = latency_results_path(path)
     if not p.is_file():
         df = pd.DataFrame(columns=["shape", "backend", "m", "routing", "median_us", "roofline_us", "ok"])
         df.attrs.update(path=str(p), ceilings={})
         return df, None
-    data = json.loads(p.read_text())
-    df = _latency_frame(data.get("rows", []))
-    df.attrs.update(path=str(p), ceilings=data.get("ceilings") or {})
-    return df, data.get("provenance") or {}
+    res = results.load(p, kind="latency_sweep")
+    df = _latency_frame(res.rows)
+    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {})
+    return df, res.provenance or {}
 
 
 def _latency_frame(rows) -> pd.DataFrame:

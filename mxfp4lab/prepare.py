@@ -1,21 +1,9 @@
-"""Checkpoint tensors -> exactly the tensors FlashInfer's SM90 ``cutlass_fused_moe`` consumes.
+"""Checkpoint experts -> :class:`~mxfp4lab.moe_tensors.LogicalMoE`: kernel order, padding, TP/EP shard.
 
-Two stages, kept apart (as in FlashInfer's ``fused_moe/prepare.py``):
-
-1. LOGICAL (:class:`LogicalMoE`): kernel order and padding, plain layouts.
-   ``w13 [E, 2*I_pad, H_pad/2]`` packed FP4 with halves ``[up ; gate]`` (rows ``[0, I_pad)`` = up = w3,
-   rows ``[I_pad, 2*I_pad)`` = gate = w1), ``w13_scale [E, 2*I_pad, H_pad/32]`` E8M0,
-   ``w13_bias [E, 2*I_pad]`` bf16; ``w2 [E, H_pad, I_pad/2]``, ``w2_scale [E, H_pad, I_pad/32]``,
-   ``w2_bias [E, H_pad]``. Padding (H -> H_pad, I -> I_pad, multiples of 128) is zero bytes in
-   weights, scales and biases.
-2. PHYSICAL (:class:`PreparedMoE`): the same tensors after the SM90 weight interleave
-   (:func:`mxfp4lab.layout.interleave_weights_sm90`) and scale fold
-   (:func:`mxfp4lab.layout.fold_scales_sm90`): ``w13_scale [E, 2*I_pad/64, H_pad/128, 16, 16]``,
-   ``w2_scale [E, H_pad/64, I_pad/128, 16, 16]`` (uint8; the kernel takes ``.view(torch.int32)``).
-
-Why ``[up ; gate]``: FlashInfer's gated activation kernel (``doActivationKernel`` in
-``fused_moe/cutlass_backend/cutlass_fused_moe_kernels.cuh``) reads the "linear" (up) value at column
-``c`` and the gate at ``c + inter_size``.
+The result is LOGICAL (shapes in :mod:`mxfp4lab.moe_tensors`): halves ``[up ; gate]``, H and I padded to
+multiples of 128 with zero bytes, the SwiGLU constants as fp32 ``[E_local]`` tensors. No physical layout
+is applied here: each backend derives its own from these tensors (FlashInfer's SM90 interleave and scale
+fold: :mod:`mxfp4lab.layout.sm90_moe`).
 
 Sharding. Tensor parallel: rank ``r`` of ``tp`` holds intermediate columns ``[r*I/tp, (r+1)*I/tp)`` of
 up and gate (fc1 rows) and of fc2's K, each shard then padded to 128 on its own; ``I/tp`` must be a
@@ -26,17 +14,15 @@ Expert parallel: rank ``r`` of ``ep`` holds experts ``[r*E/ep, (r+1)*E/ep)``.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_scales_finite, e8m0_bytes
-from .layout import deinterleave_weights_sm90, fold_scales_sm90, interleave_weights_sm90, unfold_scales_sm90
 from .models import SM90_PAD_MULTIPLE as PAD_MULTIPLE  # H and I padded to multiples of 128
 from .models import MoEConfig
 from .models import round_up as _round_up
+from .moe_tensors import LogicalMoE, ShardSpec, check_tensor, packed_rows, split_gate_up_rows, stack_up_gate
 
 
 def round_up(v: int, m: int = PAD_MULTIPLE) -> int:
@@ -45,112 +31,8 @@ def round_up(v: int, m: int = PAD_MULTIPLE) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Containers
+# Padding (zero bytes: code 0 = +0.0, scale byte 0 = 2**-127 scales zeros)
 # --------------------------------------------------------------------------------------------
-@dataclass
-class ShardSpec:
-    """Which slice of the layer a rank holds."""
-
-    tp_size: int = 1
-    tp_rank: int = 0
-    ep_size: int = 1
-    ep_rank: int = 0
-
-    def __post_init__(self):
-        for n, (size, rank) in {"tp": (self.tp_size, self.tp_rank), "ep": (self.ep_size, self.ep_rank)}.items():
-            if size < 1 or not 0 <= rank < size:
-                raise ValueError(f"{n}_rank = {rank} must be in [0, {n}_size = {size})")
-
-
-@dataclass
-class LogicalMoE:
-    """Kernel-ordered, padded, NOT interleaved/folded (shapes in the module docstring)."""
-
-    w13: torch.Tensor
-    w13_scale: torch.Tensor
-    w13_bias: Optional[torch.Tensor]
-    w2: torch.Tensor
-    w2_scale: torch.Tensor
-    w2_bias: Optional[torch.Tensor]
-    hidden_size: int
-    intermediate_size: int  # the (per-TP-rank) unpadded intermediate width
-    num_experts_total: int
-    expert_offset: int = 0
-    shard: ShardSpec = dataclasses.field(default_factory=ShardSpec)
-
-    @property
-    def num_local_experts(self) -> int:
-        return self.w13.shape[0]
-
-    @property
-    def padded_hidden(self) -> int:
-        return self.w13.shape[2] * 2
-
-    @property
-    def padded_intermediate(self) -> int:
-        return self.w2.shape[2] * 2
-
-
-@dataclass
-class PreparedMoE(LogicalMoE):
-    """Physical tensors for ``cutlass_fused_moe`` plus the per-expert SwiGLU parameters (fp32 [E_local])."""
-
-    swiglu_alpha: Optional[torch.Tensor] = None
-    swiglu_beta: Optional[torch.Tensor] = None
-    swiglu_limit: Optional[torch.Tensor] = None
-
-    def quant_scales(self):
-        """``[w13_scale, w2_scale]`` as the int32 views the kernel's ``quant_scales`` expects."""
-        return [self.w13_scale.view(torch.int32), self.w2_scale.view(torch.int32)]
-
-    def to(self, device) -> "PreparedMoE":
-        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for k, v in kw.items():
-            if isinstance(v, torch.Tensor):
-                kw[k] = v.to(device)
-        return PreparedMoE(**kw)
-
-    def nbytes(self) -> int:
-        return sum(
-            getattr(self, f.name).numel() * getattr(self, f.name).element_size()
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Named steps (each separately testable)
-# --------------------------------------------------------------------------------------------
-def split_gate_up_rows(t: torch.Tensor, name: str = "gate_up") -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT-OSS interleaved gate/up rows ``[E, 2I, ...]`` (row 2j = gate_j, 2j+1 = up_j) -> (gate, up) ``[E, I, ...]``."""
-    if t.dim() < 2 or t.shape[1] % 2:
-        raise MXFormatError(f"{name} dim 1 = {t.shape[1] if t.dim() > 1 else None} must be even (gate/up rows interleaved)")
-    return t[:, 0::2], t[:, 1::2]
-
-
-def packed_rows(blocks: torch.Tensor) -> torch.Tensor:
-    """GPT-OSS ``*_blocks`` ``[E, rows, K/32, 16]`` -> packed rows ``[E, rows, K/2]`` (a view); 3-D passes."""
-    return blocks.flatten(2) if blocks.dim() == 4 else blocks
-
-
-def merge_gate_up_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`split_gate_up_rows`: (gate, up) ``[E, I, ...]`` -> ``[E, 2I, ...]`` interleaved."""
-    return torch.stack((gate, up), dim=2).flatten(1, 2)
-
-
-def stack_up_gate(up: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """(up, gate) ``[E, I, ...]`` -> ``[E, 2I, ...]`` with halves ``[up ; gate]`` (FlashInfer fc1 order)."""
-    if up.shape != gate.shape:
-        raise MXFormatError(f"up {tuple(up.shape)} and gate {tuple(gate.shape)} must have the same shape")
-    return torch.cat((up, gate), dim=1)
-
-
-def unstack_up_gate(w13: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[E, 2I, ...]`` ``[up ; gate]`` -> (up, gate)."""
-    i = w13.shape[1] // 2
-    return w13[:, :i], w13[:, i:]
-
-
 def pad_dim(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """Zero-pad ``t`` along ``dim`` up to ``size`` (no copy when already that size)."""
     cur = t.shape[dim]
@@ -175,44 +57,9 @@ def pad_scales(s: torch.Tensor, rows: int, k: int) -> torch.Tensor:
     return pad_dim(pad_dim(s, 1, rows), 2, k // MX_BLOCK_SIZE)
 
 
-def to_physical(logical: LogicalMoE) -> dict:
-    """Logical -> physical tensors (interleave weights, fold scales)."""
-    return dict(
-        w13=interleave_weights_sm90(logical.w13),
-        w13_scale=fold_scales_sm90(logical.w13_scale),
-        w2=interleave_weights_sm90(logical.w2),
-        w2_scale=fold_scales_sm90(logical.w2_scale),
-    )
-
-
-def to_logical(prepared: PreparedMoE) -> LogicalMoE:
-    """Exact inverse of the physical stage: PreparedMoE -> LogicalMoE (still padded and kernel-ordered)."""
-    return LogicalMoE(
-        w13=deinterleave_weights_sm90(prepared.w13),
-        w13_scale=unfold_scales_sm90(prepared.w13_scale),
-        w13_bias=prepared.w13_bias,
-        w2=deinterleave_weights_sm90(prepared.w2),
-        w2_scale=unfold_scales_sm90(prepared.w2_scale),
-        w2_bias=prepared.w2_bias,
-        hidden_size=prepared.hidden_size,
-        intermediate_size=prepared.intermediate_size,
-        num_experts_total=prepared.num_experts_total,
-        expert_offset=prepared.expert_offset,
-        shard=prepared.shard,
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------
-def _expect(t: Optional[torch.Tensor], name: str, shape: tuple, dtype: torch.dtype) -> None:
-    if t is None:
-        raise MXFormatError(f"{name} is required (expected {dtype} {shape})")
-    check_dtype(t, dtype, name)
-    if tuple(t.shape) != tuple(shape):
-        raise MXFormatError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-
-
 def _shard_bounds(total: int, parts: int, rank: int, what: str, multiple: int = 1) -> tuple[int, int]:
     if total % parts:
         raise MXFormatError(f"{what} = {total} is not divisible by {parts} ranks")
@@ -236,9 +83,9 @@ def _swiglu_tensors(config: Optional[MoEConfig], e_local: int, alpha, beta, limi
 
 def _finish(
     up_w, gate_w, up_s, gate_s, up_b, gate_b, down_w, down_s, down_b, *, hidden, inter, e_total,
-    e_offset, shard, config, swiglu_alpha, swiglu_beta, swiglu_limit, physical,
-) -> LogicalMoE | PreparedMoE:
-    """Pad, stack [up ; gate], and (optionally) go physical. Inputs are per-rank, unpadded."""
+    e_offset, shard, config, swiglu_alpha, swiglu_beta, swiglu_limit,
+) -> LogicalMoE:
+    """Pad, stack [up ; gate], attach the SwiGLU constants. Inputs are per-rank, unpadded."""
     h_pad, i_pad = round_up(hidden), round_up(inter)
     w13 = stack_up_gate(pad_packed(up_w, i_pad, h_pad), pad_packed(gate_w, i_pad, h_pad))
     s13 = stack_up_gate(pad_scales(up_s, i_pad, h_pad), pad_scales(gate_s, i_pad, h_pad))
@@ -250,15 +97,13 @@ def _finish(
     b2 = None if down_b is None else pad_dim(down_b, 1, h_pad)
     if b2 is not None and shard.tp_rank != 0:
         b2 = torch.zeros_like(b2)  # fc2 bias counted once across TP ranks (rank 0)
-    logical = LogicalMoE(w13.contiguous(), s13.contiguous(), None if b13 is None else b13.contiguous(),
-                         w2.contiguous(), s2.contiguous(), None if b2 is None else b2.contiguous(),
-                         hidden, inter, e_total, e_offset, shard)
-    if not physical:
-        return logical
     a, b, lim = _swiglu_tensors(config, w13.shape[0], swiglu_alpha, swiglu_beta, swiglu_limit, w13.device)
-    kw = {f.name: getattr(logical, f.name) for f in dataclasses.fields(logical)}
-    kw.update(to_physical(logical))
-    return PreparedMoE(**kw, swiglu_alpha=a, swiglu_beta=b, swiglu_limit=lim)
+    return LogicalMoE(
+        w13.contiguous(), s13.contiguous(), None if b13 is None else b13.contiguous(),
+        w2.contiguous(), s2.contiguous(), None if b2 is None else b2.contiguous(),
+        hidden_size=hidden, intermediate_size=inter, num_experts_total=e_total, expert_offset=e_offset,
+        shard=shard, swiglu_alpha=a, swiglu_beta=b, swiglu_limit=lim,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,12 +119,11 @@ def prepare_gpt_oss(
     *,
     config: Optional[MoEConfig] = None,
     shard: Optional[ShardSpec] = None,
-    physical: bool = True,
     swiglu_alpha: Optional[float] = None,
     swiglu_beta: Optional[float] = None,
     swiglu_limit: Optional[float] = None,
-) -> PreparedMoE | LogicalMoE:
-    """GPT-OSS checkpoint tensors (``model.layers.N.mlp.experts.*``) -> :class:`PreparedMoE`.
+) -> LogicalMoE:
+    """GPT-OSS checkpoint tensors (``model.layers.N.mlp.experts.*``) -> :class:`~mxfp4lab.moe_tensors.LogicalMoE`.
 
     Args (checkpoint layout, E experts, H hidden, I intermediate):
         gate_up_blocks: uint8 ``[E, 2I, H/32, 16]`` (or already-flat ``[E, 2I, H/2]``), rows interleaved
@@ -288,7 +132,6 @@ def prepare_gpt_oss(
         down_blocks: uint8 ``[E, H, I/32, 16]``;  down_scales: uint8 ``[E, H, I/32]``;  down_bias: bf16 ``[E, H]``
         config: supplies SwiGLU constants (GPT-OSS: alpha 1.702, beta 1.0, limit 7.0) and checks E/H/I.
         shard: TP/EP slice to prepare (module docstring).
-        physical: False stops at the logical stage (for notebooks and the emulated backend's tests).
     """
     shard = shard or ShardSpec()
     gub, db = packed_rows(gate_up_blocks), packed_rows(down_blocks)
@@ -300,12 +143,12 @@ def prepare_gpt_oss(
     inter, hidden = two_i // 2, hb * 2
     if two_i % 2:
         raise MXFormatError(f"gate_up_proj_blocks rows = {two_i} must be even (gate/up interleaved)")
-    _expect(gate_up_scales, "gate_up_proj_scales", (e, two_i, hidden // MX_BLOCK_SIZE), torch.uint8)
-    _expect(db, "down_proj_blocks", (e, hidden, inter // 2), torch.uint8)
-    _expect(down_scales, "down_proj_scales", (e, hidden, inter // MX_BLOCK_SIZE), torch.uint8)
+    check_tensor(gate_up_scales, "gate_up_proj_scales", (e, two_i, hidden // MX_BLOCK_SIZE), torch.uint8)
+    check_tensor(db, "down_proj_blocks", (e, hidden, inter // 2), torch.uint8)
+    check_tensor(down_scales, "down_proj_scales", (e, hidden, inter // MX_BLOCK_SIZE), torch.uint8)
     if gate_up_bias is not None or down_bias is not None:
-        _expect(gate_up_bias, "gate_up_proj_bias", (e, two_i), torch.bfloat16)
-        _expect(down_bias, "down_proj_bias", (e, hidden), torch.bfloat16)
+        check_tensor(gate_up_bias, "gate_up_proj_bias", (e, two_i), torch.bfloat16)
+        check_tensor(down_bias, "down_proj_bias", (e, hidden), torch.bfloat16)
     _check_config(config, e, hidden, inter, "GPT-OSS layer")
     check_scales_finite(gate_up_scales, "gate_up_proj_scales")
     check_scales_finite(down_scales, "down_proj_scales")
@@ -323,7 +166,7 @@ def prepare_gpt_oss(
         db[e0:e1, :, i0 // 2 : i1 // 2], down_scales[e0:e1, :, i0 // MX_BLOCK_SIZE : i1 // MX_BLOCK_SIZE],
         None if down_bias is None else down_bias[e0:e1],
         hidden=hidden, inter=i1 - i0, e_total=e, e_offset=e0, shard=shard, config=config,
-        swiglu_alpha=swiglu_alpha, swiglu_beta=swiglu_beta, swiglu_limit=swiglu_limit, physical=physical,
+        swiglu_alpha=swiglu_alpha, swiglu_beta=swiglu_beta, swiglu_limit=swiglu_limit,
     )
 
 
@@ -337,12 +180,11 @@ def prepare_dsv4(
     *,
     config: Optional[MoEConfig] = None,
     shard: Optional[ShardSpec] = None,
-    physical: bool = True,
     swiglu_alpha: Optional[float] = None,
     swiglu_beta: Optional[float] = None,
     swiglu_limit: Optional[float] = None,
-) -> PreparedMoE | LogicalMoE:
-    """DeepSeek-V4 experts (``layers.L.ffn.experts.i.{w1,w3,w2}``, stacked over i) -> :class:`PreparedMoE`.
+) -> LogicalMoE:
+    """DeepSeek-V4 experts (``layers.L.ffn.experts.i.{w1,w3,w2}``, stacked over i) -> :class:`~mxfp4lab.moe_tensors.LogicalMoE`.
 
     Args: ``w1`` (gate) and ``w3`` (up) uint8 ``[E, I, H/2]`` with E8M0 scales ``[E, I, H/32]``;
     ``w2`` (down) uint8 ``[E, H, I/2]`` with scales ``[E, H, I/32]``. No biases. SwiGLU for the kernel:
@@ -355,11 +197,11 @@ def prepare_dsv4(
         raise MXFormatError(f"w1.weight must be [E, I, H/2] (stacked experts), got {tuple(w1.shape)}")
     e, inter, hb = w1.shape
     hidden = hb * 2
-    _expect(w3, "w3.weight", (e, inter, hb), torch.uint8)
-    _expect(w2, "w2.weight", (e, hidden, inter // 2), torch.uint8)
-    _expect(w1_scale, "w1.scale", (e, inter, hidden // MX_BLOCK_SIZE), torch.uint8)
-    _expect(w3_scale, "w3.scale", (e, inter, hidden // MX_BLOCK_SIZE), torch.uint8)
-    _expect(w2_scale, "w2.scale", (e, hidden, inter // MX_BLOCK_SIZE), torch.uint8)
+    check_tensor(w3, "w3.weight", (e, inter, hb), torch.uint8)
+    check_tensor(w2, "w2.weight", (e, hidden, inter // 2), torch.uint8)
+    check_tensor(w1_scale, "w1.scale", (e, inter, hidden // MX_BLOCK_SIZE), torch.uint8)
+    check_tensor(w3_scale, "w3.scale", (e, inter, hidden // MX_BLOCK_SIZE), torch.uint8)
+    check_tensor(w2_scale, "w2.scale", (e, hidden, inter // MX_BLOCK_SIZE), torch.uint8)
     _check_config(config, e, hidden, inter, "DeepSeek-V4 layer")
     for n, s in (("w1.scale", w1_scale), ("w3.scale", w3_scale), ("w2.scale", w2_scale)):
         check_scales_finite(s, n)
@@ -369,7 +211,7 @@ def prepare_dsv4(
         w3[e0:e1, i0:i1], w1[e0:e1, i0:i1], w3_scale[e0:e1, i0:i1], w1_scale[e0:e1, i0:i1], None, None,
         w2[e0:e1, :, i0 // 2 : i1 // 2], w2_scale[e0:e1, :, i0 // MX_BLOCK_SIZE : i1 // MX_BLOCK_SIZE], None,
         hidden=hidden, inter=i1 - i0, e_total=e, e_offset=e0, shard=shard, config=config,
-        swiglu_alpha=swiglu_alpha, swiglu_beta=swiglu_beta, swiglu_limit=swiglu_limit, physical=physical,
+        swiglu_alpha=swiglu_alpha, swiglu_beta=swiglu_beta, swiglu_limit=swiglu_limit,
     )
 
 
@@ -385,7 +227,7 @@ def _check_config(config: Optional[MoEConfig], e: int, hidden: int, inter: int, 
         raise MXFormatError(f"{what} does not match its config ({detail})")
 
 
-def prepare_from_experts(experts, *, config: Optional[MoEConfig] = None, **kw) -> PreparedMoE | LogicalMoE:
+def prepare_from_experts(experts, *, config: Optional[MoEConfig] = None, **kw) -> LogicalMoE:
     """Dispatch on the checkpoint reader's container (``GptOssExperts`` / ``Dsv4Experts``)."""
     if hasattr(experts, "gate_up_blocks"):
         return prepare_gpt_oss(experts.gate_up_blocks, experts.gate_up_scales, experts.gate_up_bias,

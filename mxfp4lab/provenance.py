@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "data" / "results"
 
 
 def _version(mod: str) -> Optional[str]:
@@ -70,7 +68,7 @@ def gpu_info() -> Dict[str, Any]:
 
 
 def provenance(command: Optional[str] = None) -> Dict[str, Any]:
-    """The block every JSON under data/results carries."""
+    """The block every result file carries (:mod:`mxfp4lab.results`)."""
     d = gpu_info()
     d.update(
         cpu=platform.processor() or platform.machine(),
@@ -93,12 +91,3 @@ def _flashinfer_runtime_version() -> Optional[str]:
         return getattr(flashinfer, "__version__", None)
     except Exception:  # noqa: BLE001
         return None
-
-
-def write_result(path: Path | str, payload: Dict[str, Any], command: Optional[str] = None) -> Path:
-    """Write ``payload`` plus a ``provenance`` block as indented JSON; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"provenance": provenance(command), **payload}
-    path.write_text(json.dumps(body, indent=2, default=str) + "\n")
-    return path

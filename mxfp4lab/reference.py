@@ -42,7 +42,7 @@ import torch
 
 from .formats import dequantize_mxfp4, e8m0_bytes
 from .models import MoEConfig
-from .prepare import LogicalMoE, PreparedMoE, packed_rows, split_gate_up_rows, to_logical, unstack_up_gate
+from .moe_tensors import LogicalMoE, packed_rows, split_gate_up_rows, unstack_up_gate
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,10 +117,6 @@ def expert_weights_from_logical(logical: LogicalMoE, dtype=torch.float32) -> Exp
         bd = logical.w2_bias[:, :h].to(dtype)
     return ExpertWeights(gate, up, down, bg, bu, bd, logical.expert_offset, logical.num_experts_total)
 
-
-def expert_weights_from_prepared(prepared: PreparedMoE, dtype=torch.float32) -> ExpertWeights:
-    """Undo the SM90 physical layout (deinterleave, unfold), then as :func:`expert_weights_from_logical`."""
-    return expert_weights_from_logical(to_logical(prepared), dtype)
 
 
 # --------------------------------------------------------------------------------------------

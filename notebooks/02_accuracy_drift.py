@@ -150,7 +150,7 @@ plt.show()
 # reference) must equal the kernel-faithful reference exactly: that proves the preparation.
 
 # %%
-backends = ["emulated_sm90", "emulated_sm90:fp32"] + (["flashinfer_sm90"] if fi_ok else [])
+backends = ["emulated_sm90", ex.EMULATED_FP32] + (["flashinfer_sm90"] if fi_ok else [])
 layers = {}
 for c in small:
     layers[c.name] = ex.accuracy_layer(c, rules, dists, clamp=(True, False), m=m, backends=backends, seed=seed,

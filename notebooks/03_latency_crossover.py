@@ -26,13 +26,13 @@
 # (`mxfp4lab.dispatch.Dispatch`), and the original claim (FACTS.md: Marlin 12-15% faster at M <= 64,
 # a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
-# On a CPU this notebook READS a recorded sweep: `data/results/latency_h100.json`, or where that does not
-# exist yet `latency_h200.json` (written by `python -m mxfp4lab.bench.moe`); every plot says which GPU,
-# date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
+# On a CPU this notebook READS a recorded sweep: `data/results/latency/h100.json`, or where that does not
+# exist yet `latency/h200.json` (written by `python -m mxfp4lab.bench.moe`, read through `mxfp4lab.results`);
+# every plot says which GPU, date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
 # `mxfp4lab.bench.moe.sweep` itself.
 
 # %% tags=["parameters"]
-results_file = None  # recorded sweep JSON; None reads data/results/latency_h100.json
+results_file = None  # recorded sweep JSON; None reads data/results/latency/h100.json
 measure = False  # True on an H100: measure with mxfp4lab.bench.moe.sweep instead of reading the file
 backends = ["flashinfer_sm90", "marlin_mxfp4", "triton_w4a16", "torch_naive"]  # backends to measure (measure only)
 shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes
@@ -60,7 +60,7 @@ if recorded:
 else:
     print(f"NOTE: no recorded H100 latency results yet (looked for {df.attrs.get('path')}).\n"
           "Showing the roofline floor only. Record them on an H100 with\n"
-          "  python -m mxfp4lab.bench.moe --out data/results/latency_h100.json")
+          "  python -m mxfp4lab.bench.moe   (writes data/results/latency/<gpu>.json)")
 
 # %% [markdown]
 # ## 1. Latency vs M against the roofline floor

@@ -40,9 +40,9 @@ def test_summary_of_the_recorded_sweep(tmp_path):
     out = tmp_path / "summary.json"
     assert S.main(["--results", str(src), "--out", str(out)]) == 0
     d = json.loads(out.read_text())
-    assert d["benchmark"] == "latency_summary" and d["sweep_provenance"]["gpu"]
+    assert d["kind"] == "latency_summary" and d["sweep_provenance"]["gpu"]
     # every (shape, M) row's best is the argmin of its backends
-    for r in d["table"]:
+    for r in d["rows"]:
         times = {b: r[b] for b in (S.FI, S.MARLIN, S.TRITON) if r.get(b) is not None}
         assert r["best"] == min(times, key=times.get)
     # a crossover lies between the M values where the faster backend changes

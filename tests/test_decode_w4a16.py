@@ -130,15 +130,12 @@ def test_shape_rules_are_named():
         L.tile_words(p, s)
 
 
-def _decode_layout(small_layer, tp=None):
+def _decode_layout(small_layer):
     from mxfp4lab.kernels.decode_w4a16 import DecodeLayout
-    from mxfp4lab.prepare import prepare_from_experts, to_logical
+    from mxfp4lab.prepare import prepare_from_experts
 
     cfg, experts = small_layer
-    prepared = prepare_from_experts(experts, config=cfg)
-    logical = to_logical(prepared)
-    for f in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
-        setattr(logical, f, getattr(prepared, f))
+    logical = prepare_from_experts(experts, config=cfg)
     return cfg, logical, DecodeLayout.from_logical(logical)
 
 

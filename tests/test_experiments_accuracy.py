@@ -99,7 +99,7 @@ def layer(request):
 
 def test_layer_columns_and_paths(layer):
     assert {"model", "dist", "clamp", "limit", "rule", "path", "reference", "rel_err", "clamped_frac"} <= set(layer.columns)
-    assert set(layer.path) == {"origin kernel", "mxfp4 fp32", "mxfp4 kernel", "emulated_sm90", "emulated_sm90:fp32"}
+    assert set(layer.path) == {"origin kernel", "mxfp4 fp32", "mxfp4 kernel", "emulated_sm90", "emulated_sm90 mode=fp32"}
     assert set(layer.clamp) == {True, False}
     assert layer[~layer.clamp].limit.isna().all() and layer[layer.clamp].limit.notna().all()
     assert layer.rel_err.map(math.isfinite).all()
@@ -108,7 +108,7 @@ def test_layer_columns_and_paths(layer):
 def test_layer_emulation_is_exact_and_references_ordered(layer):
     sel = lambda p, r: layer[(layer.path == p) & (layer.reference == r)].rel_err  # noqa: E731
     assert (sel("emulated_sm90", "mxfp4 kernel") == 0).all()  # the prepared tensors hold exactly the weights
-    assert sel("emulated_sm90:fp32", "mxfp4 kernel").max() < 0.02  # bf16 roundings only
+    assert sel("emulated_sm90 mode=fp32", "mxfp4 kernel").max() < 0.02  # bf16 roundings only
     assert sel("mxfp4 kernel", "mxfp4 fp32").max() < 0.02
     assert sel("origin kernel", "origin fp32").max() < 0.02
     quant_err = sel("mxfp4 fp32", "origin fp32")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mxfp4lab import experiments as ex
+from mxfp4lab import results
 
 MS = [1, 4, 16, 64, 256, 1024, 4096]
 M_CROSS = 300.0  # flashinfer / marlin cross here (not a recorded M)
@@ -45,12 +46,10 @@ def synthetic_df(**kw):
 
 
 def write_results(path, rows, prov=None):
-    path.write_text(json.dumps({"provenance": prov or {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-11-27T10:00:00+00:00",
-                                                      "mxfp4lab_commit": "abcdef0123456789"},
-                                "benchmark": "moe_latency", "ceilings": {"copy_bytes_per_s": 3e12,
-                                                                         "bf16_flops_per_s": 8e14},
-                                "rows": rows}))
-    return path
+    prov = prov or {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-11-27T10:00:00+00:00",
+                    "mxfp4lab_commit": "abcdef0123456789"}
+    return results.write(path, "latency_sweep", rows, prov=prov,
+                         ceilings={"copy_bytes_per_s": 3e12, "bf16_flops_per_s": 8e14})
 
 
 def test_crossover_is_exact_for_power_laws():

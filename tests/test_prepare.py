@@ -1,17 +1,26 @@
-"""Checkpoint -> prepared SM90 tensors: each step, both models, TP/EP shards, bad inputs."""
+"""Checkpoint -> logical MoE tensors (and the SM90 layout derived from them): each step, both models,
+TP/EP shards, bad inputs."""
 
 import pytest
 import torch
-
 from conftest import DSV4_SMALL, GPT_OSS_SMALL, tokens
+
 from mxfp4lab import prepare as P
 from mxfp4lab.backends import get_backend
 from mxfp4lab.formats import MXFormatError
-from mxfp4lab.layout import fold_scales_sm90, interleave_weights_sm90
+from mxfp4lab.layout import fold_scales_sm90, from_sm90, interleave_weights_sm90, to_sm90
+from mxfp4lab.moe_tensors import (
+    LogicalMoE,
+    ShardSpec,
+    merge_gate_up_rows,
+    split_gate_up_rows,
+    stack_up_gate,
+    unstack_up_gate,
+)
 from mxfp4lab.reference import (
     expert_weights_from_dsv4,
     expert_weights_from_gpt_oss,
-    expert_weights_from_prepared,
+    expert_weights_from_logical,
     moe_reference,
 )
 
@@ -24,13 +33,17 @@ def direct_weights(cfg, ex, dtype=torch.float32):
 def test_prepared_shapes_and_dtypes(small_layer):
     cfg, ex = small_layer
     p = P.prepare_from_experts(ex, config=cfg)
+    assert isinstance(p, LogicalMoE)
     e, hp, ip = cfg.num_experts, P.round_up(cfg.hidden_size), P.round_up(cfg.intermediate_size)
     assert (p.padded_hidden, p.padded_intermediate) == (hp, ip)
     assert p.w13.shape == (e, 2 * ip, hp // 2) and p.w13.dtype == torch.uint8
     assert p.w2.shape == (e, hp, ip // 2)
-    assert p.w13_scale.shape == (e, 2 * ip // 64, hp // 128, 16, 16) and p.w13_scale.dtype == torch.uint8
-    assert p.w2_scale.shape == (e, hp // 64, ip // 128, 16, 16)
-    q = p.quant_scales()
+    assert p.w13_scale.shape == (e, 2 * ip, hp // 32) and p.w13_scale.dtype == torch.uint8
+    assert p.w2_scale.shape == (e, hp, ip // 32)
+    sm = to_sm90(p)
+    assert sm.w13_scale.shape == (e, 2 * ip // 64, hp // 128, 16, 16) and sm.w13_scale.dtype == torch.uint8
+    assert sm.w2_scale.shape == (e, hp // 64, ip // 128, 16, 16)
+    q = sm.quant_scales()
     assert q[0].dtype == torch.int32 and q[0].shape == (e, 2 * ip // 64, hp // 128, 16, 4)
     for n in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
         t = getattr(p, n)
@@ -43,21 +56,25 @@ def test_prepared_shapes_and_dtypes(small_layer):
         assert p.w13_bias is None and p.w2_bias is None
 
 
-def test_physical_is_interleave_and_fold_of_logical(small_layer):
+def test_sm90_is_interleave_and_fold_of_logical_with_exact_inverse(small_layer):
     cfg, ex = small_layer
-    lg = P.prepare_from_experts(ex, config=cfg, physical=False)
-    ph = P.prepare_from_experts(ex, config=cfg)
+    lg = P.prepare_from_experts(ex, config=cfg)
+    ph = to_sm90(lg)
     assert torch.equal(ph.w13, interleave_weights_sm90(lg.w13))
     assert torch.equal(ph.w2, interleave_weights_sm90(lg.w2))
     assert torch.equal(ph.w13_scale, fold_scales_sm90(lg.w13_scale))
-    back = P.to_logical(ph)
-    for n in ("w13", "w13_scale", "w2", "w2_scale"):
-        assert torch.equal(getattr(back, n), getattr(lg, n)), n
+    back = from_sm90(ph)
+    for n in ("w13", "w13_scale", "w13_bias", "w2", "w2_scale", "w2_bias", "swiglu_alpha", "swiglu_beta",
+              "swiglu_limit"):
+        a, b = getattr(back, n), getattr(lg, n)
+        assert (a is None and b is None) or torch.equal(a, b), n
+    assert (back.hidden_size, back.intermediate_size, back.num_experts_total, back.expert_offset, back.shard) == (
+        lg.hidden_size, lg.intermediate_size, lg.num_experts_total, lg.expert_offset, lg.shard)
 
 
 def test_up_gate_order_and_zero_padding(small_layer):
     cfg, ex = small_layer
-    lg = P.prepare_from_experts(ex, config=cfg, physical=False)
+    lg = P.prepare_from_experts(ex, config=cfg)
     i, ip, h = cfg.intermediate_size, lg.padded_intermediate, cfg.hidden_size
     if cfg.checkpoint_format == "gpt_oss":
         gate_ck, up_ck = ex.gate_up_blocks.flatten(2)[:, 0::2], ex.gate_up_blocks.flatten(2)[:, 1::2]
@@ -74,20 +91,20 @@ def test_up_gate_order_and_zero_padding(small_layer):
 
 def test_gate_up_split_merge_inverse():
     t = torch.arange(2 * 3 * 10).reshape(2, 10, 3)
-    g, u = P.split_gate_up_rows(t)
+    g, u = split_gate_up_rows(t)
     assert torch.equal(g[:, 1], t[:, 2]) and torch.equal(u[:, 1], t[:, 3])
-    assert torch.equal(P.merge_gate_up_rows(g, u), t)
-    up, gate = P.unstack_up_gate(P.stack_up_gate(u, g))
+    assert torch.equal(merge_gate_up_rows(g, u), t)
+    up, gate = unstack_up_gate(stack_up_gate(u, g))
     assert torch.equal(up, u) and torch.equal(gate, g)
 
 
 @pytest.mark.parametrize("mode", ["fp32", "kernel"])
 def test_emulated_equals_reference_bit_exact(small_layer, mode):
-    """checkpoint -> prepared (interleaved, folded, padded) -> emulated == reference on the checkpoint."""
+    """checkpoint -> logical (reordered, padded) -> emulated == reference on the checkpoint."""
     cfg, ex = small_layer
     p = P.prepare_from_experts(ex, config=cfg)
     direct = direct_weights(cfg, ex)
-    emul_w = expert_weights_from_prepared(p)
+    emul_w = expert_weights_from_logical(p)
     for n in ("w_gate", "w_up", "w_down", "b_gate", "b_up", "b_down"):
         a, b = getattr(direct, n), getattr(emul_w, n)
         assert (a is None and b is None) or torch.equal(a, b), n
@@ -108,10 +125,10 @@ def test_tp_shards_sum_to_unsharded(small_layer, tp):
     full = moe_reference(x, ids, w, direct_weights(cfg, ex, torch.float64), dtype=torch.float64, **cfg.swiglu_kwargs)
     total = torch.zeros_like(full)
     for r in range(tp):
-        p = P.prepare_from_experts(ex, config=cfg, shard=P.ShardSpec(tp_size=tp, tp_rank=r))
+        p = P.prepare_from_experts(ex, config=cfg, shard=ShardSpec(tp_size=tp, tp_rank=r))
         assert p.intermediate_size == cfg.intermediate_size // tp
         assert p.padded_intermediate == P.round_up(cfg.intermediate_size // tp)
-        part = moe_reference(x, ids, w, expert_weights_from_prepared(p, torch.float64), dtype=torch.float64,
+        part = moe_reference(x, ids, w, expert_weights_from_logical(p, torch.float64), dtype=torch.float64,
                              **cfg.swiglu_kwargs)
         total += part
     # fp64 sums in a different order: agreement to ~1e-15 relative; 1e-12 leaves room, a wrong shard is O(1)
@@ -126,9 +143,9 @@ def test_ep_shards_sum_to_unsharded(small_layer, ep):
     total = torch.zeros_like(full)
     per = cfg.num_experts // ep
     for r in range(ep):
-        p = P.prepare_from_experts(ex, config=cfg, shard=P.ShardSpec(ep_size=ep, ep_rank=r))
+        p = P.prepare_from_experts(ex, config=cfg, shard=ShardSpec(ep_size=ep, ep_rank=r))
         assert p.num_local_experts == per and p.expert_offset == r * per
-        total += moe_reference(x, ids, w, expert_weights_from_prepared(p, torch.float64), dtype=torch.float64,
+        total += moe_reference(x, ids, w, expert_weights_from_logical(p, torch.float64), dtype=torch.float64,
                                **cfg.swiglu_kwargs)
     # fp64, different summation grouping over the k experts of a token
     assert ((total - full).norm() / full.norm()).item() < 1e-12
@@ -139,8 +156,8 @@ def test_tp_rank_nonzero_drops_fc2_bias():
     e, h, i = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size
     args = _gpt_oss_zero_args(e, h, i)
     args["down_bias"] = torch.ones(e, h, dtype=torch.bfloat16)
-    p1 = P.prepare_gpt_oss(**args, config=cfg, shard=P.ShardSpec(tp_size=2, tp_rank=1))
-    p0 = P.prepare_gpt_oss(**args, config=cfg, shard=P.ShardSpec(tp_size=2, tp_rank=0))
+    p1 = P.prepare_gpt_oss(**args, config=cfg, shard=ShardSpec(tp_size=2, tp_rank=1))
+    p0 = P.prepare_gpt_oss(**args, config=cfg, shard=ShardSpec(tp_size=2, tp_rank=0))
     assert p1.w2_bias.eq(0).all() and p0.w2_bias[:, :h].eq(1).all()
 
 
@@ -184,11 +201,11 @@ def test_bad_shards():
     cfg = GPT_OSS_SMALL
     args = _gpt_oss_zero_args(cfg.num_experts, cfg.hidden_size, cfg.intermediate_size)
     with pytest.raises(MXFormatError, match="multiple of 32"):
-        P.prepare_gpt_oss(**args, shard=P.ShardSpec(tp_size=4))  # 192 / 4 = 48
+        P.prepare_gpt_oss(**args, shard=ShardSpec(tp_size=4))  # 192 / 4 = 48
     with pytest.raises(MXFormatError, match="num_experts = 6 is not divisible by 4"):
-        P.prepare_gpt_oss(**args, shard=P.ShardSpec(ep_size=4))
+        P.prepare_gpt_oss(**args, shard=ShardSpec(ep_size=4))
     with pytest.raises(ValueError, match="tp_rank"):
-        P.ShardSpec(tp_size=2, tp_rank=2)
+        ShardSpec(tp_size=2, tp_rank=2)
 
 
 def test_dsv4_bad_inputs():

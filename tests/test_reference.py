@@ -6,7 +6,7 @@ import torch
 from conftest import DSV4_SMALL, GPT_OSS_SMALL, tokens
 from mxfp4lab import prepare as P
 from mxfp4lab.backends import BackendUnavailable, get_backend
-from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error, route, swiglu
+from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error, route, swiglu
 
 
 def test_gpt_oss_routing_softmax_over_topk():
@@ -40,7 +40,7 @@ def test_swiglu_clamps_like_the_kernel():
 def test_kernel_mode_close_to_fp32(small_layer):
     cfg, ex = small_layer
     p = P.prepare_from_experts(ex, config=cfg)
-    ew = expert_weights_from_prepared(p)
+    ew = expert_weights_from_logical(p)
     x, ids, w = tokens(cfg)
     kw = cfg.swiglu_kwargs
     fp32 = moe_reference(x, ids, w, ew, **kw)

@@ -77,8 +77,9 @@ def _run_case(kind, shard, ms, seed):
     from mxfp4lab.backends import get_backend
     from mxfp4lab.bench.moe import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
-    from mxfp4lab.prepare import ShardSpec, prepare_from_experts
-    from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
+    from mxfp4lab.moe_tensors import ShardSpec
+    from mxfp4lab.prepare import prepare_from_experts
+    from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
 
     kind, _, variant = kind.partition("+")
     cfg = _config(kind)
@@ -91,7 +92,7 @@ def _run_case(kind, shard, ms, seed):
         return {"error": f"backend unavailable: {why}"}
     be = cls(prepared, cfg)
     be.scratch_fill = float("nan")  # poison the intermediates too
-    ref_w = expert_weights_from_prepared(prepared)
+    ref_w = expert_weights_from_logical(prepared)
     rows = []
     for m in ms:
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + m)[0]
@@ -119,12 +120,12 @@ def _run_gpu_tile_configs(seed):
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.models import GPT_OSS_20B
     from mxfp4lab.prepare import prepare_from_experts
-    from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error
+    from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
 
     cfg = GPT_OSS_20B.scaled(hidden=256, intermediate=256, experts=4, top_k=2)
     prepared = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg)
     be = get_backend("triton_w4a16")(prepared, cfg)
-    ref_w = expert_weights_from_prepared(prepared)
+    ref_w = expert_weights_from_logical(prepared)
     rows = []
     # one run per tile shape and structure (the interpreter ignores num_warps / num_stages and runs dequant 0
     # for 0-2, the swap-AB structure with the plain-Triton decode (4) for 3)

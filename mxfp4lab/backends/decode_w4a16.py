@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import MoEBackend, register
+from .base import MoEBackend
 
 #: M upper bound of a bucket -> launch candidates (token groups G; first = default)
 CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2), 64: (1, 2, 4), 512: (2, 4, 1), 1 << 62: (4, 2)}
@@ -25,21 +25,17 @@ def bucket_of(m: int) -> int:
     return next(b for b in sorted(CANDIDATES) if m <= b)
 
 
-@register
 class DecodeW4A16(MoEBackend):
     name = "decode_w4a16"
     graph_capturable = True
+    gpu_only = True
 
-    def __init__(self, prepared, config=None, *, device=None):
-        super().__init__(prepared, config)
+    def __init__(self, moe, config=None, *, device=None):
+        super().__init__(moe, config)
         from ..kernels import decode_w4a16 as k
-        from ..prepare import to_logical
 
         self._k = k
-        logical = to_logical(prepared)  # the one place this backend reads the prepared tensors
-        for f in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
-            setattr(logical, f, getattr(prepared, f))
-        self.layout = k.DecodeLayout.from_logical(logical, device=device or prepared.w13.device)
+        self.layout = k.DecodeLayout.from_logical(moe, device=device or moe.w13.device)
         self.chosen: dict[int, int] = {}
         self.tune_log: list[str] = []
         self.workspace_fill = None

@@ -1,9 +1,10 @@
 """FlashInfer's SM90 mixed-input (W4A16 MXFP4) fused MoE: ``flashinfer.fused_moe.cutlass_fused_moe``
 with ``use_w4_group_scaling=True`` (FlashInfer >= 0.6.11, PR #3084), on H100/H200.
 
-The input is zero-padded from H to H_pad (the prepared weights' K) and the ``[M, H_pad]`` output is
-trimmed back to H. SwiGLU alpha/beta/limit go in as fp32 ``[E_local]`` tensors; TP/EP ranks as given
-by the prepared shard. Before the first call, :func:`mxfp4lab.build.install` makes FlashInfer load the
+Layout: the logical tensors go to the GPU and through :func:`mxfp4lab.layout.sm90_moe.to_sm90` (weight
+interleave, scale fold) once, in ``__init__``. The input is zero-padded from H to H_pad (the weights' K)
+and the ``[M, H_pad]`` output is trimmed back to H. SwiGLU alpha/beta/limit go in as fp32 ``[E_local]``
+tensors; TP/EP ranks as given by the logical tensors' shard. Before the first call, :func:`mxfp4lab.build.install` makes FlashInfer load the
 W4A16-only module (minutes to build once, then cached) instead of the hour-long stock ``fused_moe_90``.
 """
 
@@ -15,7 +16,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .base import BackendUnavailable, MoEBackend, register
+from ..layout.sm90_moe import to_sm90
+from .base import BackendUnavailable, MoEBackend
 
 
 def sm90_available() -> Tuple[bool, str]:
@@ -47,13 +49,16 @@ def autotuner_choices() -> list:
         return []
 
 
-@register
 class FlashInferSM90(MoEBackend):
-    name = "flashinfer_sm90"
+    """Options: ``use_fused_finalize`` (FlashInfer's own default when None), ``install_build`` (hook the
+    W4A16-only build first), ``tune_max_num_tokens``, ``auto_tune`` (tune each token bucket on first use)."""
 
-    def __init__(self, prepared, config=None, *, use_fused_finalize: Optional[bool] = None,
+    name = "flashinfer_sm90"
+    gpu_only = True
+
+    def __init__(self, moe, config=None, *, use_fused_finalize: Optional[bool] = None,
                  install_build: bool = True, tune_max_num_tokens: int = 8192, auto_tune: bool = True):
-        super().__init__(prepared, config)
+        super().__init__(moe, config)
         if install_build:
             try:
                 from .. import build
@@ -63,7 +68,7 @@ class FlashInferSM90(MoEBackend):
         from flashinfer.fused_moe import cutlass_fused_moe
 
         self._fn = cutlass_fused_moe
-        self.p = prepared.to("cuda")
+        self.p = to_sm90(moe.to("cuda"))
         self.quant_scales = self.p.quant_scales()
         self.kw = {}
         if use_fused_finalize is not None:

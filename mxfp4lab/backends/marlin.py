@@ -21,8 +21,8 @@ here; no vLLM Python is imported or copied):
 All five are timed (the bench times ``forward``). Nothing syncs with the host: buffer sizes depend on
 M, k and E only, so the whole forward is CUDA-graph capturable (vLLM captures it too).
 
-Weights (once, in ``__init__``, on the GPU): :func:`mxfp4lab.prepare.to_logical` gives packed FP4
-``w13 [E, 2*I_pad, H_pad/2]`` with halves ``[up ; gate]``; the halves are swapped to ``[gate ; up]``
+Weights (once, in ``__init__``, on the GPU): the logical tensors (:class:`~mxfp4lab.moe_tensors.LogicalMoE`)
+hold packed FP4 ``w13 [E, 2*I_pad, H_pad/2]`` with halves ``[up ; gate]``; the halves are swapped to ``[gate ; up]``
 (Marlin/vLLM order, :func:`swap_halves`), and every expert's ``[N, K/2]`` bytes are repacked into
 Marlin tiles by :func:`marlin_repack_fp4` (a torch re-implementation of what
 ``torch.ops._C.gptq_marlin_repack`` produces for 4-bit weights; checked against vLLM's pure-Python
@@ -50,8 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..formats import unpack_fp4
-from ..prepare import to_logical
-from .base import BackendUnavailable, MoEBackend, register
+from .base import BackendUnavailable, MoEBackend
 
 #: ``vllm.scalar_type.scalar_types.float4_e2m1f.id`` (vLLM 0.22-0.27: exponent 2, mantissa 1, signed,
 #: finite values only, no NaN): the ``b_type_id`` argument of ``moe_wna16_marlin_gemm``.
@@ -265,14 +264,14 @@ def load_ops() -> tuple[bool, str]:
 # --------------------------------------------------------------------------------------------
 # Backend
 # --------------------------------------------------------------------------------------------
-@register
 class MarlinMXFP4(MoEBackend):
     name = "marlin_mxfp4"
+    gpu_only = True
     graph_capturable = True  # align + 2 GEMMs + Triton activation + sum: no host syncs
 
-    def __init__(self, prepared, config=None, *, torch_activation: bool = False):
-        super().__init__(prepared, config)
-        lg = to_logical(prepared.to("cuda"))
+    def __init__(self, moe, config=None, *, torch_activation: bool = False):
+        super().__init__(moe, config)
+        lg = moe.to("cuda")
         self.h, self.h_pad, self.i_pad = lg.hidden_size, lg.padded_hidden, lg.padded_intermediate
         self.e_local, self.e_total, self.offset = lg.num_local_experts, lg.num_experts_total, lg.expert_offset
         self.w13 = marlin_repack_fp4(swap_halves(lg.w13))

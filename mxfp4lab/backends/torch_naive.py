@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import torch
 
-from ..reference import expert_weights_from_prepared, swiglu
-from .base import MoEBackend, register
+from ..reference import expert_weights_from_logical, swiglu
+from .base import MoEBackend
 
 
-@register
 class TorchNaive(MoEBackend):
     name = "torch_naive"
     graph_capturable = False  # per-expert token counts go to the host (.tolist())
 
-    def __init__(self, prepared, config=None, *, device=None):
-        super().__init__(prepared, config)
-        dev = device or prepared.w13.device
-        ew = expert_weights_from_prepared(prepared.to("cpu") if dev != "cpu" else prepared, torch.bfloat16)
+    def __init__(self, moe, config=None, *, device=None):
+        super().__init__(moe, config)
+        dev = device or moe.w13.device
+        ew = expert_weights_from_logical(moe.to("cpu") if dev != "cpu" else moe, torch.bfloat16)
         # [E, 2I, H] with [gate ; up] rows: one GEMM1 per expert
         self.w13 = torch.cat((ew.w_gate, ew.w_up), dim=1).to(dev)
         self.w2 = ew.w_down.to(dev)

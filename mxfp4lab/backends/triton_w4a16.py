@@ -1,8 +1,7 @@
 """mxfp4lab's own Triton W4A16 MXFP4 fused MoE (:mod:`mxfp4lab.kernels.triton_moe`).
 
-Weights: the SM90 physical tensors of :class:`~mxfp4lab.prepare.PreparedMoE` are brought back to the
-logical stage (``to_logical``) and transposed to the Triton layout
-(:mod:`mxfp4lab.layout.triton_w4a16`, pure torch, on the weights' device). Runs on a CUDA GPU
+Weights: the logical tensors (:class:`~mxfp4lab.moe_tensors.LogicalMoE`) are transposed to the Triton
+layout (:mod:`mxfp4lab.layout.triton_w4a16`, pure torch, on the weights' device). Runs on a CUDA GPU
 (written for H100/H200), or on a CPU under Triton's interpreter (``TRITON_INTERPRET=1``, tiny shapes
 only: the CPU test suite).
 
@@ -19,7 +18,7 @@ import os
 
 import torch
 
-from .base import MoEBackend, register
+from .base import MoEBackend
 
 #: M upper bound of each bucket -> candidate tile configs, as tuples
 #: (block_m, block_n1, block_k1, block_n2, block_k2, num_warps, num_stages, dequant); first = default.
@@ -79,18 +78,17 @@ def bucket_of(m: int) -> int:
     return next(b for b in sorted(CONFIG_TABLE) if m <= b)
 
 
-@register
 class TritonW4A16(MoEBackend):
     name = "triton_w4a16"
     graph_capturable = True  # no host synchronisation in forward (fixed worst-case grids)
 
-    def __init__(self, prepared, config=None, *, device=None):
-        super().__init__(prepared, config)
+    def __init__(self, moe, config=None, *, device=None):
+        super().__init__(moe, config)
         from ..kernels import triton_moe
-        from ..layout.triton_w4a16 import triton_layout_from_prepared
+        from ..layout.triton_w4a16 import to_triton_layout
 
         self._k = triton_moe
-        self.layout = triton_layout_from_prepared(prepared.to(device or prepared.w13.device))
+        self.layout = to_triton_layout(moe.to(device or moe.w13.device))
         self.chosen: dict[int, tuple[int, ...]] = {}
         #: tests: fill the intermediate buffers with NaN before each forward
         self.scratch_fill: float | None = None

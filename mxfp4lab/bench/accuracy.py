@@ -4,20 +4,20 @@ Weight level: one expert of each real shape (GPT-OSS-20b, DeepSeek-V4-Flash), fi
 each matrix at full K, quantized with each :class:`mxfp4lab.formats.ScaleRule`; relative Frobenius error
 vs the bf16 origin (``mxfp4lab.experiments.accuracy_quantization``), averaged over models and matrices.
 
-    python -m mxfp4lab.bench.accuracy [--rows 256] [--out data/results/accuracy_cpu.json]
+    python -m mxfp4lab.bench.accuracy [--rows 256] [--out data/results/accuracy/cpu.json]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..provenance import RESULTS_DIR, write_result
+from .. import results
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=256)
-    ap.add_argument("--out", default=str(RESULTS_DIR / "accuracy_cpu.json"))
+    ap.add_argument("--out", default=str(results.result_path("accuracy", "cpu")))
     a = ap.parse_args(argv)
     from .. import experiments as X
 
@@ -25,9 +25,8 @@ def main(argv=None) -> int:
     table = X.accuracy_table(q)
     print("relative error vs bf16 origin (rows: scale rule, columns: weight distribution)")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    path = write_result(a.out, {"benchmark": "accuracy_cpu", "rows_per_matrix": a.rows,
-                                "table_rel_err": {r: table.loc[r].to_dict() for r in table.index},
-                                "points": q.to_dict(orient="records")})
+    path = results.write(a.out, "quantization_error", q.to_dict(orient="records"), rows_per_matrix=a.rows,
+                         table_rel_err={r: table.loc[r].to_dict() for r in table.index})
     print(f"wrote {path}")
     return 0
 

@@ -103,8 +103,7 @@ def _run_target(backend: str, shape: str, m: int, calls: int) -> None:
     from ..prepare import prepare_from_experts
 
     cfg = get_model(shape)
-    prepared = prepare_from_experts(random_layer(cfg), config=cfg)
-    be = get_backend(backend)(prepared, cfg)
+    be = get_backend(backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
     inputs = make_inputs(cfg, m, calls + 1, "uniform", seed=m)
     be.tune(*inputs[0])
     for _ in range(3):
@@ -146,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..bench.moe import make_inputs, random_layer
     from ..models import get_model
     from ..prepare import prepare_from_experts
-    from ..provenance import write_result
+    from ..results import write
 
     cfg = get_model(a.shape)
     be = get_backend(a.backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
@@ -171,7 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "
                   f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  {x['kernel'][:60]}")
         if a.out:
-            write_result(a.out, {"benchmark": "moe_launches", "rows": rows})
+            write(a.out, "moe_launches", rows, partial=True)
+    if a.out:
+        write(a.out, "moe_launches", rows)
     return 0
 
 

@@ -5,7 +5,7 @@ Shape: the real GPT-OSS-120b fc1 tensor, ``[128 experts, 5888 rows (2 x 2944), 1
 (CPU timings: the minimum is the least disturbed run). Goal from the foundation issue: interleave within
 8x of a clone.
 
-    python -m mxfp4lab.bench.layout [--experts 128] [--repeat 3] [--out data/results/layout_cpu.json]
+    python -m mxfp4lab.bench.layout [--experts 128] [--repeat 3] [--out data/results/layout/cpu.json]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import torch
 
 from ..layout import deinterleave_weights_sm90, fold_scales_sm90, interleave_weights_sm90, unfold_scales_sm90
-from ..provenance import RESULTS_DIR, write_result
+from .. import results
 
 
 def _best(fn, repeat: int) -> float:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=5888)
     ap.add_argument("--kbytes", type=int, default=1472)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=str(RESULTS_DIR / "layout_cpu.json"))
+    ap.add_argument("--out", default=str(results.result_path("layout", "cpu")))
     a = ap.parse_args(argv)
     g = torch.Generator().manual_seed(0)
     w = torch.randint(0, 256, (a.experts, a.rows, a.kbytes), dtype=torch.uint8, generator=g)
@@ -60,8 +60,7 @@ def main(argv=None) -> int:
         print(f"{r['op']:28s} {str(tuple(r['shape'])):>20s} {r['seconds']:8.3f} {r['clone_seconds']:8.3f} "
               f"{r['ratio_to_clone']:8.2f} {r['GB_per_s']:6.2f}")
     print(f"torch threads: {torch.get_num_threads()}")
-    path = write_result(a.out, {"benchmark": "layout_cpu", "torch_threads": torch.get_num_threads(),
-                                "repeat": a.repeat, "rows": rows})
+    path = results.write(a.out, "layout_throughput", rows, torch_threads=torch.get_num_threads(), repeat=a.repeat)
     print(f"wrote {path}")
     return 0
 

@@ -2,7 +2,7 @@
 
     python -m mxfp4lab.bench.moe --backends flashinfer_sm90,torch_naive \
         --shapes gpt-oss-20b,gpt-oss-120b,dsv4-flash,seed-bench --m 1,2,4,...,16384 \
-        --routing uniform,skewed --out data/results/latency_h100.json
+        --routing uniform,skewed            # -> data/results/latency/<gpu>.json
 
 Per (shape): one random layer in checkpoint layout is generated ON the GPU (uniform random FP4 codes,
 E8M0 scale bytes in 118..122 as FlashInfer's own test, small bf16 biases for GPT-OSS) and prepared
@@ -27,8 +27,8 @@ import torch
 
 from ..models import STUDY_SHAPES, MoEConfig, get_model
 from ..prepare import prepare_from_experts
-from ..provenance import RESULTS_DIR, write_result
-from ..reference import expert_weights_from_prepared, moe_reference, relative_error, route
+from .. import results
+from ..reference import expert_weights_from_logical, moe_reference, relative_error, route
 from .roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
 
 DEFAULT_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -100,7 +100,7 @@ def sweep(
         layer = random_layer(cfg)
         prepared = prepare_from_experts(layer, config=cfg)
         del layer
-        ref_w = expert_weights_from_prepared(prepared)
+        ref_w = expert_weights_from_logical(prepared)
         log(f"[{shape}] prepared on GPU in {time.perf_counter() - t0:.1f} s "
             f"({prepared.nbytes() / 1e9:.2f} GB)")
         built = {}
@@ -165,13 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rotate", type=int, default=4)
     ap.add_argument("--no-graph", action="store_true")
     ap.add_argument("--check-m", default="1,64,1024", help="M values at which outputs are checked (all: 'all')")
-    ap.add_argument("--out", default=str(RESULTS_DIR / "latency_h100.json"))
+    ap.add_argument("--out", default=None, help="result file (default data/results/latency/<gpu>.json)")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("the latency sweep needs a CUDA GPU; recorded H100 results are in data/results/", file=sys.stderr)
         return 2
     from .harness import measure_ceilings
 
+    out = a.out or results.result_path("latency", results.gpu_slug(torch.cuda.get_device_name()))
     ceil = measure_ceilings()
     print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
@@ -184,8 +185,8 @@ def main(argv=None) -> int:
             from ..backends.flashinfer_sm90 import autotuner_choices
 
             extra["flashinfer_autotuner"] = autotuner_choices()
-        return write_result(a.out, {"benchmark": "moe_latency", "ceilings": ceil, "build_configs": cfgs,
-                                    "complete": done, "rows": rows, **extra})
+        return results.write(out, "latency_sweep", rows, partial=not done, ceilings=ceil, build_configs=cfgs,
+                             complete=done, **extra)
 
     rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
                  a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,

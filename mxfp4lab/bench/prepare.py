@@ -6,7 +6,7 @@ the same to prepare as real weights. Reported: input bytes, output bytes, baseli
 input exists), peak RSS, and the wall time of ``prepare_from_experts`` (pad, [up ; gate], interleave,
 fold, SwiGLU tensors).
 
-    python -m mxfp4lab.bench.prepare [--models gpt-oss-120b,dsv4-flash] [--out data/results/prepare_cpu.json]
+    python -m mxfp4lab.bench.prepare [--models gpt-oss-120b,dsv4-flash] [--out data/results/prepare/cpu.json]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from ..provenance import RESULTS_DIR, write_result
+from .. import results
 
 
 def _child(model: str) -> dict:
@@ -44,7 +44,7 @@ def _child(model: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="gpt-oss-120b,dsv4-flash")
-    ap.add_argument("--out", default=str(RESULTS_DIR / "prepare_cpu.json"))
+    ap.add_argument("--out", default=str(results.result_path("prepare", "cpu")))
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._child:
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['model']:14s} {r['seconds']:8.2f} {r['input_bytes'] / 1e9:7.2f} {r['output_bytes'] / 1e9:7.2f} "
               f"{r['peak_rss_bytes'] / 1e9:12.2f} {r['peak_extra_bytes'] / 1e9:9.2f}")
-    print(f"wrote {write_result(a.out, {'benchmark': 'prepare_cpu', 'rows': rows})}")
+    print(f"wrote {results.write(a.out, 'prepare_cost', rows)}")
     return 0
 
 

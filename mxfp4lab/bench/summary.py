@@ -1,6 +1,6 @@
 """The latency study's conclusions, derived from a recorded sweep (no GPU needed).
 
-    python -m mxfp4lab.bench.summary [--results data/results/latency_h100.json] [--out PATH]
+    python -m mxfp4lab.bench.summary [--results data/results/latency/h100.json] [--out PATH]
 
 Reads the rows :mod:`mxfp4lab.bench.moe` wrote and prints, per shape (uniform routing):
 
@@ -12,8 +12,8 @@ Reads the rows :mod:`mxfp4lab.bench.moe` wrote and prints, per shape (uniform ro
 5. the Triton kernel against issue 6's goals: at M <= 64 within 1.25x of the floor and faster than
    Marlin; at M >= 1024 within 1.2x of FlashInfer.
 
-and writes the same as JSON (default ``data/results/latency_summary_<gpu>.json``), carrying the sweep's
-provenance plus this command.
+and writes the same as a ``latency_summary`` result (default ``data/results/latency_summary/<gpu>.json``,
+rows = the latency table), carrying this command's provenance and the sweep's.
 """
 
 from __future__ import annotations
@@ -77,19 +77,24 @@ def _jsonable(s: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..provenance import write_result
+    from .. import results
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", default=None, help="sweep JSON (default: data/results/latency_h100.json, else h200)")
-    ap.add_argument("--out", default=None, help="summary JSON (default data/results/latency_summary_<gpu>.json)")
+    ap.add_argument("--results", default=None, help="sweep (default: data/results/latency/h100.json, else h200)")
+    ap.add_argument("--out", default=None, help="summary (default data/results/latency_summary/<gpu>.json)")
     a = ap.parse_args(argv)
     s = summarize(a.results)
     _print(s)
     src = Path(s["source"])
-    out = Path(a.out) if a.out else src.with_name(src.name.replace("latency_", "latency_summary_"))
+    out = Path(a.out) if a.out else results.result_path("latency_summary", src.stem)
     payload = _jsonable(s)
     sweep_prov = payload.pop("provenance")
-    path = write_result(out, {"benchmark": "latency_summary", "sweep_provenance": sweep_prov, **payload})
+    table = payload.pop("table")
+    try:
+        payload["source"] = src.resolve().relative_to(results.RESULTS_DIR.resolve()).as_posix()
+    except ValueError:  # a sweep outside data/results: keep its path
+        pass
+    path = results.write(out, "latency_summary", table, sweep_provenance=sweep_prov, **payload)
     print(f"\nwrote {path}")
     return 0
 

@@ -181,9 +181,8 @@ class DecodeLayout:
         def f32(t):
             return None if t is None else t.to(dev, torch.float32).contiguous()
 
-        return cls(w13d, w2d, b13, b2, f32(getattr(logical, "swiglu_alpha", None)),
-                   f32(getattr(logical, "swiglu_beta", None)), f32(getattr(logical, "swiglu_limit", None)),
-                   h, i, logical.num_experts_total, logical.expert_offset)
+        return cls(w13d, w2d, b13, b2, f32(logical.swiglu_alpha), f32(logical.swiglu_beta),
+                   f32(logical.swiglu_limit), h, i, logical.num_experts_total, logical.expert_offset)
 
 
 @dataclass(frozen=True)

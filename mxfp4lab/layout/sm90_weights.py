@@ -43,7 +43,7 @@ from typing import Tuple
 
 import torch
 
-from ..formats import check_dtype, check_multiple, MXFormatError
+from ..formats import MXFormatError, check_dtype, check_multiple
 
 TILE_ROWS = 16  # rows per interleave tile (two 8-row halves)
 TILE_K = 64  # FP4 codes per tile row (= 32 bytes)

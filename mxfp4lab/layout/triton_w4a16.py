@@ -1,6 +1,6 @@
 """Layout of mxfp4lab's own Triton W4A16 MoE kernel (:mod:`mxfp4lab.kernels.triton_moe`) and its inverse.
 
-Same bytes as the logical stage (:class:`mxfp4lab.prepare.LogicalMoE`), transposed so that N (the GEMM
+Same bytes as the logical stage (:class:`mxfp4lab.moe_tensors.LogicalMoE`), transposed so that N (the GEMM
 output axis) is the contiguous one. No nibble or bit is moved inside a byte::
 
     logical (K-major)                          triton (N-major)
@@ -49,12 +49,12 @@ from dataclasses import dataclass
 import torch
 
 from ..formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_multiple
+from ..moe_tensors import LogicalMoE, ShardSpec
 
 __all__ = [
     "TritonW4A16Layout",
     "from_triton_layout",
     "to_triton_layout",
-    "triton_layout_from_prepared",
     "weight_from_triton",
     "weight_to_triton",
 ]
@@ -125,23 +125,11 @@ def weight_from_triton(w: torch.Tensor, s: torch.Tensor, name: str = "w"):
     return w.transpose(1, 2).contiguous(), s.transpose(1, 2).contiguous()
 
 
-def to_triton_layout(logical) -> TritonW4A16Layout:
-    """:class:`~mxfp4lab.prepare.LogicalMoE` -> :class:`TritonW4A16Layout` (pure torch, any device)."""
-    e, rows13, hb = logical.w13.shape
-    if rows13 % 2:
-        raise MXFormatError(f"w13 rows = {rows13} must be even (halves [up ; gate])")
-    i_pad = rows13 // 2
-    if tuple(logical.w2.shape) != (e, hb * 2, i_pad // 2):
-        raise MXFormatError(
-            f"w2 has shape {tuple(logical.w2.shape)}, expected {(e, hb * 2, i_pad // 2)} for w13 {tuple(logical.w13.shape)}"
-        )
+def to_triton_layout(logical: LogicalMoE) -> TritonW4A16Layout:
+    """:class:`~mxfp4lab.moe_tensors.LogicalMoE` -> :class:`TritonW4A16Layout` (pure torch, any device)."""
+    # (a LogicalMoE is checked when made: shapes, dtypes, biases)
     w13, s13 = weight_to_triton(logical.w13, logical.w13_scale, "w13")
     w2, s2 = weight_to_triton(logical.w2, logical.w2_scale, "w2")
-    from ..prepare import _expect  # (prepare imports this package)
-
-    for b, nm, n in ((logical.w13_bias, "w13_bias", rows13), (logical.w2_bias, "w2_bias", hb * 2)):
-        if b is not None:
-            _expect(b, nm, (e, n), torch.bfloat16)
     return TritonW4A16Layout(
         w13, s13, None if logical.w13_bias is None else logical.w13_bias.contiguous(),
         w2, s2, None if logical.w2_bias is None else logical.w2_bias.contiguous(),
@@ -149,19 +137,12 @@ def to_triton_layout(logical) -> TritonW4A16Layout:
     )
 
 
-def from_triton_layout(layout: TritonW4A16Layout, shard=None):
-    """Exact inverse of :func:`to_triton_layout`: -> :class:`~mxfp4lab.prepare.LogicalMoE`."""
-    from ..prepare import LogicalMoE, ShardSpec
-
+def from_triton_layout(layout: TritonW4A16Layout, shard: ShardSpec | None = None) -> LogicalMoE:
+    """Exact inverse of :func:`to_triton_layout` for the tensors it moves: -> :class:`~mxfp4lab.moe_tensors.LogicalMoE`
+    (without SwiGLU parameters: the Triton backend passes those to the kernel itself)."""
     w13, s13 = weight_from_triton(layout.w13, layout.w13_scale, "w13")
     w2, s2 = weight_from_triton(layout.w2, layout.w2_scale, "w2")
     return LogicalMoE(w13, s13, layout.w13_bias, w2, s2, layout.w2_bias, layout.hidden_size,
                       layout.intermediate_size, layout.num_experts_total, layout.expert_offset,
                       shard or ShardSpec())
 
-
-def triton_layout_from_prepared(prepared) -> TritonW4A16Layout:
-    """:class:`~mxfp4lab.prepare.PreparedMoE` (SM90 physical) -> Triton layout, via ``to_logical``."""
-    from ..prepare import to_logical
-
-    return to_triton_layout(to_logical(prepared))

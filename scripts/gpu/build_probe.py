@@ -246,9 +246,10 @@ def main(argv=None) -> int:
             r["aborted"] = r["rc"] < 0
             res["moe_call"] = r
 
-    from mxfp4lab.provenance import write_result
+    from mxfp4lab import results
 
-    write_result(a.out, res)  # with the provenance block (GPU, versions, commit, date, this command)
+    res["run"] = a.configs
+    results.write(a.out, "flashinfer_build", [res])  # with the provenance block (GPU, versions, commit, date, command)
     short = {k: res.get(k) for k in ("build_ok", "cold_build_s", "n_units", "n_instantiations", "library_bytes",
                                       "undefined_tensorrt_llm_symbols")}
     short["warm_load"] = (res.get("warm_load") or {}).get("records")

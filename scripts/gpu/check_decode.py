@@ -3,7 +3,7 @@ reference: every token-group variant, the four study shapes, M = 1..(8192 pairs)
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. Prints a table and writes JSON (with provenance) as it goes.
 
-    python scripts/gpu/check_decode.py --out $OUT/decode_check_h200.json [--shapes ...] [--m ...]
+    python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
 
 from __future__ import annotations
@@ -20,21 +20,15 @@ import torch  # noqa: E402
 from mxfp4lab.bench.moe import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.kernels import decode_w4a16 as dk  # noqa: E402
 from mxfp4lab.models import STUDY_SHAPES, get_model  # noqa: E402
-from mxfp4lab.prepare import ShardSpec, prepare_from_experts, to_logical  # noqa: E402
-from mxfp4lab.provenance import write_result  # noqa: E402
-from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
+from mxfp4lab.prepare import prepare_from_experts  # noqa: E402
+from mxfp4lab import results  # noqa: E402
+from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
 
 #: vs the kernel-faithful reference: the same rounding points; only the fp32 summation order inside the
 #: GEMMs differs (a few bf16 ulps at a few elements); a wrong layout, scale or routing gives O(1)
 TOL = 2e-2
 DEFAULT_M = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-
-
-def layout_for(prepared):
-    logical = to_logical(prepared)
-    for f in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
-        setattr(logical, f, getattr(prepared, f))
-    return dk.DecodeLayout.from_logical(logical)
 
 
 def check_point(layout, ref_w, cfg, inputs, g, label, rows, log):
@@ -75,8 +69,8 @@ def main(argv=None) -> int:
             "library": getattr(lib, "_name", "")}
 
     def save(done=False):
-        write_result(a.out, {**meta, "complete": done, "all_ok": all(r["ok"] for r in rows), "rows": rows,
-                             "wall_s": round(time.time() - t0, 1)})
+        results.write(a.out, "decode_check", rows, partial=not done, **meta, complete=done,
+                      all_ok=all(r["ok"] for r in rows), wall_s=round(time.time() - t0, 1))
 
     ms = [int(v) for v in a.m.split(",")]
     for shape in a.shapes.split(","):
@@ -86,9 +80,9 @@ def main(argv=None) -> int:
         if shape in a.shards.split(","):
             shards += [ShardSpec(tp_size=2, tp_rank=r) for r in (0, 1)] + [ShardSpec(ep_size=2, ep_rank=r) for r in (0, 1)]
         for shard in shards:
-            prepared = prepare_from_experts(layer, config=cfg, shard=shard)
-            layout = layout_for(prepared)
-            ref_w = expert_weights_from_prepared(prepared)
+            logical = prepare_from_experts(layer, config=cfg, shard=shard)
+            layout = dk.DecodeLayout.from_logical(logical)
+            ref_w = expert_weights_from_logical(logical)
             sh = "" if shard == ShardSpec() else f" tp{shard.tp_rank}/{shard.tp_size} ep{shard.ep_rank}/{shard.ep_size}"
             for m in [v for v in (ms if not sh else (1, 7, 64, 512)) if v * cfg.top_k <= dk.MAX_PAIRS]:
                 for routing in ("uniform", "skewed") if m in (8, 64, 512) and not sh else ("uniform",):
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
                     for g in dk.TOKEN_GROUPS:
                         check_point(layout, ref_w, cfg, inputs, g, f"{shape} {routing}{sh}", rows, print)
                 save()
-            del prepared, layout, ref_w
+            del logical, layout, ref_w
             torch.cuda.empty_cache()
         del layer
     save(done=True)

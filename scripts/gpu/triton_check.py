@@ -5,7 +5,7 @@
     python scripts/gpu/triton_check.py all   --out DIR
 
 ``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``bench.moe.random_layer``) prepared like the checkpoints
-(``prepare_from_experts``, SM90 physical) -> the Triton backend (layout via ``to_logical`` + transpose).
+(``prepare_from_experts``, logical tensors) -> the Triton backend (layout: a transpose of those).
 For every M: FRESH random inputs (own seed per (shape, M)); the output buffer is filled with NaN and so
 are the kernels' intermediate buffers (``scratch_fill``), so any element no kernel wrote shows as NaN;
 relative error vs the kernel-faithful reference (``moe_reference(mode="kernel")``, fp32 on the GPU)
@@ -17,8 +17,8 @@ poison must give the same bits (no races, deterministic combine). Pass: no NaN a
 first at --check-m) for the named backends; Triton's ``tune()`` picks the best of each M bucket's
 explicit configs first. Rows carry the roofline floor from the MEASURED copy bandwidth and bf16 rate.
 
-Each stage writes JSON with provenance (``mxfp4lab.provenance.write_result``) as it goes and prints a
-short table last.
+Each stage writes a result file (:mod:`mxfp4lab.results`: ``DIR/triton_check.json`` kind ``triton_check``,
+``DIR/triton_latency.json`` kind ``latency_sweep``) as it goes and prints a short table last.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 from mxfp4lab.bench.moe import CHECK_TOL, make_inputs, random_layer  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.prepare import prepare_from_experts  # noqa: E402
-from mxfp4lab.provenance import write_result  # noqa: E402
-from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error  # noqa: E402
+from mxfp4lab import results  # noqa: E402
+from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
 
 SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 MS = (1, 4, 16, 64, 256, 1024, 4096, 8192)
@@ -54,15 +54,19 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True, dequant=None) -
     """``dequant``: only candidates of these decode paths (None: all)."""
     from mxfp4lab.backends import get_backend
 
-    res = {"benchmark": "triton_w4a16_check", "tol": CHECK_TOL, "rows": [], "complete": False}
+    res = {"tol": CHECK_TOL, "rows": [], "complete": False}
     path = out / "triton_check.json"
+
+    def write_result(p, r, final=False):
+        results.write(p, "triton_check", r["rows"], partial=not final, **{k: v for k, v in r.items() if k != "rows"})
+
     for si, shape in enumerate(shapes):
         cfg = get_model(shape) if isinstance(shape, str) else shape
         shape = cfg.name
         t0 = time.perf_counter()
         try:
             prepared = prepare_from_experts(random_layer(cfg, device=DEVICE, seed=100 + si), config=cfg)
-            ref_w = expert_weights_from_prepared(prepared)
+            ref_w = expert_weights_from_logical(prepared)
             be = get_backend("triton_w4a16")(prepared, cfg)
         except Exception as exc:  # noqa: BLE001
             res["rows"].append({"shape": shape, "error": f"setup: {type(exc).__name__}: {exc}"[:500],
@@ -126,7 +130,7 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True, dequant=None) -
             torch.cuda.empty_cache()
     res["complete"] = True
     res["all_ok"] = all(r.get("ok") for r in res["rows"])
-    write_result(path, res)
+    write_result(path, res, final=True)
     return res
 
 
@@ -146,11 +150,12 @@ def stage_time(out: Path, shapes, ms, backends, reps: int, check_m) -> dict:
     print(f"ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s",
           flush=True)
     path = out / "triton_latency.json"
-    payload = {"benchmark": "moe_latency", "ceilings": ceil, "backends": backends, "complete": False, "rows": []}
+    payload = {"ceilings": ceil, "backends": backends, "complete": False, "rows": []}
 
     def save(rows, done=False):
         payload.update(rows=rows, complete=done)
-        return write_result(path, payload)
+        return results.write(path, "latency_sweep", rows, partial=not done,
+                             **{k: v for k, v in payload.items() if k != "rows"})
 
     rows = sweep(backends, list(shapes), list(ms), ["uniform"], reps=reps, rotate=4, check_m=check_m,
                  ceilings=ceil, on_progress=save, log=lambda s: print(s, flush=True))
@@ -178,7 +183,7 @@ def stage_time(out: Path, shapes, ms, backends, reps: int, check_m) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("stage", choices=("check", "time", "all"))
-    ap.add_argument("--out", default=str(ROOT / "data" / "results"))
+    ap.add_argument("--out", required=True, help="output directory (copy the files into data/results/ to record them)")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--m", default=",".join(map(str, MS)))
     ap.add_argument("--backends", default="triton_w4a16,flashinfer_sm90")

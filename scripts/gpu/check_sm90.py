@@ -1,8 +1,12 @@
-"""Everything mxfp4lab checks on a real H100, in stages that each write JSON (with provenance) as they go.
+"""Everything mxfp4lab checks on a real SM90 GPU (H100/H200), in stages that each write a result file
+(:mod:`mxfp4lab.results` schema, with provenance) as they go.
 
-    python scripts/gpu/h100_check.py golden  --out DIR   # interleave golden bytes + random-shape checks
-    python scripts/gpu/h100_check.py kernel  --out DIR   # FlashInfer SM90 MoE vs references, TP/EP
-    python scripts/gpu/h100_check.py all     --out DIR
+    python scripts/gpu/check_sm90.py golden  --out DIR   # DIR/interleave_check.json (+ DIR/golden/ bytes)
+    python scripts/gpu/check_sm90.py kernel  --out DIR   # DIR/kernel_check.json: FlashInfer SM90 MoE vs
+                                                         #   the references, TP=2 / EP=2 ranks in sequence
+    python scripts/gpu/check_sm90.py all     --out DIR
+
+To record them: copy to ``data/results/interleave_check/<gpu>.json`` / ``kernel_check/<gpu>.json``.
 
 ``golden`` needs only the tiny interleave extension (one small nvcc compile of FlashInfer's own
 ``moe_gemm_mixed_utils.cu``); ``kernel`` needs the W4A16 build (``mxfp4lab build``), and builds it
@@ -24,11 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mxfp4lab import prepare as P  # noqa: E402
+from mxfp4lab import results  # noqa: E402
 from mxfp4lab.bench.moe import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.layout import interleave_weights_sm90  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
-from mxfp4lab.provenance import provenance, write_result  # noqa: E402
-from mxfp4lab.reference import expert_weights_from_prepared, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
+from mxfp4lab.provenance import provenance  # noqa: E402
+from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
 
 GOLDEN_SHAPES = [(1, 16, 32), (2, 48, 96), (3, 128, 160), (1, 256, 1472), (2, 64, 1024)]  # [E, rows, K/2]
 RANDOM_SHAPES = [(1, 16, 32), (5, 80, 64), (2, 144, 224), (7, 32, 320), (3, 2944, 1472), (128, 5888, 1472)]
@@ -114,7 +120,7 @@ def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash")
         cfg = get_model(name)
         layer = random_layer(cfg, seed=7)
         prep = P.prepare_from_experts(layer, config=cfg)
-        ref_w = expert_weights_from_prepared(prep)
+        ref_w = expert_weights_from_logical(prep)
         entry = {"config": {k: getattr(cfg, k) for k in ("hidden_size", "intermediate_size", "num_experts", "top_k",
                                                           "swiglu_alpha", "swiglu_beta", "swiglu_limit")},
                  "padded": [prep.padded_hidden, prep.padded_intermediate], "points": []}
@@ -154,7 +160,7 @@ def _sharding(cfg, seed):
     layer = random_layer(cfg, seed=seed)
     full = P.prepare_from_experts(layer, config=cfg)
     be_full = get_backend("flashinfer_sm90")(full, cfg)
-    ref_w = expert_weights_from_prepared(full)
+    ref_w = expert_weights_from_logical(full)
     out = {}
     for m in (16, 1024):
         x, ids, w = make_inputs(cfg, m, 1, "uniform", seed=m)[0]
@@ -163,7 +169,7 @@ def _sharding(cfg, seed):
         for kind in ("tp", "ep"):
             acc = torch.zeros(m, cfg.hidden_size, dtype=torch.float32, device="cuda")
             for r in range(2):
-                spec = P.ShardSpec(tp_size=2, tp_rank=r) if kind == "tp" else P.ShardSpec(ep_size=2, ep_rank=r)
+                spec = ShardSpec(tp_size=2, tp_rank=r) if kind == "tp" else ShardSpec(ep_size=2, ep_rank=r)
                 shard = P.prepare_from_experts(layer, config=cfg, shard=spec)
                 acc += get_backend("flashinfer_sm90")(shard, cfg)(x, ids, w).float()
                 del shard
@@ -183,26 +189,30 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = "python scripts/gpu/h100_check.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python scripts/gpu/check_sm90.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.stage in ("golden", "all"):
         try:
             r = stage_golden(out)
         except Exception:  # noqa: BLE001
             r = {"error": traceback.format_exc()[-3000:]}
             print(r["error"], flush=True)
-        write_result(out / "h100_golden_check.json", {"check": "sm90_interleave", **r}, command=cmd)
+        rows = [dict(x, inputs="golden") for x in r.pop("golden", [])]
+        rows += [dict(x, inputs="random") for x in r.pop("random", [])]
+        results.write(out / "interleave_check.json", "sm90_interleave_check", rows, command=cmd, **r)
+
+    def save_kernel(res, complete=False):
+        rows = [dict(v, model=name) for name, v in res.get("models", {}).items()]
+        meta = {k: v for k, v in res.items() if k != "models"}
+        results.write(out / "kernel_check.json", "flashinfer_kernel_check", rows, partial=not complete,
+                      command=cmd, complete=complete, **meta)
+
     if a.stage in ("kernel", "all"):
         try:
-            def save(partial):
-                write_result(out / "h100_kernel_check.json",
-                             {"check": "flashinfer_sm90_moe", "complete": False, **partial}, command=cmd)
-
-            r = stage_kernel(out, models=a.models.split(","), save=save)
-            r["complete"] = True
+            r = stage_kernel(out, models=a.models.split(","), save=save_kernel)
         except Exception:  # noqa: BLE001
             r = {"error": traceback.format_exc()[-3000:]}
             print(r["error"], flush=True)
-        write_result(out / "h100_kernel_check.json", {"check": "flashinfer_sm90_moe", **r}, command=cmd)
+        save_kernel(r, complete="error" not in r)
     return 0
 
 

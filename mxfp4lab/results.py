@@ -1,0 +1,268 @@
+"""The one loader and writer of recorded results (``data/results``).
+
+One schema. Every result file is a JSON object with
+
+* ``kind``        what was measured, one of :data:`KINDS` (e.g. ``"latency_sweep"``);
+* ``schema``      :data:`SCHEMA` (bumped when the meaning of a field changes);
+* ``provenance``  machine, versions, commit, date and exact command (:func:`mxfp4lab.provenance.provenance`);
+* ``rows``        a list of flat-ish dicts, one per measured point (a table: ``pandas.DataFrame(rows)``);
+
+plus free metadata (``note``, ``ceilings``, ``parts``, ...). :func:`validate` checks the four.
+
+One naming rule: ``data/results/<study>/<gpu>.json`` (``<gpu>`` = ``h100``, ``h200``, ``cpu``, ...:
+:func:`gpu_slug`). Superseded runs move to ``data/results/archive/<study>/<gpu>-<label>.json``
+(:func:`archive`). ``data/results/index.json`` says what each file is (kind and one sentence); every
+write into a results tree updates it, and a test keeps it equal to the files present.
+
+Writes are atomic: the JSON goes to a temporary file in the same directory, then ``os.replace`` puts
+it in place, so an earlier result is replaced only by a complete write. A run in progress writes
+``<gpu>.partial.json`` beside its target (``partial=True``); the final write removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from .provenance import REPO_ROOT, provenance
+
+PathLike = Union[str, os.PathLike]
+
+SCHEMA = 1
+RESULTS_DIR = REPO_ROOT / "data" / "results"
+ARCHIVE_DIR = "archive"
+INDEX_FILE = "index.json"
+PARTIAL_SUFFIX = ".partial.json"
+
+#: kind -> what a file of that kind holds (the index's default description).
+KINDS: Dict[str, str] = {
+    "latency_sweep": "MoE layer latency per backend x shape x tokens M x routing (CUDA events, median; CUDA "
+                     "graphs where the backend allows), with the roofline floor and an output check before timing",
+    "latency_summary": "the latency study's conclusions derived from a latency sweep: latency table, crossovers, "
+                       "the original claim, dispatch speedups, the Triton kernel against its goals",
+    "quantization_error": "MXFP4 weight error against the bf16 origin per scale rule, weight distribution and "
+                          "matrix (CPU)",
+    "layout_throughput": "CPU time of the SM90 weight interleave and scale fold (and inverses) as a ratio to clone()",
+    "prepare_cost": "wall time and peak memory to prepare one real layer on CPU (checkpoint -> logical tensors)",
+    "flashinfer_build": "cold build of the W4A16-only FlashInfer SM90 module per config set: time, units, "
+                        "library, warm load",
+    "flashinfer_config_sets": "FlashInfer SM90 latency with the compact config set against the stock K-tile-128 set",
+    "sm90_interleave_check": "mxfp4lab's torch SM90 weight interleave against FlashInfer's CUDA interleave, "
+                             "bit for bit",
+    "flashinfer_kernel_check": "FlashInfer's SM90 W4A16 MoE output against the kernel-faithful and fp32 references",
+    "triton_check": "mxfp4lab's Triton MoE kernel per tile candidate: output against the references, "
+                    "poisoned intermediates, determinism",
+    "sharded_check": "tensor / expert parallel MoE across processes against the kernel-faithful model of the "
+                     "sharded run",
+    "decode_check": "mxfp4lab's decode kernel per token-group variant: output against the kernel-faithful "
+                    "reference over shapes, M, routings and TP/EP shards, NaN-filled workspaces, determinism",
+    "moe_launches": "one MoE forward launch by launch: duration and gap (profiler timeline of a CUDA-graph "
+                    "replay) and DRAM bytes read (Nsight Compute)",
+}
+#: Read in this order when a study has several GPUs' files and none is named (the study's target GPU first).
+PREFERRED_GPUS = ("h100", "h200")
+#: The top-level keys every result file has.
+REQUIRED = ("kind", "schema", "provenance", "rows")
+
+_GPU_PATTERNS = (("h200", re.compile(r"\bH200\b", re.I)), ("h100", re.compile(r"\bH100\b", re.I)),
+                 ("h20", re.compile(r"\bH20\b", re.I)), ("gh200", re.compile(r"\bGH200\b", re.I)))
+
+
+class ResultsError(ValueError):
+    """A result file breaks the schema or the naming rule; the message names the file and the rule."""
+
+
+@dataclass
+class Result:
+    """One loaded result file: the four schema fields, the free metadata, and where it came from."""
+
+    kind: str
+    rows: List[Dict[str, Any]]
+    provenance: Dict[str, Any]
+    meta: Dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = None
+
+    def frame(self):
+        """``rows`` as a :class:`pandas.DataFrame`."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Naming
+# --------------------------------------------------------------------------------------------
+def gpu_slug(gpu: Optional[str]) -> str:
+    """A device name (``"NVIDIA H100 80GB HBM3"``) -> its file stem (``"h100"``); None -> ``"cpu"``."""
+    if not gpu:
+        return "cpu"
+    for slug, pat in _GPU_PATTERNS:
+        if pat.search(gpu):
+            return slug
+    return re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_")
+
+
+def result_path(study: str, gpu: str, root: Optional[PathLike] = None) -> Path:
+    """``<root>/<study>/<gpu>.json`` (root: ``data/results``)."""
+    for what, v in (("study", study), ("gpu", gpu)):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", v or ""):
+            raise ResultsError(f"{what} {v!r} must be lower-case letters, digits and '_' (naming rule "
+                               "data/results/<study>/<gpu>.json)")
+    return Path(root or RESULTS_DIR) / study / f"{gpu}.json"
+
+
+def find(study: str, gpus: Sequence[str] = PREFERRED_GPUS, root: Optional[PathLike] = None) -> Optional[Path]:
+    """The first of ``<study>/<gpu>.json`` for ``gpus`` (in order) that exists, or None."""
+    for g in gpus:
+        p = result_path(study, g, root)
+        if p.is_file():
+            return p
+    return None
+
+
+def _tree_root(path: Path) -> Path:
+    """The results root a file ``<root>/<study>/<gpu>.json`` (or ``<root>/archive/<study>/...``) lives in."""
+    root = path.parent.parent
+    return root.parent if root.name == ARCHIVE_DIR else root
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+def validate(doc: Any, where: str = "result") -> None:
+    """The schema of the module docstring; :class:`ResultsError` naming ``where`` and the rule."""
+    if not isinstance(doc, dict):
+        raise ResultsError(f"{where}: a result file holds one JSON object, got {type(doc).__name__}")
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise ResultsError(f"{where}: missing top-level key(s) {missing} (every result has {list(REQUIRED)})")
+    if doc["kind"] not in KINDS:
+        raise ResultsError(f"{where}: kind {doc['kind']!r} is not one of {sorted(KINDS)}")
+    if doc["schema"] != SCHEMA:
+        raise ResultsError(f"{where}: schema {doc['schema']!r}, this mxfp4lab reads schema {SCHEMA}")
+    if not isinstance(doc["provenance"], dict) or not isinstance(doc["rows"], list):
+        raise ResultsError(f"{where}: provenance must be an object and rows a list")
+    bad = [i for i, r in enumerate(doc["rows"]) if not isinstance(r, dict)]
+    if bad:
+        raise ResultsError(f"{where}: rows {bad[:5]} are not objects (each row is one measured point)")
+
+
+def load(path_or_study: Union[PathLike, str], gpu: Optional[str] = None, *, root: Optional[PathLike] = None,
+         kind: Optional[str] = None) -> Result:
+    """Load and validate a result: ``load(path)`` or ``load("latency", "h100")``. ``kind``: also require it."""
+    p = result_path(str(path_or_study), gpu, root) if gpu is not None else Path(path_or_study)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no result file at {p}") from None
+    except ValueError as exc:
+        raise ResultsError(f"{p}: not valid JSON ({exc})") from exc
+    validate(doc, str(p))
+    if kind is not None and doc["kind"] != kind:
+        raise ResultsError(f"{p}: kind {doc['kind']!r}, expected {kind!r}")
+    meta = {k: v for k, v in doc.items() if k not in REQUIRED}
+    return Result(doc["kind"], doc["rows"], doc["provenance"], meta, p)
+
+
+def files(root: Optional[PathLike] = None) -> List[Path]:
+    """Every result file under ``root`` (archive included, partial runs and the index excluded), sorted."""
+    r = Path(root or RESULTS_DIR)
+    return sorted(p for p in r.rglob("*.json") if p.name != INDEX_FILE and not p.name.endswith(PARTIAL_SUFFIX))
+
+
+def read_index(root: Optional[PathLike] = None) -> Dict[str, Dict[str, str]]:
+    """``index.json``: relative path -> ``{"kind", "what"}`` ({} when there is none)."""
+    p = Path(root or RESULTS_DIR) / INDEX_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dump(doc: dict) -> str:
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def write(path: PathLike, kind: str, rows: Iterable[Dict[str, Any]], *, what: Optional[str] = None,
+          command: Optional[str] = None, prov: Optional[Dict[str, Any]] = None, partial: bool = False,
+          **meta) -> Path:
+    """Write one result file atomically and return its path.
+
+    Args:
+        path: the target, normally :func:`result_path` (``data/results/<study>/<gpu>.json``).
+        kind: one of :data:`KINDS`.  rows: the measured points.
+        what: one sentence for the index (default: the kind's description).
+        command: recorded in the provenance (default: this process's command line).
+        prov: a provenance block to keep (e.g. a sweep's, when deriving from it); default: this machine now.
+        partial: write ``<stem>.partial.json`` beside ``path`` instead (a run in progress); a final
+            (``partial=False``) write removes that file.
+        meta: free metadata (``note=...``, ``ceilings=...``), stored at the top level.
+    """
+    path = Path(path)
+    clash = [k for k in REQUIRED if k in meta]
+    if clash:
+        raise ResultsError(f"{path}: {clash} are schema fields, not metadata")
+    doc = {"kind": kind, "schema": SCHEMA, "provenance": prov if prov is not None else provenance(command),
+           "rows": list(rows), **meta}
+    validate(doc, str(path))
+    target = path.with_name(path.stem + PARTIAL_SUFFIX) if partial else path
+    _atomic_write_text(target, _dump(doc))
+    if not partial:
+        path.with_name(path.stem + PARTIAL_SUFFIX).unlink(missing_ok=True)
+        _index_entry(path, kind, what)
+    return target
+
+
+def _index_entry(path: Path, kind: Optional[str], what: Optional[str]) -> None:
+    """Add/refresh (or, with ``kind=None``, drop) ``path``'s entry in its tree's ``index.json``, when the
+    file follows the naming rule inside a tree that has an index (``data/results`` always does)."""
+    root = _tree_root(path)
+    index = root / INDEX_FILE
+    if not (index.is_file() or root.resolve() == RESULTS_DIR.resolve()):
+        return
+    entries = read_index(root)
+    key = path.resolve().relative_to(root.resolve()).as_posix()
+    if kind is None:
+        entries.pop(key, None)
+    else:
+        entries[key] = {"kind": kind, "what": what or entries.get(key, {}).get("what") or KINDS[kind]}
+    _atomic_write_text(index, json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+
+
+def archive(path: PathLike, label: str, *, what: Optional[str] = None) -> Path:
+    """Move ``<root>/<study>/<gpu>.json`` to ``<root>/archive/<study>/<gpu>-<label>.json`` (a superseded
+    run; the index follows). Returns the new path."""
+    src = Path(path)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", label):
+        raise ResultsError(f"archive label {label!r} must be lower-case letters, digits, '_' and '-'")
+    doc = load(src)
+    root = _tree_root(src)
+    dst = root / ARCHIVE_DIR / src.parent.name / f"{src.stem}-{label}.json"
+    if dst.exists():
+        raise ResultsError(f"{dst} exists: archive labels are never reused")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+    _index_entry(src, None, None)
+    _index_entry(dst, doc.kind, what)
+    return dst
+
+
+__all__ = ["KINDS", "RESULTS_DIR", "Result", "ResultsError", "SCHEMA", "archive", "files", "find", "gpu_slug",
+           "load", "read_index", "result_path", "validate", "write"]
