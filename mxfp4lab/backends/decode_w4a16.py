@@ -14,10 +14,11 @@ import torch
 
 from .base import MoEBackend
 
-#: M upper bound of a bucket -> launch candidates (token groups G; first = default)
-CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2), 64: (1, 2, 4), 512: (2, 4, 1), 1 << 62: (4, 2)}
-#: tune(): candidates that differ from the default by more than this are dropped (only the fp32 summation
-#: order may differ between token groupings, ~1e-6; a broken launch gives O(1))
+#: M upper bound of a bucket -> launch variants to time (:data:`mxfp4lab.kernels.decode_w4a16.VARIANTS`;
+#: first = default)
+CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2, 3), 64: (1, 2, 3, 4), 512: (3, 4, 1, 2), 1 << 62: (4, 3)}
+#: tune(): candidates that differ from the default by more than this are dropped (variants change only the
+#: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
 TUNE_AGREEMENT_TOL = 1e-2
 
 
@@ -56,7 +57,7 @@ class DecodeW4A16(MoEBackend):
 
     def launch_config(self, m: int):
         b = bucket_of(m)
-        return self._k.LaunchConfig(token_groups=self.chosen.get(b, CANDIDATES[b][0]))
+        return self._k.LaunchConfig(variant=self.chosen.get(b, CANDIDATES[b][0]))
 
     def describe(self, m: int) -> dict:
         b = bucket_of(m)
@@ -79,7 +80,7 @@ class DecodeW4A16(MoEBackend):
             return
         best, best_t, ref = None, float("inf"), None
         for g in CANDIDATES[b]:
-            cfg = self._k.LaunchConfig(token_groups=g)
+            cfg = self._k.LaunchConfig(variant=g)
 
             def run(x_, i_, w_, cfg=cfg):
                 return self._k.forward(x_, i_, w_, self.layout, cfg)
@@ -91,13 +92,13 @@ class DecodeW4A16(MoEBackend):
                 else:
                     err = relative_error(out, ref)
                     if not err < TUNE_AGREEMENT_TOL:
-                        self.tune_log.append(f"bucket {b} G={g}: rejected (rel err {err:.3g} vs the default)")
+                        self.tune_log.append(f"bucket {b} variant {g}: rejected (rel err {err:.3g} vs the default)")
                         continue
                 t = time_cuda(run, [(x, topk_ids, topk_weights)], warmup=3, reps=25, graph=True).median_us
             except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory)
-                self.tune_log.append(f"bucket {b} G={g}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
+                self.tune_log.append(f"bucket {b} variant {g}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
                 continue
-            self.tune_log.append(f"bucket {b} G={g}: {t:.1f} us")
+            self.tune_log.append(f"bucket {b} variant {g}: {t:.1f} us")
             if t < best_t:
                 best, best_t = g, t
         if best is not None:

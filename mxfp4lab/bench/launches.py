@@ -64,15 +64,25 @@ def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
         raise RuntimeError(f"profiler saw {len(kernels)} kernels for {replays} replays")
     per_launch = []
     for i in range(n):
-        durs, gaps = [], []
+        starts, ends, gaps = [], [], []
         for r in range(replays):
-            k = kernels[r * n + i]
-            durs.append(k.time_range.end - k.time_range.start)
-            prev_end = kernels[r * n + i - 1].time_range.end if i else k.time_range.start
-            gaps.append(k.time_range.start - prev_end)
-        per_launch.append({"launch": i, "kernel": kernels[i].name[:160], "duration_us": statistics.median(durs),
+            k, k0 = kernels[r * n + i], kernels[r * n]
+            starts.append(k.time_range.start - k0.time_range.start)
+            ends.append(k.time_range.end - k0.time_range.start)
+            # idle time before this launch: from the latest end of the launches before it (with
+            # programmatic dependent launch a kernel can start before its predecessor ends: gap 0)
+            prev_end = max((kernels[r * n + j].time_range.end for j in range(i)), default=k.time_range.start)
+            gaps.append(max(0.0, k.time_range.start - prev_end))
+        per_launch.append({"launch": i, "kernel": kernels[i].name[:160], "start_us": statistics.median(starts),
+                           "end_us": statistics.median(ends),
+                           "duration_us": statistics.median(ends) - statistics.median(starts),
                            "gap_before_us": statistics.median(gaps)})
     return per_launch
+
+
+#: ncu's unit strings -> factor to bytes / microseconds / percent (ncu 2025 writes "ns", older "nsecond")
+_UNITS = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9,
+          "nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "ns": 1e-3, "us": 1.0, "ms": 1e3, "%": 1.0, "": 1.0}
 
 
 def parse_ncu_csv(text: str) -> List[dict]:
@@ -84,8 +94,9 @@ def parse_ncu_csv(text: str) -> List[dict]:
         key = int(r["ID"])
         d = launches.setdefault(key, {"launch_id": key, "kernel": r["Kernel Name"][:160]})
         unit, val = r.get("Metric Unit", ""), float(r["Metric Value"].replace(",", "") or "nan")
-        scale = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "nsecond": 1e-3, "usecond": 1.0,
-                 "msecond": 1e3, "%": 1.0}.get(unit, 1.0)
+        if unit not in _UNITS:
+            raise ValueError(f"ncu metric {r['Metric Name']!r} has unit {unit!r}, not one of {sorted(_UNITS)}")
+        scale = _UNITS[unit]
         name = r["Metric Name"]
         d[{"gpu__time_duration.sum": "duration_us"}.get(name, name)] = val * scale
     rows = [launches[k] for k in sorted(launches)]
@@ -155,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         be.tune(*inputs)
         tl = timeline(be, inputs)
         entry = {"backend": a.backend, "shape": a.shape, "m": m, "timeline": tl,
-                 "span_us": sum(x["duration_us"] + x["gap_before_us"] for x in tl), "describe": be.describe(m)}
+                 "span_us": max(x["end_us"] for x in tl), "describe": be.describe(m)}
         if a.ncu:
             try:
                 entry["ncu"] = ncu_counters(a.backend, a.shape, m)
@@ -164,7 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows.append(entry)
         print(f"{a.backend} {a.shape} M={m}: span {entry['span_us']:.1f} us")
         for x in tl:
-            print(f"  #{x['launch']} {x['duration_us']:8.1f} us (gap {x['gap_before_us']:5.1f})  {x['kernel'][:90]}")
+            print(f"  #{x['launch']} {x['start_us']:8.1f} .. {x['end_us']:8.1f} us (idle before {x['gap_before_us']:5.1f})"
+                  f"  {x['kernel'][:90]}")
         for x in entry.get("ncu", []):
             print(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
                   f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "

@@ -9,9 +9,10 @@ and carried (``$MXFP4LAB_DECODE_LIB`` points at a prebuilt one).
     layout = DecodeLayout.from_logical(logical) # mxfp4lab.layout.decode_w4a16, once per layer
     out = forward(x, topk_ids, topk_weights, layout)
 
-Launch parameters (:class:`LaunchConfig`): ``token_groups`` G (tokens per item = 8 G: 1, 2 or 4),
-``grid`` (persistent CTAs per GEMM; default = the SM count) and ``pdl`` (chain the three launches with
-programmatic dependent launch).
+Launch parameters (:class:`LaunchConfig`): a ``variant`` of :data:`VARIANTS` (token groups G, so up to
+8 G tokens per item; CTAs per SM; cp.async ring depth; partial-sum buffers), ``grid`` (persistent CTAs per
+GEMM; default = SMs x CTAs per SM) and ``pdl`` (chain the three launches with programmatic dependent
+launch).
 """
 
 from __future__ import annotations
@@ -39,7 +40,19 @@ NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=a
 #: (token, slot) pairs one call can route (the kernel's kMaxPairs) and local experts (kMaxExperts)
 MAX_PAIRS = 8192
 MAX_EXPERTS = 1024
-TOKEN_GROUPS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compiled launch variant (``MXFP4LAB_DECODE_VARIANTS`` in the CUDA source)."""
+
+    token_groups: int  # G: up to 8 G tokens per item (one m16n8k16 N block each)
+    ctas_per_sm: int  # 2: two CTAs of 8 warps per SM, so one CTA's epilogue overlaps the other's streaming
+    depth: int  # cp.async ring stages per warp
+    red_buffers: int  # 2: double-buffered partial sums, one barrier per item
+
+
+VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1)}
 
 
 class DecodeKernelError(RuntimeError):
@@ -103,7 +116,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "token_groups", "grid", "pdl")]
+            "variant", "grid", "pdl")]
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,9 +129,16 @@ def load_library():
     lib.mxfp4lab_decode_w4a16_smem_bytes.restype = ctypes.c_int64
     lib.mxfp4lab_decode_w4a16_smem_bytes.argtypes = [ctypes.c_int64] * 3
     lib.mxfp4lab_decode_w4a16_tiles_per_group.restype = ctypes.c_int64
+    lib.mxfp4lab_decode_w4a16_variant.restype = ctypes.c_int64
+    lib.mxfp4lab_decode_w4a16_variant.argtypes = [ctypes.c_int64]
     if lib.mxfp4lab_decode_w4a16_tiles_per_group() != FC1_TILES * 100 + FC2_TILES:
         raise DecodeKernelError(f"{path} groups tiles as {lib.mxfp4lab_decode_w4a16_tiles_per_group()}, the layout as "
                                 f"{FC1_TILES * 100 + FC2_TILES}: rebuild the library")
+    compiled = [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(VARIANTS) + 1)]
+    want = [i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100 + v.depth * 10 + v.red_buffers
+            for i, v in VARIANTS.items()] + [-1]
+    if compiled != want:
+        raise DecodeKernelError(f"{path} has variants {compiled}, this module expects {want}: rebuild the library")
     return lib
 
 
@@ -187,21 +207,21 @@ class DecodeLayout:
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    token_groups: int = 1
-    grid: Optional[int] = None  # default: the device's SM count
+    variant: int = 1
+    grid: Optional[int] = None  # default: SMs x the variant's CTAs per SM
     pdl: bool = True
 
     def __post_init__(self):
-        if self.token_groups not in TOKEN_GROUPS:
-            raise ValueError(f"token_groups must be one of {TOKEN_GROUPS}, got {self.token_groups}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant}")
         if self.grid is not None and self.grid < 1:
             raise ValueError(f"grid must be >= 1, got {self.grid}")
 
 
 def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
-    """Token groups from the mean pairs per expert: the decode regime (<= 8 per expert) takes G = 1."""
+    """From the mean pairs per expert: up to 8 tokens per item in the decode regime, 16 or 32 above."""
     mean = m * top_k / max(1, num_experts)
-    return LaunchConfig(token_groups=1 if mean <= 6 else 2 if mean <= 14 else 4)
+    return LaunchConfig(variant=1 if mean <= 6 else 3 if mean <= 14 else 4)
 
 
 @functools.lru_cache(maxsize=8)
@@ -227,10 +247,13 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     cfg = config or default_config(m, k, layout.num_local_experts)
     dev = x.device
     lib = load_library()
-    smem = lib.mxfp4lab_decode_w4a16_smem_bytes(cfg.token_groups, layout.num_local_experts, m * k)
-    limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin
+    var = VARIANTS[cfg.variant]
+    smem = lib.mxfp4lab_decode_w4a16_smem_bytes(cfg.variant, layout.num_local_experts, m * k)
+    props = torch.cuda.get_device_properties(dev)
+    limit = min(props.shared_memory_per_block_optin,
+                props.shared_memory_per_multiprocessor // var.ctas_per_sm - 1024)  # 1 KB per CTA is reserved
     if smem > limit:
-        raise DecodeKernelError(f"token_groups={cfg.token_groups} with {layout.num_local_experts} experts and {m * k} "
+        raise DecodeKernelError(f"variant {cfg.variant} ({var}) with {layout.num_local_experts} experts and {m * k} "
                                 f"pairs needs {smem} B of shared memory per CTA > {limit}")
     x = x.contiguous()
     ids = topk_ids.to(torch.int32).contiguous()
@@ -259,8 +282,8 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         hidden=h, inter=i, ld_x=x.stride(0), ld_h=i32, ld_y=h32, ld_out=out.stride(0),
         ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
-        num_experts=layout.num_local_experts, token_groups=cfg.token_groups,
-        grid=cfg.grid or _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()),
+        num_experts=layout.num_local_experts, variant=cfg.variant,
+        grid=cfg.grid or var.ctas_per_sm * _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()),
         pdl=int(cfg.pdl))
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), torch.cuda.current_stream(dev).cuda_stream)
     if err != 0:
@@ -276,4 +299,5 @@ def _cuda_error_name(code: int) -> str:
 
 
 def describe(config: LaunchConfig) -> dict:
-    return dataclasses.asdict(config) | {"tiles_per_item": [FC1_TILES, FC2_TILES]}
+    return dataclasses.asdict(config) | dataclasses.asdict(VARIANTS[config.variant]) | {
+        "tiles_per_item": [FC1_TILES, FC2_TILES]}

@@ -1,5 +1,5 @@
 """Check mxfp4lab's decode kernel (backend ``decode_w4a16``) on an SM90 GPU against the kernel-faithful
-reference: every token-group variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
+reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. Prints a table and writes JSON (with provenance) as it goes.
 
@@ -33,8 +33,8 @@ DEFAULT_M = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 def check_point(layout, ref_w, cfg, inputs, g, label, rows, log):
     x, ids, w = inputs
-    cfg_l = dk.LaunchConfig(token_groups=g)
-    row = {"label": label, "m": x.shape[0], "token_groups": g}
+    cfg_l = dk.LaunchConfig(variant=g)
+    row = {"label": label, "m": x.shape[0], "variant": g}
     try:
         out1 = dk.forward(x, ids, w, layout, cfg_l, workspace_fill=float("nan"))
         out2 = dk.forward(x, ids, w, layout, cfg_l, workspace_fill=float("nan"))
@@ -48,7 +48,7 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log):
     except Exception as exc:  # noqa: BLE001 - record, go on
         row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:300]}")
     rows.append(row)
-    log(f"{label:34s} M={row['m']:5d} G={g} {'ok ' if row['ok'] else 'BAD'} "
+    log(f"{label:34s} M={row['m']:5d} v{g} {'ok ' if row['ok'] else 'BAD'} "
         f"err={row.get('rel_err', float('nan')):.2e} det={row.get('deterministic')} {row.get('error', '')}")
 
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             for m in [v for v in (ms if not sh else (1, 7, 64, 512)) if v * cfg.top_k <= dk.MAX_PAIRS]:
                 for routing in ("uniform", "skewed") if m in (8, 64, 512) and not sh else ("uniform",):
                     inputs = make_inputs(cfg, m, 1, routing, seed=1000 + m)[0]
-                    for g in dk.TOKEN_GROUPS:
+                    for g in dk.VARIANTS:
                         check_point(layout, ref_w, cfg, inputs, g, f"{shape} {routing}{sh}", rows, print)
                 save()
             del logical, layout, ref_w

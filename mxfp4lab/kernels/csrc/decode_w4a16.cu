@@ -202,9 +202,25 @@ __device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int t
     nitems[e] = (r.count[e] + token_chunk - 1) / token_chunk * groups;
   __syncthreads();
   block_scan2(r.count, nitems, E, r.start, r.istart, tmp);
-  for (int p = threadIdx.x; p < P; p += kThreads) {
-    int e = a.topk_ids[p] - a.expert_offset;
-    if (static_cast<unsigned>(e) < static_cast<unsigned>(E)) r.plist[r.start[e] + atomicAdd(&fill[e], 1)] = p;
+  // Pair lists in pair order (the same in every CTA and in both GEMMs, so token chunks of one expert
+  // never overlap across CTAs): warp 0 walks the pairs 32 at a time; lanes routed to the same expert
+  // rank themselves with __match_any_sync, and the group's last lane advances the expert's fill count.
+  if (threadIdx.x < 32) {
+    const unsigned lt = (1u << threadIdx.x) - 1u;
+    for (int p0 = 0; p0 < P; p0 += 32) {
+      const int p = p0 + threadIdx.x;
+      int e = p < P ? a.topk_ids[p] - a.expert_offset : -1;
+      bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
+      if (!mine) e = -1;
+      const unsigned peers = __match_any_sync(0xffffffffu, e);
+      if (mine) {
+        const int base = fill[e];
+        r.plist[r.start[e] + base + __popc(peers & lt)] = p;
+      }
+      __syncwarp();
+      if (mine && (peers >> threadIdx.x) == 1u) fill[e] += __popc(peers);  // the group's highest lane
+      __syncwarp();
+    }
   }
   __syncthreads();
 }
@@ -232,26 +248,26 @@ __device__ __forceinline__ Item find_item(const Routing& r, int E, int item, int
 // ------------------------------------------------------------------------------------------------
 // The GEMM kernel (fc1 with SwiGLU epilogue, or fc2)
 // ------------------------------------------------------------------------------------------------
-template <int NT, int G, int D>
+template <int NT, int G, int D, int RB>
 struct Smem {
   static constexpr int kStepBytes = NT * (kTileBytes + kScaleBytes);  // one step of one tile group
   static constexpr int kSlotB = G * 1024;  // 8 tokens x 64 elements x 2 B per token group
   static constexpr int kSlot = kStepBytes + kSlotB;
   static constexpr int kRing = kWarps * D * kSlot;
   static constexpr int kRed = kWarps * NT * 16 * 8 * G * 4;  // fp32 partials [warp][tile][row][token]
-  static constexpr int kFixed = kRing + kRed;
+  static constexpr int kFixed = kRing + RB * kRed;  // RB = 2: double-buffered partials, one barrier per item
 };
 
 // NT tiles per item. fc1 (FC1): tiles 0..NT/2-1 of a group are up rows, NT/2..NT-1 the gate rows of the
 // same intermediate columns; fc2: NT consecutive 16-row tiles of the output. Weights of one
 // (expert, tile group, chunk) are one contiguous block of kStepBytes (layout in decode_w4a16.py).
-template <int NT, int G, int D, bool FC1>
-__global__ void __launch_bounds__(kThreads, 1) gemm_kernel(const GemmArgs a) {
-  using S = Smem<NT, G, D>;
+template <int NT, int G, int D, int RB, int CPS, bool FC1>
+__global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
+  using S = Smem<NT, G, D, RB>;
   constexpr int TC = 8 * G;  // tokens per item
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* ring = smem;
-  float* red = reinterpret_cast<float*>(smem + S::kRing);
+  float* red_base = reinterpret_cast<float*>(smem + S::kRing);
   int* rbase = reinterpret_cast<int*>(smem + S::kFixed);
   const int E = a.num_experts;
   Routing rt;
@@ -368,6 +384,9 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_kernel(const GemmArgs a) {
     }
 
     // ---- epilogue: reduce the warps' partial sums (fixed order), then SwiGLU / store ------------
+    // With RB = 2 the partials alternate between two buffers: the barrier below also tells every
+    // thread that all threads finished reducing the item before last (they passed this barrier since).
+    float* red = red_base + (RB == 2 ? (it & 1) : 0) * (S::kRed / 4);
     Item cur = find_item(rt, E, first + it, TC, groups);
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -423,7 +442,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_kernel(const GemmArgs a) {
         a.out[static_cast<int64_t>(p) * a.ld_out + row] = __float2bfloat16_rn(v);
       }
     }
-    __syncthreads();
+    if (RB == 1) __syncthreads();  // the single buffer is rewritten by the next item
   }
   cp_async_wait<0>();
 }
@@ -466,15 +485,15 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
 // ------------------------------------------------------------------------------------------------
 // Host side
 // ------------------------------------------------------------------------------------------------
-template <int NT, int G, int D>
+template <int NT, int G, int D, int RB>
 constexpr int smem_bytes(int num_experts, int num_pairs) {
-  return Smem<NT, G, D>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs) * 4;
+  return Smem<NT, G, D, RB>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs) * 4;
 }
 
-template <int NT, int G, int D, bool FC1>
+template <int NT, int G, int D, int RB, int CPS, bool FC1>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = gemm_kernel<NT, G, D, FC1>;
-  int smem = smem_bytes<NT, G, D>(a.num_experts, a.num_pairs);
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1>;
+  int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   cudaLaunchConfig_t cfg = {};
@@ -489,6 +508,14 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   cfg.numAttrs = 1;
   return cudaLaunchKernelEx(&cfg, kernel, a);
 }
+
+// Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table):
+//   id  G  CTAs/SM  ring depth  partial buffers
+//   1   1  1        6           2      decode, one CTA of 8 warps per SM, deep ring
+//   2   1  2        3           1      decode, two CTAs per SM (16 warps), epilogues of one overlap the other
+//   3   2  1        4           2      up to 16 tokens per item
+//   4   4  1        2           1      up to 32 tokens per item (larger M)
+#define MXFP4LAB_DECODE_VARIANTS(X) X(1, 1, 1, 6, 2) X(2, 1, 2, 3, 1) X(3, 2, 1, 4, 2) X(4, 4, 1, 2, 1)
 
 }  // namespace mxfp4lab_decode
 
@@ -509,12 +536,12 @@ struct DecodeArgs {
   int64_t groups1, groups2;        // tile groups per expert of fc1 (2 up + 2 gate tiles) and fc2 (2 tiles)
   int64_t chunks1, chunks2;        // K chunks of 64 of fc1 (hidden) and fc2 (intermediate)
   int64_t expert_offset, num_experts;
-  int64_t token_groups;            // G: tokens per item = 8 * G  (1, 2 or 4)
-  int64_t grid;                    // CTAs per GEMM launch (persistent)
+  int64_t variant;                 // launch variant (MXFP4LAB_DECODE_VARIANTS)
+  int64_t grid;                    // CTAs per GEMM launch (persistent; SMs x CTAs per SM)
   int64_t pdl;                     // chain the launches with programmatic dependent launch
 };
 
-template <int G, int D>
+template <int G, int CPS, int D, int RB>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
@@ -556,8 +583,8 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_gemm<kNT1, G, D, true>(g1, grid, stream, false);
-  if (err == cudaSuccess) err = launch_gemm<kNT2, G, D, false>(g2, grid, stream, pdl);
+  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true>(g1, grid, stream, false);
+  if (err == cudaSuccess) err = launch_gemm<kNT2, G, D, RB, CPS, false>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
 
   CombineArgs c = {};
@@ -596,23 +623,37 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
   if (P <= 0 || P > kMaxPairs || d->num_experts <= 0 || d->num_experts > kMaxExperts || d->hidden % 8 != 0 ||
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
-  switch (d->token_groups) {
-    case 1: return static_cast<int>(launch_forward<1, 4>(d, stream));
-    case 2: return static_cast<int>(launch_forward<2, 4>(d, stream));
-    case 4: return static_cast<int>(launch_forward<4, 2>(d, stream));
+  switch (d->variant) {
+#define X(ID, G, CPS, D, RB) \
+  case ID:                   \
+    return static_cast<int>(launch_forward<G, CPS, D, RB>(d, stream));
+    MXFP4LAB_DECODE_VARIANTS(X)
+#undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
 
-// Shared-memory bytes one GEMM CTA needs (the host checks it against the device limit), or -1.
-int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t token_groups, int64_t num_experts, int64_t num_pairs) {
+// Shared-memory bytes one fc1 CTA needs (fc2's are fewer: kNT2 < kNT1), or -1 for an unknown variant.
+int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
-  switch (token_groups) {
-    case 1: return smem_bytes<kNT1, 1, 4>(E, P);  // fc1 needs more than fc2 (kNT1 > kNT2)
-    case 2: return smem_bytes<kNT1, 2, 4>(E, P);
-    case 4: return smem_bytes<kNT1, 4, 2>(E, P);
+  switch (variant) {
+#define X(ID, G, CPS, D, RB) \
+  case ID:                   \
+    return smem_bytes<kNT1, G, D, RB>(E, P);
+    MXFP4LAB_DECODE_VARIANTS(X)
+#undef X
     default: return -1;
   }
+}
+
+// The variant table as ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
+int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
+  const int64_t table[] = {
+#define X(ID, G, CPS, D, RB) ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+      MXFP4LAB_DECODE_VARIANTS(X)
+#undef X
+  };
+  return index >= 0 && index < static_cast<int64_t>(sizeof(table) / sizeof(table[0])) ? table[index] : -1;
 }
 
 // Constants the Python layout must agree with: tiles per fc1 item * 100 + tiles per fc2 item.
