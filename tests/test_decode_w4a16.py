@@ -198,3 +198,19 @@ def test_ncu_csv_is_parsed_per_launch_in_base_units():
     assert rows[0]["dram__bytes_read.sum"] == 35.2e6 and rows[0]["duration_us"] == 10.0
     assert rows[0]["dram_read_GBps"] == pytest.approx(3520.0)  # 35.2 MB in 10 us
     assert rows[1]["duration_us"] == 2.5 and "dram_read_GBps" not in rows[1]
+
+
+def test_element_location_agrees_with_the_layout_bits():
+    """element_location (a scalar formula) finds every code of a random tile where tile_words put it."""
+    p, s = _codes_scales(1, 32, 128, seed=31)
+    words, _ = L.tile_words(p, s)
+    codes = torch.stack((p & 15, p >> 4), dim=-1).reshape(1, 32, 128)
+    for row in range(0, 32, 3):
+        for k in range(0, 128, 5):
+            loc = L.element_location(row, k)
+            w = int.from_bytes(words[0, loc["tile"], loc["chunk"], loc["lane"],
+                                     4 * loc["word"] : 4 * loc["word"] + 4].numpy().tobytes(), "little")
+            code = int(codes[0, row, k])
+            assert (w >> loc["sign_bit"]) & 1 == code >> 3
+            assert sum(((w >> b) & 1) << n for n, b in enumerate(loc["mag_bits"])) == code & 7
+            assert loc["frag_row"] in (loc["lane"] // 4, loc["lane"] // 4 + 8)

@@ -222,3 +222,27 @@ def padded_sizes(hidden: int, intermediate: int) -> dict:
     """Rows/K the decode layout pads to: fc1 rows per half ``I32`` and K ``H64``; fc2 rows ``H32``, K ``I64``."""
     return {"I32": _round_up(intermediate, 2 * TILE_ROWS), "H64": _round_up(hidden, CHUNK_K),
             "H32": _round_up(hidden, FC2_TILES * TILE_ROWS), "I64": _round_up(intermediate, CHUNK_K)}
+
+
+# --------------------------------------------------------------------------------------------
+# One element, for teaching and plots
+# --------------------------------------------------------------------------------------------
+def element_location(row: int, k: int) -> dict:
+    """Where weight ``(row, k)`` of one matrix lives in the decode layout (before tile grouping).
+
+    Returns ``tile``, ``chunk``, ``lane`` (``4*g + t``), ``word`` (the MMA step), ``half`` (0 = bits 0..15),
+    ``register`` (``a0..a3``), the fragment coordinates ``frag_row``/``frag_k`` inside ``mma.m16n8k16``'s
+    16 x 16 A tile, the ``sign_bit`` and ``mag_bits`` (lowest first) inside the 32-bit word, and ``byte`` /
+    ``bit`` offsets of the sign inside the lane's 16 bytes.
+    """
+    tile, rr = divmod(row, TILE_ROWS)
+    hi8, g = divmod(rr, 8)
+    chunk, kk = divmod(k, CHUNK_K)
+    t, r = divmod(kk, 16)
+    s, r = divmod(r, 4)
+    h, i = divmod(r, 2)
+    j = hi8 + 2 * h
+    sign = SIGN_BIT[j] + 16 * i
+    return {"tile": tile, "chunk": chunk, "lane": 4 * g + t, "word": s, "half": i, "register": f"a{j}",
+            "frag_row": g + 8 * hi8, "frag_k": 2 * t + 8 * h + i, "sign_bit": sign,
+            "mag_bits": [MAG_BIT[j] + 16 * i + b for b in range(3)], "byte": 4 * s + sign // 8, "bit": sign % 8}
