@@ -1,10 +1,14 @@
-"""The ``mxfp4lab`` command.
+"""The ``mxfp4lab`` command (also ``python -m mxfp4lab``): every argparse of the package is here.
 
 ::
 
     mxfp4lab report {layout,accuracy,latency,all} [-p NAME VALUE ...] [-f params.yaml] [--out DIR]
     mxfp4lab layout --example [--row R --k K --model NAME]
-    mxfp4lab build ...            (wired to mxfp4lab.build when it offers add_build_parser/run_build)
+    mxfp4lab bench {moe,summary,layout,prepare,accuracy} ...   (each prints a table, writes a result file)
+    mxfp4lab distributed [--spawn N] --kind tp|ep ...         (or under torchrun: torchrun -m mxfp4lab distributed)
+    mxfp4lab sass [--shape S] [--bucket B] [--tile ...]       (sm_90a compile report of the Triton kernels)
+    mxfp4lab provenance                                       (this machine's provenance block, JSON)
+    mxfp4lab build [--configs compact|minimal|full|stock_k128|LABELS] [--info|--export F|--import F|...]
 
 ``main(argv=None) -> int`` is the console-script entry point (exit status).
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 REPORT_CHOICES_HELP = "layout, accuracy, latency, all (or any notebooks/NN_<name>.ipynb stem)"
 
@@ -78,84 +82,6 @@ def _cmd_report(args) -> int:
 # --------------------------------------------------------------------------------------------
 # layout --example
 # --------------------------------------------------------------------------------------------
-def layout_example_text(row: int = 8, k: int = 45, model: Optional[str] = None) -> str:
-    """The plain-text layout walk-through ``mxfp4lab layout --example`` prints."""
-    from . import experiments as ex
-
-    lines: List[str] = []
-    add = lines.append
-    tile = ex.layout_tile_map()
-    by_byte = tile[tile.nibble == 0].set_index(["tile_row", "src_byte"])
-    add("=" * 100)
-    add("1. SM90 FP4 weight interleave: one 16-row x 64-element tile (32 bytes per row)")
-    add("   Each logical byte (2 FP4 codes) travels in one lane's 32-bit word; per source byte:")
-    add("   destination row (hex) / destination 32-bit word in the row (0-7) / its slot in the word (A-D)")
-    add("=" * 100)
-    header = "   byte " + " ".join(f"{c:>3}" for c in range(32))
-    add(header)
-    for r in range(16):
-        cells = []
-        for c in range(32):
-            e = by_byte.loc[(r, c)]
-            cells.append(f"{int(e.dst_tile_row):x}{int(e.dst_word)}{e.lane_byte}")
-        add(f"   r{r:<3}  " + " ".join(cells))
-    add("   (e.g. '83B' = row 8, word 3, slot B). Slots: A=(r, c) B=(r+8, c) C=(r, c+4) D=(r+8, c+4),")
-    add("   c = 8m + l: lane (r, m, l) stores its word at row r + 8(m % 2), bytes 16(m // 2) + 4l .. +3.")
-    moved = tile.row_moved.mean()
-    add(f"   {100 * moved:.0f}% of the elements change row: bytes 8-15, 24-31 of rows 0-7 go to rows 8-15, and "
-        "bytes 0-7, 16-23 of rows 8-15 to rows 0-7.")
-    add("")
-    add("=" * 100)
-    add("2. The bit permutation inside one 32-bit lane word (SM90_FP4_BIT_PERM)")
-    add("   Source word = bytes A B C D little-endian; label Xn.b = byte X, nibble n (element 2i+n),")
-    add("   code bit b (m0 e0 e1 = magnitude, s = sign)")
-    add("=" * 100)
-    perm = ex.layout_bit_permutation()
-    src_lbl = dict(zip(perm.src_bit, perm.label))
-    dst_lbl = dict(zip(perm.dst_bit, perm.label))
-    for title, lbl in (("source     ", src_lbl), ("destination", dst_lbl)):
-        for half in (1, 0):
-            bits = range(16 * half + 15, 16 * half - 1, -1)
-            add(f"   {title} bits {16 * half + 15:>2}..{16 * half:<2}: " + " ".join(f"{lbl[b]:>5}" for b in bits))
-        title = ""
-    add("   per half-word: magnitudes of C, B, A -> bits 0-2, 3-5, 6-8; signs of C, B, A -> 9, 12, 15;")
-    add("   D: m0 -> 13, e0 e1 -> 10 11, s -> 14.  src bit -> dst bit:")
-    for j in range(4):
-        seg = perm[perm.word_byte == j]
-        add("     " + "  ".join(f"{s:>2}->{d:<2}" for s, d in zip(seg.src_bit, seg.dst_bit)))
-    add("")
-    add("=" * 100)
-    add("3. Scale fold: one 64-row x 128-K block of E8M0 scales [64, 4] -> [16, 16] bytes")
-    add("   folded[f, 4s + g] = s[16s + f, g]: folded row f holds rows f, f+16, f+32, f+48 (labels row.group)")
-    add("=" * 100)
-    fold = ex.layout_scale_fold()
-    g = fold.set_index(["frow", "col"])
-    add("   f\\col " + "".join(f"{c:>6}" for c in range(16)))
-    for f in range(16):
-        add(f"   {f:>4}  " + "".join(f"{int(g.loc[(f, c)].row):>4}.{int(g.loc[(f, c)].group_in_k128)}"
-                                      for c in range(16)))
-    add("")
-    add("=" * 100)
-    config = None
-    if model:
-        from .models import get_model
-
-        config = get_model(model)
-    tr = ex.layout_trace(row, k, config=config, pre_stage="auto" if config is not None else None)
-    add(f"4. The path of one element: {'checkpoint' if config is not None else 'fc1'} row {row}, k {k}"
-        + (f" ({config.name})" if config is not None else ""))
-    add("=" * 100)
-    for stage, where, note in tr["stages"]:
-        add(f"   {stage:<22} {where:<40} {note}")
-    rv = ex.layout_reverse(tr["dst_row"], tr["dst_byte"][3], tr["dst_bit"][3])
-    add(f"   reverse: w_sm90[{tr['dst_row']}, {tr['dst_byte'][3]}] bit {tr['dst_bit'][3]} <- "
-        f"{rv['code_bit_name']} of (row {rv['row']}, k {rv['k']})")
-    chk = ex.layout_tile_check()
-    add(f"   check vs the real transforms: {chk['bits_checked']} bits, {chk['bit_mismatches']} mismatches; "
-        f"{chk['scales_checked']} scales, {chk['scale_mismatches']} mismatches")
-    return "\n".join(lines)
-
-
 def _add_layout_parser(sub) -> None:
     p = sub.add_parser("layout", help="explain the SM90 layouts in the terminal",
                        description="Print the SM90 weight interleave, bit permutation and scale fold of a small "
@@ -169,6 +95,8 @@ def _add_layout_parser(sub) -> None:
 
 def _cmd_layout(args) -> int:
     try:
+        from .studies.layout import layout_example_text
+
         print(layout_example_text(args.row, args.k, args.model))
     except (KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -177,12 +105,280 @@ def _cmd_layout(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# build (mxfp4lab.build: standard library only at import)
+# build (mxfp4lab.flashinfer_build: standard library only at import)
 # --------------------------------------------------------------------------------------------
 def _add_build_parser(sub) -> None:
-    from . import build
+    from . import flashinfer_build as fb
 
-    build.add_build_parser(sub)
+    p = sub.add_parser(
+        "build",
+        help="build the restricted W4A16 fused_moe_90 module (and/or the interleave extension)",
+        description=fb.__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--configs", default=fb.DEFAULT_CONFIGS,
+                   help=" | ".join(fb.CONFIG_SETS) + " | comma-separated labels")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="ninja jobs (default $MAX_JOBS or all cores)")
+    p.add_argument("--no-split", action="store_true", help="group generated instantiations by 8 (stock)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--spec-only", action="store_true", help="generate sources + build.ninja, do not compile")
+    p.add_argument("--interleave-ext", action="store_true", help="only build the tiny interleave extension")
+    p.add_argument("--info", action="store_true", help="print build_info() as JSON and exit")
+    p.add_argument("--export", metavar="TAR_XZ", help="write the built library to an archive (reuse on other hosts)")
+    p.add_argument("--import", dest="import_", metavar="TAR_XZ", help="install a library archive into the cache")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args) -> int:
+    """Run the ``build`` subcommand; returns a process exit code."""
+    import json
+
+    from . import flashinfer_build as fb
+
+    configs = fb.parse_configs(args.configs)
+    kw = {"split_units": not args.no_split}
+    try:
+        if args.interleave_ext:
+            print(fb.build_interleave_ext(verbose=not args.quiet, force=args.force))
+        elif args.info:
+            print(json.dumps(fb.build_info(configs=configs, **kw), indent=1))
+        elif args.export:
+            print(fb.export_archive(args.export, configs=configs, **kw))
+        elif args.import_:
+            print(fb.import_archive(args.import_, configs=configs, **kw))
+        elif args.spec_only:
+            spec = fb.w4a16_jit_spec(configs=configs, **kw)
+            spec.write_ninja()
+            print(spec.ninja_path)
+        else:
+            print(fb.build(configs=configs, jobs=args.jobs, verbose=not args.quiet, force=args.force, **kw))
+        return 0
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        print(f"mxfp4lab build: error: {e}", file=sys.stderr)
+        return 1
+
+
+# --------------------------------------------------------------------------------------------
+# bench: each prints a table and writes a result file (mxfp4lab.results)
+# --------------------------------------------------------------------------------------------
+def _add_bench_parser(sub) -> None:
+    from . import results
+    from .models import STUDY_SHAPES
+
+    p = sub.add_parser("bench", help="benchmarks: print a table, write data/results/<study>/<gpu>.json")
+    bench = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+
+    m = bench.add_parser("moe", help="GPU latency sweep: backends x shapes x M x routing, against the roofline")
+    m.add_argument("--backends", default="flashinfer_sm90,torch_naive")
+    m.add_argument("--shapes", default=",".join(STUDY_SHAPES))
+    m.add_argument("--m", default=None, help="token counts (default: bench.moe.DEFAULT_M, 1 .. 16384)")
+    m.add_argument("--routing", default="uniform,skewed")
+    m.add_argument("--reps", type=int, default=50)
+    m.add_argument("--rotate", type=int, default=4)
+    m.add_argument("--no-graph", action="store_true")
+    m.add_argument("--check-m", default="1,64,1024", help="M values at which outputs are checked (all: 'all')")
+    m.add_argument("--out", default=None, help="result file (default data/results/latency/<gpu>.json)")
+    m.set_defaults(func=_cmd_bench_moe)
+
+    s = bench.add_parser("summary", help="the latency study's conclusions from a recorded sweep (CPU)")
+    s.add_argument("--results", default=None, help="sweep (default: data/results/latency/h100.json, else h200)")
+    s.add_argument("--out", default=None, help="summary (default data/results/latency_summary/<gpu>.json)")
+    s.set_defaults(func=_cmd_bench_summary)
+
+    lay = bench.add_parser("layout", help="CPU throughput of the SM90 interleave / fold as a ratio to clone()")
+    lay.add_argument("--experts", type=int, default=128)
+    lay.add_argument("--rows", type=int, default=5888)
+    lay.add_argument("--kbytes", type=int, default=1472)
+    lay.add_argument("--repeat", type=int, default=3)
+    lay.add_argument("--out", default=str(results.result_path("layout", "cpu")))
+    lay.set_defaults(func=_cmd_bench_layout)
+
+    pr = bench.add_parser("prepare", help="wall time and peak memory to prepare one real layer on CPU")
+    pr.add_argument("--models", default="gpt-oss-120b,dsv4-flash")
+    pr.add_argument("--out", default=str(results.result_path("prepare", "cpu")))
+    pr.set_defaults(func=_cmd_bench_prepare)
+
+    ac = bench.add_parser("accuracy", help="MXFP4 error vs the bf16 origin per scale rule and distribution (CPU)")
+    ac.add_argument("--rows", type=int, default=256)
+    ac.add_argument("--out", default=str(results.result_path("accuracy", "cpu")))
+    ac.set_defaults(func=_cmd_bench_accuracy)
+
+
+def _cmd_bench_moe(a) -> int:
+    import os
+
+    import torch
+
+    from . import results
+    from .bench.harness import measure_ceilings
+    from .bench.moe import DEFAULT_M, sweep
+    from .flashinfer_build import DEFAULT_CONFIGS
+
+    if not torch.cuda.is_available():
+        print("the latency sweep needs a CUDA GPU; recorded results are in data/results/latency/", file=sys.stderr)
+        return 2
+    out = a.out or results.result_path("latency", results.gpu_slug(torch.cuda.get_device_name()))
+    ceil = measure_ceilings()
+    print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, "
+          f"bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
+    check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
+
+    def save(rows, done=False):
+        extra = {}
+        if "flashinfer_sm90" in a.backends:
+            from .backends.flashinfer_sm90 import autotuner_choices
+
+            extra["flashinfer_autotuner"] = autotuner_choices()
+        return results.write(out, "latency_sweep", rows, partial=not done, ceilings=ceil, complete=done,
+                             build_configs=os.environ.get("MXFP4LAB_BUILD_CONFIGS", DEFAULT_CONFIGS), **extra)
+
+    ms = DEFAULT_M if a.m is None else [int(v) for v in a.m.split(",")]
+    rows = sweep(a.backends.split(","), a.shapes.split(","), list(ms),
+                 a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
+                 ceilings=ceil, on_progress=save)
+    print(f"wrote {save(rows, done=True)}")
+    return 0
+
+
+def _cmd_bench_summary(a) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from . import results
+    from .studies import latency
+
+    s = latency.summarize(a.results)
+    pd.set_option("display.width", 220)
+    pd.set_option("display.max_rows", 500)
+    prov = s["provenance"] or {}
+    print(f"source: {s['source']} ({prov.get('gpu')}, {str(prov.get('date'))[:10]}, commit "
+          f"{str(prov.get('mxfp4lab_commit'))[:10]})\n")
+    print("latency (us, median), uniform routing; best_fraction_of_floor = floor / best")
+    print(s["table"].round(3).to_string(index=False), "\n")
+    print("FlashInfer vs Marlin crossovers (log-log interpolation between recorded M)")
+    print(s["crossovers"][["shape", "routing", "crossing", "crossover_m", "m_lo", "m_hi", "faster_below",
+                           "faster_above"]].round(1).to_string(index=False), "\n")
+    print(f"claim check ({s['claim_note']}); fi_faster = t_marlin / t_flashinfer - 1")
+    print(s["claim"].round(3).to_string(index=False), "\n")
+    print("dispatch (fastest recorded backend per (shape, M)) vs always-X: t_X / t_dispatch")
+    for r in s["dispatch"][s["dispatch"]["shape"] == "all"].itertuples():
+        print(f"  always {r.always:16s} geomean {r.geomean:.3f}x  best {r.best:.3f}x  over {r.n_m} (shape, M) points")
+    if not s["triton_goals"].empty:
+        print("\nTriton vs its goals")
+        print(s["triton_goals"].round(2).to_string(index=False))
+    src = Path(s["source"])
+    payload = latency.summary_records(s)
+    sweep_prov, table = payload.pop("provenance"), payload.pop("table")
+    try:
+        payload["source"] = src.resolve().relative_to(results.RESULTS_DIR.resolve()).as_posix()
+    except ValueError:  # a sweep outside data/results: keep its path
+        pass
+    out = a.out or results.result_path("latency_summary", src.stem)
+    print(f"\nwrote {results.write(out, 'latency_summary', table, sweep_provenance=sweep_prov, **payload)}")
+    return 0
+
+
+def _cmd_bench_layout(a) -> int:
+    import torch
+
+    from . import results
+    from .bench.layout import layout_throughput
+
+    rows = layout_throughput(a.experts, a.rows, a.kbytes, a.repeat)
+    print(f"{'op':28s} {'shape':>20s} {'s':>8s} {'clone s':>8s} {'x clone':>8s} {'GB/s':>6s}")
+    for r in rows:
+        print(f"{r['op']:28s} {str(tuple(r['shape'])):>20s} {r['seconds']:8.3f} {r['clone_seconds']:8.3f} "
+              f"{r['ratio_to_clone']:8.2f} {r['GB_per_s']:6.2f}")
+    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"wrote {results.write(a.out, 'layout_throughput', rows, torch_threads=torch.get_num_threads(), repeat=a.repeat)}")
+    return 0
+
+
+def _cmd_bench_prepare(a) -> int:
+    from . import results
+    from .bench.prepare import measure_isolated
+
+    rows = measure_isolated(a.models.split(","))
+    print(f"{'model':14s} {'seconds':>8s} {'in GB':>7s} {'out GB':>7s} {'peak RSS GB':>12s} {'extra GB':>9s}")
+    for r in rows:
+        print(f"{r['model']:14s} {r['seconds']:8.2f} {r['input_bytes'] / 1e9:7.2f} {r['output_bytes'] / 1e9:7.2f} "
+              f"{r['peak_rss_bytes'] / 1e9:12.2f} {r['peak_extra_bytes'] / 1e9:9.2f}")
+    print(f"wrote {results.write(a.out, 'prepare_cost', rows)}")
+    return 0
+
+
+def _cmd_bench_accuracy(a) -> int:
+    from . import results
+    from .studies import accuracy
+
+    q = accuracy.accuracy_quantization(max_rows=a.rows)
+    table = accuracy.accuracy_table(q)
+    print("relative error vs bf16 origin (rows: scale rule, columns: weight distribution)")
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    path = results.write(a.out, "quantization_error", q.to_dict(orient="records"), rows_per_matrix=a.rows,
+                         table_rel_err={r: table.loc[r].to_dict() for r in table.index})
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# distributed (TP/EP across processes) and sass (sm_90a compile report)
+# --------------------------------------------------------------------------------------------
+def _add_distributed_parser(sub) -> None:
+    p = sub.add_parser("distributed", help="sharded MoE (TP/EP) across processes vs the unsharded layer")
+    p.add_argument("--kind", choices=["tp", "ep"], default="tp")
+    p.add_argument("--model", default="gpt-oss-120b")
+    p.add_argument("--backend", default="flashinfer_sm90")
+    p.add_argument("--m", "--tokens", dest="m", default="16,256",
+                   help="token counts (--tokens under torchrun, whose own options take --m)")
+    p.add_argument("--scaled", action="store_true", help="scaled-down layer (CPU tests)")
+    p.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks here instead of torchrun")
+    p.add_argument("--out")
+    p.set_defaults(func=_cmd_distributed)
+
+
+def _cmd_distributed(a) -> int:
+    from .distributed import run
+
+    run(spawn=a.spawn, kind=a.kind, model=a.model, backend=a.backend, ms=tuple(int(v) for v in a.m.split(",")),
+        scaled=a.scaled, out=a.out)
+    return 0
+
+
+def _add_sass_parser(sub) -> None:
+    p = sub.add_parser("sass", help="compile the Triton MoE kernels for sm_90a (no GPU) and report registers, "
+                                    "spills and SASS counts")
+    p.add_argument("--shape", default="gpt-oss-120b")
+    p.add_argument("--bucket", type=int, default=None, help="only this M bucket of the tile table")
+    p.add_argument("--tile", action="append", default=[],
+                   help="a tile 'bm,bn1,bk1,bn2,bk2,warps,stages,dq' instead of the table (repeatable)")
+    p.add_argument("--sass", metavar="DIR", default=None, help="also write each kernel's SASS to DIR/<kernel>_<tile>.sass")
+    p.set_defaults(func=_cmd_sass)
+
+
+def _cmd_sass(a) -> int:
+    from .kernels.sass import print_reports
+    from .kernels.tiles import TileConfig, table_tiles
+    from .models import get_model
+
+    tiles = [TileConfig.from_list(t.strip("()").split(",")) for t in a.tile] if a.tile else table_tiles(a.bucket)
+    print_reports(get_model(a.shape), tiles, a.sass)
+    return 0
+
+
+def _add_provenance_parser(sub) -> None:
+    p = sub.add_parser("provenance", help="print this machine's provenance block (what every result records)")
+    p.set_defaults(func=_cmd_provenance)
+
+
+def _cmd_provenance(a) -> int:
+    import json
+
+    from .provenance import provenance
+
+    print(json.dumps(provenance(), indent=2, default=str))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(sub)
     _add_layout_parser(sub)
     _add_build_parser(sub)
+    _add_bench_parser(sub)
+    _add_distributed_parser(sub)
+    _add_sass_parser(sub)
+    _add_provenance_parser(sub)
     return parser
 
 

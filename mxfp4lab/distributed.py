@@ -4,9 +4,9 @@ the kernel-faithful model of the sharded run (each shard's ``moe_reference(mode=
 partial like the kernel's, summed in fp32 and rounded once: the tight check), with the unsharded layer
 (TP=1 through the same backend: differs by the extra bf16 rounding of the partials) and the fp32 reference.
 
-    torchrun --nproc-per-node 2 -m mxfp4lab.distributed --kind tp --model gpt-oss-120b \
+    torchrun --nproc-per-node 2 -m mxfp4lab distributed --kind tp --model gpt-oss-120b \
         --backend flashinfer_sm90 --out OUT/tp2.json            # two H100s
-    python -m mxfp4lab.distributed --spawn 2 --kind ep --model gpt-oss-20b --scaled \
+    mxfp4lab distributed --spawn 2 --kind ep --model gpt-oss-20b --scaled \
         --backend emulated_sm90 --out /tmp/ep2.json             # CPU, gloo (what the tests run)
 
 NVLink multicast stays off (``NCCL_NVLS_ENABLE=0``; the lent hosts require it).
@@ -17,7 +17,6 @@ EP gives each rank a contiguous block of experts; every rank sees all tokens and
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from typing import Optional
@@ -49,7 +48,7 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
              seed: int = 7, out: Optional[str] = None) -> Optional[dict]:
     """Body of one rank (process group already initialized). Returns the result dict on rank 0."""
     from .backends import get_backend
-    from .bench.moe import make_inputs, random_layer
+    from .synthetic import make_inputs, random_layer
 
     device = f"cuda:{rank}" if torch.cuda.is_available() else "cpu"
     if device != "cpu":
@@ -121,29 +120,14 @@ def spawn_cpu(world: int, port: Optional[int] = None, **kw) -> None:
     mp.spawn(_spawn_entry, args=(world, port, kw), nprocs=world, join=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="sharded MoE (TP/EP) vs unsharded")
-    ap.add_argument("--kind", choices=["tp", "ep"], default="tp")
-    ap.add_argument("--model", default="gpt-oss-120b")
-    ap.add_argument("--backend", default="flashinfer_sm90")
-    ap.add_argument("--m", "--tokens", dest="m", default="16,256",
-                    help="token counts (--tokens under torchrun, whose own options take --m)")
-    ap.add_argument("--scaled", action="store_true", help="scaled-down layer (CPU tests)")
-    ap.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks here instead of torchrun")
-    ap.add_argument("--out")
-    a = ap.parse_args(argv)
-    kw = dict(kind=a.kind, model=a.model, backend=a.backend, ms=tuple(int(v) for v in a.m.split(",")),
-              scaled=a.scaled, out=a.out)
-    if a.spawn:
-        spawn_cpu(a.spawn, **kw)
-        return 0
+def run(*, spawn: int = 0, **kw) -> None:
+    """``spawn`` > 0: that many gloo ranks here (:func:`spawn_cpu`); else this process is one rank of a
+    ``torchrun`` job (NCCL on GPUs, gloo otherwise). ``kw``: :func:`run_rank`'s keywords."""
+    if spawn:
+        spawn_cpu(spawn, **kw)
+        return
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         run_rank(dist.get_rank(), dist.get_world_size(), **kw)
     finally:
         dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,8 +3,8 @@
 :class:`LayoutExplorer` -- pick expert / row / k and see that element's path highlighted through the
 stages (optional pre-stage: checkpoint row -> ``[up ; gate]`` stacking + padding; then the 16x64 tile
 interleave, the 32-bit word bit permutation, and the 64x128 scale fold), plus the reverse lookup from
-a physical (row, byte, bit). All logic is in :mod:`mxfp4lab.experiments` (``layout_trace``,
-``layout_reverse``); drawing is :func:`mxfp4lab.plots.plot_element_path`. The callbacks are plain
+a physical (row, byte, bit). All logic is in :mod:`mxfp4lab.studies.layout` (``layout_trace``,
+``layout_reverse``); drawing is :func:`mxfp4lab.studies.layout_figures.plot_element_path`. The callbacks are plain
 Python, so tests drive them by setting widget values and reading :attr:`LayoutExplorer.highlight`.
 """
 
@@ -15,17 +15,15 @@ from typing import Any, Dict, Optional, Union
 
 import ipywidgets as W
 
-from . import experiments as ex
+from .models import get_model
+from .studies import layout as study
+from .studies import layout_figures
 
 _NO_MODEL_ROWS, _NO_MODEL_K = 128, 256  # ranges when no model is given (fc1 rows, K)
 
 
 def _resolve_model(model):
-    if model is None or not isinstance(model, str):
-        return model
-    from .models import get_model
-
-    return get_model(model)
+    return None if model is None else get_model(model)
 
 
 class LayoutExplorer:
@@ -36,9 +34,8 @@ class LayoutExplorer:
             offsets); ``None``: a small generic 128 x 256 matrix, no pre-stage.
         expert, row, k: initial selection. ``row`` is a checkpoint row when a pre-stage is active,
             else an fc1 row.
-        pre_stage: ``None`` (interleave + fold only), ``"auto"`` (``mxfp4lab.prepare.trace_fc1_row``
-            when available, else the FACTS-based stand-in) or a callable, see
-            :data:`mxfp4lab.experiments.PreStage`.
+        pre_stage: ``None`` (interleave + fold only), ``"auto"`` (:func:`mxfp4lab.prepare.trace_fc1_row`)
+            or a callable, see :data:`mxfp4lab.studies.layout.PreStage`.
         draw: render the figure on every change (turn off in tests / headless use).
 
     Attributes (updated by every callback): ``trace`` (``layout_trace`` dict), ``highlight`` (what the
@@ -50,7 +47,7 @@ class LayoutExplorer:
     def __init__(self, model: Union[None, str, Any] = "gpt-oss-20b", expert: int = 0, row: int = 0, k: int = 0,
                  pre_stage=None, draw: bool = True):
         self.config = _resolve_model(model)
-        self.pre_stage = ex.resolve_pre_stage(pre_stage) if self.config is not None else None
+        self.pre_stage = study.resolve_pre_stage(pre_stage) if self.config is not None else None
         self.draw = draw
         self.trace: Dict[str, Any] = {}
         self.highlight: Dict[str, Any] = {}
@@ -126,7 +123,7 @@ class LayoutExplorer:
             return fc1_row
         for cand in range(self.n_rows):  # invert the pre-stage by search (at most 2I calls, cheap)
             try:
-                if ex._normalize_stage(self.pre_stage(cand, self.config))["fc1_row"] == fc1_row:
+                if study.normalize_stage(self.pre_stage(cand, self.config))["w13_row"] == fc1_row:
                     return cand
             except Exception:
                 return None
@@ -136,7 +133,7 @@ class LayoutExplorer:
     def update(self) -> None:
         """Recompute the trace for the current (expert, row, k), refresh text and figure."""
         try:
-            self.trace = ex.layout_trace(self.row_w.value, self.k_w.value, expert=self.expert_w.value,
+            self.trace = study.layout_trace(self.row_w.value, self.k_w.value, expert=self.expert_w.value,
                                          config=self.config, pre_stage=self.pre_stage)
             self.error = None
         except Exception as e:
@@ -158,7 +155,7 @@ class LayoutExplorer:
     def update_reverse(self) -> None:
         """Recompute the reverse lookup from the physical-bit inputs."""
         q = dict(dst_row=self.dst_row_w.value, dst_byte=self.dst_byte_w.value, dst_bit=self.dst_bit_w.value)
-        self.reverse = dict(ex.layout_reverse(**q), **q)
+        self.reverse = dict(study.layout_reverse(**q), **q)
         r = self.reverse
         hit = ""
         if self.highlight and any(d == (r["dst_row"], r["dst_byte"], r["dst_bit"]) for d in self.highlight["dst"]):
@@ -190,9 +187,7 @@ class LayoutExplorer:
     # ------------------------------------------------------------------ drawing
     def figure(self, fig=None):
         """A static figure of the current state (what the widget shows); safe in reports."""
-        from . import plots
-
-        return plots.plot_element_path(self.trace, reverse=self.reverse, fig=fig)
+        return layout_figures.plot_element_path(self.trace, reverse=self.reverse, fig=fig)
 
     def _render(self) -> None:
         if not self.draw or self.error:

@@ -31,7 +31,7 @@
 # 3. **Scale fold** (`fold_scales_sm90`): each 64-row x 128-K block of E8M0 scales becomes
 #    16 rows x 16 bytes.
 #
-# Everything here is computed by `mxfp4lab.experiments.layout_*` and drawn by `mxfp4lab.plots`;
+# Everything here is computed by `mxfp4lab.studies.layout` and drawn by `mxfp4lab.studies.layout_figures`;
 # the notebook only wires parameters to calls. Runs in seconds on a CPU.
 
 # %% tags=["parameters"]
@@ -49,9 +49,10 @@ results_path = None  # set by mxfp4lab report: where save_results writes results
 # %%
 import matplotlib.pyplot as plt
 
-from mxfp4lab import experiments as ex
-from mxfp4lab import plots, report
+from mxfp4lab import report
 from mxfp4lab.models import get_model
+from mxfp4lab.studies import layout as study
+from mxfp4lab.studies import layout_figures as figures
 from mxfp4lab.widgets import LayoutExplorer
 
 config = get_model(model)
@@ -66,10 +67,10 @@ print(f"fc1 (w13) per expert: [{2 * config.padded_intermediate}, {config.padded_
 # destination row form one lane's 32-bit word, and each word mixes 4 source bytes A-D.
 
 # %%
-tile = ex.layout_tile_map(tile_row0, tile_k0)
+tile = study.layout_tile_map(tile_row0, tile_k0)
 report.record("tile_elements", len(tile))
 report.record("tile_fraction_row_moved", float(tile.row_moved.mean()))
-plots.plot_tile_destinations(tile)
+figures.plot_tile_destinations(tile)
 plt.show()
 
 # %% [markdown]
@@ -80,32 +81,32 @@ plt.show()
 # FP4 -> BF16 conversion wants.
 
 # %%
-perm = ex.layout_bit_permutation()
+perm = study.layout_bit_permutation()
 report.record("bit_permutation", perm.dst_bit.tolist())
-plots.plot_bit_permutation(perm)
+figures.plot_bit_permutation(perm)
 plt.show()
 
 # %% [markdown]
 # ## 3. The 64x128 scale fold
 
 # %%
-fold = ex.layout_scale_fold()
+fold = study.layout_scale_fold()
 report.record("scale_fold_shape", [int(fold.frow.max()) + 1, int(fold.col.max()) + 1])
-plots.plot_scale_fold(fold)
+figures.plot_scale_fold(fold)
 plt.show()
 
 # %% [markdown]
 # ## 4. One element's path (the parameters `expert`, `row`, `k`)
 
 # %%
-trace = ex.layout_trace(row, k, expert=expert, config=config, pre_stage="auto")
+trace = study.layout_trace(row, k, expert=expert, config=config, pre_stage="auto")
 report.record("trace", {key: trace[key] for key in ("expert", "ckpt_row", "row", "k", "dst_row", "dst_byte",
                                                     "dst_bit", "scale_fold")})
 report.record("pre_stage", (trace["pre"] or {}).get("source"))
-ex.layout_trace_table(trace).style.hide(axis="index")
+study.layout_trace_table(trace).style.hide(axis="index")
 
 # %%
-rev = ex.layout_reverse(dst_row, dst_byte, dst_bit)
+rev = study.layout_reverse(dst_row, dst_byte, dst_bit)
 report.record("reverse", dict(rev, dst_row=dst_row, dst_byte=dst_byte, dst_bit=dst_bit))
 print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bit_name']} of "
       f"(fc1 row {rev['row']}, k {rev['k']})")
@@ -115,7 +116,7 @@ print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bi
 # window, every scale of a 64x256 window).
 
 # %%
-check = ex.layout_tile_check()
+check = study.layout_tile_check()
 report.record("check", check)
 assert check["bit_mismatches"] == 0 and check["scale_mismatches"] == 0, check
 check
@@ -154,9 +155,9 @@ print(explorer.describe())
 # %%
 from mxfp4lab.prepare import trace_fc1_row
 
-ex.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
+study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 
 # %%
-plots.close_all()
+plt.close("all")
 results = report.save_results(results_path)
 print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))

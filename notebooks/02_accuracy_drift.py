@@ -27,7 +27,7 @@
 # * **Scale rule** (`mxfp4lab.formats.ScaleRule`): `ocp` (OCP MX v1.0 / torchao: `floor(log2 amax) - 2`,
 #   may saturate the block maximum to 6), `round_up` (triton_kernels: never saturates), `flashinfer`
 #   (FlashInfer's torch quantizer: `ceil(log2(amax / 6))`, ties rounded down).
-# * **Weight distribution** of the synthetic origin (`mxfp4lab.checkpoints.make_origin_weights`):
+# * **Weight distribution** of the synthetic origin (`mxfp4lab.synthetic.make_origin_weights`):
 #   gaussian, heavy-tailed (Student-t, df 3), outlier input channels (x10).
 # * **Shapes**: the real GPT-OSS and DeepSeek-V4 matrices for the weight-level part (one expert,
 #   a row sample: quantization is per row), a sweep of K, and scaled-down layers for the layer and
@@ -38,7 +38,7 @@
 # Truth is always the bf16 origin through the fp32 reference (`mxfp4lab.reference.moe_reference`).
 # On a CPU the MXFP4 paths are the references and the CPU emulation of the prepared SM90 tensors
 # (`emulated_sm90`, kernel and fp32 modes); on an H100 with FlashInfer the kernel's output is added.
-# All numbers come from `mxfp4lab.experiments.accuracy_*`, figures from `mxfp4lab.plots`.
+# All numbers come from `mxfp4lab.studies.accuracy`, figures from `mxfp4lab.studies.accuracy_figures`.
 
 # %% tags=["parameters"]
 models = ["gpt-oss-20b", "dsv4-flash"]  # real shapes for the weight-level part and the bases of the scaled layers
@@ -65,13 +65,14 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from mxfp4lab import experiments as ex
-from mxfp4lab import plots, report
+from mxfp4lab import report
 from mxfp4lab.models import get_model
+from mxfp4lab.studies import accuracy as study
+from mxfp4lab.studies import accuracy_figures as figures
 
 t_start = time.perf_counter()
 small = [get_model(name).scaled(hidden=hidden, intermediate=intermediate, experts=experts) for name in models]
-fi_ok, fi_why = ex.flashinfer_status()
+fi_ok, fi_why = study.flashinfer_status()
 report.record("flashinfer", {"available": fi_ok, "reason": fi_why or None})
 if fi_ok:
     print("FlashInfer SM90 is available: the kernel output is compared with the references below.")
@@ -90,15 +91,15 @@ for c in small:
 # with the bf16 origin.
 
 # %%
-quant = ex.accuracy_quantization(models, rules, dists, seed, max_rows=max_rows)
-table = ex.accuracy_table(quant)
+quant = study.accuracy_quantization(models, rules, dists, seed, max_rows=max_rows)
+table = study.accuracy_table(quant)
 report.record("accuracy_table", table.to_dict())
-report.record("sqnr_db_table", ex.accuracy_table(quant, "sqnr_db").to_dict())
+report.record("sqnr_db_table", study.accuracy_table(quant, "sqnr_db").to_dict())
 report.record("clipped_frac", quant.groupby("rule").clipped_frac.mean().to_dict())
 report.record("max_err_over_scale", quant.groupby("rule").max_err_over_scale.max().to_dict())
 print("relative error ||W_q - W|| / ||W|| (mean over models and matrices):")
 print(table.round(5).to_string())
-plots.plot_accuracy_heatmap(quant)
+figures.plot_accuracy_heatmap(quant)
 plt.show()
 
 # %%
@@ -114,15 +115,15 @@ quant.pivot_table(index=["model", "matrix", "rule"], columns="dist", values="rel
 # scale here and differ only in how exact ties round (away from zero vs down): about 1% of the values.
 
 # %%
-blocks = ex.accuracy_block_errors(models[0], rules, dists, seed, max_rows=max_rows)
-plots.plot_accuracy_block_errors(blocks)
+blocks = study.accuracy_block_errors(models[0], rules, dists, seed, max_rows=max_rows)
+figures.plot_accuracy_block_errors(blocks)
 plt.show()
 (blocks.assign(saturated=blocks.amax_over_scale > 6)
  .groupby(["rule", "dist"]).agg(blocks=("saturated", "size"), saturated_blocks=("saturated", "mean"),
                                  worst=("max_err_over_scale", "max")).round(4))
 
 # %%
-agree = ex.accuracy_rule_agreement(models[0], rules, dists, seed, max_rows=max_rows)
+agree = study.accuracy_rule_agreement(models[0], rules, dists, seed, max_rows=max_rows)
 report.record("rule_agreement", {f"{r.rule_a}/{r.rule_b}/{r.dist}": {"scale_diff": r.scale_diff_frac,
                                                                      "value_diff": r.value_diff_frac}
                                  for r in agree.itertuples()})
@@ -136,10 +137,10 @@ agree.round(4)
 # case is worse at small K only because it boosts at least one channel, a larger share of a short K.
 
 # %%
-ks = ex.accuracy_k_sweep(k_sweep, rules, k_dists, seed=seed)
+ks = study.accuracy_k_sweep(k_sweep, rules, k_dists, seed=seed)
 report.record("k_sweep_gemm_rel_err", {f"{r}/{d}": dict(zip(g.K, g.gemm_rel_err))
                                        for (r, d), g in ks.groupby(["rule", "dist"])})
-plots.plot_accuracy_k_sweep(ks)
+figures.plot_accuracy_k_sweep(ks)
 plt.show()
 
 # %% [markdown]
@@ -150,10 +151,10 @@ plt.show()
 # reference) must equal the kernel-faithful reference exactly: that proves the preparation.
 
 # %%
-backends = ["emulated_sm90", ex.EMULATED_FP32] + (["flashinfer_sm90"] if fi_ok else [])
+backends = ["emulated_sm90", study.EMULATED_FP32] + (["flashinfer_sm90"] if fi_ok else [])
 layers = {}
 for c in small:
-    layers[c.name] = ex.accuracy_layer(c, rules, dists, clamp=(True, False), m=m, backends=backends, seed=seed,
+    layers[c.name] = study.accuracy_layer(c, rules, dists, clamp=(True, False), m=m, backends=backends, seed=seed,
                                        preact_std=preact_std)
 layer_all = pd.concat(layers.values(), ignore_index=True)
 main = layer_all[(layer_all.path == "mxfp4 kernel") & (layer_all.reference == "origin fp32") & layer_all.clamp]
@@ -169,11 +170,11 @@ print("clamped fraction of routed fc1 values:",
       layer_all.groupby(["model", "dist"]).clamped_frac.first().round(4).to_dict())
 
 # %%
-plots.plot_accuracy_layer(layers[small[0].name])
+figures.plot_accuracy_layer(layers[small[0].name])
 plt.show()
 
 # %%
-plots.plot_accuracy_layer(layers[small[-1].name])
+figures.plot_accuracy_layer(layers[small[-1].name])
 plt.show()
 
 # %%
@@ -191,18 +192,18 @@ plt.show()
 # trained model would have, so read the growth rate rather than the absolute level.
 
 # %%
-depth = pd.concat([ex.accuracy_depth(c, depth_layers, depth_rules, depth_dist, m, seed, preact_std=preact_std,
+depth = pd.concat([study.accuracy_depth(c, depth_layers, depth_rules, depth_dist, m, seed, preact_std=preact_std,
                                      branch_scale=depth_branch_scale, backends=["flashinfer_sm90"] if fi_ok else [])
                    for c in small], ignore_index=True)
 last = depth[depth.layer == depth.layer.max()]
 report.record("depth_rel_err_final", {f"{r.model}/{r.path}": r.rel_err_hidden for r in last.itertuples()})
 report.record("depth_routing_agreement_final", {f"{r.model}/{r.path}": r.routing_agreement for r in last.itertuples()})
-plots.plot_accuracy_depth(depth)
+figures.plot_accuracy_depth(depth)
 plt.show()
 last.pivot_table(index="path", columns="model", values=["rel_err_hidden", "routing_agreement"]).round(4)
 
 # %%
-plots.close_all()
+plt.close("all")
 report.record("runtime_s", round(time.perf_counter() - t_start, 1))
 results = report.save_results(results_path)
 print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))

@@ -20,20 +20,20 @@
 #
 # Latency of one MXFP4 MoE layer vs the number of tokens M, per backend and shape (GPT-OSS-20b/120b,
 # DeepSeek-V4-Flash and the seed benchmark shape), against the H100 roofline floor
-# (`mxfp4lab.bench.roofline`: active experts' weight bytes / 3.0 TB/s vs FLOPs / 800 TFLOP/s).
+# (`mxfp4lab.roofline`: active experts' weight bytes / 3.0 TB/s vs FLOPs / 800 TFLOP/s).
 # From the sweep: the crossover points (M where one backend overtakes another, interpolated in
 # log M), speedup ratios, the fraction of the roofline reached, the fastest backend per (shape, M)
-# (`mxfp4lab.dispatch.Dispatch`), and the original claim (FACTS.md: Marlin 12-15% faster at M <= 64,
+# (`mxfp4lab.dispatch.Dispatch`), and the original claim (SGLang PR #24816: Marlin 12-15% faster at M <= 64,
 # a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
 # On a CPU this notebook READS a recorded sweep: `data/results/latency/h100.json`, or where that does not
-# exist yet `latency/h200.json` (written by `python -m mxfp4lab.bench.moe`, read through `mxfp4lab.results`);
+# exist yet `latency/h200.json` (written by `mxfp4lab bench moe`, read through `mxfp4lab.results`);
 # every plot says which GPU, date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
 # `mxfp4lab.bench.moe.sweep` itself.
 
 # %% tags=["parameters"]
 results_file = None  # recorded sweep JSON; None reads data/results/latency/h100.json
-measure = False  # True on an H100: measure with mxfp4lab.bench.moe.sweep instead of reading the file
+measure = False  # True on an H100/H200: measure with mxfp4lab.bench.moe.sweep instead of reading the file
 backends = ["flashinfer_sm90", "marlin_mxfp4", "triton_w4a16", "torch_naive"]  # backends to measure (measure only)
 shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes
 ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]  # tokens M
@@ -46,10 +46,11 @@ results_path = None  # set by mxfp4lab report: where save_results writes results
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from mxfp4lab import experiments as ex
-from mxfp4lab import plots, report
+from mxfp4lab import report
+from mxfp4lab.studies import latency as study
+from mxfp4lab.studies import latency_figures as figures
 
-df, prov, label, recorded = ex.latency_results(results_file, measure=measure, backends=backends, shapes=shapes,
+df, prov, label, recorded = study.latency_results(results_file, measure=measure, backends=backends, shapes=shapes,
                                                ms=ms, routing=routing, reps=reps)
 report.record("recorded", recorded)
 report.record("source", label)
@@ -60,7 +61,7 @@ if recorded:
 else:
     print(f"NOTE: no recorded H100 latency results yet (looked for {df.attrs.get('path')}).\n"
           "Showing the roofline floor only. Record them on an H100 with\n"
-          "  python -m mxfp4lab.bench.moe   (writes data/results/latency/<gpu>.json)")
+          "  mxfp4lab bench moe   (writes data/results/latency/<gpu>.json)")
 
 # %% [markdown]
 # ## 1. Latency vs M against the roofline floor
@@ -70,13 +71,13 @@ else:
 # shape, so their floors coincide.)
 
 # %%
-roof = ex.latency_roofline(shapes, ms, ceilings=df.attrs.get("ceilings"))
+roof = study.latency_roofline(shapes, ms, ceilings=df.attrs.get("ceilings"))
 report.record("roofline_floor_us", {s: dict(zip(g.m, g.floor_us.round(1))) for s, g in roof.groupby("shape")})
-plots.plot_latency_vs_m(df, roof, label=label, routing=routing)
+figures.plot_latency_vs_m(df, roof, label=label, routing=routing)
 plt.show()
 
 # %%
-plots.plot_latency_roofline_only(roof, label=label)
+figures.plot_latency_roofline_only(roof, label=label)
 plt.show()
 roof.pivot(index="m", columns="shape", values="floor_us").round(1)
 
@@ -87,7 +88,7 @@ roof.pivot(index="m", columns="shape", values="floor_us").round(1)
 # changes sign, interpolated linearly in log M.
 
 # %%
-crossovers = ex.latency_all_crossovers(df)
+crossovers = study.latency_all_crossovers(df)
 report.record("crossovers", crossovers.dropna(subset=["crossover_m"])[
     ["shape", "routing", "a", "b", "crossover_m", "faster_below", "faster_above"]].to_dict("records"))
 if len(crossovers):
@@ -99,8 +100,8 @@ else:
 
 # %%
 if recorded and baseline in set(df.loc[df.ok, "backend"]):
-    sp = ex.latency_speedups(df, baseline)
-    plots.plot_latency_speedup(sp, crossovers=crossovers, label=label, routing=routing)
+    sp = study.latency_speedups(df, baseline)
+    figures.plot_latency_speedup(sp, crossovers=crossovers, label=label, routing=routing)
     plt.show()
     display(sp[sp.routing == routing].pivot_table(index="m", columns=["shape", "backend"], values="speedup").round(2))
 elif recorded:
@@ -108,11 +109,11 @@ elif recorded:
 
 # %%
 if recorded:
-    plots.plot_latency_roofline_fraction(ex.latency_roofline_fraction(df), label=label, routing=routing)
+    figures.plot_latency_roofline_fraction(study.latency_roofline_fraction(df), label=label, routing=routing)
     plt.show()
-    plots.plot_latency_dispatch(ex.latency_dispatch_table(df), label=label, routing=routing)
+    figures.plot_latency_dispatch(study.latency_dispatch_table(df), label=label, routing=routing)
     plt.show()
-    speed = ex.latency_dispatch_speedups(df, routing=routing)
+    speed = study.latency_dispatch_speedups(df, routing=routing)
     report.record("dispatch_speedup", speed.to_dict("records"))
     display(speed.round(3))
 else:
@@ -122,11 +123,11 @@ else:
 # %% [markdown]
 # ### mxfp4lab's Triton kernel against its goals
 #
-# Issue 6: at M <= 64 within 1.25x of the roofline floor and faster than Marlin; at M >= 1024 within
+# Its goals: at M <= 64 within 1.25x of the roofline floor and faster than Marlin; at M >= 1024 within
 # 1.2x of FlashInfer. `x_floor`, `x_marlin`, `x_flashinfer`: Triton's time over each.
 
 # %%
-goals = ex.latency_triton_goals(df, routing=routing) if recorded else None
+goals = study.latency_triton_goals(df, routing=routing) if recorded else None
 if goals is not None and len(goals):
     report.record("triton_goals_met", int(goals["met"].fillna(False).astype(bool).sum()))
     display(goals.pivot_table(index="m", columns="shape", values="x_floor").round(2))
@@ -139,7 +140,7 @@ else:
 # ## 3. The original claim (seed shape, H100)
 
 # %%
-claim = ex.latency_claim_check(df)
+claim = study.latency_claim_check(df)
 if recorded and len(claim):
     report.record("claim_check", claim[["m", "regime", "fi_faster", "within_claim"]].to_dict("records"))
     print(claim.attrs.get("note"))
@@ -147,10 +148,10 @@ if recorded and len(claim):
 else:
     note = claim.attrs.get("note") if recorded else "not measured: no recorded H100 latency results yet"
     report.record("claim_check", note)
-    print(f"Claim (FACTS.md): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
+    print(f"Claim (SGLang PR #24816): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
           f"M>=1024 on the seed shape.\nCheck: {note}")
 
 # %%
-plots.close_all()
+plt.close("all")
 results = report.save_results(results_path)
 print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))

@@ -1,12 +1,12 @@
-"""MoE latency sweep: backends x shapes x tokens M x routing, against the roofline. Prints a table, writes JSON.
+"""MoE latency sweep: backends x shapes x tokens M x routing, against the roofline (:func:`sweep`).
 
-    python -m mxfp4lab.bench.moe --backends flashinfer_sm90,torch_naive \
+    mxfp4lab bench moe --backends flashinfer_sm90,torch_naive \
         --shapes gpt-oss-20b,gpt-oss-120b,dsv4-flash,seed-bench --m 1,2,4,...,16384 \
-        --routing uniform,skewed            # -> data/results/latency/<gpu>.json
+        --routing uniform,skewed            # prints a table, writes data/results/latency/<gpu>.json
 
 Per (shape): one random layer in checkpoint layout is generated ON the GPU (uniform random FP4 codes,
 E8M0 scale bytes in 118..122 as FlashInfer's own test, small bf16 biases for GPT-OSS) and prepared
-with :mod:`mxfp4lab.prepare` (pure torch, on the GPU). Per (M, routing): ``--rotate`` input sets, each
+with :mod:`mxfp4lab.prepare` (pure torch, on the GPU; :func:`mxfp4lab.synthetic.random_layer`). Per (M, routing): ``--rotate`` input sets, each
 with its own tokens and routing (routing from random softmax logits; ``skewed`` adds a fixed per-expert
 popularity so a few experts take most tokens), so successive timed calls hit different experts and
 the L2 cache (50 MB) cannot hold the weights. Before timing, every backend's output on the first set
@@ -16,62 +16,24 @@ timed). Timing: CUDA events, warm-up, median of ``--reps`` (CUDA graphs where th
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
-from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import torch
 
-from ..models import STUDY_SHAPES, MoEConfig, get_model
+from ..backends import get_backend
+from ..models import STUDY_SHAPES, get_model
 from ..prepare import prepare_from_experts
-from .. import results
-from ..reference import expert_weights_from_logical, moe_reference, relative_error, route
-from .roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
+from ..reference import expert_weights_from_logical, moe_reference, relative_error
+from ..roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
+from ..synthetic import make_inputs, random_layer
+from .harness import time_cuda
 
 DEFAULT_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 DEFAULT_SHAPES = STUDY_SHAPES
 # kernel vs kernel-faithful reference: a few bf16 ulps (2^-8 relative) after four roundings; a
 # wrong layout or scale gives O(1)
 CHECK_TOL = 2e-2
-
-
-def random_layer(cfg: MoEConfig, device="cuda", seed: int = 0):
-    """Random MXFP4 layer in checkpoint layout (fields as the checkpoint readers return)."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    e, h, i = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size
-
-    def codes(*shape):
-        return torch.randint(0, 256, shape, dtype=torch.uint8, device=device, generator=g)
-
-    def scales(*shape):
-        return torch.randint(118, 123, shape, dtype=torch.uint8, device=device, generator=g)
-
-    if cfg.checkpoint_format == "gpt_oss":
-        return SimpleNamespace(
-            gate_up_blocks=codes(e, 2 * i, h // 2), gate_up_scales=scales(e, 2 * i, h // 32),
-            gate_up_bias=(torch.randn(e, 2 * i, device=device, generator=g) * 0.05).to(torch.bfloat16),
-            down_blocks=codes(e, h, i // 2), down_scales=scales(e, h, i // 32),
-            down_bias=(torch.randn(e, h, device=device, generator=g) * 0.05).to(torch.bfloat16),
-        )
-    return SimpleNamespace(w1=codes(e, i, h // 2), w1_scale=scales(e, i, h // 32), w3=codes(e, i, h // 2),
-                           w3_scale=scales(e, i, h // 32), w2=codes(e, h, i // 2), w2_scale=scales(e, h, i // 32))
-
-
-def make_inputs(cfg: MoEConfig, m: int, n_sets: int, routing: str, device="cuda", seed: int = 0):
-    g = torch.Generator(device=device).manual_seed(seed)
-    popularity = torch.randn(cfg.num_experts, device=device, generator=g) * 3.0
-    sets = []
-    for _ in range(n_sets):
-        x = torch.randn(m, cfg.hidden_size, device=device, generator=g).to(torch.bfloat16)
-        logits = torch.randn(m, cfg.num_experts, device=device, generator=g)
-        if routing == "skewed":
-            logits = logits + popularity
-        ids, w = route(logits, cfg)
-        sets.append((x, ids, w))
-    return sets
 
 
 def check_backend(backend, weights_ref, cfg, inputs) -> float:
@@ -88,9 +50,6 @@ def sweep(
     ceilings: Optional[dict] = None, log=print, backend_kwargs: Optional[Dict[str, dict]] = None,
     on_progress=None,
 ) -> List[dict]:
-    from ..backends import get_backend
-    from .harness import time_cuda
-
     bw = (ceilings or {}).get("copy_bytes_per_s", H100_COPY_BW)
     fr = (ceilings or {}).get("bf16_flops_per_s", H100_BF16_FLOPS)
     rows = []
@@ -153,48 +112,3 @@ def _fmt(r: dict) -> str:
     return (f"{r['shape']:14s} {r['backend']:16s} M={r['m']:>6} {r['routing']:8s} {r['median_us']:10.1f} us "
             f"floor {r['roofline_us']:8.1f} ({r['roofline_bound'][:3]}) {100 * r['fraction_of_roofline']:5.1f}% "
             f"{'graph' if r['graph'] else 'eager'} err={'-' if err is None else f'{err:.2e}'}")
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="MoE latency sweep (H100)")
-    ap.add_argument("--backends", default="flashinfer_sm90,torch_naive")
-    ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES))
-    ap.add_argument("--m", default=",".join(map(str, DEFAULT_M)))
-    ap.add_argument("--routing", default="uniform,skewed")
-    ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--rotate", type=int, default=4)
-    ap.add_argument("--no-graph", action="store_true")
-    ap.add_argument("--check-m", default="1,64,1024", help="M values at which outputs are checked (all: 'all')")
-    ap.add_argument("--out", default=None, help="result file (default data/results/latency/<gpu>.json)")
-    a = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("the latency sweep needs a CUDA GPU; recorded H100 results are in data/results/", file=sys.stderr)
-        return 2
-    from .harness import measure_ceilings
-
-    out = a.out or results.result_path("latency", results.gpu_slug(torch.cuda.get_device_name()))
-    ceil = measure_ceilings()
-    print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
-    check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
-    def save(rows, done=False):
-        from .. import build
-
-        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)
-        extra = {}
-        if "flashinfer_sm90" in a.backends:
-            from ..backends.flashinfer_sm90 import autotuner_choices
-
-            extra["flashinfer_autotuner"] = autotuner_choices()
-        return results.write(out, "latency_sweep", rows, partial=not done, ceilings=ceil, build_configs=cfgs,
-                             complete=done, **extra)
-
-    rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
-                 a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
-                 ceilings=ceil, on_progress=save)
-    path = save(rows, done=True)
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

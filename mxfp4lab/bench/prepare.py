@@ -6,31 +6,29 @@ the same to prepare as real weights. Reported: input bytes, output bytes, baseli
 input exists), peak RSS, and the wall time of ``prepare_from_experts`` (pad, [up ; gate], interleave,
 fold, SwiGLU tensors).
 
-    python -m mxfp4lab.bench.prepare [--models gpt-oss-120b,dsv4-flash] [--out data/results/prepare/cpu.json]
+    mxfp4lab bench prepare [--models gpt-oss-120b,dsv4-flash] [--out data/results/prepare/cpu.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
 import sys
 import time
 
-from .. import results
 
-
-def _child(model: str) -> dict:
+def measure(model: str) -> dict:
+    """Prepare one random real-size layer of ``model`` in THIS process: wall time and RSS."""
     import torch
 
-    from ..bench.moe import random_layer
     from ..models import get_model
     from ..prepare import prepare_from_experts
+    from ..synthetic import random_layer
 
     cfg = get_model(model)
     layer = random_layer(cfg, device="cpu", seed=0)
-    in_bytes = sum(t.numel() * t.element_size() for t in vars(layer).values())
+    in_bytes = sum(t.numel() * t.element_size() for t in vars(layer).values() if isinstance(t, torch.Tensor))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     prep = prepare_from_experts(layer, config=cfg)
@@ -41,31 +39,17 @@ def _child(model: str) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="gpt-oss-120b,dsv4-flash")
-    ap.add_argument("--out", default=str(results.result_path("prepare", "cpu")))
-    ap.add_argument("--_child", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    if a._child:
-        print(json.dumps(_child(a._child)))
-        return 0
+def measure_isolated(models) -> list:
+    """:func:`measure` for each model in a fresh interpreter (so each peak RSS is that model's alone)."""
     rows = []
-    for m in a.models.split(","):
+    for m in models:
         print(f"preparing one {m} layer on CPU ...", flush=True)
-        out = subprocess.run([sys.executable, "-m", "mxfp4lab.bench.prepare", "--_child", m],
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "mxfp4lab.bench.prepare", m], capture_output=True, text=True)
         if out.returncode != 0:
-            print(out.stderr[-2000:], file=sys.stderr)
-            return 1
+            raise RuntimeError(f"preparing {m} failed:\n{out.stderr[-2000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'model':14s} {'seconds':>8s} {'in GB':>7s} {'out GB':>7s} {'peak RSS GB':>12s} {'extra GB':>9s}")
-    for r in rows:
-        print(f"{r['model']:14s} {r['seconds']:8.2f} {r['input_bytes'] / 1e9:7.2f} {r['output_bytes'] / 1e9:7.2f} "
-              f"{r['peak_rss_bytes'] / 1e9:12.2f} {r['peak_extra_bytes'] / 1e9:9.2f}")
-    print(f"wrote {results.write(a.out, 'prepare_cost', rows)}")
-    return 0
+    return rows
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the child process of measure_isolated (one model name; not a user command)
+    print(json.dumps(measure(sys.argv[1])))

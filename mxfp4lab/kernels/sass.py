@@ -1,8 +1,8 @@
 """Compile mxfp4lab's Triton MoE kernels for sm_90a WITHOUT a GPU and report what the compiler made.
 
-    python -m mxfp4lab.kernels.sass [--shape gpt-oss-120b] [--bucket 16] [--tile 16,64,128,64,128,4,4,3] [--sass DIR]
+    mxfp4lab sass [--shape gpt-oss-120b] [--bucket 16] [--tile 16,64,128,64,128,4,4,3] [--sass DIR]
 
-For each tile config (default: every entry of the backend's ``CONFIG_TABLE``) the fc1 and fc2 kernels
+For each tile config (default: every tile of :data:`mxfp4lab.kernels.tiles.TILE_TABLE`) the fc1 and fc2 kernels
 are compiled with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` -- the H100 -- with the
 16-byte divisibility hints Triton's JIT would infer for contiguous tensors and strides (without them
 the loads are not vectorized and the numbers mislead), then ``cuobjdump`` (shipped with Triton)
@@ -11,12 +11,11 @@ the table's candidates were screened on the CPU machine: a config that spills, o
 costs many more instructions per weight, is not worth device time.
 
 Static counts are a proxy: they include prologue / epilogue and the software-pipelined copies of the
-loop, and say nothing about latency hiding. Timings come only from ``mxfp4lab.bench.moe`` on a GPU.
+loop, and say nothing about latency hiding. Timings come only from ``mxfp4lab bench moe`` on a GPU.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import re
@@ -25,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence
+
+from .tiles import TileConfig
 
 #: SM90 (H100 / H200), 32 threads per warp
 TARGET = ("cuda", 90, 32)
@@ -119,11 +120,13 @@ def _types(fn, pointers: Dict[str, str], floats: Sequence[str] = ()) -> Dict[str
     return t
 
 
-def moe_kernel_reports(cfg, tile: Sequence[int]) -> Sequence[KernelReport]:
-    """fc1 (gather + GEMM1 + SwiGLU) and fc2 reports for model ``cfg`` and one table tile tuple."""
+def moe_kernel_reports(cfg, tile: TileConfig | Sequence[int]) -> Sequence[KernelReport]:
+    """fc1 (gather + GEMM1 + SwiGLU) and fc2 reports for model ``cfg`` and one tile (a :class:`TileConfig`
+    or its recorded list form)."""
     from . import triton_moe as K
 
-    t = K.TileConfig(*tile)
+    t = tile if isinstance(tile, TileConfig) else TileConfig.from_list(tile)
+    tile = tuple(t.as_list())
     h_pad, i_pad = cfg.padded_hidden, cfg.padded_intermediate
     t.check(h_pad, i_pad)
     fc1 = compile_sm90(
@@ -134,42 +137,28 @@ def moe_kernel_reports(cfg, tile: Sequence[int]) -> Sequence[KernelReport]:
                ("alpha_default", "beta_default", "limit_default")),
         dict(H=cfg.hidden_size, I_pad=i_pad, top_k=cfg.top_k, HAS_BIAS=cfg.checkpoint_format == "gpt_oss",
              PER_EXPERT_ACT=False, HAS_LIMIT=cfg.swiglu_limit is not None, BLOCK_M=t.block_m, BLOCK_N=t.block_n1,
-             BLOCK_K=t.block_k1, INTERPRET=False, DEQUANT=t.dequant),
+             BLOCK_K=t.block_k1, INTERPRET=False, DEQUANT=int(t.dequant)),
         num_warps=t.num_warps, num_stages=t.num_stages)
     fc2 = compile_sm90(
         K._fc2_kernel,
         _types(K._fc2_kernel, dict(h_ptr="*bf16", w_ptr="*u8", s_ptr="*u8", sorted_ids_ptr="*i32",
                                    block_expert_ptr="*i32", y_ptr="*bf16")),
         dict(H=cfg.hidden_size, I_pad=i_pad, BLOCK_M=t.block_m, BLOCK_N=t.block_n2, BLOCK_K=t.block_k2,
-             INTERPRET=False, DEQUANT=t.dequant),
+             INTERPRET=False, DEQUANT=int(t.dequant)),
         num_warps=t.num_warps, num_stages=t.num_stages)
     return [report(fc1, "fc1", tuple(tile)), report(fc2, "fc2", tuple(tile))]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..backends.triton_w4a16 import CONFIG_TABLE
-    from ..models import get_model
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shape", default="gpt-oss-120b")
-    ap.add_argument("--bucket", type=int, default=None, help="only this M bucket of CONFIG_TABLE")
-    ap.add_argument("--tile", action="append", default=[],
-                    help="a tile tuple 'bm,bn1,bk1,bn2,bk2,warps,stages,dq' instead of the table (repeatable)")
-    ap.add_argument("--sass", metavar="DIR", default=None,
-                    help="also write each kernel's SASS to DIR/<kernel>_<tile>.sass")
-    a = ap.parse_args(argv)
-    cfg = get_model(a.shape)
-    if a.tile:
-        tiles = [tuple(int(v) for v in t.strip("()").split(",")) for t in a.tile]
-    else:
-        tiles = sorted({tuple(c) for b, cs in CONFIG_TABLE.items() if a.bucket in (None, b) for c in cs})
+def print_reports(cfg, tiles: Sequence[TileConfig], sass_dir: Optional[str] = None) -> None:
+    """The table ``mxfp4lab sass`` prints: one line per (tile, kernel); ``sass_dir``: also write each SASS."""
     print(f"{cfg.name}: H={cfg.hidden_size} I_pad={cfg.padded_intermediate} k={cfg.top_k}; sm_90a, static SASS counts"
           " (loop: the K loop's body; hgmma: with A in registers / all)")
     print(f"{'tile (bm,bn1,bk1,bn2,bk2,warps,stages,dq)':44s} {'kernel':6s} {'regs':>4s} {'stack':>5s} {'smem':>7s} "
           f"{'ops':>5s} {'loop':>5s} {'LDS':>4s} {'STS':>4s}  {'hgmma':>5s}  mma")
-    for tile in tiles:
+    for t in tiles:
+        tile = tuple(t.as_list())
         try:
-            reps = moe_kernel_reports(cfg, tile)
+            reps = moe_kernel_reports(cfg, t)
         except ValueError as exc:
             print(f"{str(tile):44s} skipped: {exc}")
             continue
@@ -179,11 +168,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{str(tile):44s} {r.kernel:6s} {r.registers:4d} {r.stack_bytes:5d} {r.shared_bytes:7d} "
                   f"{r.total_ops:5d} {sum(r.loop_ops.values()):5d} {lds:4d} {sts:4d}  {r.hgmma_reg_a:2d}/{r.hgmma:<2d}  "
                   f"{r.mma}")
-            if a.sass:
-                os.makedirs(a.sass, exist_ok=True)
-                Path(a.sass, f"{r.kernel}_{'_'.join(map(str, tile))}.sass").write_text(r.sass)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            if sass_dir:
+                os.makedirs(sass_dir, exist_ok=True)
+                Path(sass_dir, f"{r.kernel}_{'_'.join(map(str, tile))}.sass").write_text(r.sass)

@@ -1,0 +1,353 @@
+"""The latency study: MoE latency vs tokens M per backend and shape, from a recorded sweep
+(:mod:`mxfp4lab.results`, kind ``latency_sweep``) or measured here on a GPU; crossovers, speedups, the
+fastest backend per (shape, M), the roofline, the original claim. Tidy DataFrames for notebook 03 and
+``mxfp4lab bench summary``; figures in :mod:`.latency_figures`.
+
+Every function works on the row frame of :func:`latency_load`, so synthetic frames test them without a GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import results
+from ..bench.harness import measure_ceilings
+from ..bench.moe import sweep
+from ..dispatch import Dispatch
+from ..models import STUDY_SHAPES, get_model
+from ..provenance import provenance
+from ..roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
+from .common import as_list
+
+LATENCY_SHAPES = STUDY_SHAPES
+#: The recorded sweep read when no file is given: ``data/results/latency/<gpu>.json``
+#: (:data:`mxfp4lab.results.PREFERRED_GPUS` order).
+LATENCY_STUDY = "latency"
+#: The original SGLang claim on the seed shape (H100, kernel level): Marlin 12-15% faster at M <= 64, a tie
+#: near M ~ 256, FlashInfer 24-36% faster at M >= 1024.
+SEED_CLAIM = (
+    dict(regime="M<=64", m_max=64, m_min=None, claim="Marlin 12-15% faster", lo=-0.15, hi=-0.12),
+    dict(regime="M~256", m_max=256, m_min=256, claim="tie", lo=-0.05, hi=0.05),
+    dict(regime="M>=1024", m_max=None, m_min=1024, claim="FlashInfer 24-36% faster", lo=0.24, hi=0.36),
+)
+
+
+def latency_results_path(path=None):
+    """``path``, or the first recorded ``data/results/latency/<gpu>.json`` (the H100 one's path when none
+    exists)."""
+    if path:
+        return Path(path)
+    return results.find(LATENCY_STUDY) or results.result_path(LATENCY_STUDY, results.PREFERRED_GPUS[0])
+
+
+def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
+    """Recorded latency sweep -> (rows, provenance); ``(empty frame, None)`` when there is no file.
+
+    The frame has one row per JSON row (``shape, backend, m, routing, median_us, ...``) plus ``ok``
+    (timed, no error). ``df.attrs`` holds ``ceilings`` and ``path``.
+    """
+    p = latency_results_path(path)
+    if not p.is_file():
+        df = pd.DataFrame(columns=["shape", "backend", "m", "routing", "median_us", "roofline_us", "ok"])
+        df.attrs.update(path=str(p), ceilings={})
+        return df, None
+    res = results.load(p, kind="latency_sweep")
+    df = _latency_frame(res.rows)
+    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {})
+    return df, res.provenance or {}
+
+
+def _latency_frame(rows) -> pd.DataFrame:
+    """Sweep rows -> frame with the columns the latency_* functions read, and ``ok`` (timed, no error)."""
+    df = pd.DataFrame(rows)
+    for col in ("m", "routing", "median_us", "error", "roofline_us"):
+        if col not in df:
+            df[col] = None
+    df["ok"] = df["median_us"].notna() & df["error"].isna() & df["m"].notna()
+    df.loc[df["m"].notna(), "m"] = df.loc[df["m"].notna(), "m"].astype(int)
+    return df
+
+
+def latency_source_label(prov: Optional[Dict[str, Any]]) -> str:
+    """'recorded on <gpu> <date>, commit <sha>' (for plot titles), or a no-data note."""
+    if not prov:
+        return "no recorded H100 latency results yet: roofline floor only"
+    commit = (prov.get("mxfp4lab_commit") or "unknown")[:10]
+    date = (prov.get("date") or "unknown date")[:10]
+    return f"recorded on {prov.get('gpu') or 'unknown GPU'} {date}, commit {commit}"
+
+
+def latency_roofline(shapes=LATENCY_SHAPES, ms=(1, 4, 16, 64, 256, 1024, 4096, 8192), *, ceilings=None) -> pd.DataFrame:
+    """Roofline floor per (shape, M) (:func:`mxfp4lab.roofline.roofline`; ``ceilings`` as in the
+    results file, default the H100 numbers of :mod:`mxfp4lab.roofline`). Columns: ``shape, m, floor_us, memory_us, compute_us,
+    bound, active_experts, bytes, flops``."""
+    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
+    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    rows = []
+    for s in as_list(shapes):
+        cfg = get_model(s)
+        for m in as_list(ms):
+            r = roofline(cfg, int(m), bandwidth=bw, flops_rate=fr)
+            rows.append(dict(shape=cfg.name, m=int(m), floor_us=r.floor_us, memory_us=r.memory_us,
+                             compute_us=r.compute_us, bound=r.bound, active_experts=r.active_experts,
+                             bytes=r.bytes, flops=r.flops))
+    return pd.DataFrame(rows)
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    d = df[df["ok"].astype(bool)] if "ok" in df else df[df["median_us"].notna()]  # (an empty object column
+    # would otherwise index columns, not rows)
+    if "routing" not in d:
+        d = d.assign(routing="uniform")
+    return d.assign(routing=d["routing"].fillna("uniform"))
+
+
+def latency_crossovers(df: pd.DataFrame, a: str, b: str, *, value: str = "median_us") -> pd.DataFrame:
+    """Where backend ``a`` and ``b`` swap places, per (shape, routing).
+
+    On the M values both recorded, ``r(M) = log(t_a / t_b)``; between consecutive M where r changes
+    sign the crossover is interpolated linearly in (log M, r) -- exact when t_a/t_b is a power law of
+    M there. One row per crossing (``crossing`` 0, 1, ...); a (shape, routing) without one gets a
+    single row with ``crossover_m`` NaN. Columns: ``shape, routing, a, b, crossing, crossover_m,
+    m_lo, m_hi, faster_below, faster_above, n_crossings, faster_at_min_m, faster_at_max_m``.
+    """
+    d = _ok(df)
+    out = []
+    for (shape, routing), g in d.groupby(["shape", "routing"], sort=True):
+        p = g.pivot_table(index="m", columns="backend", values=value, aggfunc="median").sort_index()
+        if a not in p or b not in p:
+            continue
+        p = p[[a, b]].dropna()
+        if p.empty:
+            continue
+        ms = p.index.to_numpy(dtype=float)
+        r = np.log(p[a].to_numpy() / p[b].to_numpy())
+        faster = lambda v: a if v < 0 else b if v > 0 else "tie"  # noqa: E731
+        base = dict(shape=shape, routing=routing, a=a, b=b, faster_at_min_m=faster(r[0]),
+                    faster_at_max_m=faster(r[-1]))
+        found = []
+        for i in range(len(ms) - 1):
+            r0, r1 = r[i], r[i + 1]
+            if r0 * r1 < 0 or (r1 == 0 and r0 != 0):
+                t = r0 / (r0 - r1)
+                lm = np.log(ms[i]) + t * (np.log(ms[i + 1]) - np.log(ms[i]))
+                found.append((float(np.exp(lm)), ms[i], ms[i + 1], r0, r1))
+        if not found:
+            out.append(dict(base, crossing=0, crossover_m=float("nan"), m_lo=float("nan"), m_hi=float("nan"),
+                            faster_below=None, faster_above=None, n_crossings=0))
+        for j, (mx, lo, hi, r0, r1) in enumerate(found):
+            out.append(dict(base, crossing=j, crossover_m=mx, m_lo=lo, m_hi=hi, faster_below=faster(r0),
+                            faster_above=faster(r1), n_crossings=len(found)))
+    cols = ["shape", "routing", "a", "b", "crossing", "crossover_m", "m_lo", "m_hi", "faster_below",
+            "faster_above", "n_crossings", "faster_at_min_m", "faster_at_max_m"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def latency_speedups(df: pd.DataFrame, baseline: str, *, value: str = "median_us") -> pd.DataFrame:
+    """Speedup of every backend over ``baseline`` at each (shape, routing, M) both recorded.
+
+    ``speedup = t_baseline / t_backend`` (> 1: the backend is faster); ``faster_pct = 100 *
+    (speedup - 1)`` ("X% faster"). Columns: ``shape, routing, m, backend, baseline, median_us,
+    baseline_us, speedup, faster_pct``.
+    """
+    d = _ok(df)
+    base = d[d["backend"] == baseline][["shape", "routing", "m", value]].rename(columns={value: "baseline_us"})
+    base = base.groupby(["shape", "routing", "m"], as_index=False)["baseline_us"].median()
+    other = d.groupby(["shape", "routing", "m", "backend"], as_index=False)[value].median()
+    j = other.merge(base, on=["shape", "routing", "m"], how="inner")
+    j = j.rename(columns={value: "median_us"}).assign(baseline=baseline)
+    j["speedup"] = j["baseline_us"] / j["median_us"]
+    j["faster_pct"] = 100 * (j["speedup"] - 1)
+    cols = ["shape", "routing", "m", "backend", "baseline", "median_us", "baseline_us", "speedup", "faster_pct"]
+    return j[cols].sort_values(["shape", "routing", "backend", "m"]).reset_index(drop=True)
+
+
+def latency_dispatch_table(df: pd.DataFrame, *, value: str = "median_us") -> pd.DataFrame:
+    """Fastest backend per (shape, routing, M). Columns: ``shape, routing, m, best, best_us, second,
+    second_us, margin`` (second_us / best_us), ``n_backends``."""
+    d = _ok(df).groupby(["shape", "routing", "m", "backend"], as_index=False)[value].median()
+    rows = []
+    for (shape, routing, m), g in d.groupby(["shape", "routing", "m"], sort=True):
+        g = g.sort_values(value)
+        best, second = g.iloc[0], (g.iloc[1] if len(g) > 1 else None)
+        rows.append(dict(shape=shape, routing=routing, m=int(m), best=best["backend"], best_us=best[value],
+                         second=None if second is None else second["backend"],
+                         second_us=float("nan") if second is None else second[value],
+                         margin=float("nan") if second is None else second[value] / best[value],
+                         n_backends=len(g)))
+    return pd.DataFrame(rows, columns=["shape", "routing", "m", "best", "best_us", "second", "second_us",
+                                       "margin", "n_backends"])
+
+
+def latency_roofline_fraction(df: pd.DataFrame) -> pd.DataFrame:
+    """Timed rows with ``fraction_of_roofline`` (floor / measured), ``achieved_GBps``,
+    ``achieved_TFLOPs`` (recomputed from ``bytes``/``flops`` when those columns are present)."""
+    d = _ok(df).copy()
+    if "roofline_us" in d:
+        d["fraction_of_roofline"] = d["roofline_us"] / d["median_us"]
+    if "bytes" in d:
+        d["achieved_GBps"] = d["bytes"] / d["median_us"] / 1e3
+    if "flops" in d:
+        d["achieved_TFLOPs"] = d["flops"] / d["median_us"] / 1e6
+    return d
+
+
+def _find_backend(df: pd.DataFrame, word: str) -> Optional[str]:
+    names = sorted(n for n in df["backend"].dropna().unique() if word in str(n).lower())
+    return names[0] if names else None
+
+
+def latency_claim_check(df: pd.DataFrame, *, shape: str = "seed-bench", routing: str = "uniform",
+                        flashinfer: Optional[str] = None, marlin: Optional[str] = None) -> pd.DataFrame:
+    """The original claim (:data:`SEED_CLAIM`) against the recorded sweep on ``shape``.
+
+    Per recorded M: FlashInfer's advantage over Marlin, ``fi_faster = t_marlin / t_flashinfer - 1``
+    (negative: Marlin faster), the claimed range for that regime and whether it holds. Empty frame
+    when either backend is absent (``df.attrs["note"]`` says why).
+    """
+    cols = ["shape", "routing", "m", "regime", "claim", "claim_lo", "claim_hi", "fi_faster", "within_claim"]
+    d = _ok(df)
+    fi = flashinfer or _find_backend(d, "flashinfer")
+    ma = marlin or _find_backend(d, "marlin")
+    if fi is None or ma is None:
+        out = pd.DataFrame(columns=cols)
+        out.attrs["note"] = (f"not measured: no {'marlin' if ma is None else 'flashinfer'} backend in the recorded "
+                             f"results (backends: {sorted(d['backend'].dropna().unique())})")
+        return out
+    sp = latency_speedups(d, ma)
+    sp = sp[(sp["backend"] == fi) & (sp["shape"] == shape) & (sp["routing"] == routing)]
+    rows = []
+    for _, r in sp.iterrows():
+        for c in SEED_CLAIM:
+            if (c["m_max"] is None or r["m"] <= c["m_max"]) and (c["m_min"] is None or r["m"] >= c["m_min"]):
+                v = r["speedup"] - 1
+                rows.append(dict(shape=shape, routing=routing, m=int(r["m"]), regime=c["regime"], claim=c["claim"],
+                                 claim_lo=c["lo"], claim_hi=c["hi"], fi_faster=v,
+                                 within_claim=bool(c["lo"] <= v <= c["hi"])))
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs["note"] = f"{fi} vs {ma} on {shape} ({routing} routing)"
+    return out
+
+
+def latency_results(results_file=None, *, measure: bool = False, backends=("flashinfer_sm90",), shapes=LATENCY_SHAPES,
+                    ms=(1, 16, 256, 4096), routing: str = "uniform", reps: int = 30
+                    ) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]], str, bool]:
+    """The latency notebook's data: ``(rows, provenance, plot label, recorded)``.
+
+    ``measure=True`` on a CUDA machine runs :func:`mxfp4lab.bench.moe.sweep` now (with measured
+    ceilings); otherwise (or without a GPU, with a printed note) it reads the recorded sweep
+    (:func:`latency_load`). ``recorded`` says whether any timed row exists.
+    """
+    measured = False
+    if measure and torch.cuda.is_available():
+        ceil = measure_ceilings()
+        df = _latency_frame(sweep(list(backends), list(shapes), list(ms), [routing], reps=reps, ceilings=ceil))
+        df.attrs.update(ceilings=ceil, path="(measured in this run)")
+        prov, measured = provenance("notebooks/03_latency_crossover (measure=True)"), True
+    else:
+        if measure:
+            print("measure=True but no CUDA GPU here: reading recorded results instead.")
+        df, prov = latency_load(results_file)
+    label = latency_source_label(prov) + (" (measured in this run)" if measured else "")
+    return df, prov, label, bool(prov is not None and df["ok"].any())
+
+
+def latency_all_crossovers(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`latency_crossovers` for every pair of timed backends (empty frame if fewer than two)."""
+    names = sorted(df.loc[df["ok"].astype(bool), "backend"].dropna().unique()) if len(df) else []
+    parts = [latency_crossovers(df, a, b) for a, b in itertools.combinations(names, 2)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["shape", "routing", "a", "b", "crossing", "crossover_m", "m_lo", "m_hi", "faster_below",
+                 "faster_above", "n_crossings"])
+
+
+def latency_dispatch_speedups(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """Dispatching the fastest recorded backend per (shape, M) vs always running one backend:
+    one row per (always, shape) plus ``shape == "all"``: ``geomean, worst, best, n_m`` of
+    ``t_always / t_dispatch`` (in-sample: the policy is scored on the rows it was built from)."""
+    d = Dispatch.from_rows(df[df["ok"].astype(bool)].to_dict("records"), routing=routing)
+    rows = [dict(always=b, shape=s, **{k: v[k] for k in ("geomean", "worst", "best", "n_m")})
+            for b in d.backends() for s, v in d.speedup_vs(always=b).items()]
+    return pd.DataFrame(rows)
+
+
+FI, MARLIN, TRITON = "flashinfer_sm90", "marlin_mxfp4", "triton_w4a16"
+#: The Triton kernel's goals: at M <= 64 within 1.25x of the roofline floor and faster than Marlin;
+#: at M >= 1024 within 1.2x of FlashInfer.
+TRITON_SMALL_M, TRITON_SMALL_FLOOR_X = 64, 1.25
+TRITON_LARGE_M, TRITON_LARGE_FI_X = 1024, 1.2
+
+
+def latency_table(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction."""
+    d = _ok(df)
+    d = d[d["routing"] == routing]
+    p = d.pivot_table(index=["shape", "m"], columns="backend", values="median_us", aggfunc="median")
+    floor = d.groupby(["shape", "m"])["roofline_us"].first()
+    backends = list(p.columns)
+    out = p.copy()
+    out["floor_us"] = floor
+    out["best"] = p[backends].idxmin(axis=1)
+    out["best_fraction_of_floor"] = floor / p[backends].min(axis=1)
+    return out.reset_index()
+
+
+def triton_goals(table: pd.DataFrame) -> pd.DataFrame:
+    """The Triton kernel's goals (:data:`TRITON_SMALL_M` ...) per (shape, M) where Triton was timed."""
+    rows = []
+    for _, r in table.iterrows():
+        if TRITON not in r or pd.isna(r.get(TRITON)):
+            continue
+        t = r[TRITON]
+        row = dict(shape=r["shape"], m=int(r["m"]), triton_us=t, x_floor=t / r["floor_us"],
+                   x_marlin=t / r[MARLIN] if MARLIN in r and pd.notna(r.get(MARLIN)) else float("nan"),
+                   x_flashinfer=t / r[FI] if FI in r and pd.notna(r.get(FI)) else float("nan"))
+        if row["m"] <= TRITON_SMALL_M:
+            row["goal"] = f"<= {TRITON_SMALL_FLOOR_X}x floor and faster than Marlin"
+            row["met"] = bool(row["x_floor"] <= TRITON_SMALL_FLOOR_X and row["x_marlin"] < 1)
+        elif row["m"] >= TRITON_LARGE_M:
+            row["goal"] = f"<= {TRITON_LARGE_FI_X}x FlashInfer"
+            row["met"] = bool(row["x_flashinfer"] <= TRITON_LARGE_FI_X)
+        else:
+            row["goal"], row["met"] = "(none stated)", None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def latency_triton_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """mxfp4lab's Triton kernel against its goals per (shape, M): :func:`triton_goals` of :func:`latency_table`."""
+    return triton_goals(latency_table(df, routing=routing))
+
+# ---------------------------------------------------------------- the study's conclusions, in one dict
+def summarize(results_file=None) -> Dict[str, Any]:
+    """The latency study's conclusions from a recorded sweep (``mxfp4lab bench summary``): ``table``
+    (:func:`latency_table`), ``crossovers`` (FlashInfer vs Marlin), ``claim`` (:func:`latency_claim_check`)
+    and ``claim_note``, ``dispatch`` (:func:`latency_dispatch_speedups`), ``triton_goals``, plus ``source``
+    (the sweep's path) and ``provenance`` (the sweep's)."""
+    df, prov = latency_load(results_file)
+    if df.empty:
+        raise FileNotFoundError(f"no recorded sweep at {df.attrs.get('path')}")
+    table = latency_table(df)
+    claim = latency_claim_check(df)
+    return dict(source=df.attrs["path"], provenance=prov, table=table, crossovers=latency_crossovers(df, FI, MARLIN),
+                claim=claim, claim_note=claim.attrs.get("note"), dispatch=latency_dispatch_speedups(df),
+                triton_goals=triton_goals(table))
+
+
+def summary_records(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """:func:`summarize`'s frames as lists of JSON-ready dicts (NaN -> None)."""
+    def clean(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    out = {k: v for k, v in summary.items() if not isinstance(v, pd.DataFrame)}
+    for k, v in summary.items():
+        if isinstance(v, pd.DataFrame):
+            out[k] = [{c: clean(x) for c, x in r.items()} for r in v.to_dict("records")]
+    return out

@@ -1,0 +1,168 @@
+"""The latency study (mxfp4lab.studies.latency) on synthetic sweeps (no GPU): crossovers, speedups, dispatch
+table, loading."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mxfp4lab import results
+from mxfp4lab.studies import latency as ex
+
+MS = [1, 4, 16, 64, 256, 1024, 4096]
+M_CROSS = 300.0  # flashinfer / marlin cross here (not a recorded M)
+
+
+def t_fi(m):
+    return 100.0 * m ** 0.5
+
+
+def t_marlin(m):
+    # log(t_fi / t_marlin) = 0.2 * (log m - log M_CROSS): linear in log m -> interpolation is exact
+    return 100.0 * M_CROSS ** 0.2 * m ** 0.3
+
+
+def t_naive(m):
+    return 3 * t_fi(m)
+
+
+def synthetic_rows(shapes=("seed-bench",), routings=("uniform",)):
+    rows = []
+    for s in shapes:
+        for r in routings:
+            for m in MS:
+                for b, f in (("flashinfer_sm90", t_fi), ("marlin", t_marlin), ("torch_naive", t_naive)):
+                    rows.append(dict(shape=s, backend=b, m=m, routing=r, median_us=f(m), roofline_us=0.5 * t_fi(m),
+                                     bytes=1e6 * m, flops=1e9 * m))
+    rows.append(dict(shape=shapes[0], backend="broken", m=1, routing=routings[0], error="boom"))
+    return rows
+
+
+def synthetic_df(**kw):
+    df = pd.DataFrame(synthetic_rows(**kw))
+    df["ok"] = df["median_us"].notna() & df["error"].isna()
+    return df
+
+
+def write_results(path, rows, prov=None):
+    prov = prov or {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-11-27T10:00:00+00:00",
+                    "mxfp4lab_commit": "abcdef0123456789"}
+    return results.write(path, "latency_sweep", rows, prov=prov,
+                         ceilings={"copy_bytes_per_s": 3e12, "bf16_flops_per_s": 8e14})
+
+
+def test_crossover_is_exact_for_power_laws():
+    cx = ex.latency_crossovers(synthetic_df(), "flashinfer_sm90", "marlin")
+    assert len(cx) == 1
+    row = cx.iloc[0]
+    assert row.crossover_m == pytest.approx(M_CROSS, rel=1e-9)
+    assert (row.m_lo, row.m_hi) == (256, 1024)
+    assert row.faster_below == "flashinfer_sm90" and row.faster_above == "marlin"
+    assert row.n_crossings == 1
+    # swapping a and b gives the same M, mirrored labels
+    cx2 = ex.latency_crossovers(synthetic_df(), "marlin", "flashinfer_sm90").iloc[0]
+    assert cx2.crossover_m == pytest.approx(M_CROSS, rel=1e-9) and cx2.faster_below == "flashinfer_sm90"
+
+
+def test_no_crossover_gives_nan_row_and_per_routing_rows():
+    df = synthetic_df(routings=("uniform", "skewed"))
+    cx = ex.latency_crossovers(df, "flashinfer_sm90", "torch_naive")
+    assert len(cx) == 2 and cx.crossover_m.isna().all() and (cx.n_crossings == 0).all()
+    assert set(cx.faster_at_min_m) == {"flashinfer_sm90"}
+    assert ex.latency_crossovers(df, "flashinfer_sm90", "absent").empty
+
+
+def test_two_crossings():
+    rows = [dict(shape="s", backend="a", m=m, routing="uniform", median_us=10.0) for m in (1, 10, 100, 1000)]
+    rows += [dict(shape="s", backend="b", m=m, routing="uniform", median_us=t)
+             for m, t in zip((1, 10, 100, 1000), (20.0, 5.0, 5.0, 20.0))]
+    cx = ex.latency_crossovers(pd.DataFrame(rows), "a", "b")
+    assert list(cx.crossing) == [0, 1] and (cx.n_crossings == 2).all()
+    # r = log(10/20) -> log(10/5): symmetric, so the crossing is the geometric midpoint sqrt(1*10)
+    assert cx.crossover_m.iloc[0] == pytest.approx(math.sqrt(10))
+    assert cx.crossover_m.iloc[1] == pytest.approx(math.sqrt(100 * 1000))
+
+
+def test_speedups():
+    sp = ex.latency_speedups(synthetic_df(), "torch_naive")
+    fi = sp[sp.backend == "flashinfer_sm90"]
+    assert len(fi) == len(MS)
+    assert np.allclose(fi.speedup, 3.0) and np.allclose(fi.faster_pct, 200.0)
+    mar = sp[sp.backend == "marlin"].set_index("m")
+    for m in MS:
+        assert mar.loc[m, "speedup"] == pytest.approx(t_naive(m) / t_marlin(m))
+    assert "broken" not in set(sp.backend)
+
+
+def test_dispatch_table():
+    tab = ex.latency_dispatch_table(synthetic_df()).set_index("m")
+    for m in MS:
+        want = "flashinfer_sm90" if t_fi(m) < t_marlin(m) else "marlin"
+        assert tab.loc[m, "best"] == want
+        assert tab.loc[m, "best_us"] == pytest.approx(min(t_fi(m), t_marlin(m)))
+        assert tab.loc[m, "margin"] >= 1.0
+    assert (tab.n_backends == 3).all()
+
+
+def test_claim_check_and_its_absence():
+    cc = ex.latency_claim_check(synthetic_df())
+    assert not cc.empty and set(cc.regime) <= {"M<=64", "M~256", "M>=1024"}
+    r = cc.set_index("m")
+    assert r.loc[1024, "fi_faster"] == pytest.approx(t_marlin(1024) / t_fi(1024) - 1)
+    df = synthetic_df()
+    cc2 = ex.latency_claim_check(df[df.backend != "marlin"])
+    assert cc2.empty and "not measured" in cc2.attrs["note"]
+
+
+def test_load_missing_and_present(tmp_path):
+    df, prov = ex.latency_load(tmp_path / "nope.json")
+    assert prov is None and df.empty
+    assert "no recorded" in ex.latency_source_label(prov)
+    p = write_results(tmp_path / "lat.json", synthetic_rows())
+    df, prov = ex.latency_load(p)
+    assert prov["gpu"].startswith("NVIDIA H100") and df.attrs["ceilings"]["copy_bytes_per_s"] == 3e12
+    assert int(df.ok.sum()) == 3 * len(MS) and not df[df.backend == "broken"].ok.any()
+    label = ex.latency_source_label(prov)
+    assert "H100" in label and "2026-11-27" in label and "abcdef0123" in label
+    frac = ex.latency_roofline_fraction(df)
+    assert np.allclose(frac[frac.backend == "flashinfer_sm90"].fraction_of_roofline, 0.5)
+
+
+def test_roofline_frame_matches_facts():
+    rf = ex.latency_roofline(ms=(1, 1024)).set_index(["shape", "m"])
+    assert rf.loc[("seed-bench", 1), "floor_us"] == pytest.approx(27, abs=1)
+    assert rf.loc[("gpt-oss-20b", 1024), "bound"] == "compute"
+    assert set(rf.index.get_level_values(0)) == set(ex.LATENCY_SHAPES)
+
+
+def test_notebook_helpers_all_pairs_dispatch_and_empty_input(tmp_path):
+    df = synthetic_df()
+    cx = ex.latency_all_crossovers(df)
+    pairs = {(r.a, r.b) for r in cx.itertuples()}
+    assert pairs == {("flashinfer_sm90", "marlin"), ("flashinfer_sm90", "torch_naive"), ("marlin", "torch_naive")}
+    assert cx[(cx.a == "flashinfer_sm90") & (cx.b == "marlin")].crossover_m.iloc[0] == pytest.approx(M_CROSS, rel=1e-9)
+    sp = ex.latency_dispatch_speedups(df)
+    allrow = sp[(sp.always == "torch_naive") & (sp["shape"] == "all")].iloc[0]
+    assert allrow.worst >= 1.0 and allrow.geomean > 1.0  # dispatch never loses to a fixed choice
+    assert (sp.worst >= 1.0 - 1e-12).all()
+    # no recorded file: empty frames, no exceptions (the notebook's CPU path before any GPU run)
+    empty, prov, label, recorded = ex.latency_results(tmp_path / "none.json")
+    assert prov is None and not recorded and "no recorded" in label
+    assert ex.latency_all_crossovers(empty).empty and ex.latency_claim_check(empty).empty
+    # recorded file: read back, recorded
+    path = write_results(tmp_path / "lat.json", synthetic_rows())
+    df2, prov2, label2, recorded2 = ex.latency_results(path)
+    assert recorded2 and "H100" in label2 and len(df2) == len(synthetic_rows())
+
+
+def test_triton_goals_from_rows():
+    rows = []
+    for m, fi, ma, tr, floor in [(1, 100.0, 80.0, 95.0, 90.0), (2048, 1000.0, 1300.0, 1100.0, 800.0)]:
+        for b, t in (("flashinfer_sm90", fi), ("marlin_mxfp4", ma), ("triton_w4a16", tr)):
+            rows.append(dict(shape="s", backend=b, m=m, routing="uniform", median_us=t, roofline_us=floor, error=None))
+    df = pd.DataFrame(rows)
+    df["ok"] = True
+    g = ex.latency_triton_goals(df).set_index("m")
+    assert not bool(g.loc[1, "met"])  # 95/90 <= 1.25x floor but slower than Marlin (95 > 80)
+    assert bool(g.loc[2048, "met"])   # 1100/1000 = 1.1x FlashInfer
