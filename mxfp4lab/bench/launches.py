@@ -11,13 +11,11 @@ Two sources, because no one tool gives all of it on these machines:
   the DRAM bytes each launch really read. ncu serialises and replays kernels, so its durations are
   per-launch, with no overlap between launches.
 
-    python -m mxfp4lab.bench.launches --backend decode_w4a16 --shape gpt-oss-120b --m 1,64 \
-        --ncu --out data/results/launches/h200.json
+    mxfp4lab bench launches --backend decode_w4a16 --shape gpt-oss-120b --m 1,64 --ncu
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -106,15 +104,21 @@ def parse_ncu_csv(text: str) -> List[dict]:
     return rows
 
 
-def _run_target(backend: str, shape: str, m: int, calls: int) -> None:
-    """The process ncu profiles: build one layer, warm up, then ``calls`` forwards (those are profiled)."""
+def _layer_backend(backend: str, shape: str):
     from ..backends import get_backend
-    from ..bench.moe import make_inputs, random_layer
     from ..models import get_model
     from ..prepare import prepare_from_experts
+    from ..synthetic import random_layer
 
     cfg = get_model(shape)
-    be = get_backend(backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
+    return cfg, get_backend(backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
+
+
+def run_target(backend: str, shape: str, m: int, calls: int) -> None:
+    """The process ncu profiles: one layer, warm-up, then ``calls`` forwards (only those are profiled)."""
+    from ..synthetic import make_inputs
+
+    cfg, be = _layer_backend(backend, shape)
     inputs = make_inputs(cfg, m, calls + 1, "uniform", seed=m)
     be.tune(*inputs[0])
     for _ in range(3):
@@ -130,63 +134,42 @@ def _run_target(backend: str, shape: str, m: int, calls: int) -> None:
 def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300) -> List[dict]:
     ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
     cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics", ",".join(NCU_METRICS),
-           sys.executable, "-m", "mxfp4lab.bench.launches", "--target", backend, shape, str(m), str(calls)]
+           sys.executable, "-m", "mxfp4lab", "bench", "launches", "--target", backend, shape, str(m), str(calls)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
     return parse_ncu_csv(r.stdout)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", nargs=4, metavar=("BACKEND", "SHAPE", "M", "CALLS"), help=argparse.SUPPRESS)
-    ap.add_argument("--backend", default="decode_w4a16")
-    ap.add_argument("--shape", default="gpt-oss-120b")
-    ap.add_argument("--m", default="1,64")
-    ap.add_argument("--ncu", action="store_true", help="also read DRAM bytes per launch with Nsight Compute")
-    ap.add_argument("--out")
-    a = ap.parse_args(argv)
-    if a.target:
-        _run_target(a.target[0], a.target[1], int(a.target[2]), int(a.target[3]))
-        return 0
-    if not torch.cuda.is_available():
-        print("needs a CUDA GPU", file=sys.stderr)
-        return 2
-    from ..backends import get_backend
-    from ..bench.moe import make_inputs, random_layer
-    from ..models import get_model
-    from ..prepare import prepare_from_experts
+def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False, out=None, log=print) -> List[dict]:
+    """Timeline (and with ``ncu``, counters) per M; prints a table, writes a ``moe_launches`` result to ``out``."""
     from ..results import write
+    from ..synthetic import make_inputs
 
-    cfg = get_model(a.shape)
-    be = get_backend(a.backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
+    cfg, be = _layer_backend(backend, shape)
     rows = []
-    for m in (int(v) for v in a.m.split(",")):
+    for m in ms:
         inputs = make_inputs(cfg, m, 1, "uniform", seed=m)[0]
         be.tune(*inputs)
         tl = timeline(be, inputs)
-        entry = {"backend": a.backend, "shape": a.shape, "m": m, "timeline": tl,
+        entry = {"backend": backend, "shape": shape, "m": m, "timeline": tl,
                  "span_us": max(x["end_us"] for x in tl), "describe": be.describe(m)}
-        if a.ncu:
+        if ncu:
             try:
-                entry["ncu"] = ncu_counters(a.backend, a.shape, m)
+                entry["ncu"] = ncu_counters(backend, shape, m)
             except Exception as exc:  # noqa: BLE001 - the timeline stands without counters
                 entry["ncu_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
         rows.append(entry)
-        print(f"{a.backend} {a.shape} M={m}: span {entry['span_us']:.1f} us")
+        log(f"{backend} {shape} M={m}: span {entry['span_us']:.1f} us")
         for x in tl:
-            print(f"  #{x['launch']} {x['start_us']:8.1f} .. {x['end_us']:8.1f} us (idle before {x['gap_before_us']:5.1f})"
-                  f"  {x['kernel'][:90]}")
+            log(f"  #{x['launch']} {x['start_us']:8.1f} .. {x['end_us']:8.1f} us (idle before {x['gap_before_us']:5.1f})"
+                f"  {x['kernel'][:90]}")
         for x in entry.get("ncu", []):
-            print(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
-                  f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "
-                  f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  {x['kernel'][:60]}")
-        if a.out:
-            write(a.out, "moe_launches", rows, partial=True)
-    if a.out:
-        write(a.out, "moe_launches", rows)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            log(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
+                f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "
+                f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  {x['kernel'][:60]}")
+        if out:
+            write(out, "moe_launches", rows, partial=True)
+    if out:
+        write(out, "moe_launches", rows)
+    return rows

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from mxfp4lab.bench.moe import make_inputs, random_layer  # noqa: E402
+from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.kernels import decode_w4a16 as dk  # noqa: E402
 from mxfp4lab.models import STUDY_SHAPES, get_model  # noqa: E402
 from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
