@@ -206,6 +206,33 @@ def _add_bench_parser(sub) -> None:
     ac.add_argument("--out", default=str(results.result_path("accuracy", "cpu")))
     ac.set_defaults(func=_cmd_bench_accuracy)
 
+    la = bench.add_parser("launches", help="one MoE forward launch by launch: timeline of a CUDA-graph replay "
+                                           "and (--ncu) DRAM bytes per launch from Nsight Compute")
+    la.add_argument("--backend", default="decode_w4a16")
+    la.add_argument("--shape", default="gpt-oss-120b")
+    la.add_argument("--m", default="1,64")
+    la.add_argument("--ncu", action="store_true", help="also read DRAM bytes per launch with Nsight Compute")
+    la.add_argument("--out", default=None, help="result file (default data/results/launches/<gpu>.json)")
+    la.add_argument("--target", nargs=4, metavar=("BACKEND", "SHAPE", "M", "CALLS"), help=argparse.SUPPRESS)
+    la.set_defaults(func=_cmd_bench_launches)
+
+
+def _cmd_bench_launches(a) -> int:
+    import torch
+
+    from . import results
+    from .bench import launches
+
+    if a.target:  # the process Nsight Compute profiles
+        launches.run_target(a.target[0], a.target[1], int(a.target[2]), int(a.target[3]))
+        return 0
+    if not torch.cuda.is_available():
+        print("the launch breakdown needs a CUDA GPU; recorded ones are in data/results/launches/", file=sys.stderr)
+        return 2
+    out = a.out or results.result_path("launches", results.gpu_slug(torch.cuda.get_device_name()))
+    launches.breakdown(a.backend, a.shape, [int(v) for v in a.m.split(",")], ncu=a.ncu, out=out)
+    return 0
+
 
 def _cmd_bench_moe(a) -> int:
     import os

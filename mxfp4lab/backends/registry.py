@@ -25,6 +25,7 @@ BACKENDS: Dict[str, str] = {
     "marlin_mxfp4": "marlin:MarlinMXFP4",
     "triton_kernels": "triton_kernels:TritonKernelsMoE",
     "humming": "humming:HummingMoE",
+    "decode_w4a16": "decode_w4a16:DecodeW4A16",
 }
 
 

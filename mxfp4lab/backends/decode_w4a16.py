@@ -1,0 +1,110 @@
+"""mxfp4lab's decode kernel as a backend: weight-streaming W4A16 MXFP4 MoE for Hopper
+(:mod:`mxfp4lab.kernels.decode_w4a16`, layout :mod:`mxfp4lab.layout.decode_w4a16`).
+
+Made for decode (M up to a few hundred tokens, a few tokens per expert): every active expert's weights
+are read once, split across all SMs, through a cp.async ring, and decoded in registers straight into
+``mma.sync`` fragments. Launch parameters per M bucket: :data:`CANDIDATES` (token groups per item);
+:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness and keeps the fastest that agrees
+with the bucket's default.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MoEBackend
+
+#: M upper bound of a bucket -> launch variants to time (:data:`mxfp4lab.kernels.decode_w4a16.VARIANTS`;
+#: first = default)
+CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2, 3, 5, 6), 64: (1, 2, 3, 4, 5, 6), 512: (3, 4, 6, 1, 2),
+                                          1 << 62: (4, 3, 6)}
+#: tune(): candidates that differ from the default by more than this are dropped (variants change only the
+#: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
+TUNE_AGREEMENT_TOL = 1e-2
+
+
+def bucket_of(m: int) -> int:
+    return next(b for b in sorted(CANDIDATES) if m <= b)
+
+
+class DecodeW4A16(MoEBackend):
+    name = "decode_w4a16"
+    graph_capturable = True
+    gpu_only = True
+    #: the two GEMM kernels (fc1 with its SwiGLU epilogue, fc2); the combine is not a GEMM. With programmatic
+    #: dependent launch a kernel can start before its predecessor ends and wait inside, so profiler durations
+    #: of fc2 include that wait: the per-launch DRAM bytes and durations come from ncu (bench/launches.py).
+    gemm_kernel_pattern = r"mxfp4lab_decode::gemm_kernel"
+
+    def __init__(self, moe, config=None, *, device=None):
+        super().__init__(moe, config)
+        from ..kernels import decode_w4a16 as k
+
+        self._k = k
+        self.layout = k.DecodeLayout.from_logical(moe, device=device or moe.w13.device)
+        self.chosen: dict[int, int] = {}
+        self.tune_log: list[str] = []
+        self.workspace_fill = None
+
+    @classmethod
+    def available(cls):
+        if not torch.cuda.is_available():
+            return False, "needs an SM90 GPU (H100/H200) and nvcc or a prebuilt library ($MXFP4LAB_DECODE_LIB)"
+        if torch.cuda.get_device_capability() != (9, 0):
+            return False, f"needs compute capability 9.0 (sm_90a), found {torch.cuda.get_device_capability()}"
+        try:
+            from ..kernels.decode_w4a16 import load_library
+
+            load_library()
+        except Exception as exc:  # noqa: BLE001 - say why
+            return False, f"decode kernel library unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+        return True, ""
+
+    def launch_config(self, m: int):
+        b = bucket_of(m)
+        return self._k.LaunchConfig(variant=self.chosen.get(b, CANDIDATES[b][0]))
+
+    def describe(self, m: int) -> dict:
+        b = bucket_of(m)
+        return {"launch": self._k.describe(self.launch_config(m)),
+                "tune": [ln for ln in self.tune_log if ln.startswith(f"bucket {b} ")]}
+
+    def forward(self, x, topk_ids, topk_weights):
+        return self._k.forward(x, topk_ids, topk_weights, self.layout, self.launch_config(x.shape[0]),
+                               workspace_fill=self.workspace_fill)
+
+    def tune(self, x, topk_ids, topk_weights) -> None:
+        """Time each candidate of x's M bucket (CUDA graphs, median) and keep the fastest agreeing one."""
+        if not x.is_cuda:
+            return
+        from ..bench.harness import time_cuda
+        from ..reference import relative_error
+
+        b = bucket_of(x.shape[0])
+        if b in self.chosen:
+            return
+        best, best_t, ref = None, float("inf"), None
+        for g in CANDIDATES[b]:
+            cfg = self._k.LaunchConfig(variant=g)
+
+            def run(x_, i_, w_, cfg=cfg):
+                return self._k.forward(x_, i_, w_, self.layout, cfg)
+
+            try:
+                out = run(x, topk_ids, topk_weights)
+                if ref is None:
+                    ref = out
+                else:
+                    err = relative_error(out, ref)
+                    if not err < TUNE_AGREEMENT_TOL:
+                        self.tune_log.append(f"bucket {b} variant {g}: rejected (rel err {err:.3g} vs the default)")
+                        continue
+                t = time_cuda(run, [(x, topk_ids, topk_weights)], warmup=3, reps=25, graph=True).median_us
+            except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory)
+                self.tune_log.append(f"bucket {b} variant {g}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
+                continue
+            self.tune_log.append(f"bucket {b} variant {g}: {t:.1f} us")
+            if t < best_t:
+                best, best_t = g, t
+        if best is not None:
+            self.chosen[b] = best

@@ -1,0 +1,175 @@
+"""Where one MoE forward's time goes, launch by launch: duration, DRAM bytes read, achieved bandwidth, and
+the gaps between launches. Prints a table and writes JSON.
+
+Two sources, because no one tool gives all of it on these machines:
+
+* **timeline** (``torch.profiler``, CUPTI): the forward is captured in a CUDA graph and replayed; for each
+  replay the kernels' start/end times give each launch's duration and the idle gap before it (the first
+  gap is from the replay's first kernel, so the sum of durations + gaps = the replay's device span);
+* **counters** (``ncu``): this module re-runs itself under Nsight Compute (``--clock-control none``,
+  the card's own clocks) with ``dram__bytes_read.sum`` and ``gpu__time_duration.sum`` per kernel, for
+  the DRAM bytes each launch really read. ncu serialises and replays kernels, so its durations are
+  per-launch, with no overlap between launches.
+
+    mxfp4lab bench launches --backend decode_w4a16 --shape gpt-oss-120b --m 1,64 --ncu
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from typing import Callable, List, Optional, Sequence
+
+import torch
+
+NCU_METRICS = ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum",
+               "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+               "smsp__issue_active.avg.pct_of_peak_sustained_active")
+
+
+def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
+    """Per launch of one captured forward: median duration and median idle gap before it (us)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn(*inputs)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(*inputs)
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        fn(*inputs)
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            g.replay()
+            torch.cuda.synchronize()  # replays apart: gaps inside one forward only
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                      and e.name not in ("", "Memset") and "Memcpy" not in e.name),
+                     key=lambda e: e.time_range.start)
+    n = len(kernels) // replays
+    if n == 0 or len(kernels) % replays:
+        raise RuntimeError(f"profiler saw {len(kernels)} kernels for {replays} replays")
+    per_launch = []
+    for i in range(n):
+        starts, ends, gaps = [], [], []
+        for r in range(replays):
+            k, k0 = kernels[r * n + i], kernels[r * n]
+            starts.append(k.time_range.start - k0.time_range.start)
+            ends.append(k.time_range.end - k0.time_range.start)
+            # idle time before this launch: from the latest end of the launches before it (with
+            # programmatic dependent launch a kernel can start before its predecessor ends: gap 0)
+            prev_end = max((kernels[r * n + j].time_range.end for j in range(i)), default=k.time_range.start)
+            gaps.append(max(0.0, k.time_range.start - prev_end))
+        per_launch.append({"launch": i, "kernel": kernels[i].name[:160], "start_us": statistics.median(starts),
+                           "end_us": statistics.median(ends),
+                           "duration_us": statistics.median(ends) - statistics.median(starts),
+                           "gap_before_us": statistics.median(gaps)})
+    return per_launch
+
+
+#: ncu's unit strings -> factor to bytes / microseconds / percent (ncu 2025 writes "ns", older "nsecond")
+_UNITS = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9,
+          "nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "ns": 1e-3, "us": 1.0, "ms": 1e3, "%": 1.0, "": 1.0}
+
+
+def parse_ncu_csv(text: str) -> List[dict]:
+    """``ncu --csv --metrics ...`` output -> one dict per kernel launch (in order) with its metrics in
+    base units (bytes, ns -> us)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
+    launches: dict = {}
+    for r in csv.DictReader(io.StringIO("\n".join(lines))):
+        key = int(r["ID"])
+        d = launches.setdefault(key, {"launch_id": key, "kernel": r["Kernel Name"][:160]})
+        unit, val = r.get("Metric Unit", ""), float(r["Metric Value"].replace(",", "") or "nan")
+        if unit not in _UNITS:
+            raise ValueError(f"ncu metric {r['Metric Name']!r} has unit {unit!r}, not one of {sorted(_UNITS)}")
+        scale = _UNITS[unit]
+        name = r["Metric Name"]
+        d[{"gpu__time_duration.sum": "duration_us"}.get(name, name)] = val * scale
+    rows = [launches[k] for k in sorted(launches)]
+    for d in rows:
+        if "dram__bytes_read.sum" in d and d.get("duration_us"):
+            d["dram_read_GBps"] = d["dram__bytes_read.sum"] / d["duration_us"] / 1e3
+    return rows
+
+
+def _layer_backend(backend: str, shape: str):
+    from ..backends import get_backend
+    from ..models import get_model
+    from ..prepare import prepare_from_experts
+    from ..synthetic import random_layer
+
+    cfg = get_model(shape)
+    return cfg, get_backend(backend)(prepare_from_experts(random_layer(cfg), config=cfg), cfg)
+
+
+def run_target(backend: str, shape: str, m: int, calls: int) -> None:
+    """The process ncu profiles: one layer, warm-up, then ``calls`` forwards (only those are profiled)."""
+    from ..synthetic import make_inputs
+
+    cfg, be = _layer_backend(backend, shape)
+    inputs = make_inputs(cfg, m, calls + 1, "uniform", seed=m)
+    be.tune(*inputs[0])
+    for _ in range(3):
+        be(*inputs[0])
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    for i in range(calls):
+        be(*inputs[1 + i])
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+
+
+def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300) -> List[dict]:
+    ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
+    cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics", ",".join(NCU_METRICS),
+           sys.executable, "-m", "mxfp4lab", "bench", "launches", "--target", backend, shape, str(m), str(calls)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
+    return parse_ncu_csv(r.stdout)
+
+
+def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False, out=None, log=print) -> List[dict]:
+    """Timeline (and with ``ncu``, counters) per M; prints a table, writes a ``moe_launches`` result to ``out``."""
+    from ..results import write
+    from ..synthetic import make_inputs
+
+    cfg, be = _layer_backend(backend, shape)
+    rows = []
+    for m in ms:
+        inputs = make_inputs(cfg, m, 1, "uniform", seed=m)[0]
+        be.tune(*inputs)
+        tl = timeline(be, inputs)
+        entry = {"backend": backend, "shape": shape, "m": m, "timeline": tl,
+                 "span_us": max(x["end_us"] for x in tl), "describe": be.describe(m)}
+        if ncu:
+            try:
+                entry["ncu"] = ncu_counters(backend, shape, m)
+            except Exception as exc:  # noqa: BLE001 - the timeline stands without counters
+                entry["ncu_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
+        rows.append(entry)
+        log(f"{backend} {shape} M={m}: span {entry['span_us']:.1f} us")
+        for x in tl:
+            log(f"  #{x['launch']} {x['start_us']:8.1f} .. {x['end_us']:8.1f} us (idle before {x['gap_before_us']:5.1f})"
+                f"  {x['kernel'][:90]}")
+        for x in entry.get("ncu", []):
+            log(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
+                f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "
+                f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  {x['kernel'][:60]}")
+        if out:
+            write(out, "moe_launches", rows, partial=True)
+    if out:
+        write(out, "moe_launches", rows)
+    return rows

@@ -1,0 +1,665 @@
+// mxfp4lab decode_w4a16: a weight-streaming W4A16 MXFP4 MoE forward for Hopper (sm_90a), made for
+// decode (few tokens per expert), where an MoE layer is bound by the bytes of the active experts.
+//
+// Three launches per forward, chained with programmatic dependent launch (PDL):
+//   fc1      routing in shared memory + GEMM1 (up and gate tiles of the same rows) + bias + clamped
+//            SwiGLU  -> h [pairs, I16] bf16
+//   fc2      routing in shared memory + GEMM2 -> y [pairs, H16] bf16
+//   combine  out[m] = bf16( sum_{j=0..k-1, in order} w[m,j] * (fp32(y[m*k+j]) + b2[e_j]) )
+// A "pair" p = m * top_k + j is one (token, slot). Rounding points are those of the kernel-faithful
+// reference (mxfp4lab.reference.moe_reference(mode="kernel")): GEMM outputs -> bf16, SwiGLU in fp32 ->
+// bf16, fp32 combine -> bf16. No atomics on values: the output is deterministic.
+//
+// Work decomposition (both GEMMs). An ITEM is (local expert e, token chunk of up to 8*G pairs routed to
+// e, a group of NT 16-row weight tiles). Items are enumerated expert-major from the routing, and each
+// persistent CTA takes a contiguous range of them. Inside a CTA the 8 warps split K (64-element chunks)
+// and stream their chunks through a per-warp cp.async ring in shared memory (D stages deep, crossing
+// item boundaries, so loads stay in flight through epilogues); the partial sums are reduced across warps
+// in a fixed order in shared memory.
+//
+// Per chunk a lane owns 16 bytes of each tile (the layout of mxfp4lab/layout/decode_w4a16.py): four
+// 32-bit words, one per m16n8k16 MMA step, each holding the 8 E2M1 codes of that lane's A fragment
+// (a0..a3: rows g, g+8; two K pairs), with K permuted inside the chunk so that the same lane's B fragment
+// (tokens as the MMA's N) is 32 contiguous bytes of the activation row. Decode of one word (8 codes ->
+// four bf16x2 registers, value 2^-126 * v, exact incl. the subnormal 0.5): 5 shifts + 7 LOP3; one HMUL2
+// per register by 2^(s-1) (the row's E8M0 byte s, times 2^126) gives v * 2^(s-127) exactly.
+//
+// Build: nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC -gencode=arch=compute_90a,code=sm_90a
+// (mxfp4lab.kernels.decode_w4a16.build_library).  Only libcudart (static) is linked.
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace mxfp4lab_decode {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kChunkK = 64;       // K elements per chunk
+constexpr int kTileBytes = 512;   // one 16-row tile x one chunk: 32 lanes x 16 B
+constexpr int kScaleBytes = 32;   // one tile x one chunk: 16 rows x 2 E8M0 groups
+constexpr int kMaxExperts = 1024;
+constexpr int kMaxPairs = 8192;   // (token, slot) pairs one call routes in shared memory
+constexpr int kNT1 = 4;           // 16-row tiles per fc1 item: 2 up + 2 gate tiles of the same rows
+constexpr int kNT2 = 2;           // 16-row tiles per fc2 item
+
+// ------------------------------------------------------------------------------------------------
+// Arguments (filled by the host launcher; one struct for both GEMM kernels)
+// ------------------------------------------------------------------------------------------------
+struct GemmArgs {
+  const __nv_bfloat16* act;  // B operand rows: fc1 x [M, ld_act]; fc2 h [P, ld_act]
+  int64_t ld_act;
+  int act_row_div;           // act row of pair p = p / act_row_div (fc1: top_k; fc2: 1)
+  int k_valid;               // activation columns >= k_valid read as zero
+  const int32_t* topk_ids;   // [M, top_k] global expert ids
+  int num_pairs;             // M * top_k
+  int expert_offset;
+  int num_experts;           // local experts
+  const uint8_t* wq;         // [E, groups, chunks, NT * 544 B] (decode layout: weights, then scales)
+  int groups;                // tile groups per expert
+  int chunks;                // K chunks of 64
+  int out_rows;              // real output columns (fc1: I, fc2: H); rows past it are padding
+  // epilogue
+  const __nv_bfloat16* bias;  // fc1: [E, 2, bias_ld] (up, gate) or null; fc2: unused
+  int64_t bias_ld;
+  const float* alpha;         // [E] or null (then alpha_s)
+  const float* beta;
+  const float* limit;
+  float alpha_s, beta_s, limit_s;
+  int use_limit;
+  __nv_bfloat16* out;  // fc1: h [P, ld_out]; fc2: y [P, ld_out]
+  int64_t ld_out;
+};
+
+struct CombineArgs {
+  const __nv_bfloat16* y;   // [P, ld_y]
+  int64_t ld_y;
+  const int32_t* topk_ids;  // [M, top_k]
+  const float* topk_w;      // [M, top_k]
+  const __nv_bfloat16* b2;  // [E, ld_b2] or null
+  int64_t ld_b2;
+  int m, top_k, hidden, expert_offset, num_experts;
+  __nv_bfloat16* out;  // [M, ld_out]
+  int64_t ld_out;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Device helpers
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy; src_bytes = 0 writes zeros (nothing is read).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint32_t lds16(uint32_t addr) {
+  uint16_t v;
+  asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
+// One word = 8 E2M1 codes of a lane's A fragment (layout in the file header) -> four bf16x2
+// registers holding 2^-126 * v (sign at bit 15 of each half, magnitude e1 e0 m at bits 8..6).
+__device__ __forceinline__ void decode_word(uint32_t q, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  constexpr uint32_t kMag = 0x01C001C0u, kSign = 0x80008000u;
+  uint32_t t3 = q << 3;
+  r0 = q & (kMag | kSign);
+  r1 = (t3 & kMag) | ((q << 1) & kSign);
+  r2 = ((q << 6) & kMag) | ((q << 2) & kSign);
+  r3 = ((q >> 3) & kMag) | (t3 & kSign);
+}
+
+__device__ __forceinline__ uint32_t hmul2_bf16(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+// bf16x2 with 2^(s-1) in both halves (s: an E8M0 byte <= 128; the host checks it).
+__device__ __forceinline__ uint32_t scale_factor(uint32_t s) { return (s + 126u) * 0x00800080u; }
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// ------------------------------------------------------------------------------------------------
+// Routing in shared memory: per local expert the number of pairs, the pair list, and the item offsets.
+// ------------------------------------------------------------------------------------------------
+struct Routing {
+  int* count;   // [E]
+  int* start;   // [E + 1] offsets into plist
+  int* istart;  // [E + 1] item offsets
+  int* plist;   // [P]
+};
+
+// Block-wide exclusive scan of two int sequences of length n (n <= kMaxExperts) in shared memory;
+// writes out_a[0..n], out_b[0..n] (element n = total). `tmp` holds 2 * kWarps ints.
+__device__ void block_scan2(const int* in_a, const int* in_b, int n, int* out_a, int* out_b, int* tmp) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int per = (n + kThreads - 1) / kThreads;  // consecutive elements per thread
+  const int lo = min(n, tid * per), hi = min(n, lo + per);
+  int sa = 0, sb = 0;
+  for (int i = lo; i < hi; ++i) { sa += in_a[i]; sb += in_b[i]; }
+  int ia = sa, ib = sb;  // inclusive warp scan
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    int va = __shfl_up_sync(0xffffffffu, ia, o), vb = __shfl_up_sync(0xffffffffu, ib, o);
+    if (lane >= o) { ia += va; ib += vb; }
+  }
+  if (lane == 31) { tmp[warp] = ia; tmp[kWarps + warp] = ib; }
+  __syncthreads();
+  int wa = 0, wb = 0;
+  for (int w = 0; w < warp; ++w) { wa += tmp[w]; wb += tmp[kWarps + w]; }
+  int ea = wa + ia - sa, eb = wb + ib - sb;  // exclusive prefix of this thread's first element
+  for (int i = lo; i < hi; ++i) {
+    out_a[i] = ea; out_b[i] = eb;
+    ea += in_a[i]; eb += in_b[i];
+  }
+  if (tid == kThreads - 1) { out_a[n] = ea; out_b[n] = eb; }
+  __syncthreads();
+}
+
+// items(e) = ceil(count(e) / token_chunk) * groups
+__device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups) {
+  const int E = a.num_experts, P = a.num_pairs;
+  int* fill = scratch;            // [E]
+  int* nitems = scratch + E;      // [E]
+  int* tmp = scratch + 2 * E;     // [2 * kWarps]
+  for (int e = threadIdx.x; e < E; e += kThreads) { r.count[e] = 0; fill[e] = 0; }
+  __syncthreads();
+  for (int p = threadIdx.x; p < P; p += kThreads) {
+    int e = a.topk_ids[p] - a.expert_offset;
+    if (static_cast<unsigned>(e) < static_cast<unsigned>(E)) atomicAdd(&r.count[e], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += kThreads)
+    nitems[e] = (r.count[e] + token_chunk - 1) / token_chunk * groups;
+  __syncthreads();
+  block_scan2(r.count, nitems, E, r.start, r.istart, tmp);
+  // Pair lists in pair order (the same in every CTA and in both GEMMs, so token chunks of one expert
+  // never overlap across CTAs): warp 0 walks the pairs 32 at a time; lanes routed to the same expert
+  // rank themselves with __match_any_sync, and the group's last lane advances the expert's fill count.
+  if (threadIdx.x < 32) {
+    const unsigned lt = (1u << threadIdx.x) - 1u;
+    for (int p0 = 0; p0 < P; p0 += 32) {
+      const int p = p0 + threadIdx.x;
+      int e = p < P ? a.topk_ids[p] - a.expert_offset : -1;
+      bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
+      if (!mine) e = -1;
+      const unsigned peers = __match_any_sync(0xffffffffu, e);
+      if (mine) {
+        const int base = fill[e];
+        r.plist[r.start[e] + base + __popc(peers & lt)] = p;
+      }
+      __syncwarp();
+      if (mine && (peers >> threadIdx.x) == 1u) fill[e] += __popc(peers);  // the group's highest lane
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+}
+
+// Item -> (expert, token chunk, tile group); binary search over istart.
+struct Item {
+  int e, tok0, ntok, group;
+};
+__device__ __forceinline__ Item find_item(const Routing& r, int E, int item, int token_chunk, int groups) {
+  int lo = 0, hi = E;  // largest e with istart[e] <= item  (istart non-decreasing, istart[E] > item)
+  while (hi - lo > 1) {
+    int mid = (lo + hi) >> 1;
+    if (r.istart[mid] <= item) lo = mid; else hi = mid;
+  }
+  Item it;
+  it.e = lo;
+  int rel = item - r.istart[lo];
+  int tc = rel / groups;
+  it.group = rel - tc * groups;
+  it.tok0 = r.start[lo] + tc * token_chunk;
+  it.ntok = min(token_chunk, r.count[lo] - tc * token_chunk);
+  return it;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The GEMM kernel (fc1 with SwiGLU epilogue, or fc2)
+// ------------------------------------------------------------------------------------------------
+template <int NT, int G, int D, int RB>
+struct Smem {
+  static constexpr int kStepBytes = NT * (kTileBytes + kScaleBytes);  // one step of one tile group
+  static constexpr int kSlotB = G * 1024;  // 8 tokens x 64 elements x 2 B per token group
+  static constexpr int kSlot = kStepBytes + kSlotB;
+  static constexpr int kRing = kWarps * D * kSlot;
+  static constexpr int kRed = kWarps * NT * 16 * 8 * G * 4;  // fp32 partials [warp][tile][row][token]
+  static constexpr int kFixed = kRing + RB * kRed;  // RB = 2: double-buffered partials, one barrier per item
+};
+
+// NT tiles per item. fc1 (FC1): tiles 0..NT/2-1 of a group are up rows, NT/2..NT-1 the gate rows of the
+// same intermediate columns; fc2: NT consecutive 16-row tiles of the output. Weights of one
+// (expert, tile group, chunk) are one contiguous block of kStepBytes (layout in decode_w4a16.py).
+template <int NT, int G, int D, int RB, int CPS, bool FC1>
+__global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
+  using S = Smem<NT, G, D, RB>;
+  constexpr int TC = 8 * G;  // tokens per item
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint8_t* ring = smem;
+  float* red_base = reinterpret_cast<float*>(smem + S::kRing);
+  int* rbase = reinterpret_cast<int*>(smem + S::kFixed);
+  const int E = a.num_experts;
+  Routing rt;
+  rt.count = rbase;
+  rt.start = rbase + E;
+  rt.istart = rbase + 2 * E + 1;
+  int* scratch = rbase + 3 * E + 2;          // 2E + 2*kWarps ints
+  rt.plist = scratch + 2 * E + 2 * kWarps;   // [P]
+  const int groups = a.groups;
+
+  pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
+  build_routing(a, rt, scratch, TC, groups);
+  if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
+
+  const int n_items = rt.istart[E];
+  const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
+  const int last = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x);
+  const int my_items = last - first;
+  if (my_items <= 0) return;
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, tl = lane & 3;
+  const int c_begin = (warp * a.chunks) / kWarps, c_end = ((warp + 1) * a.chunks) / kWarps;
+  const int ncw = c_end - c_begin;
+  const int total_steps = my_items * ncw;
+  const uint32_t wring = smem_addr(ring) + warp * D * S::kSlot;
+  constexpr int kScaleLanes = NT * kScaleBytes / 16;  // lanes that copy the step's scale bytes
+
+  // ---- issue side: the item whose chunks this warp copies next (a cursor that only moves forward) --
+  int iss_left = total_steps;       // steps still to issue
+  int iss_item = first - 1, iss_c = ncw;  // item being issued and its next chunk (ncw = "advance first")
+  const uint8_t* iss_w = nullptr;   // this lane's bytes of the item's first step
+  const __nv_bfloat16* iss_act[G];  // this lane's activation row per token group, or null
+  auto issue = [&]() {
+    if (iss_left > 0) {
+      --iss_left;
+      if (iss_c == ncw) {
+        ++iss_item;
+        iss_c = 0;
+        Item it = find_item(rt, E, iss_item, TC, groups);
+        iss_w = a.wq + ((static_cast<int64_t>(it.e) * groups + it.group) * a.chunks + c_begin) * S::kStepBytes +
+                lane * 16;
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+          int j = gi * 8 + g;
+          iss_act[gi] = j < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + j] / a.act_row_div) * a.ld_act
+                                    : nullptr;
+        }
+      }
+      const uint32_t slot = wring + ((total_steps - 1 - iss_left) % D) * S::kSlot;
+      const uint8_t* src = iss_w + iss_c * S::kStepBytes;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) cp_async16(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, true);
+      if (lane < kScaleLanes) cp_async16(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, true);
+      const int col = (c_begin + iss_c) * kChunkK + 16 * tl;
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi) {
+        const __nv_bfloat16* ap = iss_act[gi];
+        const __nv_bfloat16* base = ap ? ap + col : a.act;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          cp_async16(slot + S::kStepBytes + gi * 1024 + h * 512 + lane * 16, base + 8 * h,
+                     ap != nullptr && col + 8 * h + 8 <= a.k_valid);
+      }
+      ++iss_c;
+    }
+    cp_async_commit();  // every lane commits one group per step, even an empty one
+  };
+
+#pragma unroll
+  for (int q = 0; q < D - 1; ++q) issue();
+
+  int q = 0;
+  for (int it = 0; it < my_items; ++it) {
+    float acc[NT][G][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[n][gi][i] = 0.f;
+
+    for (int j = 0; j < ncw; ++j, ++q) {
+      issue();  // step q + D - 1
+      cp_async_wait<D - 1>();
+      __syncwarp();
+      const uint32_t sbase = wring + (q % D) * S::kSlot;
+      uint4 bw[G][2];
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) bw[gi][h] = lds128(sbase + S::kStepBytes + gi * 1024 + h * 512 + lane * 16);
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        uint4 w = lds128(sbase + n * kTileBytes + lane * 16);
+        uint32_t sw = lds16(sbase + NT * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2);
+        uint32_t f_lo = scale_factor(sw & 0xFFu), f_hi = scale_factor(sw >> 8);
+        uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          uint32_t r0, r1, r2, r3;
+          decode_word(words[s], r0, r1, r2, r3);
+          uint32_t a0 = hmul2_bf16(r0, f_lo), a1 = hmul2_bf16(r1, f_hi);
+          uint32_t a2 = hmul2_bf16(r2, f_lo), a3 = hmul2_bf16(r3, f_hi);
+#pragma unroll
+          for (int gi = 0; gi < G; ++gi) {
+            const uint4& b = bw[gi][s >> 1];
+            uint32_t b0 = (s & 1) ? b.z : b.x, b1 = (s & 1) ? b.w : b.y;
+            mma_bf16(acc[n][gi], a0, a1, a2, a3, b0, b1);
+          }
+        }
+      }
+      __syncwarp();
+    }
+
+    // ---- epilogue: reduce the warps' partial sums (fixed order), then SwiGLU / store ------------
+    // With RB = 2 the partials alternate between two buffers: the barrier below also tells every
+    // thread that all threads finished reducing the item before last (they passed this barrier since).
+    float* red = red_base + (RB == 2 ? (it & 1) : 0) * (S::kRed / 4);
+    Item cur = find_item(rt, E, first + it, TC, groups);
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi) {
+        float* base = red + ((warp * NT + n) * 16) * TC;
+        int col = gi * 8 + 2 * tl;
+        base[g * TC + col] = acc[n][gi][0];
+        base[g * TC + col + 1] = acc[n][gi][1];
+        base[(g + 8) * TC + col] = acc[n][gi][2];
+        base[(g + 8) * TC + col + 1] = acc[n][gi][3];
+      }
+    __syncthreads();
+    if (FC1) {
+      constexpr int RT = NT / 2;
+      const float alpha = a.alpha ? a.alpha[cur.e] : a.alpha_s;
+      const float beta = a.beta ? a.beta[cur.e] : a.beta_s;
+      const float limit = a.limit ? a.limit[cur.e] : a.limit_s;
+      for (int o = threadIdx.x; o < RT * 16 * TC; o += kThreads) {
+        int tok = o / (RT * 16), rr = o % (RT * 16);
+        int row = cur.group * RT * 16 + rr;
+        if (tok >= cur.ntok || row >= a.out_rows) continue;
+        int n = rr / 16, r16 = rr % 16;
+        float up = 0.f, gate = 0.f;
+        for (int w = 0; w < kWarps; ++w) {
+          up += red[((w * NT + n) * 16 + r16) * TC + tok];
+          gate += red[((w * NT + RT + n) * 16 + r16) * TC + tok];
+        }
+        up = bf16_round(up);
+        gate = bf16_round(gate);
+        if (a.bias) {
+          const __nv_bfloat16* b = a.bias + static_cast<int64_t>(cur.e) * 2 * a.bias_ld;
+          up += __bfloat162float(b[row]);
+          gate += __bfloat162float(b[a.bias_ld + row]);
+        }
+        if (a.use_limit) {
+          gate = fminf(gate, limit);
+          up = fmaxf(fminf(up, limit), -limit);
+        }
+        float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
+        int p = rt.plist[cur.tok0 + tok];
+        a.out[static_cast<int64_t>(p) * a.ld_out + row] = __float2bfloat16_rn(act);
+      }
+    } else {
+      for (int o = threadIdx.x; o < NT * 16 * TC; o += kThreads) {
+        int tok = o / (NT * 16), rr = o % (NT * 16);
+        int row = cur.group * NT * 16 + rr;
+        if (tok >= cur.ntok || row >= a.out_rows) continue;
+        int n = rr / 16, r16 = rr % 16;
+        float v = 0.f;
+        for (int w = 0; w < kWarps; ++w) v += red[((w * NT + n) * 16 + r16) * TC + tok];
+        int p = rt.plist[cur.tok0 + tok];
+        a.out[static_cast<int64_t>(p) * a.ld_out + row] = __float2bfloat16_rn(v);
+      }
+    }
+    if (RB == 1) __syncthreads();  // the single buffer is rewritten by the next item
+  }
+  cp_async_wait<0>();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Combine: one thread per 8 output columns of one token.
+// ------------------------------------------------------------------------------------------------
+__global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
+  pdl_wait();
+  const int per_row = a.hidden / 8;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= static_cast<int64_t>(a.m) * per_row) return;
+  const int m = static_cast<int>(idx / per_row), c0 = static_cast<int>(idx % per_row) * 8;
+  float acc[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+  for (int j = 0; j < a.top_k; ++j) {
+    int e = a.topk_ids[m * a.top_k + j] - a.expert_offset;
+    if (static_cast<unsigned>(e) >= static_cast<unsigned>(a.num_experts)) continue;
+    float w = a.topk_w[m * a.top_k + j];
+    uint4 yv = *reinterpret_cast<const uint4*>(a.y + static_cast<int64_t>(m * a.top_k + j) * a.ld_y + c0);
+    const __nv_bfloat16* yy = reinterpret_cast<const __nv_bfloat16*>(&yv);
+    float bb[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (a.b2) {
+      uint4 bv = *reinterpret_cast<const uint4*>(a.b2 + static_cast<int64_t>(e) * a.ld_b2 + c0);
+      const __nv_bfloat16* b = reinterpret_cast<const __nv_bfloat16*>(&bv);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) bb[i] = __bfloat162float(b[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] + w * (__bfloat162float(yy[i]) + bb[i]);
+  }
+  uint4 ov;
+  __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&ov);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) o[i] = __float2bfloat16_rn(acc[i]);
+  *reinterpret_cast<uint4*>(a.out + static_cast<int64_t>(m) * a.ld_out + c0) = ov;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Host side
+// ------------------------------------------------------------------------------------------------
+template <int NT, int G, int D, int RB>
+constexpr int smem_bytes(int num_experts, int num_pairs) {
+  return Smem<NT, G, D, RB>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs) * 4;
+}
+
+template <int NT, int G, int D, int RB, int CPS, bool FC1>
+cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1>;
+  int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, a);
+}
+
+// Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table):
+//   id  G  CTAs/SM  ring depth  partial buffers
+//   1   1  1        6           2      decode, one CTA of 8 warps per SM, deep ring
+//   2   1  2        3           1      decode, two CTAs per SM (16 warps), epilogues of one overlap the other
+//   3   2  1        4           2      up to 16 tokens per item
+//   4   4  1        2           1      up to 32 tokens per item (larger M)
+//   5   1  3        2           1      three CTAs per SM (24 warps): latency hiding for the smallest M
+//   6   2  2        2           1      16 tokens per item, two CTAs per SM
+#define MXFP4LAB_DECODE_VARIANTS(X) \
+  X(1, 1, 1, 6, 2) X(2, 1, 2, 3, 1) X(3, 2, 1, 4, 2) X(4, 4, 1, 2, 1) X(5, 1, 3, 2, 1) X(6, 2, 2, 2, 1)
+
+}  // namespace mxfp4lab_decode
+
+using namespace mxfp4lab_decode;
+
+// Flat argument block filled by ctypes (mxfp4lab/kernels/decode_w4a16.py: DecodeArgs); every field is
+// 8 bytes so the two sides cannot disagree on padding.
+struct DecodeArgs {
+  int64_t x, topk_ids, topk_w;     // x [M, ld_x] bf16; ids int32 [M, k]; weights fp32 [M, k]
+  int64_t w13, w2;                 // decode layout tensors (weights + scales per step)
+  int64_t b13, b2;                 // fc1 bias [E, 2, ld_b13] and fc2 bias [E, ld_b2] bf16, or 0
+  int64_t alpha, beta, limit;      // fp32 [E] or 0
+  double alpha_s, beta_s, limit_s;
+  int64_t use_limit;
+  int64_t h, y, out;               // workspaces h [P, ld_h], y [P, ld_y]; out [M, ld_out]
+  int64_t m, top_k, hidden, inter;
+  int64_t ld_x, ld_h, ld_y, ld_out, ld_b13, ld_b2;
+  int64_t groups1, groups2;        // tile groups per expert of fc1 (2 up + 2 gate tiles) and fc2 (2 tiles)
+  int64_t chunks1, chunks2;        // K chunks of 64 of fc1 (hidden) and fc2 (intermediate)
+  int64_t expert_offset, num_experts;
+  int64_t variant;                 // launch variant (MXFP4LAB_DECODE_VARIANTS)
+  int64_t grid;                    // CTAs per GEMM launch (persistent; SMs x CTAs per SM)
+  int64_t pdl;                     // chain the launches with programmatic dependent launch
+};
+
+template <int G, int CPS, int D, int RB>
+cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
+  GemmArgs g1 = {};
+  g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
+  g1.ld_act = d->ld_x;
+  g1.act_row_div = static_cast<int>(d->top_k);
+  g1.k_valid = static_cast<int>(d->hidden);
+  g1.topk_ids = reinterpret_cast<const int32_t*>(d->topk_ids);
+  g1.num_pairs = static_cast<int>(d->m * d->top_k);
+  g1.expert_offset = static_cast<int>(d->expert_offset);
+  g1.num_experts = static_cast<int>(d->num_experts);
+  g1.wq = reinterpret_cast<const uint8_t*>(d->w13);
+  g1.groups = static_cast<int>(d->groups1);
+  g1.chunks = static_cast<int>(d->chunks1);
+  g1.out_rows = static_cast<int>(d->inter);
+  g1.bias = reinterpret_cast<const __nv_bfloat16*>(d->b13);
+  g1.bias_ld = d->ld_b13;
+  g1.alpha = reinterpret_cast<const float*>(d->alpha);
+  g1.beta = reinterpret_cast<const float*>(d->beta);
+  g1.limit = reinterpret_cast<const float*>(d->limit);
+  g1.alpha_s = static_cast<float>(d->alpha_s);
+  g1.beta_s = static_cast<float>(d->beta_s);
+  g1.limit_s = static_cast<float>(d->limit_s);
+  g1.use_limit = static_cast<int>(d->use_limit);
+  g1.out = reinterpret_cast<__nv_bfloat16*>(d->h);
+  g1.ld_out = d->ld_h;
+
+  GemmArgs g2 = g1;
+  g2.act = reinterpret_cast<const __nv_bfloat16*>(d->h);
+  g2.ld_act = d->ld_h;
+  g2.act_row_div = 1;
+  g2.k_valid = static_cast<int>(d->inter);
+  g2.wq = reinterpret_cast<const uint8_t*>(d->w2);
+  g2.groups = static_cast<int>(d->groups2);
+  g2.chunks = static_cast<int>(d->chunks2);
+  g2.out_rows = static_cast<int>(d->hidden);
+  g2.bias = nullptr;
+  g2.out = reinterpret_cast<__nv_bfloat16*>(d->y);
+  g2.ld_out = d->ld_y;
+
+  const int grid = static_cast<int>(d->grid);
+  const bool pdl = d->pdl != 0;
+  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true>(g1, grid, stream, false);
+  if (err == cudaSuccess) err = launch_gemm<kNT2, G, D, RB, CPS, false>(g2, grid, stream, pdl);
+  if (err != cudaSuccess) return err;
+
+  CombineArgs c = {};
+  c.y = reinterpret_cast<const __nv_bfloat16*>(d->y);
+  c.ld_y = d->ld_y;
+  c.topk_ids = g1.topk_ids;
+  c.topk_w = reinterpret_cast<const float*>(d->topk_w);
+  c.b2 = reinterpret_cast<const __nv_bfloat16*>(d->b2);
+  c.ld_b2 = d->ld_b2;
+  c.m = static_cast<int>(d->m);
+  c.top_k = static_cast<int>(d->top_k);
+  c.hidden = static_cast<int>(d->hidden);
+  c.expert_offset = g1.expert_offset;
+  c.num_experts = g1.num_experts;
+  c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
+  c.ld_out = d->ld_out;
+  const int64_t threads = d->m * (d->hidden / 8);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>((threads + 255) / 256));
+  cfg.blockDim = dim3(256);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, combine_kernel, c);
+}
+
+extern "C" {
+
+// 0 = success, otherwise a cudaError_t (cudaErrorInvalidValue for arguments outside the kernel's range).
+int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
+  cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  const int64_t P = d->m * d->top_k;
+  if (P <= 0 || P > kMaxPairs || d->num_experts <= 0 || d->num_experts > kMaxExperts || d->hidden % 8 != 0 ||
+      d->grid <= 0)
+    return static_cast<int>(cudaErrorInvalidValue);
+  switch (d->variant) {
+#define X(ID, G, CPS, D, RB) \
+  case ID:                   \
+    return static_cast<int>(launch_forward<G, CPS, D, RB>(d, stream));
+    MXFP4LAB_DECODE_VARIANTS(X)
+#undef X
+    default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+// Shared-memory bytes one fc1 CTA needs (fc2's are fewer: kNT2 < kNT1), or -1 for an unknown variant.
+int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
+  int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
+  switch (variant) {
+#define X(ID, G, CPS, D, RB) \
+  case ID:                   \
+    return smem_bytes<kNT1, G, D, RB>(E, P);
+    MXFP4LAB_DECODE_VARIANTS(X)
+#undef X
+    default: return -1;
+  }
+}
+
+// The variant table as ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
+int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
+  const int64_t table[] = {
+#define X(ID, G, CPS, D, RB) ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+      MXFP4LAB_DECODE_VARIANTS(X)
+#undef X
+  };
+  return index >= 0 && index < static_cast<int64_t>(sizeof(table) / sizeof(table[0])) ? table[index] : -1;
+}
+
+// Constants the Python layout must agree with: tiles per fc1 item * 100 + tiles per fc2 item.
+int64_t mxfp4lab_decode_w4a16_tiles_per_group() { return kNT1 * 100 + kNT2; }
+
+}  // extern "C"

@@ -1,0 +1,304 @@
+"""Host side of mxfp4lab's decode kernel (``csrc/decode_w4a16.cu``): build, load, tensors, launch.
+
+The kernel is plain CUDA C++ compiled by nvcc into a small shared library (only libcudart, static), loaded
+with ctypes and launched on torch's current stream, so a forward is captured by CUDA graphs like any
+torch op. Building needs nvcc >= 12.4 (sm_90a, PDL) but no GPU: the library can be built on a CPU machine
+and carried (``$MXFP4LAB_DECODE_LIB`` points at a prebuilt one).
+
+    lib = build_library()                       # cached by source hash + nvcc version + flags
+    layout = DecodeLayout.from_logical(logical) # mxfp4lab.layout.decode_w4a16, once per layer
+    out = forward(x, topk_ids, topk_weights, layout)
+
+Launch parameters (:class:`LaunchConfig`): a ``variant`` of :data:`VARIANTS` (token groups G, so up to
+8 G tokens per item; CTAs per SM; cp.async ring depth; partial-sum buffers), ``grid`` (persistent CTAs per
+GEMM; default = SMs x CTAs per SM) and ``pdl`` (chain the three launches with programmatic dependent
+launch).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..layout.decode_w4a16 import FC1_TILES, FC2_TILES, fc1_to_decode, fc2_to_decode, padded_sizes
+
+SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
+NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
+              "-lineinfo")
+#: (token, slot) pairs one call can route (the kernel's kMaxPairs) and local experts (kMaxExperts)
+MAX_PAIRS = 8192
+MAX_EXPERTS = 1024
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compiled launch variant (``MXFP4LAB_DECODE_VARIANTS`` in the CUDA source)."""
+
+    token_groups: int  # G: up to 8 G tokens per item (one m16n8k16 N block each)
+    ctas_per_sm: int  # 2: two CTAs of 8 warps per SM, so one CTA's epilogue overlaps the other's streaming
+    depth: int  # cp.async ring stages per warp
+    red_buffers: int  # 2: double-buffered partial sums, one barrier per item
+
+
+VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
+            5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1)}
+
+
+class DecodeKernelError(RuntimeError):
+    """The decode kernel cannot run these arguments, or its library cannot be built/loaded."""
+
+
+# --------------------------------------------------------------------------------------------
+# Build and load
+# --------------------------------------------------------------------------------------------
+def _cache_root() -> Path:
+    env = os.environ.get("MXFP4LAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mxfp4lab"
+
+
+def nvcc_path() -> str:
+    for cand in (os.environ.get("MXFP4LAB_NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if cand and Path(cand).exists():
+            return cand
+    raise DecodeKernelError("nvcc not found (set $MXFP4LAB_NVCC, or $MXFP4LAB_DECODE_LIB to a prebuilt library)")
+
+
+def library_key(nvcc: str) -> str:
+    ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1:]
+    h = hashlib.sha256(SOURCE.read_bytes())
+    h.update(json.dumps([NVCC_FLAGS, ver]).encode())
+    return h.hexdigest()[:16]
+
+
+def build_library(*, force: bool = False, verbose: bool = False, out: Optional[Path] = None) -> Path:
+    """Compile the kernel into ``<cache>/decode_w4a16/<key>/libmxfp4lab_decode_w4a16.so`` (or ``out``); return it.
+
+    The key covers the source, the flags and the nvcc version; a build writes to a temporary file and
+    renames it, so an interrupted build never leaves a library behind.
+    """
+    nvcc = nvcc_path()
+    if out is None:
+        out = _cache_root() / "decode_w4a16" / library_key(nvcc) / "libmxfp4lab_decode_w4a16.so"
+    out = Path(out)
+    if out.exists() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    cmd = [nvcc, *NVCC_FLAGS, str(SOURCE), "-o", str(tmp)]
+    if verbose:
+        print("[decode_w4a16] " + " ".join(cmd), flush=True)
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise DecodeKernelError(f"nvcc failed building {SOURCE.name}:\n{r.stdout}\n{r.stderr}")
+    os.replace(tmp, out)
+    (out.parent / "build.json").write_text(json.dumps({"cmd": cmd, "wall_s": round(time.time() - t0, 2)}))
+    return out
+
+
+class DecodeArgs(ctypes.Structure):
+    """Mirror of ``struct DecodeArgs`` in the CUDA source (every field 8 bytes, same order)."""
+
+    _fields_ = [(n, ctypes.c_int64) for n in (
+        "x", "topk_ids", "topk_w", "w13", "w2", "b13", "b2", "alpha", "beta", "limit")] + [
+        (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
+            "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
+            "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
+            "variant", "grid", "pdl")]
+
+
+@functools.lru_cache(maxsize=1)
+def load_library():
+    """ctypes handle of the library (``$MXFP4LAB_DECODE_LIB`` if set, else :func:`build_library`)."""
+    path = os.environ.get("MXFP4LAB_DECODE_LIB") or str(build_library())
+    lib = ctypes.CDLL(path)
+    lib.mxfp4lab_decode_w4a16_forward.restype = ctypes.c_int
+    lib.mxfp4lab_decode_w4a16_forward.argtypes = [ctypes.POINTER(DecodeArgs), ctypes.c_int64]
+    lib.mxfp4lab_decode_w4a16_smem_bytes.restype = ctypes.c_int64
+    lib.mxfp4lab_decode_w4a16_smem_bytes.argtypes = [ctypes.c_int64] * 3
+    lib.mxfp4lab_decode_w4a16_tiles_per_group.restype = ctypes.c_int64
+    lib.mxfp4lab_decode_w4a16_variant.restype = ctypes.c_int64
+    lib.mxfp4lab_decode_w4a16_variant.argtypes = [ctypes.c_int64]
+    if lib.mxfp4lab_decode_w4a16_tiles_per_group() != FC1_TILES * 100 + FC2_TILES:
+        raise DecodeKernelError(f"{path} groups tiles as {lib.mxfp4lab_decode_w4a16_tiles_per_group()}, the layout as "
+                                f"{FC1_TILES * 100 + FC2_TILES}: rebuild the library")
+    compiled = [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(VARIANTS) + 1)]
+    want = [i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100 + v.depth * 10 + v.red_buffers
+            for i, v in VARIANTS.items()] + [-1]
+    if compiled != want:
+        raise DecodeKernelError(f"{path} has variants {compiled}, this module expects {want}: rebuild the library")
+    return lib
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DecodeLayout:
+    """One layer (or shard) in the decode layout (:mod:`mxfp4lab.layout.decode_w4a16`), on one device.
+
+    ``w13`` uint8 ``[E, I32/32, H64/64, 2176]``, ``w2`` uint8 ``[E, H32/32, I64/64, 1088]``,
+    ``b13`` bf16 ``[E, 2, I32]`` (up, gate) or None, ``b2`` bf16 ``[E, H32]`` or None, SwiGLU parameters
+    fp32 ``[E]`` or None (then ``alpha=1, beta=0``, no limit).
+    """
+
+    w13: torch.Tensor
+    w2: torch.Tensor
+    b13: Optional[torch.Tensor]
+    b2: Optional[torch.Tensor]
+    swiglu_alpha: Optional[torch.Tensor]
+    swiglu_beta: Optional[torch.Tensor]
+    swiglu_limit: Optional[torch.Tensor]
+    hidden_size: int
+    intermediate_size: int
+    num_experts_total: int
+    expert_offset: int = 0
+
+    @property
+    def num_local_experts(self) -> int:
+        return self.w13.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.w13, self.w2, self.b13, self.b2) if t is not None)
+
+    @classmethod
+    def from_logical(cls, logical, device=None) -> "DecodeLayout":
+        """From a kernel-ordered, padded :class:`LogicalMoE` (``w13`` halves ``[up ; gate]``); trims its
+        128-padding down to what this layout needs."""
+        h, i = logical.hidden_size, logical.intermediate_size
+        sz = padded_sizes(h, i)
+        i32, h64, h32, i64 = sz["I32"], sz["H64"], sz["H32"], sz["I64"]
+        i_pad = logical.w13.shape[1] // 2
+        if i32 > i_pad or h64 > 2 * logical.w13.shape[2] or i64 > 2 * logical.w2.shape[2]:
+            raise DecodeKernelError(f"logical tensors are padded less than the decode layout needs ({sz})")
+        dev = torch.device(device) if device is not None else logical.w13.device
+        w13, s13 = logical.w13.to(dev), logical.w13_scale.to(dev)
+        up, gate = w13[:, :i32, : h64 // 2], w13[:, i_pad : i_pad + i32, : h64 // 2]
+        up_s, gate_s = s13[:, :i32, : h64 // 32], s13[:, i_pad : i_pad + i32, : h64 // 32]
+        w13d = fc1_to_decode(up.contiguous(), up_s.contiguous(), gate.contiguous(), gate_s.contiguous())
+        w2d = fc2_to_decode(logical.w2.to(dev)[:, :h32, : i64 // 2].contiguous(),
+                            logical.w2_scale.to(dev)[:, :h32, : i64 // 32].contiguous())
+        b13 = b2 = None
+        if logical.w13_bias is not None:
+            b = logical.w13_bias.to(dev, torch.bfloat16)
+            b13 = torch.stack((b[:, :i32], b[:, i_pad : i_pad + i32]), dim=1).contiguous()
+        if logical.w2_bias is not None:
+            b2 = logical.w2_bias.to(dev, torch.bfloat16)[:, :h32].contiguous()
+
+        def f32(t):
+            return None if t is None else t.to(dev, torch.float32).contiguous()
+
+        return cls(w13d, w2d, b13, b2, f32(logical.swiglu_alpha), f32(logical.swiglu_beta),
+                   f32(logical.swiglu_limit), h, i, logical.num_experts_total, logical.expert_offset)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    variant: int = 1
+    grid: Optional[int] = None  # default: SMs x the variant's CTAs per SM
+    pdl: bool = True
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant}")
+        if self.grid is not None and self.grid < 1:
+            raise ValueError(f"grid must be >= 1, got {self.grid}")
+
+
+def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
+    """From the mean pairs per expert: up to 8 tokens per item in the decode regime, 16 or 32 above."""
+    mean = m * top_k / max(1, num_experts)
+    return LaunchConfig(variant=1 if mean <= 6 else 3 if mean <= 14 else 4)
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, layout: DecodeLayout,
+            config: Optional[LaunchConfig] = None, *, out: Optional[torch.Tensor] = None,
+            workspace_fill: Optional[float] = None) -> torch.Tensor:
+    """``[M, H]`` bf16 MoE output (experts only, no routed scaling) through the decode kernel.
+
+    ``x`` bf16 ``[M, H]`` (rows 16-byte aligned), ``topk_ids`` int32 ``[M, k]`` global ids (ids outside this
+    shard's experts are skipped), ``topk_weights`` fp32 ``[M, k]``; all on the layout's CUDA device.
+    ``workspace_fill`` (tests): fill the intermediate buffers with this value first (e.g. NaN).
+    """
+    m, k = topk_ids.shape
+    h, i = layout.hidden_size, layout.intermediate_size
+    if m * k > MAX_PAIRS:
+        raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {MAX_PAIRS}, the most one call routes")
+    if layout.num_local_experts > MAX_EXPERTS:
+        raise DecodeKernelError(f"{layout.num_local_experts} local experts > {MAX_EXPERTS}")
+    cfg = config or default_config(m, k, layout.num_local_experts)
+    dev = x.device
+    lib = load_library()
+    var = VARIANTS[cfg.variant]
+    smem = lib.mxfp4lab_decode_w4a16_smem_bytes(cfg.variant, layout.num_local_experts, m * k)
+    props = torch.cuda.get_device_properties(dev)
+    limit = min(props.shared_memory_per_block_optin,
+                props.shared_memory_per_multiprocessor // var.ctas_per_sm - 1024)  # 1 KB per CTA is reserved
+    if smem > limit:
+        raise DecodeKernelError(f"variant {cfg.variant} ({var}) with {layout.num_local_experts} experts and {m * k} "
+                                f"pairs needs {smem} B of shared memory per CTA > {limit}")
+    x = x.contiguous()
+    ids = topk_ids.to(torch.int32).contiguous()
+    tw = topk_weights.to(torch.float32).contiguous()
+    i32 = layout.w13.shape[1] * 32
+    h32 = layout.w2.shape[1] * 32
+    hbuf = torch.empty(m * k, i32, dtype=torch.bfloat16, device=dev)
+    ybuf = torch.empty(m * k, h32, dtype=torch.bfloat16, device=dev)
+    if workspace_fill is not None:
+        hbuf.fill_(workspace_fill)
+        ybuf.fill_(workspace_fill)
+    if out is None:
+        out = torch.empty(m, h, dtype=torch.bfloat16, device=dev)
+    for name, t in (("x", x), ("out", out), ("h", hbuf), ("y", ybuf)):
+        if t.data_ptr() % 16 or (t.stride(0) * 2) % 16:
+            raise DecodeKernelError(f"{name} must be 16-byte aligned with 16-byte row strides for the kernel's copies")
+
+    def ptr(t):
+        return 0 if t is None else t.data_ptr()
+
+    a = DecodeArgs(
+        x=ptr(x), topk_ids=ptr(ids), topk_w=ptr(tw), w13=ptr(layout.w13), w2=ptr(layout.w2),
+        b13=ptr(layout.b13), b2=ptr(layout.b2), alpha=ptr(layout.swiglu_alpha), beta=ptr(layout.swiglu_beta),
+        limit=ptr(layout.swiglu_limit), alpha_s=1.0, beta_s=0.0, limit_s=0.0,
+        use_limit=int(layout.swiglu_limit is not None), h=ptr(hbuf), y=ptr(ybuf), out=ptr(out), m=m, top_k=k,
+        hidden=h, inter=i, ld_x=x.stride(0), ld_h=i32, ld_y=h32, ld_out=out.stride(0),
+        ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
+        chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
+        num_experts=layout.num_local_experts, variant=cfg.variant,
+        grid=cfg.grid or var.ctas_per_sm * _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()),
+        pdl=int(cfg.pdl))
+    err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), torch.cuda.current_stream(dev).cuda_stream)
+    if err != 0:
+        raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
+    return out
+
+
+def _cuda_error_name(code: int) -> str:
+    try:
+        return torch.cuda.cudart().cudaGetErrorString(code)
+    except Exception:  # noqa: BLE001 - best effort for the message
+        return "unknown"
+
+
+def describe(config: LaunchConfig) -> dict:
+    return dataclasses.asdict(config) | dataclasses.asdict(VARIANTS[config.variant]) | {
+        "tiles_per_item": [FC1_TILES, FC2_TILES]}

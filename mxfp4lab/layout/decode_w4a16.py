@@ -1,0 +1,248 @@
+"""The weight layout of mxfp4lab's decode kernel (``mxfp4lab/kernels/csrc/decode_w4a16.cu``) and its inverse.
+
+Made for a kernel that streams each weight byte once with 16-byte copies and feeds ``mma.sync.m16n8k16``
+(bf16, fp32 accumulate) with the weights as the A operand (16 output rows) and up to 8 tokens as B:
+
+* one 16-byte load per lane is that lane's A fragments for four MMA steps (64 K elements of a 16-row
+  tile), so no byte shuffles, no shared-memory transposes and no ``ldmatrix``;
+* inside each 64-element chunk K is permuted so that the same lane's B fragments for the four steps are
+  32 contiguous bytes of the activation row (two 16-byte copies);
+* a lane's 32 codes of a chunk share one E8M0 scale per row (rows ``g`` and ``g+8``), so the scale is one
+  bf16x2 multiply per register;
+* the bits of each 32-bit word are placed so that 8 codes become four bf16x2 registers with 5 shifts
+  and 7 ``LOP3`` (see "Bits").
+
+Fragments (PTX ISA, ``mma.m16n8k16`` with ``.bf16``): lane ``L = 4*g + t`` (``g = L // 4``, ``t = L % 4``)
+holds A registers ``a0 = A[g][2t, 2t+1]``, ``a1 = A[g+8][2t, 2t+1]``, ``a2 = A[g][2t+8, 2t+9]``,
+``a3 = A[g+8][2t+8, 2t+9]`` and B registers ``b0 = B[2t, 2t+1][g]``, ``b1 = B[2t+8, 2t+9][g]``.
+
+K permutation. In chunk ``c`` (``k0 = 64*c``), MMA step ``s`` (0..3), the logical K index ``2t + i`` of the
+fragment (``i`` = 0, 1) is the real element ``k0 + 16*t + 4*s + i``, and ``2t + 8 + i`` is
+``k0 + 16*t + 4*s + 2 + i``. So lane ``t`` of every step reads real K ``[k0 + 16t, k0 + 16t + 16)``, and
+its B words ``2s, 2s+1`` are activation elements ``k0 + 16t + 4s + (0, 1)`` and ``(2, 3)``. ``16t`` is
+inside one 32-element E8M0 block, so the lane's scale for row ``r`` is ``S[r][2c + t // 2]``.
+
+Bits. Word ``s`` of lane ``L`` holds the 8 codes of ``a0..a3`` (lo half-word: the ``i = 0`` element of each
+register, hi half-word: ``i = 1``). A code is ``s e1 e0 m`` (sign bit 3, magnitude bits 2..0). Per half::
+
+    bit: 15    14    13    12    11..9   8..6    5..3    2..0
+         a0.s  a1.s  a2.s  a3.s  a3.mag  a0.mag  a1.mag  a2.mag
+
+Decode: ``r0 = q & 0x81C081C0``, ``r1 = (q<<3 & M) | (q<<1 & S)``, ``r2 = (q<<6 & M) | (q<<2 & S)``,
+``r3 = (q>>3 & M) | (q<<3 & S)`` with ``M = 0x01C001C0``, ``S = 0x80008000``: each half is then a bf16 with
+the sign at bit 15 and ``e1 e0 m`` at bits 8..6, i.e. exactly ``2**-126 * v`` (``e = 0`` lands in bf16's
+subnormal range, so 0 and 0.5 come out right too). One ``mul.bf16x2`` by ``2**(byte - 1)`` (exact for
+E8M0 bytes 0..128; the preparation rejects larger ones) gives ``v * 2**(byte - 127)``.
+
+Physical tensors (one contiguous block per (expert, tile group, chunk), what one warp copies per step)::
+
+    step block [n tiles x 512 B weights][n tiles x 32 B scales]           (n * 544 bytes)
+      weights of tile t: 32 lanes x 16 B (4 words, word s little-endian)
+      scales of tile t:  16 words of 2 B, word j = 2*g + t//2: (S[g][2c + t//2], S[g+8][2c + t//2])
+    fc1  [E, I32/32, H64/64, 2176]   n = 4: up rows 32u..32u+31 (2 tiles), then the gate rows of the
+                                     same intermediate columns (2 tiles); SwiGLU needs both
+    fc2  [E, H32/32, I64/64, 1088]   n = 2: two consecutive 16-row tiles of the output
+
+with ``I32 = round_up(I, 32)``, ``H64 = round_up(H, 64)``, ``H32 = round_up(H, 32)``, ``I64 = round_up(I, 64)``:
+unlike the SM90 CUTLASS layout (padded to 128 both ways), GPT-OSS (2880 x 2880) needs no padding at all.
+Items are small on purpose (92 KB of GPT-OSS weights in either GEMM): at M = 1 the 4 active experts
+give 360 items per GEMM, so 132 SMs stream within 91 % of a perfect balance.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from ..formats import MXFormatError, check_dtype, check_multiple
+
+TILE_ROWS = 16
+CHUNK_K = 64
+FC1_TILES = 4  # kNT1 in the kernel: 2 up + 2 gate tiles per item
+FC2_TILES = 2  # kNT2
+TILE_BYTES = 32 * 16
+SCALE_BYTES = 32
+
+
+def step_bytes(tiles: int) -> int:
+    """Bytes of one (expert, tile group, chunk) block: the tiles' weights, then their scale words."""
+    return tiles * (TILE_BYTES + SCALE_BYTES)
+
+
+FC1_STEP_BYTES = step_bytes(FC1_TILES)
+FC2_STEP_BYTES = step_bytes(FC2_TILES)
+#: largest E8M0 byte the decode multiplies exactly: 2**(byte-1) must be a finite bf16
+MAX_SCALE_BYTE = 128
+#: bit positions of register j's sign and magnitude (lowest of 3 bits) in each half-word (diagram above)
+SIGN_BIT = (15, 14, 13, 12)
+MAG_BIT = (6, 3, 0, 9)
+
+
+def _round_up(v: int, m: int) -> int:
+    return (v + m - 1) // m * m
+
+
+# --------------------------------------------------------------------------------------------
+# One matrix: rows x K  <->  tiles of (chunk words, chunk scales)
+# --------------------------------------------------------------------------------------------
+def tile_words(packed: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Packed FP4 rows and their E8M0 scales -> per (tile, chunk) lane words and scale words.
+
+    Args:
+        packed: uint8 ``[E, N, K/2]`` (element ``2i`` in the low nibble), ``N % 16 == 0``, ``K % 64 == 0``.
+        scales: uint8 ``[E, N, K/32]``.
+    Returns:
+        ``words`` uint8 ``[E, N/16, K/64, 32 lanes, 16]`` and ``swords`` uint8 ``[E, N/16, K/64, 32]``.
+    """
+    check_dtype(packed, torch.uint8, "packed")
+    check_dtype(scales, torch.uint8, "scales")
+    if packed.dim() != 3 or scales.dim() != 3:
+        raise MXFormatError(f"packed and scales must be [E, N, K/2] and [E, N, K/32], got {tuple(packed.shape)}, "
+                            f"{tuple(scales.shape)}")
+    e, n, kb = packed.shape
+    k = 2 * kb
+    check_multiple(n, TILE_ROWS, "packed rows (N)")
+    check_multiple(k, CHUNK_K, "packed K (2 * dim 2)")
+    if tuple(scales.shape) != (e, n, k // 32):
+        raise MXFormatError(f"scales must be [E, N, K/32] = {(e, n, k // 32)}, got {tuple(scales.shape)}")
+    codes = torch.stack((packed & 15, packed >> 4), dim=-1).reshape(e, n, k).to(torch.int32)
+    t, cn = n // TILE_ROWS, k // CHUNK_K
+    # rows: (tile, hi8, g) ; K: (chunk, t, s, h, i)  with  row = 16*tile + 8*hi8 + g,
+    # k = 64*chunk + 16*t + 4*s + 2*h + i ; register j = 2*h + hi8, half-word i
+    c = codes.view(e, t, 2, 8, cn, 4, 4, 2, 2)
+    #            e  T  hi8 g cn t  s  h  i   ->  e, T, cn, g, t, s, i, h, hi8
+    c = c.permute(0, 1, 4, 3, 5, 6, 8, 7, 2).reshape(e, t, cn, 32, 4, 2, 4)
+    sign_shift = torch.tensor(SIGN_BIT, dtype=torch.int32, device=packed.device)
+    mag_shift = torch.tensor(MAG_BIT, dtype=torch.int32, device=packed.device)
+    half = (((c >> 3) << sign_shift) | ((c & 7) << mag_shift)).sum(-1, dtype=torch.int32)  # fields disjoint
+    word = half[..., 0] | (half[..., 1] << 16)  # [e, T, cn, 32, 4] int32
+    words = word.contiguous().view(torch.uint8).view(e, t, cn, 32, 16)
+    # scales: (tile, hi8, g) x (chunk, th) -> word j = 2*g + th, byte hi8
+    sw = scales.view(e, t, 2, 8, cn, 2).permute(0, 1, 4, 3, 5, 2).reshape(e, t, cn, 32)
+    return words, sw.contiguous()
+
+
+def untile_words(words: torch.Tensor, swords: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact inverse of :func:`tile_words`: ``[E, T, C, 32, 16]``, ``[E, T, C, 32]`` -> packed ``[E, 16T, 32C]``,
+    scales ``[E, 16T, 2C]``."""
+    check_dtype(words, torch.uint8, "words")
+    check_dtype(swords, torch.uint8, "swords")
+    e, t, cn = words.shape[:3]
+    word = words.contiguous().view(torch.int32).view(e, t, cn, 32, 4)
+    half = torch.stack((word & 0xFFFF, (word >> 16) & 0xFFFF), dim=-1)  # [e, T, cn, 32, 4(s), 2(i)]
+    sign_shift = torch.tensor(SIGN_BIT, dtype=torch.int32, device=words.device)
+    mag_shift = torch.tensor(MAG_BIT, dtype=torch.int32, device=words.device)
+    h = half.unsqueeze(-1)
+    c = (((h >> sign_shift) & 1) << 3) | ((h >> mag_shift) & 7)  # [e, T, cn, 32, 4(s), 2(i), 4(j)]
+    # e, T, cn, (g, t), s, i, (h, hi8)  ->  e, T, hi8, g, cn, t, s, h, i
+    c = c.view(e, t, cn, 8, 4, 4, 2, 2, 2).permute(0, 1, 8, 3, 2, 4, 5, 7, 6)
+    codes = c.reshape(e, 16 * t, 64 * cn).to(torch.uint8)
+    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    s = swords.view(e, t, cn, 8, 2, 2).permute(0, 1, 5, 3, 2, 4).reshape(e, 16 * t, 2 * cn)
+    return packed.contiguous(), s.contiguous()
+
+
+def _steps(words: torch.Tensor, swords: torch.Tensor, nt: int) -> torch.Tensor:
+    """Tiles ``[E, T, C, ...]`` (``T % nt == 0``, already in group order) -> step blocks
+    ``[E, T/nt, C, step_bytes(nt)]``: per (group, chunk) the ``nt`` tiles' weights, then their scales."""
+    e, t, cn = words.shape[:3]
+    w = words.view(e, t // nt, nt, cn, TILE_BYTES).transpose(2, 3).reshape(e, t // nt, cn, nt * TILE_BYTES)
+    s = swords.view(e, t // nt, nt, cn, SCALE_BYTES).transpose(2, 3).reshape(e, t // nt, cn, nt * SCALE_BYTES)
+    return torch.cat((w, s), dim=-1).contiguous()
+
+
+def _unsteps(blocks: torch.Tensor, nt: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    e, gq, cn, nbytes = blocks.shape
+    if nbytes != step_bytes(nt):
+        raise MXFormatError(f"step blocks have {nbytes} bytes, {nt} tiles need {step_bytes(nt)}")
+    w = blocks[..., : nt * TILE_BYTES].reshape(e, gq, cn, nt, TILE_BYTES).transpose(2, 3)
+    s = blocks[..., nt * TILE_BYTES:].reshape(e, gq, cn, nt, SCALE_BYTES).transpose(2, 3)
+    return (w.reshape(e, nt * gq, cn, 32, 16).contiguous(), s.reshape(e, nt * gq, cn, 32).contiguous())
+
+
+# --------------------------------------------------------------------------------------------
+# The two GEMMs
+# --------------------------------------------------------------------------------------------
+def check_scale_range(scales: torch.Tensor, name: str) -> None:
+    """The decode multiplies by ``2**(byte-1)`` in bf16: bytes above :data:`MAX_SCALE_BYTE` do not fit."""
+    if scales.numel() and int(scales.max()) > MAX_SCALE_BYTE:
+        bad = (scales > MAX_SCALE_BYTE).nonzero()[0].tolist()
+        raise MXFormatError(
+            f"{name}: E8M0 byte {int(scales[tuple(bad)])} at {bad} > {MAX_SCALE_BYTE}: the decode kernel multiplies "
+            f"by 2**(byte-1) in bf16 and supports block scales up to 2**1 (weights up to 12 in magnitude)"
+        )
+
+
+def fc1_to_decode(up: torch.Tensor, up_scale: torch.Tensor, gate: torch.Tensor, gate_scale: torch.Tensor) -> torch.Tensor:
+    """GEMM1 weights -> ``[E, I/32, H/64, FC1_STEP_BYTES]``.
+
+    Args: ``up``/``gate`` uint8 ``[E, I, H/2]`` (``I % 32 == 0``, ``H % 64 == 0``; pad first), scales
+    uint8 ``[E, I, H/32]``. Tile group ``u`` holds up tiles ``2u, 2u+1`` then gate tiles ``2u, 2u+1``.
+    """
+    check_multiple(up.shape[1], 2 * TILE_ROWS, "fc1 rows per half (I)")
+    if up.shape != gate.shape or up_scale.shape != gate_scale.shape:
+        raise MXFormatError(f"up {tuple(up.shape)} / gate {tuple(gate.shape)} (and their scales) must match")
+    check_scale_range(up_scale, "fc1 up scales")
+    check_scale_range(gate_scale, "fc1 gate scales")
+    wu, su = tile_words(up, up_scale)
+    wg, sg = tile_words(gate, gate_scale)
+    e, t, cn = wu.shape[:3]
+    # [E, T/2, 2 (up, gate), 2, ...] -> tiles in group order (up 2u, up 2u+1, gate 2u, gate 2u+1)
+    w = torch.stack((wu.view(e, t // 2, 2, cn, 32, 16), wg.view(e, t // 2, 2, cn, 32, 16)), 2)
+    s = torch.stack((su.view(e, t // 2, 2, cn, 32), sg.view(e, t // 2, 2, cn, 32)), 2)
+    return _steps(w.reshape(e, 2 * t, cn, 32, 16), s.reshape(e, 2 * t, cn, 32), FC1_TILES)
+
+
+def fc1_from_decode(blocks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact inverse of :func:`fc1_to_decode`: ``(up, up_scale, gate, gate_scale)``."""
+    w, s = _unsteps(blocks, FC1_TILES)
+    e, t2, cn = w.shape[:3]
+    w = w.view(e, t2 // 4, 2, 2, cn, 32, 16)
+    s = s.view(e, t2 // 4, 2, 2, cn, 32)
+    up, up_s = untile_words(w[:, :, 0].reshape(e, t2 // 2, cn, 32, 16), s[:, :, 0].reshape(e, t2 // 2, cn, 32))
+    gate, gate_s = untile_words(w[:, :, 1].reshape(e, t2 // 2, cn, 32, 16), s[:, :, 1].reshape(e, t2 // 2, cn, 32))
+    return up, up_s, gate, gate_s
+
+
+def fc2_to_decode(down: torch.Tensor, down_scale: torch.Tensor) -> torch.Tensor:
+    """GEMM2 weights uint8 ``[E, H, I/2]`` (``H % 32 == 0``, ``I % 64 == 0``), scales ``[E, H, I/32]`` ->
+    ``[E, H/32, I/64, FC2_STEP_BYTES]``."""
+    check_multiple(down.shape[1], FC2_TILES * TILE_ROWS, "fc2 rows (H)")
+    check_scale_range(down_scale, "fc2 scales")
+    return _steps(*tile_words(down, down_scale), FC2_TILES)
+
+
+def fc2_from_decode(blocks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact inverse of :func:`fc2_to_decode`."""
+    return untile_words(*_unsteps(blocks, FC2_TILES))
+
+
+def padded_sizes(hidden: int, intermediate: int) -> dict:
+    """Rows/K the decode layout pads to: fc1 rows per half ``I32`` and K ``H64``; fc2 rows ``H32``, K ``I64``."""
+    return {"I32": _round_up(intermediate, 2 * TILE_ROWS), "H64": _round_up(hidden, CHUNK_K),
+            "H32": _round_up(hidden, FC2_TILES * TILE_ROWS), "I64": _round_up(intermediate, CHUNK_K)}
+
+
+# --------------------------------------------------------------------------------------------
+# One element, for teaching and plots
+# --------------------------------------------------------------------------------------------
+def element_location(row: int, k: int) -> dict:
+    """Where weight ``(row, k)`` of one matrix lives in the decode layout (before tile grouping).
+
+    Returns ``tile``, ``chunk``, ``lane`` (``4*g + t``), ``word`` (the MMA step), ``half`` (0 = bits 0..15),
+    ``register`` (``a0..a3``), the fragment coordinates ``frag_row``/``frag_k`` inside ``mma.m16n8k16``'s
+    16 x 16 A tile, the ``sign_bit`` and ``mag_bits`` (lowest first) inside the 32-bit word, and ``byte`` /
+    ``bit`` offsets of the sign inside the lane's 16 bytes.
+    """
+    tile, rr = divmod(row, TILE_ROWS)
+    hi8, g = divmod(rr, 8)
+    chunk, kk = divmod(k, CHUNK_K)
+    t, r = divmod(kk, 16)
+    s, r = divmod(r, 4)
+    h, i = divmod(r, 2)
+    j = hi8 + 2 * h
+    sign = SIGN_BIT[j] + 16 * i
+    return {"tile": tile, "chunk": chunk, "lane": 4 * g + t, "word": s, "half": i, "register": f"a{j}",
+            "frag_row": g + 8 * hi8, "frag_k": 2 * t + 8 * h + i, "sign_bit": sign,
+            "mag_bits": [MAG_BIT[j] + 16 * i + b for b in range(3)], "byte": 4 * s + sign // 8, "bit": sign % 8}

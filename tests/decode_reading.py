@@ -1,0 +1,104 @@
+"""An independent reading of the decode kernel (``mxfp4lab/kernels/csrc/decode_w4a16.cu``) on the CPU.
+
+Lane by lane and MMA step by MMA step, as the GPU would: the word a lane copies from a step block, the
+kernel's own ``decode_word`` expressions (parsed out of the CUDA source and evaluated on Python ints), the
+scale multiply, and the ``mma.m16n8k16`` fragment maps of the PTX ISA (A: ``a0 = A[g][2t..]``,
+``a1 = A[g+8][2t..]``, ``a2 = A[g][2t+8..]``, ``a3 = A[g+8][2t+8..]``; B: ``b0 = B[2t..][g]``,
+``b1 = B[2t+8..][g]``). Written from those descriptions, not from :mod:`mxfp4lab.layout.decode_w4a16`.
+Slow by design (scalar loops): small shapes only.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).resolve().parents[1] / "mxfp4lab" / "kernels" / "csrc" / "decode_w4a16.cu"
+M32 = 0xFFFFFFFF
+
+
+def _function_body(src: str, name: str) -> str:
+    start = src.index(name + "(")
+    body_start = src.index("{", start)
+    depth, i = 0, body_start
+    while True:
+        depth += {"{": 1, "}": -1}.get(src[i], 0)
+        if depth == 0:
+            return src[body_start + 1 : i]
+        i += 1
+
+
+def kernel_decode_word():
+    """``decode_word`` from the CUDA source as a Python function ``q -> (r0, r1, r2, r3)`` (uint32 math)."""
+    body = _function_body(SOURCE.read_text(), "decode_word")
+    py = []
+    for stmt in body.split(";"):
+        stmt = stmt.strip()
+        if not stmt:
+            continue
+        stmt = re.sub(r"\bconstexpr\b|\buint32_t\b", "", stmt)
+        stmt = re.sub(r"(0x[0-9A-Fa-f]+)u\b", r"\1", stmt)
+        for part in stmt.split(","):  # "kMag = ..., kSign = ..."
+            lhs, rhs = (s.strip() for s in part.split("=", 1))
+            py.append(f"{lhs} = ({rhs}) & {M32}")
+    code = "def _f(q):\n" + "".join(f"    {line}\n" for line in py) + "    return r0, r1, r2, r3\n"
+    ns: dict = {}
+    exec(compile(code, str(SOURCE), "exec"), ns)  # noqa: S102 - the project's own source
+    return ns["_f"]
+
+
+def kernel_scale_factor(byte: int) -> int:
+    """``scale_factor`` of the CUDA source, read the same way: a bf16x2 bit pattern."""
+    body = _function_body(SOURCE.read_text(), "scale_factor")
+    expr = re.search(r"return (.*?);", body, re.S).group(1)
+    expr = re.sub(r"(\d+|0x[0-9A-Fa-f]+)u\b", r"\1", expr)
+    return eval(expr, {"s": byte}) & M32  # noqa: S307 - the project's own source
+
+
+def bf16_bits_to_float(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", (bits & 0xFFFF) << 16))[0]
+
+
+def e2m1(code: int) -> float:
+    mag = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0][code & 7]
+    return -mag if code & 8 else mag
+
+
+def mul_bf16x2(a: int, f: int) -> tuple[float, float]:
+    """``mul.rn.bf16x2`` of two bf16x2 patterns; the products here are powers of two times <= 2
+    significant bits, so fp32/fp64 math is exact and rounding never happens."""
+    return (bf16_bits_to_float(a) * bf16_bits_to_float(f), bf16_bits_to_float(a >> 16) * bf16_bits_to_float(f >> 16))
+
+
+def tile_chunk_products(block: np.ndarray, n: int, x: np.ndarray, tiles_per_group: int = 4) -> np.ndarray:
+    """``D[16 rows, 8 tokens]`` that tile ``n`` of one step block contributes for activations ``x``
+    ``[8, 64]`` (the chunk's 64 K elements of 8 tokens), read lane by lane as the kernel does.
+
+    ``block``: uint8 ``[tiles_per_group * 544]`` = tiles' weights (``tiles_per_group x 512``), then their scale words.
+    """
+    decode = kernel_decode_word()
+    wbase, sbase = n * 512, tiles_per_group * 512 + n * 32
+    d = np.zeros((16, 8))
+    for s in range(4):
+        a = np.zeros((16, 16))
+        b = np.zeros((16, 8))
+        for lane in range(32):
+            g, t = lane // 4, lane % 4
+            off = wbase + lane * 16 + 4 * s
+            q = int.from_bytes(block[off : off + 4].tobytes(), "little")
+            regs = decode(q)
+            sw = int.from_bytes(block[sbase + (2 * g + t // 2) * 2 : sbase + (2 * g + t // 2) * 2 + 2].tobytes(), "little")
+            f_g, f_g8 = kernel_scale_factor(sw & 0xFF), kernel_scale_factor(sw >> 8)
+            a[g, 2 * t : 2 * t + 2] = mul_bf16x2(regs[0], f_g)
+            a[g + 8, 2 * t : 2 * t + 2] = mul_bf16x2(regs[1], f_g8)
+            a[g, 2 * t + 8 : 2 * t + 10] = mul_bf16x2(regs[2], f_g)
+            a[g + 8, 2 * t + 8 : 2 * t + 10] = mul_bf16x2(regs[3], f_g8)
+            # the lane copied x[token g][16t .. 16t+15]; B words 2s, 2s+1 of that copy
+            xs = x[g, 16 * t : 16 * t + 16]
+            b[2 * t : 2 * t + 2, g] = xs[4 * s : 4 * s + 2]
+            b[2 * t + 8 : 2 * t + 10, g] = xs[4 * s + 2 : 4 * s + 4]
+        d += a @ b
+    return d

@@ -1,0 +1,216 @@
+"""mxfp4lab's decode kernel on the CPU: its layout (exact inverse, bit placement), its decode and MMA
+fragment reading (tests/decode_reading.py parses the kernel's own decode expressions), the layer-level
+layout from a LogicalMoE, and an sm_90a compile with nvcc (no spills). The kernel itself runs only on an
+SM90 GPU (scripts/gpu/check_decode.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import decode_reading as dr
+from conftest import rand_u8
+from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
+from mxfp4lab.layout import decode_w4a16 as L
+
+
+def _codes_scales(e, n, k, seed=0, lo=118, hi=123):
+    return rand_u8(e, n, k // 2, seed=seed), rand_u8(e, n, k // 32, seed=seed + 1, lo=lo, hi=hi)
+
+
+@pytest.mark.parametrize("e,n,k", [(1, 16, 64), (2, 48, 192), (3, 64, 128)])
+def test_tile_words_is_exactly_inverted(e, n, k):
+    p, s = _codes_scales(e, n, k, seed=e)
+    w, sw = L.tile_words(p, s)
+    assert w.shape == (e, n // 16, k // 64, 32, 16) and sw.shape == (e, n // 16, k // 64, 32)
+    p2, s2 = L.untile_words(w, sw)
+    assert torch.equal(p2, p) and torch.equal(s2, s)
+
+
+def test_fc1_and_fc2_blocks_are_exactly_inverted():
+    up, us = _codes_scales(2, 64, 128, seed=3)
+    gate, gs = _codes_scales(2, 64, 128, seed=5)
+    blocks = L.fc1_to_decode(up, us, gate, gs)
+    assert blocks.shape == (2, 2, 2, L.FC1_STEP_BYTES)
+    for got, want in zip(L.fc1_from_decode(blocks), (up, us, gate, gs)):
+        assert torch.equal(got, want)
+    down, ds = _codes_scales(2, 128, 192, seed=7)
+    blocks2 = L.fc2_to_decode(down, ds)
+    assert blocks2.shape == (2, 4, 3, L.FC2_STEP_BYTES)
+    for got, want in zip(L.fc2_from_decode(blocks2), (down, ds)):
+        assert torch.equal(got, want)
+
+
+def test_each_code_lands_where_the_docstring_says():
+    """Scalar walk over every element of a small matrix with one distinct code at a time."""
+    n, k = 16, 64
+    for row, kk, code in [(0, 0, 9), (5, 17, 3), (8, 2, 15), (15, 63, 6), (9, 38, 12), (3, 45, 1)]:
+        codes = torch.zeros(1, n, k, dtype=torch.uint8)
+        codes[0, row, kk] = code
+        packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
+        w, _ = L.tile_words(packed, torch.full((1, n, k // 32), 127, dtype=torch.uint8))
+        hi8, g = divmod(row, 8)
+        t, r = divmod(kk, 16)
+        s, r = divmod(r, 4)
+        h, i = divmod(r, 2)
+        j = hi8 + 2 * h
+        word = int.from_bytes(w[0, 0, 0, 4 * g + t, 4 * s : 4 * s + 4].numpy().tobytes(), "little")
+        half = (word >> (16 * i)) & 0xFFFF
+        assert (half >> L.SIGN_BIT[j]) & 1 == code >> 3
+        assert (half >> L.MAG_BIT[j]) & 7 == code & 7
+        assert word == (half << (16 * i)), "no other bit set"
+
+
+def test_kernel_decode_of_every_code_in_every_slot_is_exact():
+    """The CUDA source's decode_word + the scale multiply give v * 2^(byte-127) bit-exactly for all 16
+    codes in all 8 (register, half) slots and E8M0 bytes 0..128."""
+    decode = dr.kernel_decode_word()
+    for j in range(4):
+        for i in range(2):
+            for code in range(16):
+                q = (((code >> 3) << L.SIGN_BIT[j]) | ((code & 7) << L.MAG_BIT[j])) << (16 * i)
+                regs = decode(q)
+                for other in range(4):
+                    if other != j:
+                        assert regs[other] == 0, (j, i, code, other)
+                for byte in (0, 1, 100, 127, 128):
+                    val = dr.mul_bf16x2(regs[j], dr.kernel_scale_factor(byte))[i]
+                    assert val == dr.e2m1(code) * 2.0 ** (byte - 127), (j, i, code, byte, val)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lanes_and_fragments_compute_the_tile_gemm(seed):
+    """Lane-by-lane reading of one step block through the PTX fragment maps == W @ x^T, exactly."""
+    n_rows, k = 32, 128  # one fc2 tile group (2 tiles) x two chunks
+    p, s = _codes_scales(1, n_rows, k, seed=10 + seed, lo=115, hi=129)
+    blocks = L.fc2_to_decode(p, s)
+    w = dequantize_mxfp4(p, s, torch.float64)[0].numpy()  # [64, 128]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-8, 9, size=(8, k)).astype(np.float64) / 4  # exact in bf16 and fp64 sums
+    want = w @ x.T  # [32 rows, 8 tokens]
+    got = np.zeros_like(want)
+    for c in range(k // 64):
+        block = blocks[0, 0, c].numpy()
+        for nt in range(L.FC2_TILES):
+            got[16 * nt : 16 * nt + 16] += dr.tile_chunk_products(block, nt, x[:, 64 * c : 64 * c + 64],
+                                                                  tiles_per_group=L.FC2_TILES)
+    assert np.array_equal(got, want)
+
+
+def test_fc1_group_holds_up_then_gate_tiles_of_the_same_rows():
+    up, us = _codes_scales(1, 64, 64, seed=21)
+    gate, gs = _codes_scales(1, 64, 64, seed=23)
+    blocks = L.fc1_to_decode(up, us, gate, gs)
+    x = np.eye(8, 64)  # token j reads column j
+    for grp in range(2):
+        block = blocks[0, grp, 0].numpy()
+        for nt, (src, ss, tile) in enumerate([(up, us, 2 * grp), (up, us, 2 * grp + 1),
+                                              (gate, gs, 2 * grp), (gate, gs, 2 * grp + 1)]):
+            want = dequantize_mxfp4(src, ss, torch.float64)[0, 16 * tile : 16 * tile + 16, :8].numpy()
+            assert np.array_equal(dr.tile_chunk_products(block, nt, x), want)
+
+
+def test_scale_bytes_above_128_are_rejected_with_the_tensor_name():
+    p, s = _codes_scales(1, 64, 64)
+    s[0, 3, 1] = 129
+    with pytest.raises(MXFormatError, match=r"fc2 scales: E8M0 byte 129 at \[0, 3, 1\]"):
+        L.fc2_to_decode(p, s)
+
+
+def test_shape_rules_are_named():
+    p, s = _codes_scales(1, 48, 64)
+    with pytest.raises(MXFormatError, match="fc2 rows"):
+        L.fc2_to_decode(p, s)
+    p, s = _codes_scales(1, 64, 96)
+    with pytest.raises(MXFormatError, match="K"):
+        L.tile_words(p, s)
+
+
+def _decode_layout(small_layer):
+    from mxfp4lab.kernels.decode_w4a16 import DecodeLayout
+    from mxfp4lab.prepare import prepare_from_experts
+
+    cfg, experts = small_layer
+    logical = prepare_from_experts(experts, config=cfg)
+    return cfg, logical, DecodeLayout.from_logical(logical)
+
+
+def test_layout_from_a_logical_layer_trims_padding_and_keeps_every_weight(small_layer):
+    cfg, logical, lay = _decode_layout(small_layer)
+    sz = L.padded_sizes(cfg.hidden_size, cfg.intermediate_size)
+    assert lay.w13.shape[1:] == (sz["I32"] // 32, sz["H64"] // 64, L.FC1_STEP_BYTES)
+    assert lay.w2.shape[1:] == (sz["H32"] // 32, sz["I64"] // 64, L.FC2_STEP_BYTES)
+    up, us, gate, gs = L.fc1_from_decode(lay.w13)
+    i_pad = logical.w13.shape[1] // 2
+    assert torch.equal(up, logical.w13[:, : sz["I32"], : sz["H64"] // 2])
+    assert torch.equal(us, logical.w13_scale[:, : sz["I32"], : sz["H64"] // 32])
+    assert torch.equal(gate, logical.w13[:, i_pad : i_pad + sz["I32"], : sz["H64"] // 2])
+    assert torch.equal(gs, logical.w13_scale[:, i_pad : i_pad + sz["I32"], : sz["H64"] // 32])
+    down, ds = L.fc2_from_decode(lay.w2)
+    assert torch.equal(down, logical.w2[:, : sz["H32"], : sz["I64"] // 2])
+    assert torch.equal(ds, logical.w2_scale[:, : sz["H32"], : sz["I64"] // 32])
+    # everything the logical stage trims away is zero padding
+    assert not logical.w13[:, sz["I32"] : i_pad].any() and not logical.w13[:, i_pad + sz["I32"] :].any()
+    assert not logical.w13[..., sz["H64"] // 2 :].any() and not logical.w2[:, sz["H32"] :].any()
+    if logical.w13_bias is not None:
+        assert torch.equal(lay.b13[:, 0], logical.w13_bias[:, : sz["I32"]])
+        assert torch.equal(lay.b13[:, 1], logical.w13_bias[:, i_pad : i_pad + sz["I32"]])
+        assert torch.equal(lay.b2, logical.w2_bias[:, : sz["H32"]])
+    for f in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
+        want = getattr(logical, f)
+        assert (getattr(lay, f) is None) == (want is None) and (want is None or torch.equal(getattr(lay, f), want))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
+    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE
+
+    r = subprocess.run(["nvcc", *NVCC_FLAGS, "-Xptxas", "-v", str(SOURCE), "-o", str(tmp_path / "lib.so")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    entries = r.stderr.count("Compiling entry function")
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
+
+    assert entries == 2 * len(VARIANTS) + 1, r.stderr[-2000:]  # fc1 + fc2 per variant, and the combine
+    assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
+
+
+def test_ncu_csv_is_parsed_per_launch_in_base_units():
+    from mxfp4lab.bench.launches import parse_ncu_csv
+
+    text = "\n".join([
+        "==PROF== Connected to process 1",
+        '"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size",'
+        '"Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"',
+        '"0","1","python","h","gemm_kernel<4, 1, 4, true>","1","7","(256, 1, 1)","(132, 1, 1)","0","9.0","",'
+        '"dram__bytes_read.sum","Mbyte","35.20"',
+        '"0","1","python","h","gemm_kernel<4, 1, 4, true>","1","7","(256, 1, 1)","(132, 1, 1)","0","9.0","",'
+        '"gpu__time_duration.sum","usecond","10.00"',
+        '"1","1","python","h","combine_kernel","1","7","(256, 1, 1)","(2, 1, 1)","0","9.0","",'
+        '"gpu__time_duration.sum","nsecond","2,500"',
+    ])
+    rows = parse_ncu_csv(text)
+    assert [r["launch_id"] for r in rows] == [0, 1]
+    assert rows[0]["dram__bytes_read.sum"] == 35.2e6 and rows[0]["duration_us"] == 10.0
+    assert rows[0]["dram_read_GBps"] == pytest.approx(3520.0)  # 35.2 MB in 10 us
+    assert rows[1]["duration_us"] == 2.5 and "dram_read_GBps" not in rows[1]
+
+
+def test_element_location_agrees_with_the_layout_bits():
+    """element_location (a scalar formula) finds every code of a random tile where tile_words put it."""
+    p, s = _codes_scales(1, 32, 128, seed=31)
+    words, _ = L.tile_words(p, s)
+    codes = torch.stack((p & 15, p >> 4), dim=-1).reshape(1, 32, 128)
+    for row in range(0, 32, 3):
+        for k in range(0, 128, 5):
+            loc = L.element_location(row, k)
+            w = int.from_bytes(words[0, loc["tile"], loc["chunk"], loc["lane"],
+                                     4 * loc["word"] : 4 * loc["word"] + 4].numpy().tobytes(), "little")
+            code = int(codes[0, row, k])
+            assert (w >> loc["sign_bit"]) & 1 == code >> 3
+            assert sum(((w >> b) & 1) << n for n, b in enumerate(loc["mag_bits"])) == code & 7
+            assert loc["frag_row"] in (loc["lane"] // 4, loc["lane"] // 4 + 8)
