@@ -790,6 +790,8 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
 def _latency_frame(rows) -> pd.DataFrame:
     """Sweep rows -> frame with the columns the latency_* functions read, and ``ok`` (timed, no error)."""
     df = pd.DataFrame(rows)
+    if "mode" in df:  # whole calls from CUDA graphs; eager and GEMM-only rows (bench.modes) are not compared here
+        df = df[df["mode"].isna() | (df["mode"] == "graph")].reset_index(drop=True)
     for col in ("m", "routing", "median_us", "error", "roofline_us"):
         if col not in df:
             df[col] = None

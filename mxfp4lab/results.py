@@ -63,6 +63,8 @@ KINDS: Dict[str, str] = {
                     "reference over shapes, M, routings and TP/EP shards, NaN-filled workspaces, determinism",
     "moe_launches": "one MoE forward launch by launch: duration and gap (profiler timeline of a CUDA-graph "
                     "replay) and DRAM bytes read (Nsight Compute)",
+    "peer_check": "the field's MoE libraries run as mxfp4lab backends (triton_kernels, Humming): output against "
+                  "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
 }
 #: Read in this order when a study has several GPUs' files and none is named (the study's target GPU first).
 PREFERRED_GPUS = ("h100", "h200")

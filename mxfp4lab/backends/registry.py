@@ -24,6 +24,8 @@ BACKENDS: Dict[str, str] = {
     "triton_w4a16": "triton_w4a16:TritonW4A16",
     "marlin_mxfp4": "marlin:MarlinMXFP4",
     "decode_w4a16": "decode_w4a16:DecodeW4A16",
+    "triton_kernels": "triton_kernels:TritonKernelsMoE",
+    "humming": "humming:HummingMoE",
 }
 
 

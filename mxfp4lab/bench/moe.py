@@ -86,10 +86,15 @@ def sweep(
     backends: List[str], shapes: List[str], ms: List[int], routings: List[str], *, reps: int = 50,
     warmup: int = 5, rotate: int = 4, graph: bool = True, check_m: Optional[List[int]] = None,
     ceilings: Optional[dict] = None, log=print, backend_kwargs: Optional[Dict[str, dict]] = None,
-    on_progress=None,
+    on_progress=None, modes: Optional[List[str]] = None, mode_m: Optional[List[int]] = None,
 ) -> List[dict]:
+    """``modes``: timing modes (:mod:`mxfp4lab.bench.modes`; default ``["graph"]``, or ``["eager"]`` with
+    ``graph=False``), one row per mode, each with ``mode``; modes other than ``graph`` run only at the M in
+    ``mode_m`` (None: every M)."""
     from ..backends import get_backend
-    from .harness import time_cuda
+    from .modes import time_modes
+
+    modes = list(modes or (["graph"] if graph else ["eager"]))
 
     bw = (ceilings or {}).get("copy_bytes_per_s", H100_COPY_BW)
     fr = (ceilings or {}).get("bf16_flops_per_s", H100_BF16_FLOPS)
@@ -129,16 +134,19 @@ def sweep(
                                 log(f"[{shape}] {b} M={m}: {row['error']}")
                                 rows.append(row)
                                 continue
-                        t = time_cuda(be, inputs, warmup=warmup, reps=reps, graph=graph and be.graph_capturable)
-                        row.update(t.as_dict())
-                        row.update(be.describe(m))
-                        row["fraction_of_roofline"] = rf.floor_us / t.median_us
-                        row["achieved_GBps"] = rf.bytes / t.median_us / 1e3
-                        row["achieved_TFLOPs"] = rf.flops / t.median_us / 1e6
+                        run = [md for md in modes if md == "graph" or mode_m is None or m in mode_m]
+                        timed = [{**row, **be.describe(m), **t} for t in time_modes(be, inputs, run, warmup=warmup, reps=reps)]
+                        for r in timed:
+                            if "median_us" in r and "error" not in r:
+                                r["fraction_of_roofline"] = rf.floor_us / r["median_us"]
+                                r["achieved_GBps"] = rf.bytes / r["median_us"] / 1e3
+                                r["achieved_TFLOPs"] = rf.flops / r["median_us"] / 1e6
                     except Exception as exc:  # noqa: BLE001
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-                    rows.append(row)
-                    log(_fmt(row))
+                        timed = [row]
+                    rows.extend(timed)
+                    for r in timed:
+                        log(_fmt(r))
                 if on_progress is not None:
                     on_progress(rows)  # partial results after every M (a killed run keeps them)
         del built, prepared, ref_w
@@ -147,12 +155,14 @@ def sweep(
 
 
 def _fmt(r: dict) -> str:
-    if "median_us" not in r:
+    if "median_us" not in r or "error" in r:
         return f"{r['shape']:14s} {r['backend']:16s} M={r.get('m', '-'):>6} {r.get('routing', ''):8s} ERROR {r.get('error')}"
     err = r.get("rel_err_vs_kernel_ref")
+    mode = r.get("mode") or ("graph" if r["graph"] else "eager")
     return (f"{r['shape']:14s} {r['backend']:16s} M={r['m']:>6} {r['routing']:8s} {r['median_us']:10.1f} us "
             f"floor {r['roofline_us']:8.1f} ({r['roofline_bound'][:3]}) {100 * r['fraction_of_roofline']:5.1f}% "
-            f"{'graph' if r['graph'] else 'eager'} err={'-' if err is None else f'{err:.2e}'}")
+            f"{mode:5s}{'' if r['graph'] or mode != 'graph' else '(eager fallback)'} "
+            f"err={'-' if err is None else f'{err:.2e}'}")
 
 
 def main(argv=None) -> int:
@@ -164,6 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--rotate", type=int, default=4)
     ap.add_argument("--no-graph", action="store_true")
+    ap.add_argument("--modes", default=None, help="timing modes, e.g. graph,eager,gemm (mxfp4lab.bench.modes; "
+                    "default graph, or eager with --no-graph)")
+    ap.add_argument("--mode-m", default=None, help="M values for the modes other than graph (default: every M)")
     ap.add_argument("--check-m", default="1,64,1024", help="M values at which outputs are checked (all: 'all')")
     ap.add_argument("--out", default=None, help="result file (default data/results/latency/<gpu>.json)")
     a = ap.parse_args(argv)
@@ -190,7 +203,8 @@ def main(argv=None) -> int:
 
     rows = sweep(a.backends.split(","), a.shapes.split(","), [int(v) for v in a.m.split(",")],
                  a.routing.split(","), reps=a.reps, rotate=a.rotate, graph=not a.no_graph, check_m=check_m,
-                 ceilings=ceil, on_progress=save)
+                 ceilings=ceil, on_progress=save, modes=a.modes.split(",") if a.modes else None,
+                 mode_m=[int(v) for v in a.mode_m.split(",")] if a.mode_m else None)
     path = save(rows, done=True)
     print(f"wrote {path}")
     return 0
