@@ -52,7 +52,8 @@ class Variant:
     red_buffers: int  # 2: double-buffered partial sums, one barrier per item
 
 
-VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1)}
+VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
+            5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1)}
 
 
 class DecodeKernelError(RuntimeError):

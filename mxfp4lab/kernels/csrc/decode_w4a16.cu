@@ -515,7 +515,10 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   2   1  2        3           1      decode, two CTAs per SM (16 warps), epilogues of one overlap the other
 //   3   2  1        4           2      up to 16 tokens per item
 //   4   4  1        2           1      up to 32 tokens per item (larger M)
-#define MXFP4LAB_DECODE_VARIANTS(X) X(1, 1, 1, 6, 2) X(2, 1, 2, 3, 1) X(3, 2, 1, 4, 2) X(4, 4, 1, 2, 1)
+//   5   1  3        2           1      three CTAs per SM (24 warps): latency hiding for the smallest M
+//   6   2  2        2           1      16 tokens per item, two CTAs per SM
+#define MXFP4LAB_DECODE_VARIANTS(X) \
+  X(1, 1, 1, 6, 2) X(2, 1, 2, 3, 1) X(3, 2, 1, 4, 2) X(4, 4, 1, 2, 1) X(5, 1, 3, 2, 1) X(6, 2, 2, 2, 1)
 
 }  // namespace mxfp4lab_decode
 
