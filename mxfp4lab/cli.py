@@ -4,7 +4,7 @@
 
     mxfp4lab report {layout,accuracy,latency,all} [-p NAME VALUE ...] [-f params.yaml] [--out DIR]
     mxfp4lab layout --example [--row R --k K --model NAME]
-    mxfp4lab build ...            (wired to mxfp4lab.build when it offers add_build_parser/run_build)
+    mxfp4lab build [--configs compact|minimal|full|stock_k128|LABELS] [--info|--export F|--import F|...]
 
 ``main(argv=None) -> int`` is the console-script entry point (exit status).
 """
@@ -177,12 +177,57 @@ def _cmd_layout(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# build (mxfp4lab.build: standard library only at import)
+# build (mxfp4lab.flashinfer_build: standard library only at import)
 # --------------------------------------------------------------------------------------------
 def _add_build_parser(sub) -> None:
-    from . import build
+    from . import flashinfer_build as fb
 
-    build.add_build_parser(sub)
+    p = sub.add_parser(
+        "build",
+        help="build the restricted W4A16 fused_moe_90 module (and/or the interleave extension)",
+        description=fb.__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--configs", default=fb.DEFAULT_CONFIGS,
+                   help=" | ".join(fb.CONFIG_SETS) + " | comma-separated labels")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="ninja jobs (default $MAX_JOBS or all cores)")
+    p.add_argument("--no-split", action="store_true", help="group generated instantiations by 8 (stock)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--spec-only", action="store_true", help="generate sources + build.ninja, do not compile")
+    p.add_argument("--interleave-ext", action="store_true", help="only build the tiny interleave extension")
+    p.add_argument("--info", action="store_true", help="print build_info() as JSON and exit")
+    p.add_argument("--export", metavar="TAR_XZ", help="write the built library to an archive (reuse on other hosts)")
+    p.add_argument("--import", dest="import_", metavar="TAR_XZ", help="install a library archive into the cache")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args) -> int:
+    """Run the ``build`` subcommand; returns a process exit code."""
+    import json
+
+    from . import flashinfer_build as fb
+
+    configs = fb.parse_configs(args.configs)
+    kw = {"split_units": not args.no_split}
+    try:
+        if args.interleave_ext:
+            print(fb.build_interleave_ext(verbose=not args.quiet, force=args.force))
+        elif args.info:
+            print(json.dumps(fb.build_info(configs=configs, **kw), indent=1))
+        elif args.export:
+            print(fb.export_archive(args.export, configs=configs, **kw))
+        elif args.import_:
+            print(fb.import_archive(args.import_, configs=configs, **kw))
+        elif args.spec_only:
+            spec = fb.w4a16_jit_spec(configs=configs, **kw)
+            spec.write_ninja()
+            print(spec.ninja_path)
+        else:
+            print(fb.build(configs=configs, jobs=args.jobs, verbose=not args.quiet, force=args.force, **kw))
+        return 0
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        print(f"mxfp4lab build: error: {e}", file=sys.stderr)
+        return 1
 
 
 # --------------------------------------------------------------------------------------------

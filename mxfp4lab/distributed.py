@@ -49,7 +49,7 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
              seed: int = 7, out: Optional[str] = None) -> Optional[dict]:
     """Body of one rank (process group already initialized). Returns the result dict on rank 0."""
     from .backends import get_backend
-    from .bench.moe import make_inputs, random_layer
+    from .synthetic import make_inputs, random_layer
 
     device = f"cuda:{rank}" if torch.cuda.is_available() else "cpu"
     if device != "cpu":

@@ -320,7 +320,7 @@ def layout_tile_check(rows: int = 2 * TILE_ROWS, k: int = 2 * TILE_K, seed: int 
 # ============================================================================================
 # accuracy_*: MXFP4 error against the bf16 origin and the references (notebook 02)
 # ============================================================================================
-# Truth is always the bf16 "origin" weights (mxfp4lab.checkpoints.make_origin_*) run through the fp32
+# Truth is always the bf16 "origin" weights (mxfp4lab.synthetic.make_origin_*) run through the fp32
 # reference. Paths compared with it: the MXFP4-quantized weights (per scale rule) through the fp32
 # reference, through the kernel-faithful reference (bf16 stores where FlashInfer rounds), through the
 # CPU emulation of the prepared SM90 tensors, and -- on an H100 with FlashInfer -- through the kernel.
@@ -390,7 +390,7 @@ def accuracy_quantization(
     """Weight-level MXFP4 error against the bf16 origin, one row per (model, dist, matrix, rule).
 
     One expert's real-size matrices (``w_gate``/``w_up`` ``[I, H]``, ``w_down`` ``[H, I]``, K the last
-    axis) from :func:`mxfp4lab.checkpoints.make_origin_expert`. ``max_rows`` keeps only the first rows
+    axis) from :func:`mxfp4lab.synthetic.make_origin_expert`. ``max_rows`` keeps only the first rows
     of each matrix: quantization is per row (32-element blocks along K), so a row sample of the real K
     has the same statistics and costs less.
 
@@ -399,7 +399,7 @@ def accuracy_quantization(
     scale: <= 1 for round_up/flashinfer, <= 2 for ocp), ``clipped_frac`` (elements whose scaled
     magnitude exceeded 6 and saturated), ``mean_scale_exp``.
     """
-    from .checkpoints import make_origin_expert
+    from .synthetic import make_origin_expert
 
     rows = []
     for cfg in map(_as_config, _as_list(configs)):
@@ -426,7 +426,7 @@ def accuracy_rule_agreement(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=AC
     dequantized value. Columns: ``dist, rule_a, rule_b, scale_diff_frac, value_diff_frac``."""
     from itertools import combinations
 
-    from .checkpoints import make_origin_expert
+    from .synthetic import make_origin_expert
 
     cfg = _as_config(config)
     rows = []
@@ -447,7 +447,7 @@ def accuracy_block_errors(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=ACCU
     Columns: ``dist, rule, max_err_over_scale, amax_over_scale`` (the scaled block maximum; > 6
     means the block maximum saturated: only possible with ocp).
     """
-    from .checkpoints import make_origin_expert
+    from .synthetic import make_origin_expert
     from .formats import decode_e8m0
 
     cfg = _as_config(config)
@@ -472,7 +472,7 @@ def accuracy_k_sweep(ks=(128, 512, 2048, 8192), rules=ACCURACY_RULES, dists="gau
     Columns: ``dist, rule, K, rel_err`` (weights vs origin), ``gemm_rel_err`` (fp32 GEMM with MXFP4
     weights vs with origin weights), ``max_err_over_scale``.
     """
-    from .checkpoints import make_origin_expert
+    from .synthetic import make_origin_expert
     from .models import GPT_OSS_20B
 
     out = []
@@ -507,20 +507,9 @@ EMULATED_FP32 = BackendSpec("emulated_sm90", {"mode": "fp32"})
 
 def _quantize_layer(origin: Dict[str, torch.Tensor], config, rule: str):
     """Origin (logical bf16) -> checkpoint-layout MXFP4 tensors (as the checkpoint readers return)."""
-    from types import SimpleNamespace
+    from .synthetic import quantize_origin
 
-    from .formats import quantize_mxfp4
-    from .moe_tensors import merge_gate_up_rows
-
-    q = lambda t: quantize_mxfp4(t, scale_rule=rule)  # noqa: E731
-    if config.checkpoint_format == "gpt_oss":
-        gub, gus = q(merge_gate_up_rows(origin["w_gate"], origin["w_up"]))  # row 2j gate_j, 2j+1 up_j
-        db, ds = q(origin["w_down"])
-        bias = merge_gate_up_rows(origin["b_gate"], origin["b_up"])
-        return SimpleNamespace(gate_up_blocks=gub, gate_up_scales=gus, gate_up_bias=bias, down_blocks=db,
-                               down_scales=ds, down_bias=origin["b_down"])
-    (w1, s1), (w3, s3), (w2, s2) = q(origin["w_gate"]), q(origin["w_up"]), q(origin["w_down"])
-    return SimpleNamespace(w1=w1, w1_scale=s1, w3=w3, w3_scale=s3, w2=w2, w2_scale=s2)
+    return quantize_origin(origin, config, rule)
 
 
 def _clamp_config(config, clamp: bool):
@@ -616,7 +605,7 @@ def accuracy_layer(
 
     Columns: ``model, dist, clamp, limit, rule, path, reference, rel_err, clamped_frac``.
     """
-    from .checkpoints import make_origin_weights
+    from .synthetic import make_origin_weights
     from .prepare import prepare_from_experts
     from .reference import expert_weights_from_logical, moe_reference, relative_error
 
@@ -688,7 +677,7 @@ def accuracy_depth(
     truth), ``rel_err_out`` (this layer's MoE output vs truth's), ``routing_agreement`` (tokens whose
     top-k expert set equals the truth's).
     """
-    from .checkpoints import make_origin_weights
+    from .synthetic import make_origin_weights
     from .prepare import prepare_from_experts
     from .reference import expert_weights_from_logical, moe_reference, relative_error
 

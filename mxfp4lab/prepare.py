@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from .checkpoints import Dsv4Experts, GptOssExperts
 from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_scales_finite, e8m0_bytes
 from .models import SM90_PAD_MULTIPLE as PAD_MULTIPLE  # H and I padded to multiples of 128
 from .models import MoEConfig
@@ -227,15 +228,17 @@ def _check_config(config: Optional[MoEConfig], e: int, hidden: int, inter: int, 
         raise MXFormatError(f"{what} does not match its config ({detail})")
 
 
-def prepare_from_experts(experts, *, config: Optional[MoEConfig] = None, **kw) -> LogicalMoE:
-    """Dispatch on the checkpoint reader's container (``GptOssExperts`` / ``Dsv4Experts``)."""
-    if hasattr(experts, "gate_up_blocks"):
+def prepare_from_experts(experts: GptOssExperts | Dsv4Experts, *, config: Optional[MoEConfig] = None,
+                         **kw) -> LogicalMoE:
+    """A checkpoint layer (:class:`~mxfp4lab.checkpoints.GptOssExperts` /
+    :class:`~mxfp4lab.checkpoints.Dsv4Experts`, as read or made by :mod:`mxfp4lab.synthetic`) -> logical."""
+    if isinstance(experts, GptOssExperts):
         return prepare_gpt_oss(experts.gate_up_blocks, experts.gate_up_scales, experts.gate_up_bias,
                                experts.down_blocks, experts.down_scales, experts.down_bias, config=config, **kw)
-    if hasattr(experts, "w1"):
+    if isinstance(experts, Dsv4Experts):
         return prepare_dsv4(experts.w1, experts.w1_scale, experts.w3, experts.w3_scale, experts.w2,
                             experts.w2_scale, config=config, **kw)
-    raise TypeError(f"don't know how to prepare {type(experts).__name__}")
+    raise TypeError(f"prepare_from_experts takes GptOssExperts or Dsv4Experts, got {type(experts).__name__}")
 
 
 def trace_fc1_row(ckpt_row: int, config: MoEConfig, fmt: Optional[str] = None) -> dict:

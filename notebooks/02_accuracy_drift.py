@@ -27,7 +27,7 @@
 # * **Scale rule** (`mxfp4lab.formats.ScaleRule`): `ocp` (OCP MX v1.0 / torchao: `floor(log2 amax) - 2`,
 #   may saturate the block maximum to 6), `round_up` (triton_kernels: never saturates), `flashinfer`
 #   (FlashInfer's torch quantizer: `ceil(log2(amax / 6))`, ties rounded down).
-# * **Weight distribution** of the synthetic origin (`mxfp4lab.checkpoints.make_origin_weights`):
+# * **Weight distribution** of the synthetic origin (`mxfp4lab.synthetic.make_origin_weights`):
 #   gaussian, heavy-tailed (Student-t, df 3), outlier input channels (x10).
 # * **Shapes**: the real GPT-OSS and DeepSeek-V4 matrices for the weight-level part (one expert,
 #   a row sample: quantization is per row), a sweep of K, and scaled-down layers for the layer and

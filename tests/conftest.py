@@ -3,6 +3,7 @@ import torch
 
 from mxfp4lab import checkpoints as ck
 from mxfp4lab import models
+from mxfp4lab.synthetic import write_synthetic
 
 # Scaled-down layers: H not a multiple of 128 (exercises padding), I/tp a multiple of 32 for tp in {2, 3}.
 GPT_OSS_SMALL = models.GPT_OSS_20B.scaled(hidden=224, intermediate=192, experts=6, top_k=2)
@@ -14,8 +15,7 @@ def small_layer(request, tmp_path_factory):
     """(config, experts read back from a synthetic checkpoint in the real layout)."""
     cfg = GPT_OSS_SMALL if request.param == "gpt_oss" else DSV4_SMALL
     d = tmp_path_factory.mktemp(request.param)
-    writer = ck.write_synthetic_gpt_oss if request.param == "gpt_oss" else ck.write_synthetic_dsv4
-    writer(d, cfg, scale_rule="ocp", layers=(4,), seed=7)
+    write_synthetic(d, cfg, scale_rule="ocp", layers=(4,), seed=7)
     c = ck.open_checkpoint(d)
     reader = ck.read_gpt_oss_layer if request.param == "gpt_oss" else ck.read_dsv4_layer
     return cfg, reader(c, 4, cfg)

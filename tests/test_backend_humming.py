@@ -22,18 +22,13 @@ What runs here:
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import traceback
-from pathlib import Path
 
 import pytest
 import torch
+from peer_support import assert_same_logical, print_results, run_cases, run_child, small_moe
 
 os.environ.setdefault("HUMMING_DISABLE_PARALLEL_BUILD", "1")  # `import humming` would start a compiler build
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 TOL_FP32 = 1e-2  # module docstring
 TIMEOUT_S = 600
 SCHEMA_REASON = "humming-kernels is not installed (pip install humming-kernels==0.1.19): its schema/reference is the oracle"
@@ -47,40 +42,23 @@ CASES = [
 ]
 
 
-def _layer(base, dims, shard=(1, 0, 1, 0), seed=0):
-    from mxfp4lab import models
-    from mxfp4lab.bench.moe import random_layer
-    from mxfp4lab.prepare import ShardSpec, prepare_from_experts
-
-    h, i, e, k = dims
-    cfg = models.get_model(base).scaled(hidden=h, intermediate=i, experts=e, top_k=k)
-    tp, tr, ep, er = shard
-    prep = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg,
-                                shard=ShardSpec(tp_size=tp, tp_rank=tr, ep_size=ep, ep_rank=er))
-    return cfg, prep
-
-
 @pytest.mark.parametrize("base,dims", [("gpt-oss-20b", (224, 192, 6, 2)), ("dsv4-flash", (160, 96, 4, 3))])
 def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
     from mxfp4lab.backends.humming import humming_layout_from_logical, logical_from_humming_layout
 
-    cfg, prep = _layer(base, dims)
+    cfg, prep = small_moe(base, dims)
     logical = prep
     lay = humming_layout_from_logical(logical)
     h, i = cfg.hidden_size, cfg.intermediate_size
     i64, i_pad = -(-i // 64) * 64, logical.padded_intermediate
     assert (lay.hidden_size, lay.intermediate_size) == (h, i64)
     # [gate ; up]: rows [0, i64) = gate = logical rows [I_pad, I_pad + i64); rows [i64, 2 i64) = up
-    assert torch.equal(lay.w13[:, :i64], logical.w13[:, i_pad: i_pad + i64, : h // 2])
-    assert torch.equal(lay.w13[:, i64:], logical.w13[:, :i64, : h // 2])
-    assert torch.equal(lay.w13_scale[:, :i64], logical.w13_scale[:, i_pad: i_pad + i64, : h // 32])
-    assert torch.equal(lay.w2, logical.w2[:, :h, : i64 // 2])
+    assert torch.equal(lay.fc1.weight[:, :i64], logical.w13[:, i_pad: i_pad + i64, : h // 2])
+    assert torch.equal(lay.fc1.weight[:, i64:], logical.w13[:, :i64, : h // 2])
+    assert torch.equal(lay.fc1.scale[:, :i64], logical.w13_scale[:, i_pad: i_pad + i64, : h // 32])
+    assert torch.equal(lay.fc2.weight, logical.w2[:, :h, : i64 // 2])
     back = logical_from_humming_layout(lay, logical.intermediate_size)
-    for name, t in back.items():
-        ref = getattr(logical, name)
-        assert (t is None) == (ref is None), name
-        if t is not None:
-            assert torch.equal(t, ref), name
+    assert_same_logical(back, logical)
 
 
 @pytest.mark.parametrize("base,schema", [("gpt-oss-20b", "gpt_oss_mxfp4"), ("dsv4-flash", "mxfp4")])
@@ -88,7 +66,7 @@ def test_humming_schemas_accept_the_layout_and_convert_the_same_bytes(base, sche
     pytest.importorskip("humming", reason=SCHEMA_REASON)
     from mxfp4lab.backends.humming import SCHEMA, check_schema, humming_layout_from_logical
 
-    cfg, prep = _layer(base, (224, 192, 4, 2))
+    cfg, prep = small_moe(base, (224, 192, 4, 2))
     assert SCHEMA[cfg.checkpoint_format] == schema
     lay = humming_layout_from_logical(prep)
     for sub, (ws, tensors, n, k) in check_schema(lay, schema).items():
@@ -99,7 +77,7 @@ def test_humming_schemas_accept_the_layout_and_convert_the_same_bytes(base, sche
         assert torch.equal(conv["weight"].view(torch.uint8), tensors["weight"]), sub
         assert torch.equal(conv["weight_scale"].view(torch.uint8), tensors["weight_scale"]), sub
     bad = humming_layout_from_logical(prep)
-    bad.w2_scale = bad.w2_scale[..., :-1]
+    bad.fc2.scale = bad.fc2.scale[..., :-1]
     with pytest.raises(AssertionError, match="weight_scale shape mismatched"):
         check_schema(bad, schema)
 
@@ -141,9 +119,9 @@ class IndexedGemm:
         from mxfp4lab.formats import dequantize_mxfp4
 
         self.block_m = block_m
-        self.w = {"w13": dequantize_mxfp4(layout.w13, layout.w13_scale, torch.float32),
-                  "w2": dequantize_mxfp4(layout.w2, layout.w2_scale, torch.float32)}
-        self.b = {"w13": layout.w13_bias, "w2": layout.w2_bias}
+        self.w = {"w13": dequantize_mxfp4(layout.fc1.weight, layout.fc1.scale, torch.float32),
+                  "w2": dequantize_mxfp4(layout.fc2.weight, layout.fc2.scale, torch.float32)}
+        self.b = {"w13": layout.fc1.bias, "w2": layout.fc2.bias}
         self.calls = []
 
     def forward_layer(self, layer, inputs, outputs, sublayer_name, top_k, sorted_ids, expert_ids,
@@ -166,8 +144,8 @@ class IndexedGemm:
 
 def _run_case(base, dims, shard, ms, seed):
     from mxfp4lab.backends.humming import HummingMoE
-    from mxfp4lab.bench.moe import make_inputs
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs
 
     class Backend(HummingMoE):
         @classmethod
@@ -178,7 +156,7 @@ def _run_case(base, dims, shard, ms, seed):
             tuning = [[0, 1 << 30, {"block_shape": [16, 128, 128]}]]
             return IndexedGemm(self.layout, 16), None, {"w13": tuning, "w2": tuning}
 
-    cfg, prep = _layer(base, dims, shard, seed)
+    cfg, prep = small_moe(base, dims, shard, seed)
     be = Backend(prep, cfg)
     be.poison = True
     ref_w = expert_weights_from_logical(prep)
@@ -193,29 +171,16 @@ def _run_case(base, dims, shard, ms, seed):
 
 
 def _worker() -> dict:
-    sys.path[:0] = [str(ROOT), str(HERE)]
     assert os.environ.get("TRITON_INTERPRET") == "1"
     from triton_kernels_interp import patch_interpreter
 
     patch_interpreter()  # fp32 -> bf16 rounds to nearest even, as on the GPU
-    res = {}
-    for i, (name, base, dims, shard, ms) in enumerate(CASES):
-        try:
-            res[name] = _run_case(base, dims, shard, ms, seed=31 + i)
-        except Exception:  # noqa: BLE001 - reported to the parent test
-            res[name] = {"error": traceback.format_exc()[-3000:]}
-    return res
+    return run_cases({c[0]: (lambda c=c, i=i: _run_case(*c[1:], seed=31 + i)) for i, c in enumerate(CASES)})
 
 
 @pytest.fixture(scope="module")
 def interp():
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, check=False,
-                       text=True, timeout=TIMEOUT_S, cwd=str(ROOT))
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULTS ")]
-    assert p.returncode == 0 and lines, f"interpreter child failed (rc {p.returncode}):\n{p.stderr[-4000:]}"
-    return json.loads(lines[-1][len("RESULTS "):])
+    return run_child(__file__, env={"TRITON_INTERPRET": "1"}, timeout=TIMEOUT_S)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (Triton kernels)")
@@ -234,4 +199,4 @@ def test_data_flow_with_an_indexed_gemm_stand_in_matches_the_references(interp, 
 
 
 if __name__ == "__main__":  # the interpreter child
-    print("RESULTS " + json.dumps(_worker()), flush=True)
+    print_results(_worker())

@@ -25,18 +25,13 @@ cache, checked against its manifest, if no copy is found).
 
 import dataclasses
 import importlib.util
-import json
 import os
-import subprocess
 import sys
-import traceback
-from pathlib import Path
 
 import pytest
 import torch
+from peer_support import assert_same_logical, print_results, run_cases, run_child, small_moe
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 TOL_FP32 = 1e-2  # module docstring
 TIMEOUT_S = 600
 
@@ -77,27 +72,15 @@ def tk():
     return import_triton_kernels()
 
 
-def _layer(base, dims, shard=(1, 0, 1, 0), seed=0):
-    from mxfp4lab import models
-    from mxfp4lab.bench.moe import random_layer
-    from mxfp4lab.prepare import ShardSpec, prepare_from_experts
-
-    h, i, e, k = dims
-    cfg = models.get_model(base).scaled(hidden=h, intermediate=i, experts=e, top_k=k)
-    tp, tr, ep, er = shard
-    prep = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg,
-                                shard=ShardSpec(tp_size=tp, tp_rank=tr, ep_size=ep, ep_rank=er))
-    return cfg, prep
-
-
 def emulate(layout, x, topk_ids, topk_weights, alpha, beta, limit):
     """triton_kernels' MoE in torch, rounding where its kernels round (module docstring); reads the
-    :class:`TritonKernelsLayout` directly (interleaved rows, padded scale groups), experts only."""
+    layout (:class:`~mxfp4lab.backends.peer_layout.PeerLayout`) directly (interleaved rows, padded scale
+    groups), experts only."""
     from mxfp4lab.formats import dequantize_mxfp4
 
     h, i = layout.hidden_size, layout.intermediate_size
-    w13 = dequantize_mxfp4(layout.w13, layout.w13_scale[..., : h // 32], torch.float32)
-    w2 = dequantize_mxfp4(layout.w2, layout.w2_scale[..., : i // 32], torch.float32)
+    w13 = dequantize_mxfp4(layout.fc1.weight, layout.fc1.scale[..., : h // 32], torch.float32)
+    w2 = dequantize_mxfp4(layout.fc2.weight, layout.fc2.scale[..., : i // 32], torch.float32)
     out = torch.zeros(x.shape[0], h)
     for t in range(x.shape[0]):
         for j in range(topk_ids.shape[1]):
@@ -105,16 +88,16 @@ def emulate(layout, x, topk_ids, topk_weights, alpha, beta, limit):
             if not 0 <= e < layout.num_local_experts:
                 continue
             a = x[t].float() @ w13[e].T
-            if layout.w13_bias is not None:
-                a = a + layout.w13_bias[e]
+            if layout.fc1.bias is not None:
+                a = a + layout.fc1.bias[e]
             g, u = a[0::2], a[1::2]
             if limit is not None:
                 g, u = g.clamp(max=limit), u.clamp(-limit, limit)
             s = g * torch.sigmoid(alpha * g)
             act = (s * (u + beta)).to(torch.bfloat16).float()
             y = act @ w2[e].T
-            if layout.w2_bias is not None:
-                y = y + layout.w2_bias[e]
+            if layout.fc2.bias is not None:
+                y = y + layout.fc2.bias[e]
             out[t] += (y * topk_weights[t, j].to(torch.bfloat16).float()).to(torch.bfloat16).float()
     return out.to(torch.bfloat16)
 
@@ -129,38 +112,43 @@ def test_layout_is_an_exact_inverse_and_moves_rows_as_documented(base, dims):
         triton_kernels_layout_from_logical,
     )
 
-    cfg, prep = _layer(base, dims)
+    cfg, prep = small_moe(base, dims)
     logical = prep
     lay = triton_kernels_layout_from_logical(logical)
     h, i = cfg.hidden_size, cfg.intermediate_size
     i64 = -(-i // 64) * 64
     assert (lay.hidden_size, lay.intermediate_size) == (h, i64)
-    assert lay.w13.shape == (cfg.num_experts, 2 * i64, h // 2) and lay.w2.shape == (cfg.num_experts, h, i64 // 2)
-    assert lay.w13_scale.shape[-1] == -(-(h // 32) // 4) * 4 and lay.w2_scale.shape[-1] == -(-(i64 // 32) // 4) * 4
-    assert not lay.w13_scale[..., h // 32:].any() and not lay.w2_scale[..., i64 // 32:].any()
+    assert lay.fc1.weight.shape == (cfg.num_experts, 2 * i64, h // 2) and lay.fc2.weight.shape == (cfg.num_experts, h, i64 // 2)
+    assert lay.fc1.scale.shape[-1] == -(-(h // 32) // 4) * 4 and lay.fc2.scale.shape[-1] == -(-(i64 // 32) // 4) * 4
+    assert not lay.fc1.scale[..., h // 32:].any() and not lay.fc2.scale[..., i64 // 32:].any()
     i_pad = logical.padded_intermediate
     # row 2j = gate_j (logical row I_pad + j), row 2j+1 = up_j (logical row j)
-    assert torch.equal(lay.w13[:, 0::2], logical.w13[:, i_pad: i_pad + i64, : h // 2])
-    assert torch.equal(lay.w13[:, 1::2], logical.w13[:, :i64, : h // 2])
+    assert torch.equal(lay.fc1.weight[:, 0::2], logical.w13[:, i_pad: i_pad + i64, : h // 2])
+    assert torch.equal(lay.fc1.weight[:, 1::2], logical.w13[:, :i64, : h // 2])
     if logical.w13_bias is not None:
-        assert lay.w13_bias.dtype == torch.float32 and lay.w2_bias.dtype == torch.float32
-        assert torch.equal(lay.w13_bias[:, 0::2], logical.w13_bias[:, i_pad: i_pad + i64].float())
+        assert lay.fc1.bias.dtype == torch.float32 and lay.fc2.bias.dtype == torch.float32
+        assert torch.equal(lay.fc1.bias[:, 0::2], logical.w13_bias[:, i_pad: i_pad + i64].float())
     back = logical_from_triton_kernels_layout(lay, logical.intermediate_size)
-    for name, t in back.items():
-        ref = getattr(logical, name)
-        assert (t is None) == (ref is None), name
-        if t is not None:
-            assert torch.equal(t, ref), name
+    assert_same_logical(back, logical)
 
 
 def test_layout_rejects_a_hidden_size_off_the_scale_block():
     from mxfp4lab.backends.triton_kernels import triton_kernels_layout_from_logical
 
-    _, prep = _layer("gpt-oss-20b", (128, 128, 2, 2))
+    _, prep = small_moe("gpt-oss-20b", (128, 128, 2, 2))
     logical = prep
     logical = dataclasses.replace(logical, hidden_size=120)  # H_pad stays 128
-    with pytest.raises(ValueError, match="hidden_size % 32"):
+    with pytest.raises(ValueError, match="hidden_size = 120 must be a multiple of 32"):
         triton_kernels_layout_from_logical(logical)
+
+
+def test_swiglu_parameters_must_be_one_value_for_all_experts():
+    from mxfp4lab.backends.triton_kernels import one_value
+
+    assert one_value(None, "swiglu_limit") is None and one_value(2, "swiglu_beta") == 2.0
+    assert one_value(torch.full((4,), 1.702), "swiglu_alpha") == pytest.approx(1.702)
+    with pytest.raises(ValueError, match="swiglu_limit: one value for all experts"):
+        one_value(torch.tensor([7.0, 10.0]), "swiglu_limit")
 
 
 def test_hopper_layouts_of_the_library_round_trip_our_tensors(tk):
@@ -168,10 +156,10 @@ def test_hopper_layouts_of_the_library_round_trip_our_tensors(tk):
 
     from mxfp4lab.backends.triton_kernels import to_matmul_ogs_weights, triton_kernels_layout_from_logical
 
-    _, prep = _layer("gpt-oss-20b", (224, 192, 3, 2))
+    _, prep = small_moe("gpt-oss-20b", (224, 192, 3, 2))
     lay = triton_kernels_layout_from_logical(prep)
     w13, pc13, w2, pc2 = to_matmul_ogs_weights(lay, swizzle="hopper")
-    for wq, pc, w, s in ((w13, pc13, lay.w13, lay.w13_scale), (w2, pc2, lay.w2, lay.w2_scale)):
+    for wq, pc, w, s in ((w13, pc13, lay.fc1.weight, lay.fc1.scale), (w2, pc2, lay.fc2.weight, lay.fc2.scale)):
         assert isinstance(wq.storage.layout, HopperMXValueLayout)
         assert isinstance(pc.weight_scale.storage.layout, HopperMXScaleLayout)
         assert wq.shape == [w.shape[0], w.shape[2] * 2, w.shape[1]]  # FP4 [E, K, N]
@@ -234,10 +222,10 @@ def test_torch_routing_of_an_ep_shard_drops_the_other_experts(tk):
 # --------------------------------------------------------------------------------------------
 def _run_case(base, dims, shard, routing, ms, seed):
     from mxfp4lab.backends.triton_kernels import TritonKernelsMoE
-    from mxfp4lab.bench.moe import make_inputs
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs
 
-    cfg, prep = _layer(base, dims, shard, seed)
+    cfg, prep = small_moe(base, dims, shard, seed)
     be = TritonKernelsMoE(prep, cfg, routing=routing)
     be.poison = True
     ref_w = expert_weights_from_logical(prep)
@@ -274,7 +262,6 @@ def _run_routing(seed):
 
 
 def _worker() -> dict:
-    sys.path[:0] = [str(ROOT), str(HERE)]
     assert os.environ.get("TRITON_INTERPRET") == "1"
     from mxfp4lab.backends.triton_kernels_source import import_triton_kernels
 
@@ -282,29 +269,15 @@ def _worker() -> dict:
     import triton_kernels_interp
 
     triton_kernels_interp.install()
-    res = {}
-    try:
-        res["routing"] = _run_routing(seed=5)
-    except Exception:  # noqa: BLE001 - reported to the parent test
-        res["routing"] = {"error": traceback.format_exc()[-3000:]}
-    for i, (name, base, dims, shard, routing, ms) in enumerate(CASES):
-        try:
-            res[name] = _run_case(base, dims, shard, routing, ms, seed=21 + i)
-        except Exception:  # noqa: BLE001
-            res[name] = {"error": traceback.format_exc()[-3000:]}
-    return res
+    cases = {"routing": lambda: _run_routing(seed=5)}
+    cases.update({c[0]: (lambda c=c, i=i: _run_case(*c[1:], seed=21 + i)) for i, c in enumerate(CASES)})
+    return run_cases(cases)
 
 
 @pytest.fixture(scope="module")
 def interp(tk):
-    root = _source()
-    env = dict(os.environ, TRITON_INTERPRET="1", MXFP4LAB_TRITON_KERNELS=str(root),
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, check=False,
-                       text=True, timeout=TIMEOUT_S, cwd=str(ROOT))
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULTS ")]
-    assert p.returncode == 0 and lines, f"interpreter child failed (rc {p.returncode}):\n{p.stderr[-4000:]}"
-    return json.loads(lines[-1][len("RESULTS "):])
+    return run_child(__file__, env={"TRITON_INTERPRET": "1", "MXFP4LAB_TRITON_KERNELS": str(_source())},
+                     timeout=TIMEOUT_S)
 
 
 @needs_triton
@@ -338,7 +311,6 @@ COMPILE_BLOCK_MS = (16, 64, 128)  # matmul_ogs: block_m = clamp(next_pow2(tokens
 
 
 def _compile_worker() -> dict:
-    sys.path[:0] = [str(ROOT), str(HERE)]
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.runtime.jit import JITFunction
@@ -369,8 +341,8 @@ def _compile_worker() -> dict:
     JITFunction.run = compile_only
     from mxfp4lab.backends import triton_kernels as B
     from mxfp4lab.backends.triton_kernels_source import import_triton_kernels
-    from mxfp4lab.bench.moe import make_inputs
     from mxfp4lab.kernels.sass import report
+    from mxfp4lab.synthetic import make_inputs
 
     import_triton_kernels()
     from triton_kernels.matmul_ogs import matmul_ogs
@@ -378,7 +350,7 @@ def _compile_worker() -> dict:
 
     res = {}
     for base in ("gpt-oss-20b", "dsv4-flash"):
-        cfg, prep = _layer(base, (512, 256, 4, 4))
+        cfg, prep = small_moe(base, (512, 256, 4, 4))
         lay = B.triton_kernels_layout_from_logical(prep)
         w13, pc13, w2, pc2 = B.to_matmul_ogs_weights(lay, swizzle="hopper")
         act = B.fused_swiglu(cfg.swiglu_alpha, cfg.swiglu_beta, cfg.swiglu_limit)
@@ -392,8 +364,8 @@ def _compile_worker() -> dict:
                                          idle_sms=0))
             compiled.clear()
             rd, gi, si = B.routing_from_topk(ids, w, lay.num_local_experts)
-            h = matmul_ogs(x, w13, lay.w13_bias, rd, gather_indx=gi, precision_config=pc13, fused_activation=act)
-            matmul_ogs(h, w2, lay.w2_bias, rd, scatter_indx=si, precision_config=pc2, gammas=rd.gate_scal)
+            h = matmul_ogs(x, w13, lay.fc1.bias, rd, gather_indx=gi, precision_config=pc13, fused_activation=act)
+            matmul_ogs(h, w2, lay.fc2.bias, rd, scatter_indx=si, precision_config=pc2, gammas=rd.gate_scal)
             for k in compiled:
                 r = report(k, k.name, (bm,))
                 rows.append({"block_m": bm, "name": k.name, "registers": r.registers, "stack": r.stack_bytes,
@@ -404,15 +376,9 @@ def _compile_worker() -> dict:
 
 @pytest.fixture(scope="module")
 def compiled_sm90(tk, tmp_path_factory):
-    root = _source()
-    env = dict(os.environ, MXFP4LAB_TRITON_KERNELS=str(root), TRITON_CACHE_DIR=str(tmp_path_factory.mktemp("tcache")),
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    env.pop("TRITON_INTERPRET", None)
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "compile"], env=env, capture_output=True,
-                       check=False, text=True, timeout=TIMEOUT_S, cwd=str(ROOT))
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULTS ")]
-    assert p.returncode == 0 and lines, f"compile child failed (rc {p.returncode}):\n{p.stderr[-4000:]}"
-    return json.loads(lines[-1][len("RESULTS "):])
+    return run_child(__file__, "compile", timeout=TIMEOUT_S,
+                     env={"TRITON_INTERPRET": None, "MXFP4LAB_TRITON_KERNELS": str(_source()),
+                          "TRITON_CACHE_DIR": str(tmp_path_factory.mktemp("tcache"))})
 
 
 @needs_triton
@@ -434,5 +400,4 @@ def test_hopper_gemms_compile_for_sm90_with_wgmma_and_no_spills(compiled_sm90, b
 
 
 if __name__ == "__main__":  # the child processes
-    work = _compile_worker if sys.argv[1:] == ["compile"] else _worker
-    print("RESULTS " + json.dumps(work()), flush=True)
+    print_results(_compile_worker() if sys.argv[1:] == ["compile"] else _worker())

@@ -1,4 +1,4 @@
-"""CPU-checkable parts of mxfp4lab.build (no GPU, no long compiles).
+"""CPU-checkable parts of mxfp4lab.flashinfer_build and the `mxfp4lab build` command (no GPU, no long compiles).
 
 The restricted JitSpec is generated into a temporary cache dir; nothing is compiled except where
 marked ``slow`` (the host-only heuristic probe, ~1 min, needs nvcc + cublas headers).
@@ -14,7 +14,8 @@ import pytest
 
 flashinfer = pytest.importorskip("flashinfer")
 
-from mxfp4lab import build as B  # noqa: E402
+from mxfp4lab import flashinfer_build as B  # noqa: E402
+from mxfp4lab.flashinfer_build import sources  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def test_ninja_lists_units_in_our_cache(minimal_spec):
 
 def test_patch_anchor_fails_loudly():
     with pytest.raises(RuntimeError, match="R-AGREE"):
-        B._patched_heuristic_text("int main() {}", B.CONFIG_SETS["compact"])
+        sources._patched_heuristic_text("int main() {}", B.CONFIG_SETS["compact"])
 
 
 def test_build_info_before_build(minimal_spec):
@@ -191,13 +192,13 @@ def test_build_info_before_build(minimal_spec):
 
 
 def test_cli_parser():
-    import argparse
+    from mxfp4lab import cli
 
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="cmd")
-    B.add_build_parser(sub)
-    args = p.parse_args(["build", "--configs", "compact", "-j", "4", "--spec-only"])
-    assert args.func is B.run_build and args.jobs == 4 and args.spec_only
+    args = cli.build_parser().parse_args(["build", "--configs", "compact", "-j", "4", "--spec-only"])
+    assert args.func is cli._cmd_build and args.jobs == 4 and args.spec_only
+    assert B.parse_configs("compact") == "compact"
+    assert B.parse_configs("128x64x128_coop_1x1x1,,64x16x128_pingpong_1x1x1") == [
+        "128x64x128_coop_1x1x1", "64x16x128_pingpong_1x1x1"]
 
 
 # ---------------------------------------------------------------- interleave extension

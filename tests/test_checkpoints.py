@@ -1,4 +1,5 @@
-"""Checkpoint layouts: synthetic write -> lazy read round trips, shards, and every validation error."""
+"""Checkpoint layouts (mxfp4lab.checkpoints): synthetic write -> lazy read round trips, shards, and every
+validation error."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import mxfp4lab.checkpoints as ckpts
+import mxfp4lab.checkpoints.reader as ckpts
 from mxfp4lab.checkpoints import (
     INDEX_FILENAME,
     ORIGIN_FILENAME,
@@ -17,17 +18,14 @@ from mxfp4lab.checkpoints import (
     CheckpointScaleError,
     dsv4_expert_names,
     gpt_oss_names,
-    make_origin_expert,
-    make_origin_weights,
     open_checkpoint,
     read_dsv4_layer,
     read_gpt_oss_layer,
     read_origin,
-    write_synthetic_dsv4,
-    write_synthetic_gpt_oss,
 )
 from mxfp4lab.formats import MXFormatError, ScaleRule, quantize_mxfp4
 from mxfp4lab.models import DSV4_FLASH, GPT_OSS_20B, GPT_OSS_120B
+from mxfp4lab.synthetic import make_origin_expert, write_synthetic
 
 GPT = GPT_OSS_20B.scaled(hidden=64, intermediate=96, experts=4)
 DSV4 = DSV4_FLASH.scaled(hidden=64, intermediate=32, experts=8)  # top-6, hash layers 0..2
@@ -47,12 +45,12 @@ def rewrite(path: Path, mutate) -> None:
 
 @pytest.fixture
 def gpt_file(tmp_path):
-    return write_synthetic_gpt_oss(tmp_path / "gpt.safetensors", GPT, scale_rule=ScaleRule.OCP, layers=(0, 1))
+    return write_synthetic(tmp_path / "gpt.safetensors", GPT, scale_rule=ScaleRule.OCP, layers=(0, 1))
 
 
 @pytest.fixture
 def dsv4_dir(tmp_path):
-    return write_synthetic_dsv4(
+    return write_synthetic(
         tmp_path / "dsv4", DSV4, scale_rule=ScaleRule.OCP, layers=(HASH_LAYER, SCORE_LAYER)
     )
 
@@ -63,7 +61,7 @@ def dsv4_dir(tmp_path):
 @pytest.mark.parametrize("rule", list(ScaleRule))
 @pytest.mark.parametrize("dist", ["gaussian", "heavy_tailed", "outlier_channels"])
 def test_gpt_oss_round_trip_bit_exact(tmp_path, rule, dist):
-    res = write_synthetic_gpt_oss(tmp_path / "g", GPT, scale_rule=rule, layers=(0, 2), seed=3, dist=dist)
+    res = write_synthetic(tmp_path / "g", GPT, scale_rule=rule, layers=(0, 2), seed=3, dist=dist)
     ck = open_checkpoint(res.path)
     h, i, e = GPT.hidden_size, GPT.intermediate_size, GPT.num_experts
     for layer in (0, 2):
@@ -95,7 +93,7 @@ def test_gpt_oss_round_trip_bit_exact(tmp_path, rule, dist):
 
 @pytest.mark.parametrize("rule", list(ScaleRule))
 def test_dsv4_round_trip_bit_exact(tmp_path, rule):
-    res = write_synthetic_dsv4(
+    res = write_synthetic(
         tmp_path / f"d-{rule.value}",
         DSV4,
         scale_rule=rule,
@@ -128,31 +126,31 @@ def test_dsv4_round_trip_bit_exact(tmp_path, rule):
 
 
 def test_e8m0_scale_dtype_is_read_as_uint8(tmp_path):
-    a = write_synthetic_dsv4(tmp_path / "u8", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,))
-    b = write_synthetic_dsv4(
+    a = write_synthetic(tmp_path / "u8", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,))
+    b = write_synthetic(
         tmp_path / "e8", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), scale_dtype=torch.float8_e8m0fnu
     )
     name = dsv4_expert_names(SCORE_LAYER, 0)["w1_scale"]
     assert open_checkpoint(b.path).meta(name)[1] == torch.float8_e8m0fnu
     xa, xb = read_dsv4_layer(a.path, SCORE_LAYER, DSV4), read_dsv4_layer(b.path, SCORE_LAYER, DSV4)
     assert xb.w2_scale.dtype == torch.uint8 and torch.equal(xa.w2_scale, xb.w2_scale)
-    g = write_synthetic_gpt_oss(tmp_path / "g8", GPT, scale_rule="ocp", scale_dtype=torch.float8_e8m0fnu)
+    g = write_synthetic(tmp_path / "g8", GPT, scale_rule="ocp", scale_dtype=torch.float8_e8m0fnu)
     x = read_gpt_oss_layer(g.path, 0, GPT)
     assert x.down_scales.dtype == torch.uint8
     assert torch.equal(x.down_scales, q(g.origin[0]["w_down"], "ocp")[1])
 
 
 def test_single_file_and_directory_forms(tmp_path):
-    a = write_synthetic_gpt_oss(tmp_path / "one.safetensors", GPT, scale_rule="ocp", seed=5)
-    b = write_synthetic_gpt_oss(tmp_path / "dir", GPT, scale_rule="ocp", seed=5)
+    a = write_synthetic(tmp_path / "one.safetensors", GPT, scale_rule="ocp", seed=5)
+    b = write_synthetic(tmp_path / "dir", GPT, scale_rule="ocp", seed=5)
     assert a.path.is_file() and b.path.is_dir() and b.files == [b.path / "model.safetensors"]
     xa, xb = read_gpt_oss_layer(a.path, 0, GPT), read_gpt_oss_layer(b.path, 0, GPT)
     assert torch.equal(xa.gate_up_blocks, xb.gate_up_blocks) and torch.equal(xa.down_bias, xb.down_bias)
 
 
 def test_shards_and_index(tmp_path):
-    ref = write_synthetic_dsv4(tmp_path / "ref", DSV4, scale_rule="flashinfer", layers=(SCORE_LAYER,))
-    res = write_synthetic_dsv4(
+    ref = write_synthetic(tmp_path / "ref", DSV4, scale_rule="flashinfer", layers=(SCORE_LAYER,))
+    res = write_synthetic(
         tmp_path / "sh", DSV4, scale_rule="flashinfer", layers=(SCORE_LAYER,), max_shard_bytes=4096
     )
     assert len(res.files) > 2 and res.index == res.path / INDEX_FILENAME
@@ -180,7 +178,7 @@ def test_shards_and_index(tmp_path):
 
 
 def test_gpt_oss_shards(tmp_path):
-    res = write_synthetic_gpt_oss(
+    res = write_synthetic(
         tmp_path / "g", GPT, scale_rule="round_up", layers=(0, 1), max_shard_bytes=30000
     )
     assert len(res.files) >= 2
@@ -190,7 +188,7 @@ def test_gpt_oss_shards(tmp_path):
 
 
 def test_origin_saved_beside_checkpoint_is_not_part_of_it(tmp_path):
-    res = write_synthetic_dsv4(
+    res = write_synthetic(
         tmp_path / "d",
         DSV4,
         scale_rule="ocp",
@@ -207,7 +205,7 @@ def test_origin_saved_beside_checkpoint_is_not_part_of_it(tmp_path):
     assert ck.files == res.files and not any(k.endswith("w_gate") for k in ck.weight_map)
     with pytest.raises(CheckpointError, match="no tensors for layer 7"):
         read_origin(res.origin_path, 7)
-    nothing = write_synthetic_dsv4(
+    nothing = write_synthetic(
         tmp_path / "n", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), return_origin=False
     )
     assert nothing.origin is None and nothing.origin_path is None
@@ -263,7 +261,7 @@ def spy(monkeypatch):
 
 
 def test_dsv4_expert_subset_touches_only_those_tensors(tmp_path, spy):
-    res = write_synthetic_dsv4(
+    res = write_synthetic(
         tmp_path / "d", DSV4, scale_rule="ocp", layers=(HASH_LAYER, SCORE_LAYER), max_shard_bytes=8192
     )
     ck = open_checkpoint(res.path)
@@ -284,7 +282,7 @@ def test_dsv4_expert_subset_touches_only_those_tensors(tmp_path, spy):
 
 
 def test_gpt_oss_expert_subset_reads_slices_only(tmp_path, spy):
-    res = write_synthetic_gpt_oss(tmp_path / "g", GPT, scale_rule="ocp")
+    res = write_synthetic(tmp_path / "g", GPT, scale_rule="ocp")
     ck = open_checkpoint(res.path)
     spy.clear()
     x = read_gpt_oss_layer(ck, 0, GPT, experts=[3, 0, 1])
@@ -318,7 +316,7 @@ def test_missing_gpt_oss_router(gpt_file):
 
 
 def test_missing_dsv4_expert_tensor_in_sharded_checkpoint(tmp_path):
-    res = write_synthetic_dsv4(
+    res = write_synthetic(
         tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096
     )
     name = dsv4_expert_names(SCORE_LAYER, 5)["w2_scale"]
@@ -345,7 +343,7 @@ def test_missing_dsv4_gate_bias(dsv4_dir):
 
 
 def test_index_pointing_to_missing_file(tmp_path):
-    res = write_synthetic_dsv4(
+    res = write_synthetic(
         tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096
     )
     res.files[1].unlink()
@@ -470,14 +468,12 @@ def test_scale_byte_255(gpt_file, dsv4_dir):
 def test_format_and_argument_errors(gpt_file, dsv4_dir, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint_format 'dsv4'"):
         read_gpt_oss_layer(gpt_file.path, 0, DSV4)
-    with pytest.raises(CheckpointError, match="checkpoint_format 'gpt_oss'"):
-        write_synthetic_dsv4(tmp_path / "x", GPT, scale_rule="ocp")
     with pytest.raises(TypeError):
-        write_synthetic_gpt_oss(tmp_path / "x", GPT)  # scale_rule is required
+        write_synthetic(tmp_path / "x", GPT)  # scale_rule is required
     with pytest.raises(ValueError, match="dist must be one of"):
-        write_synthetic_gpt_oss(tmp_path / "x", GPT, scale_rule="ocp", dist="uniform")
+        write_synthetic(tmp_path / "x", GPT, scale_rule="ocp", dist="uniform")
     with pytest.raises(ValueError, match="max_shard_bytes needs a directory"):
-        write_synthetic_gpt_oss(tmp_path / "x.safetensors", GPT, scale_rule="ocp", max_shard_bytes=10)
+        write_synthetic(tmp_path / "x.safetensors", GPT, scale_rule="ocp", max_shard_bytes=10)
     with pytest.raises(CheckpointError, match=r"expert ids \[9\] out of range"):
         read_dsv4_layer(dsv4_dir.path, SCORE_LAYER, DSV4, experts=[0, 9])
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -488,56 +484,13 @@ def test_format_and_argument_errors(gpt_file, dsv4_dir, tmp_path):
 
 
 def test_duplicate_tensor_across_scanned_shards(tmp_path):
-    res = write_synthetic_dsv4(
+    res = write_synthetic(
         tmp_path / "d", DSV4, scale_rule="ocp", layers=(SCORE_LAYER,), max_shard_bytes=4096
     )
     res.index.unlink()
     shutil.copy(res.files[0], res.path / "model-extra.safetensors")
     with pytest.raises(CheckpointError, match="appears in both"):
         open_checkpoint(res.path)
-
-
-# --------------------------------------------------------------------------------------------
-# Origin weights
-# --------------------------------------------------------------------------------------------
-def test_origin_is_deterministic_and_subset_consistent():
-    a = make_origin_weights(DSV4, seed=1, layer=3)
-    b = make_origin_weights(DSV4, seed=1, layer=3, experts=[5, 2])
-    assert set(a) == {"w_gate", "w_up", "w_down", "router_weight", "router_bias"}
-    assert a["w_gate"].shape == (8, 32, 64) and a["w_down"].shape == (8, 64, 32)
-    assert all(v.dtype == torch.bfloat16 for k, v in a.items() if k != "router_bias")
-    assert torch.equal(b["w_up"], a["w_up"][[5, 2]])
-    assert torch.equal(make_origin_expert(DSV4, 5, layer=3, seed=1)["w_down"], a["w_down"][5])
-    assert not torch.equal(make_origin_weights(DSV4, seed=2, layer=3)["w_gate"], a["w_gate"])
-    g = make_origin_weights(GPT, seed=0)
-    assert g["b_gate"].shape == (4, 96) and g["b_down"].shape == (4, 64)
-    assert g["router_bias"].dtype == torch.bfloat16
-    h = make_origin_weights(DSV4, layer=HASH_LAYER)
-    assert "tid2eid" in h and "router_bias" not in h
-
-
-def test_origin_distributions():
-    cfg = GPT_OSS_20B.scaled(hidden=512, intermediate=256, experts=2)
-    std = 0.02
-    gauss = make_origin_weights(cfg, dist="gaussian", std=std)["w_gate"].float()
-    heavy = make_origin_weights(cfg, dist="heavy_tailed", std=std)["w_gate"].float()
-    assert gauss.std().item() == pytest.approx(std, rel=0.02)
-    assert heavy.std().item() == pytest.approx(std, rel=0.25)  # t(3) sample std converges slowly
-
-    def kurtosis(x):
-        z = (x - x.mean()) / x.std()
-        return z.pow(4).mean().item()
-
-    assert kurtosis(gauss) == pytest.approx(3.0, abs=0.2) and kurtosis(heavy) > 6.0
-    out = make_origin_weights(cfg, dist="outlier_channels", std=std)
-    oc = ckpts.outlier_channels(cfg, 0, 0)
-    assert len(oc["hidden"]) == 2 and len(oc["intermediate"]) == 1
-    col_std = out["w_gate"].float().std(dim=(0, 1))
-    mask = torch.zeros(512, dtype=torch.bool)
-    mask[oc["hidden"]] = True
-    assert bool((col_std[mask] > 7 * std).all()) and bool((col_std[~mask] < 1.5 * std).all())
-    dstd = out["w_down"].float().std(dim=(0, 1))
-    assert dstd[oc["intermediate"]].min().item() > 7 * std
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,7 +501,7 @@ def test_gpt_oss_120b_real_size_layer(tmp_path, request):
     if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("MXFP4LAB_RUN_SLOW"):
         pytest.skip("real-size write takes minutes; run with -m slow or MXFP4LAB_RUN_SLOW=1")
     cfg = GPT_OSS_120B
-    res = write_synthetic_gpt_oss(
+    res = write_synthetic(
         tmp_path / "g120", cfg, scale_rule="ocp", layers=(5,), return_origin=False, max_shard_bytes=1 << 30
     )
     assert len(res.files) == 2

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mxfp4lab.kernels.tiles import DequantPath, TileConfig
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TOL = 2e-3  # module docstring
@@ -52,7 +54,8 @@ ALIGN_CASES = [(1, 4, 32, 0, 16), (3, 4, 128, 0, 16), (16, 6, 256, 0, 16), (37, 
 
 #: the tile of the "+swapab" cases: dequant 3 (the wrapper runs 4 under the interpreter), BLOCK_N = 64
 #: (wgmma's M on the GPU), BLOCK_K 64
-SWAP_AB_TILE = (16, 64, 64, 64, 64, 4, 1, 3)
+SWAP_AB_TILE = TileConfig(block_m=16, block_n1=64, block_k1=64, block_n2=64, block_k2=64, num_warps=4, num_stages=1,
+                          dequant=DequantPath.SWAP_AB_PTX)
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install triton): the interpreter test needs it")
@@ -75,7 +78,7 @@ def _config(kind):
 
 def _run_case(kind, shard, ms, seed):
     from mxfp4lab.backends import get_backend
-    from mxfp4lab.bench.moe import make_inputs, random_layer
+    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.moe_tensors import ShardSpec
     from mxfp4lab.prepare import prepare_from_experts
@@ -99,7 +102,7 @@ def _run_case(kind, shard, ms, seed):
         out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)  # poisoned
         t0 = time.perf_counter()
         if variant == "swapab":
-            got = K.fused_moe_w4a16(x, ids, w, be.layout, config=K.TileConfig(*SWAP_AB_TILE), out=out,
+            got = K.fused_moe_w4a16(x, ids, w, be.layout, config=SWAP_AB_TILE, out=out,
                                     scratch_fill=float("nan"), **be.swiglu)
         else:
             got = be.forward(x, ids, w, out=out)
@@ -115,9 +118,9 @@ def _run_gpu_tile_configs(seed):
     """Every distinct GPU tile config of the backend's table on one small layer (H = I = 256): the
     tile shapes the H100 will run, checked here for indexing (not for speed)."""
     from mxfp4lab.backends import get_backend
-    from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE
-    from mxfp4lab.bench.moe import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
+    from mxfp4lab.kernels.tiles import TileConfig, table_tiles
+    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.models import GPT_OSS_20B
     from mxfp4lab.prepare import prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
@@ -129,17 +132,17 @@ def _run_gpu_tile_configs(seed):
     rows = []
     # one run per tile shape and structure (the interpreter ignores num_warps / num_stages and runs dequant 0
     # for 0-2, the swap-AB structure with the plain-Triton decode (4) for 3)
-    shapes = sorted({(tuple(c[:5]), 3 if c[7] >= 3 else 0) for cands in CONFIG_TABLE.values() for c in cands})
-    for i, tile in enumerate(s + (4, 1, dq) for s, dq in shapes):
+    shapes = sorted({(tuple(t.as_list()[:5]), 3 if t.dequant.swap_ab else 0) for t in table_tiles()})
+    for i, tile in enumerate(TileConfig(*s, num_warps=4, num_stages=1, dequant=dq) for s, dq in shapes):
         m = 20 + i
         x, ids, w = make_inputs(cfg, m, 1, "uniform", device="cpu", seed=seed * 1000 + i)[0]
         out = torch.full((m, cfg.hidden_size), float("nan"), dtype=torch.bfloat16)
         t0 = time.perf_counter()
-        K.fused_moe_w4a16(x, ids, w, be.layout, config=K.TileConfig(*tile), out=out, scratch_fill=float("nan"),
+        K.fused_moe_w4a16(x, ids, w, be.layout, config=tile, out=out, scratch_fill=float("nan"),
                           **be.swiglu)
         dt = time.perf_counter() - t0
         ref = moe_reference(x, ids, w, ref_w, mode="kernel", **cfg.swiglu_kwargs)
-        rows.append({"m": m, "tile": list(tile), "same_buffer": True, "unwritten": int(torch.isnan(out).sum()),
+        rows.append({"m": m, "tile": tile.as_list(), "same_buffer": True, "unwritten": int(torch.isnan(out).sum()),
                      "rel_err": relative_error(out, ref), "bit_identical": bool(torch.equal(out, ref)),
                      "seconds": dt})
     return {"rows": rows, "available": "interpreter (direct launch)"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import DSV4_SMALL, GPT_OSS_SMALL, rand_u8
 
-from mxfp4lab.bench.moe import random_layer
+from mxfp4lab.synthetic import random_layer
 from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
 from mxfp4lab.layout.triton_w4a16 import (
     from_triton_layout,
@@ -82,25 +82,21 @@ def test_tune_rejects_a_fast_candidate_that_disagrees(monkeypatch):
     import types
 
     from mxfp4lab.backends import triton_w4a16 as T
+    from mxfp4lab.kernels.tiles import DECODE_N32, DECODE_N64, DequantPath
 
-    table = {16: [(16, 64, 128, 64, 128, 4, 4, 0), (16, 32, 128, 32, 128, 4, 4, 2),
-                  (16, 64, 128, 64, 128, 4, 4, 2), (16, 32, 128, 32, 128, 4, 4, 0)]}
+    ptx = DequantPath.PTX
+    table = {16: (DECODE_N64, DECODE_N32.with_path(ptx), DECODE_N64.with_path(ptx), DECODE_N32)}
     good = torch.ones(2, 8)
     outs = {table[16][0]: good, table[16][1]: -good, table[16][2]: good * (1 + 1e-4), table[16][3]: good}
     times = {table[16][0]: 3.0, table[16][1]: 1.0, table[16][2]: 2.0, table[16][3]: 2.5}
-    from mxfp4lab.kernels.triton_moe import TileConfig
 
-    def tup(cfg):
-        return tuple(cfg.__dict__.values())
-
-    fake = types.SimpleNamespace(TileConfig=TileConfig,
-                                 fused_moe_w4a16=lambda x, ids, w, layout, config, **kw: outs[tup(config)])
+    fake = types.SimpleNamespace(fused_moe_w4a16=lambda x, ids, w, layout, config, **kw: outs[config])
     be = T.TritonW4A16.__new__(T.TritonW4A16)
     be._k, be.chosen, be.tune_log, be.swiglu = fake, {}, [], {}
     be.layout = types.SimpleNamespace(padded_hidden=256, padded_intermediate=256)
-    monkeypatch.setattr(T, "CONFIG_TABLE", table)
+    monkeypatch.setattr(T, "TILE_TABLE", table)
     monkeypatch.setattr(T.TritonW4A16, "_can_tune", staticmethod(lambda x: True))
-    monkeypatch.setattr(T, "_time_us", lambda fn, inputs: times[tup(fn.keywords["config"])])
+    monkeypatch.setattr(T, "_time_us", lambda fn, inputs: times[fn.keywords["config"]])
     be.tune(torch.zeros(3, 8), None, None)
     assert be.chosen[16] == table[16][2]
-    assert any("rejected" in line and str(table[16][1]) in line for line in be.tune_log)
+    assert any("rejected" in line and str(tuple(table[16][1].as_list())) in line for line in be.tune_log)

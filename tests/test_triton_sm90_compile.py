@@ -11,9 +11,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 
 def _tiles():
-    from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE
+    from mxfp4lab.kernels.tiles import table_tiles
 
-    return sorted({tuple(c) for cs in CONFIG_TABLE.values() for c in cs})
+    return table_tiles()
 
 
 @pytest.mark.parametrize("shape", ["gpt-oss-120b", "seed-bench"])
@@ -29,7 +29,7 @@ def test_table_tiles_compile_for_sm90_without_spills(shape):
             assert r.stack_bytes == 0, f"{shape} {r.kernel} {tile}: {r.stack_bytes} B/thread of local memory (spills)"
             assert r.mma, f"{shape} {r.kernel} {tile}: no tensor-core instruction in the SASS"
             assert r.registers <= 255 and r.shared_bytes <= 227 * 1024  # sm_90 limits
-            if tile[7] == 3:  # swap AB: the point is wgmma reading the decoded weight (A) from registers
+            if tile.dequant == tile.dequant.SWAP_AB_PTX:  # swap AB: the point is wgmma reading the decoded weight (A) from registers
                 assert r.hgmma and r.hgmma_reg_a == r.hgmma, f"{shape} {r.kernel} {tile}: {r.mma}, " \
                     f"{r.hgmma_reg_a}/{r.hgmma} HGMMA with A in registers"
     assert seen == 2 * len(_tiles())

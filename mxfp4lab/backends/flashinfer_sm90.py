@@ -4,7 +4,7 @@ with ``use_w4_group_scaling=True`` (FlashInfer >= 0.6.11, PR #3084), on H100/H20
 Layout: the logical tensors go to the GPU and through :func:`mxfp4lab.layout.sm90_moe.to_sm90` (weight
 interleave, scale fold) once, in ``__init__``. The input is zero-padded from H to H_pad (the weights' K)
 and the ``[M, H_pad]`` output is trimmed back to H. SwiGLU alpha/beta/limit go in as fp32 ``[E_local]``
-tensors; TP/EP ranks as given by the logical tensors' shard. Before the first call, :func:`mxfp4lab.build.install` makes FlashInfer load the
+tensors; TP/EP ranks as given by the logical tensors' shard. Before the first call, :func:`mxfp4lab.flashinfer_build.install` makes FlashInfer load the
 W4A16-only module (minutes to build once, then cached) instead of the hour-long stock ``fused_moe_90``.
 """
 
@@ -60,11 +60,9 @@ class FlashInferSM90(MoEBackend):
                  install_build: bool = True, tune_max_num_tokens: int = 8192, auto_tune: bool = True):
         super().__init__(moe, config)
         if install_build:
-            try:
-                from .. import build
-            except ImportError as exc:  # pragma: no cover - build module missing
-                raise BackendUnavailable(f"mxfp4lab.build is not importable: {exc}") from exc
-            build.install(configs=build._configs_arg(os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)))
+            from .. import flashinfer_build as fb
+
+            fb.install(configs=fb.parse_configs(os.environ.get("MXFP4LAB_BUILD_CONFIGS", fb.DEFAULT_CONFIGS)))
         from flashinfer.fused_moe import cutlass_fused_moe
 
         self._fn = cutlass_fused_moe

@@ -5,7 +5,7 @@ does what vLLM 0.26.0's ``HummingIndexedExperts`` does (``vllm/model_executor/la
 fused_humming_moe.py``; weights: ``vllm/model_executor/layers/quantization/utils/humming_utils.py``
 ``convert_to_humming_moe_kernel_format``), read from its source, not copied:
 
-* weights, once per sublayer (``w13``, ``w2``): the checkpoint-schema tensors (:class:`HummingLayout`)
+* weights, once per sublayer (``w13``, ``w2``): the checkpoint-schema tensors (:func:`humming_layout_from_logical`)
   go through the schema's ``convert_humming`` (``gpt_oss_mxfp4`` for GPT-OSS, ``mxfp4`` for
   DeepSeek-V4, as vLLM's mxfp4 oracle picks), then ``HummingMethod.prepare_layer_meta(pad_n_to_multiple=256,
   pad_k_to_multiple=128)`` and ``transform_humming_layer`` (Humming's own repack, on the GPU).
@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 import torch
 
 from ..moe_tensors import LogicalMoE
-from ..prepare import round_up
 from .base import MoEBackend
-from .marlin import swap_halves, swiglu_packed
+from .marlin import swiglu_packed
+from .peer_layout import GATE_UP_HALVES, PeerLayout, logical_from_peer_layout, peer_layout_from_logical
 
-#: vLLM's ``mxfp4_round_up_hidden_size_and_intermediate_size`` for the HUMMING backend: intermediate to 64
-INTERMEDIATE_MULTIPLE = 64
 #: ``_prepare_and_transform_sublayer``: Humming pads N and K itself to these
 PAD_N, PAD_K = 256, 128
 #: vLLM's default when no tuning entry covers the estimated M (``prepare_humming_moe_kwargs``)
@@ -50,111 +47,58 @@ GEMM_KERNEL_PATTERN = r"humming"
 SCHEMA = {"gpt_oss": "gpt_oss_mxfp4", "dsv4": "mxfp4"}
 
 
-@dataclass
-class HummingLayout:
-    """The logical MoE as the checkpoint schemas ``gpt_oss_mxfp4`` / ``mxfp4`` declare it
-    (``humming/schema/mxfp4.py``: weight uint8 ``[E, N, K/2]``, weight_scale uint8 ``[E, N, K/32]``,
-    bias ``[E, N]``), per sublayer: ``w13`` ``[E, 2I, H/2]`` with halves ``[gate ; up]`` (the order
-    :func:`~mxfp4lab.backends.marlin.swiglu_packed` reads), ``w2`` ``[E, H, I/2]``; biases bf16. H is the
-    unpadded hidden size, I the intermediate rounded up to :data:`INTERMEDIATE_MULTIPLE`."""
-
-    w13: torch.Tensor
-    w13_scale: torch.Tensor
-    w13_bias: torch.Tensor | None
-    w2: torch.Tensor
-    w2_scale: torch.Tensor
-    w2_bias: torch.Tensor | None
-    hidden_size: int
-    intermediate_size: int
-    num_experts_total: int
-    expert_offset: int
-
-    @property
-    def num_local_experts(self) -> int:
-        return self.w13.shape[0]
-
-    def sublayers(self) -> dict:
-        """``{"w13": (tensors, shape_n, shape_k), "w2": ...}`` with the schema's tensor names."""
-        out = {}
-        for sub, n, k in (("w13", 2 * self.intermediate_size, self.hidden_size),
-                          ("w2", self.hidden_size, self.intermediate_size)):
-            t = {"weight": getattr(self, sub), "weight_scale": getattr(self, f"{sub}_scale")}
-            if getattr(self, f"{sub}_bias") is not None:
-                t["bias"] = getattr(self, f"{sub}_bias")
-            out[sub] = (t, n, k)
-        return out
+def humming_layout_from_logical(logical: LogicalMoE) -> PeerLayout:
+    """Logical -> :class:`~.peer_layout.PeerLayout` holding the tensors the checkpoint schemas
+    ``gpt_oss_mxfp4`` / ``mxfp4`` declare (``humming/schema/mxfp4.py``: weight uint8 ``[E, N, K/2]``,
+    weight_scale uint8 ``[E, N, K/32]``, bias ``[E, N]``): fc1 halves ``[gate ; up]`` (the order
+    :func:`~mxfp4lab.backends.marlin.swiglu_packed` reads), biases bf16, H unpadded, I rounded up to 64.
+    Exact inverse: :func:`logical_from_humming_layout`."""
+    return peer_layout_from_logical(logical, GATE_UP_HALVES)
 
 
-def humming_layout_from_logical(logical: LogicalMoE) -> HummingLayout:
-    """Logical (``[up ; gate]``, H and I padded to 128) -> :class:`HummingLayout`: trim the zero padding to
-    H and round_up(I, 64), swap the fc1 halves to ``[gate ; up]``. Exact inverse:
-    :func:`logical_from_humming_layout`."""
-    h, i_pad = logical.hidden_size, logical.padded_intermediate
-    if h % 32:
-        raise ValueError(f"Humming's MXFP4 schemas need hidden_size % 32 == 0, got {h}")
-    i = round_up(logical.intermediate_size, INTERMEDIATE_MULTIPLE)
-
-    def fc1(t, cols=None):  # [E, 2*I_pad, ...] [up ; gate] -> [E, 2i, cols] [gate ; up]
-        t = torch.cat((t[:, :i], t[:, i_pad: i_pad + i]), dim=1)
-        return swap_halves(t if cols is None else t[..., :cols])
-
-    return HummingLayout(
-        w13=fc1(logical.w13, h // 2), w13_scale=fc1(logical.w13_scale, h // 32),
-        w13_bias=None if logical.w13_bias is None else fc1(logical.w13_bias),
-        w2=logical.w2[:, :h, : i // 2].contiguous(), w2_scale=logical.w2_scale[:, :h, : i // 32].contiguous(),
-        w2_bias=None if logical.w2_bias is None else logical.w2_bias[:, :h].contiguous(),
-        hidden_size=h, intermediate_size=i,
-        num_experts_total=logical.num_experts_total, expert_offset=logical.expert_offset,
-    )
+def logical_from_humming_layout(layout: PeerLayout, intermediate_size: int) -> dict:
+    """Inverse of :func:`humming_layout_from_logical` (tests): dict of LogicalMoE fields."""
+    return logical_from_peer_layout(layout, GATE_UP_HALVES, intermediate_size)
 
 
-def logical_from_humming_layout(layout: HummingLayout, intermediate_size: int) -> dict:
-    """Inverse of :func:`humming_layout_from_logical` (tests): the logical tensors re-padded with zeros to
-    multiples of 128, as a dict of :class:`~mxfp4lab.moe_tensors.LogicalMoE` fields."""
-    h, i = layout.hidden_size, layout.intermediate_size
-    h_pad, i_pad = round_up(h), round_up(intermediate_size)
-    pad = torch.nn.functional.pad
-
-    def fc1(t, cols_pad=None):  # [E, 2i, c] [gate ; up] -> [E, 2*i_pad, cols_pad] [up ; gate]
-        t = swap_halves(t)
-        widths = (0, i_pad - i) if cols_pad is None else (0, cols_pad - t.shape[-1], 0, i_pad - i)
-        return torch.cat((pad(t[:, :i], widths), pad(t[:, i:], widths)), dim=1)
-
-    return {
-        "w13": fc1(layout.w13, h_pad // 2), "w13_scale": fc1(layout.w13_scale, h_pad // 32),
-        "w13_bias": None if layout.w13_bias is None else fc1(layout.w13_bias),
-        "w2": pad(layout.w2, (0, (i_pad - i) // 2, 0, h_pad - h)),
-        "w2_scale": pad(layout.w2_scale, (0, (i_pad - i) // 32, 0, h_pad - h)),
-        "w2_bias": None if layout.w2_bias is None else pad(layout.w2_bias, (0, h_pad - h)),
-    }
+def schema_tensors(layout: PeerLayout) -> dict:
+    """``{"w13": (tensors, shape_n, shape_k), "w2": ...}`` with the schema's tensor names."""
+    out = {}
+    for sub, g, n, k in (("w13", layout.fc1, 2 * layout.intermediate_size, layout.hidden_size),
+                         ("w2", layout.fc2, layout.hidden_size, layout.intermediate_size)):
+        t = {"weight": g.weight, "weight_scale": g.scale}
+        if g.bias is not None:
+            t["bias"] = g.bias
+        out[sub] = (t, n, k)
+    return out
 
 
-def check_schema(layout: HummingLayout, schema: str, dtype=torch.bfloat16) -> dict:
+def check_schema(layout: PeerLayout, schema: str, dtype=torch.bfloat16) -> dict:
     """Each sublayer's tensors against Humming's checkpoint schema declaration (``validate_tensors``:
     names, shapes, dtypes). -> ``{sub: (schema object, tensors, shape_n, shape_k)}``."""
     from humming.schema import BaseWeightSchema
 
     out = {}
-    for sub, (tensors, n, k) in layout.sublayers().items():
+    for sub, (tensors, n, k) in schema_tensors(layout).items():
         ws = BaseWeightSchema.from_config({"quant_method": schema})
         ws.validate_tensors(tensors, n, k, dtype, num_experts=layout.num_local_experts, has_bias="bias" in tensors)
         out[sub] = (ws, tensors, n, k)
     return out
 
 
-def convert_to_humming_schema(layout: HummingLayout, schema: str, dtype=torch.bfloat16) -> dict:
+def convert_to_humming_schema(layout: PeerLayout, schema: str, dtype=torch.bfloat16) -> dict:
     """:func:`check_schema`, then each sublayer through the schema's ``convert_humming`` (vLLM's
     ``_convert_sublayer_to_humming``). -> ``{sub: (HummingWeightSchema, tensors, shape_n, shape_k)}``."""
     out = {}
     for sub, (ws, tensors, n, k) in check_schema(layout, schema, dtype).items():
         stacks = [n // 2] * 2 if sub == "w13" else [n]
         hs, conv = ws.convert_humming(dict(tensors), shape_n_stacks=stacks, shape_k_stacks=[k], param_dtype=dtype,
-                                      num_experts=layout.num_local_experts, device=layout.w13.device)
+                                      num_experts=layout.num_local_experts, device=layout.fc1.weight.device)
         out[sub] = (hs, conv, n, k)
     return out
 
 
-def build_humming_layer(layout: HummingLayout, schema: str, dtype=torch.bfloat16) -> torch.nn.Module:
+def build_humming_layer(layout: PeerLayout, schema: str, dtype=torch.bfloat16) -> torch.nn.Module:
     """A module holding ``w13_*`` / ``w2_*`` parameters transformed by Humming (GPU), as vLLM's
     ``convert_to_humming_moe_kernel_format`` leaves its ``RoutedExperts`` layer, plus ``locks``."""
     from humming.layer import HummingMethod
@@ -165,7 +109,7 @@ def build_humming_layer(layout: HummingLayout, schema: str, dtype=torch.bfloat16
         stacks = [n // 2] * 2 if sub == "w13" else [n]
         ins, _ = HummingInputSchema().convert_humming(tensors, shape_n_stacks=stacks, shape_k_stacks=[k],
                                                       param_dtype=dtype, num_experts=layout.num_local_experts,
-                                                      device=layout.w13.device)
+                                                      device=layout.fc1.weight.device)
         for name, t in tensors.items():
             setattr(layer, f"{sub}_{name}", torch.nn.Parameter(t, requires_grad=False))
         HummingMethod.prepare_layer_meta(layer=layer, shape_n=n, shape_k=k, weight_schema=ws, input_schema=ins,
@@ -173,7 +117,7 @@ def build_humming_layer(layout: HummingLayout, schema: str, dtype=torch.bfloat16
                                          pad_k_to_multiple=PAD_K, has_bias="bias" in tensors, torch_dtype=dtype,
                                          sublayer_name=sub)
         HummingMethod.transform_humming_layer(layer, sublayer_name=sub)
-    layer.register_buffer("locks", torch.zeros(1024, dtype=torch.int32, device=layout.w13.device))
+    layer.register_buffer("locks", torch.zeros(1024, dtype=torch.int32, device=layout.fc1.weight.device))
     return layer
 
 
@@ -227,7 +171,7 @@ class HummingMoE(MoEBackend):
 
     def __init__(self, moe: LogicalMoE, config=None):
         super().__init__(moe, config)
-        from .triton_kernels import _scalar
+        from .triton_kernels import one_value
 
         fmt = "gpt_oss" if config is None else config.checkpoint_format
         self.schema = SCHEMA[fmt]
@@ -235,7 +179,7 @@ class HummingMoE(MoEBackend):
         self.compute_config = json.dumps({"use_batch_invariant": False, "use_f16_accum": False, "gemm_type": "indexed"})
         self._hm, self.layer, self.tuning = self._setup()
         self.tuning_str = {sub: json.dumps(t) for sub, t in self.tuning.items()}
-        self.act = {k: _scalar(v, k) for k, v in self.swiglu.items()}
+        self.act = {k: one_value(v, k) for k, v in self.swiglu.items()}
         #: checks: fill the intermediate and output buffers with NaN before each call
         self.poison = False
 

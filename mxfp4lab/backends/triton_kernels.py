@@ -43,16 +43,13 @@ through ``matmul_ogs``'s public fused-activation hook (``FnSpecs``), so DeepSeek
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 
-from ..moe_tensors import LogicalMoE, unstack_up_gate
-from ..prepare import round_up
+from ..moe_tensors import LogicalMoE
 from .base import MoEBackend
+from .peer_layout import INTERLEAVED, PeerLayout, logical_from_peer_layout, peer_layout_from_logical
 
-#: vLLM rounds the intermediate size up to this for the TRITON backend (hidden: unpadded)
-INTERMEDIATE_MULTIPLE = 64
 #: ``_swizzle_mxfp4``: scale K-groups padded to a multiple of 4 on SM90 (triton issue #47303)
 SCALE_GROUP_MULTIPLE = 4
 #: ``make_default_matmul_mxfp4_w_scale_layout(mx_axis=1, num_warps=8)``: vLLM's default
@@ -70,108 +67,21 @@ def _interpreting() -> bool:
 # --------------------------------------------------------------------------------------------
 # Layout: logical -> the orientation matmul_ogs reads (before the library's Hopper swizzle)
 # --------------------------------------------------------------------------------------------
-@dataclass
-class TritonKernelsLayout:
-    """The logical MoE in triton_kernels' orientation (plain torch; :func:`to_matmul_ogs_weights` swizzles).
-
-    ``w13`` uint8 ``[E, 2I, H/2]`` packed FP4 (low nibble = even k); rows INTERLEAVED gate_0, up_0,
-    gate_1, up_1, ... (the GPT-OSS checkpoint order, what ``swiglu_fn`` splits). ``w13_scale`` uint8
-    ``[E, 2I, G1]``, ``G1 = round_up(H/32, 4)`` (zero bytes past H/32). ``w13_bias`` fp32 ``[E, 2I]``
-    interleaved, or None. ``w2`` ``[E, H, I/2]``, ``w2_scale`` ``[E, H, G2]`` (``G2 = round_up(I/32, 4)``),
-    ``w2_bias`` fp32 ``[E, H]``. H is the unpadded hidden size, I the intermediate size rounded up to
-    :data:`INTERMEDIATE_MULTIPLE`.
-    """
-
-    w13: torch.Tensor
-    w13_scale: torch.Tensor
-    w13_bias: torch.Tensor | None
-    w2: torch.Tensor
-    w2_scale: torch.Tensor
-    w2_bias: torch.Tensor | None
-    hidden_size: int
-    intermediate_size: int
-    num_experts_total: int
-    expert_offset: int
-
-    @property
-    def num_local_experts(self) -> int:
-        return self.w13.shape[0]
+def triton_kernels_layout_from_logical(logical: LogicalMoE) -> PeerLayout:
+    """Logical -> :class:`~.peer_layout.PeerLayout` for triton_kernels: fc1 rows INTERLEAVED gate_0, up_0,
+    gate_1, ... (the GPT-OSS checkpoint order, what ``swiglu_fn`` splits); scale groups zero-padded to
+    a multiple of 4 (``G1 = round_up(H/32, 4)``, ``G2 = round_up(I/32, 4)``); biases fp32. H unpadded,
+    I rounded up to 64. Exact inverse: :func:`logical_from_triton_kernels_layout`."""
+    return peer_layout_from_logical(logical, INTERLEAVED, scale_group_multiple=SCALE_GROUP_MULTIPLE,
+                                    bias_dtype=torch.float32)
 
 
-def interleave_rows(up: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """(up, gate) ``[E, I, ...]`` -> ``[E, 2I, ...]`` with row ``2j`` = gate_j, ``2j+1`` = up_j.
-    (axis 2 of the stack = {gate, up}, flattened into the row axis.)"""
-    return torch.stack((gate, up), dim=2).flatten(1, 2)
+def logical_from_triton_kernels_layout(layout: PeerLayout, intermediate_size: int) -> dict:
+    """Inverse of :func:`triton_kernels_layout_from_logical` (tests): dict of LogicalMoE fields."""
+    return logical_from_peer_layout(layout, INTERLEAVED, intermediate_size)
 
 
-def deinterleave_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`interleave_rows`: -> (up, gate)."""
-    return t[:, 1::2], t[:, 0::2]
-
-
-def _pad_last(t: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.nn.functional.pad(t, (0, size - t.shape[-1])) if t.shape[-1] != size else t
-
-
-def triton_kernels_layout_from_logical(logical: LogicalMoE) -> TritonKernelsLayout:
-    """Logical (``[up ; gate]`` halves, H and I padded to 128) -> :class:`TritonKernelsLayout`.
-
-    Trims the zero padding to H and round_up(I, 64), interleaves gate/up rows, pads the scale K-groups
-    to a multiple of 4 and casts the biases to fp32. Exact inverse: :func:`logical_from_triton_kernels_layout`.
-    """
-    h = logical.hidden_size
-    if h % 32:
-        raise ValueError(f"triton_kernels needs hidden_size % 32 == 0 (one E8M0 scale per 32), got {h}")
-    i = round_up(logical.intermediate_size, INTERMEDIATE_MULTIPLE)
-    if i > logical.padded_intermediate:
-        raise ValueError(f"intermediate {logical.intermediate_size} -> {i} exceeds the padded {logical.padded_intermediate}")
-    g1, g2 = round_up(h // 32, SCALE_GROUP_MULTIPLE), round_up(i // 32, SCALE_GROUP_MULTIPLE)
-
-    def fc1(t, cols):  # [E, 2*I_pad, ...] halves [up ; gate] -> [E, 2i, cols] interleaved
-        up, gate = unstack_up_gate(t)
-        return interleave_rows(up[:, :i, :cols], gate[:, :i, :cols]).contiguous()
-
-    b13 = None
-    if logical.w13_bias is not None:
-        up_b, gate_b = unstack_up_gate(logical.w13_bias)
-        b13 = interleave_rows(up_b[:, :i], gate_b[:, :i]).float().contiguous()
-    return TritonKernelsLayout(
-        w13=fc1(logical.w13, h // 2),
-        w13_scale=_pad_last(fc1(logical.w13_scale, h // 32), g1).contiguous(),
-        w13_bias=b13,
-        w2=logical.w2[:, :h, : i // 2].contiguous(),
-        w2_scale=_pad_last(logical.w2_scale[:, :h, : i // 32], g2).contiguous(),
-        w2_bias=None if logical.w2_bias is None else logical.w2_bias[:, :h].float().contiguous(),
-        hidden_size=h, intermediate_size=i,
-        num_experts_total=logical.num_experts_total, expert_offset=logical.expert_offset,
-    )
-
-
-def logical_from_triton_kernels_layout(layout: TritonKernelsLayout, intermediate_size: int,
-                                       bias_dtype=torch.bfloat16) -> dict:
-    """Inverse of :func:`triton_kernels_layout_from_logical` (for tests): the logical tensors, re-padded
-    with zeros to multiples of 128, as a dict of :class:`~mxfp4lab.moe_tensors.LogicalMoE` fields
-    (``intermediate_size``: the unpadded one the logical stage had)."""
-    h, i = layout.hidden_size, layout.intermediate_size
-    h_pad, i_pad = round_up(h), round_up(intermediate_size)
-    pad = torch.nn.functional.pad
-
-    def fc1(t, cols, cols_pad):  # [E, 2i, (c)] interleaved -> [E, 2*i_pad, (cols_pad)] halves [up ; gate]
-        up, gate = deinterleave_rows(t if cols is None else t[..., :cols])
-        widths = (0, i_pad - i) if cols is None else (0, cols_pad - cols, 0, i_pad - i)
-        return torch.cat((pad(up, widths), pad(gate, widths)), dim=1)
-
-    return {
-        "w13": fc1(layout.w13, h // 2, h_pad // 2),
-        "w13_scale": fc1(layout.w13_scale, h // 32, h_pad // 32),
-        "w13_bias": None if layout.w13_bias is None else fc1(layout.w13_bias, None, None).to(bias_dtype),
-        "w2": pad(layout.w2, (0, (i_pad - i) // 2, 0, h_pad - h)),
-        "w2_scale": pad(layout.w2_scale[..., : i // 32], (0, (i_pad - i) // 32, 0, h_pad - h)),
-        "w2_bias": None if layout.w2_bias is None else pad(layout.w2_bias, (0, h_pad - h)).to(bias_dtype),
-    }
-
-
-def to_matmul_ogs_weights(layout: TritonKernelsLayout, swizzle: str = "auto"):
+def to_matmul_ogs_weights(layout: PeerLayout, swizzle: str = "auto"):
     """-> (w13, pc13, w2, pc2): triton_kernels ``Tensor`` s in the library's layouts plus their
     ``PrecisionConfig`` s. ``swizzle``: ``"auto"`` (the library's default for this GPU: Hopper MX layouts
     on SM90), ``"hopper"``, or ``"strided"`` (no swizzle: the CPU interpreter)."""
@@ -191,14 +101,14 @@ def to_matmul_ogs_weights(layout: TritonKernelsLayout, swizzle: str = "auto"):
     else:
         raise ValueError(f"swizzle must be 'auto', 'hopper' or 'strided', got {swizzle!r}")
 
-    def one(w, s):
+    def one(g):
         # [E, N, K/2] -> transposed view [E, K/2, N] (K-major, stride(-2) == 1) as FP4 [E, K, N]
-        wq = convert_layout(wrap_torch_tensor(w.transpose(-2, -1), dtype=FP4), vl, **vopt)
-        sq = convert_layout(wrap_torch_tensor(s.transpose(-2, -1)), sl, **sopt)
+        wq = convert_layout(wrap_torch_tensor(g.weight.transpose(-2, -1), dtype=FP4), vl, **vopt)
+        sq = convert_layout(wrap_torch_tensor(g.scale.transpose(-2, -1)), sl, **sopt)
         return wq, PrecisionConfig(weight_scale=sq, flex_ctx=FlexCtx(rhs_data=InFlexData()))
 
-    w13, pc13 = one(layout.w13, layout.w13_scale)
-    w2, pc2 = one(layout.w2, layout.w2_scale)
+    w13, pc13 = one(layout.fc1)
+    w2, pc2 = one(layout.fc2)
     return w13, pc13, w2, pc2
 
 
@@ -313,14 +223,15 @@ def fused_swiglu(alpha: float, beta: float, limit: float | None):
     return FusedActivation(FnSpecs("swiglu_beta", swiglu_beta, ("alpha", "beta", "limit")), (alpha, beta, limit), 2)
 
 
-def _scalar(v, name: str) -> float | None:
-    """Per-expert SwiGLU tensor (all equal) or number -> float; matmul_ogs takes one value per call."""
-    if v is None or not isinstance(v, torch.Tensor):
-        return None if v is None else float(v)
-    u = torch.unique(v.float().cpu())
-    if u.numel() != 1:
-        raise ValueError(f"{name}: triton_kernels takes one value for all experts, got {u.tolist()[:4]}")
-    return float(u[0])
+def one_value(v, name: str) -> float | None:
+    """A SwiGLU parameter -- None, a number, or a per-expert tensor whose entries are all equal -> None or
+    float (the peers' kernels take one value per call); ``ValueError`` naming it otherwise."""
+    if not isinstance(v, torch.Tensor):
+        return v if v is None else float(v)
+    values = sorted(set(v.float().flatten().tolist()))
+    if len(values) != 1:
+        raise ValueError(f"{name}: one value for all experts is needed here, got {values[:4]}")
+    return values[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,9 +267,9 @@ class TritonKernelsMoE(MoEBackend):
 
             opt_flags.update_opt_flags_constraints({"split_k": 1})  # vLLM's SM90 constraint
         self.w13, self.pc13, self.w2, self.pc2 = to_matmul_ogs_weights(self.layout, swizzle)
-        alpha = _scalar(self.swiglu["swiglu_alpha"], "swiglu_alpha")
-        beta = _scalar(self.swiglu["swiglu_beta"], "swiglu_beta")
-        limit = _scalar(self.swiglu["swiglu_limit"], "swiglu_limit")
+        alpha = one_value(self.swiglu["swiglu_alpha"], "swiglu_alpha")
+        beta = one_value(self.swiglu["swiglu_beta"], "swiglu_beta")
+        limit = one_value(self.swiglu["swiglu_limit"], "swiglu_limit")
         self.act = fused_swiglu(1.0 if alpha is None else alpha, 0.0 if beta is None else beta, limit)
         self._zero_out = moe.shard.ep_size > 1  # tokens with no expert in this shard get no row
         #: checks (tests, scripts/gpu/check_peers.py): fill both GEMM outputs with NaN before each call, so
@@ -400,10 +311,10 @@ class TritonKernelsMoE(MoEBackend):
         rd, gi, si = self.route(topk_ids, topk_weights)
         nan = float("nan")
         h1 = x.new_full((1, topk_ids.numel(), self.layout.intermediate_size), nan) if self.poison else None
-        act = matmul_ogs(x.contiguous(), self.w13, self.layout.w13_bias, rd, gather_indx=gi,
+        act = matmul_ogs(x.contiguous(), self.w13, self.layout.fc1.bias, rd, gather_indx=gi,
                          precision_config=self.pc13, fused_activation=self.act, y=h1)
         y = x.new_zeros(1, m, h) if self._zero_out else x.new_full((1, m, h), nan) if self.poison else None
-        out = matmul_ogs(act, self.w2, self.layout.w2_bias, rd, scatter_indx=si, precision_config=self.pc2,
+        out = matmul_ogs(act, self.w2, self.layout.fc2.bias, rd, scatter_indx=si, precision_config=self.pc2,
                          gammas=rd.gate_scal, y=y)
         return out.view(m, h)
 

@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 import time
-from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import torch
@@ -28,7 +27,8 @@ import torch
 from ..models import STUDY_SHAPES, MoEConfig, get_model
 from ..prepare import prepare_from_experts
 from .. import results
-from ..reference import expert_weights_from_logical, moe_reference, relative_error, route
+from ..reference import expert_weights_from_logical, moe_reference, relative_error
+from ..synthetic import make_inputs, random_layer
 from .roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
 
 DEFAULT_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -36,42 +36,6 @@ DEFAULT_SHAPES = STUDY_SHAPES
 # kernel vs kernel-faithful reference: a few bf16 ulps (2^-8 relative) after four roundings; a
 # wrong layout or scale gives O(1)
 CHECK_TOL = 2e-2
-
-
-def random_layer(cfg: MoEConfig, device="cuda", seed: int = 0):
-    """Random MXFP4 layer in checkpoint layout (fields as the checkpoint readers return)."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    e, h, i = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size
-
-    def codes(*shape):
-        return torch.randint(0, 256, shape, dtype=torch.uint8, device=device, generator=g)
-
-    def scales(*shape):
-        return torch.randint(118, 123, shape, dtype=torch.uint8, device=device, generator=g)
-
-    if cfg.checkpoint_format == "gpt_oss":
-        return SimpleNamespace(
-            gate_up_blocks=codes(e, 2 * i, h // 2), gate_up_scales=scales(e, 2 * i, h // 32),
-            gate_up_bias=(torch.randn(e, 2 * i, device=device, generator=g) * 0.05).to(torch.bfloat16),
-            down_blocks=codes(e, h, i // 2), down_scales=scales(e, h, i // 32),
-            down_bias=(torch.randn(e, h, device=device, generator=g) * 0.05).to(torch.bfloat16),
-        )
-    return SimpleNamespace(w1=codes(e, i, h // 2), w1_scale=scales(e, i, h // 32), w3=codes(e, i, h // 2),
-                           w3_scale=scales(e, i, h // 32), w2=codes(e, h, i // 2), w2_scale=scales(e, h, i // 32))
-
-
-def make_inputs(cfg: MoEConfig, m: int, n_sets: int, routing: str, device="cuda", seed: int = 0):
-    g = torch.Generator(device=device).manual_seed(seed)
-    popularity = torch.randn(cfg.num_experts, device=device, generator=g) * 3.0
-    sets = []
-    for _ in range(n_sets):
-        x = torch.randn(m, cfg.hidden_size, device=device, generator=g).to(torch.bfloat16)
-        logits = torch.randn(m, cfg.num_experts, device=device, generator=g)
-        if routing == "skewed":
-            logits = logits + popularity
-        ids, w = route(logits, cfg)
-        sets.append((x, ids, w))
-    return sets
 
 
 def check_backend(backend, weights_ref, cfg, inputs) -> float:
@@ -190,9 +154,9 @@ def main(argv=None) -> int:
     print(f"measured ceilings: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     check_m = None if a.check_m == "all" else [int(v) for v in a.check_m.split(",")]
     def save(rows, done=False):
-        from .. import build
+        from ..flashinfer_build import DEFAULT_CONFIGS
 
-        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", build.DEFAULT_CONFIGS)
+        cfgs = os.environ.get("MXFP4LAB_BUILD_CONFIGS", DEFAULT_CONFIGS)
         extra = {}
         if "flashinfer_sm90" in a.backends:
             from ..backends.flashinfer_sm90 import autotuner_choices

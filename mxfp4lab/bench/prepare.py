@@ -24,7 +24,7 @@ from .. import results
 def _child(model: str) -> dict:
     import torch
 
-    from ..bench.moe import random_layer
+    from ..synthetic import random_layer
     from ..models import get_model
     from ..prepare import prepare_from_experts
 

@@ -2,7 +2,7 @@
 
     python -m mxfp4lab.kernels.sass [--shape gpt-oss-120b] [--bucket 16] [--tile 16,64,128,64,128,4,4,3] [--sass DIR]
 
-For each tile config (default: every entry of the backend's ``CONFIG_TABLE``) the fc1 and fc2 kernels
+For each tile config (default: every tile of :data:`mxfp4lab.kernels.tiles.TILE_TABLE`) the fc1 and fc2 kernels
 are compiled with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` -- the H100 -- with the
 16-byte divisibility hints Triton's JIT would infer for contiguous tensors and strides (without them
 the loads are not vectorized and the numbers mislead), then ``cuobjdump`` (shipped with Triton)
@@ -25,6 +25,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence
+
+from .tiles import TileConfig, table_tiles
 
 #: SM90 (H100 / H200), 32 threads per warp
 TARGET = ("cuda", 90, 32)
@@ -119,11 +121,13 @@ def _types(fn, pointers: Dict[str, str], floats: Sequence[str] = ()) -> Dict[str
     return t
 
 
-def moe_kernel_reports(cfg, tile: Sequence[int]) -> Sequence[KernelReport]:
-    """fc1 (gather + GEMM1 + SwiGLU) and fc2 reports for model ``cfg`` and one table tile tuple."""
+def moe_kernel_reports(cfg, tile: TileConfig | Sequence[int]) -> Sequence[KernelReport]:
+    """fc1 (gather + GEMM1 + SwiGLU) and fc2 reports for model ``cfg`` and one tile (a :class:`TileConfig`
+    or its recorded list form)."""
     from . import triton_moe as K
 
-    t = K.TileConfig(*tile)
+    t = tile if isinstance(tile, TileConfig) else TileConfig.from_list(tile)
+    tile = tuple(t.as_list())
     h_pad, i_pad = cfg.padded_hidden, cfg.padded_intermediate
     t.check(h_pad, i_pad)
     fc1 = compile_sm90(
@@ -134,25 +138,24 @@ def moe_kernel_reports(cfg, tile: Sequence[int]) -> Sequence[KernelReport]:
                ("alpha_default", "beta_default", "limit_default")),
         dict(H=cfg.hidden_size, I_pad=i_pad, top_k=cfg.top_k, HAS_BIAS=cfg.checkpoint_format == "gpt_oss",
              PER_EXPERT_ACT=False, HAS_LIMIT=cfg.swiglu_limit is not None, BLOCK_M=t.block_m, BLOCK_N=t.block_n1,
-             BLOCK_K=t.block_k1, INTERPRET=False, DEQUANT=t.dequant),
+             BLOCK_K=t.block_k1, INTERPRET=False, DEQUANT=int(t.dequant)),
         num_warps=t.num_warps, num_stages=t.num_stages)
     fc2 = compile_sm90(
         K._fc2_kernel,
         _types(K._fc2_kernel, dict(h_ptr="*bf16", w_ptr="*u8", s_ptr="*u8", sorted_ids_ptr="*i32",
                                    block_expert_ptr="*i32", y_ptr="*bf16")),
         dict(H=cfg.hidden_size, I_pad=i_pad, BLOCK_M=t.block_m, BLOCK_N=t.block_n2, BLOCK_K=t.block_k2,
-             INTERPRET=False, DEQUANT=t.dequant),
+             INTERPRET=False, DEQUANT=int(t.dequant)),
         num_warps=t.num_warps, num_stages=t.num_stages)
     return [report(fc1, "fc1", tuple(tile)), report(fc2, "fc2", tuple(tile))]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..backends.triton_w4a16 import CONFIG_TABLE
     from ..models import get_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="gpt-oss-120b")
-    ap.add_argument("--bucket", type=int, default=None, help="only this M bucket of CONFIG_TABLE")
+    ap.add_argument("--bucket", type=int, default=None, help="only this M bucket of TILE_TABLE")
     ap.add_argument("--tile", action="append", default=[],
                     help="a tile tuple 'bm,bn1,bk1,bn2,bk2,warps,stages,dq' instead of the table (repeatable)")
     ap.add_argument("--sass", metavar="DIR", default=None,
@@ -162,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.tile:
         tiles = [tuple(int(v) for v in t.strip("()").split(",")) for t in a.tile]
     else:
-        tiles = sorted({tuple(c) for b, cs in CONFIG_TABLE.items() if a.bucket in (None, b) for c in cs})
+        tiles = [tuple(t.as_list()) for t in table_tiles(a.bucket)]
     print(f"{cfg.name}: H={cfg.hidden_size} I_pad={cfg.padded_intermediate} k={cfg.top_k}; sm_90a, static SASS counts"
           " (loop: the K loop's body; hgmma: with A in registers / all)")
     print(f"{'tile (bm,bn1,bk1,bn2,bk2,warps,stages,dq)':44s} {'kernel':6s} {'regs':>4s} {'stack':>5s} {'smem':>7s} "

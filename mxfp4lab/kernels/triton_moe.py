@@ -22,21 +22,16 @@ then cast to bf16: the product has at most 2 significant bits, so it is exact in
 it falls under fp32's normal range (scale bytes <= 1 with non-zero codes; flush-to-zero hardware would
 zero those).
 
-Dequantization paths (``TileConfig.dequant``; the tuner times the table's candidates): ``0`` the explicit
-bit-level decode above followed by ``tl.dot``; ``1`` ``tl.dot_scaled(x, None, "bf16", w, s, "e2m1")``,
-which Triton 3.6 lowers on Hopper to its own register upcast (E2M1 -> bf16, times the E8M0 scale in
-bf16) before the same bf16 MMA -- fewer instructions per weight (a ``cuobjdump`` count of the GEMM
-loop on sm_90a: about 2x fewer), and exact for every scale byte 1..254 (a power of two times a 2-bit
-significand stays exact in bf16). ``fast_math=True`` skips only the NaN propagation of byte 255, which
-:func:`mxfp4lab.formats.dequantize_mxfp4` and the preparation already reject. The interpreter has no
-``dot_scaled``: under ``TRITON_INTERPRET=1`` path 0 always runs. Path 1 gave wrong results on the H100
-for most tile shapes and is not in the tuning table. ``2``: a K-parity split (``x[:, 0::2] @ W_even +
-x[:, 1::2] @ W_odd``) with a PTX register decode (:data:`E2M1X8_BF16_PTX`, ~3.75 instructions per
-weight); GPU only, like 1. ``3``: "swap AB" -- the transposed product ``acc^T [BN, BM] = W^T [BN, BK] @
-x^T [BK, BM]`` with the K-parity split and PTX decode of 2, so the decoded weight is the MMA's A operand,
-which Hopper's wgmma reads from registers (tokens become the MMA's N); the accumulators are transposed
-back before the unchanged epilogue. GPU only. ``4``: the same swap-AB structure with the explicit decode
-in plain Triton ops; what 3 runs as under the interpreter (so its indexing is tested on the CPU).
+Dequantization paths (:class:`mxfp4lab.kernels.tiles.DequantPath`, the ``DEQUANT`` constexpr; the tuner
+times the table's candidates): ``EXPLICIT`` (0) the bit-level decode above followed by ``tl.dot``;
+``PTX`` (2) a K-parity split (``x[:, 0::2] @ W_even + x[:, 1::2] @ W_odd``) with a PTX register decode
+(:data:`E2M1X8_BF16_PTX`, ~3.75 instructions per weight), GPU only; ``SWAP_AB_PTX`` (3) "swap AB" -- the
+transposed product ``acc^T [BN, BM] = W^T [BN, BK] @ x^T [BK, BM]`` with the K-parity split and PTX decode,
+so the decoded weight is the MMA's A operand, which Hopper's wgmma reads from registers (tokens become the
+MMA's N); the accumulators are transposed back before the unchanged epilogue. GPU only;
+``SWAP_AB_EXPLICIT`` (4) the same swap-AB structure with the explicit decode in plain Triton ops: what 3
+runs as under the interpreter (so its indexing is tested on the CPU). (Triton's own ``tl.dot_scaled``
+decode gave wrong results on the H100 and is not a path: :mod:`mxfp4lab.kernels.tiles`.)
 
 Routing alignment: for up to :data:`SMALL_ALIGN_MAX_PAIRS` (token, slot) pairs a single one-program
 Triton kernel (``_align_small_kernel``: histogram, cumsum, rank by pairwise compare) replaces the ~12
@@ -58,6 +53,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from .tiles import TileConfig
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -270,13 +267,6 @@ def _fc1_swiglu_kernel(
                 g_ev, g_od = _dequant_pair_asm(wg, sg, BLOCK_K, BLOCK_N)
                 acc_up = tl.dot(a_od, u_od, tl.dot(a_ev, u_ev, acc_up))
                 acc_gate = tl.dot(a_od, g_od, tl.dot(a_ev, g_ev, acc_gate))
-            elif DEQUANT == 1:
-                # scales as [BN, BK/32] (dot_scaled's rhs_scale shape), read through the strides
-                g = k0 // 32 + offs_g
-                su = tl.load(s_base + g[None, :] * stride_sk + offs_n[:, None])
-                sg = tl.load(s_base + g[None, :] * stride_sk + (I_pad + offs_n)[:, None])
-                acc_up = tl.dot_scaled(a, None, "bf16", wu, su, "e2m1", acc_up, fast_math=True)
-                acc_gate = tl.dot_scaled(a, None, "bf16", wg, sg, "e2m1", acc_gate, fast_math=True)
             else:
                 kg = kk // 32
                 su = tl.load(s_base + kg[:, None] * stride_sk + offs_n[None, :])
@@ -358,9 +348,6 @@ def _fc2_kernel(
                 sg = tl.load(s_base + (k0 // 32 + offs_g)[:, None] * stride_sk + offs_n[None, :])
                 w_ev, w_od = _dequant_pair_asm(wb, sg, BLOCK_K, BLOCK_N)
                 acc = tl.dot(a_od, w_od, tl.dot(a_ev, w_ev, acc))
-            elif DEQUANT == 1:
-                sb = tl.load(s_base + (k0 // 32 + offs_g)[None, :] * stride_sk + offs_n[:, None])
-                acc = tl.dot_scaled(a, None, "bf16", wb, sb, "e2m1", acc, fast_math=True)
             else:
                 sb = tl.load(s_base + (kk // 32)[:, None] * stride_sk + offs_n[None, :])
                 acc = _mma(a, _dequant_tile(wb, sb), acc, INTERPRET)
@@ -448,35 +435,6 @@ def _align_small_kernel(
 # --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TileConfig:
-    """One explicit launch configuration (both GEMMs share BLOCK_M: they share the alignment)."""
-
-    block_m: int
-    block_n1: int
-    block_k1: int
-    block_n2: int
-    block_k2: int
-    num_warps: int = 4
-    num_stages: int = 3
-    #: 0: explicit decode + tl.dot; 1: tl.dot_scaled; 2: PTX register decode; 3: swap AB + PTX decode
-    #: (1-3: GPU only); 4: swap AB + explicit decode (what 3 runs as under the interpreter)
-    dequant: int = 0
-
-    def check(self, h_pad: int, i_pad: int) -> None:
-        for nm, v in (("block_k1", self.block_k1), ("block_k2", self.block_k2)):
-            if v % 32 or v < 32:
-                raise ValueError(f"{nm} = {v} must be a positive multiple of 32 (one E8M0 scale per 32)")
-        if i_pad % self.block_n1 or i_pad % self.block_k2 or h_pad % self.block_n2 or h_pad % self.block_k1:
-            raise ValueError(
-                f"tile {self} does not divide the padded shape (I_pad={i_pad} % block_n1 / block_k2, "
-                f"H_pad={h_pad} % block_n2 / block_k1 must be 0)"
-            )
-        if self.dequant not in (0, 1, 2, 3, 4):
-            raise ValueError(f"dequant = {self.dequant}: 0 (explicit decode), 1 (tl.dot_scaled), 2 (PTX decode), "
-                             "3 (swap AB, PTX decode) or 4 (swap AB, explicit decode)")
-
-
 @dataclass
 class Alignment:
     """Pairs sorted by expert, padded per expert to BLOCK_M (vLLM's moe_align_block_size, in torch)."""
@@ -613,9 +571,8 @@ def fused_moe_w4a16(
     dummy = torch.empty(1, dtype=torch.bfloat16, device=dev)  # never read (HAS_BIAS False): no fill launch
     cfg = config
     interpret = dev.type == "cpu"  # only the interpreter runs on CPU tensors
-    dequant = cfg.dequant
-    if interpret:  # the interpreter has neither dot_scaled nor inline PTX: swap AB keeps its structure
-        dequant = 4 if dequant >= 3 else 0
+    # the interpreter has no inline PTX: it runs the explicit decode, swap AB keeps its structure
+    dequant = int(cfg.dequant.under_interpreter() if interpret else cfg.dequant)
     _fc1_swiglu_kernel[(al.max_blocks, i_pad // cfg.block_n1)](
         x, layout.w13, layout.w13_scale, b13 if b13 is not None else dummy, ta, tb, tlim,
         al.sorted_ids, al.block_expert, hbuf,

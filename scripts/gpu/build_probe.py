@@ -3,13 +3,13 @@
 
 Steps (each timed; results printed and written as JSON to --out):
 
-1. cold build of ``mxfp4lab.build`` (``--configs``, ``-j``) into a fresh cache dir;
+1. cold build of ``mxfp4lab.flashinfer_build`` (``--configs``, ``-j``) into a fresh cache dir;
 2. warm load in a fresh subprocess (import + spec + tvm-ffi load, no compile);
 3. the library's size and its undefined ``tensorrt_llm`` symbols (RTLD_LAZY abort risk);
 4. optional (``--moe-call``), in a SUBPROCESS so an abort cannot kill the probe: one tiny
    ``flashinfer.fused_moe.cutlass_fused_moe`` W4A16 call (E=4, H=256, I=256, M=8, top-2) with
    weights prepared by FlashInfer's own ``interleave_moe_weights_for_sm90_mixed_gemm`` and
-   ``interleave_moe_scales_for_sm90_mixed_gemm``, through ``mxfp4lab.build.install()``;
+   ``interleave_moe_scales_for_sm90_mixed_gemm``, through ``mxfp4lab.flashinfer_build.install()``;
    default tactic, then every GEMM1 / GEMM2 tactic by ``profile_ids``, then the autotuner.
    Reports finiteness and the error against a dequantized fp32 reference.
 
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mxfp4lab.build import _configs_arg  # noqa: E402  (standard library only; after the path insert)
+from mxfp4lab.flashinfer_build import parse_configs  # noqa: E402  (standard library only; after the path insert)
 
 
 # ------------------------------------------------------------------------------------ child
@@ -45,9 +45,9 @@ def _child_load(configs: str) -> dict:
     import flashinfer  # noqa: F401
 
     t1 = time.time()
-    from mxfp4lab import build as B
+    from mxfp4lab import flashinfer_build as B
 
-    spec = B.w4a16_jit_spec(configs=_configs_arg(configs))
+    spec = B.w4a16_jit_spec(configs=parse_configs(configs))
     t2 = time.time()
     mod = spec.try_load()
     t3 = time.time()
@@ -69,9 +69,9 @@ def _child_moe(configs: str, autotune: bool) -> None:
     """Prints one '@@{json}' line per step, so the parent sees progress up to an abort."""
     import torch
 
-    from mxfp4lab import build as B
+    from mxfp4lab import flashinfer_build as B
 
-    B.install(configs=_configs_arg(configs), build_if_missing=False)
+    B.install(configs=parse_configs(configs), build_if_missing=False)
     from flashinfer import fused_moe
 
     torch.manual_seed(0)
@@ -135,7 +135,7 @@ def _child_moe(configs: str, autotune: bool) -> None:
 
     # every compiled tactic by index (the module's own tactic list == our candidate list)
     try:
-        mod = B.load(configs=_configs_arg(configs), build_if_missing=False)
+        mod = B.load(configs=parse_configs(configs), build_if_missing=False)
         r = mod.init(torch.bfloat16, torch.uint8, torch.bfloat16, False, True, False, False, True, False)
         g1, g2 = int(r.get_gemm1_tactic_count()), int(r.get_gemm2_tactic_count())
         _emit({"step": "tactic_counts", "gemm1": g1, "gemm2": g2, "ok": True})
@@ -201,9 +201,9 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     res: dict = {"configs": a.configs, "jobs": a.jobs, "cache": a.cache, "python": sys.version}
 
-    from mxfp4lab import build as B
+    from mxfp4lab import flashinfer_build as B
 
-    cfg = _configs_arg(a.configs)
+    cfg = parse_configs(a.configs)
     t0 = time.time()
     try:
         so = B.build(configs=cfg, jobs=a.jobs, verbose=True)

@@ -131,10 +131,10 @@ def run(backends, shapes, ms, profile_m, log=print) -> list[dict]:
     from mxfp4lab.backends.registry import get_backend
     from mxfp4lab.bench import modes
     from mxfp4lab.bench.harness import time_cuda
-    from mxfp4lab.bench.moe import make_inputs, random_layer
     from mxfp4lab.models import get_model
     from mxfp4lab.prepare import prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_logical
+    from mxfp4lab.synthetic import make_inputs, random_layer
 
     rows = []
     for shape in shapes:

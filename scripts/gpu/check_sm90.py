@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from mxfp4lab import prepare as P  # noqa: E402
 from mxfp4lab import results  # noqa: E402
-from mxfp4lab.bench.moe import make_inputs, random_layer  # noqa: E402
+from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 from mxfp4lab.layout import interleave_weights_sm90  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
@@ -43,7 +43,7 @@ RANDOM_SHAPES = [(1, 16, 32), (5, 80, 64), (2, 144, 224), (7, 32, 320), (3, 2944
 def stage_golden(out: Path) -> dict:
     from safetensors.torch import save_file
 
-    from mxfp4lab.build import build_interleave_ext, interleave_weights_flashinfer_cuda
+    from mxfp4lab.flashinfer_build import build_interleave_ext, interleave_weights_flashinfer_cuda
 
     t0 = time.perf_counter()
     lib = build_interleave_ext(verbose=True)
@@ -108,7 +108,7 @@ def _kernel_errors(be, ref_w, cfg, inputs):
 
 def stage_kernel(out: Path, models=("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash"), ms=(1, 16, 128, 1024, 4096),
                  save=None) -> dict:
-    from mxfp4lab import build
+    from mxfp4lab import flashinfer_build as build
     from mxfp4lab.backends import get_backend
 
     res = {"models": {}, "sharding": {}}

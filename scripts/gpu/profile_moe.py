@@ -5,10 +5,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import os
 import torch
-from mxfp4lab import build
-build.install(configs=os.environ.get('MXFP4LAB_BUILD_CONFIGS', build.DEFAULT_CONFIGS))
+from mxfp4lab import flashinfer_build as fb
+fb.install(configs=fb.parse_configs(os.environ.get('MXFP4LAB_BUILD_CONFIGS', fb.DEFAULT_CONFIGS)))
 from mxfp4lab.backends import get_backend
-from mxfp4lab.bench.moe import random_layer, make_inputs
+from mxfp4lab.synthetic import make_inputs, random_layer
 from mxfp4lab.models import get_model
 from mxfp4lab.prepare import prepare_from_experts
 

@@ -4,7 +4,7 @@
     python scripts/gpu/triton_check.py time  --out DIR [--shapes ...] [--m ...] [--backends triton_w4a16,flashinfer_sm90]
     python scripts/gpu/triton_check.py all   --out DIR
 
-``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``bench.moe.random_layer``) prepared like the checkpoints
+``check``: every candidate tile config of each M's bucket (both dequant paths), per shape, one random layer (``synthetic.random_layer``) prepared like the checkpoints
 (``prepare_from_experts``, logical tensors) -> the Triton backend (layout: a transpose of those).
 For every M: FRESH random inputs (own seed per (shape, M)); the output buffer is filled with NaN and so
 are the kernels' intermediate buffers (``scratch_fill``), so any element no kernel wrote shows as NaN;
@@ -34,11 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from mxfp4lab.bench.moe import CHECK_TOL, make_inputs, random_layer  # noqa: E402
+from mxfp4lab.bench.moe import CHECK_TOL  # noqa: E402
 from mxfp4lab.models import get_model  # noqa: E402
 from mxfp4lab.prepare import prepare_from_experts  # noqa: E402
 from mxfp4lab import results  # noqa: E402
 from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error  # noqa: E402
+from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 
 SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 MS = (1, 4, 16, 64, 256, 1024, 4096, 8192)
@@ -75,24 +76,24 @@ def stage_check(out: Path, shapes, ms, all_configs: bool = True, dequant=None) -
             continue
         print(f"[{shape}] prepared + layout in {time.perf_counter() - t0:.1f} s", flush=True)
         kw = cfg.swiglu_kwargs
-        from mxfp4lab.backends.triton_w4a16 import CONFIG_TABLE, bucket_of
+        from mxfp4lab.kernels.tiles import TILE_TABLE, bucket_of
 
         for m in ms:
             bucket = bucket_of(m)
-            cands = CONFIG_TABLE[bucket] if all_configs else [CONFIG_TABLE[bucket][0]]
+            cands = TILE_TABLE[bucket] if all_configs else TILE_TABLE[bucket][:1]
             for ci, cand in enumerate(cands):
-                if dequant is not None and be._k.TileConfig(*cand).dequant not in dequant:
+                if dequant is not None and cand.dequant not in dequant:
                     continue
-                row = {"shape": shape, "m": m, "candidate": ci, "tile_config": list(cand)}
+                row = {"shape": shape, "m": m, "candidate": ci, "tile_config": cand.as_list()}
                 try:
                     try:
-                        be._k.TileConfig(*cand).check(be.layout.padded_hidden, be.layout.padded_intermediate)
+                        cand.check(be.layout.padded_hidden, be.layout.padded_intermediate)
                     except ValueError as exc:  # this tile does not divide this shape: the tuner skips it too
                         row.update(skipped=str(exc)[:200], ok=True)
                         res["rows"].append(row)
                         print(f"{shape:13s} M={m:>5} cand {ci} skipped (does not divide the shape)", flush=True)
                         continue
-                    be.chosen[bucket] = tuple(cand)
+                    be.chosen[bucket] = cand
                     # fresh inputs per (shape, M, candidate)
                     x, ids, w = make_inputs(cfg, m, 1, "uniform", device=DEVICE,
                                             seed=10_000 * (si + 1) + 100 * m + ci)[0]
