@@ -31,6 +31,10 @@ class DecodeW4A16(MoEBackend):
     name = "decode_w4a16"
     graph_capturable = True
     gpu_only = True
+    #: the two GEMM kernels (fc1 with its SwiGLU epilogue, fc2); the combine is not a GEMM. With programmatic
+    #: dependent launch a kernel can start before its predecessor ends and wait inside, so profiler durations
+    #: of fc2 include that wait: the per-launch DRAM bytes and durations come from ncu (bench/launches.py).
+    gemm_kernel_pattern = r"mxfp4lab_decode::gemm_kernel"
 
     def __init__(self, moe, config=None, *, device=None):
         super().__init__(moe, config)
