@@ -60,13 +60,19 @@ marlin-record: vllm-wheel
 	$(PY) scripts/record_marlin_reference.py
 
 # Upgrade: resolve everything anew in a fresh environment (newest releases pyproject.toml admits, holding
-# torch and what the GPU host runs: `scripts/lock.py held`), write requirements/lock.txt from it, and run
-# the suite there. Review and commit the lock's diff.
+# torch and what the GPU host runs: `scripts/lock.py held`, and within what the GPU host's torch requires),
+# write requirements/lock.txt, check that requirements/gpu.txt resolves with it, and run the suite there.
+# Review and commit the lock's diff. The throwaway environment gets a current pip: it resolves from index
+# metadata alone, so the GPU side (CUDA torch and libraries, GBs) is never downloaded.
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install -q --disable-pip-version-check $$($(PYTHON) scripts/lock.py held) -e '.[dev]'
+	$(LOCK_VENV)/bin/python -m pip install -q --disable-pip-version-check -U pip
+	$(LOCK_VENV)/bin/python scripts/lock.py gpu-torch-constraints > $(LOCK_VENV)/gpu-torch.txt
+	$(LOCK_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(LOCK_VENV)/gpu-torch.txt \
+	  $$($(PYTHON) scripts/lock.py held) -e '.[dev]'
 	$(LOCK_VENV)/bin/python scripts/lock.py write
+	$(LOCK_VENV)/bin/python scripts/lock.py resolve-gpu
 	$(MAKE) test VENV=$(LOCK_VENV)
 
 # A fresh clone of the committed HEAD, a new virtual environment, an empty pip cache: both README

@@ -36,7 +36,10 @@ for cmd in reports test; do
     exit "$rc"
   fi
 done
+summary=$(grep -E '[0-9]+ passed' "$work/make-test.log" | tail -n 1)
 pins=$(cd "$work/repo" && for p in triton flashinfer-python apache-tvm-ffi; do
   printf '%s==%s ' "$p" "$(python3 scripts/lock.py pin "$p")"; done)
 torch=$(grep -E '^torch==' "$work/repo/requirements/cpu.txt")
-echo "fresh-check ok: make reports ${took[reports]} s, make test ${took[test]} s (fresh clone, new venv) with $torch $pins"
+echo "fresh-check ok: make reports ${took[reports]} s, make test ${took[test]} s (fresh clone, new venv)"
+echo "  pytest: $summary"
+echo "  locked: $torch $pins"

@@ -15,6 +15,11 @@ Commands (run with the interpreter of the environment they look at)::
     python scripts/lock.py write --out requirements/lock.txt            # this environment -> the lock
     python scripts/lock.py pin NAME                                     # the locked version of NAME
     python scripts/lock.py held                                         # what `make lock` must not move
+    python scripts/lock.py gpu-torch-constraints                        # the GPU torch's own requirements
+    python scripts/lock.py resolve-gpu                                  # gpu.txt + lock resolve together
+
+The last two ask the package index (metadata only with a current pip: ``make lock`` upgrades pip in its
+throwaway environment), so that one lock fits both torches: e.g. torch 2.11 wants setuptools<82.
 
 The checks walk the requirement closure of ``pyproject.toml`` (markers evaluated for the running
 interpreter) through the installed distributions' metadata; the lock and the machine file are the
@@ -25,8 +30,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import json
 import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +250,44 @@ def held() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# resolving the GPU side (package index, metadata only)
+# ---------------------------------------------------------------------------------------------------
+def _dry_run(args: list[str]) -> list[dict]:
+    """``pip install --dry-run`` of ``args`` -> the report's install list (raises LockError if pip fails)."""
+    with tempfile.TemporaryDirectory() as d:
+        report = Path(d) / "report.json"
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                            "--disable-pip-version-check", "--report", str(report), *args],
+                           capture_output=True, text=True, cwd=ROOT, check=False)
+        if r.returncode:
+            raise LockError(f"pip could not resolve {' '.join(args)}:\n{r.stderr[-3000:]}")
+        return json.loads(report.read_text())["install"]
+
+
+def gpu_torch_constraints() -> list[str]:
+    """requirements/gpu.txt's torch's requirements (markers evaluated, extras dropped) as constraints."""
+    torch = f"torch=={machine_pins('gpu')['torch']}"
+    (item,) = _dry_run(["--no-deps", torch])
+    out = []
+    for line in item["metadata"].get("requires_dist", []):
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(f"{norm(req.name)}{req.specifier}")
+    return out
+
+
+def resolve_gpu() -> dict[str, str]:
+    """Resolve requirements/gpu.txt with mxfp4lab[test] -> the packages it adds to the lock (CUDA libraries)."""
+    lock = lock_pins()
+    found = {norm(i["metadata"]["name"]): i["metadata"]["version"]
+             for i in _dry_run(["-r", "requirements/gpu.txt", "-e", ".[test]"])}
+    wrong = {n: v for n, v in found.items() if n in lock and lock[n] != v}
+    if wrong:
+        raise LockError(f"the GPU resolution moved locked packages: {wrong}")
+    return {n: v for n, v in sorted(found.items()) if n not in lock and n != PROJECT}
+
+
+# ---------------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------------
 def render(pins: dict[str, str], python: str) -> str:
@@ -275,8 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pin", help="print the locked version of a package")
     p.add_argument("name")
     sub.add_parser("held", help="print the requirements a re-lock holds (torch of cpu.txt, gpu.txt's others)")
+    sub.add_parser("gpu-torch-constraints", help="print gpu.txt's torch's requirements (asks the index)")
+    sub.add_parser("resolve-gpu", help="resolve gpu.txt with the lock (asks the index, installs nothing)")
     a = ap.parse_args(argv)
     try:
+        if a.cmd == "gpu-torch-constraints":
+            print("\n".join(gpu_torch_constraints()))
+            return 0
+        if a.cmd == "resolve-gpu":
+            extra = resolve_gpu()
+            print(f"requirements/gpu.txt resolves with the lock; it adds {len(extra)} packages: "
+                  + " ".join(f"{n}=={v}" for n, v in extra.items()))
+            return 0
         if a.cmd == "pin":
             print(pin(a.name))
             return 0

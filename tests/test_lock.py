@@ -138,8 +138,8 @@ def test_make_installs_from_the_lock_and_checks_it(tmp_path):
     venv = tmp_path / "v"
 
     def dry(*args):
-        return subprocess.run(["make", "-n", *args, f"VENV={venv}"], capture_output=True, text=True,
-                              check=True, cwd=ROOT).stdout
+        return subprocess.run(["make", "-n", "--no-print-directory", *args, f"VENV={venv}"], capture_output=True,
+                              text=True, check=True, cwd=ROOT).stdout
 
     test = dry("test")
     assert f"{venv}/bin/python -m pip install -q --disable-pip-version-check -r requirements/cpu.txt -e '.[test]'" in test
