@@ -35,16 +35,19 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-try:  # packaging is in the lock; pip vendors a copy for a bare interpreter (the GPU host)
+try:  # packaging is in the lock; pip vendors a copy (and tomli, for Python 3.10) for a bare interpreter
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 except ImportError:  # pragma: no cover - depends on the interpreter
     from pip._vendor.packaging.requirements import Requirement
     from pip._vendor.packaging.utils import canonicalize_name
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 REQ_DIR = ROOT / "requirements"
@@ -116,7 +119,7 @@ def machine_pins(machine: str) -> dict[str, str]:
     if not path.exists():
         raise LockError(f"no requirements/{machine}.txt (machines: cpu, gpu)")
     text = path.read_text()
-    if not re.search(r"^-c lock\.txt\s*$", text, re.M):
+    if not re.search(r"^-c lock\.txt\s*$", text, re.MULTILINE):
         raise LockError(f"requirements/{machine}.txt must constrain with '-c lock.txt'")
     pins = read_pins(path)
     if "torch" not in pins:

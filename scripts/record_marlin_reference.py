@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(path)
         return 0
     sys.path.insert(0, str(ROOT / "tests"))
-    import vllm_marlin as vm  # noqa: E402 (torch and safetensors: not needed for --fetch)
+    import vllm_marlin as vm
 
     src = vm.VllmSource(path)
     if src.version() != vllm_version():

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import vllm_marlin as vm
+from conftest import rand_u8
+
 from mxfp4lab.backends import BackendUnavailable, get_backend
 from mxfp4lab.backends import marlin as mb
 from mxfp4lab.formats import pack_fp4
 from mxfp4lab.reference import swiglu
-from conftest import rand_u8
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 GPU_TXT = Path(__file__).resolve().parents[1] / "requirements/gpu.txt"
-NEEDED = re.search(r"^triton==(\S+)$", GPU_TXT.read_text(), re.M).group(1)
+NEEDED = re.search(r"^triton==(\S+)$", GPU_TXT.read_text(), re.MULTILINE).group(1)
 
 
 def _installed_triton():
