@@ -1,18 +1,16 @@
 """marlin_mxfp4 backend on a CPU: availability, library discovery, and the pure-torch layout helpers.
 
 The helpers re-implement vLLM's Marlin weight repack and scale/bias permutations. They are checked
-(a) against values derived by hand from the layout description in their docstrings, always, and
-(b) exactly against vLLM's own pure-Python functions (``marlin_utils_test.marlin_weights`` /
-``get_weight_perm``, ``marlin_utils.marlin_permute_scales`` / ``marlin_permute_bias``,
-``marlin_utils_fp4.mxfp4_marlin_process_scales``), read from an unzipped vLLM wheel when one is at
-``$MXFP4LAB_VLLM_SRC`` (default ``/tmp/vllm026``: ``unzip vllm-0.26.0-*.whl -d /tmp/vllm026``); the
-functions are pulled out of the source with ``ast`` and run with numpy/torch only (importing vLLM
-needs CUDA-built extensions).
+(a) against values derived by hand from the layout description in their docstrings, and
+(b) bit-exactly against the outputs of vLLM's own pure-Python functions (``marlin_utils_test.marlin_weights``
+/ ``get_weight_perm``, ``marlin_utils.marlin_permute_scales`` / ``marlin_permute_bias``,
+``marlin_utils_fp4.mxfp4_marlin_process_scales``, ``scalar_type`` ids) on fixed inputs, as recorded from
+the pinned vLLM wheel in ``tests/data/marlin_vllm_record.*`` (``tests/vllm_marlin.py``). Both run on any
+machine; the slow test re-derives the record from the wheel (``make test-slow`` fetches it once).
 """
 
 from __future__ import annotations
 
-import ast
 import lzma
 import os
 import subprocess
@@ -20,36 +18,23 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+import vllm_marlin as vm
+from conftest import rand_u8
 
 from mxfp4lab.backends import BackendUnavailable, get_backend
 from mxfp4lab.backends import marlin as mb
 from mxfp4lab.formats import pack_fp4
 from mxfp4lab.reference import swiglu
-from conftest import rand_u8
 
-VLLM_SRC = Path(os.environ.get("MXFP4LAB_VLLM_SRC", "/tmp/vllm026"))
-UTILS = VLLM_SRC / "vllm/model_executor/layers/quantization/utils"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _vllm_functions(*wanted):
-    """Named top-level functions from vLLM's Marlin utility files, exec'd with numpy/torch only."""
-    files = ["marlin_utils.py", "marlin_utils_fp4.py", "marlin_utils_test.py"]
-    if not all((UTILS / f).exists() for f in files):
-        pytest.skip(f"no unzipped vLLM wheel at {VLLM_SRC} (set MXFP4LAB_VLLM_SRC)")
-    ns = {"torch": torch, "np": np, "numpy": np, "GPTQ_MARLIN_TILE": 16, "get_pack_factor": lambda b: 32 // b}
-    found = set()
-    for f in files:
-        tree = ast.parse((UTILS / f).read_text())
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name in wanted:
-                exec(compile(ast.Module([node], []), str(UTILS / f), "exec"), ns)  # noqa: S102
-                found.add(node.name)
-    missing = set(wanted) - found
-    assert not missing, f"vLLM source at {VLLM_SRC} lacks {missing}"
-    return ns
+@pytest.fixture(scope="module")
+def record():
+    """(tensors, metadata) of vLLM's outputs, as checked in."""
+    return vm.read_record()
 
 
 def _rand_codes(*shape, seed=0):
@@ -188,63 +173,61 @@ def test_triton_swiglu_under_interpreter():
 
 
 # --------------------------------------------------------------------------------------------
-# exact cross-checks against vLLM's pure-Python functions (unzipped wheel)
+# exact cross-checks against vLLM's outputs (the checked-in record)
 # --------------------------------------------------------------------------------------------
-def test_weight_perm_equals_vllm():
-    ns = _vllm_functions("get_weight_perm")
-    assert torch.equal(mb.marlin_weight_perm(), ns["get_weight_perm"](4).long())
+def test_record_inputs_are_regenerated_exactly(record):
+    """The seeded inputs here are the ones the record was computed from (torch's generator unchanged)."""
+    _, meta = record
+    assert meta["input_sha256"] == {key: vm.digest(t) for key, t in vm.inputs().items()}
+    assert meta["output_sha256"] == {key: vm.digest(t) for key, t in record[0].items()}
 
 
-@pytest.mark.parametrize("n,k", [(128, 64), (256, 128), (192, 256)])
-def test_repack_equals_vllm_marlin_weights(n, k):
-    ns = _vllm_functions("marlin_permute_weights", "marlin_weights", "get_weight_perm")
-    e = 2
-    codes = _rand_codes(e, n, k, seed=n + k)
-    got = mb.marlin_repack_fp4(pack_fp4(codes))
-    perm = ns["get_weight_perm"](4)
-    for ex in range(e):
-        # vLLM's reference for gptq_marlin_repack: unpacked q_w [K, N] (tests/kernels/.../test_marlin_gemm.py)
-        want = ns["marlin_weights"](codes[ex].T.contiguous().to(torch.int32), k, n, 4, perm)
-        assert torch.equal(got[ex], want), ex
+def test_weight_perm_equals_vllm(record):
+    assert torch.equal(mb.marlin_weight_perm(), record[0]["weight_perm"])
 
 
-@pytest.mark.parametrize("n,k", [(128, 64), (256, 128), (192, 256)])
-def test_scale_perm_equals_vllm(n, k):
-    ns = _vllm_functions("get_scale_perms", "marlin_permute_scales", "mxfp4_marlin_process_scales")
-    e = 3
-    g = torch.Generator().manual_seed(n * k)
-    s = torch.randint(0, 255, (e, n, k // 32), dtype=torch.uint8, generator=g)  # 255 (NaN) excluded
-    got = mb.marlin_permute_mx_scales(s)
-    # vLLM's prepare_moe_mxfp4_layer_for_marlin: view E8M0 -> bf16 -> per expert permute + process
-    sb = s.view(torch.float8_e8m0fnu).to(torch.bfloat16)
-    for ex in range(e):
-        ms = ns["marlin_permute_scales"](s=sb[ex].T, size_k=k, size_n=n, group_size=32)
-        want = ns["mxfp4_marlin_process_scales"](ms)
-        assert want.dtype == torch.float8_e8m0fnu
-        assert torch.equal(got[ex], want.view(torch.uint8)), ex
+@pytest.mark.parametrize("n,k", vm.REPACK_SHAPES)
+def test_repack_equals_vllm_marlin_weights(n, k, record):
+    got = mb.marlin_repack_fp4(pack_fp4(vm.repack_codes(n, k)))
+    want = record[0][f"repack_n{n}_k{k}"]
+    assert got.dtype == want.dtype and torch.equal(got, want)
 
 
-def test_bias_perm_equals_vllm():
-    ns = _vllm_functions("get_scale_perms", "marlin_permute_bias")
-    g = torch.Generator().manual_seed(3)
-    b = torch.randn(4, 256, generator=g).to(torch.bfloat16)
-    got = mb.marlin_permute_bias(b)
-    for ex in range(4):
-        assert torch.equal(got[ex], ns["marlin_permute_bias"](b[ex]))
+@pytest.mark.parametrize("n,k", vm.SCALE_SHAPES)
+def test_scale_perm_equals_vllm(n, k, record):
+    got = mb.marlin_permute_mx_scales(vm.scale_bytes(n, k))
+    want = record[0][f"scales_n{n}_k{k}"]
+    assert got.dtype == want.dtype == torch.uint8 and torch.equal(got, want)
 
 
-def test_fp4_type_id_equals_vllm():
-    path = VLLM_SRC / "vllm/scalar_type.py"
-    if not path.exists():
-        pytest.skip(f"no unzipped vLLM wheel at {VLLM_SRC}")
-    import importlib.util
+def test_bias_perm_equals_vllm(record):
+    got = mb.marlin_permute_bias(vm.bias_values())
+    assert torch.equal(got, record[0]["bias"])
 
-    spec = importlib.util.spec_from_file_location("_vllm_scalar_type", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
-        assert mod.scalar_types.float4_e2m1f.id == mb.FLOAT4_E2M1F_ID
-        assert mod.scalar_types.bfloat16.id == mb.BFLOAT16_ID
-    finally:
-        sys.modules.pop(spec.name, None)
+
+def test_fp4_type_id_equals_vllm(record):
+    ids = record[1]["scalar_type_ids"]
+    assert ids["float4_e2m1f"] == mb.FLOAT4_E2M1F_ID
+    assert ids["bfloat16"] == mb.BFLOAT16_ID
+
+
+def test_record_comparison_has_teeth(record):
+    """compare_records, which the re-derivation relies on, reports one flipped bit and a changed id."""
+    tensors, meta = record
+    bad = dict(tensors)
+    bad["bias"] = tensors["bias"].clone()
+    bad["bias"].view(torch.int16)[1, 7] ^= 1
+    bad_meta = dict(meta, scalar_type_ids=dict(meta["scalar_type_ids"], bfloat16=0))
+    problems = vm.compare_records((bad, bad_meta), record)
+    assert "bias differs" in problems and any("scalar_type_ids" in p for p in problems)
+    assert vm.compare_records(record, record) == []
+
+
+@pytest.mark.slow
+def test_record_rederived_from_the_vllm_wheel(request):
+    """The record is what the pinned wheel's functions return (downloads the wheel once if not cached)."""
+    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("MXFP4LAB_RUN_SLOW"):
+        pytest.skip("needs the 300 MB vLLM wheel; run with -m slow or MXFP4LAB_RUN_SLOW=1 (make test-slow)")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/record_marlin_reference.py"), "--check"],
+                       capture_output=True, text=True, timeout=1800, check=False)
+    assert r.returncode == 0 and "record matches" in r.stdout, r.stdout + r.stderr

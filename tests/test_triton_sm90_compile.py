@@ -2,12 +2,32 @@
 do not spill registers there (``mxfp4lab.kernels.sass``: triton.compile for GPUTarget("cuda", 90) +
 the cuobjdump Triton ships). This catches Hopper-only compile errors and register spills before any
 device time is spent, and checks that the swap-AB tiles (dequant 3) keep wgmma's A operand in registers;
-it says nothing about speed."""
-import importlib.util
+it says nothing about speed.
+
+Register allocation, and so spilling, depends on the Triton release: these tiles are checked with the
+Triton the GPU host runs (requirements/gpu.txt, which the lock holds and `make test` installs); with any
+other release the module skips and says which one it needs."""
+import importlib.metadata
+import re
+from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (test extra)")
+GPU_TXT = Path(__file__).resolve().parents[1] / "requirements/gpu.txt"
+NEEDED = re.search(r"^triton==(\S+)$", GPU_TXT.read_text(), re.MULTILINE).group(1)
+
+
+def _installed_triton():
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+pytestmark = pytest.mark.skipif(
+    _installed_triton() != NEEDED,
+    reason=f"needs triton {NEEDED}, the GPU host's (requirements/gpu.txt; `make test` installs it), "
+           f"found {_installed_triton() or 'none'}")
 
 
 def _tiles():

@@ -2,7 +2,7 @@
 # Stage vLLM's Marlin MoE ops (one shared library, no vLLM Python code) for a GPU machine that has no
 # package index. Run on a CPU machine with PyPI access, from anywhere in the repository.
 #
-# Writes .devcarry/marlin/ (git-ignored through .git/info/exclude):
+# Writes .devcarry/marlin/ (.devcarry/ is git-ignored):
 #   _moe_C_stable_libtorch.abi3.so.xz   vLLM's _moe_C ops library, pruned for SM90 (see below), xz'd
 #   SOURCE                              wheel name, sha256 of the wheel and of the unpruned library
 # and prints the sizes. mxfp4lab.backends.marlin finds it through $MXFP4LAB_MARLIN_LIBS and unpacks it
@@ -21,22 +21,18 @@
 # The bf16 x FP4 Marlin kernels exist only as compute_80 PTX (+ sm_80 / sm_120 SASS) in vLLM's
 # CUDA 13 wheels, so on an H100 the driver JIT-compiles that PTX on first use, with or without pruning
 # (stock vLLM does the same); the JIT cache (~/.nv/ComputeCache) keeps it for later processes.
+#
+# The wheel is the vLLM release pyproject.toml's marlin extra pins (the one tests/data/marlin_vllm_record.*
+# records), found or downloaded once by scripts/record_marlin_reference.py --fetch (wheel cache
+# ~/.cache/mxfp4lab/wheels, $MXFP4LAB_WHEEL_CACHE; $MXFP4LAB_VLLM_WHEEL names a wheel outright).
 set -euo pipefail
-VLLM_VERSION=${VLLM_VERSION:-0.26.0}
-WHEEL_DIR=${WHEEL_DIR:-/tmp/vllm_whl}
 full=0
 [ "${1:-}" = "--full" ] && full=1
 top=$(git rev-parse --show-toplevel)
 cd "$top"
-grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || echo '/.devcarry/' >> .git/info/exclude
 out=.devcarry/marlin
-mkdir -p "$WHEEL_DIR" "$out"
-whl=$(ls "$WHEEL_DIR"/vllm-"$VLLM_VERSION"-*manylinux_2_28_x86_64.whl 2>/dev/null | head -1 || true)
-if [ -z "$whl" ]; then
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 "vllm==$VLLM_VERSION" -d "$WHEEL_DIR"
-  whl=$(ls "$WHEEL_DIR"/vllm-"$VLLM_VERSION"-*manylinux_2_28_x86_64.whl | head -1)
-fi
+mkdir -p "$out"
+whl=$(python3 scripts/record_marlin_reference.py --fetch)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 unzip -q -o "$whl" 'vllm/_moe_C*.so' 'vllm-*.dist-info/METADATA' -d "$work"
