@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error_status(exc: BaseException) -> Optional[int]:
+def _user_error_status(exc: BaseException) -> int | None:
     """Exit status for an error caused by the user's input (1: a report / build failed; 2: bad input), or
     None for anything else (a bug: let its traceback show)."""
     from .backends.base import BackendUnavailable
@@ -446,7 +446,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"mxfp4lab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+    except Exception as exc:  # sorted into user errors (one line) and bugs (re-raised)
         status = _user_error_status(exc)
         if status is None or os.environ.get("MXFP4LAB_TRACEBACK", "") not in ("", "0"):
             raise

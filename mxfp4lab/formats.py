@@ -199,6 +199,8 @@ def _pack(codes: torch.Tensor) -> torch.Tensor:
 def unpack_fp4(packed: torch.Tensor) -> torch.Tensor:
     """packed bytes ``[..., K/2]`` -> uint8 codes ``[..., K]`` (low nibble first)."""
     check_dtype(packed, torch.uint8, "packed")
+    if packed.dim() == 0:
+        raise MXFormatError("packed must have at least one dimension (bytes along the last axis)")
     # axis -1 of the stack: (low nibble = element 2i, high nibble = element 2i+1)
     return torch.stack((packed & 0xF, packed >> 4), dim=-1).flatten(-2)
 
@@ -304,6 +306,8 @@ def dequantize_mxfp4(
     """
     check_dtype(packed, torch.uint8, "packed")
     check_dtype(scales, torch.uint8, "scales")
+    if packed.dim() == 0:
+        raise MXFormatError("packed must have at least one dimension (K/2 bytes along the last axis)")
     k = packed.shape[-1] * 2
     check_multiple(k, MX_BLOCK_SIZE, "K = 2 * packed.shape[-1]", "one E8M0 scale per 32 elements")
     if tuple(scales.shape) != tuple(packed.shape[:-1]) + (k // MX_BLOCK_SIZE,):

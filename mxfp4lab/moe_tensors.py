@@ -245,7 +245,7 @@ class LogicalMoE:
             raise MXFormatError(f"w2_bias must be zero on TP rank {sh.tp_rank} > 0 (the fc2 bias is added once, "
                                 f"on rank 0), got {self.w2_bias[idx].item()} at index {idx}")
 
-    def check_config(self, config: Optional[MoEConfig], who: str = "backend") -> None:
+    def check_config(self, config: MoEConfig | None, who: str = "backend") -> None:
         """``config`` (a :class:`~mxfp4lab.models.MoEConfig` or None) must describe this layer: H, the layer's
         experts, I across TP ranks, and the SwiGLU constants the tensors carry (None = neutral: alpha 1,
         beta 0, no clamp). A contradiction raises :class:`MXFormatError` listing every field that differs

@@ -19,7 +19,14 @@ from typing import Optional
 import torch
 
 from .checkpoints import Dsv4Experts, GptOssExperts
-from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_multiple, check_scales_finite, e8m0_bytes
+from .formats import (
+    MX_BLOCK_SIZE,
+    MXFormatError,
+    check_dtype,
+    check_multiple,
+    check_scales_finite,
+    e8m0_bytes,
+)
 from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
 from .models import SM90_PAD_MULTIPLE as PAD_MULTIPLE  # H and I padded to multiples of 128
 from .models import round_up as _round_up
@@ -227,7 +234,7 @@ def prepare_dsv4(
 _FORMAT_NAMES = {FORMAT_GPT_OSS: "GPT-OSS layer", FORMAT_DSV4: "DeepSeek-V4 layer"}
 
 
-def _check_config(config: Optional[MoEConfig], e: int, hidden: int, inter: int, fmt: str, has_bias: bool) -> None:
+def _check_config(config: MoEConfig | None, e: int, hidden: int, inter: int, fmt: str, has_bias: bool) -> None:
     """The config must describe these tensors: format (its SwiGLU constants and routed scaling belong to
     it), E, H, I and whether the experts carry biases; one error lists every contradiction."""
     what = _FORMAT_NAMES[fmt]
@@ -243,7 +250,7 @@ def _check_config(config: Optional[MoEConfig], e: int, hidden: int, inter: int, 
         raise MXFormatError(f"{what} does not match its config ({detail})")
 
 
-def _shard(shard: Optional[ShardSpec]) -> ShardSpec:
+def _shard(shard: ShardSpec | None) -> ShardSpec:
     if shard is None:
         return ShardSpec()
     if not isinstance(shard, ShardSpec):

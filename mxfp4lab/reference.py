@@ -43,7 +43,7 @@ import torch
 from .formats import dequantize_mxfp4, e8m0_bytes
 from .models import MoEConfig
 from .moe_tensors import LogicalMoE, packed_rows, split_gate_up_rows, unstack_up_gate
-from .validate import InputError, check_finite, check_param, check_routed_inputs, require_tensor
+from .validate import InputError, check_finite, check_output, check_param, check_routed_inputs, require_tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +100,8 @@ def expert_weights_from_dsv4(experts, dtype=torch.float32) -> ExpertWeights:
 
 def expert_weights_from_logical(logical: LogicalMoE, dtype=torch.float32) -> ExpertWeights:
     """From the kernel-ordered, padded logical stage: dequantize, split [up ; gate], trim padding."""
+    if not isinstance(logical, LogicalMoE):
+        raise TypeError(f"expert_weights_from_logical takes a LogicalMoE, got {type(logical).__name__}")
     h, i = logical.hidden_size, logical.intermediate_size
     e, dev = logical.num_local_experts, logical.w13.device
     gate = torch.empty(e, i, h, dtype=dtype, device=dev)
@@ -131,6 +133,8 @@ def route(
     The DeepSeek-V4 weights exclude ``routed_scaling_factor`` (applied outside the kernel). ``logits``
     must be finite (a NaN logit would pick arbitrary experts and NaN weights).
     """
+    if not isinstance(config, MoEConfig):
+        raise TypeError(f"config must be a mxfp4lab.models.MoEConfig, got {type(config).__name__}")
     require_tensor(logits, "logits")
     if logits.dim() != 2 or logits.shape[1] != config.num_experts or not logits.dtype.is_floating_point:
         raise InputError(f"logits must be floating point [M, E={config.num_experts}] ({config.name!r}), got "
@@ -184,6 +188,7 @@ def moe_reference(
     mode: str = "fp32",
     dtype: torch.dtype = torch.float32,
     routed_scaling_factor: float = 1.0,
+    check: bool = True,
 ) -> torch.Tensor:
     """MoE layer output ``[M, H]``.
 
@@ -194,6 +199,9 @@ def moe_reference(
         weights: :class:`ExpertWeights` (one TP/EP shard, or the whole layer).
         mode: ``"fp32"`` (semantic, computed in ``dtype``) or ``"kernel"`` (module docstring; returns bf16).
         routed_scaling_factor: applied to the output after the experts (DeepSeek-V4: 1.5).
+        check: validate the inputs (:func:`mxfp4lab.validate.check_routed_inputs`: ids in
+            ``[0, num_experts_total)``, finite x and weights; finite SwiGLU constants, limit > 0). A backend
+            whose ``__call__`` already checked them passes False (each rule is checked once).
     Returns:
         ``dtype`` (fp32 mode) or bf16 (kernel mode) ``[M, H]``.
     """
@@ -207,13 +215,14 @@ def moe_reference(
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     h = weights.w_gate.shape[2]
-    total = weights.num_experts_total
-    total = weights.expert_offset + weights.num_experts if total is None else total
-    check_routed_inputs(x, topk_ids, topk_weights, hidden_size=h, num_experts=total)
-    check_param(swiglu_alpha, "swiglu_alpha")
-    check_param(swiglu_beta, "swiglu_beta")
-    check_param(swiglu_limit, "swiglu_limit", positive=True, allow_none=True)
-    check_param(routed_scaling_factor, "routed_scaling_factor")
+    if check:
+        total = weights.num_experts_total
+        total = weights.expert_offset + weights.num_experts if total is None else total
+        check_routed_inputs(x, topk_ids, topk_weights, hidden_size=h, num_experts=total)
+        check_param(swiglu_alpha, "swiglu_alpha")
+        check_param(swiglu_beta, "swiglu_beta")
+        check_param(swiglu_limit, "swiglu_limit", positive=True, allow_none=True)
+        check_param(routed_scaling_factor, "routed_scaling_factor")
     m = x.shape[0]
     kernel = mode == "kernel"
     cd = torch.float32 if kernel else dtype
@@ -247,9 +256,13 @@ def moe_reference(
         for j in range(k):  # the kernel's finalize sums k = 0..top_k-1 in order, in fp32
             acc = acc + w[:, j : j + 1] * y[:, j]
         out = acc.to(torch.bfloat16)
-        return out if routed_scaling_factor == 1.0 else (out.float() * routed_scaling_factor).to(torch.bfloat16)
-    out = (w.unsqueeze(-1) * y).sum(1)
-    return out * routed_scaling_factor if routed_scaling_factor != 1.0 else out
+        out = out if routed_scaling_factor == 1.0 else (out.float() * routed_scaling_factor).to(torch.bfloat16)
+    else:
+        out = (w.unsqueeze(-1) * y).sum(1)
+        out = out * routed_scaling_factor if routed_scaling_factor != 1.0 else out
+    if check:
+        check_output(out, "moe_reference", x)
+    return out
 
 
 def _pick(v, e):

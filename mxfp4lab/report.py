@@ -311,7 +311,7 @@ def _place(src: Path, root: Path, base: str) -> Path:
     raise ReportError(f"no free run directory name {base}-N under {root}")
 
 
-def prepare_out_dir(out_dir: Optional[os.PathLike]) -> Path:
+def prepare_out_dir(out_dir: os.PathLike | None) -> Path:
     """The output root (default :data:`OUTPUT_DIR`), created if missing; :class:`ReportError` when it is a
     file or cannot be written."""
     root = Path(out_dir) if out_dir else OUTPUT_DIR

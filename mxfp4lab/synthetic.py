@@ -115,6 +115,7 @@ def make_origin_expert(
     """bf16 origin weights of ONE expert in logical form: ``w_gate`` [I, H], ``w_up`` [I, H],
     ``w_down`` [H, I], plus ``b_gate`` [I], ``b_up`` [I], ``b_down`` [H] when ``config.has_bias``.
     Depends only on (seed, layer, expert, dist, std), so any subset of experts is reproducible."""
+    check_param(std, "std", positive=True)  # NaN / inf / 0 would make NaN or all-zero weights
     h, i = config.hidden_size, config.intermediate_size
     gen = _generator(seed, layer, expert)
     w_gate = _draw((i, h), gen, dist, std)
@@ -196,6 +197,10 @@ def quantize_origin(origin: dict[str, torch.Tensor], config: MoEConfig, rule: Sc
                     experts: Sequence[int] = ()) -> GptOssExperts | Dsv4Experts:
     """Origin (:func:`make_origin_weights` form, stacked over experts) -> the config's checkpoint layout,
     quantized with ``rule`` (what a checkpoint reader would return for those weights)."""
+    need = ("w_gate", "w_up", "w_down") + (("b_gate", "b_up", "b_down") if config.has_bias else ())
+    missing = [k for k in need if not isinstance(origin.get(k), torch.Tensor)]
+    if missing:
+        raise ValueError(f"origin lacks {missing} for {config.name!r} (make_origin_weights form: {list(need)})")
     fmt = FORMAT_MODULES[config.checkpoint_format]
     return fmt.quantize_origin(origin, _quantizer(ScaleRule(rule)), layer=layer, experts=experts)
 
@@ -237,6 +242,9 @@ def make_inputs(cfg: MoEConfig, m: int, n_sets: int, routing: str, device="cuda"
     its own tokens and routing (from random softmax logits; ``"skewed"`` adds a fixed popularity)."""
     if routing not in ROUTINGS:
         raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+    for n, v in (("m", m), ("n_sets", n_sets)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"make_inputs: {n} must be an int >= 1, got {v!r}")
     g = torch.Generator(device=device).manual_seed(seed)
     popularity = torch.randn(cfg.num_experts, device=device, generator=g) * SKEW_STD
     sets = []

@@ -27,13 +27,14 @@ This module imports only torch, so every layer of the package can use it.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 __all__ = [
     "InputError",
     "check_finite",
+    "check_output",
     "check_param",
     "check_routed_inputs",
     "first_index",
@@ -141,7 +142,7 @@ def check_routed_inputs(
     *,
     hidden_size: int,
     num_experts: int,
-    x_dtypes: Optional[Sequence[torch.dtype]] = None,
+    x_dtypes: Sequence[torch.dtype] | None = None,
     values: bool = True,
 ) -> None:
     """The inputs of one MoE forward.
@@ -189,3 +190,15 @@ def check_routed_inputs(
             f"topk_ids must be expert ids in [0, {num_experts}) (the layer's experts), got "
             f"{int(topk_ids[idx])} at index {idx} ({int(bad.sum())} such ids)"
         )
+
+
+def check_output(y: torch.Tensor, who: str, x: torch.Tensor) -> None:
+    """A forward's output from checked (finite) inputs must be finite: NaN or inf here means the values
+    overflowed on the way (e.g. activations near the bf16 maximum times large weights), and is reported
+    instead of returned. Outside CUDA graph capture only."""
+    if y.numel() == 0 or not values_checkable() or bool(torch.isfinite(y).all()):
+        return
+    idx = first_index(~torch.isfinite(y))
+    raise InputError(f"{who}: the output holds NaN or inf (first at index {idx} = {y[idx].item()}) although "
+                     f"the inputs are finite: the arithmetic overflowed (max |x| = {x.abs().max().item():.3g}); "
+                     "scale the activations down")

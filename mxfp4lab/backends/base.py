@@ -14,7 +14,7 @@
   factor); all on one device. The base ``__call__`` checks them once
   (:func:`mxfp4lab.validate.check_routed_inputs`: shapes and dtypes always; finite values and id range
   unless ``check_values`` is False or a CUDA graph is being captured); :meth:`MoEBackend.forward` may assume
-  them valid. M = 0 returns an empty ``[0, H]`` without calling ``forward``.
+  them valid. The output is checked finite under the same condition (finite inputs can still overflow). M = 0 returns an empty ``[0, H]`` without calling ``forward``.
 * ``config`` must describe ``moe`` (H, experts, I across TP ranks, SwiGLU constants): checked in
   ``__init__`` (:meth:`mxfp4lab.moe_tensors.LogicalMoE.check_config`).
 
@@ -30,7 +30,7 @@ import torch
 
 from ..models import MoEConfig
 from ..moe_tensors import LogicalMoE
-from ..validate import InputError, check_routed_inputs
+from ..validate import InputError, check_output, check_routed_inputs
 
 
 class BackendUnavailable(RuntimeError):
@@ -55,6 +55,7 @@ class MoEBackend(abc.ABC):
         if not isinstance(moe, LogicalMoE):
             raise TypeError(f"backend {self.name!r} takes a mxfp4lab.moe_tensors.LogicalMoE (what "
                             f"mxfp4lab.prepare returns), got {type(moe).__name__}")
+        moe.check()  # frozen, but a field set behind its back (object.__setattr__) is caught here
         moe.check_config(config, f"backend {self.name!r}")
         self.moe = moe
         self.config = config
@@ -94,4 +95,6 @@ class MoEBackend(abc.ABC):
         y = self.forward(x, topk_ids, topk_weights)
         if self.routed_scaling_factor != 1.0:
             y = (y.float() * self.routed_scaling_factor).to(torch.bfloat16)
+        if self.check_values:
+            check_output(y, f"backend {self.name!r}", x)
         return y

@@ -119,7 +119,7 @@ class ShardWriter:
 # Targets: refuse, stage, commit
 # --------------------------------------------------------------------------------------------
 def _is_checkpoint_file(name: str) -> bool:
-    return name.endswith(SAFETENSORS_SUFFIX) or name.endswith(INDEX_SUFFIX)
+    return name.endswith((SAFETENSORS_SUFFIX, INDEX_SUFFIX))
 
 
 def _shown(names: list[str], limit: int = 6) -> str:
@@ -250,7 +250,7 @@ class StagedCheckpoint:
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> StagedCheckpoint:
+    def __enter__(self) -> StagedCheckpoint:  # noqa: PYI034
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

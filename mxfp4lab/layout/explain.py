@@ -20,7 +20,6 @@ from typing import Dict
 import torch
 
 from ..formats import MXFormatError
-
 from .sm90_scales import SCALE_BLOCK_ROWS, fold_geometry
 from .sm90_weights import SM90_FP4_BIT_PERM, SM90_FP4_BIT_PERM_INV, TILE_BYTES, TILE_ROWS
 
