@@ -45,6 +45,7 @@ from .validate import check_param, first_index
 
 __all__ = [
     "LogicalMoE",
+    "MoEInfo",
     "ShardSpec",
     "check_tensor",
     "merge_gate_up_rows",
@@ -151,22 +152,16 @@ class ShardSpec:
                 raise ValueError(f"ShardSpec: {n}_rank = {rank} must be in [0, {n}_size = {size})")
 
 
-@dataclass(frozen=True)
-class LogicalMoE:
-    """One rank's MoE layer in logical form (shapes and rules in the module docstring).
+@dataclass(kw_only=True)
+class MoEInfo:
+    """What a layer's tensors are, whatever their layout (keyword-only fields, shared by :class:`LogicalMoE`
+    and the physical layouts derived from it).
 
     ``hidden_size`` / ``intermediate_size``: the unpadded H and the per-TP-rank unpadded I.
     ``num_experts_total``: experts of the whole layer; this rank holds
-    ``[expert_offset, expert_offset + num_local_experts)``. Checked when made (:meth:`check`); frozen, so
-    it stays checked (``dataclasses.replace(...)`` makes a changed copy and checks it).
+    ``[expert_offset, expert_offset + num_local_experts)``. ``swiglu_*``: fp32 ``[E_local]`` or None.
     """
 
-    w13: torch.Tensor
-    w13_scale: torch.Tensor
-    w13_bias: Optional[torch.Tensor]
-    w2: torch.Tensor
-    w2_scale: torch.Tensor
-    w2_bias: Optional[torch.Tensor]
     hidden_size: int
     intermediate_size: int
     num_experts_total: int
@@ -176,8 +171,42 @@ class LogicalMoE:
     swiglu_beta: Optional[torch.Tensor] = None
     swiglu_limit: Optional[torch.Tensor] = None
 
+    def swiglu_kwargs(self) -> dict:
+        """``swiglu_alpha / swiglu_beta / swiglu_limit`` for the references and kernels: the per-expert
+        tensors, or the neutral values (alpha 1, beta 0, no clamp) where a field is None."""
+        return dict(swiglu_alpha=1.0 if self.swiglu_alpha is None else self.swiglu_alpha,
+                    swiglu_beta=0.0 if self.swiglu_beta is None else self.swiglu_beta,
+                    swiglu_limit=self.swiglu_limit)
+
+    def info(self) -> dict:
+        """The :class:`MoEInfo` fields as keyword arguments (to make another layout of the same layer)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(MoEInfo)}
+
+
+@dataclass
+class LogicalMoE(MoEInfo):
+    """One rank's MoE layer in logical form (shapes and rules in the module docstring): the six weight tensors
+    (positional) and the :class:`MoEInfo` fields (keywords). Checked when made (:meth:`check`) and read-only
+    afterwards, so it stays checked: assigning a field raises ``dataclasses.FrozenInstanceError``;
+    ``dataclasses.replace(moe, ...)`` makes a changed copy and checks it."""
+
+    w13: torch.Tensor
+    w13_scale: torch.Tensor
+    w13_bias: Optional[torch.Tensor]
+    w2: torch.Tensor
+    w2_scale: torch.Tensor
+    w2_bias: Optional[torch.Tensor]
+
     def __post_init__(self):
         self.check()
+        object.__setattr__(self, "_checked", True)
+
+    def __setattr__(self, name, value):
+        # frozen once checked (a frozen dataclass cannot extend the mutable MoEInfo other layouts share)
+        if getattr(self, "_checked", False):
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: a LogicalMoE is checked when "
+                                                  f"made; use dataclasses.replace(moe, {name}=...)")
+        object.__setattr__(self, name, value)
 
     # ---------------------------------------------------------------- shape
     @property
@@ -270,13 +299,6 @@ class LogicalMoE:
                                 "); pass the layer's own config, or config=None")
 
     # ---------------------------------------------------------------- convenience
-    def swiglu_kwargs(self) -> dict:
-        """``swiglu_alpha / swiglu_beta / swiglu_limit`` for the references and kernels: the per-expert
-        tensors, or the neutral values (alpha 1, beta 0, no clamp) where a field is None."""
-        return dict(swiglu_alpha=1.0 if self.swiglu_alpha is None else self.swiglu_alpha,
-                    swiglu_beta=0.0 if self.swiglu_beta is None else self.swiglu_beta,
-                    swiglu_limit=self.swiglu_limit)
-
     def to(self, device) -> "LogicalMoE":
         """A copy with every tensor on ``device`` (no copy of tensors already there)."""
         return dataclasses.replace(self, **{n: getattr(self, n).to(device) for n in TENSOR_FIELDS
