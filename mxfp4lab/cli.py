@@ -216,6 +216,16 @@ def _add_bench_parser(sub) -> None:
     ac.add_argument("--out", default=str(results.result_path("accuracy", "cpu")))
     ac.set_defaults(func=_cmd_bench_accuracy)
 
+    va = bench.add_parser("validation", help="what the input/output checks cost a backend's call at small M")
+    va.add_argument("--backends", default="emulated_sm90,torch_naive")
+    va.add_argument("--shapes", default=",".join(STUDY_SHAPES))
+    va.add_argument("--m", type=int_list, default=[1, 64], help="token counts (default 1,64)")
+    va.add_argument("--device", default="cpu")
+    va.add_argument("--repeat", type=int, default=7)
+    va.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady small-M timings)")
+    va.add_argument("--out", default=None, help="result file (default data/results/validation/<device>.json)")
+    va.set_defaults(func=_cmd_bench_validation)
+
 
 def _cmd_bench_moe(a) -> int:
     import os
@@ -332,6 +342,22 @@ def _cmd_bench_accuracy(a) -> int:
     path = results.write(a.out, "quantization_error", q.to_dict(orient="records"), rows_per_matrix=a.rows,
                          table_rel_err={r: table.loc[r].to_dict() for r in table.index})
     print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench_validation(a) -> int:
+    import torch
+
+    from . import results
+    from .bench.validation import format_table, validation_cost
+
+    rows = validation_cost(a.backends.split(","), a.shapes.split(","), a.m, repeat=a.repeat, device=a.device,
+                           threads=a.threads)
+    print(format_table(rows))
+    print(f"torch threads: {torch.get_num_threads()}")
+    slug = "cpu" if a.device == "cpu" else results.gpu_slug(torch.cuda.get_device_name())
+    out = a.out or results.result_path("validation", slug)
+    print(f"wrote {results.write(out, 'validation_cost', rows, torch_threads=torch.get_num_threads())}")
     return 0
 
 
