@@ -48,7 +48,8 @@ def _add_report_parser(sub) -> None:
     p = sub.add_parser(
         "report", help="run notebooks through papermill into outputs/<date>-<name>/ (ipynb + HTML)",
         description="Execute report notebooks with parameters; write the executed notebook, a self-contained "
-                    "HTML report and results.json to OUT/<date>-<name>/ and refresh OUT/index.html. "
+                    "HTML report and results.json to a new OUT/<date>-<name>[-N]/ (never replacing a run) and refresh "
+                    "OUT/index.html. "
                     "Exit status 1 if any report failed (earlier reports are left intact).",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=REPORT_CHOICES_HELP)
