@@ -16,6 +16,8 @@
 #     - emulated_vs_kernel_ref_max
 #     - flashinfer
 #     - depth_rel_err_final
+#     - depth_summary
+#     - findings
 # ---
 
 # %% [markdown]
@@ -37,8 +39,13 @@
 #
 # Truth is always the bf16 origin through the fp32 reference (`mxfp4lab.reference.moe_reference`).
 # On a CPU the MXFP4 paths are the references and the CPU emulation of the prepared SM90 tensors
-# (`emulated_sm90`, kernel and fp32 modes); on an H100 with FlashInfer the kernel's output is added.
+# (`emulated_sm90`, kernel and fp32 modes); on a Hopper GPU (H100, H200) with FlashInfer the kernel's output is added.
 # All numbers come from `mxfp4lab.studies.accuracy`, figures from `mxfp4lab.studies.accuracy_figures`.
+
+# %% tags=["remove-input"]
+from mxfp4lab import findings
+
+summary = findings.placeholder()  # filled by the last cell from this run's results
 
 # %% tags=["parameters"]
 models = ["gpt-oss-20b", "dsv4-flash"]  # real shapes for the weight-level part and the bases of the scaled layers
@@ -51,9 +58,11 @@ k_dists = ["gaussian", "outlier_channels"]  # distributions in the K sweep
 hidden = 256  # scaled-down layer for the layer and depth parts: hidden size H
 intermediate = 256  # scaled-down intermediate size I
 experts = 8  # scaled-down expert count E (top-k kept, capped at E)
-m = 32  # tokens per layer
+m = 32  # tokens per layer (layer part)
 preact_std = 3.0  # std of the fc1 pre-activations; sets how often the SwiGLU clamp bites
 depth_layers = 8  # layers in the stack
+depth_m = 128  # tokens through the stack (routing agreement moves in steps of 1 / depth_m)
+depth_seeds = [0, 1, 2]  # one stack per seed: the figure shows the mean and the min..max band
 depth_rules = ["ocp", "flashinfer"]  # scale rules followed through the stack
 depth_dist = "gaussian"  # origin distribution of the stack
 depth_branch_scale = 0.25  # MoE output RMS relative to the residual stream; None lets the MoE branch dominate
@@ -69,6 +78,7 @@ from mxfp4lab import report
 from mxfp4lab.models import get_model
 from mxfp4lab.studies import accuracy as study
 from mxfp4lab.studies import accuracy_figures as figures
+from mxfp4lab.studies import accuracy_findings
 
 t_start = time.perf_counter()
 small = [get_model(name).scaled(hidden=hidden, intermediate=intermediate, experts=experts) for name in models]
@@ -165,9 +175,10 @@ fi_rows = layer_all[(layer_all.path == "flashinfer_sm90") & (layer_all.reference
 report.record("flashinfer_vs_kernel_ref_max", float(fi_rows.rel_err.max()) if len(fi_rows) else None)
 print(f"emulated_sm90 vs kernel-faithful reference: max rel err {emu.rel_err.max():.3g} (0 = bit-exact)")
 print("flashinfer_sm90 vs kernel-faithful reference: " + (f"max rel err {fi_rows.rel_err.max():.3g}" if len(fi_rows)
-      else "not measured (no H100 / FlashInfer on this machine)"))
-print("clamped fraction of routed fc1 values:",
-      layer_all.groupby(["model", "dist"]).clamped_frac.first().round(4).to_dict())
+      else "not measured (no Hopper GPU with FlashInfer here)"))
+clamped = layer_all.groupby(["model", "dist"]).clamped_frac.first()
+report.record("clamped_frac_routed", {f"{mo}/{d}": v for (mo, d), v in clamped.items()})
+print("clamped fraction of routed fc1 values:", clamped.round(4).to_dict())
 
 # %%
 figures.plot_accuracy_layer(layers[small[0].name])
@@ -179,7 +190,7 @@ plt.show()
 
 # %%
 (layer_all.pivot_table(index=["model", "path", "reference"], columns=["rule", "clamp"], values="rel_err",
-                       aggfunc="max").map(lambda v: f"{v:.2e}"))
+                       aggfunc="max").map(lambda v: "-" if pd.isna(v) else f"{v:.2e}"))
 
 # %% [markdown]
 # ## 5. Through a stack of layers
@@ -192,18 +203,23 @@ plt.show()
 # trained model would have, so read the growth rate rather than the absolute level.
 
 # %%
-depth = pd.concat([study.accuracy_depth(c, depth_layers, depth_rules, depth_dist, m, seed, preact_std=preact_std,
-                                     branch_scale=depth_branch_scale, backends=["flashinfer_sm90"] if fi_ok else [])
-                   for c in small], ignore_index=True)
+depth = pd.concat([study.accuracy_depth(c, depth_layers, depth_rules, depth_dist, depth_m, sd, preact_std=preact_std,
+                                        branch_scale=depth_branch_scale,
+                                        backends=["flashinfer_sm90"] if fi_ok else []).assign(seed=sd)
+                   for c in small for sd in depth_seeds], ignore_index=True)
 last = depth[depth.layer == depth.layer.max()]
-report.record("depth_rel_err_final", {f"{r.model}/{r.path}": r.rel_err_hidden for r in last.itertuples()})
-report.record("depth_routing_agreement_final", {f"{r.model}/{r.path}": r.routing_agreement for r in last.itertuples()})
+report.record("depth_layers", depth_layers)
+report.record("depth_summary", study.depth_summary(depth))
+report.record("depth_rel_err_final", {f"{mo}/{p}": v for (mo, p), v in last.groupby(["model", "path"]).rel_err_hidden.mean().items()})
+report.record("depth_routing_agreement_final",
+              {f"{mo}/{p}": v for (mo, p), v in last.groupby(["model", "path"]).routing_agreement.mean().items()})
 figures.plot_accuracy_depth(depth)
 plt.show()
-last.pivot_table(index="path", columns="model", values=["rel_err_hidden", "routing_agreement"]).round(4)
+last.pivot_table(index="path", columns="model", values=["rel_err_hidden", "routing_agreement"], aggfunc="mean").round(4)
 
 # %%
 plt.close("all")
 report.record("runtime_s", round(time.perf_counter() - t_start, 1))
+report.record("findings", findings.publish(summary, accuracy_findings.findings(report.recorded())))
 results = report.save_results(results_path)
-print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))
+print(f"recorded {len(results)} results" + (" -> results.json" if results_path else " (not written: results_path is None)"))
