@@ -5,7 +5,7 @@
 #     language: python
 #     name: python3
 #   mxfp4lab:
-#     min_figures: 4
+#     min_figures: 3
 #     results:
 #     - tile_elements
 #     - tile_fraction_row_moved
@@ -14,6 +14,7 @@
 #     - trace
 #     - reverse
 #     - check
+#     - findings
 # ---
 
 # %% [markdown]
@@ -34,6 +35,11 @@
 # Everything here is computed by `mxfp4lab.studies.layout` and drawn by `mxfp4lab.studies.layout_figures`;
 # the notebook only wires parameters to calls. Runs in seconds on a CPU.
 
+# %% tags=["remove-input"]
+from mxfp4lab import findings
+
+summary = findings.placeholder()  # filled by the last cell from this run's results
+
 # %% tags=["parameters"]
 model = "gpt-oss-20b"  # model config: sets I, I_pad, H_pad and the flat byte offsets
 expert = 0  # expert index
@@ -53,6 +59,7 @@ from mxfp4lab import report
 from mxfp4lab.models import get_model
 from mxfp4lab.studies import layout as study
 from mxfp4lab.studies import layout_figures as figures
+from mxfp4lab.studies import layout_findings
 from mxfp4lab.widgets import LayoutExplorer
 
 config = get_model(model)
@@ -118,25 +125,26 @@ print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bi
 # %%
 check = study.layout_tile_check()
 report.record("check", check)
-assert check["bit_mismatches"] == 0 and check["scale_mismatches"] == 0, check
-check
+exact = check["bit_mismatches"] == 0 and check["scale_mismatches"] == 0
+print(("Bit-exact: " if exact else "MISMATCH: ") + f"{check['bits_checked'] - check['bit_mismatches']} of "
+      f"{check['bits_checked']} bits and {check['scales_checked'] - check['scale_mismatches']} of "
+      f"{check['scales_checked']} scales land where the tracing says.")
+assert exact, check
 
 # %% [markdown]
 # ## 5. Interactive explorer
 #
-# In JupyterLab: move the sliders (expert / checkpoint row / k) to see the path highlighted, or type a
-# physical (row, byte, bit) to find which element's code bit lives there ("trace this element" jumps
-# to it). Below the widget: a static snapshot of its current state, for the HTML report.
+# In JupyterLab: pick the checkpoint row and k by typing them or with the sliders (a coarse slider over
+# 16-row / 64-k tiles and a fine one inside the tile), and see the path highlighted; or type a physical
+# (row, byte, bit) to find which element's code bit lives there ("trace this element" jumps to it).
+# The widget lives in the running kernel: a notebook reopened without running shows "Error displaying
+# widget: model not found" until you run it (Run > Run All Cells). The HTML report shows a static
+# snapshot of the explorer's state instead of the widget.
 
 # %%
 explorer = LayoutExplorer(config, expert=expert, row=row, k=k, pre_stage="auto")
 explorer.lookup(dst_row, dst_byte, dst_bit)
 explorer
-
-# %%
-explorer.figure()
-plt.show()
-print(explorer.describe())
 
 # %% [markdown]
 # ## 6. Beside it: mxfp4lab's Triton W4A16 layout
@@ -159,5 +167,6 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 
 # %%
 plt.close("all")
+report.record("findings", findings.publish(summary, layout_findings.findings(report.recorded())))
 results = report.save_results(results_path)
-print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))
+print(f"recorded {len(results)} results" + (" -> results.json" if results_path else " (not written: results_path is None)"))
