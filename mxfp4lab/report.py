@@ -268,6 +268,10 @@ def _retarget_paths(nb_path: Path, old: str, new: str) -> None:
     import nbformat
 
     nb = nbformat.read(str(nb_path), as_version=4)
+    pm_meta = nb.metadata.get("papermill", {})
+    for k, v in pm_meta.items():
+        if isinstance(v, str):
+            pm_meta[k] = v.replace(old, new)
     for cell in nb.cells:
         cell.source = cell.source.replace(old, new)
         for o in cell.get("outputs", []):
