@@ -267,11 +267,16 @@ def _retarget_paths(nb_path: Path, old: str, new: str) -> None:
     gone once the run moves into place."""
     import nbformat
 
-    nb = nbformat.read(str(nb_path), as_version=4)
-    pm_meta = nb.metadata.get("papermill", {})
-    for k, v in pm_meta.items():
+    def swap(v):
         if isinstance(v, str):
-            pm_meta[k] = v.replace(old, new)
+            return v.replace(old, new)
+        if isinstance(v, dict):
+            return {k: swap(x) for k, x in v.items()}
+        return [swap(x) for x in v] if isinstance(v, list) else v
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    if "papermill" in nb.metadata:  # input/output paths and the parameters papermill injected
+        nb.metadata["papermill"] = swap(dict(nb.metadata["papermill"]))
     for cell in nb.cells:
         cell.source = cell.source.replace(old, new)
         for o in cell.get("outputs", []):
