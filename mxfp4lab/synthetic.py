@@ -15,6 +15,7 @@ form), whole layers in checkpoint layout (:class:`~mxfp4lab.checkpoints.GptOssEx
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import dsv4, gpt_oss
+from .checkpoints.detect import CONFIG_JSON, config_json_for
 from .checkpoints.dsv4 import Dsv4Experts
 from .checkpoints.gpt_oss import GptOssExperts
 from .checkpoints.reader import SCALE_DTYPES, PathLike, _check_subset
@@ -286,6 +288,7 @@ def write_synthetic(
     return_origin: bool = True,
     save_origin: bool = False,
     scale_dtype: torch.dtype = torch.uint8,
+    config_json: bool = True,
 ) -> SyntheticCheckpoint:
     """Write a synthetic checkpoint in the exact real layout of ``config.checkpoint_format``
     (:mod:`mxfp4lab.checkpoints.gpt_oss` / :mod:`~mxfp4lab.checkpoints.dsv4`).
@@ -303,6 +306,8 @@ def write_synthetic(
         return_origin: put the logical bf16 origin in the result (set False at real size: ~4 GB/layer).
         save_origin: also save it as ``origin.safetensors`` in the checkpoint directory.
         scale_dtype: uint8 (as the real checkpoints) or torch.float8_e8m0fnu.
+        config_json: write a ``config.json`` beside the tensors (Hugging Face key names, as a real checkpoint
+            has; :func:`mxfp4lab.checkpoints.detect.config_json_for`).
     """
     fmt = FORMAT_MODULES[config.checkpoint_format]
     rule = ScaleRule(scale_rule)
@@ -337,6 +342,8 @@ def write_synthetic(
         if keep_origin:
             origins[layer] = _stack_origin(kept, router)
     files, index = writer.finish()
+    if config_json:
+        (directory / CONFIG_JSON).write_text(json.dumps(config_json_for(config), indent=1) + "\n")
     origin_path = None
     if save_origin:
         origin_path = write_origin(directory, origins, {"mxfp4lab.model": config.name, "mxfp4lab.dist": dist,
