@@ -87,6 +87,8 @@ class LayoutExplorer:
         pre_stage: ``None`` (interleave + fold only), ``"auto"`` (:func:`mxfp4lab.prepare.trace_fc1_row`)
             or a callable, see :data:`mxfp4lab.studies.layout.PreStage`.
         draw: render the figure on every change (turn off in tests / headless use).
+        element_info: optional ``(expert, row, k) -> str`` shown under the trace, e.g. the element's code and
+            value in a real checkpoint (:func:`mxfp4lab.studies.checkpoint.element_text`).
 
     Attributes (updated by every callback): ``trace`` (``layout_trace`` dict), ``highlight`` (what the
     figure marks: ``src`` (row, k), ``src_tile`` (row % 16, k % 64), ``dst`` list of 4
@@ -95,10 +97,12 @@ class LayoutExplorer:
     """
 
     def __init__(self, model: Union[None, str, Any] = "gpt-oss-20b", expert: int = 0, row: int = 0, k: int = 0,
-                 pre_stage=None, draw: bool = True):
+                 pre_stage=None, draw: bool = True, element_info=None):
         self.config = _resolve_model(model)
         self.pre_stage = study.resolve_pre_stage(pre_stage) if self.config is not None else None
         self.draw = draw
+        self.element_info = element_info  # (expert, row, k) -> one line of text about the real element
+        self.info = ""
         self.trace: Dict[str, Any] = {}
         self.highlight: Dict[str, Any] = {}
         self.reverse: Dict[str, Any] = {}
@@ -211,6 +215,11 @@ class LayoutExplorer:
             scale=(tr["scale"]["row"], tr["scale"]["group"]),
             scale_fold=tuple(tr["scale_fold"][key] for key in ("block", "k128", "frow", "col")),
         )
+        if self.element_info is not None:
+            try:
+                self.info = str(self.element_info(self.expert_w.value, self.row_w.value, self.k_w.value))
+            except Exception as e:  # noqa: BLE001 - shown beside the trace, the trace stays
+                self.info = f"(no checkpoint value: {type(e).__name__}: {e})"
         self.text.value = self.describe_html()
         self.update_reverse()
         self._render()
@@ -246,7 +255,8 @@ class LayoutExplorer:
         if off:
             extra = (f"<div>flat byte offsets: weight {sorted(set(off['weight_byte']))}, "
                      f"folded scale {off['folded_scale_byte']}</div>")
-        return f"<table style='font-size:90%'>{rows}</table>{extra}"
+        info = f"<div><b>{html.escape(self.info)}</b></div>" if self.info else ""
+        return f"<table style='font-size:90%'>{rows}</table>{extra}{info}"
 
     # ------------------------------------------------------------------ drawing
     def figure(self, fig=None):

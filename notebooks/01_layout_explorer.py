@@ -50,6 +50,8 @@ dst_byte = 27
 dst_bit = 6
 tile_row0 = 0  # first row of the 16x64 tile to map
 tile_k0 = 0  # first k of that tile
+checkpoint = None  # a GPT-OSS or DeepSeek-V4 checkpoint directory: trace expert/row/k of its layer (model ignored)
+layers = None  # the checkpoint's MoE layer to trace in (a list, the first is used); None: its first MoE layer
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
 # %%
@@ -59,10 +61,16 @@ from mxfp4lab import report
 from mxfp4lab.models import get_model
 from mxfp4lab.studies import layout as study
 from mxfp4lab.studies import layout_figures as figures
+from mxfp4lab.studies import checkpoint as ck_study
 from mxfp4lab.studies import layout_findings
 from mxfp4lab.widgets import LayoutExplorer
 
-config = get_model(model)
+src = ck_study.open_layer_source(checkpoint) if checkpoint else None
+if src is not None:
+    ck_layer = src.check_layers(layers)[0]
+    print(src.detected.describe() + f"; tracing in layer {ck_layer}")
+    report.record("checkpoint", ck_study.checkpoint_record(src, [ck_layer]))
+config = src.config if src is not None else get_model(model)
 print(f"{config.name}: H={config.hidden_size} -> H_pad={config.padded_hidden}, "
       f"I={config.intermediate_size} -> I_pad={config.padded_intermediate}, E={config.num_experts}")
 print(f"fc1 (w13) per expert: [{2 * config.padded_intermediate}, {config.padded_hidden // 2}] bytes")
@@ -113,6 +121,16 @@ report.record("pre_stage", (trace["pre"] or {}).get("source"))
 study.layout_trace_table(trace).style.hide(axis="index")
 
 # %%
+if src is not None:  # the same element in the checkpoint: its code and value, and its bits in the SM90 layout
+    el = ck_study.checkpoint_element(src, ck_layer, expert, row, k)
+    report.record("checkpoint_trace", el)
+    print(ck_study.element_text(src, ck_layer, expert, row, k))
+    print(f"code bits m0 e0 e1 s = {el['code_bits']}; read back from the interleaved expert at row {el['dst_row']}, "
+          f"bytes {el['dst_byte']}, bits {el['dst_bit']}: {el['found_bits']}")
+else:
+    print("No checkpoint given (parameter checkpoint): the element is traced through the layout only.")
+
+# %%
 rev = study.layout_reverse(dst_row, dst_byte, dst_bit)
 report.record("reverse", dict(rev, dst_row=dst_row, dst_byte=dst_byte, dst_bit=dst_bit))
 print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bit_name']} of "
@@ -142,7 +160,8 @@ assert exact, check
 # snapshot of the explorer's state instead of the widget.
 
 # %%
-explorer = LayoutExplorer(config, expert=expert, row=row, k=k, pre_stage="auto")
+info = (lambda e, r, kk: ck_study.element_text(src, ck_layer, e, r, kk)) if src is not None else None
+explorer = LayoutExplorer(config, expert=expert, row=row, k=k, pre_stage="auto", element_info=info)
 explorer.lookup(dst_row, dst_byte, dst_bit)
 explorer
 

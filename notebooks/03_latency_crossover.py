@@ -47,6 +47,10 @@ ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]  # t
 routing = "uniform"  # routing shown in the plots: uniform or skewed
 baseline = "marlin_mxfp4"  # speedups are relative to this backend (the original change's baseline)
 reps = 30  # timed repetitions per point (measure only)
+checkpoint = None  # a GPT-OSS or DeepSeek-V4 checkpoint directory: section 4 routes tokens with its real routers
+layers = None  # MoE layers of the checkpoint (a list); None: its first MoE layer
+activations = "gaussian"  # checkpoint tokens: gaussian, heavy_tailed, or a .safetensors file of hidden states
+tokens = 64  # tokens routed per checkpoint layer
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
 # %%
@@ -56,6 +60,8 @@ from IPython.display import display
 from mxfp4lab import report
 from mxfp4lab.studies import latency as study
 from mxfp4lab.studies import latency_figures as figures
+from mxfp4lab.studies import checkpoint as ck_study
+from mxfp4lab.studies import checkpoint_figures as ck_figures
 from mxfp4lab.studies import latency_findings
 
 df, prov, label, recorded = study.latency_results(results_file, measure=measure, backends=backends, shapes=shapes,
@@ -164,6 +170,40 @@ else:
     report.record("claim_check", note)
     print(f"Claim: Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
           f"M>=1024 on the seed shape.\nCheck: {note}")
+
+# %% [markdown]
+# ## 4. Routing on your checkpoint (parameters `checkpoint`, `layers`)
+#
+# The expert load decides how many experts' weights a layer reads, so it moves the floor and the kernels'
+# work balance. With a checkpoint, `tokens` tokens are routed by each chosen layer's real router and the load
+# is set beside uniform and skewed synthetic routing of as many tokens; `floor_us` is the roofline floor with
+# that routing's active experts. With `measure=True` on a GPU each backend is also timed under each routing.
+
+# %%
+if checkpoint:
+    src = ck_study.open_layer_source(checkpoint)
+    ck_layers = src.check_layers(layers)
+    print(src.detected.describe())
+    report.record("checkpoint", ck_study.checkpoint_record(src, ck_layers))
+    routing_summary = {}
+    for L in ck_layers:
+        x, tid, desc = ck_study.layer_tokens(src, L, tokens, activations)
+        ids, w = ck_study.route_tokens(src, L, x, tid)
+        load = ck_study.routing_load(src.config, ids)
+        ck_figures.plot_routing_load(load, title=f"{src.config.name}, layer {L}: expert load of {tokens} tokens "
+                                                 f"({desc})")
+        plt.show()
+        summ = study.latency_load_floor(load.attrs["summary"], src.config, ceilings=df.attrs.get("ceilings"))
+        display(summ.round(2))
+        routing_summary[L] = summ.to_dict("records")
+        if measure:
+            sets = {"real router": (x, ids, w)}
+            sets.update({r: ck_study.synthetic_routing(src.config, tokens, r) for r in ("uniform", "skewed")})
+            timed = study.latency_routing_timings(src.config, sets, backends, reps=reps)
+            display(timed if len(timed) else timed.attrs.get("note"))
+    report.record("checkpoint_routing", routing_summary)
+else:
+    print("No checkpoint given (parameter checkpoint): routing statistics of a real router are skipped.")
 
 # %%
 plt.close("all")

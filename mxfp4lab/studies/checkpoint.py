@@ -299,7 +299,7 @@ def routing_load(config: MoEConfig, ids: torch.Tensor, *, seed: int = 0, label: 
     m = ids.shape[0]
     sets = {label: ids}
     for r in ("uniform", "skewed"):
-        sets[r] = make_inputs(config, m, 1, r, device="cpu", seed=seed)[0][1]
+        sets[r] = synthetic_routing(config, m, r, seed)[1]
     rows, summ = [], []
     for name, t in sets.items():
         counts = torch.bincount(t.reshape(-1).long(), minlength=config.num_experts).sort(descending=True).values
@@ -311,6 +311,11 @@ def routing_load(config: MoEConfig, ids: torch.Tensor, *, seed: int = 0, label: 
     df = pd.DataFrame(rows)
     df.attrs["summary"] = pd.DataFrame(summ)
     return df
+
+
+def synthetic_routing(config: MoEConfig, m: int, routing: str, seed: int = 0):
+    """``(x, topk_ids, topk_weights)`` of ``m`` tokens with synthetic ``routing`` (uniform / skewed)."""
+    return make_inputs(config, m, 1, routing, device="cpu", seed=seed)[0]
 
 
 # ---------------------------------------------------------------- one element (layout)
@@ -349,3 +354,26 @@ def checkpoint_element(src: LayerSource, layer: int, expert: int, ckpt_row: int,
         (code >> b) & 1 for b in range(4)], scale_byte=sbyte, scale_exp=sbyte - 127, value=value, w13_row=w13_row,
         dst_row=tr["dst_row"], dst_byte=tr["dst_byte"], dst_bit=tr["dst_bit"], found_bits=found,
         bits_match=found == [(code >> b) & 1 for b in range(4)])
+
+
+# ---------------------------------------------------------------- what the notebooks record
+def checkpoint_record(src: LayerSource, layers) -> dict[str, Any]:
+    """The ``checkpoint`` entry of results.json: path, model, format, layers studied, where each value came from."""
+    d = src.detected
+    return dict(path=str(d.path), model=d.config.name, format=d.checkpoint_format, layers=list(layers),
+                layers_held=len(d.layers), sources=d.sources)
+
+
+def stats_record(stats: dict[str, Any]) -> dict[str, Any]:
+    """:func:`layer_stats` as JSON: per projection its summary row, plus the range of the expert norms."""
+    out = {r["proj"]: {k: v for k, v in r.items() if k != "proj"} for r in stats["summary"].to_dict("records")}
+    out.update(norm_min=float(stats["norms"]["norm"].min()), norm_max=float(stats["norms"]["norm"].max()))
+    return out
+
+
+def element_text(src: LayerSource, layer: int, expert: int, ckpt_row: int, k: int) -> str:
+    """One line for the layout explorer: the element's code, scale and value in the checkpoint, and whether
+    its bits sit where the trace says in that expert's SM90 layout."""
+    e = checkpoint_element(src, layer, expert, ckpt_row, k)
+    return (f"in the checkpoint ({e['tensor']}, layer {layer}): code {e['code']:#06b} x 2^{e['scale_exp']} = "
+            f"{e['value']:g}; its 4 bits found at the traced SM90 positions: {'yes' if e['bits_match'] else 'NO'}")

@@ -354,6 +354,50 @@ def latency_claim_verdicts(claim: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["regime", "claim", "measured", "within_at_m", "n_m", "verdict"])
 
 
+def latency_routing_timings(config, routings: Dict[str, tuple], backends, *, reps: int = 30) -> pd.DataFrame:
+    """Each backend timed on a random layer of ``config`` (:func:`mxfp4lab.synthetic.random_layer`; timing does
+    not depend on the weight values) under each routing ``name -> (x [M, H], topk_ids, topk_weights)``, e.g. a
+    checkpoint's real router beside uniform and skewed. Needs a CUDA GPU: without one, an empty frame whose
+    ``attrs["note"]`` says so. Columns: ``backend, routing, m, median_us`` (or ``error``)."""
+    from ..backends import get_backend
+    from ..bench.harness import time_cuda
+    from ..prepare import prepare_from_experts
+    from ..synthetic import random_layer
+
+    cols = ["backend", "routing", "m", "median_us", "error"]
+    if not torch.cuda.is_available():
+        out = pd.DataFrame(columns=cols)
+        out.attrs["note"] = "not timed: no CUDA GPU here (run with measure=True on a Hopper GPU)"
+        return out
+    moe = prepare_from_experts(random_layer(config), config=config)
+    rows = []
+    for b in as_list(backends):
+        try:
+            be = get_backend(b)(moe, config)
+        except Exception as exc:  # noqa: BLE001 - record and go on with the others
+            rows.append(dict(backend=b, error=f"{type(exc).__name__}: {str(exc)[:200]}"))
+            continue
+        for name, (x, ids, w) in routings.items():
+            inp = [(x.cuda().bfloat16(), ids.cuda().to(torch.int32), w.cuda().float())]
+            try:
+                be.tune(*inp[0])
+                t = time_cuda(be, inp, reps=reps, graph=be.graph_capturable)
+                rows.append(dict(backend=b, routing=name, m=int(x.shape[0]), median_us=t.median_us))
+            except Exception as exc:  # noqa: BLE001
+                rows.append(dict(backend=b, routing=name, m=int(x.shape[0]), error=f"{type(exc).__name__}: {exc}"))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def latency_load_floor(summary: pd.DataFrame, config, *, ceilings=None) -> pd.DataFrame:
+    """A routing-load summary (``routing, tokens, active_experts, ...``) with ``floor_us``: the roofline floor
+    of ``tokens`` tokens that hit that many experts (ceilings as in :func:`latency_roofline`)."""
+    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
+    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    floors = [roofline(get_model(config), int(r.tokens), bandwidth=bw, flops_rate=fr,
+                       active_experts=float(r.active_experts)).floor_us for r in summary.itertuples()]
+    return summary.assign(floor_us=floors)
+
+
 FI, MARLIN, TRITON = "flashinfer_sm90", "marlin_mxfp4", "triton_w4a16"
 #: The Triton kernel's goals: at M <= 64 within 1.25x of the roofline floor and faster than Marlin;
 #: at M >= 1024 within 1.2x of FlashInfer.

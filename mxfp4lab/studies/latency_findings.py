@@ -62,12 +62,15 @@ def _fastest_findings(fastest: dict[str, list[list[Any]]], aliases: dict[str, st
 
 
 def findings(results: dict[str, Any]) -> list[Finding]:
-    """The latency report's findings (module docstring)."""
+    """The latency report's findings (module docstring); with a checkpoint, its routing findings first."""
+    from .checkpoint_findings import findings as checkpoint_findings
+
     src = results.get("source") or "unknown source"
+    ck = checkpoint_findings(results)
     if not results.get("recorded"):
-        return [Finding("latency data", "none recorded", f"{src}; record a sweep with `mxfp4lab bench moe` on a "
-                                                         f"Hopper GPU", "missing")]
-    out = [Finding("latency data", "recorded", src, "info")]
+        return ck + [Finding("latency data", "none recorded", f"{src}; record a sweep with `mxfp4lab bench moe` on a "
+                                                              f"Hopper GPU", "missing")]
+    out = ck + [Finding("latency data", "recorded", src, "info")]
     claim = results.get("claim_check")
     if isinstance(claim, list):
         out += _claim_findings(claim)

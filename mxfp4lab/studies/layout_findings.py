@@ -14,7 +14,9 @@ from ..findings import Finding
 
 def findings(results: dict[str, Any]) -> list[Finding]:
     """The layout report's findings (module docstring)."""
-    out: list[Finding] = []
+    from .checkpoint_findings import findings as checkpoint_findings
+
+    out: list[Finding] = checkpoint_findings(results)  # the checkpoint line when one was given
     chk = results.get("check")
     if chk:
         exact = chk.get("bit_mismatches") == 0 and chk.get("scale_mismatches") == 0
