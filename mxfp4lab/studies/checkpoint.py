@@ -14,8 +14,8 @@
 * :func:`checkpoint_element` -- one element's code, scale and value, and its bits found in the SM90 layout.
 
 Memory stays bounded at real size: statistics read one expert at a time; the backends run on token chunks
-whose routed experts number at most ``max_experts`` (tokens are independent, so chunking changes no
-result), each chunk reading only its experts. On a GPT-OSS-120b layer (128 experts, 1.6 GB of MXFP4 weights)
+whose routed experts number at most ``max_experts`` (tokens are independent: chunking changes only how a
+CPU GEMM blocks its rows, i.e. fp32 summation order), each chunk reading only its experts. On a GPT-OSS-120b layer (128 experts, 1.6 GB of MXFP4 weights)
 the peak stays a few GB (measured: docs and the README). The GPU is used only by backends that need it
 (``gpu_only``: FlashInfer, Marlin, Triton) when one is present; statistics, references and the emulation run
 on the CPU.
