@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from mxfp4lab import cli, models, report
-from mxfp4lab.checkpoints.detect import CheckpointMismatch, detect_checkpoint
 from mxfp4lab.checkpoints import CheckpointError
+from mxfp4lab.checkpoints.detect import CheckpointMismatch, detect_checkpoint
 from mxfp4lab.formats import dequantize_mxfp4
 from mxfp4lab.reference import expert_weights_from_dsv4, expert_weights_from_gpt_oss, moe_reference, route
 from mxfp4lab.studies import checkpoint as ck

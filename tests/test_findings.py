@@ -27,16 +27,16 @@ def test_changes_compare_verdicts_only():
 
 
 def _latency_results(fi_faster):
-    claim = [dict(m=m, regime=r, fi_faster=v, within_claim=lo <= v <= hi)
+    claim = [{"m": m, "regime": r, "fi_faster": v, "within_claim": lo <= v <= hi}
              for (m, r, lo, hi), v in zip([(16, "M<=64", -.15, -.12), (64, "M<=64", -.15, -.12),
                                            (256, "M~256", -.05, .05), (4096, "M>=1024", .24, .36)], fi_faster)]
-    return dict(recorded=True, source="recorded on H100", claim_check=claim,
-                fastest={"gpt-oss-20b": [[1, "marlin"], [64, "marlin"], [128, "fi"], [4096, "fi"]],
+    return {"recorded": True, "source": "recorded on H100", "claim_check": claim,
+                "fastest": {"gpt-oss-20b": [[1, "marlin"], [64, "marlin"], [128, "fi"], [4096, "fi"]],
                          "dsv4-flash": [[1, "marlin"]], "seed-bench": [[1, "marlin"]]},
-                shape_aliases={"seed-bench": "dsv4-flash"},
-                dispatch_speedup=[dict(always="fi", shape="all", geomean=1.2, worst=1, best=2, n_m=4),
-                                  dict(always="marlin", shape="all", geomean=1.1, worst=1, best=2, n_m=4)],
-                best_fraction_of_floor={"gpt-oss-20b": {"1": 0.3, "4096": 0.45}}, triton_goals={"met": 0, "count": 5})
+                "shape_aliases": {"seed-bench": "dsv4-flash"},
+                "dispatch_speedup": [{"always": "fi", "shape": "all", "geomean": 1.2, "worst": 1, "best": 2, "n_m": 4},
+                                  {"always": "marlin", "shape": "all", "geomean": 1.1, "worst": 1, "best": 2, "n_m": 4}],
+                "best_fraction_of_floor": {"gpt-oss-20b": {"1": 0.3, "4096": 0.45}}, "triton_goals": {"met": 0, "count": 5}}
 
 
 def test_latency_findings_give_claim_verdicts_and_ranges():
@@ -56,11 +56,11 @@ def test_latency_findings_give_claim_verdicts_and_ranges():
 
 
 def test_accuracy_and_layout_findings():
-    res = dict(accuracy_table={"gaussian": {"ocp": 0.11, "round_up": 0.12}, "heavy": {"ocp": 0.14, "round_up": 0.15}},
-               clipped_frac={"ocp": 0.018, "round_up": 0.0},
-               rule_agreement={"round_up/flashinfer/gaussian": {"scale_diff": 0.0, "value_diff": 0.011}},
-               emulated_vs_kernel_ref_max=0.0, flashinfer={"available": False, "reason": "no GPU"},
-               flashinfer_vs_kernel_ref_max=None)
+    res = {"accuracy_table": {"gaussian": {"ocp": 0.11, "round_up": 0.12}, "heavy": {"ocp": 0.14, "round_up": 0.15}},
+               "clipped_frac": {"ocp": 0.018, "round_up": 0.0},
+               "rule_agreement": {"round_up/flashinfer/gaussian": {"scale_diff": 0.0, "value_diff": 0.011}},
+               "emulated_vs_kernel_ref_max": 0.0, "flashinfer": {"available": False, "reason": "no GPU"},
+               "flashinfer_vs_kernel_ref_max": None}
     fs = {f.question: f for f in accuracy_findings.findings(res)}
     win = fs["scale rule with the lowest weight error"]
     assert win.verdict == "ocp on every distribution" and "1.8%" in win.detail
@@ -69,17 +69,17 @@ def test_accuracy_and_layout_findings():
     assert fs["FlashInfer SM90 kernel vs the kernel-faithful reference"].status == "missing"
     res["emulated_vs_kernel_ref_max"] = 1e-3
     assert any(f.status == "bad" for f in accuracy_findings.findings(res))
-    lay = layout_findings.findings(dict(check=dict(elements=4, bits_checked=16, bit_mismatches=1,
-                                                   scales_checked=2, scale_mismatches=0),
-                                        bit_permutation=list(range(32))))
+    lay = layout_findings.findings({"check": {"elements": 4, "bits_checked": 16, "bit_mismatches": 1,
+                                                   "scales_checked": 2, "scale_mismatches": 0},
+                                        "bit_permutation": list(range(32))})
     assert [f.verdict for f in lay] == ["MISMATCH", "a permutation of the 32 bits"] and lay[0].status == "bad"
 
 
 def _run(root, name, date, fs, started):
     d = root / f"{date}-{name}"
     d.mkdir(parents=True)
-    (d / "run.json").write_text(json.dumps(dict(name=name, date=date, started=started, results="results.json",
-                                                html="x.html", seconds=1.0, parameters={})))
+    (d / "run.json").write_text(json.dumps({"name": name, "date": date, "started": started, "results": "results.json",
+                                                "html": "x.html", "seconds": 1.0, "parameters": {}}))
     (d / "results.json").write_text(json.dumps({"findings": [f.as_dict() for f in fs], "other": 1}))
 
 
@@ -89,7 +89,7 @@ def test_index_lists_findings_and_flags_a_changed_verdict(tmp_path):
                                              F.Finding("x", "1")], "b")
     d = tmp_path / "2030-01-03-layout"  # a run recorded before findings existed
     d.mkdir()
-    (d / "run.json").write_text(json.dumps(dict(name="layout", date="2030-01-03", results="results.json")))
+    (d / "run.json").write_text(json.dumps({"name": "layout", "date": "2030-01-03", "results": "results.json"}))
     (d / "results.json").write_text(json.dumps({"check": {"bit_mismatches": 0}}))
     page = report.write_index(tmp_path).read_text()
     assert "claim_check = [" not in page and "does not hold" in page

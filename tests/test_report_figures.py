@@ -27,12 +27,12 @@ def sweep_df():
         for m in MS:
             marlin = 50.0 * m ** 0.6
             ratio = {128: 1.05, 256: 0.97, 512: 1.03}.get(m, 1.2 if m < 128 else 0.8)
-            rows.append(dict(shape=shape, backend="marlin_mxfp4", m=m, median_us=marlin, roofline_us=marlin / 3))
-            rows.append(dict(shape=shape, backend="flashinfer_sm90", m=m, median_us=marlin * ratio,
-                             roofline_us=marlin / 3, bytes=1e6, flops=1e9))
+            rows.append({"shape": shape, "backend": "marlin_mxfp4", "m": m, "median_us": marlin, "roofline_us": marlin / 3})
+            rows.append({"shape": shape, "backend": "flashinfer_sm90", "m": m, "median_us": marlin * ratio,
+                             "roofline_us": marlin / 3, "bytes": 1e6, "flops": 1e9})
             if MS.index(m) % 2 == 0:
-                rows.append(dict(shape=shape, backend="triton_w4a16", m=m, median_us=marlin * 1.3,
-                                 roofline_us=marlin / 3))
+                rows.append({"shape": shape, "backend": "triton_w4a16", "m": m, "median_us": marlin * 1.3,
+                                 "roofline_us": marlin / 3})
     df = pd.DataFrame(rows).assign(routing="uniform", error=None)
     df["ok"] = True
     return df

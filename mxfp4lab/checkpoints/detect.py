@@ -87,7 +87,7 @@ def _config_value(cfg: dict[str, Any], name: str, fmt: str):
 
 def _format_of_config(cfg: dict[str, Any]) -> str | None:
     mt = str(cfg.get("model_type") or "").lower()
-    if mt.startswith("gpt_oss") or mt.startswith("gpt-oss"):
+    if mt.startswith(("gpt_oss", "gpt-oss")):
         return FORMAT_GPT_OSS
     if mt.startswith("deepseek"):
         return FORMAT_DSV4
@@ -96,9 +96,9 @@ def _format_of_config(cfg: dict[str, Any]) -> str | None:
 
 def _from_tensors(ck: Checkpoint) -> tuple[str, dict[str, int], tuple[int, ...], tuple[int, ...]]:
     """(format, {hidden_size, intermediate_size, num_experts}, MoE layers, hash layers) from names/shapes."""
-    gpt = sorted(int(m.group(1)) for n in ck.keys() if (m := _GPT_OSS_RE.match(n)))
+    gpt = sorted(int(m.group(1)) for n in ck if (m := _GPT_OSS_RE.match(n)))
     ds: dict[int, int] = {}
-    for n in ck.keys():
+    for n in ck:
         m = _DSV4_RE.match(n)
         if m:
             ds.setdefault(int(m.group(1)), 0)
@@ -111,7 +111,7 @@ def _from_tensors(ck: Checkpoint) -> tuple[str, dict[str, int], tuple[int, ...],
             raise CheckpointError(f"model.layers.{gpt[0]}.mlp.experts.gate_up_proj_blocks: expected "
                                   f"[E, 2I, H/32, 16], got {list(shape)}")
         e, two_i, hb, _ = shape
-        return FORMAT_GPT_OSS, dict(num_experts=e, intermediate_size=two_i // 2, hidden_size=hb * MX_BLOCK_SIZE), \
+        return FORMAT_GPT_OSS, {"num_experts": e, "intermediate_size": two_i // 2, "hidden_size": hb * MX_BLOCK_SIZE}, \
             tuple(gpt), ()
     if ds:
         layers = tuple(sorted(ds))
@@ -126,7 +126,7 @@ def _from_tensors(ck: Checkpoint) -> tuple[str, dict[str, int], tuple[int, ...],
                 hashed.append(L)
             else:
                 break
-        return FORMAT_DSV4, dict(num_experts=e, intermediate_size=i, hidden_size=2 * h2), layers, tuple(hashed)
+        return FORMAT_DSV4, {"num_experts": e, "intermediate_size": i, "hidden_size": 2 * h2}, layers, tuple(hashed)
     raise CheckpointError(f"no MXFP4 MoE expert tensors of a known layout in {ck.source}: expected GPT-OSS "
                           f"model.layers.N.mlp.experts.gate_up_proj_blocks or DeepSeek-V4 "
                           f"layers.L.ffn.experts.i.w1.weight (first names: {ck.keys()[:5]})")
@@ -182,8 +182,8 @@ def detect_checkpoint(path: PathLike) -> DetectedCheckpoint:
             values["n_hash_layers"], sources["n_hash_layers"] = (hashed[-1] + 1 if hashed else 0), "tensors"
         else:
             values["n_hash_layers"], sources["n_hash_layers"] = base.n_hash_layers, f"registered model {base.name}"
-    kw = dict(hidden_size=int(values["hidden_size"]), intermediate_size=int(values["intermediate_size"]),
-              num_experts=int(values["num_experts"]), top_k=int(values["top_k"]))
+    kw = {"hidden_size": int(values["hidden_size"]), "intermediate_size": int(values["intermediate_size"]),
+              "num_experts": int(values["num_experts"]), "top_k": int(values["top_k"])}
     for name, conv in (("routed_scaling_factor", float), ("swiglu_limit", float), ("n_hash_layers", int),
                        ("num_layers", int)):
         if name in values:
@@ -203,13 +203,13 @@ def config_json_for(config: MoEConfig) -> dict[str, Any]:
     """A ``config.json`` (Hugging Face key names) describing ``config``'s MoE layers: what the synthetic
     writer puts beside a checkpoint, so synthetic checkpoints look like real ones to :func:`detect_checkpoint`."""
     if config.checkpoint_format == FORMAT_GPT_OSS:
-        return dict(model_type="gpt_oss", architectures=["GptOssForCausalLM"], hidden_size=config.hidden_size,
-                    intermediate_size=config.intermediate_size, num_local_experts=config.num_experts,
-                    num_experts_per_tok=config.top_k, num_hidden_layers=config.num_layers,
-                    swiglu_limit=config.swiglu_limit)
-    return dict(model_type="deepseek_v4", hidden_size=config.hidden_size,
-                moe_intermediate_size=config.intermediate_size, n_routed_experts=config.num_experts,
-                num_experts_per_tok=config.top_k, num_hidden_layers=config.num_layers,
-                routed_scaling_factor=config.routed_scaling_factor, n_shared_experts=config.n_shared_experts,
-                n_hash_layers=config.n_hash_layers, swiglu_limit=config.swiglu_limit, scoring_func="sqrtsoftplus",
-                topk_method="noaux_tc")
+        return {"model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "hidden_size": config.hidden_size,
+                    "intermediate_size": config.intermediate_size, "num_local_experts": config.num_experts,
+                    "num_experts_per_tok": config.top_k, "num_hidden_layers": config.num_layers,
+                    "swiglu_limit": config.swiglu_limit}
+    return {"model_type": "deepseek_v4", "hidden_size": config.hidden_size,
+                "moe_intermediate_size": config.intermediate_size, "n_routed_experts": config.num_experts,
+                "num_experts_per_tok": config.top_k, "num_hidden_layers": config.num_layers,
+                "routed_scaling_factor": config.routed_scaling_factor, "n_shared_experts": config.n_shared_experts,
+                "n_hash_layers": config.n_hash_layers, "swiglu_limit": config.swiglu_limit, "scoring_func": "sqrtsoftplus",
+                "topk_method": "noaux_tc"}

@@ -112,7 +112,7 @@ def layer_stats(src: LayerSource, layer: int, experts=None) -> dict[str, Any]:
             b = w.reshape(-1)
             code_counts[proj] += torch.bincount((b & 0xF).long(), minlength=16) + torch.bincount((b >> 4).long(),
                                                                                                minlength=16)
-            norms.append(dict(expert=e, proj=proj, norm=dequantize_mxfp4(w, s, torch.float32).norm().item()))
+            norms.append({"expert": e, "proj": proj, "norm": dequantize_mxfp4(w, s, torch.float32).norm().item()})
         del part
     rows = []
     for proj in ("gate", "up", "down"):
@@ -121,20 +121,20 @@ def layer_stats(src: LayerSource, layer: int, experts=None) -> dict[str, Any]:
         used = sc.nonzero().flatten()
         cum = sc.cumsum(0)
         median = int((cum >= cum[-1] / 2).nonzero()[0])
-        rows.append(dict(proj=proj, elements=n, zero_frac=float(cc[list(ZERO_CODES)].sum()) / n,
-                         max_mag_frac=float(cc[list(MAX_CODES)].sum()) / n,
-                         scale_exp_min=int(used.min()) - 127, scale_exp_median=median - 127,
-                         scale_exp_max=int(used.max()) - 127))
+        rows.append({"proj": proj, "elements": n, "zero_frac": float(cc[list(ZERO_CODES)].sum()) / n,
+                         "max_mag_frac": float(cc[list(MAX_CODES)].sum()) / n,
+                         "scale_exp_min": int(used.min()) - 127, "scale_exp_median": median - 127,
+                         "scale_exp_max": int(used.max()) - 127})
     values = list(E2M1_VALUES)
-    return dict(
-        layer=layer,
-        summary=pd.DataFrame(rows),
-        scale_hist=pd.DataFrame([dict(proj=p, byte=b, exp=b - 127, count=int(c)) for p, h in scale_counts.items()
+    return {
+        "layer": layer,
+        "summary": pd.DataFrame(rows),
+        "scale_hist": pd.DataFrame([{"proj": p, "byte": b, "exp": b - 127, "count": int(c)} for p, h in scale_counts.items()
                                  for b, c in enumerate(h.tolist()) if c]),
-        code_hist=pd.DataFrame([dict(proj=p, code=c, value=values[c], count=int(n)) for p, h in code_counts.items()
+        "code_hist": pd.DataFrame([{"proj": p, "code": c, "value": values[c], "count": int(n)} for p, h in code_counts.items()
                                 for c, n in enumerate(h.tolist())]),
-        norms=pd.DataFrame(norms),
-    )
+        "norms": pd.DataFrame(norms),
+    }
 
 
 # ---------------------------------------------------------------- activations and the real router
@@ -281,12 +281,12 @@ def layer_backends(src: LayerSource, layer: int, x: torch.Tensor, ids: torch.Ten
             if path == "kernel" and ref == "kernel":
                 continue
             r = outs[ref]
-            rows.append(dict(layer=layer, path="kernel-faithful reference" if path == "kernel" else path,
-                             reference=f"{ref} reference" if ref == "fp32" else "kernel-faithful reference",
-                             rel_err=relative_error(y, r), max_abs_err=(y - r).abs().max().item(),
-                             bit_exact=bool(torch.equal(y, r))))
-    info = dict(chunks=len(chunks), experts_routed=int(torch.unique(ids).numel()), backends=[s.label for s in specs],
-                skipped=skipped, tokens=m)
+            rows.append({"layer": layer, "path": "kernel-faithful reference" if path == "kernel" else path,
+                             "reference": f"{ref} reference" if ref == "fp32" else "kernel-faithful reference",
+                             "rel_err": relative_error(y, r), "max_abs_err": (y - r).abs().max().item(),
+                             "bit_exact": bool(torch.equal(y, r))})
+    info = {"chunks": len(chunks), "experts_routed": int(torch.unique(ids).numel()), "backends": [s.label for s in specs],
+                "skipped": skipped, "tokens": m}
     return pd.DataFrame(rows), info
 
 
@@ -303,11 +303,11 @@ def routing_load(config: MoEConfig, ids: torch.Tensor, *, seed: int = 0, label: 
     rows, summ = [], []
     for name, t in sets.items():
         counts = torch.bincount(t.reshape(-1).long(), minlength=config.num_experts).sort(descending=True).values
-        rows += [dict(routing=name, rank=i, tokens=int(c)) for i, c in enumerate(counts.tolist())]
+        rows += [{"routing": name, "rank": i, "tokens": int(c)} for i, c in enumerate(counts.tolist())]
         act = counts[counts > 0]
-        summ.append(dict(routing=name, tokens=m, active_experts=int(act.numel()), max_load=int(counts[0]),
-                         mean_load=float(act.float().mean()), max_over_mean=float(counts[0] / act.float().mean()),
-                         top8_share=float(counts[:8].sum() / counts.sum())))
+        summ.append({"routing": name, "tokens": m, "active_experts": int(act.numel()), "max_load": int(counts[0]),
+                         "mean_load": float(act.float().mean()), "max_over_mean": float(counts[0] / act.float().mean()),
+                         "top8_share": float(counts[:8].sum() / counts.sum())})
     df = pd.DataFrame(rows)
     df.attrs["summary"] = pd.DataFrame(summ)
     return df
@@ -350,18 +350,18 @@ def checkpoint_element(src: LayerSource, layer: int, expert: int, ckpt_row: int,
     tr = layout_trace(w13_row, k, expert=0, config=cfg)
     w = sm90.w13[0]
     found = [int((w[tr["dst_row"], tr["dst_byte"][b]] >> tr["dst_bit"][b]) & 1) for b in range(4)]
-    return dict(layer=layer, expert=expert, ckpt_row=ckpt_row, tensor=name, k=k, code=code, code_bits=[
-        (code >> b) & 1 for b in range(4)], scale_byte=sbyte, scale_exp=sbyte - 127, value=value, w13_row=w13_row,
-        dst_row=tr["dst_row"], dst_byte=tr["dst_byte"], dst_bit=tr["dst_bit"], found_bits=found,
-        bits_match=found == [(code >> b) & 1 for b in range(4)])
+    return {"layer": layer, "expert": expert, "ckpt_row": ckpt_row, "tensor": name, "k": k, "code": code, "code_bits": [
+        (code >> b) & 1 for b in range(4)], "scale_byte": sbyte, "scale_exp": sbyte - 127, "value": value, "w13_row": w13_row,
+        "dst_row": tr["dst_row"], "dst_byte": tr["dst_byte"], "dst_bit": tr["dst_bit"], "found_bits": found,
+        "bits_match": found == [(code >> b) & 1 for b in range(4)]}
 
 
 # ---------------------------------------------------------------- what the notebooks record
 def checkpoint_record(src: LayerSource, layers) -> dict[str, Any]:
     """The ``checkpoint`` entry of results.json: path, model, format, layers studied, where each value came from."""
     d = src.detected
-    return dict(path=str(d.path), model=d.config.name, format=d.checkpoint_format, layers=list(layers),
-                layers_held=len(d.layers), sources=d.sources)
+    return {"path": str(d.path), "model": d.config.name, "format": d.checkpoint_format, "layers": list(layers),
+                "layers_held": len(d.layers), "sources": d.sources}
 
 
 def stats_record(stats: dict[str, Any]) -> dict[str, Any]:

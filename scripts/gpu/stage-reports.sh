@@ -45,11 +45,11 @@ if [ "${1:-}" = --list ]; then
 fi
 python3 -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python "${plat[@]}" --target "$work/site" "${keep[@]}"
 # Test suites, sample data and caches are not needed to run notebooks (keeps the carry small).
-find "$work/site" -depth -type d \( -name tests -o -name testing -o -name __pycache__ -o -name sample_data \) \
+find "$work/site" -depth -type d \( -name tests -o -name __pycache__ -o -name sample_data \) \
   -prune -exec rm -rf {} +
 rm -rf "$work/site/bin"
 mkdir -p .devcarry
-tar -C "$work/site" -cJf .devcarry/reportsite.tar.xz .
+tar -C "$work/site" -I 'xz -T0' -cf .devcarry/reportsite.tar.xz .
 list > .devcarry/reports-wheels.txt
 cp scripts/gpu/on-gpu-reports.sh .devcarry/on-gpu-reports.sh
 echo "staged ${#keep[@]} wheels for CPython $PYVER: $(du -h .devcarry/reportsite.tar.xz | cut -f1)" \
