@@ -96,9 +96,9 @@ def _format_of_config(cfg: dict[str, Any]) -> str | None:
 
 def _from_tensors(ck: Checkpoint) -> tuple[str, dict[str, int], tuple[int, ...], tuple[int, ...]]:
     """(format, {hidden_size, intermediate_size, num_experts}, MoE layers, hash layers) from names/shapes."""
-    gpt = sorted(int(m.group(1)) for n in ck if (m := _GPT_OSS_RE.match(n)))
+    gpt = sorted(int(m.group(1)) for n in ck.keys() if (m := _GPT_OSS_RE.match(n)))  # noqa: SIM118 - not a dict
     ds: dict[int, int] = {}
-    for n in ck:
+    for n in ck.keys():  # noqa: SIM118 - Checkpoint is not iterable
         m = _DSV4_RE.match(n)
         if m:
             ds.setdefault(int(m.group(1)), 0)
