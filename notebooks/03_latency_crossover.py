@@ -24,9 +24,8 @@
 # active experts' weight bytes / copy bandwidth vs FLOPs / bf16 peak, with the ceilings recorded beside the
 # sweep). From the sweep: the crossover points (M where one backend overtakes another, interpolated in
 # log M), speedup ratios, the fraction of the roofline reached, the fastest backend per (shape, M)
-# (`mxfp4lab.dispatch.Dispatch`), and the original claim of the SGLang change this package reproduces
-# (on an H100, seed shape: Marlin 12-15% faster at M <= 64, a tie near M ~ 256, FlashInfer 24-36% faster
-# at M >= 1024).
+# (`mxfp4lab.dispatch.Dispatch`), and the original claim (SGLang PR #24816: Marlin 12-15% faster at M <= 64,
+# a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
 # On a CPU this notebook READS a recorded sweep: `data/results/latency/h100.json`, or where that does not
 # exist `latency/h200.json` (written by `mxfp4lab bench moe`, read through `mxfp4lab.results`); every plot
@@ -168,7 +167,7 @@ if recorded and len(claim):
 else:
     note = claim.attrs.get("note") if recorded else "not measured: no recorded latency results yet"
     report.record("claim_check", note)
-    print(f"Claim: Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
+    print(f"Claim (SGLang PR #24816): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
           f"M>=1024 on the seed shape.\nCheck: {note}")
 
 # %% [markdown]
