@@ -438,6 +438,59 @@ def _cmd_sass(a) -> int:
     return 0
 
 
+def _add_checkpoint_parser(sub) -> None:
+    p = sub.add_parser("checkpoint", help="inspect a GPT-OSS / DeepSeek-V4 checkpoint: model, layer statistics, "
+                                          "backends vs the fp32 reference, time and peak memory",
+                       description="Detect the model of a checkpoint directory, then per layer (one expert at a "
+                                   "time, memory-mapped): weight statistics, and every backend available here "
+                                   "against the fp32 reference on the layer's real experts with its real router. "
+                                   "Prints the wall time and the process's peak RSS.")
+    p.add_argument("path", help="checkpoint directory (or index.json / one .safetensors)")
+    p.add_argument("--layers", default=None, help="comma-separated MoE layers (default: the first)")
+    p.add_argument("--tokens", type=int, default=64, help="tokens routed through each layer (64)")
+    p.add_argument("--activations", default="gaussian",
+                   help="gaussian, heavy_tailed, or a .safetensors file of captured hidden states")
+    p.add_argument("--max-experts", type=int, default=16, help="experts held dequantized at once (16)")
+    p.add_argument("--no-backends", action="store_true", help="statistics only")
+    p.set_defaults(func=_cmd_checkpoint)
+
+
+def _cmd_checkpoint(a) -> int:
+    import resource
+    import time
+
+    from .checkpoints import CheckpointError
+    from .studies import checkpoint as ck
+
+    t0 = time.perf_counter()
+    try:
+        src = ck.open_layer_source(a.path)
+        layers = src.check_layers(None if a.layers is None else [int(x) for x in a.layers.split(",")])
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(src.detected.describe())
+    print("detected from: " + ", ".join(f"{k} <- {v}" for k, v in src.detected.sources.items()))
+    for layer in layers:
+        t1 = time.perf_counter()
+        st = ck.layer_stats(src, layer)
+        print(f"\nlayer {layer}: weight statistics ({time.perf_counter() - t1:.1f} s)")
+        print(st["summary"].round(4).to_string(index=False))
+        if not a.no_backends:
+            t1 = time.perf_counter()
+            x, tid, desc = ck.layer_tokens(src, layer, a.tokens, a.activations)
+            ids, w = ck.route_tokens(src, layer, x, tid)
+            frame, info = ck.layer_backends(src, layer, x, ids, w, max_experts=a.max_experts)
+            print(f"layer {layer}: {desc}; {info['experts_routed']} experts routed, {info['chunks']} chunk(s) "
+                  f"({time.perf_counter() - t1:.1f} s)")
+            print(frame.to_string(index=False))
+            for name, why in info["skipped"].items():
+                print(f"  {name} failed: {why}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    print(f"\n{len(layers)} layer(s) in {time.perf_counter() - t0:.1f} s; peak RSS {peak:.2f} GiB")
+    return 0
+
+
 def _add_provenance_parser(sub) -> None:
     p = sub.add_parser("provenance", help="print this machine's provenance block (what every result records)")
     p.set_defaults(func=_cmd_provenance)
@@ -463,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed_parser(sub)
     _add_sass_parser(sub)
     _add_provenance_parser(sub)
+    _add_checkpoint_parser(sub)
     return parser
 
 
