@@ -1,10 +1,11 @@
-"""The ``mxfp4lab`` command (also ``python -m mxfp4lab``): every argparse of the package is here.
+"""The ``mxfp4lab`` command (also ``python -m mxfp4lab``): every argparse of the package is here, so this
+module is longer than most modules: one place lists every subcommand and flag, each handler a few lines.
 
 ::
 
     mxfp4lab report {layout,accuracy,latency,all} [-p NAME VALUE ...] [-f params.yaml] [--out DIR]
     mxfp4lab layout --example [--row R --k K --model NAME]
-    mxfp4lab bench {moe,summary,layout,prepare,accuracy} ...   (each prints a table, writes a result file)
+    mxfp4lab bench {moe,summary,layout,prepare,accuracy,validation,launches} ...   (a table and a result file)
     mxfp4lab distributed [--spawn N] --kind tp|ep ...         (or under torchrun: torchrun -m mxfp4lab distributed)
     mxfp4lab sass [--shape S] [--bucket B] [--tile ...]       (sm_90a compile report of the Triton kernels)
     mxfp4lab provenance                                       (this machine's provenance block, JSON)

@@ -348,6 +348,15 @@ def _kernel_env():
             os.environ["PYTHONPATH"] = old
 
 
+def _free_name(root: Path, base: str) -> Path:
+    """The directory :func:`_place` would take now: ``root/base``, else the first free ``base-N``."""
+    for n in range(1, 10_000):
+        dest = root / (base if n == 1 else f"{base}-{n}")
+        if not (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+            return dest
+    raise ReportError(f"no free run directory name {base}-N under {root}")
+
+
 def _place(src: Path, root: Path, base: str) -> Path:
     """Rename ``src`` to ``root/base``, or ``base-2``, ``base-3``, ... (the first name free): no run ever
     replaces another. ``rename`` refuses a non-empty directory, so two processes cannot take one name."""
@@ -427,7 +436,8 @@ def run_report(
             where = _error_summary(nb_out) if nb_out.exists() else ""
             raise ReportError(f"notebook {nb_in.name} failed: {where or type(e).__name__ + ': ' + str(e)}") from e
         run_info["execute_s"] = round(time.perf_counter() - t0, 2)
-        _retarget_paths(nb_out, str(tmp), str(final))
+        planned = _free_name(out_root, f"{date}-{rname}")  # where the run will live (checked again below)
+        _retarget_paths(nb_out, str(tmp), str(planned))
         t1 = time.perf_counter()
         try:
             export_html(nb_out, tmp / f"{nb_in.stem}.html", hide_input=hide_input)
@@ -443,6 +453,11 @@ def run_report(
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         tmp.chmod(0o755)
         final = _place(tmp, out_root, f"{date}-{rname}")  # a new directory: earlier runs stay
+        if final != planned:  # another run took the planned name meanwhile
+            _retarget_paths(final / nb_in.name, str(planned), str(final))
+            html_file = final / f"{nb_in.stem}.html"
+            html_file.write_text(html_file.read_text(encoding="utf-8").replace(str(planned), str(final)),
+                                 encoding="utf-8")
     except ReportError as e:
         run_info.update(status="failed", error=str(e), seconds=round(time.perf_counter() - t0, 2))
         try:

@@ -339,7 +339,7 @@ def write_synthetic(
                           with_origin=save_origin) as stage:
         return _write_staged(stage, config, fmt, rule, layers=layers, seed=seed, dist=dist, std=std,
                              max_shard_bytes=max_shard_bytes, return_origin=return_origin,
-                             save_origin=save_origin, scale_dtype=scale_dtype)
+                             save_origin=save_origin, scale_dtype=scale_dtype, config_json=config_json)
 
 
 def _check_layers(layers: Sequence[int], config: MoEConfig) -> tuple[int, ...]:
@@ -358,7 +358,7 @@ def _check_layers(layers: Sequence[int], config: MoEConfig) -> tuple[int, ...]:
 
 
 def _write_staged(stage: StagedCheckpoint, config: MoEConfig, fmt, rule: ScaleRule, *, layers, seed, dist, std,
-                  max_shard_bytes, return_origin, save_origin, scale_dtype) -> SyntheticCheckpoint:
+                  max_shard_bytes, return_origin, save_origin, scale_dtype, config_json) -> SyntheticCheckpoint:
     """The body of :func:`write_synthetic`, writing into ``stage.dir``; commits and returns final paths."""
     directory, single = stage.dir, stage.single_file
     meta = {"format": "pt", "mxfp4lab.model": config.name, "mxfp4lab.scale_rule": rule.value,
@@ -388,7 +388,7 @@ def _write_staged(stage: StagedCheckpoint, config: MoEConfig, fmt, rule: ScaleRu
         if keep_origin:
             origins[layer] = _stack_origin(kept, router)
     files, index = writer.finish()
-    if config_json:
+    if config_json and single is None:  # a directory checkpoint, staged: the manifest will list it
         (directory / CONFIG_JSON).write_text(json.dumps(config_json_for(config), indent=1) + "\n")
     origin_path = None
     if save_origin:
