@@ -117,8 +117,15 @@ def packed_rows(blocks: torch.Tensor) -> torch.Tensor:
 class ShardSpec:
     """Which slice of the layer a rank holds (frozen: validated once, when made).
 
-    Tensor parallel: rank ``r`` of ``tp_size`` holds intermediate columns ``[r*I/tp, (r+1)*I/tp)`` of up,
-    gate and fc2's K. Expert parallel: rank ``r`` of ``ep_size`` holds experts ``[r*E/ep, (r+1)*E/ep)``.
+    Tensor parallel: the intermediate dimension is cut in whole E8M0 scale blocks (32 columns, so no
+    scale is split): with ``B = I/32`` blocks, every rank takes ``ceil(B/tp)`` blocks and the last rank
+    what is left, which may be fewer (:meth:`intermediate_slice`). Rank ``r`` holds those columns of up,
+    gate and fc2's K. This is how vLLM and SGLang shard GPT-OSS's MXFP4 experts
+    (``vllm/model_executor/models/gpt_oss.py``, ``_load_weights_mxfp4``; SGLang
+    ``python/sglang/srt/models/gpt_oss.py``, ``_load_mxfp4_experts_weights``): GPT-OSS's I = 2880 is 90
+    blocks, so TP=4 gives 736, 736, 736, 672 columns and TP=8 seven ranks of 384 and one of 192; when
+    ``I/tp`` is a multiple of 32 every rank gets ``I/tp``.
+    Expert parallel: rank ``r`` of ``ep_size`` holds experts ``[r*E/ep, (r+1)*E/ep)`` (:meth:`expert_slice`).
     """
 
     tp_size: int = 1
@@ -132,6 +139,29 @@ class ShardSpec:
                 raise TypeError(f"{n}_size and {n}_rank must be ints (got {size!r}, {rank!r})")
             if size < 1 or not 0 <= rank < size:
                 raise ValueError(f"{n}_rank = {rank} must be in [0, {n}_size = {size})")
+
+    def intermediate_slice(self, intermediate_size: int) -> tuple[int, int]:
+        """Columns ``[start, end)`` of the intermediate dimension this rank holds (class docstring).
+
+        Raises :class:`~mxfp4lab.formats.MXFormatError` if ``intermediate_size`` is not a multiple of 32
+        (one E8M0 scale block) or if this rank would hold no column (more ranks than the blocks fill)."""
+        check_multiple(intermediate_size, MX_BLOCK_SIZE, "intermediate_size",
+                       "the tensor-parallel cut keeps whole E8M0 scale blocks")
+        per = -(-(intermediate_size // MX_BLOCK_SIZE) // self.tp_size) * MX_BLOCK_SIZE
+        start, end = self.tp_rank * per, min((self.tp_rank + 1) * per, intermediate_size)
+        if start >= end:
+            raise MXFormatError(
+                f"intermediate_size = {intermediate_size} in blocks of {MX_BLOCK_SIZE}, {per} columns per rank: "
+                f"tp_rank {self.tp_rank} of {self.tp_size} would hold no column (use fewer TP ranks)")
+        return start, end
+
+    def expert_slice(self, num_experts: int) -> tuple[int, int]:
+        """Experts ``[start, end)`` this rank holds; :class:`~mxfp4lab.formats.MXFormatError` if ``num_experts``
+        is not divisible by ``ep_size``."""
+        if num_experts % self.ep_size:
+            raise MXFormatError(f"num_experts = {num_experts} is not divisible by {self.ep_size} ranks")
+        per = num_experts // self.ep_size
+        return self.ep_rank * per, (self.ep_rank + 1) * per
 
 
 @dataclass(kw_only=True)
