@@ -247,7 +247,8 @@ def _run_shard(run: _Run, cfg, layer, w: int, par: str, specs, ms, baseline: dic
         else:
             built[s.label] = be
     for m in ms:
-        n_sets = pt.rotation(cfg, m, w, run.device, opts["rotate"], opts["max_rotate"], run.on_gpu)
+        n_sets = 1 if run.check_only else pt.rotation(cfg, m, w, run.device, opts["rotate"], opts["max_rotate"],
+                                                      run.on_gpu)
         sets = make_inputs(cfg, m, n_sets, "uniform", device=run.device, seed=1000 + m)
         if data is not None:  # one set of tokens and routing for the whole group
             for t in (t for st in sets for t in st):
