@@ -232,6 +232,8 @@ def _add_bench_parser(sub) -> None:
     pa.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks on this CPU instead of torchrun")
     pa.add_argument("--out", default=None, help="result file (default on GPUs: data/results/parallel_latency/<gpu>.json; "
                     "a CPU run writes only with --out)")
+    pa.add_argument("--merge", nargs="+", metavar="FILE", default=None,
+                    help="instead of running: merge these runs' files (e.g. one per shape) into --out")
     pa.set_defaults(func=_cmd_bench_parallel)
 
     la = bench.add_parser("launches", help="one MoE forward launch by launch: timeline of a CUDA-graph replay "
@@ -306,6 +308,12 @@ def _cmd_bench_parallel(a) -> int:
     from .bench import parallel
 
     out = a.out
+    if a.merge:
+        if not out:
+            print("mxfp4lab bench parallel --merge needs --out", file=sys.stderr)
+            return 2
+        print(f"wrote {parallel.merge(a.merge, out)}")
+        return 0
     if out is None and torch.cuda.is_available() and not a.spawn:
         out = str(results.result_path(parallel.STUDY, results.gpu_slug(torch.cuda.get_device_name())))
 

@@ -120,3 +120,14 @@ def test_shard_spec_names_the_rule():
     assert parallel.shard_spec("ep", 4, 3).expert_slice(128) == (96, 128)
     with pytest.raises(ValueError, match="parallel must be one of"):
         parallel.shard_spec("pp", 2, 0)
+
+
+def test_runs_merge_into_one_file(four_ranks, tmp_path):
+    out = tmp_path / "merged.json"
+    assert cli.main(["bench", "parallel", "--merge", str(four_ranks.path), str(four_ranks.path), "--out", str(out)]) == 0
+    m = results.load(out, kind="parallel_latency")
+    n = len(four_ranks.rows)
+    assert len(m.rows) == 2 * n and [r["part"] for r in m.rows] == [0] * n + [1] * n
+    assert m.meta["complete"] is True and m.meta["launched_ranks"] == 4 and m.meta["timer"] == "host_wall_clock"
+    assert [p["provenance"] for p in m.meta["parts"]] == [four_ranks.provenance] * 2
+    assert cli.main(["bench", "parallel", "--merge", str(out)]) == 2  # --out is required

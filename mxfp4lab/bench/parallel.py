@@ -333,5 +333,23 @@ def run(*, spawn: int = 0, dist_backend: str | None = None, **kw) -> list[dict] 
         dist.destroy_process_group()
 
 
+def merge(paths: Sequence[str], out: str) -> str:
+    """Several runs' files (e.g. one per shape, each its own job step) -> one result file: the rows of all,
+    ``parts`` = each run's path, provenance and metadata; ``complete`` only if every part is. The top-level
+    provenance is the first part's (each row names its part: ``part``, an index into ``parts``)."""
+    from .. import results
+
+    loaded = [results.load(p, kind=RESULT_KIND) for p in paths]
+    if not loaded:
+        raise ValueError("merge needs at least one result file")
+    rows = [dict(r, part=i) for i, res in enumerate(loaded) for r in res.rows]
+    parts = [{"path": str(res.path), "provenance": res.provenance, **res.meta} for res in loaded]
+    timers = {res.meta.get("timer") for res in loaded}
+    return str(results.write(out, RESULT_KIND, rows, prov=loaded[0].provenance, parts=parts,
+                             complete=all(res.meta.get("complete") for res in loaded),
+                             launched_ranks=max(res.meta.get("launched_ranks") or 0 for res in loaded),
+                             timer=timers.pop() if len(timers) == 1 else sorted(map(str, timers))))
+
+
 __all__ = ["CPU_BACKENDS", "DEFAULT_BACKENDS", "DEFAULT_M", "DEFAULT_SHAPES", "DEFAULT_WORLDS", "NCCL_ENV",
-           "PARALLELS", "RESULT_KIND", "STUDY", "run", "run_rank", "shard_spec"]
+           "PARALLELS", "RESULT_KIND", "STUDY", "merge", "run", "run_rank", "shard_spec"]
