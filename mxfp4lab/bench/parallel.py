@@ -322,6 +322,8 @@ def run(*, spawn: int = 0, dist_backend: str | None = None, **kw) -> list[dict] 
         mxdist.spawn_cpu(spawn, target=run_rank, timeout=PG_TIMEOUT, **kw)
         return None
     backend = dist_backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():  # before the process group, so that NCCL binds each rank to its own GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     if "RANK" in os.environ:
         dist.init_process_group(backend, timeout=PG_TIMEOUT)
     else:  # one process, no launcher: a job of one rank (world 1 only)
