@@ -9,7 +9,10 @@ from peer_support import assert_same_logical
 
 from mxfp4lab.backends.humming import humming_layout_from_logical, logical_from_humming_layout
 from mxfp4lab.backends.marlin import marlin_permute_mx_scales, marlin_repack_fp4, swap_halves
-from mxfp4lab.backends.triton_kernels import logical_from_triton_kernels_layout, triton_kernels_layout_from_logical
+from mxfp4lab.backends.triton_kernels import (
+    logical_from_triton_kernels_layout,
+    triton_kernels_layout_from_logical,
+)
 from mxfp4lab.kernels.decode_w4a16 import DecodeLayout
 from mxfp4lab.layout import decode_w4a16 as dl
 from mxfp4lab.layout.sm90_moe import from_sm90, to_sm90
