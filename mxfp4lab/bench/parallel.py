@@ -145,6 +145,14 @@ class _Run:
         self.data = {w: dist.new_group(list(range(w)), timeout=PG_TIMEOUT) if w > 1 else None for w in self.worlds}
         self.ceilings: dict = {}
         self.rows: list[dict] = []
+        self.on_rows = None  # rank 0: called after rows are added (writes the run in progress)
+
+    def add(self, rows: list[dict]) -> None:
+        """Rows of finished points (kept on rank 0, which writes them at once: a run cut off keeps them)."""
+        if self.rank == 0 and rows:
+            self.rows.extend(rows)
+            if self.on_rows is not None:
+                self.on_rows()
 
     def member(self, w: int) -> bool:
         return self.rank < w
@@ -171,7 +179,8 @@ def run_rank(rank: int, size: int, *, shapes=DEFAULT_SHAPES, backends=None, ms=D
              max_rotate: int = 32, graph: bool = True, check_only: bool = False, scaled: bool = False, seed: int = 7,
              out: str | None = None, log=print) -> list[dict] | None:
     """Body of one rank (the default process group already started: :func:`run`). Returns the rows on rank 0
-    (and writes ``out`` there, as a run in progress after every shard and complete at the end)."""
+    (and writes ``out`` there: as a run in progress, ``<stem>.partial.json``, after every M of every shard
+    configuration; complete at the end)."""
     run = _Run(rank, size, worlds=worlds, check_only=check_only, reduce_dtype=reduce_dtype,
                log=log if rank == 0 else (lambda *a, **k: None))
     specs = [BackendSpec.of(b) for b in (backends or (DEFAULT_BACKENDS if run.on_gpu else CPU_BACKENDS))]
@@ -192,6 +201,7 @@ def run_rank(rank: int, size: int, *, shapes=DEFAULT_SHAPES, backends=None, ms=D
             return results.write(out, RESULT_KIND, run.rows, partial=not done, complete=done, **meta)
         return None
 
+    run.on_rows = lambda: save(done=False)
     for shape in shapes:
         cfg = _config(shape, scaled)
         layer = random_layer(cfg, device=run.device, seed=seed)
@@ -203,13 +213,10 @@ def run_rank(rank: int, size: int, *, shapes=DEFAULT_SHAPES, backends=None, ms=D
         for w in run.worlds:
             for par in (["none"] if w == 1 else list(parallels)):
                 if run.member(w):
-                    rows = _run_shard(run, cfg, layer, w, par, specs, ms, baseline, opts)
-                    if rank == 0:
-                        run.rows.extend(rows)
+                    _run_shard(run, cfg, layer, w, par, specs, ms, baseline, opts)
                 if run.on_gpu:
                     torch.cuda.empty_cache()
                 dist.barrier(group=run.ctl_all)
-                save(done=False)
         del layer, baseline
     path = save(done=True)
     if path:
@@ -217,8 +224,8 @@ def run_rank(rank: int, size: int, *, shapes=DEFAULT_SHAPES, backends=None, ms=D
     return run.rows if rank == 0 else None
 
 
-def _run_shard(run: _Run, cfg, layer, w: int, par: str, specs, ms, baseline: dict, opts: dict) -> list[dict]:
-    """Every backend x M on one shard configuration, on ranks 0 .. w-1. Rows on rank 0."""
+def _run_shard(run: _Run, cfg, layer, w: int, par: str, specs, ms, baseline: dict, opts: dict) -> None:
+    """Every backend x M on one shard configuration, on ranks 0 .. w-1 (rows to :meth:`_Run.add`, per M)."""
     ctl, data = run.ctl[w], run.data[w]
     spec = shard_spec(par, w, run.rank)
     base = {"shape": cfg.name, "parallel": par, "world": w, "routing": "uniform", "reduce_dtype": run.reduce_name,
@@ -232,8 +239,9 @@ def _run_shard(run: _Run, cfg, layer, w: int, par: str, specs, ms, baseline: dic
     err = _first_error(_gather(err, ctl))
     if err:
         run.log(f"[{cfg.name}] {par}{w}: cannot shard: {err}")
-        return [dict(base, backend=s.label, m=m, error=f"shard: {err}") for s in specs for m in ms]
-    rows, built = [], {}
+        run.add([dict(base, backend=s.label, m=m, error=f"shard: {err}") for s in specs for m in ms])
+        return
+    built = {}
     for s in specs:
         err = None
         try:
@@ -243,7 +251,7 @@ def _run_shard(run: _Run, cfg, layer, w: int, par: str, specs, ms, baseline: dic
         err = _first_error(_gather(err, ctl))
         if err:
             run.log(f"[{cfg.name}] {par}{w} {s.label}: unavailable: {err}")
-            rows += [dict(base, backend=s.label, m=m, error=f"backend: {err}") for m in ms]
+            run.add([dict(base, backend=s.label, m=m, error=f"backend: {err}") for m in ms])
         else:
             built[s.label] = be
     for m in ms:
@@ -260,12 +268,13 @@ def _run_shard(run: _Run, cfg, layer, w: int, par: str, specs, ms, baseline: dic
             baseline["fp32", m] = moe_reference(x, ids, wts, ref_w, **kw)
         roof = {} if run.check_only else pt.roofline_fields(
             cfg, m, [shard_spec(par, w, r) for r in range(w)], [st[1] for st in sets], run.ceilings, run.reduce_dtype)
+        rows = []
         for label, be in built.items():
             row = dict(base, backend=label, m=m, rotate=n_sets, **roof)
             rows.append(row)
             _check_and_time(run, row, be, sets, ref_k, baseline, w, data, ctl, opts)
             run.log(pt.fmt_row(row))
-    return rows
+        run.add(rows)
 
 
 def _check_and_time(run: _Run, row: dict, be, sets, ref_k, baseline: dict, w: int, data, ctl, opts: dict) -> None:
@@ -323,7 +332,7 @@ def run(*, spawn: int = 0, dist_backend: str | None = None, **kw) -> list[dict] 
         return None
     backend = dist_backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():  # before the process group, so that NCCL binds each rank to its own GPU
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if "RANK" in os.environ:
         dist.init_process_group(backend, timeout=PG_TIMEOUT)
     else:  # one process, no launcher: a job of one rank (world 1 only)
