@@ -15,3 +15,16 @@ def run_with_a_wrong_rank(rank, world, *, wrong_rank, **kw):
 
         EmulatedSM90.forward = wrong
     parallel.run_rank(rank, world, **kw)
+
+
+def run_with_strided_outputs(rank, world, **kw):
+    """:func:`mxfp4lab.bench.parallel.run_rank` with the emulated backend returning its output as a strided view
+    ``[M, H]`` of an ``[M, H + 64]`` buffer, as backends that trim padding (FlashInfer's ``out[:, :h]``) do."""
+    forward = EmulatedSM90.forward
+
+    def strided(self, x, ids, w):
+        y = forward(self, x, ids, w)
+        return y.new_zeros(y.shape[0], y.shape[1] + 64)[:, : y.shape[1]].copy_(y)
+
+    EmulatedSM90.forward = strided
+    parallel.run_rank(rank, world, **kw)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from parallel_support import run_with_a_wrong_rank
+from parallel_support import run_with_a_wrong_rank, run_with_strided_outputs
 
 from mxfp4lab import cli, results
 from mxfp4lab import distributed as mxdist
@@ -84,7 +84,15 @@ def test_roofline_per_point(four_ranks):
         elif r["parallel"] == "ep":  # the ranks' experts partition the layer's: their active experts add up
             assert r["intermediate_by_rank"] == [320] * w
             assert sum(r["active_experts_by_rank"]) == pytest.approx(ref["active_experts_per_gpu"], rel=1e-12)
-            assert r["active_experts_per_gpu"] == max(r["active_experts_by_rank"])
+            assert sum(r["pairs_by_rank"]) == m * 4  # every (token, expert) pair on exactly one rank
+        # the GPU part is the slowest rank's floor: its weight bytes / bandwidth or its FLOPs / rate
+        ceil = four_ranks.meta["ceilings"]
+        floors = []
+        for i, a, p in zip(r["intermediate_by_rank"], r["active_experts_by_rank"], r["pairs_by_rank"]):
+            params = 3 * h * round_up(i, 128)
+            floors.append(max((a * params * 4.25 / 8 + 2 * m * h * 2) / ceil["copy_bytes_per_s"],
+                              2 * p * params / ceil["bf16_flops_per_s"]) * 1e6)
+        assert r["roofline_gpu_us"] == pytest.approx(max(floors), rel=1e-12)
 
 
 def test_a_wrong_rank_fails_the_check_on_every_rank(tmp_path):
@@ -100,6 +108,16 @@ def test_a_wrong_rank_fails_the_check_on_every_rank(tmp_path):
         assert "layer_us" not in bad  # not timed
         assert "error" not in rows["torch_naive", par] and rows["torch_naive", par]["layer_us"] > 0
     assert "error" not in rows["emulated_sm90", "none"]  # rank 1 is not part of the one-rank run
+
+
+def test_a_strided_partial_output_is_reduced(tmp_path):
+    """FlashInfer's backend returns ``out[:, :h]`` (H padded to 128 inside): the all-reduce needs it contiguous."""
+    out = tmp_path / "strided.json"
+    mxdist.spawn_cpu(2, target=run_with_strided_outputs, timeout=parallel.PG_TIMEOUT, shapes=("gpt-oss-20b",),
+                     backends=("emulated_sm90",), ms=(9,), worlds=(1, 2), reps=2, warmup=1, scaled=True, out=str(out))
+    rows = results.load(out).rows
+    assert [(r["parallel"], r.get("error")) for r in rows] == [("none", None), ("tp", None), ("ep", None)]
+    assert all(r["rel_err_vs_sharded_kernel_ref"] == 0.0 and r["layer_us"] > 0 for r in rows)
 
 
 def test_rotation_keeps_each_gpus_weights_out_of_l2(monkeypatch):

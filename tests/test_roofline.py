@@ -65,7 +65,7 @@ def test_sharded_floor_tp_and_ep_by_hand():
 def test_sharded_floor_refuses_missing_bandwidth_and_ragged_ranks():
     from mxfp4lab.roofline import sharded_roofline
 
-    kw = dict(bandwidth=3e12, flops_rate=8e14)
+    kw = {"bandwidth": 3e12, "flops_rate": 8e14}
     with pytest.raises(ValueError, match="allreduce_busbw must be a measured bandwidth"):
         sharded_roofline(GPT_OSS_120B, 1, rank_intermediate=[1440] * 2, rank_active_experts=[4] * 2,
                          rank_pairs=[4] * 2, allreduce_busbw=None, **kw)

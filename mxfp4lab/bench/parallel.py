@@ -36,6 +36,7 @@ NVLink multicast stays off: ``NCCL_NVLS_ENABLE=0`` is set before the process gro
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -66,7 +67,7 @@ REDUCE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 #: The NCCL settings this benchmark runs under (NVLink multicast off: the lent hosts require it).
 NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 #: Collectives wait this long before a process group gives up (idle ranks wait while others build backends).
-PG_TIMEOUT = timedelta(hours=3)
+PG_TIMEOUT = timedelta(hours=1)
 
 
 def _config(shape: str, scaled: bool):
@@ -102,10 +103,12 @@ def _exc(exc: BaseException) -> str:
 
 def _reduce(part: torch.Tensor, group, dtype: torch.dtype) -> torch.Tensor:
     """The layer's all-reduce: the ``[M, H]`` partial summed over ``group`` in ``dtype``, returned bf16 (one
-    rank: the partial itself). In place for bf16, as serving engines reduce the MoE output."""
+    rank: the partial itself). In place for a contiguous bf16 partial, as serving engines reduce the MoE output;
+    a strided one (a backend that trims its padding, ``out[:, :h]``) is copied first: collectives read
+    contiguous memory (gloo sums a strided view's storage, not the view: silently wrong)."""
     if group is None:
         return part
-    buf = part if part.dtype == dtype else part.to(dtype)
+    buf = part.contiguous().to(dtype)
     dist.all_reduce(buf, group=group)
     return buf.to(torch.bfloat16)
 
@@ -214,6 +217,7 @@ def run_rank(rank: int, size: int, *, shapes=DEFAULT_SHAPES, backends=None, ms=D
             for par in (["none"] if w == 1 else list(parallels)):
                 if run.member(w):
                     _run_shard(run, cfg, layer, w, par, specs, ms, baseline, opts)
+                gc.collect()  # the shard's backends and reference weights, before the next shard's
                 if run.on_gpu:
                     torch.cuda.empty_cache()
                 dist.barrier(group=run.ctl_all)

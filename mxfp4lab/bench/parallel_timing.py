@@ -102,7 +102,7 @@ def roofline_fields(cfg: MoEConfig, m: int, specs: Sequence[ShardSpec], ids_sets
     s = r.slowest
     return {"roofline_us": r.floor_us, "roofline_gpu_us": r.gpu_us, "roofline_allreduce_us": r.allreduce_us,
             "roofline_bound": r.bound, "bytes_per_gpu": s.bytes, "flops_per_gpu": s.flops,
-            "active_experts_per_gpu": s.active_experts, "active_experts_by_rank": active,
+            "active_experts_per_gpu": s.active_experts, "active_experts_by_rank": active, "pairs_by_rank": pairs,
             "intermediate_by_rank": inter, "allreduce_bytes": r.allreduce_bytes, "allreduce_busbw_bytes_per_s": busbw}
 
 
