@@ -15,8 +15,9 @@ device-to-device copy, 800 TFLOP/s bf16 dense on random data; the recorded H100 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional
 
 from .models import SM90_PAD_MULTIPLE, MoEConfig, round_up
 
@@ -41,6 +42,13 @@ class RooflinePoint:
     @property
     def bound(self) -> str:
         return "memory" if self.memory_us >= self.compute_us else "compute"
+
+
+def ceiling_rates(ceilings: dict | None = None) -> tuple[float, float]:
+    """(copy bandwidth bytes/s, bf16 FLOP/s) from measured ``ceilings`` (a result file's ``ceilings``:
+    ``copy_bytes_per_s``, ``bf16_flops_per_s``); the H100 defaults above where a value is missing."""
+    c = ceilings or {}
+    return c.get("copy_bytes_per_s") or H100_COPY_BW, c.get("bf16_flops_per_s") or H100_BF16_FLOPS
 
 
 def expected_active_experts(cfg: MoEConfig, m: int) -> float:
@@ -82,7 +90,7 @@ class ShardedRooflinePoint:
 
     m: int
     world: int
-    ranks: List[RooflinePoint]
+    ranks: list[RooflinePoint]
     allreduce_bytes: float
     allreduce_us: float
 
@@ -106,7 +114,7 @@ class ShardedRooflinePoint:
 
 def sharded_roofline(cfg: MoEConfig, m: int, *, rank_intermediate: Sequence[int], rank_active_experts:
                      Sequence[float], rank_pairs: Sequence[float], bandwidth: float, flops_rate: float,
-                     allreduce_busbw: Optional[float], reduce_bytes: int = 2) -> ShardedRooflinePoint:
+                     allreduce_busbw: float | None, reduce_bytes: int = 2) -> ShardedRooflinePoint:
     """:class:`ShardedRooflinePoint` from each rank's shard: ``rank_intermediate`` its unpadded I (TP: its
     slice; EP: the whole I), ``rank_active_experts`` the distinct experts of its own it reads, ``rank_pairs``
     the (token, expert) pairs it computes (TP: ``M * k`` each; EP: those routed to its experts).

@@ -19,7 +19,7 @@ import pandas as pd
 from .. import results
 from ..models import get_model
 from ..moe_tensors import ShardSpec
-from ..roofline import H100_BF16_FLOPS, H100_COPY_BW, expected_active_experts, sharded_roofline
+from ..roofline import ceiling_rates, expected_active_experts, sharded_roofline
 from .common import as_list
 
 PARALLEL_STUDY = "parallel_latency"
@@ -110,8 +110,7 @@ def parallel_floor_only(shapes=("gpt-oss-120b", "dsv4-flash"), worlds=(1, 2, 4, 
     a rank's expected share), for TP and EP. ``ceilings``: ``copy_bytes_per_s`` / ``bf16_flops_per_s`` (e.g.
     the single-GPU sweep's), default the H100 numbers. Columns: ``shape, parallel, world, m, floor_gpu_us``
     (the all-reduce is not in it: its bandwidth is measured by a run)."""
-    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
-    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    bw, fr = ceiling_rates(ceilings)
     rows = []
     for name in as_list(shapes):
         cfg = get_model(name)
