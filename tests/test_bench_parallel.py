@@ -149,3 +149,13 @@ def test_runs_merge_into_one_file(four_ranks, tmp_path):
     assert m.meta["complete"] is True and m.meta["launched_ranks"] == 4 and m.meta["timer"] == "host_wall_clock"
     assert [p["provenance"] for p in m.meta["parts"]] == [four_ranks.provenance] * 2
     assert cli.main(["bench", "parallel", "--merge", str(out)]) == 2  # --out is required
+
+
+def test_bad_options_are_refused_before_any_group(monkeypatch):
+    monkeypatch.setattr(parallel.dist, "new_group", lambda *a, **k: pytest.fail("a group was made"))
+    with pytest.raises(ValueError, match="parallels must be some of"):
+        parallel.run_rank(0, 1, parallels=("pp",))
+    with pytest.raises(ValueError, match="worlds must be GPU counts >= 1"):
+        parallel.run_rank(0, 1, worlds=(0, 2))
+    with pytest.raises(ValueError, match="reduce_dtype must be one of"):
+        parallel.run_rank(0, 1, reduce_dtype="fp8")

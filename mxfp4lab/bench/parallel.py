@@ -104,8 +104,8 @@ def _exc(exc: BaseException) -> str:
 def _reduce(part: torch.Tensor, group, dtype: torch.dtype) -> torch.Tensor:
     """The layer's all-reduce: the ``[M, H]`` partial summed over ``group`` in ``dtype``, returned bf16 (one
     rank: the partial itself). In place for a contiguous bf16 partial, as serving engines reduce the MoE output;
-    a strided one (a backend that trims its padding, ``out[:, :h]``) is copied first: collectives read
-    contiguous memory (gloo sums a strided view's storage, not the view: silently wrong)."""
+    a strided one (a backend that trims its padding, ``out[:, :h]``) is copied first: NCCL refuses a strided
+    tensor, and gloo returned a wrong sum for one, silently (the test with a strided backend output)."""
     if group is None:
         return part
     buf = part.contiguous().to(dtype)
@@ -137,6 +137,8 @@ class _Run:
         self.ranks_per_gpu = -(-size // n_dev) if self.on_gpu else 1
         self.check_only = bool(check_only or self.ranks_per_gpu > 1)
         self.timer = "cuda_events" if self.on_gpu else "host_wall_clock"
+        if not worlds or any(not isinstance(w, int) or w < 1 for w in worlds):
+            raise ValueError(f"worlds must be GPU counts >= 1, got {list(worlds)}")
         if reduce_dtype not in REDUCE_DTYPES:
             raise ValueError(f"reduce_dtype must be one of {sorted(REDUCE_DTYPES)}, got {reduce_dtype!r}")
         self.reduce_name, self.reduce_dtype = reduce_dtype, REDUCE_DTYPES[reduce_dtype]
@@ -184,6 +186,9 @@ def run_rank(rank: int, size: int, *, shapes=DEFAULT_SHAPES, backends=None, ms=D
     """Body of one rank (the default process group already started: :func:`run`). Returns the rows on rank 0
     (and writes ``out`` there: as a run in progress, ``<stem>.partial.json``, after every M of every shard
     configuration; complete at the end)."""
+    bad = [p for p in parallels if p not in PARALLELS]
+    if bad or not parallels:
+        raise ValueError(f"parallels must be some of {PARALLELS}, got {list(parallels)}")
     run = _Run(rank, size, worlds=worlds, check_only=check_only, reduce_dtype=reduce_dtype,
                log=log if rank == 0 else (lambda *a, **k: None))
     specs = [BackendSpec.of(b) for b in (backends or (DEFAULT_BACKENDS if run.on_gpu else CPU_BACKENDS))]
