@@ -185,7 +185,7 @@ def _add_bench_parser(sub) -> None:
     m.set_defaults(func=_cmd_bench_moe)
 
     s = bench.add_parser("summary", help="the latency study's conclusions from a recorded sweep (CPU)")
-    s.add_argument("--results", default=None, help="sweep (default: data/results/latency/h100.json, else h200)")
+    s.add_argument("--results", default=None, help="sweep (default: data/results/latency/h200.json, else h100)")
     s.add_argument("--out", default=None, help="summary (default data/results/latency_summary/<gpu>.json)")
     s.set_defaults(func=_cmd_bench_summary)
 

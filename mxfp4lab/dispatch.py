@@ -1,6 +1,6 @@
 """Pick the fastest MoE backend per (shape, tokens M) from a recorded latency sweep.
 
-    d = Dispatch.from_results("data/results/latency/h100.json")
+    d = Dispatch.from_results("data/results/latency/h200.json")
     d.choose("seed-bench", 300)              # -> e.g. "flashinfer_sm90"
     d.speedup_vs(always="torch_naive")       # geomean / worst speedup of dispatching over always-X
 
@@ -39,14 +39,17 @@ class Dispatch:
     @classmethod
     def from_rows(cls, rows: List[dict], *, routing: str = "uniform", policy: str = "at_or_above",
                   provenance: Optional[dict] = None) -> "Dispatch":
-        """From result rows (dicts with shape, backend, m, routing, median_us; error rows skipped).
-        Repeated (shape, m, backend) rows keep the smallest median."""
+        """From result rows (dicts with shape, backend, m, routing, median_us; error rows skipped). Only the
+        CUDA-graph timings count (rows of another timing ``mode``, e.g. GEMM kernels alone, are what a serving
+        engine never sees). Repeated (shape, m, backend) rows keep the smallest median."""
         times: Dict[str, Dict[int, Dict[str, float]]] = {}
         for r in rows:
             t = r.get("median_us")
             err = r.get("error")
             if (isinstance(err, str) and err) or t is None or r.get("m") is None \
                     or (r.get("routing") or "uniform") != routing:  # (error NaN: a DataFrame's empty cell)
+                continue
+            if (r.get("mode") or "graph") != "graph":
                 continue
             if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
                 continue
@@ -59,7 +62,7 @@ class Dispatch:
     @classmethod
     def from_results(cls, path: Union[str, Path, None] = None, *, routing: str = "uniform",
                      policy: str = "at_or_above") -> "Dispatch":
-        """From a recorded ``latency_sweep`` (default: ``data/results/latency/h100.json``, else ``h200``)."""
+        """From a recorded ``latency_sweep`` (default: ``data/results/latency/h200.json``, else ``h100``)."""
         from . import results
 
         if path is None:

@@ -71,7 +71,7 @@ KINDS: Dict[str, str] = {
                   "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
 }
 #: Read in this order when a study has several GPUs' files and none is named (the study's target GPU first).
-PREFERRED_GPUS = ("h100", "h200")
+PREFERRED_GPUS = ("h200", "h100")
 #: The top-level keys every result file has.
 REQUIRED = ("kind", "schema", "provenance", "rows")
 

@@ -214,3 +214,15 @@ def test_element_location_agrees_with_the_layout_bits():
             assert (w >> loc["sign_bit"]) & 1 == code >> 3
             assert sum(((w >> b) & 1) << n for n, b in enumerate(loc["mag_bits"])) == code & 7
             assert loc["frag_row"] in (loc["lane"] // 4, loc["lane"] // 4 + 8)
+
+
+def test_a_pinned_variant_is_read_and_checked(monkeypatch):
+    """$MXFP4LAB_DECODE_VARIANT (or variant=) pins the launch variant; an unknown one is refused."""
+    from mxfp4lab.backends.decode_w4a16 import pinned_variant
+
+    monkeypatch.delenv("MXFP4LAB_DECODE_VARIANT", raising=False)
+    assert pinned_variant() is None and pinned_variant(3) == 3
+    monkeypatch.setenv("MXFP4LAB_DECODE_VARIANT", "5")
+    assert pinned_variant() == 5 and pinned_variant(2) == 2
+    with pytest.raises(ValueError, match="variant must be one of"):
+        pinned_variant(9)

@@ -63,3 +63,16 @@ def test_speedup_vs_always(results):
     assert naive["gpt-oss-20b"]["worst"] == pytest.approx(1.0) and naive["gpt-oss-20b"]["worst_m"] == 1
     assert naive["all"]["n_m"] == 2 * len(MS)
     assert all(v["worst"] >= 1.0 for v in naive.values())
+
+
+def test_only_graph_timings_count():
+    """GEMM-kernels-alone rows are faster than the whole call; dispatching on them would pick wrongly."""
+    rows = [
+        {"shape": "s", "backend": "a", "m": 1, "routing": "uniform", "median_us": 10.0},
+        {"shape": "s", "backend": "b", "m": 1, "routing": "uniform", "median_us": 12.0, "mode": "graph"},
+        {"shape": "s", "backend": "b", "m": 1, "routing": "uniform", "median_us": 5.0, "mode": "gemm"},
+        {"shape": "s", "backend": "a", "m": 1, "routing": "uniform", "median_us": 90.0, "mode": "eager"},
+    ]
+    d = Dispatch.from_rows(rows)
+    assert d.choose("s", 1) == "a"
+    assert d.estimate("s", 1) == {"a": 10.0, "b": 12.0}

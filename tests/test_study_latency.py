@@ -166,3 +166,20 @@ def test_triton_goals_from_rows():
     g = ex.latency_triton_goals(df).set_index("m")
     assert not bool(g.loc[1, "met"])  # 95/90 <= 1.25x floor but slower than Marlin (95 > 80)
     assert bool(g.loc[2048, "met"])   # 1100/1000 = 1.1x FlashInfer
+
+
+def test_launch_breakdown_of_the_recorded_forwards():
+    """The recorded launch breakdown: three launches per decode_w4a16 forward, ncu bytes attached in order, and
+    a launch whose ncu process ran another kernel is flagged."""
+    from mxfp4lab.studies.latency import _kernel_key, latency_launches
+
+    d = latency_launches()
+    if d.empty:
+        pytest.skip("no recorded launch breakdown")
+    assert set(d.groupby(["backend", "shape", "m"]).size()) == {3}
+    assert (d["end_us"] > d["start_us"]).all()
+    same = d[d["ncu_same_kernel"] == True]  # noqa: E712
+    assert (same["dram_read_MB"] > 0).all()
+    assert _kernel_key("void mxfp4lab_decode::gemm_kernel<4, 1, 2, 1, 3, true>(mxfp4lab_decode::GemmArgs)") == \
+        _kernel_key("void gemm_kernel<4, 1, 2, 1, 3, 1>(GemmArgs)")
+    assert _kernel_key("void gemm_kernel<4, 1, 6, 2, 1, 1>(GemmArgs)") != _kernel_key("gemm_kernel<4, 1, 2, 1, 3, true>")

@@ -10,6 +10,8 @@ with the bucket's default.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .base import MoEBackend
@@ -21,6 +23,15 @@ CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2, 3, 5, 6), 64: (1, 2, 3, 4, 5
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
 TUNE_AGREEMENT_TOL = 1e-2
+
+
+def pinned_variant(variant=None):
+    """The launch variant to run at every M: ``variant``, else ``$MXFP4LAB_DECODE_VARIANT``, else None (tune).
+    An unknown variant raises ``ValueError`` naming the known ones."""
+    from ..kernels.decode_w4a16 import LaunchConfig
+
+    v = variant if variant is not None else os.environ.get("MXFP4LAB_DECODE_VARIANT") or None
+    return None if v is None else LaunchConfig(variant=int(v)).variant
 
 
 def bucket_of(m: int) -> int:
@@ -36,12 +47,15 @@ class DecodeW4A16(MoEBackend):
     #: of fc2 include that wait: the per-launch DRAM bytes and durations come from ncu (bench/launches.py).
     gemm_kernel_pattern = r"mxfp4lab_decode::gemm_kernel"
 
-    def __init__(self, moe, config=None, *, device=None):
+    def __init__(self, moe, config=None, *, device=None, variant=None):
+        """``variant``: run this launch variant at every M and skip tuning (default: ``$MXFP4LAB_DECODE_VARIANT``
+        if set, else tune per M bucket)."""
         super().__init__(moe, config)
         from ..kernels import decode_w4a16 as k
 
         self._k = k
         self.layout = k.DecodeLayout.from_logical(moe, device=device or moe.w13.device)
+        self.variant = pinned_variant(variant)
         self.chosen: dict[int, int] = {}
         self.tune_log: list[str] = []
         self.workspace_fill = None
@@ -61,6 +75,8 @@ class DecodeW4A16(MoEBackend):
         return True, ""
 
     def launch_config(self, m: int):
+        if self.variant is not None:
+            return self._k.LaunchConfig(variant=self.variant)
         b = bucket_of(m)
         return self._k.LaunchConfig(variant=self.chosen.get(b, CANDIDATES[b][0]))
 
@@ -75,7 +91,7 @@ class DecodeW4A16(MoEBackend):
 
     def tune(self, x, topk_ids, topk_weights) -> None:
         """Time each candidate of x's M bucket (CUDA graphs, median) and keep the fastest agreeing one."""
-        if not x.is_cuda:
+        if not x.is_cuda or self.variant is not None:
             return
         from ..bench.harness import time_cuda
         from ..reference import relative_error

@@ -131,11 +131,14 @@ def run_target(backend: str, shape: str, m: int, calls: int) -> None:
     torch.cuda.cudart().cudaProfilerStop()
 
 
-def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300) -> List[dict]:
+def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300,
+                 env: Optional[dict] = None) -> List[dict]:
+    """Counters per launch from Nsight Compute, profiling a child process. ``env``: extra environment for the
+    child (e.g. the launch variant the parent's tuner chose, so both measure the same kernels)."""
     ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
     cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics", ",".join(NCU_METRICS),
            sys.executable, "-m", "mxfp4lab", "bench", "launches", "--target", backend, shape, str(m), str(calls)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if r.returncode != 0:
         raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
     return parse_ncu_csv(r.stdout)
@@ -156,7 +159,10 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
                  "span_us": max(x["end_us"] for x in tl), "describe": be.describe(m)}
         if ncu:
             try:
-                entry["ncu"] = ncu_counters(backend, shape, m)
+                pin = {}
+                if getattr(be, "name", "") == "decode_w4a16":  # the child runs the variant tuned here
+                    pin["MXFP4LAB_DECODE_VARIANT"] = str(be.launch_config(m).variant)
+                entry["ncu"] = ncu_counters(backend, shape, m, env=pin)
             except Exception as exc:  # noqa: BLE001 - the timeline stands without counters
                 entry["ncu_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
         rows.append(entry)

@@ -257,3 +257,29 @@ def plot_parallel_allreduce_share(best: pd.DataFrame, *, label: str = "", figsiz
     fig.suptitle(f"All-reduce share of the fastest backend's layer (solid TP, dashed EP)\n{label}", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def plot_launches(launches: pd.DataFrame, *, label: str = "", figsize=(13, 3.2)) -> plt.Figure:
+    """One forward's launches on the GPU timeline (a CUDA-graph replay), one panel per (backend, shape, M):
+    a bar per launch from its start to its end, labelled with ncu's serialised duration, DRAM bytes and
+    bandwidth where recorded. Overlapping bars are programmatic dependent launch: a kernel starts early,
+    does its routing and waits for its predecessor's output."""
+    keys = list(dict.fromkeys(zip(launches["backend"], launches["shape"], launches["m"])))
+    fig, axes = plt.subplots(len(keys), 1, figsize=(figsize[0], figsize[1] * max(1, len(keys))), squeeze=False)
+    for ax, (b, s, m) in zip(axes[:, 0], keys):
+        d = launches[(launches["backend"] == b) & (launches["shape"] == s) & (launches["m"] == m)]
+        for _, r in d.iterrows():
+            ax.barh(r["launch"], r["end_us"] - r["start_us"], left=r["start_us"], color=sns.color_palette("deep")[r["launch"] % 10])
+            name = r["kernel"].split("(")[0].split("::")[-1][:40]
+            extra = ""
+            if pd.notna(r.get("ncu_us", np.nan)):
+                extra = f"  ncu {r['ncu_us']:.1f} us, {r['dram_read_MB']:.1f} MB, {r['dram_read_GBps'] / 1e3:.2f} TB/s"
+                if not r.get("ncu_same_kernel", True):
+                    extra += f" (ncu ran {r['ncu_kernel'].split('(')[0].replace('void ', '')})"
+            ax.text(r["start_us"], r["launch"], f" {name}{extra}", va="center", fontsize=9)
+        ax.set_yticks([])
+        ax.invert_yaxis()
+        ax.set_xlabel("us from the first kernel's start")
+        ax.set_title(f"{b}, {s}, M = {m}: span {d['end_us'].max():.1f} us" + (f"  ({label})" if label else ""), fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -367,3 +367,40 @@ def layout_example_text(row: int = 8, k: int = 45, model: Optional[str] = None) 
     add(f"   check vs the real transforms: {chk['bits_checked']} bits, {chk['bit_mismatches']} mismatches; "
         f"{chk['scales_checked']} scales, {chk['scale_mismatches']} mismatches")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- mxfp4lab's decode kernel layout
+def layout_decode_tile_map(rows: int = 16, k: int = 64) -> pd.DataFrame:
+    """Every element of one 16 x 64 tile in the decode kernel's layout (:mod:`mxfp4lab.layout.decode_w4a16`):
+    which lane's 16-byte copy holds it, which 32-bit word (= ``mma.m16n8k16`` step), which register and
+    where in that MMA's A fragment it sits. Columns: ``row, k, lane, word, register, half, frag_row,
+    frag_k, sign_bit``."""
+    from ..layout.decode_w4a16 import element_location
+
+    out = []
+    for r in range(rows):
+        for kk in range(k):
+            loc = element_location(r, kk)
+            out.append({"row": r, "k": kk, **{c: loc[c] for c in ("lane", "word", "register", "half", "frag_row",
+                                                                  "frag_k", "sign_bit")}})
+    return pd.DataFrame(out)
+
+
+def layout_compare_decode(row: int, k: int) -> pd.DataFrame:
+    """One logical element ``(row, k)``: its 4 code bits in the SM90 CUTLASS layout (destination row, byte,
+    bit of the interleaved matrix) beside the decode kernel's (lane, byte of the lane's 16-byte copy, bit).
+    Columns: ``layout, code_bit, where, byte, bit``."""
+    from ..layout.decode_w4a16 import element_location
+
+    d = _explain.weight_element_destination(row, k)
+    loc = element_location(row, k)
+    out = []
+    for b in range(4):
+        out.append({"layout": "sm90_cutlass", "code_bit": CODE_BIT_SHORT[b], "where": f"row {int(d['dst_row'])}",
+                    "byte": int(d["dst_byte"][b]), "bit": int(d["dst_bit"][b])})
+    bits = loc["mag_bits"] + [loc["sign_bit"]]  # m0, e0, e1, s
+    for b in range(4):
+        out.append({"layout": "decode_w4a16", "code_bit": CODE_BIT_SHORT[b],
+                    "where": f"tile {loc['tile']} chunk {loc['chunk']} lane {loc['lane']} {loc['register']}",
+                    "byte": 4 * loc["word"] + bits[b] // 8, "bit": bits[b] % 8})
+    return pd.DataFrame(out)

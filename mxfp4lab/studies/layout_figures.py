@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 #: One color per lane-word source byte A, B, C, D (also used for code bits m0, e0, e1, s).
 LANE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
@@ -253,4 +253,33 @@ def plot_element_path(trace: Dict[str, Any], *, reverse: Optional[Dict[str, Any]
     fig.suptitle(head + f"fc1 row {row}, k {k}  ->  SM90 row {trace['dst_row']}, byte(s) "
                  f"{sorted(set(trace['dst_byte']))};  scale -> folded [{sf['block']}, {sf['k128']}, "
                  f"{sf['frow']}, {sf['col']}]", fontsize=11)
+    return fig
+
+
+def plot_decode_lanes(tile: pd.DataFrame, *, highlight: Optional[tuple] = None, figsize=(14, 5.5)) -> plt.Figure:
+    """The decode kernel's 16 x 64 tile (:func:`mxfp4lab.studies.layout.layout_decode_tile_map`). Left: which
+    lane's 16-byte copy holds each element (the number in each block; lanes 4g..4g+3 share rows g and g+8,
+    lane 4g+t takes K 16t..16t+15). Right: the 32-bit word (= ``mma.m16n8k16`` step) of that copy: K is
+    permuted inside the chunk so each step's B operand is 4 consecutive activations per lane.
+    ``highlight``: (row, k) outlined in both."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    fig, axes = plt.subplots(1, 2, figsize=figsize, constrained_layout=True)
+    quarter = tile.assign(t=tile["lane"] % 4)
+    qcmap = ListedColormap(sns.color_palette("pastel", 4))
+    sns.heatmap(_grid(quarter, "row", "k", "t"), ax=axes[0], cmap=qcmap, cbar=False, xticklabels=8, yticklabels=1)
+    for (r, lane), grp in tile.groupby(["row", "lane"]):
+        axes[0].text(grp["k"].mean() + 0.5, r + 0.5, str(lane), ha="center", va="center", fontsize=9)
+    axes[0].set_title("lane holding each element (16 bytes = 32 codes per chunk)", fontsize=12)
+    wcols = sns.color_palette("Set2", 4)
+    sns.heatmap(_grid(tile, "row", "k", "word"), ax=axes[1], cmap=ListedColormap(wcols),
+                norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4), cbar=False, xticklabels=8, yticklabels=1)
+    axes[1].legend(handles=[Patch(color=wcols[w], label=f"word {w}") for w in range(4)], loc="upper center",
+                   bbox_to_anchor=(0.5, -0.12), ncol=4, frameon=False, fontsize=10)
+    axes[1].set_title("word = MMA step (K permuted inside the chunk)", fontsize=12)
+    for ax in axes:
+        ax.set_xlabel("K within the chunk", fontsize=11)
+        ax.set_ylabel("row within the tile", fontsize=11)
+        if highlight is not None:
+            _outline(ax, highlight[1], highlight[0])
     return fig
