@@ -11,16 +11,35 @@
     mxfp4lab provenance                                       (this machine's provenance block, JSON)
     mxfp4lab build [--configs compact|minimal|full|stock_k128|LABELS] [--info|--export F|--import F|...]
 
-``main(argv=None) -> int`` is the console-script entry point (exit status).
+``main(argv=None) -> int`` is the console-script entry point (exit status): 0 success; 1 a report or
+build failed; 2 a user error -- a bad value, an unknown name, a missing or unreadable file, an output path
+that is a file or read-only -- printed as ONE line ``mxfp4lab <command>: error: ...`` (no traceback; set
+``MXFP4LAB_TRACEBACK=1`` to see one). A traceback means a bug in mxfp4lab.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
 REPORT_CHOICES_HELP = "layout, accuracy, latency, all (or any notebooks/NN_<name>.ipynb stem)"
+
+
+def int_list(text: str) -> list:
+    """argparse type: ``"1,64,1024"`` -> [1, 64, 1024] (positive ints; the error names the bad item)."""
+    out = []
+    for item in text.split(","):
+        try:
+            v = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers "
+                                             f"({item.strip()!r})") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: every value must be >= 1, got {v}")
+        out.append(v)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -30,7 +49,8 @@ def _add_report_parser(sub) -> None:
     p = sub.add_parser(
         "report", help="run notebooks through papermill into outputs/<date>-<name>/ (ipynb + HTML)",
         description="Execute report notebooks with parameters; write the executed notebook, a self-contained "
-                    "HTML report and results.json to OUT/<date>-<name>/ and refresh OUT/index.html. "
+                    "HTML report and results.json to a new OUT/<date>-<name>[-N]/ (never replacing a run) and refresh "
+                    "OUT/index.html. "
                     "Exit status 1 if any report failed (earlier reports are left intact).",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=REPORT_CHOICES_HELP)
@@ -61,16 +81,14 @@ def _cmd_report(args) -> int:
             return 2
         return 0
     params = {name: report.parse_value(value) for name, value in args.parameter}
-    try:
-        res = report.run_reports(
-            args.names, parameters=params, param_file=args.parameters_file, out_dir=args.out,
-            notebook_dir=args.notebooks,
-            hide_input=args.hide_input, progress=not args.no_progress, log_output=args.log_output,
-            timeout=args.timeout or report.DEFAULT_TIMEOUT_S,
-        )
-    except report.ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.timeout is not None and args.timeout <= 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    res = report.run_reports(
+        args.names, parameters=params, param_file=args.parameters_file, out_dir=args.out,
+        notebook_dir=args.notebooks,
+        hide_input=args.hide_input, progress=not args.no_progress, log_output=args.log_output,
+        timeout=args.timeout or report.DEFAULT_TIMEOUT_S,
+    )
     out_root = args.out or report.OUTPUT_DIR
     failed = [n for n, r in res.items() if isinstance(r, Exception)]
     print(f"index: {report.write_index(out_root)}")
@@ -95,13 +113,9 @@ def _add_layout_parser(sub) -> None:
 
 
 def _cmd_layout(args) -> int:
-    try:
-        from .studies.layout import layout_example_text
+    from .studies.layout import layout_example_text
 
-        print(layout_example_text(args.row, args.k, args.model))
-    except (KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(layout_example_text(args.row, args.k, args.model))
     return 0
 
 
@@ -215,9 +229,10 @@ def _add_bench_parser(sub) -> None:
     pa.add_argument("--backends", default=None, help="default: every backend that runs on shards "
                     "(bench.parallel.DEFAULT_BACKENDS; on a CPU: emulated_sm90,torch_naive)")
     pa.add_argument("--shapes", default="gpt-oss-120b,dsv4-flash")
-    pa.add_argument("--m", "--tokens", dest="m", default="1,16,64,256,1024,4096",
+    pa.add_argument("--m", "--tokens", dest="m", type=int_list, default=[1, 16, 64, 256, 1024, 4096],
                     help="token counts (--tokens under torchrun, whose own options take --m)")
-    pa.add_argument("--worlds", default="1,2,4,8", help="GPUs per layer (those above the launched ranks are skipped)")
+    pa.add_argument("--worlds", type=int_list, default=[1, 2, 4, 8],
+                    help="GPUs per layer (those above the launched ranks are skipped)")
     pa.add_argument("--parallel", default="tp,ep", help="tp, ep or both")
     pa.add_argument("--reduce-dtype", default="bf16", choices=["bf16", "fp32"], help="dtype of the all-reduce")
     pa.add_argument("--reps", type=int, default=30)
@@ -235,6 +250,16 @@ def _add_bench_parser(sub) -> None:
     pa.add_argument("--merge", nargs="+", metavar="FILE", default=None,
                     help="instead of running: merge these runs' files (e.g. one per shape) into --out")
     pa.set_defaults(func=_cmd_bench_parallel)
+
+    va = bench.add_parser("validation", help="what the input/output checks cost a backend's call at small M")
+    va.add_argument("--backends", default="emulated_sm90,torch_naive")
+    va.add_argument("--shapes", default=",".join(STUDY_SHAPES))
+    va.add_argument("--m", type=int_list, default=[1, 64], help="token counts (default 1,64)")
+    va.add_argument("--device", default="cpu")
+    va.add_argument("--repeat", type=int, default=7)
+    va.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady small-M timings)")
+    va.add_argument("--out", default=None, help="result file (default data/results/validation/<device>.json)")
+    va.set_defaults(func=_cmd_bench_validation)
 
     la = bench.add_parser("launches", help="one MoE forward launch by launch: timeline of a CUDA-graph replay "
                                            "and (--ncu) DRAM bytes per launch from Nsight Compute")
@@ -316,12 +341,8 @@ def _cmd_bench_parallel(a) -> int:
         return 0
     if out is None and torch.cuda.is_available() and not a.spawn:
         out = str(results.result_path(parallel.STUDY, results.gpu_slug(torch.cuda.get_device_name())))
-
-    def ints(v):
-        return tuple(int(x) for x in v.split(","))
-
     parallel.run(spawn=a.spawn, dist_backend=a.dist_backend, shapes=a.shapes.split(","),
-                 backends=a.backends.split(",") if a.backends else None, ms=ints(a.m), worlds=ints(a.worlds),
+                 backends=a.backends.split(",") if a.backends else None, ms=tuple(a.m), worlds=tuple(a.worlds),
                  parallels=tuple(a.parallel.split(",")), reduce_dtype=a.reduce_dtype, reps=a.reps, warmup=a.warmup,
                  rotate=a.rotate, graph=not a.no_graph, check_only=a.check_only, scaled=a.scaled, out=out)
     return 0
@@ -409,6 +430,22 @@ def _cmd_bench_accuracy(a) -> int:
     return 0
 
 
+def _cmd_bench_validation(a) -> int:
+    import torch
+
+    from . import results
+    from .bench.validation import format_table, validation_cost
+
+    rows = validation_cost(a.backends.split(","), a.shapes.split(","), a.m, repeat=a.repeat, device=a.device,
+                           threads=a.threads)
+    print(format_table(rows))
+    print(f"torch threads: {torch.get_num_threads()}")
+    slug = "cpu" if a.device == "cpu" else results.gpu_slug(torch.cuda.get_device_name())
+    out = a.out or results.result_path("validation", slug)
+    print(f"wrote {results.write(out, 'validation_cost', rows, torch_threads=torch.get_num_threads())}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # distributed (TP/EP across processes) and sass (sm_90a compile report)
 # --------------------------------------------------------------------------------------------
@@ -417,7 +454,7 @@ def _add_distributed_parser(sub) -> None:
     p.add_argument("--kind", choices=["tp", "ep"], default="tp")
     p.add_argument("--model", default="gpt-oss-120b")
     p.add_argument("--backend", default="flashinfer_sm90")
-    p.add_argument("--m", "--tokens", dest="m", default="16,256",
+    p.add_argument("--m", "--tokens", dest="m", type=int_list, default=[16, 256],
                    help="token counts (--tokens under torchrun, whose own options take --m)")
     p.add_argument("--scaled", action="store_true", help="scaled-down layer (CPU tests)")
     p.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks here instead of torchrun")
@@ -428,7 +465,7 @@ def _add_distributed_parser(sub) -> None:
 def _cmd_distributed(a) -> int:
     from .distributed import run
 
-    run(spawn=a.spawn, kind=a.kind, model=a.model, backend=a.backend, ms=tuple(int(v) for v in a.m.split(",")),
+    run(spawn=a.spawn, kind=a.kind, model=a.model, backend=a.backend, ms=tuple(a.m),
         scaled=a.scaled, out=a.out)
     return 0
 
@@ -482,13 +519,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error_status(exc: BaseException) -> int | None:
+    """Exit status for an error caused by the user's input (1: a report / build failed; 2: bad input), or
+    None for anything else (a bug: let its traceback show)."""
+    from .backends.base import BackendUnavailable
+    from .report import ReportError
+
+    if isinstance(exc, (ReportError, BackendUnavailable)):
+        return 1
+    if isinstance(exc, (ValueError, KeyError, OSError)):  # InputError, CheckpointError, ResultsError ...
+        return 2
+    try:
+        import yaml
+
+        if isinstance(exc, yaml.YAMLError):
+            return 2
+    except ImportError:  # pragma: no cover - pyyaml is a dependency
+        pass
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        msg = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return " ".join(str(msg).split()) or type(exc).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    rc = args.func(args)
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print(f"mxfp4lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # sorted into user errors (one line) and bugs (re-raised)
+        status = _user_error_status(exc)
+        if status is None or os.environ.get("MXFP4LAB_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"mxfp4lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return status
     return int(rc or 0)
 
 

@@ -29,6 +29,8 @@ from typing import Tuple
 
 import torch
 
+from .validate import InputError, first_index
+
 # --------------------------------------------------------------------------------------------
 # Spec constants (OCP MX v1.0)
 # --------------------------------------------------------------------------------------------
@@ -43,6 +45,9 @@ E8M0_EXP_BIAS = 127  # Section 5.4.1
 E8M0_NAN = 0xFF  # Section 5.4.1: the only special value of E8M0
 E8M0_MIN_EXP = -127  # byte 0x00 -> 2**-127
 E8M0_MAX_EXP = 127  # byte 0xFE -> 2**127
+#: Largest shared exponent a quantizer here chooses: 6 * 2**125 is the largest block value fp32 and bf16
+#: hold (6 * 2**126 overflows both), so a block past it saturates to +-6 * 2**125 instead of decoding to inf.
+MAX_QUANT_EXP = 125
 
 #: Magnitudes of the 8 non-negative codes 0..7 (Section 5.3.3).
 E2M1_MAGNITUDES: Tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -71,7 +76,10 @@ class ScaleRule(str, enum.Enum):
         computed with fp32 ``log2``, clamped to [-127, 127]; elements round to nearest with ties
         DOWN (toward the smaller magnitude).
 
-    For every rule an all-zero block gets scale byte 0 (2**-127) and codes 0.
+    For every rule an all-zero block gets scale byte 0 (2**-127) and codes 0. For every rule the shared
+    exponent is at most :data:`MAX_QUANT_EXP` (125): ``ROUND_UP`` and ``FLASHINFER`` would pick 126 or 127
+    for a block maximum past 6 * 2**125 (~2.6e38), whose top codes then decode to inf in fp32 and bf16;
+    capped, such a block saturates to +-6 * 2**125 as ``OCP`` does (the libraries themselves overflow there).
     """
 
     OCP = "ocp"
@@ -94,8 +102,9 @@ ELEMENT_ROUNDING = {
 }
 
 
-class MXFormatError(ValueError):
-    """Raised for inputs that violate an MXFP4 format rule; the message names tensor and rule."""
+class MXFormatError(InputError):
+    """Raised for inputs that violate an MXFP4 format rule; the message names tensor and rule (an
+    :class:`~mxfp4lab.validate.InputError`, hence a ``ValueError``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,8 +151,10 @@ def e2m1_table(dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
 def decode_e2m1(codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 codes (0..15, any shape) -> values. Every value is exact in bf16/fp16/fp32."""
     check_dtype(codes, torch.uint8, "codes")
-    if bool((codes > 15).any()):
-        raise MXFormatError("codes must be 4-bit values 0..15")
+    bad = codes > 15
+    if bool(bad.any()):
+        idx = first_index(bad)
+        raise MXFormatError(f"codes must be 4-bit values 0..15, got {int(codes[idx])} at index {idx}")
     return e2m1_table(dtype, codes.device)[codes.long()]
 
 
@@ -165,15 +176,31 @@ def _e8m0_values(scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def pack_fp4(codes: torch.Tensor) -> torch.Tensor:
-    """uint8 codes ``[..., K]`` (values 0..15) -> packed bytes ``[..., K/2]``, element 2i low nibble."""
+    """uint8 codes ``[..., K]`` (values 0..15) -> packed bytes ``[..., K/2]``, element 2i low nibble.
+
+    A code above 15 would spill into its neighbour's nibble: :class:`MXFormatError` naming its index."""
     check_dtype(codes, torch.uint8, "codes")
+    if codes.dim() == 0:
+        raise MXFormatError("codes must have at least one dimension (K along the last axis)")
     check_multiple(codes.shape[-1], 2, "codes.shape[-1]", "two FP4 codes per byte")
+    bad = codes > 15
+    if bool(bad.any()):
+        idx = first_index(bad)
+        raise MXFormatError(f"codes must be 4-bit values 0..15, got {int(codes[idx])} at index {idx} "
+                            f"({int(bad.sum())} such codes; a larger value would spill into the next nibble)")
+    return _pack(codes)
+
+
+def _pack(codes: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_fp4` for codes known to be 0..15 (axis -1 pairs: low nibble = element 2i)."""
     return codes[..., 0::2] | (codes[..., 1::2] << 4)
 
 
 def unpack_fp4(packed: torch.Tensor) -> torch.Tensor:
     """packed bytes ``[..., K/2]`` -> uint8 codes ``[..., K]`` (low nibble first)."""
     check_dtype(packed, torch.uint8, "packed")
+    if packed.dim() == 0:
+        raise MXFormatError("packed must have at least one dimension (bytes along the last axis)")
     # axis -1 of the stack: (low nibble = element 2i, high nibble = element 2i+1)
     return torch.stack((packed & 0xF, packed >> 4), dim=-1).flatten(-2)
 
@@ -218,7 +245,8 @@ def _scale_exponent(amax: torch.Tensor, rule: ScaleRule) -> torch.Tensor:
         exp = torch.ceil(torch.log2(safe)).long()
     else:  # pragma: no cover - enum is closed
         raise ValueError(f"unknown scale rule {rule!r}")
-    exp = exp.clamp(E8M0_MIN_EXP, E8M0_MAX_EXP)
+    # OCP never passes MAX_QUANT_EXP (amax < 2**128); the round-up rules do for amax > 6 * 2**125.
+    exp = exp.clamp(E8M0_MIN_EXP, MAX_QUANT_EXP)
     return torch.where(zero, torch.full_like(exp, E8M0_MIN_EXP), exp)
 
 
@@ -243,9 +271,15 @@ def quantize_mxfp4(
         raise MXFormatError(f"{name} must have at least one dimension (K along the last axis)")
     k = x.shape[-1]
     check_multiple(k, MX_BLOCK_SIZE, f"{name}.shape[-1] (K)", "one E8M0 scale per 32 elements")
+    if not bool(torch.isfinite(x).all()):
+        idx = first_index(~torch.isfinite(x))
+        raise MXFormatError(f"{name} holds Inf or NaN (first at index {idx}); MXFP4 (E2M1) has no encoding "
+                            "for them")
     xf = x.to(torch.float32)
     if not bool(torch.isfinite(xf).all()):
-        raise MXFormatError(f"{name} holds Inf or NaN; MXFP4 (E2M1) has no encoding for them")
+        idx = first_index(~torch.isfinite(xf))
+        raise MXFormatError(f"{name} holds {x[idx].item()} at index {idx}, beyond the fp32 range that "
+                            "MXFP4 scales cover (|x| <= 3.4e38)")
     # axes of `blocks`: [..., K/32 (block), 32 (element within block)]
     blocks = xf.reshape(*xf.shape[:-1], k // MX_BLOCK_SIZE, MX_BLOCK_SIZE)
     amax = blocks.abs().amax(dim=-1)
@@ -258,7 +292,7 @@ def quantize_mxfp4(
     sign = (scaled < 0) if rule is ScaleRule.FLASHINFER else torch.signbit(scaled)
     codes = (mag_code | (sign.long() << 3)).to(torch.uint8).reshape(*xf.shape[:-1], k)
     scales = (exp + E8M0_EXP_BIAS).to(torch.uint8)
-    return pack_fp4(codes), scales
+    return _pack(codes), scales
 
 
 def dequantize_mxfp4(
@@ -272,6 +306,8 @@ def dequantize_mxfp4(
     """
     check_dtype(packed, torch.uint8, "packed")
     check_dtype(scales, torch.uint8, "scales")
+    if packed.dim() == 0:
+        raise MXFormatError("packed must have at least one dimension (K/2 bytes along the last axis)")
     k = packed.shape[-1] * 2
     check_multiple(k, MX_BLOCK_SIZE, "K = 2 * packed.shape[-1]", "one E8M0 scale per 32 elements")
     if tuple(scales.shape) != tuple(packed.shape[:-1]) + (k // MX_BLOCK_SIZE,):
@@ -295,9 +331,14 @@ def mx_block_error_bound(amax: torch.Tensor, rule: ScaleRule | str) -> torch.Ten
     """Largest possible |x - dequant(quant(x))| for a block with maximum |x| = amax.
 
     Half the widest E2M1 gap (2.0, between 4 and 6) times the scale, except that the OCP rule can
-    also clip the block maximum from just under 8*s down to 6*s (error < 2*s).
+    also clip the block maximum from just under 8*s down to 6*s (error < 2*s); so can the other rules
+    for a block whose maximum passes 6 * 2**125, where the exponent is capped (:data:`MAX_QUANT_EXP`).
     """
     rule = ScaleRule(rule)
-    exp = _scale_exponent(amax.to(torch.float32), rule).to(torch.float64)
+    a32 = amax.to(torch.float32)
+    exp = _scale_exponent(a32, rule).to(torch.float64)
     s = torch.exp2(exp)
-    return (2.0 if rule is ScaleRule.OCP else 1.0) * s
+    if rule is ScaleRule.OCP:
+        return 2.0 * s
+    capped = a32.to(torch.float64) > E2M1_MAX * 2.0**MAX_QUANT_EXP
+    return torch.where(capped, 2.0 * s, s)

@@ -39,6 +39,7 @@ Weight bytes: MXFP4 is 4 bits per parameter plus one E8M0 byte per 32 parameters
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 # --------------------------------------------------------------------------------------------
@@ -131,8 +132,17 @@ class MoEConfig:
                 f"MoEConfig {self.name!r}: checkpoint_format must be one of {CHECKPOINT_FORMATS} "
                 f"(got {self.checkpoint_format!r})"
             )
+        for field in ("swiglu_alpha", "swiglu_beta", "swiglu_limit", "routed_scaling_factor"):
+            value = getattr(self, field)
+            if value is None and field == "swiglu_limit":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"MoEConfig {self.name!r}: {field} must be a finite number (got {value!r})")
         if self.swiglu_limit is not None and self.swiglu_limit <= 0:
             raise ValueError(f"MoEConfig {self.name!r}: swiglu_limit must be > 0 or None")
+        if self.routed_scaling_factor <= 0:
+            raise ValueError(f"MoEConfig {self.name!r}: routed_scaling_factor must be > 0 "
+                             f"(got {self.routed_scaling_factor})")
         if self.num_layers is not None and self.n_hash_layers > self.num_layers:
             raise ValueError(f"MoEConfig {self.name!r}: n_hash_layers exceeds num_layers")
 

@@ -40,6 +40,8 @@ from typing import Optional
 import torch
 
 from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_multiple
+from .models import MoEConfig
+from .validate import check_param, first_index
 
 __all__ = [
     "LogicalMoE",
@@ -110,6 +112,17 @@ def packed_rows(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.flatten(2) if blocks.dim() == 4 else blocks
 
 
+def _same_param(have, want) -> bool:
+    """A SwiGLU constant as the tensors hold it (None, a float, or fp32 [E]) equals the config's (None or
+    a float, compared after rounding to fp32, as :mod:`mxfp4lab.prepare` stores it)."""
+    if have is None or want is None:
+        return have is None and want is None
+    w = torch.tensor(float(want), dtype=torch.float32)
+    if isinstance(have, torch.Tensor):
+        return bool((have == w.to(have.device)).all())
+    return float(w) == float(have)
+
+
 # --------------------------------------------------------------------------------------------
 # Containers
 # --------------------------------------------------------------------------------------------
@@ -134,11 +147,16 @@ class ShardSpec:
     ep_rank: int = 0
 
     def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Sizes >= 1, ranks in range. Run when made and again by every boundary that uses a spec (so
+        one altered behind the frozen dataclass's back, ``object.__setattr__``, is still refused)."""
         for n, size, rank in (("tp", self.tp_size, self.tp_rank), ("ep", self.ep_size, self.ep_rank)):
-            if not isinstance(size, int) or not isinstance(rank, int):
-                raise TypeError(f"{n}_size and {n}_rank must be ints (got {size!r}, {rank!r})")
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in (size, rank)):
+                raise TypeError(f"ShardSpec: {n}_size and {n}_rank must be ints (got {size!r}, {rank!r})")
             if size < 1 or not 0 <= rank < size:
-                raise ValueError(f"{n}_rank = {rank} must be in [0, {n}_size = {size})")
+                raise ValueError(f"ShardSpec: {n}_rank = {rank} must be in [0, {n}_size = {size})")
 
     def intermediate_slice(self, intermediate_size: int) -> tuple[int, int]:
         """Columns ``[start, end)`` of the intermediate dimension this rank holds (class docstring).
@@ -198,7 +216,9 @@ class MoEInfo:
 @dataclass
 class LogicalMoE(MoEInfo):
     """One rank's MoE layer in logical form (shapes and rules in the module docstring): the six weight tensors
-    (positional) and the :class:`MoEInfo` fields (keywords). Checked when made (:meth:`check`)."""
+    (positional) and the :class:`MoEInfo` fields (keywords). Checked when made (:meth:`check`) and read-only
+    afterwards, so it stays checked: assigning a field raises ``dataclasses.FrozenInstanceError``;
+    ``dataclasses.replace(moe, ...)`` makes a changed copy and checks it."""
 
     w13: torch.Tensor
     w13_scale: torch.Tensor
@@ -209,6 +229,14 @@ class LogicalMoE(MoEInfo):
 
     def __post_init__(self):
         self.check()
+        object.__setattr__(self, "_checked", True)
+
+    def __setattr__(self, name, value):
+        # frozen once checked (a frozen dataclass cannot extend the mutable MoEInfo other layouts share)
+        if getattr(self, "_checked", False):
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: a LogicalMoE is checked when "
+                                                  f"made; use dataclasses.replace(moe, {name}=...)")
+        object.__setattr__(self, name, value)
 
     # ---------------------------------------------------------------- shape
     @property
@@ -231,6 +259,8 @@ class LogicalMoE(MoEInfo):
             if w.dim() != 3:
                 raise MXFormatError(f"{n} must be 3-D [E, rows, K/2] packed E2M1, got {tuple(w.shape)}")
         e, rows13, hb = self.w13.shape
+        if e < 1:
+            raise MXFormatError(f"w13 holds no experts (shape {tuple(self.w13.shape)}); a layer needs >= 1")
         h_pad, i_pad = hb * 2, self.w2.shape[2] * 2
         check_multiple(h_pad, MX_BLOCK_SIZE, "w13: H_pad (2 x packed bytes)", "one E8M0 scale per 32")
         check_multiple(i_pad, MX_BLOCK_SIZE, "w2: I_pad (2 x packed bytes)", "one E8M0 scale per 32")
@@ -247,6 +277,14 @@ class LogicalMoE(MoEInfo):
         for n in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
             if getattr(self, n) is not None:
                 check_tensor(getattr(self, n), n, (e,), torch.float32)
+                check_param(getattr(self, n), n, positive=n == "swiglu_limit")
+        for n in ("w13_bias", "w2_bias"):
+            if getattr(self, n) is not None:
+                check_param(getattr(self, n), n)
+        for n in ("hidden_size", "intermediate_size", "num_experts_total", "expert_offset"):
+            v = getattr(self, n)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"LogicalMoE.{n} must be an int, got {type(v).__name__} {v!r}")
         if not 0 < self.hidden_size <= h_pad or not 0 < self.intermediate_size <= i_pad:
             raise MXFormatError(f"hidden_size = {self.hidden_size} / intermediate_size = "
                                 f"{self.intermediate_size} must be in (0, H_pad = {h_pad}] / (0, I_pad = {i_pad}]")
@@ -255,6 +293,49 @@ class LogicalMoE(MoEInfo):
                                 f"the layer's {self.num_experts_total} experts")
         if not isinstance(self.shard, ShardSpec):
             raise TypeError(f"shard must be a ShardSpec, got {type(self.shard).__name__}")
+        self.shard.check()
+        sh = self.shard
+        if sh.ep_size > 1 and (self.num_experts_total != sh.ep_size * e or self.expert_offset != sh.ep_rank * e):
+            raise MXFormatError(
+                f"shard {sh} holds experts [{sh.ep_rank * e}, {(sh.ep_rank + 1) * e}) of {sh.ep_size * e}, "
+                f"but expert_offset = {self.expert_offset} and num_experts_total = {self.num_experts_total}")
+        if sh.tp_rank > 0 and self.w2_bias is not None and bool(self.w2_bias.any()):
+            idx = first_index(self.w2_bias != 0)
+            raise MXFormatError(f"w2_bias must be zero on TP rank {sh.tp_rank} > 0 (the fc2 bias is added once, "
+                                f"on rank 0), got {self.w2_bias[idx].item()} at index {idx}")
+
+    def check_config(self, config: MoEConfig | None, who: str = "backend") -> None:
+        """``config`` (a :class:`~mxfp4lab.models.MoEConfig` or None) must describe this layer: H, the layer's
+        experts, I across TP ranks, and the SwiGLU constants the tensors carry (None = neutral: alpha 1,
+        beta 0, no clamp). A contradiction raises :class:`MXFormatError` listing every field that differs
+        (a config of another model would otherwise apply its routed scaling factor to this layer)."""
+        if config is None:
+            return
+        if not isinstance(config, MoEConfig):
+            raise TypeError(f"{who}: config must be a mxfp4lab.models.MoEConfig or None, got {type(config).__name__}")
+        got = {"hidden_size": self.hidden_size, "num_experts": self.num_experts_total}
+        bad = [f"{k}: tensors say {v}, config says {getattr(config, k)}" for k, v in got.items()
+               if v != getattr(config, k)]
+        try:  # this rank's slice of the config's I (TP cuts whole scale blocks: the last rank may hold fewer)
+            lo, hi = self.shard.intermediate_slice(config.intermediate_size)
+            want_i = hi - lo
+        except MXFormatError:
+            want_i = None
+        if self.intermediate_size != want_i:
+            where = "" if self.shard.tp_size == 1 else f" on TP rank {self.shard.tp_rank} of {self.shard.tp_size}"
+            bad.append(f"intermediate_size: tensors say {self.intermediate_size}{where}, config says "
+                       f"{config.intermediate_size}" + ("" if want_i is None or self.shard.tp_size == 1
+                                                         else f" (this rank's slice: {want_i})"))
+        neutral = {"swiglu_alpha": 1.0, "swiglu_beta": 0.0, "swiglu_limit": None}
+        for n, default in neutral.items():
+            have, want = getattr(self, n), getattr(config, n)
+            have = default if have is None else have
+            if not _same_param(have, want):
+                shown = have.unique().tolist() if isinstance(have, torch.Tensor) else have
+                bad.append(f"{n}: tensors say {shown}, config says {want}")
+        if bad:
+            raise MXFormatError(f"{who}: config {config.name!r} contradicts the layer (" + "; ".join(bad) +
+                                "); pass the layer's own config, or config=None")
 
     # ---------------------------------------------------------------- convenience
     def to(self, device) -> "LogicalMoE":

@@ -20,11 +20,19 @@ from typing import Optional
 import torch
 
 from .checkpoints import Dsv4Experts, GptOssExperts
-from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_scales_finite, e8m0_bytes
+from .formats import (
+    MX_BLOCK_SIZE,
+    MXFormatError,
+    check_dtype,
+    check_multiple,
+    check_scales_finite,
+    e8m0_bytes,
+)
+from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
 from .models import SM90_PAD_MULTIPLE as PAD_MULTIPLE  # H and I padded to multiples of 128
-from .models import MoEConfig
 from .models import round_up as _round_up
 from .moe_tensors import LogicalMoE, ShardSpec, check_tensor, packed_rows, split_gate_up_rows, stack_up_gate
+from .validate import check_param, require_tensor
 
 
 def round_up(v: int, m: int = PAD_MULTIPLE) -> int:
@@ -63,6 +71,9 @@ def pad_scales(s: torch.Tensor, rows: int, k: int) -> torch.Tensor:
 # Validation helpers
 # --------------------------------------------------------------------------------------------
 def _swiglu_tensors(config: Optional[MoEConfig], e_local: int, alpha, beta, limit, device):
+    check_param(alpha, "swiglu_alpha", allow_none=True)
+    check_param(beta, "swiglu_beta", allow_none=True)
+    check_param(limit, "swiglu_limit", positive=True, allow_none=True)
     if config is not None:
         alpha = config.swiglu_alpha if alpha is None else alpha
         beta = config.swiglu_beta if beta is None else beta
@@ -123,23 +134,23 @@ def prepare_gpt_oss(
         config: supplies SwiGLU constants (GPT-OSS: alpha 1.702, beta 1.0, limit 7.0) and checks E/H/I.
         shard: TP/EP slice to prepare (module docstring).
     """
-    shard = shard or ShardSpec()
-    gub, db = packed_rows(gate_up_blocks), packed_rows(down_blocks)
-    check_dtype(gub, torch.uint8, "gate_up_proj_blocks")
-    check_dtype(db, torch.uint8, "down_proj_blocks")
-    if gub.dim() != 3 or db.dim() != 3:
-        raise MXFormatError("gate_up_proj_blocks / down_proj_blocks must be [E, rows, K/32, 16] or [E, rows, K/2]")
+    shard = _shard(shard)
+    gub = _packed_blocks(gate_up_blocks, "gate_up_proj_blocks")
+    db = _packed_blocks(down_blocks, "down_proj_blocks")
     e, two_i, hb = gub.shape
     inter, hidden = two_i // 2, hb * 2
     if two_i % 2:
         raise MXFormatError(f"gate_up_proj_blocks rows = {two_i} must be even (gate/up interleaved)")
+    _check_sizes(e, hidden, inter, "gate_up_proj_blocks [E, 2I, H/2]")
     check_tensor(gate_up_scales, "gate_up_proj_scales", (e, two_i, hidden // MX_BLOCK_SIZE), torch.uint8)
     check_tensor(db, "down_proj_blocks", (e, hidden, inter // 2), torch.uint8)
     check_tensor(down_scales, "down_proj_scales", (e, hidden, inter // MX_BLOCK_SIZE), torch.uint8)
     if gate_up_bias is not None or down_bias is not None:
         check_tensor(gate_up_bias, "gate_up_proj_bias", (e, two_i), torch.bfloat16)
         check_tensor(down_bias, "down_proj_bias", (e, hidden), torch.bfloat16)
-    _check_config(config, e, hidden, inter, "GPT-OSS layer")
+        check_param(gate_up_bias, "gate_up_proj_bias")
+        check_param(down_bias, "down_proj_bias")
+    _check_config(config, e, hidden, inter, FORMAT_GPT_OSS, gate_up_bias is not None)
     check_scales_finite(gate_up_scales, "gate_up_proj_scales")
     check_scales_finite(down_scales, "down_proj_scales")
 
@@ -179,19 +190,22 @@ def prepare_dsv4(
     ``w2`` (down) uint8 ``[E, H, I/2]`` with scales ``[E, H, I/32]``. No biases. SwiGLU for the kernel:
     alpha 1, beta 0, limit = swiglu_limit (config). Scales may arrive as ``torch.float8_e8m0fnu``.
     """
-    shard = shard or ShardSpec()
+    shard = _shard(shard)
+    for n, t in (("w1.scale", w1_scale), ("w3.scale", w3_scale), ("w2.scale", w2_scale)):
+        require_tensor(t, n)
     w1_scale, w3_scale, w2_scale = map(e8m0_bytes, (w1_scale, w3_scale, w2_scale))
     check_dtype(w1, torch.uint8, "w1.weight")
     if w1.dim() != 3:
         raise MXFormatError(f"w1.weight must be [E, I, H/2] (stacked experts), got {tuple(w1.shape)}")
     e, inter, hb = w1.shape
     hidden = hb * 2
+    _check_sizes(e, hidden, inter, "w1.weight [E, I, H/2]")
     check_tensor(w3, "w3.weight", (e, inter, hb), torch.uint8)
     check_tensor(w2, "w2.weight", (e, hidden, inter // 2), torch.uint8)
     check_tensor(w1_scale, "w1.scale", (e, inter, hidden // MX_BLOCK_SIZE), torch.uint8)
     check_tensor(w3_scale, "w3.scale", (e, inter, hidden // MX_BLOCK_SIZE), torch.uint8)
     check_tensor(w2_scale, "w2.scale", (e, hidden, inter // MX_BLOCK_SIZE), torch.uint8)
-    _check_config(config, e, hidden, inter, "DeepSeek-V4 layer")
+    _check_config(config, e, hidden, inter, FORMAT_DSV4, False)
     for n, s in (("w1.scale", w1_scale), ("w3.scale", w3_scale), ("w2.scale", w2_scale)):
         check_scales_finite(s, n)
     (e0, e1), (i0, i1) = shard.expert_slice(e), shard.intermediate_slice(inter)
@@ -203,16 +217,54 @@ def prepare_dsv4(
     )
 
 
-def _check_config(config: Optional[MoEConfig], e: int, hidden: int, inter: int, what: str) -> None:
+_FORMAT_NAMES = {FORMAT_GPT_OSS: "GPT-OSS layer", FORMAT_DSV4: "DeepSeek-V4 layer"}
+
+
+def _check_config(config: MoEConfig | None, e: int, hidden: int, inter: int, fmt: str, has_bias: bool) -> None:
+    """The config must describe these tensors: format (its SwiGLU constants and routed scaling belong to
+    it), E, H, I and whether the experts carry biases; one error lists every contradiction."""
+    what = _FORMAT_NAMES[fmt]
     if config is None:
         return
-    got = {"num_experts": e, "hidden_size": hidden, "intermediate_size": inter}
-    want = {"num_experts": config.num_experts, "hidden_size": config.hidden_size,
-            "intermediate_size": config.intermediate_size}
-    bad = {k: (got[k], want[k]) for k in got if got[k] != want[k]}
+    if not isinstance(config, MoEConfig):
+        raise TypeError(f"config must be a mxfp4lab.models.MoEConfig or None, got {type(config).__name__}")
+    got = {"checkpoint_format": fmt, "num_experts": e, "hidden_size": hidden, "intermediate_size": inter,
+           "has_bias": has_bias}
+    bad = {k: (g, getattr(config, k)) for k, g in got.items() if g != getattr(config, k)}
     if bad:
         detail = ", ".join(f"{k}: tensors say {g}, config {config.name!r} says {w}" for k, (g, w) in bad.items())
         raise MXFormatError(f"{what} does not match its config ({detail})")
+
+
+def _shard(shard: ShardSpec | None) -> ShardSpec:
+    if shard is None:
+        return ShardSpec()
+    if not isinstance(shard, ShardSpec):
+        raise TypeError(f"shard must be a mxfp4lab.moe_tensors.ShardSpec or None, got {type(shard).__name__}")
+    shard.check()
+    return shard
+
+
+def _packed_blocks(t: torch.Tensor, name: str) -> torch.Tensor:
+    """GPT-OSS ``*_blocks`` ``[E, rows, K/32, 16]`` (or flat ``[E, rows, K/2]``) -> ``[E, rows, K/2]``."""
+    check_dtype(t, torch.uint8, name)
+    if t.dim() == 4 and t.shape[-1] != MX_BLOCK_SIZE // 2:
+        raise MXFormatError(f"{name} must be [E, rows, K/32, 16] (16 bytes = one 32-element block), got "
+                            f"{tuple(t.shape)}")
+    if t.dim() not in (3, 4):
+        raise MXFormatError(f"{name} must be [E, rows, K/32, 16] or [E, rows, K/2], got shape {tuple(t.shape)}")
+    return packed_rows(t)
+
+
+def _check_sizes(e: int, hidden: int, inter: int, source: str) -> None:
+    """E >= 1; H and I positive multiples of 32 (otherwise the elements past the last full block would get
+    the zero padding's scale byte, 2**-127, and vanish)."""
+    if e < 1:
+        raise MXFormatError(f"{source}: a layer needs at least one expert, got E = {e}")
+    for n, v in (("hidden_size H", hidden), ("intermediate_size I", inter)):
+        if v < 1:
+            raise MXFormatError(f"{source}: {n} = {v} must be positive")
+        check_multiple(v, MX_BLOCK_SIZE, f"{source}: {n}", "one E8M0 scale per 32 elements along K")
 
 
 def prepare_from_experts(experts: GptOssExperts | Dsv4Experts, *, config: Optional[MoEConfig] = None,

@@ -43,6 +43,7 @@ import torch
 from .formats import dequantize_mxfp4, e8m0_bytes
 from .models import MoEConfig
 from .moe_tensors import LogicalMoE, packed_rows, split_gate_up_rows, unstack_up_gate
+from .validate import InputError, check_finite, check_output, check_param, check_routed_inputs, require_tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,6 +100,8 @@ def expert_weights_from_dsv4(experts, dtype=torch.float32) -> ExpertWeights:
 
 def expert_weights_from_logical(logical: LogicalMoE, dtype=torch.float32) -> ExpertWeights:
     """From the kernel-ordered, padded logical stage: dequantize, split [up ; gate], trim padding."""
+    if not isinstance(logical, LogicalMoE):
+        raise TypeError(f"expert_weights_from_logical takes a LogicalMoE, got {type(logical).__name__}")
     h, i = logical.hidden_size, logical.intermediate_size
     e, dev = logical.num_local_experts, logical.w13.device
     gate = torch.empty(e, i, h, dtype=dtype, device=dev)
@@ -127,8 +130,21 @@ def route(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Router logits ``[M, E]`` -> (``topk_ids`` int32 ``[M, k]``, ``topk_weights`` fp32 ``[M, k]``).
 
-    The DeepSeek-V4 weights exclude ``routed_scaling_factor`` (applied outside the kernel).
+    The DeepSeek-V4 weights exclude ``routed_scaling_factor`` (applied outside the kernel). ``logits``
+    must be finite (a NaN logit would pick arbitrary experts and NaN weights).
     """
+    if not isinstance(config, MoEConfig):
+        raise TypeError(f"config must be a mxfp4lab.models.MoEConfig, got {type(config).__name__}")
+    require_tensor(logits, "logits")
+    if logits.dim() != 2 or logits.shape[1] != config.num_experts or not logits.dtype.is_floating_point:
+        raise InputError(f"logits must be floating point [M, E={config.num_experts}] ({config.name!r}), got "
+                         f"{logits.dtype} {tuple(logits.shape)}")
+    check_finite(logits, "logits")
+    if correction_bias is not None:
+        require_tensor(correction_bias, "correction_bias")
+        if tuple(correction_bias.shape) != (config.num_experts,):
+            raise InputError(f"correction_bias must be [E={config.num_experts}], got {tuple(correction_bias.shape)}")
+        check_finite(correction_bias, "correction_bias")
     k = config.top_k
     lf = logits.float()
     if config.routing == "softmax_topk":
@@ -146,7 +162,10 @@ def route(
 
 
 def swiglu(gate, up, alpha=1.0, beta=0.0, limit=None):
-    """Clamped SwiGLU (module docstring); alpha/beta/limit scalars or tensors broadcastable to gate."""
+    """Clamped SwiGLU (module docstring); alpha/beta/limit scalars or tensors broadcastable to gate.
+
+    An elementwise primitive inside the forward loops: its parameters are checked where they enter
+    (:func:`moe_reference`, :class:`~mxfp4lab.moe_tensors.LogicalMoE`, :mod:`mxfp4lab.prepare`), not here."""
     if limit is not None:
         gate = torch.minimum(gate, torch.as_tensor(limit, dtype=gate.dtype, device=gate.device))
         lim = torch.as_tensor(limit, dtype=up.dtype, device=up.device)
@@ -169,6 +188,7 @@ def moe_reference(
     mode: str = "fp32",
     dtype: torch.dtype = torch.float32,
     routed_scaling_factor: float = 1.0,
+    check: bool = True,
 ) -> torch.Tensor:
     """MoE layer output ``[M, H]``.
 
@@ -179,16 +199,31 @@ def moe_reference(
         weights: :class:`ExpertWeights` (one TP/EP shard, or the whole layer).
         mode: ``"fp32"`` (semantic, computed in ``dtype``) or ``"kernel"`` (module docstring; returns bf16).
         routed_scaling_factor: applied to the output after the experts (DeepSeek-V4: 1.5).
+        check: validate the inputs (:func:`mxfp4lab.validate.check_routed_inputs`: ids in
+            ``[0, num_experts_total)``, finite x and weights; finite SwiGLU constants, limit > 0). A backend
+            whose ``__call__`` already checked them passes False (each rule is checked once).
     Returns:
         ``dtype`` (fp32 mode) or bf16 (kernel mode) ``[M, H]``.
     """
     if mode not in ("fp32", "kernel"):
         raise ValueError(f"mode must be 'fp32' or 'kernel', got {mode!r}")
-    m, h = x.shape
-    if weights.w_gate.shape[2] != h:
-        raise ValueError(f"x has hidden size {h}, weights expect {weights.w_gate.shape[2]}")
-    if topk_ids.shape != topk_weights.shape or topk_ids.shape[0] != m:
-        raise ValueError(f"topk_ids {tuple(topk_ids.shape)} / topk_weights {tuple(topk_weights.shape)} must be [M={m}, k]")
+    if isinstance(weights, LogicalMoE):
+        raise TypeError("moe_reference takes ExpertWeights; for a LogicalMoE pass "
+                        "expert_weights_from_logical(moe)")
+    if not isinstance(weights, ExpertWeights):
+        raise TypeError(f"weights must be mxfp4lab.reference.ExpertWeights, got {type(weights).__name__}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    h = weights.w_gate.shape[2]
+    if check:
+        total = weights.num_experts_total
+        total = weights.expert_offset + weights.num_experts if total is None else total
+        check_routed_inputs(x, topk_ids, topk_weights, hidden_size=h, num_experts=total)
+        check_param(swiglu_alpha, "swiglu_alpha")
+        check_param(swiglu_beta, "swiglu_beta")
+        check_param(swiglu_limit, "swiglu_limit", positive=True, allow_none=True)
+        check_param(routed_scaling_factor, "routed_scaling_factor")
+    m = x.shape[0]
     kernel = mode == "kernel"
     cd = torch.float32 if kernel else dtype
     xin = x.to(torch.bfloat16).to(cd) if kernel else x.to(cd)
@@ -221,9 +256,13 @@ def moe_reference(
         for j in range(k):  # the kernel's finalize sums k = 0..top_k-1 in order, in fp32
             acc = acc + w[:, j : j + 1] * y[:, j]
         out = acc.to(torch.bfloat16)
-        return out if routed_scaling_factor == 1.0 else (out.float() * routed_scaling_factor).to(torch.bfloat16)
-    out = (w.unsqueeze(-1) * y).sum(1)
-    return out * routed_scaling_factor if routed_scaling_factor != 1.0 else out
+        out = out if routed_scaling_factor == 1.0 else (out.float() * routed_scaling_factor).to(torch.bfloat16)
+    else:
+        out = (w.unsqueeze(-1) * y).sum(1)
+        out = out * routed_scaling_factor if routed_scaling_factor != 1.0 else out
+    if check:
+        check_output(out, "moe_reference", x)
+    return out
 
 
 def _pick(v, e):
@@ -234,8 +273,15 @@ def _pick(v, e):
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in fp64 (NaN never passes: returns inf)."""
+    """||out - ref|| / ||ref|| in fp64, for two tensors of one shape (no broadcasting: a shape mismatch is
+    an :class:`~mxfp4lab.validate.InputError`). NaN or inf in either never passes: returns inf. Two empty
+    or two all-zero tensors give 0."""
+    require_tensor(out, "out")
+    require_tensor(ref, "ref")
+    if out.shape != ref.shape:
+        raise InputError(f"relative_error: out {tuple(out.shape)} and ref {tuple(ref.shape)} must have the same "
+                         "shape (no broadcasting)")
     o, r = out.double(), ref.double()
-    if not torch.isfinite(o).all():
+    if not (bool(torch.isfinite(o).all()) and bool(torch.isfinite(r).all())):
         return float("inf")
     return ((o - r).norm() / r.norm().clamp_min(1e-300)).item()

@@ -9,9 +9,11 @@ Layout of one run (``run_report``)::
         run.json             name, parameters, status, timings, versions, git commit
     outputs/index.html       links to every run (rewritten after each run)
 
-A run is built in ``outputs/.tmp-...`` and moved into place only when it succeeded; an earlier report of
-the same name and date is replaced only then. A failed run keeps its partial notebook in
-``outputs/.failed-<date>-<name>/`` and raises :class:`ReportError` with the failing cell's error.
+A run is built in ``outputs/.tmp-...`` and moved into place only when it succeeded. No run ever replaces
+or deletes another: a second run of the same report on the same day gets its own directory
+(``<date>-<name>-2``, ``-3``, ...) and the index lists every run. A failed run keeps its partial notebook
+in ``outputs/.failed-<date>-<name>[-N]/`` (also never deleted) and raises :class:`ReportError` with the
+failing cell's error.
 
 Inside a notebook, :func:`record` collects key results and :func:`save_results` writes them to the
 ``results_path`` parameter (papermill passes it; interactively it is ``None`` and nothing is written).
@@ -19,7 +21,7 @@ Inside a notebook, :func:`record` collects key results and :func:`save_results` 
 Notebooks are stored without outputs and paired with ``notebooks/*.py`` (jupytext percent format,
 ``notebooks/jupytext.toml``); :func:`check_pairs` verifies each pair holds the same cells.
 
-Longer than most modules (about 530 lines): the runner, its HTML export, the index page and the pair check
+Longer than most modules (about 580 lines): the runner, its HTML export, the index page and the pair check
 all work on the run-directory layout above, and split apart each would have to re-derive it.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import html
 import json
 import math
@@ -186,7 +189,19 @@ def load_param_file(path: os.PathLike) -> Dict[str, Any]:
     holds a mapping for that report only (it wins over the shared values)."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "is a directory" if p.is_dir() else "does not exist" if not p.exists() else \
+              "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (getattr(exc, "strerror", None) or str(exc))
+        raise ReportError(f"parameter file {p} {why}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ReportError(f"parameter file {p} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise ReportError(f"parameter file {path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -283,6 +298,37 @@ def _kernel_env():
             os.environ["PYTHONPATH"] = old
 
 
+def _place(src: Path, root: Path, base: str) -> Path:
+    """Rename ``src`` to ``root/base``, or ``base-2``, ``base-3``, ... (the first name free): no run ever
+    replaces another. ``rename`` refuses a non-empty directory, so two processes cannot take one name."""
+    for n in range(1, 10_000):
+        dest = root / (base if n == 1 else f"{base}-{n}")
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            continue
+        try:
+            src.rename(dest)
+            return dest
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise
+    raise ReportError(f"no free run directory name {base}-N under {root}")
+
+
+def prepare_out_dir(out_dir: os.PathLike | None) -> Path:
+    """The output root (default :data:`OUTPUT_DIR`), created if missing; :class:`ReportError` when it is a
+    file or cannot be written."""
+    root = Path(out_dir) if out_dir else OUTPUT_DIR
+    if root.exists() and not root.is_dir():
+        raise ReportError(f"--out {root} is a file, not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".write-check-", dir=root))
+        probe.rmdir()
+    except OSError as exc:
+        raise ReportError(f"cannot write reports under {root}: {exc.strerror or exc}") from None
+    return root
+
+
 def run_report(
     name: str,
     parameters: Optional[Mapping[str, Any]] = None,
@@ -306,10 +352,8 @@ def run_report(
 
     nb_in = notebook_path(name, notebook_dir)
     rname = report_name(nb_in)
-    out_root = Path(out_dir) if out_dir else OUTPUT_DIR
-    out_root.mkdir(parents=True, exist_ok=True)
+    out_root = prepare_out_dir(out_dir)
     date = date or _dt.date.today().isoformat()
-    final = out_root / f"{date}-{rname}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{date}-{rname}-", dir=out_root))
     nb_out = tmp / nb_in.name
     params = dict(parameters or {})
@@ -346,28 +390,20 @@ def run_report(
         run_info.update(status="ok", seconds=round(time.perf_counter() - t0, 2),
                         html=f"{nb_in.stem}.html", executed=nb_in.name, results="results.json")
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-        # move into place: old -> trash, new -> final, drop trash
-        trash = None
-        if final.exists():
-            trash = out_root / f".old-{final.name}-{os.getpid()}"
-            final.rename(trash)
         tmp.chmod(0o755)
-        tmp.rename(final)
-        shutil.rmtree(out_root / f".failed-{date}-{rname}", ignore_errors=True)  # stale failure of this run
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        final = _place(tmp, out_root, f"{date}-{rname}")  # a new directory: earlier runs stay
     except ReportError as e:
-        failed = out_root / f".failed-{date}-{rname}"
-        shutil.rmtree(failed, ignore_errors=True)
         run_info.update(status="failed", error=str(e), seconds=round(time.perf_counter() - t0, 2))
         try:
             (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-            tmp.rename(failed)
+            failed = _place(tmp, out_root, f".failed-{date}-{rname}")
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+            failed = None
         if update_index:
             write_index(out_root)
-        raise ReportError(f"{e}\n  partial output kept in {failed}; earlier reports untouched") from None
+        kept = f"partial output kept in {failed}" if failed else "no partial output kept"
+        raise ReportError(f"{e}\n  {kept}; earlier reports untouched") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -392,7 +428,10 @@ def run_reports(names: Sequence[str], *, parameters: Optional[Mapping[str, Any]]
         missing = [n for n in REPORTS if n not in names]
         if missing:
             echo(f"note: no notebook yet for {', '.join(missing)} (skipped)")
+    for n in names:  # every name resolves before anything runs or is written
+        notebook_path(n, nb_dir)
     file_params = load_param_file(param_file) if param_file else {}
+    prepare_out_dir(out_dir)
     cli_params = dict(parameters or {})
     strict = len(names) == 1
     results: Dict[str, Any] = {}
@@ -479,7 +518,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}} th{{background
 </table></body></html>
 """
     path = root / "index.html"
-    path.write_text(page, encoding="utf-8")
+    tmp = path.with_name(f".index.html.{os.getpid()}.part")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)  # a reader never sees half a page
     return path
 
 

@@ -48,6 +48,8 @@ KINDS: Dict[str, str] = {
     "quantization_error": "MXFP4 weight error against the bf16 origin per scale rule, weight distribution and "
                           "matrix (CPU)",
     "layout_throughput": "CPU time of the SM90 weight interleave and scale fold (and inverses) as a ratio to clone()",
+    "validation_cost": "microseconds the input and output checks add to a backend's __call__ per call at small M "
+                       "(CPU unless stated), against the whole call",
     "prepare_cost": "wall time and peak memory to prepare one real layer on CPU (checkpoint -> logical tensors)",
     "flashinfer_build": "cold build of the W4A16-only FlashInfer SM90 module per config set: time, units, "
                         "library, warm load",

@@ -26,10 +26,11 @@ from .checkpoints import dsv4, gpt_oss
 from .checkpoints.dsv4 import Dsv4Experts
 from .checkpoints.gpt_oss import GptOssExperts
 from .checkpoints.reader import SCALE_DTYPES, PathLike, _check_subset
-from .checkpoints.writer import ShardWriter, prepare_target, write_origin
+from .checkpoints.writer import WRITE_ID_KEY, ShardWriter, StagedCheckpoint, write_origin
 from .formats import ScaleRule, quantize_mxfp4
 from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
 from .reference import route
+from .validate import check_param
 
 #: Checkpoint format -> its module (``quantize_origin``, the Experts container).
 FORMAT_MODULES = {FORMAT_GPT_OSS: gpt_oss, FORMAT_DSV4: dsv4}
@@ -114,6 +115,7 @@ def make_origin_expert(
     """bf16 origin weights of ONE expert in logical form: ``w_gate`` [I, H], ``w_up`` [I, H],
     ``w_down`` [H, I], plus ``b_gate`` [I], ``b_up`` [I], ``b_down`` [H] when ``config.has_bias``.
     Depends only on (seed, layer, expert, dist, std), so any subset of experts is reproducible."""
+    check_param(std, "std", positive=True)  # NaN / inf / 0 would make NaN or all-zero weights
     h, i = config.hidden_size, config.intermediate_size
     gen = _generator(seed, layer, expert)
     w_gate = _draw((i, h), gen, dist, std)
@@ -195,6 +197,10 @@ def quantize_origin(origin: dict[str, torch.Tensor], config: MoEConfig, rule: Sc
                     experts: Sequence[int] = ()) -> GptOssExperts | Dsv4Experts:
     """Origin (:func:`make_origin_weights` form, stacked over experts) -> the config's checkpoint layout,
     quantized with ``rule`` (what a checkpoint reader would return for those weights)."""
+    need = ("w_gate", "w_up", "w_down") + (("b_gate", "b_up", "b_down") if config.has_bias else ())
+    missing = [k for k in need if not isinstance(origin.get(k), torch.Tensor)]
+    if missing:
+        raise ValueError(f"origin lacks {missing} for {config.name!r} (make_origin_weights form: {list(need)})")
     fmt = FORMAT_MODULES[config.checkpoint_format]
     return fmt.quantize_origin(origin, _quantizer(ScaleRule(rule)), layer=layer, experts=experts)
 
@@ -236,6 +242,9 @@ def make_inputs(cfg: MoEConfig, m: int, n_sets: int, routing: str, device="cuda"
     its own tokens and routing (from random softmax logits; ``"skewed"`` adds a fixed popularity)."""
     if routing not in ROUTINGS:
         raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+    for n, v in (("m", m), ("n_sets", n_sets)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"make_inputs: {n} must be an int >= 1, got {v!r}")
     g = torch.Generator(device=device).manual_seed(seed)
     popularity = torch.randn(cfg.num_experts, device=device, generator=g) * SKEW_STD
     sets = []
@@ -286,6 +295,7 @@ def write_synthetic(
     return_origin: bool = True,
     save_origin: bool = False,
     scale_dtype: torch.dtype = torch.uint8,
+    overwrite: bool = False,
 ) -> SyntheticCheckpoint:
     """Write a synthetic checkpoint in the exact real layout of ``config.checkpoint_format``
     (:mod:`mxfp4lab.checkpoints.gpt_oss` / :mod:`~mxfp4lab.checkpoints.dsv4`).
@@ -303,16 +313,52 @@ def write_synthetic(
         return_origin: put the logical bf16 origin in the result (set False at real size: ~4 GB/layer).
         save_origin: also save it as ``origin.safetensors`` in the checkpoint directory.
         scale_dtype: uint8 (as the real checkpoints) or torch.float8_e8m0fnu.
+        overwrite: replace the checkpoint mxfp4lab wrote at ``path`` before (only its own files: see
+            :mod:`mxfp4lab.checkpoints.writer`); without it a non-empty target is an error.
+
+    The write is atomic: files go to a temporary sibling directory that replaces the target only when
+    complete, so a failure leaves the target as it was and no stale shard, index or origin survives.
     """
+    if not isinstance(config, MoEConfig):
+        raise TypeError(f"config must be a mxfp4lab.models.MoEConfig, got {type(config).__name__}")
     fmt = FORMAT_MODULES[config.checkpoint_format]
     rule = ScaleRule(scale_rule)
     _check_dist(dist)
     if scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype must be one of {SCALE_DTYPES} (got {scale_dtype})")
-    layers = tuple(int(x) for x in layers)
-    directory, single = prepare_target(path, max_shard_bytes)
+    layers = _check_layers(layers, config)
+    check_param(std, "std", positive=True)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int (got {seed!r})")
+    with StagedCheckpoint(path, max_shard_bytes=max_shard_bytes, overwrite=overwrite,
+                          with_origin=save_origin) as stage:
+        return _write_staged(stage, config, fmt, rule, layers=layers, seed=seed, dist=dist, std=std,
+                             max_shard_bytes=max_shard_bytes, return_origin=return_origin,
+                             save_origin=save_origin, scale_dtype=scale_dtype)
+
+
+def _check_layers(layers: Sequence[int], config: MoEConfig) -> tuple[int, ...]:
+    """Layer indices: ints >= 0 (< num_layers when the config knows it), no duplicates, at least one."""
+    out = tuple(layers)
+    if not out:
+        raise ValueError("layers must name at least one layer")
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (config.num_layers is not None
+                                                                      and v >= config.num_layers):
+            top = "" if config.num_layers is None else f", < num_layers = {config.num_layers}"
+            raise ValueError(f"layers must be ints >= 0{top} ({config.name!r}), got {v!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"layers {list(out)} contain duplicates")
+    return out
+
+
+def _write_staged(stage: StagedCheckpoint, config: MoEConfig, fmt, rule: ScaleRule, *, layers, seed, dist, std,
+                  max_shard_bytes, return_origin, save_origin, scale_dtype) -> SyntheticCheckpoint:
+    """The body of :func:`write_synthetic`, writing into ``stage.dir``; commits and returns final paths."""
+    directory, single = stage.dir, stage.single_file
     meta = {"format": "pt", "mxfp4lab.model": config.name, "mxfp4lab.scale_rule": rule.value,
-            "mxfp4lab.dist": dist, "mxfp4lab.seed": str(seed), "mxfp4lab.std": repr(std)}
+            "mxfp4lab.dist": dist, "mxfp4lab.seed": str(seed), "mxfp4lab.std": repr(std),
+            WRITE_ID_KEY: stage.write_id}
     writer = ShardWriter(directory, max_shard_bytes, meta, single)
     q = _quantizer(rule, scale_dtype)
     keep_origin = return_origin or save_origin
@@ -339,10 +385,14 @@ def write_synthetic(
     files, index = writer.finish()
     origin_path = None
     if save_origin:
-        origin_path = write_origin(directory, origins, {"mxfp4lab.model": config.name, "mxfp4lab.dist": dist,
-                                                        "mxfp4lab.seed": str(seed)})
+        stamp = {k: meta[k] for k in ("mxfp4lab.model", "mxfp4lab.dist", "mxfp4lab.seed", "mxfp4lab.std",
+                                      WRITE_ID_KEY)}
+        origin_path = write_origin(directory, origins, stamp)
+    final = stage.commit({k: v for k, v in meta.items() if k != "format"})
     return SyntheticCheckpoint(
-        path=single if single is not None else directory, files=files, index=index,
-        origin=origins if return_origin else None, origin_path=origin_path, config=config, scale_rule=rule,
-        layers=layers,
+        path=final, files=[stage.final_path(f) for f in files],
+        index=None if index is None else stage.final_path(index),
+        origin=origins if return_origin else None,
+        origin_path=None if origin_path is None else stage.final_path(origin_path), config=config,
+        scale_rule=rule, layers=layers,
     )

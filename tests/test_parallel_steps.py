@@ -48,7 +48,7 @@ def test_every_benchmark_step_parses(path):
     if path.name == "parallel.steps":  # one step per shape, all four worlds, the unsharded baseline first
         shapes = [parser.parse_args(bench_args(a)).shapes for _, a in found]
         assert shapes == ["gpt-oss-120b", "dsv4-flash"]
-        assert all(parser.parse_args(bench_args(a)).worlds.split(",")[0] == "1" for _, a in found)
+        assert all(parser.parse_args(bench_args(a)).worlds[0] == 1 for _, a in found)
     else:  # the shards step shares one GPU: gloo, check only
         args = parser.parse_args(bench_args(dict(found)["shards"]))
         assert args.dist_backend == "gloo" and args.check_only

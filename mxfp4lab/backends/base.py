@@ -9,9 +9,14 @@
 * ``config``: the model's :class:`~mxfp4lab.models.MoEConfig` (routed scaling factor), or None.
 * ``**options``: the backend's own keyword options (e.g. ``EmulatedSM90(moe, cfg, mode="fp32")``),
   declared explicitly by each subclass; an unknown option is a ``TypeError`` naming it.
-* ``x``: bf16 ``[M, H]`` (unpadded); ``topk_ids``: integer ``[M, k]`` global expert ids;
-  ``topk_weights``: floating ``[M, k]`` (without DeepSeek-V4's routed scaling factor). The base
-  ``__call__`` checks them once; :meth:`MoEBackend.forward` may assume them valid.
+* ``x``: bf16 ``[M, H]`` (unpadded); ``topk_ids``: integer ``[M, k]`` global expert ids in
+  ``[0, num_experts_total)``; ``topk_weights``: floating ``[M, k]`` (without DeepSeek-V4's routed scaling
+  factor); all on one device. The base ``__call__`` checks them once
+  (:func:`mxfp4lab.validate.check_routed_inputs`: shapes and dtypes always; finite values and id range
+  unless ``check_values`` is False or a CUDA graph is being captured); :meth:`MoEBackend.forward` may assume
+  them valid. The output is checked finite under the same condition (finite inputs can still overflow). M = 0 returns an empty ``[0, H]`` without calling ``forward``.
+* ``config`` must describe ``moe`` (H, experts, I across TP ranks, SwiGLU constants): checked in
+  ``__init__`` (:meth:`mxfp4lab.moe_tensors.LogicalMoE.check_config`).
 
 Backends are listed in one table, :data:`mxfp4lab.backends.registry.BACKENDS`.
 """
@@ -25,6 +30,7 @@ import torch
 
 from ..models import MoEConfig
 from ..moe_tensors import LogicalMoE
+from ..validate import InputError, check_output, check_routed_inputs
 
 
 class BackendUnavailable(RuntimeError):
@@ -38,6 +44,9 @@ class MoEBackend(abc.ABC):
     graph_capturable: bool = True
     #: True for backends whose kernels run only on a CUDA GPU (inputs and weights must be on it)
     gpu_only: bool = False
+    #: check input values (finite x / topk_weights, ids in range) on each call: one host read, a sync on
+    #: CUDA; set False on an instance to keep only the metadata checks (e.g. an eager GPU serving loop)
+    check_values: bool = True
 
     def __init__(self, moe: LogicalMoE, config: Optional[MoEConfig] = None):
         ok, why = self.available()
@@ -46,6 +55,8 @@ class MoEBackend(abc.ABC):
         if not isinstance(moe, LogicalMoE):
             raise TypeError(f"backend {self.name!r} takes a mxfp4lab.moe_tensors.LogicalMoE (what "
                             f"mxfp4lab.prepare returns), got {type(moe).__name__}")
+        moe.check()  # frozen, but a field set behind its back (object.__setattr__) is caught here
+        moe.check_config(config, f"backend {self.name!r}")
         self.moe = moe
         self.config = config
         self.hidden_size = moe.hidden_size
@@ -68,24 +79,22 @@ class MoEBackend(abc.ABC):
         """Experts only: ``[M, H]`` bf16 before the routed scaling factor."""
 
     def check_inputs(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> None:
-        """The contract of the module docstring; ``ValueError`` naming the tensor and the rule."""
-        if x.dim() != 2 or x.shape[1] != self.hidden_size:
-            raise ValueError(f"x must be [M, {self.hidden_size}], got {tuple(x.shape)}")
-        if x.dtype != torch.bfloat16:
-            raise ValueError(f"x must be torch.bfloat16 (the kernels' activation type), got {x.dtype}")
-        if topk_ids.dim() != 2 or topk_ids.shape != topk_weights.shape or topk_ids.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"topk_ids {tuple(topk_ids.shape)} and topk_weights {tuple(topk_weights.shape)} must both be "
-                f"[M={x.shape[0]}, k]"
-            )
-        if topk_ids.dtype.is_floating_point or topk_ids.dtype == torch.bool:
-            raise ValueError(f"topk_ids must hold integer expert ids, got {topk_ids.dtype}")
-        if not topk_weights.dtype.is_floating_point:
-            raise ValueError(f"topk_weights must be floating point, got {topk_weights.dtype}")
+        """The contract of the module docstring; :class:`~mxfp4lab.validate.InputError` (a ``ValueError``)
+        naming the tensor and the rule."""
+        check_routed_inputs(x, topk_ids, topk_weights, hidden_size=self.hidden_size,
+                            num_experts=self.moe.num_experts_total, x_dtypes=(torch.bfloat16,),
+                            values=self.check_values)
+        if self.gpu_only and not x.is_cuda:
+            raise InputError(f"backend {self.name!r} runs on a CUDA GPU: x, topk_ids and topk_weights must be "
+                             f"CUDA tensors, got {x.device}")
 
     def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         self.check_inputs(x, topk_ids, topk_weights)
+        if x.shape[0] == 0:
+            return x.new_zeros(0, self.hidden_size)
         y = self.forward(x, topk_ids, topk_weights)
         if self.routed_scaling_factor != 1.0:
             y = (y.float() * self.routed_scaling_factor).to(torch.bfloat16)
+        if self.check_values:
+            check_output(y, f"backend {self.name!r}", x)
         return y

@@ -8,6 +8,7 @@
   what each rank measures: :mod:`.parallel_timing`
 * :mod:`.layout`   -- CPU throughput of the SM90 interleave / fold vs clone() (``mxfp4lab bench layout``)
 * :mod:`.prepare`  -- wall time and peak memory to prepare one real layer on CPU (``mxfp4lab bench prepare``)
+* :mod:`.validation` -- what the input/output checks cost a backend's call at small M (``mxfp4lab bench validation``)
 
 The accuracy benchmark and the latency summary are studies (:mod:`mxfp4lab.studies`), run by
 ``mxfp4lab bench accuracy`` / ``mxfp4lab bench summary``.

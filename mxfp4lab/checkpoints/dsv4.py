@@ -165,7 +165,7 @@ def read_dsv4_layer(
         CheckpointError: missing tensor(s), wrong dtype/shape, E mismatch (router rows or expert ids
             present vs config), scale byte 255.
     """
-    _check_format(config, FORMAT_DSV4)
+    _check_format(config, FORMAT_DSV4, layer)
     ck = _as_checkpoint(ckpt)
     gnames = dsv4_gate_names(layer)
     hash_layer = config.is_hash_layer(layer)

@@ -205,7 +205,7 @@ def read_gpt_oss_layer(
     Raises:
         CheckpointError: missing tensor(s), wrong dtype/shape, E mismatch, scale byte 255.
     """
-    _check_format(config, FORMAT_GPT_OSS)
+    _check_format(config, FORMAT_GPT_OSS, layer)
     ck = _as_checkpoint(ckpt)
     names = gpt_oss_names(layer)
     ck.require(names.values())

@@ -6,12 +6,16 @@ Shapes and dtypes are validated from the header BEFORE any data is read (the hel
 format modules :mod:`.gpt_oss` and :mod:`.dsv4`).
 
 Every validation failure raises :class:`CheckpointError` (a ``ValueError``) naming the tensor, the
-rule, expected and got values, and the file(s) searched.
+rule, expected and got values, and the file(s) searched; so does a file safetensors cannot parse
+(truncated, empty, not safetensors), an index whose ``weight_map`` is not a name -> file-name mapping or
+maps a tensor to a shard that does not hold it, and a directory whose index leaves a ``*.safetensors``
+file unlisted (a stale index beside a newer checkpoint, or the reverse: which one is meant is unknowable).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from safetensors import safe_open
 
 from ..formats import MXFormatError, check_scales_finite, e8m0_bytes
 from ..models import MoEConfig
+from ..validate import InputError
 
 PathLike = str | os.PathLike
 
@@ -55,7 +60,7 @@ _DTYPE_FROM_ST = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint violates its layout: missing tensor, wrong shape/dtype, expert count, bad scale.
 
     The message names the tensor(s), the rule, expected vs got, and the file(s) searched.
@@ -107,7 +112,7 @@ class Checkpoint:
     def _handle(self, path: Path):
         h = self._handles.get(path)
         if h is None:
-            h = safe_open(str(path), framework="pt")
+            h = _safe_open(path)
             self._handles[path] = h
         return h
 
@@ -146,34 +151,72 @@ class Checkpoint:
         """Read one whole tensor."""
         handle = self._handle(self.file_of(name))
         self.reads.append(name)
-        return handle.get_tensor(name)
+        return _read(lambda: handle.get_tensor(name), name, self.file_of(name))
 
     def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Read ``tensor[start:stop]`` (axis 0) only."""
         handle = self._handle(self.file_of(name))
         self.reads.append(f"{name}[{start}:{stop}]")
-        return handle.get_slice(name)[start:stop]
+        return _read(lambda: handle.get_slice(name)[start:stop], name, self.file_of(name))
+
+
+def _safe_open(path: Path):
+    """``safe_open`` whose failures (truncated, empty, not safetensors, unreadable) are CheckpointErrors."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as exc:  # safetensors raises SafetensorError / OSError; both mean "this file is bad"
+        raise CheckpointError(f"cannot read safetensors file {path}: {exc} (truncated, empty or not a "
+                              "safetensors file?)") from exc
+
+
+def _read(fn, name: str, path: Path) -> torch.Tensor:
+    try:
+        return fn()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # the header parsed but the data did not (file truncated after its header)
+        raise CheckpointError(f"cannot read tensor {name} from {path}: {exc}") from exc
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of one safetensors file ({} when it has none)."""
+    with _safe_open(Path(path)) as f:
+        return dict(f.metadata() or {})
 
 
 def _index_weight_map(index_path: Path) -> dict[str, Path]:
+    """An index's ``weight_map`` (tensor name -> file name beside the index), every entry checked: the file
+    exists and holds that tensor (headers only)."""
     try:
         index = json.loads(index_path.read_text())
         raw = index["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"cannot read weight_map from index {index_path}: {exc}") from exc
+        raise CheckpointError(f"cannot read weight_map from index {index_path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"index {index_path}: weight_map must map tensor names to file names, got a "
+                              f"{type(raw).__name__}")
     out = {}
     for name, fname in raw.items():
+        if not isinstance(fname, str) or not fname or Path(fname).name != fname:
+            raise CheckpointError(f"index {index_path} maps tensor {name} to {fname!r}; a shard must be a file "
+                                  "name in the index's directory")
         path = index_path.parent / fname
         if not path.is_file():
             raise CheckpointError(f"index {index_path} maps tensor {name} to missing file {path}")
         out[name] = path
+    held = {path: set(_scan_files([path])) for path in set(out.values())}
+    wrong = [name for name, path in out.items() if name not in held[path]]
+    if wrong:
+        shown = ", ".join(f"{n} -> {out[n].name}" for n in wrong[:5]) + (f", ... ({len(wrong)} in all)"
+                                                                          if len(wrong) > 5 else "")
+        raise CheckpointError(f"index {index_path} maps tensor(s) to a shard that does not hold them: {shown}")
     return out
 
 
 def _scan_files(files: Sequence[Path]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for path in files:
-        with safe_open(str(path), framework="pt") as f:
+        with _safe_open(path) as f:
             for name in f.keys():  # noqa: SIM118 (safe_open handle, not a dict)
                 if name in out:
                     raise CheckpointError(f"tensor {name} appears in both {out[name]} and {path}")
@@ -202,7 +245,14 @@ def open_checkpoint(path: PathLike) -> Checkpoint:
             raise CheckpointError(f"directory {p} holds several index files {candidates}; pass one")
         index = candidates[0] if candidates else None
     if index is not None:
-        return Checkpoint(index, _index_weight_map(index))
+        weight_map = _index_weight_map(index)
+        listed = {f.name for f in weight_map.values()}
+        unlisted = sorted(f.name for f in p.glob("*" + SAFETENSORS_SUFFIX)
+                          if f.name != ORIGIN_FILENAME and f.name not in listed)
+        if unlisted:
+            raise CheckpointError(f"directory {p} holds {', '.join(unlisted)} beside {index.name}, which does not "
+                                  "list them: a stale index or stale files; remove what is not the checkpoint")
+        return Checkpoint(index, weight_map)
     files = sorted(f for f in p.glob("*" + SAFETENSORS_SUFFIX) if f.name != ORIGIN_FILENAME)
     if not files:
         raise CheckpointError(f"directory {p} holds no *.safetensors file (origin.safetensors excluded)")
@@ -271,10 +321,24 @@ def _scales_u8(t: torch.Tensor, name: str, ckpt: Checkpoint) -> torch.Tensor:
     return t
 
 
+def _as_index(v, what: str) -> int:
+    """An integer argument (int, numpy / 0-d torch integer); a float or a string is a ``TypeError``."""
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, got {type(v).__name__} {v!r}") from None
+
+
 def _check_subset(experts: Sequence[int] | None, config: MoEConfig) -> tuple[int, ...]:
+    """Expert ids to read or make: ints in [0, E), no duplicates, at least one (None = all)."""
     if experts is None:
         return tuple(range(config.num_experts))
-    ids = tuple(int(e) for e in experts)
+    if isinstance(experts, (str, bytes)) or not hasattr(experts, "__iter__"):
+        raise TypeError(f"experts must be a sequence of expert ids or None, got {type(experts).__name__}")
+    ids = tuple(_as_index(e, "an expert id") for e in experts)
+    if not ids:
+        raise CheckpointError(f"experts is empty; name at least one expert id in 0..{config.num_experts - 1} "
+                              "(or pass None for all)")
     bad = [e for e in ids if not 0 <= e < config.num_experts]
     if bad:
         raise CheckpointError(
@@ -296,7 +360,12 @@ def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _check_format(config: MoEConfig, fmt: str) -> None:
+def _check_format(config: MoEConfig, fmt: str, layer: int | None = None) -> None:
+    """``config`` is a MoEConfig of format ``fmt``; ``layer`` (when given) an int >= 0."""
+    if not isinstance(config, MoEConfig):
+        raise TypeError(f"config must be a mxfp4lab.models.MoEConfig, got {type(config).__name__}")
+    if layer is not None and _as_index(layer, "layer") < 0:
+        raise CheckpointError(f"layer must be >= 0, got {layer}")
     if config.checkpoint_format != fmt:
         raise CheckpointError(
             f"config {config.name!r} has checkpoint_format {config.checkpoint_format!r}, this reader/writer is "

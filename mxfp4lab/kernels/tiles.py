@@ -95,8 +95,16 @@ class TileConfig:
 
     @classmethod
     def from_list(cls, values) -> TileConfig:
-        """Inverse of :meth:`as_list` (a recorded tile, or the CLI's ``bm,bn1,bk1,bn2,bk2,warps,stages,dq``)."""
-        return cls(*(int(v) for v in values))
+        """Inverse of :meth:`as_list` (a recorded tile, or the CLI's ``bm,bn1,bk1,bn2,bk2,warps,stages,dq``);
+        anything but 8 integers is a ``ValueError`` saying so."""
+        values = list(values)
+        try:
+            ints = [int(v) for v in values]
+        except (TypeError, ValueError):
+            ints = None
+        if ints is None or len(ints) != 8:
+            raise ValueError(f"a tile is 8 integers bm,bn1,bk1,bn2,bk2,warps,stages,dq; got {values!r}")
+        return cls(*ints)
 
     @property
     def label(self) -> str:

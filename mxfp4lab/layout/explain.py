@@ -19,14 +19,23 @@ from typing import Dict
 
 import torch
 
+from ..formats import MXFormatError
 from .sm90_scales import SCALE_BLOCK_ROWS, fold_geometry
 from .sm90_weights import SM90_FP4_BIT_PERM, SM90_FP4_BIT_PERM_INV, TILE_BYTES, TILE_ROWS
 
 CODE_BIT_NAMES = ("m0", "e0", "e1", "sign")  # E2M1 code bit 0..3
 
 
-def _as_long(x) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=torch.long)
+def _as_long(x, name: str = "index") -> torch.Tensor:
+    """A non-negative integer position (or a tensor of them) as long; a negative or fractional one is an
+    :class:`~mxfp4lab.formats.MXFormatError` (floor division would silently map it elsewhere)."""
+    t = torch.as_tensor(x)
+    if t.dtype.is_floating_point and not bool((t == t.floor()).all()):
+        raise MXFormatError(f"{name} must be an integer position, got {x!r}")
+    t = t.to(torch.long)
+    if bool((t < 0).any()):
+        raise MXFormatError(f"{name} must be >= 0, got {x!r}")
+    return t
 
 
 def weight_element_destination(row, k) -> Dict[str, torch.Tensor]:
@@ -36,7 +45,7 @@ def weight_element_destination(row, k) -> Dict[str, torch.Tensor]:
     ``dst_row``; ``dst_byte`` [..., 4] and ``dst_bit`` [..., 4] for code bits 0..3 (m0, e0, e1, sign);
     plus the lane bookkeeping ``word_byte`` (j), ``src_word_bit`` [..., 4], ``dst_word_bit`` [..., 4].
     """
-    row, k = torch.broadcast_tensors(_as_long(row), _as_long(k))
+    row, k = torch.broadcast_tensors(_as_long(row, "row"), _as_long(k, "k"))
     col = k // 2
     nib = k % 2
     t, rin = row // TILE_ROWS, row % TILE_ROWS

@@ -354,6 +354,9 @@ def layout_example_text(row: int = 8, k: int = 45, model: Optional[str] = None) 
     add("")
     add("=" * 100)
     config = get_model(model) if model else None
+    if config is not None and not (0 <= row < 2 * config.intermediate_size and 0 <= k < config.hidden_size):
+        raise ValueError(f"--row {row} / --k {k} must lie in {config.name}'s fc1: row in [0, "
+                         f"{2 * config.intermediate_size}), k in [0, {config.hidden_size})")
     tr = layout_trace(row, k, config=config, pre_stage="auto" if config is not None else None)
     add(f"4. The path of one element: {'checkpoint' if config is not None else 'fc1'} row {row}, k {k}"
         + (f" ({config.name})" if config is not None else ""))
