@@ -15,6 +15,9 @@
 build failed; 2 a user error -- a bad value, an unknown name, a missing or unreadable file, an output path
 that is a file or read-only -- printed as ONE line ``mxfp4lab <command>: error: ...`` (no traceback; set
 ``MXFP4LAB_TRACEBACK=1`` to see one). A traceback means a bug in mxfp4lab.
+
+Longer than most modules (about 570 lines): every subcommand's options live here, in one place, by design
+(the modules they call hold no argparse); each subcommand is one ``_add_*_parser`` / ``_cmd_*`` pair.
 """
 
 from __future__ import annotations
