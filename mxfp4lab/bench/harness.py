@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence
 
 import torch
 
@@ -45,7 +45,7 @@ def _quantiles(xs: Sequence[float]):
 
 def time_cuda(
     fn: Callable, inputs: Sequence[tuple], *, warmup: int = 10, reps: int = 100, graph: bool = True,
-    calls_per_sample: int = 1, sync: Optional[Callable[[], None]] = None,
+    calls_per_sample: int = 1, sync: Callable[[], None] | None = None,
 ) -> Timing:
     """Median wall time of one ``fn`` call in microseconds, measured with CUDA events.
 
@@ -105,7 +105,7 @@ def time_cuda(
 
 def time_host(
     fn: Callable, inputs: Sequence[tuple], *, warmup: int = 3, reps: int = 20,
-    sync: Optional[Callable[[], None]] = None,
+    sync: Callable[[], None] | None = None,
 ) -> Timing:
     """The CPU stand-in of :func:`time_cuda` (same rotation, ``sync`` and result; ``graph`` False): host
     wall clock (``time.perf_counter``) around each call. For running a GPU benchmark's whole path on a CPU;
