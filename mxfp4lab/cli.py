@@ -1,10 +1,11 @@
-"""The ``mxfp4lab`` command (also ``python -m mxfp4lab``): every argparse of the package is here.
+"""The ``mxfp4lab`` command (also ``python -m mxfp4lab``): every argparse of the package is here, so this
+module is longer than most modules: one place lists every subcommand and flag, each handler a few lines.
 
 ::
 
     mxfp4lab report {layout,accuracy,latency,all} [-p NAME VALUE ...] [-f params.yaml] [--out DIR]
     mxfp4lab layout --example [--row R --k K --model NAME]
-    mxfp4lab bench {moe,summary,layout,prepare,accuracy,launches} ...   (each prints a table, writes a result file)
+    mxfp4lab bench {moe,summary,layout,prepare,accuracy,validation,launches} ...   (a table and a result file)
     torchrun --nproc-per-node gpu -m mxfp4lab bench parallel ...   (TP / EP over the GPUs of one host)
     mxfp4lab distributed [--spawn N] --kind tp|ep ...         (or under torchrun: torchrun -m mxfp4lab distributed)
     mxfp4lab sass [--shape S] [--bucket B] [--tile ...]       (sm_90a compile report of the Triton kernels)
@@ -15,9 +16,6 @@
 build failed; 2 a user error -- a bad value, an unknown name, a missing or unreadable file, an output path
 that is a file or read-only -- printed as ONE line ``mxfp4lab <command>: error: ...`` (no traceback; set
 ``MXFP4LAB_TRACEBACK=1`` to see one). A traceback means a bug in mxfp4lab.
-
-Longer than most modules (about 570 lines): every subcommand's options live here, in one place, by design
-(the modules they call hold no argparse); each subcommand is one ``_add_*_parser`` / ``_cmd_*`` pair.
 """
 
 from __future__ import annotations
@@ -494,6 +492,59 @@ def _cmd_sass(a) -> int:
     return 0
 
 
+def _add_checkpoint_parser(sub) -> None:
+    p = sub.add_parser("checkpoint", help="inspect a GPT-OSS / DeepSeek-V4 checkpoint: model, layer statistics, "
+                                          "backends vs the fp32 reference, time and peak memory",
+                       description="Detect the model of a checkpoint directory, then per layer (one expert at a "
+                                   "time, memory-mapped): weight statistics, and every backend available here "
+                                   "against the fp32 reference on the layer's real experts with its real router. "
+                                   "Prints the wall time and the process's peak RSS.")
+    p.add_argument("path", help="checkpoint directory (or index.json / one .safetensors)")
+    p.add_argument("--layers", default=None, help="comma-separated MoE layers (default: the first)")
+    p.add_argument("--tokens", type=int, default=64, help="tokens routed through each layer (64)")
+    p.add_argument("--activations", default="gaussian",
+                   help="gaussian, heavy_tailed, or a .safetensors file of captured hidden states")
+    p.add_argument("--max-experts", type=int, default=16, help="experts held dequantized at once (16)")
+    p.add_argument("--no-backends", action="store_true", help="statistics only")
+    p.set_defaults(func=_cmd_checkpoint)
+
+
+def _cmd_checkpoint(a) -> int:
+    import resource
+    import time
+
+    from .checkpoints import CheckpointError
+    from .studies import checkpoint as ck
+
+    t0 = time.perf_counter()
+    try:
+        src = ck.open_layer_source(a.path)
+        layers = src.check_layers(None if a.layers is None else [int(x) for x in a.layers.split(",")])
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(src.detected.describe())
+    print("detected from: " + ", ".join(f"{k} <- {v}" for k, v in src.detected.sources.items()))
+    for layer in layers:
+        t1 = time.perf_counter()
+        st = ck.layer_stats(src, layer)
+        print(f"\nlayer {layer}: weight statistics ({time.perf_counter() - t1:.1f} s)")
+        print(st["summary"].round(4).to_string(index=False))
+        if not a.no_backends:
+            t1 = time.perf_counter()
+            x, tid, desc = ck.layer_tokens(src, layer, a.tokens, a.activations)
+            ids, w = ck.route_tokens(src, layer, x, tid)
+            frame, info = ck.layer_backends(src, layer, x, ids, w, max_experts=a.max_experts)
+            print(f"layer {layer}: {desc}; {info['experts_routed']} experts routed, {info['chunks']} chunk(s) "
+                  f"({time.perf_counter() - t1:.1f} s)")
+            print(frame.to_string(index=False))
+            for name, why in info["skipped"].items():
+                print(f"  {name} failed: {why}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    print(f"\n{len(layers)} layer(s) in {time.perf_counter() - t0:.1f} s; peak RSS {peak:.2f} GiB")
+    return 0
+
+
 def _add_provenance_parser(sub) -> None:
     p = sub.add_parser("provenance", help="print this machine's provenance block (what every result records)")
     p.set_defaults(func=_cmd_provenance)
@@ -519,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed_parser(sub)
     _add_sass_parser(sub)
     _add_provenance_parser(sub)
+    _add_checkpoint_parser(sub)
     return parser
 
 

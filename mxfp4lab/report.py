@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
-import html
 import json
 import math
 import os
@@ -230,6 +229,25 @@ def params_for(name: str, declared: Iterable[str], file_params: Mapping[str, Any
 # HTML export
 # --------------------------------------------------------------------------------------------
 _EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.I)
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+#: Cells with this tag show their output only in the HTML (the findings cell).
+REMOVE_INPUT_TAG = "remove-input"
+
+
+def static_widgets(nb) -> int:
+    """Make widget outputs static, in place: drop the widget-view representation where the output has
+    another one (``LayoutExplorer`` adds an HTML snapshot) and the saved widget state. The page then needs
+    no widget renderer (which nbconvert would load from a CDN) and opens offline. Returns how many
+    outputs changed."""
+    n = 0
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            if WIDGET_VIEW in data and any(k != WIDGET_VIEW and k != "text/plain" for k in data):
+                del data[WIDGET_VIEW]
+                n += 1
+    nb.metadata.pop("widgets", None)
+    return n
 
 
 def export_html(nb_path: os.PathLike, html_path: os.PathLike, *, hide_input: bool = False,
@@ -237,16 +255,21 @@ def export_html(nb_path: os.PathLike, html_path: os.PathLike, *, hide_input: boo
     """Executed notebook -> one self-contained HTML file (nbconvert ``HTMLExporter``, lab template).
 
     Output images are inline ``data:image/png;base64`` URIs; ``embed_images`` also inlines images that
-    markdown cells reference. ``hide_input`` drops code cells' input (outputs stay). ``offline``
-    removes the template's CDN ``<script src=https://...>`` tags (require.js, MathJax), so the page
-    loads with no network (math in markdown then shows as TeX source).
+    markdown cells reference. ``hide_input`` drops code cells' input (outputs stay); cells tagged
+    ``remove-input`` (the findings cell) never show their input. ``offline`` makes widget outputs static
+    (:func:`static_widgets`) and removes the template's CDN ``<script src=https://...>`` tags (require.js,
+    MathJax), so the page loads with no network (math in markdown then shows as TeX source).
     """
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     nb = nbformat.read(str(nb_path), as_version=4)
+    if offline:
+        static_widgets(nb)
     exporter = HTMLExporter(template_name="lab", embed_images=True, exclude_input=hide_input,
                             exclude_input_prompt=hide_input)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=(REMOVE_INPUT_TAG,)), enabled=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(Path(nb_path).parent),
                                                                      "name": Path(nb_path).stem}})
     if offline:
@@ -254,6 +277,33 @@ def export_html(nb_path: os.PathLike, html_path: os.PathLike, *, hide_input: boo
     out = Path(html_path)
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def _retarget_paths(nb_path: Path, old: str, new: str) -> None:
+    """Replace the temporary run directory ``old`` by the report's final one ``new`` in the executed
+    notebook's sources and text outputs (the injected ``results_path``), so nothing shows a path that is
+    gone once the run moves into place."""
+    import nbformat
+
+    def swap(v):
+        if isinstance(v, str):
+            return v.replace(old, new)
+        if isinstance(v, dict):
+            return {k: swap(x) for k, x in v.items()}
+        return [swap(x) for x in v] if isinstance(v, list) else v
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    if "papermill" in nb.metadata:  # input/output paths and the parameters papermill injected
+        nb.metadata["papermill"] = swap(dict(nb.metadata["papermill"]))
+    for cell in nb.cells:
+        cell.source = cell.source.replace(old, new)
+        for o in cell.get("outputs", []):
+            if isinstance(o.get("text"), str):
+                o["text"] = o["text"].replace(old, new)
+            for k, v in o.get("data", {}).items():
+                if k.startswith("text/") and isinstance(v, str):
+                    o["data"][k] = v.replace(old, new)
+    nbformat.write(nb, str(nb_path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +346,15 @@ def _kernel_env():
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
+
+
+def _free_name(root: Path, base: str) -> Path:
+    """The directory :func:`_place` would take now: ``root/base``, else the first free ``base-N``."""
+    for n in range(1, 10_000):
+        dest = root / (base if n == 1 else f"{base}-{n}")
+        if not (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+            return dest
+    raise ReportError(f"no free run directory name {base}-N under {root}")
 
 
 def _place(src: Path, root: Path, base: str) -> Path:
@@ -377,6 +436,8 @@ def run_report(
             where = _error_summary(nb_out) if nb_out.exists() else ""
             raise ReportError(f"notebook {nb_in.name} failed: {where or type(e).__name__ + ': ' + str(e)}") from e
         run_info["execute_s"] = round(time.perf_counter() - t0, 2)
+        planned = _free_name(out_root, f"{date}-{rname}")  # where the run will live (checked again below)
+        _retarget_paths(nb_out, str(tmp), str(planned))
         t1 = time.perf_counter()
         try:
             export_html(nb_out, tmp / f"{nb_in.stem}.html", hide_input=hide_input)
@@ -392,6 +453,11 @@ def run_report(
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         tmp.chmod(0o755)
         final = _place(tmp, out_root, f"{date}-{rname}")  # a new directory: earlier runs stay
+        if final != planned:  # another run took the planned name meanwhile
+            _retarget_paths(final / nb_in.name, str(planned), str(final))
+            html_file = final / f"{nb_in.stem}.html"
+            html_file.write_text(html_file.read_text(encoding="utf-8").replace(str(planned), str(final)),
+                                 encoding="utf-8")
     except ReportError as e:
         run_info.update(status="failed", error=str(e), seconds=round(time.perf_counter() - t0, 2))
         try:
@@ -462,66 +528,12 @@ def run_reports(names: Sequence[str], *, parameters: Optional[Mapping[str, Any]]
 # --------------------------------------------------------------------------------------------
 # Index page
 # --------------------------------------------------------------------------------------------
-def _summ(value: Any, limit: int = 60) -> str:
-    s = json.dumps(value, default=str)
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def write_index(out_dir: Optional[os.PathLike] = None) -> Path:
-    """(Re)write ``<out_dir>/index.html``: one row per run directory with a ``run.json``, newest first."""
-    root = Path(out_dir) if out_dir else OUTPUT_DIR
-    runs = []
-    for rj in root.glob("*/run.json"):
-        if rj.parent.name.startswith("."):
-            continue
-        try:
-            info = json.loads(rj.read_text())
-        except (OSError, ValueError):
-            continue
-        res = {}
-        rf = rj.parent / info.get("results", "results.json")
-        if rf.exists():
-            try:
-                res = json.loads(rf.read_text())
-            except ValueError:
-                res = {}
-        runs.append((rj.parent.name, info, res))
-    runs.sort(key=lambda r: (r[1].get("date", ""), r[1].get("started", ""), r[0]), reverse=True)
-    rows = []
-    for d, info, res in runs:
-        q = html.escape
-        links = " | ".join(
-            f'<a href="{q(d)}/{q(info[key])}">{label}</a>'
-            for key, label in (("html", "report"), ("executed", "notebook"), ("results", "results.json"))
-            if info.get(key)
-        )
-        keys = "<br>".join(f"{q(k)} = {q(_summ(v))}" for k, v in list(res.items())[:8])
-        params = q(_summ(info.get("parameters", {}), 120))
-        rows.append(
-            f"<tr><td>{q(info.get('date', ''))}</td><td><b>{q(info.get('name', d))}</b></td><td>{links}</td>"
-            f"<td>{q(str(info.get('seconds', '')))} s</td><td><code>{params}</code></td>"
-            f"<td style='font-size:85%'>{keys}</td><td>{q(str(info.get('git_commit') or ''))}</td></tr>"
-        )
-    failed = sorted(p.name for p in root.glob(".failed-*"))
-    fail_html = ("<p style='color:#b00'>Failed runs (partial output kept, hidden): " +
-                 ", ".join(html.escape(f) for f in failed) + "</p>") if failed else ""
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>mxfp4lab reports</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}} th{{background:#eee}}</style></head>
-<body><h1>mxfp4lab reports</h1>
-<p>Generated {html.escape(_dt.datetime.now().isoformat(timespec='seconds'))} by <code>mxfp4lab report</code>.</p>
-{fail_html}
-<table><tr><th>date</th><th>report</th><th>files</th><th>time</th><th>parameters</th><th>key results</th>
-<th>commit</th></tr>
-{''.join(rows) or '<tr><td colspan=7>no runs yet</td></tr>'}
-</table></body></html>
-"""
-    path = root / "index.html"
-    tmp = path.with_name(f".index.html.{os.getpid()}.part")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a page
-    return path
+    """(Re)write ``<out_dir>/index.html``: one row per run with a ``run.json``, newest first, with its
+    findings (:mod:`mxfp4lab.report_index`)."""
+    from .report_index import write_index as _write
+
+    return _write(Path(out_dir) if out_dir else OUTPUT_DIR)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ form), whole layers in checkpoint layout (:class:`~mxfp4lab.checkpoints.GptOssEx
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import dsv4, gpt_oss
+from .checkpoints.detect import CONFIG_JSON, config_json_for
 from .checkpoints.dsv4 import Dsv4Experts
 from .checkpoints.gpt_oss import GptOssExperts
 from .checkpoints.reader import SCALE_DTYPES, PathLike, _check_subset
@@ -296,6 +298,7 @@ def write_synthetic(
     save_origin: bool = False,
     scale_dtype: torch.dtype = torch.uint8,
     overwrite: bool = False,
+    config_json: bool = True,
 ) -> SyntheticCheckpoint:
     """Write a synthetic checkpoint in the exact real layout of ``config.checkpoint_format``
     (:mod:`mxfp4lab.checkpoints.gpt_oss` / :mod:`~mxfp4lab.checkpoints.dsv4`).
@@ -318,6 +321,8 @@ def write_synthetic(
 
     The write is atomic: files go to a temporary sibling directory that replaces the target only when
     complete, so a failure leaves the target as it was and no stale shard, index or origin survives.
+        config_json: write a ``config.json`` beside the tensors (Hugging Face key names, as a real checkpoint
+            has; :func:`mxfp4lab.checkpoints.detect.config_json_for`).
     """
     if not isinstance(config, MoEConfig):
         raise TypeError(f"config must be a mxfp4lab.models.MoEConfig, got {type(config).__name__}")
@@ -334,7 +339,7 @@ def write_synthetic(
                           with_origin=save_origin) as stage:
         return _write_staged(stage, config, fmt, rule, layers=layers, seed=seed, dist=dist, std=std,
                              max_shard_bytes=max_shard_bytes, return_origin=return_origin,
-                             save_origin=save_origin, scale_dtype=scale_dtype)
+                             save_origin=save_origin, scale_dtype=scale_dtype, config_json=config_json)
 
 
 def _check_layers(layers: Sequence[int], config: MoEConfig) -> tuple[int, ...]:
@@ -353,7 +358,7 @@ def _check_layers(layers: Sequence[int], config: MoEConfig) -> tuple[int, ...]:
 
 
 def _write_staged(stage: StagedCheckpoint, config: MoEConfig, fmt, rule: ScaleRule, *, layers, seed, dist, std,
-                  max_shard_bytes, return_origin, save_origin, scale_dtype) -> SyntheticCheckpoint:
+                  max_shard_bytes, return_origin, save_origin, scale_dtype, config_json) -> SyntheticCheckpoint:
     """The body of :func:`write_synthetic`, writing into ``stage.dir``; commits and returns final paths."""
     directory, single = stage.dir, stage.single_file
     meta = {"format": "pt", "mxfp4lab.model": config.name, "mxfp4lab.scale_rule": rule.value,
@@ -383,6 +388,8 @@ def _write_staged(stage: StagedCheckpoint, config: MoEConfig, fmt, rule: ScaleRu
         if keep_origin:
             origins[layer] = _stack_origin(kept, router)
     files, index = writer.finish()
+    if config_json and single is None:  # a directory checkpoint, staged: the manifest will list it
+        (directory / CONFIG_JSON).write_text(json.dumps(config_json_for(config), indent=1) + "\n")
     origin_path = None
     if save_origin:
         stamp = {k: meta[k] for k in ("mxfp4lab.model", "mxfp4lab.dist", "mxfp4lab.seed", "mxfp4lab.std",

@@ -5,7 +5,7 @@
 #     language: python
 #     name: python3
 #   mxfp4lab:
-#     min_figures: 4
+#     min_figures: 3
 #     results:
 #     - tile_elements
 #     - tile_fraction_row_moved
@@ -14,6 +14,7 @@
 #     - trace
 #     - reverse
 #     - check
+#     - findings
 # ---
 
 # %% [markdown]
@@ -34,6 +35,11 @@
 # Everything here is computed by `mxfp4lab.studies.layout` and drawn by `mxfp4lab.studies.layout_figures`;
 # the notebook only wires parameters to calls. Runs in seconds on a CPU.
 
+# %% tags=["remove-input"]
+from mxfp4lab import findings
+
+summary = findings.placeholder()  # filled by the last cell from this run's results
+
 # %% tags=["parameters"]
 model = "gpt-oss-20b"  # model config: sets I, I_pad, H_pad and the flat byte offsets
 expert = 0  # expert index
@@ -44,6 +50,8 @@ dst_byte = 27
 dst_bit = 6
 tile_row0 = 0  # first row of the 16x64 tile to map
 tile_k0 = 0  # first k of that tile
+checkpoint = None  # a GPT-OSS or DeepSeek-V4 checkpoint directory: trace expert/row/k of its layer (model ignored)
+layers = None  # the checkpoint's MoE layer to trace in (a list, the first is used); None: its first MoE layer
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
 # %%
@@ -53,9 +61,16 @@ from mxfp4lab import report
 from mxfp4lab.models import get_model
 from mxfp4lab.studies import layout as study
 from mxfp4lab.studies import layout_figures as figures
+from mxfp4lab.studies import checkpoint as ck_study
+from mxfp4lab.studies import layout_findings
 from mxfp4lab.widgets import LayoutExplorer
 
-config = get_model(model)
+src = ck_study.open_layer_source(checkpoint) if checkpoint else None
+if src is not None:
+    ck_layer = src.check_layers(layers)[0]
+    print(src.detected.describe() + f"; tracing in layer {ck_layer}")
+    report.record("checkpoint", ck_study.checkpoint_record(src, [ck_layer]))
+config = src.config if src is not None else get_model(model)
 print(f"{config.name}: H={config.hidden_size} -> H_pad={config.padded_hidden}, "
       f"I={config.intermediate_size} -> I_pad={config.padded_intermediate}, E={config.num_experts}")
 print(f"fc1 (w13) per expert: [{2 * config.padded_intermediate}, {config.padded_hidden // 2}] bytes")
@@ -106,6 +121,16 @@ report.record("pre_stage", (trace["pre"] or {}).get("source"))
 study.layout_trace_table(trace).style.hide(axis="index")
 
 # %%
+if src is not None:  # the same element in the checkpoint: its code and value, and its bits in the SM90 layout
+    el = ck_study.checkpoint_element(src, ck_layer, expert, row, k)
+    report.record("checkpoint_trace", el)
+    print(ck_study.element_text(src, ck_layer, expert, row, k))
+    print(f"code bits m0 e0 e1 s = {el['code_bits']}; read back from the interleaved expert at row {el['dst_row']}, "
+          f"bytes {el['dst_byte']}, bits {el['dst_bit']}: {el['found_bits']}")
+else:
+    print("No checkpoint given (parameter checkpoint): the element is traced through the layout only.")
+
+# %%
 rev = study.layout_reverse(dst_row, dst_byte, dst_bit)
 report.record("reverse", dict(rev, dst_row=dst_row, dst_byte=dst_byte, dst_bit=dst_bit))
 print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bit_name']} of "
@@ -118,25 +143,27 @@ print(f"w_sm90[e, {dst_row}, {dst_byte}] bit {dst_bit} <- code bit {rev['code_bi
 # %%
 check = study.layout_tile_check()
 report.record("check", check)
-assert check["bit_mismatches"] == 0 and check["scale_mismatches"] == 0, check
-check
+exact = check["bit_mismatches"] == 0 and check["scale_mismatches"] == 0
+print(("Bit-exact: " if exact else "MISMATCH: ") + f"{check['bits_checked'] - check['bit_mismatches']} of "
+      f"{check['bits_checked']} bits and {check['scales_checked'] - check['scale_mismatches']} of "
+      f"{check['scales_checked']} scales land where the tracing says.")
+assert exact, check
 
 # %% [markdown]
 # ## 5. Interactive explorer
 #
-# In JupyterLab: move the sliders (expert / checkpoint row / k) to see the path highlighted, or type a
-# physical (row, byte, bit) to find which element's code bit lives there ("trace this element" jumps
-# to it). Below the widget: a static snapshot of its current state, for the HTML report.
+# In JupyterLab: pick the checkpoint row and k by typing them or with the sliders (a coarse slider over
+# 16-row / 64-k tiles and a fine one inside the tile), and see the path highlighted; or type a physical
+# (row, byte, bit) to find which element's code bit lives there ("trace this element" jumps to it).
+# The widget lives in the running kernel: a notebook reopened without running shows "Error displaying
+# widget: model not found" until you run it (Run > Run All Cells). The HTML report shows a static
+# snapshot of the explorer's state instead of the widget.
 
 # %%
-explorer = LayoutExplorer(config, expert=expert, row=row, k=k, pre_stage="auto")
+info = (lambda e, r, kk: ck_study.element_text(src, ck_layer, e, r, kk)) if src is not None else None
+explorer = LayoutExplorer(config, expert=expert, row=row, k=k, pre_stage="auto", element_info=info)
 explorer.lookup(dst_row, dst_byte, dst_bit)
 explorer
-
-# %%
-explorer.figure()
-plt.show()
-print(explorer.describe())
 
 # %% [markdown]
 # ## 6. Beside it: mxfp4lab's Triton W4A16 layout
@@ -159,5 +186,6 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 
 # %%
 plt.close("all")
+report.record("findings", findings.publish(summary, layout_findings.findings(report.recorded())))
 results = report.save_results(results_path)
-print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))
+print(f"recorded {len(results)} results" + (" -> results.json" if results_path else " (not written: results_path is None)"))

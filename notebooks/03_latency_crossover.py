@@ -13,35 +13,45 @@
 #     - crossovers
 #     - dispatch_speedup
 #     - claim_check
+#     - findings
 #     - parallel_recorded
 #     - parallel_source
 # ---
 
 # %% [markdown]
-# # MoE latency crossover on H100
+# # MoE latency crossover on Hopper
 #
 # Latency of one MXFP4 MoE layer vs the number of tokens M, per backend and shape (GPT-OSS-20b/120b,
-# DeepSeek-V4-Flash and the seed benchmark shape), against the H100 roofline floor
-# (`mxfp4lab.roofline`: active experts' weight bytes / 3.0 TB/s vs FLOPs / 800 TFLOP/s).
-# From the sweep: the crossover points (M where one backend overtakes another, interpolated in
+# DeepSeek-V4-Flash and the seed benchmark shape), against the roofline floor (`mxfp4lab.roofline`:
+# active experts' weight bytes / copy bandwidth vs FLOPs / bf16 peak, with the ceilings recorded beside the
+# sweep). From the sweep: the crossover points (M where one backend overtakes another, interpolated in
 # log M), speedup ratios, the fraction of the roofline reached, the fastest backend per (shape, M)
 # (`mxfp4lab.dispatch.Dispatch`), and the original claim (SGLang PR #24816: Marlin 12-15% faster at M <= 64,
 # a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
 # On a CPU this notebook READS a recorded sweep: `data/results/latency/h100.json`, or where that does not
-# exist yet `latency/h200.json` (written by `mxfp4lab bench moe`, read through `mxfp4lab.results`);
-# every plot says which GPU, date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
+# exist `latency/h200.json` (written by `mxfp4lab bench moe`, read through `mxfp4lab.results`); every plot
+# says which GPU, date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
 # `mxfp4lab.bench.moe.sweep` itself.
+
+# %% tags=["remove-input"]
+from mxfp4lab import findings
+
+summary = findings.placeholder()  # filled by the last cell from this run's results
 
 # %% tags=["parameters"]
 results_file = None  # recorded sweep JSON; None reads data/results/latency/h100.json
-measure = False  # True on an H100/H200: measure with mxfp4lab.bench.moe.sweep instead of reading the file
+measure = False  # True on a Hopper GPU: measure with mxfp4lab.bench.moe.sweep instead of reading the file
 backends = ["flashinfer_sm90", "marlin_mxfp4", "triton_w4a16", "torch_naive"]  # backends to measure (measure only)
 shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes
-ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]  # tokens M
+ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]  # tokens M (the roofline also covers every recorded M)
 routing = "uniform"  # routing shown in the plots: uniform or skewed
 baseline = "marlin_mxfp4"  # speedups are relative to this backend (the original change's baseline)
 reps = 30  # timed repetitions per point (measure only)
+checkpoint = None  # a GPT-OSS or DeepSeek-V4 checkpoint directory: section 4 routes tokens with its real routers
+layers = None  # MoE layers of the checkpoint (a list); None: its first MoE layer
+activations = "gaussian"  # checkpoint tokens: gaussian, heavy_tailed, or a .safetensors file of hidden states
+tokens = 64  # tokens routed per checkpoint layer
 parallel_results_file = None  # multi-GPU run JSON; None reads data/results/parallel_latency/h200.json
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
@@ -52,29 +62,32 @@ from IPython.display import display
 from mxfp4lab import report
 from mxfp4lab.studies import latency as study
 from mxfp4lab.studies import latency_figures as figures
+from mxfp4lab.studies import checkpoint as ck_study
+from mxfp4lab.studies import checkpoint_figures as ck_figures
+from mxfp4lab.studies import latency_findings
 
 df, prov, label, recorded = study.latency_results(results_file, measure=measure, backends=backends, shapes=shapes,
                                                ms=ms, routing=routing, reps=reps)
 report.record("recorded", recorded)
 report.record("source", label)
 if recorded:
-    print(f"{label}\nfrom {df.attrs.get('path')}: {int(df.ok.sum())} timed points, "
+    print(f"{label}\nfrom {study.display_path(df.attrs.get('path'))}: {int(df.ok.sum())} timed points, "
           f"backends {sorted(df['backend'].dropna().unique())}, shapes {sorted(df['shape'].dropna().unique())}")
     print({k: prov.get(k) for k in ("gpu", "driver", "torch", "flashinfer", "mxfp4lab_commit", "date", "command")})
 else:
-    print(f"NOTE: no recorded H100 latency results yet (looked for {df.attrs.get('path')}).\n"
-          "Showing the roofline floor only. Record them on an H100 with\n"
+    print(f"NOTE: no recorded latency results yet (looked for {df.attrs.get('path')}).\n"
+          "Showing the roofline floor only. Record them on a Hopper GPU with\n"
           "  mxfp4lab bench moe   (writes data/results/latency/<gpu>.json)")
 
 # %% [markdown]
 # ## 1. Latency vs M against the roofline floor
 #
 # The floor is bandwidth-bound while few experts are active, flattens once every expert is touched
-# (all weights read once), and turns compute-bound at large M. (`seed-bench` has the `dsv4-flash`
-# shape, so their floors coincide.)
+# (all weights read once), and turns compute-bound at large M. `seed-bench` has the `dsv4-flash` shape:
+# the figures draw one panel for both.
 
 # %%
-roof = study.latency_roofline(shapes, ms, ceilings=df.attrs.get("ceilings"))
+roof = study.latency_roofline(shapes, study.latency_ms(df, ms), ceilings=df.attrs.get("ceilings"))
 report.record("roofline_floor_us", {s: dict(zip(g.m, g.floor_us.round(1))) for s, g in roof.groupby("shape")})
 figures.plot_latency_vs_m(df, roof, label=label, routing=routing)
 plt.show()
@@ -99,14 +112,14 @@ if len(crossovers):
                                                       "faster_above", "n_crossings"]].round(1))
 else:
     print("no crossovers: " + ("fewer than two backends recorded" if recorded else
-                               "no recorded H100 latency results yet"))
+                               "no recorded latency results yet"))
 
 # %%
 if recorded and baseline in set(df.loc[df.ok, "backend"]):
     sp = study.latency_speedups(df, baseline)
     figures.plot_latency_speedup(sp, crossovers=crossovers, label=label, routing=routing)
     plt.show()
-    display(sp[sp.routing == routing].pivot_table(index="m", columns=["shape", "backend"], values="speedup").round(2))
+    display(study.latency_speedup_table(sp, routing=routing))
 elif recorded:
     print(f"baseline {baseline!r} is not among the recorded backends: speedup plot skipped")
 
@@ -121,16 +134,18 @@ if recorded:
     display(speed.round(3))
 else:
     report.record("dispatch_speedup", None)
-    print("dispatch table: not available (no recorded H100 latency results yet)")
+    print("dispatch table: not available (no recorded latency results yet)")
 
 # %% [markdown]
 # ### mxfp4lab's Triton kernel against its goals
 #
-# Its goals: at M <= 64 within 1.25x of the roofline floor and faster than Marlin; at M >= 1024 within
-# 1.2x of FlashInfer. `x_floor`, `x_marlin`, `x_flashinfer`: Triton's time over each.
+# The kernel was written to be, at M <= 64, within 1.25x of the roofline floor and faster than Marlin,
+# and at M >= 1024 within 1.2x of FlashInfer. `x_floor`: Triton's time over the floor (the table);
+# below it, how many (shape, M) points meet each goal.
 
 # %%
 goals = study.latency_triton_goals(df, routing=routing) if recorded else None
+report.record("triton_goals", study.latency_triton_goal_counts(goals))
 if goals is not None and len(goals):
     report.record("triton_goals_met", int(goals["met"].fillna(False).astype(bool).sum()))
     display(goals.pivot_table(index="m", columns="shape", values="x_floor").round(2))
@@ -140,22 +155,60 @@ else:
     print("no Triton timings in the recorded sweep")
 
 # %% [markdown]
-# ## 3. The original claim (seed shape, H100)
+# ## 3. The original claim (seed shape)
+#
+# `fi_faster` = t_marlin / t_flashinfer - 1 (negative: Marlin faster); a regime holds when every recorded
+# M in it lies inside the claimed range.
 
 # %%
 claim = study.latency_claim_check(df)
 if recorded and len(claim):
     report.record("claim_check", claim[["m", "regime", "fi_faster", "within_claim"]].to_dict("records"))
     print(claim.attrs.get("note"))
-    display(claim.round(3))
+    display(study.latency_claim_verdicts(claim))
+    display(claim[["m", "regime", "claim", "fi_faster", "within_claim"]].round(3))
 else:
-    note = claim.attrs.get("note") if recorded else "not measured: no recorded H100 latency results yet"
+    note = claim.attrs.get("note") if recorded else "not measured: no recorded latency results yet"
     report.record("claim_check", note)
     print(f"Claim (SGLang PR #24816): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
           f"M>=1024 on the seed shape.\nCheck: {note}")
 
 # %% [markdown]
-# ## 4. Across GPUs: one layer split by TP and EP on one host
+# ## 4. Routing on your checkpoint (parameters `checkpoint`, `layers`)
+#
+# The expert load decides how many experts' weights a layer reads, so it moves the floor and the kernels'
+# work balance. With a checkpoint, `tokens` tokens are routed by each chosen layer's real router and the load
+# is set beside uniform and skewed synthetic routing of as many tokens; `floor_us` is the roofline floor with
+# that routing's active experts. With `measure=True` on a GPU each backend is also timed under each routing.
+
+# %%
+if checkpoint:
+    src = ck_study.open_layer_source(checkpoint)
+    ck_layers = src.check_layers(layers)
+    print(src.detected.describe())
+    report.record("checkpoint", ck_study.checkpoint_record(src, ck_layers))
+    routing_summary = {}
+    for L in ck_layers:
+        x, tid, desc = ck_study.layer_tokens(src, L, tokens, activations)
+        ids, w = ck_study.route_tokens(src, L, x, tid)
+        load = ck_study.routing_load(src.config, ids)
+        ck_figures.plot_routing_load(load, title=f"{src.config.name}, layer {L}: expert load of {tokens} tokens "
+                                                 f"({desc})")
+        plt.show()
+        summ = study.latency_load_floor(load.attrs["summary"], src.config, ceilings=df.attrs.get("ceilings"))
+        display(summ.round(2))
+        routing_summary[L] = summ.to_dict("records")
+        if measure:
+            sets = {"real router": (x, ids, w)}
+            sets.update({r: ck_study.synthetic_routing(src.config, tokens, r) for r in ("uniform", "skewed")})
+            timed = study.latency_routing_timings(src.config, sets, backends, reps=reps)
+            display(timed if len(timed) else timed.attrs.get("note"))
+    report.record("checkpoint_routing", routing_summary)
+else:
+    print("No checkpoint given (parameter checkpoint): routing statistics of a real router are skipped.")
+
+# %% [markdown]
+# ## 5. Across GPUs: one layer split by TP and EP on one host
 #
 # How one MoE layer's latency scales when it is split over 1, 2, 4 and 8 GPUs of one host, communication
 # included: each rank's experts, then the all-reduce of the partial outputs (bf16), timed as one CUDA graph on
@@ -198,5 +251,10 @@ else:
 
 # %%
 plt.close("all")
+if recorded:
+    report.record("fastest", study.latency_fastest(df, routing=routing))
+    report.record("best_fraction_of_floor", study.latency_best_fraction(df, routing=routing))
+report.record("shape_aliases", study.shape_aliases(shapes))
+report.record("findings", findings.publish(summary, latency_findings.findings(report.recorded())))
 results = report.save_results(results_path)
-print(f"recorded {len(results)} results" + (f" -> {results_path}" if results_path else " (not written: results_path is None)"))
+print(f"recorded {len(results)} results" + (" -> results.json" if results_path else " (not written: results_path is None)"))

@@ -12,8 +12,8 @@ PKG = Path(__file__).resolve().parents[1] / "mxfp4lab"
 #: Lowest first. A module belongs to the first entry that equals its dotted name (relative to mxfp4lab) or is
 #: a package prefix of it ("backends" covers backends.*).
 LAYERS = [
-    # 0: numerics, model shapes, provenance, the validation rules; leaf utilities with no mxfp4lab imports
-    ("validate", "formats", "models", "provenance", "bench.harness", "kernels.tiles", "flashinfer_build"),
+    # 0: numerics, model shapes, provenance, the validation rules, the findings type; leaf utilities
+    ("validate", "formats", "models", "provenance", "bench.harness", "kernels.tiles", "flashinfer_build", "findings"),
     # 1: the data model, the results store, roofline floors
     ("moe_tensors", "results", "roofline"),
     # 2: physical layouts and the references (both only read the data model)
@@ -31,7 +31,7 @@ LAYERS = [
     # 8: the studies and their figures
     ("studies",),
     # 9: interactive and report front ends
-    ("widgets", "report"),
+    ("widgets", "report", "report_index"),
     # 10: the command
     ("cli", "__main__"),
 ]

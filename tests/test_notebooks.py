@@ -85,6 +85,23 @@ def test_layout_key_numbers(runs):
     d = weight_element_destination(tr["row"], tr["k"])
     assert tr["dst_row"] == int(d["dst_row"]) and tr["dst_byte"] == d["dst_byte"].tolist()
     assert (res["reverse"]["row"], res["reverse"]["k"]) == (8, 45)
+    (html_file,) = runs("layout").glob("*.html")
+    html = html_file.read_text()
+    assert "Static snapshot of the layout explorer" in html and "widget-view+json" not in html  # opens offline
+    assert html.index("Findings") < html.index("1. Where each element")  # findings up front
+    assert [f["verdict"] for f in res["findings"]][0] == "bit-exact"
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_report_opens_with_findings(name, runs):
+    path = runs(name)
+    res = json.loads((path / "results.json").read_text())
+    assert res["findings"] and all(f["question"] and f["verdict"] for f in res["findings"])
+    nb = _executed(path)
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "remove-input" in first_code.metadata.get("tags", [])
+    html = first_code.outputs[0]["data"]["text/html"]
+    assert res["findings"][0]["verdict"] in html  # the top cell shows this run's findings, not a placeholder
 
 
 def _screenshot(html: Path, png: Path, tmp: Path, height: int = 4000) -> None:
@@ -126,3 +143,25 @@ def test_html_report_renders_figures_in_chromium(name, runs, tmp_path):
     assert colorful > 0.005, f"no colored figure pixels: {colorful:.4f}"
     drawn = (np.abs(px - bare_px).max(axis=2) > 30).mean()
     assert drawn > 0.02, f"figures did not render: only {drawn:.4f} of pixels differ without images"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not on PATH (apt-get update && apt-get install -y chromium)")
+@pytest.mark.parametrize("name", REPORTS)
+def test_html_report_fits_the_page_width(name, runs):
+    """No table or figure is wider than a 1280-pixel window (the page never scrolls sideways)."""
+    pw = pytest.importorskip("playwright.sync_api",
+                             reason="the Python package playwright is not installed (pip install -e '.[test]')")
+    (html_file,) = runs(name).glob("*.html")
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(html_file.resolve().as_uri())
+            wide = page.evaluate("""() => [...document.querySelectorAll('table, img, pre, .jp-OutputArea-output')]
+                .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                .map(e => e.tagName + ' ' + Math.round(e.getBoundingClientRect().right) + ': ' +
+                          e.innerText.slice(0, 60))""")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280 + 1, wide
+            assert not wide, wide
+        finally:
+            browser.close()

@@ -141,3 +141,34 @@ def test_cli_build_is_wired_or_explains(capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert "build" in sub.choices
+
+
+def test_export_is_offline_widgets_static_and_findings_input_hidden(tmp_path):
+    view = "application/vnd.jupyter.widget-view+json"
+    nb = nbformat.v4.new_notebook()
+    fcell = nbformat.v4.new_code_cell("summary = findings.placeholder()  # SECRET-SOURCE")
+    fcell.metadata["tags"] = [report.REMOVE_INPUT_TAG]
+    fcell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": "<b>FINDINGS-BOX</b>",
+                                                                  "text/plain": "f"})]
+    wcell = nbformat.v4.new_code_cell("explorer")
+    wcell.outputs = [nbformat.v4.new_output("execute_result", execution_count=1, data={
+        view: {"model_id": "abc", "version_major": 2, "version_minor": 0},
+        "text/html": "<div>STATIC-SNAPSHOT</div>", "text/plain": "LayoutExplorer"})]
+    nb.cells = [fcell, wcell]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
+                                                                             "version_minor": 0}}
+    p = tmp_path / "w.ipynb"
+    nbformat.write(nb, str(p))
+    html = report.export_html(p, tmp_path / "w.html").read_text()
+    assert "STATIC-SNAPSHOT" in html and "FINDINGS-BOX" in html
+    assert "SECRET-SOURCE" not in html  # the findings cell shows its output only
+    assert view not in html and "widget-state" not in html
+    assert 'src="https://' not in html and "src='https://" not in html
+    assert nbformat.read(str(p), as_version=4).cells[1].outputs[0].data.get(view)  # the .ipynb keeps the widget
+
+
+def test_executed_notebook_names_no_temporary_directory(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    path = report.run_report("tiny", {}, out_dir=out, notebook_dir=tiny_dir, date="2030-01-03", progress=False)
+    text = (path / "01_tiny.ipynb").read_text() + (path / "01_tiny.html").read_text()
+    assert ".tmp-" not in text and str(path / "results.json") in text

@@ -171,7 +171,7 @@ def test_triton_goals_from_rows():
 def test_launch_breakdown_of_the_recorded_forwards():
     """The recorded launch breakdown: three launches per decode_w4a16 forward, ncu bytes attached in order, and
     a launch whose ncu process ran another kernel is flagged."""
-    from mxfp4lab.studies.latency import _kernel_key, latency_launches
+    from mxfp4lab.studies.launches import _kernel_key, latency_launches
 
     d = latency_launches()
     if d.empty:

@@ -97,3 +97,47 @@ def test_render_and_static_figure():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_jump_to_a_padding_row_keeps_the_trace_and_later_lookups_redraw():
+    cfg = get_model("gpt-oss-20b")  # I = 2880, I_pad = 2944: fc1 rows 2880..2943 are padding of the up half
+    ex = LayoutExplorer(cfg, row=17, k=45, pre_stage="auto", draw=True)
+    table = ex.text.value
+    ex.lookup(2900, 10, 3)
+    assert 2880 <= ex.reverse["row"] < 2944  # (r and r+8 trade places: physical row 2900 holds fc1 row 2908)
+    ex._on_jump()  # "trace this element" on padding
+    assert ex.error is None and ex.text.value == table  # the forward trace is untouched
+    assert "zero padding" in ex.reverse_text.value and "2880..2943" in ex.reverse_text.value
+    assert ex.highlight["src"] == (8, 45)
+    before = ex.renders
+    ex.lookup(3, 17, 2)  # a valid lookup afterwards redraws at once and clears the note
+    assert ex.renders > before and "zero padding" not in ex.reverse_text.value
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_sliders_reach_every_row_and_k():
+    cfg = get_model("gpt-oss-20b")
+    ex = LayoutExplorer(cfg, row=0, k=0, pre_stage="auto", draw=False)
+    for ctl in (ex.row_ctl, ex.k_ctl):
+        assert ctl.steps_per_pixel() <= 1.0, ctl.value_w.description
+    ex.row_ctl.coarse_w.value = 100  # tile 100 = rows 1600..1615
+    ex.row_ctl.fine_w.value = 5
+    assert ex.row_w.value == 1605 and ex.trace["ckpt_row"] == 1605
+    ex.k_ctl.coarse_w.value = ex.k_ctl.coarse_w.max
+    ex.k_ctl.fine_w.value = 63
+    assert ex.k_w.value == cfg.padded_hidden - 1
+    ex.row_w.value = 2 * cfg.intermediate_size - 1  # typing a value moves both sliders
+    assert (ex.row_ctl.coarse_w.value, ex.row_ctl.fine_w.value) == divmod(2 * cfg.intermediate_size - 1, 16)
+
+
+def test_mimebundle_has_the_live_widget_and_a_static_snapshot():
+    ex = LayoutExplorer(get_model("gpt-oss-20b"), row=17, k=45, pre_stage="auto", draw=False)
+    data = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    snap = data["text/html"]
+    assert "data:image/png;base64," in snap and "fc1 row 8" in snap and "Run All Cells" in snap
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

@@ -15,6 +15,7 @@ Weight level (:func:`accuracy_quantization`, :func:`accuracy_rule_agreement`, :f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from itertools import combinations
 from typing import Any, Dict, Optional, Tuple
 
@@ -36,6 +37,13 @@ ACCURACY_MATRICES = ("w_gate", "w_up", "w_down")
 #: block whose scaled maximum is <= 6 (round_up, flashinfer). OCP can also clip [6, 8) down to 6.
 E2M1_HALF_TOP_GAP = 1.0
 OCP_CLIP_BOUND = 2.0
+
+
+@functools.lru_cache(maxsize=8)
+def _origin_expert(cfg, expert: int, seed: int, dist: str) -> Dict[str, torch.Tensor]:
+    """:func:`make_origin_expert`, kept for the next weight-level function (the real-size draws are the
+    slow part of notebook 02; callers never modify the tensors)."""
+    return make_origin_expert(cfg, expert, seed=seed, dist=dist)
 
 
 def _quant_dequant(w: torch.Tensor, rule: str):
@@ -90,7 +98,7 @@ def accuracy_quantization(
     rows = []
     for cfg in map(get_model, as_list(configs)):
         for dist in as_list(dists):
-            origin = make_origin_expert(cfg, expert, seed=seed, dist=dist)
+            origin = _origin_expert(cfg, expert, seed, dist)
             for mat in as_list(matrices):
                 w = origin[mat] if max_rows is None else origin[mat][:max_rows]
                 for rule in as_list(rules):
@@ -113,7 +121,7 @@ def accuracy_rule_agreement(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=AC
     cfg = get_model(config)
     rows = []
     for dist in as_list(dists):
-        w = make_origin_expert(cfg, expert, seed=seed, dist=dist)[matrix][:max_rows].float()
+        w = _origin_expert(cfg, expert, seed, dist)[matrix][:max_rows].float()
         q = {r: _quant_dequant(w, r) for r in as_list(rules)}
         for a, b in combinations(as_list(rules), 2):
             rows.append(dict(dist=dist, rule_a=a, rule_b=b,
@@ -132,7 +140,7 @@ def accuracy_block_errors(config="gpt-oss-20b", rules=ACCURACY_RULES, dists=ACCU
     cfg = get_model(config)
     frames = []
     for dist in as_list(dists):
-        w = make_origin_expert(cfg, expert, seed=seed, dist=dist)[matrix][:max_rows].float()
+        w = _origin_expert(cfg, expert, seed, dist)[matrix][:max_rows].float()
         wb = w.reshape(w.shape[0], -1, MX_BLOCK_SIZE)
         for rule in as_list(rules):
             _, scales, q = _quant_dequant(w, rule)
@@ -379,3 +387,15 @@ def accuracy_depth(
                              rel_err_out=relative_error(outs[p], outs["origin fp32"]),
                              routing_agreement=(sets[p] == sets["origin fp32"]).all(-1).double().mean().item()))
     return pd.DataFrame(rows)
+
+
+def depth_summary(depth: pd.DataFrame) -> Dict[str, Dict[str, float]]:
+    """After the last layer of :func:`accuracy_depth` frames (several ``seed`` s concatenated): per path the
+    mean / min / max over seeds (and models) of the hidden-state error and of the routing agreement."""
+    last = depth[depth["layer"] == depth["layer"].max()]
+    out = {}
+    for p, g in last.groupby("path", sort=False):
+        out[p] = dict(mean=g.rel_err_hidden.mean(), min=g.rel_err_hidden.min(), max=g.rel_err_hidden.max(),
+                      agree_mean=g.routing_agreement.mean(), agree_min=g.routing_agreement.min(),
+                      agree_max=g.routing_agreement.max(), n=int(len(g)))
+    return out

@@ -86,24 +86,25 @@ def plot_accuracy_k_sweep(ksweep: pd.DataFrame, *, figsize=(13, 4.2)) -> plt.Fig
 def plot_accuracy_layer(layer: pd.DataFrame, *, figsize=(15, 4.8)) -> plt.Figure:
     """Left: MoE layer output error vs the bf16-origin fp32 reference (kernel-faithful MXFP4 path) per
     rule and distribution, clamp on/off. Right: the small differences between references and
-    backends (log scale; 'exact' = bit-identical)."""
+    backends (log scale); a bit-identical comparison draws no bar but an "exact" mark on the axis.
+    Legends sit beside the axes, never on the bars."""
     model = ", ".join(layer["model"].unique())
-    fig, (a, b) = plt.subplots(1, 2, figsize=figsize, gridspec_kw=dict(width_ratios=[1.2, 1]))
+    fig, (a, b) = plt.subplots(1, 2, figsize=figsize, gridspec_kw=dict(width_ratios=[1.1, 1]))
     d = layer[(layer["path"] == "mxfp4 kernel") & (layer["reference"] == "origin fp32")].copy()
     d["case"] = d["dist"] + np.where(d["clamp"], "", " (no clamp)")
     sns.barplot(data=d, x="rule", y="rel_err", hue="case", ax=a, order=_order(d["rule"], RULE_ORDER))
     a.set_title("MXFP4 layer (kernel rounding) vs bf16 origin fp32", fontsize=10)
     a.set_ylabel("relative error of the layer output")
-    a.legend(fontsize=8, title="distribution")
+    a.legend(fontsize=8, title="distribution", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     small = layer[~((layer["reference"] == "origin fp32") & (layer["path"] != "origin kernel"))].copy()
     small["comparison"] = small["path"] + "\nvs " + small["reference"]
     agg = small.groupby(["comparison", "rule"], as_index=False)["rel_err"].max()
-    floor = 1e-7
-    agg["shown"] = agg["rel_err"].clip(lower=floor)
     hue_order = _order(agg["rule"], ("bf16",) + RULE_ORDER)
     comps = list(dict.fromkeys(agg["comparison"]))
     width = 0.8 / len(hue_order)
     pal = sns.color_palette()
+    nonzero = agg.loc[agg["rel_err"] > 0, "rel_err"]
+    bottom = 10 ** np.floor(np.log10(nonzero.min() / 10)) if len(nonzero) else 1e-6
     labeled = set()
     for j, rule in enumerate(hue_order):
         for i, comp in enumerate(comps):
@@ -111,19 +112,23 @@ def plot_accuracy_layer(layer: pd.DataFrame, *, figsize=(15, 4.8)) -> plt.Figure
             if v.empty:
                 continue
             x = i - 0.4 + width * (j + 0.5)
-            b.bar(x, v["shown"].iloc[0], width, color=pal[j], label=None if rule in labeled else rule)
-            labeled.add(rule)
             val = v["rel_err"].iloc[0]
-            b.text(x, v["shown"].iloc[0] * 1.3, "exact" if val == 0 else f"{val:.1e}", ha="center", va="bottom",
-                   fontsize=7, rotation=90)
+            lab = None if rule in labeled else rule
+            labeled.add(rule)
+            if val == 0:  # bit-identical: nothing to draw on a log axis; say so at its foot
+                b.plot([x], [bottom], marker="v", color=pal[j], ms=7, label=lab, clip_on=False)
+                b.text(x, bottom * 1.6, "exact (0)", ha="center", va="bottom", fontsize=7, rotation=90)
+                continue
+            b.bar(x, val - bottom, width, bottom=bottom, color=pal[j], label=lab)
+            b.text(x, val * 1.3, f"{val:.1e}", ha="center", va="bottom", fontsize=7, rotation=90)
     b.set_xticks(range(len(comps)), comps)
     b.set_yscale("log")
-    b.set_ylim(floor / 2, 1)
+    b.set_ylim(bottom, 1)
     b.set_title("rounding / layout differences (max over distributions, clamp)", fontsize=10)
     b.set_ylabel("relative error (log)")
     b.set_xlabel("")
     b.tick_params(axis="x", labelsize=8)
-    b.legend(fontsize=8, title="rule")
+    b.legend(fontsize=8, title="rule", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"MoE layer output error ({model})", fontsize=11)
     fig.tight_layout()
     return fig
@@ -131,23 +136,26 @@ def plot_accuracy_layer(layer: pd.DataFrame, *, figsize=(15, 4.8)) -> plt.Figure
 
 def plot_accuracy_depth(depth: pd.DataFrame, *, figsize=(15, 4.5)) -> plt.Figure:
     """Error of the hidden state vs depth (left), each layer's own output error (middle) and routing
-    agreement with the truth path (right), one line per path."""
+    agreement with the truth path (right), one line per path: the mean over seeds (and models), the band
+    spans min..max over them. One legend beside the panels."""
     d = depth[depth["path"] != "origin fp32"]
+    n_seeds = d["seed"].nunique() if "seed" in d else 1
     fig, axes = plt.subplots(1, 3, figsize=figsize)
     for ax, (col, title) in zip(axes, (("rel_err_hidden", "hidden state vs truth"),
                                         ("rel_err_out", "this layer's MoE output vs truth"),
                                         ("routing_agreement", "tokens routed like the truth path"))):
-        sns.lineplot(data=d, x="layer", y=col, hue="path", style="model" if d["model"].nunique() > 1 else None,
-                     marker="o", ax=ax, legend=ax is axes[0])
+        sns.lineplot(data=d, x="layer", y=col, hue="path", marker="o", ax=ax, errorbar=("pi", 100),
+                     estimator="mean", legend=ax is axes[-1])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer")
     axes[0].set_ylabel("relative error")
     axes[1].set_ylabel("relative error")
     axes[2].set_ylabel("fraction of tokens")
     axes[2].set_ylim(-0.02, 1.02)
-    if axes[0].get_legend():
-        axes[0].legend(fontsize=8)
+    if axes[-1].get_legend():
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="path")
     fig.suptitle(f"Error through a stack of MoE layers (truth: bf16 origin, fp32; "
-                 f"{', '.join(depth['model'].unique())}, {', '.join(depth['dist'].unique())})", fontsize=11)
+                 f"{', '.join(depth['model'].unique())}, {', '.join(depth['dist'].unique())}; "
+                 f"mean and min..max over {n_seeds} seed(s) x {depth['model'].nunique()} model(s))", fontsize=11)
     fig.tight_layout()
     return fig

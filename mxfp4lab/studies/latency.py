@@ -80,7 +80,7 @@ def _latency_frame(rows) -> pd.DataFrame:
 def latency_source_label(prov: Optional[Dict[str, Any]]) -> str:
     """'recorded on <gpu> <date>, commit <sha>' (for plot titles), or a no-data note."""
     if not prov:
-        return "no recorded H100 latency results yet: roofline floor only"
+        return "no recorded latency results yet: roofline floor only"
     commit = (prov.get("mxfp4lab_commit") or "unknown")[:10]
     date = (prov.get("date") or "unknown date")[:10]
     return f"recorded on {prov.get('gpu') or 'unknown GPU'} {date}, commit {commit}"
@@ -279,6 +279,126 @@ def latency_dispatch_speedups(df: pd.DataFrame, routing: str = "uniform") -> pd.
     return pd.DataFrame(rows)
 
 
+def shape_aliases(shapes) -> Dict[str, str]:
+    """Shapes with the same MoE dimensions (H, I, E, top-k) as an earlier one in ``shapes``: alias -> that
+    earlier shape (``seed-bench`` -> ``dsv4-flash``). Figures draw one panel per distinct shape."""
+    seen: Dict[tuple, str] = {}
+    out = {}
+    for s in as_list(shapes):
+        c = get_model(s)
+        key = (c.hidden_size, c.intermediate_size, c.num_experts, c.top_k)
+        if key in seen:
+            out[c.name] = seen[key]
+        else:
+            seen[key] = c.name
+    return out
+
+
+def latency_ms(df: pd.DataFrame, ms=()) -> list:
+    """The M grid for the roofline: ``ms`` plus every M the recorded rows hold (so the floor spans the data)."""
+    got = {int(m) for m in as_list(ms)}
+    if len(df) and "m" in df:
+        got |= {int(m) for m in df.loc[df["m"].notna(), "m"]}
+    return sorted(got)
+
+
+def latency_fastest(df: pd.DataFrame, routing: str = "uniform") -> Dict[str, list]:
+    """shape -> ``[[m, fastest backend], ...]`` (from :func:`latency_dispatch_table`), for the findings."""
+    t = latency_dispatch_table(df)
+    t = t[t["routing"] == routing]
+    return {s: [[int(r.m), r.best] for r in g.sort_values("m").itertuples()] for s, g in t.groupby("shape")}
+
+
+def latency_best_fraction(df: pd.DataFrame, routing: str = "uniform") -> Dict[str, Dict[int, float]]:
+    """shape -> {m: floor / fastest backend's time}."""
+    t = latency_table(df, routing=routing)
+    return {s: {int(r.m): float(r.best_fraction_of_floor) for r in g.itertuples()} for s, g in t.groupby("shape")}
+
+
+def latency_triton_goal_counts(goals: pd.DataFrame) -> Optional[Dict[str, int]]:
+    """``{"met", "count"}`` over the (shape, M) points with a stated goal; None without Triton rows."""
+    if goals is None or not len(goals) or "met" not in goals:
+        return None
+    g = goals[goals["met"].notna()]
+    return {"met": int(g["met"].astype(bool).sum()), "count": int(len(g))}
+
+
+def display_path(path) -> str:
+    """``path`` relative to the checkout when inside it (what a report prints), else as given."""
+    from ..provenance import REPO_ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except (TypeError, ValueError):
+        return str(path)
+
+
+def latency_speedup_table(sp: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """Speedups over the baseline as one row per (distinct shape, backend) and one column per M: two
+    decimals, ``-`` where the backend was not timed at that M (the baseline's own row is left out)."""
+    s = sp[(sp["routing"] == routing) & (sp["backend"] != sp["baseline"])]
+    s = s[~s["shape"].isin(shape_aliases(list(dict.fromkeys(s["shape"]))))]
+    t = s.pivot_table(index=["shape", "backend"], columns="m", values="speedup")
+    return t.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+
+
+def latency_claim_verdicts(claim: pd.DataFrame) -> pd.DataFrame:
+    """One row per regime of :func:`latency_claim_check`: the claim, the measured range of ``fi_faster``,
+    the M inside the claimed range, and the verdict (holds / partly holds / does not hold)."""
+    rows = []
+    for regime, g in claim.groupby("regime", sort=False):
+        ok = g[g["within_claim"].astype(bool)]
+        verdict = "holds" if len(ok) == len(g) else "does not hold" if ok.empty else "partly holds"
+        rows.append(dict(regime=regime, claim=g["claim"].iloc[0],
+                         measured=f"{100 * g['fi_faster'].min():+.0f}% .. {100 * g['fi_faster'].max():+.0f}%",
+                         within_at_m=", ".join(str(int(m)) for m in ok["m"]) or "none", n_m=len(g), verdict=verdict))
+    return pd.DataFrame(rows, columns=["regime", "claim", "measured", "within_at_m", "n_m", "verdict"])
+
+
+def latency_routing_timings(config, routings: Dict[str, tuple], backends, *, reps: int = 30) -> pd.DataFrame:
+    """Each backend timed on a random layer of ``config`` (:func:`mxfp4lab.synthetic.random_layer`; timing does
+    not depend on the weight values) under each routing ``name -> (x [M, H], topk_ids, topk_weights)``, e.g. a
+    checkpoint's real router beside uniform and skewed. Needs a CUDA GPU: without one, an empty frame whose
+    ``attrs["note"]`` says so. Columns: ``backend, routing, m, median_us`` (or ``error``)."""
+    from ..backends import get_backend
+    from ..bench.harness import time_cuda
+    from ..prepare import prepare_from_experts
+    from ..synthetic import random_layer
+
+    cols = ["backend", "routing", "m", "median_us", "error"]
+    if not torch.cuda.is_available():
+        out = pd.DataFrame(columns=cols)
+        out.attrs["note"] = "not timed: no CUDA GPU here (run with measure=True on a Hopper GPU)"
+        return out
+    moe = prepare_from_experts(random_layer(config), config=config)
+    rows = []
+    for b in as_list(backends):
+        try:
+            be = get_backend(b)(moe, config)
+        except Exception as exc:  # noqa: BLE001 - record and go on with the others
+            rows.append(dict(backend=b, error=f"{type(exc).__name__}: {str(exc)[:200]}"))
+            continue
+        for name, (x, ids, w) in routings.items():
+            inp = [(x.cuda().bfloat16(), ids.cuda().to(torch.int32), w.cuda().float())]
+            try:
+                be.tune(*inp[0])
+                t = time_cuda(be, inp, reps=reps, graph=be.graph_capturable)
+                rows.append(dict(backend=b, routing=name, m=int(x.shape[0]), median_us=t.median_us))
+            except Exception as exc:  # noqa: BLE001
+                rows.append(dict(backend=b, routing=name, m=int(x.shape[0]), error=f"{type(exc).__name__}: {exc}"))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def latency_load_floor(summary: pd.DataFrame, config, *, ceilings=None) -> pd.DataFrame:
+    """A routing-load summary (``routing, tokens, active_experts, ...``) with ``floor_us``: the roofline floor
+    of ``tokens`` tokens that hit that many experts (ceilings as in :func:`latency_roofline`)."""
+    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
+    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    floors = [roofline(get_model(config), int(r.tokens), bandwidth=bw, flops_rate=fr,
+                       active_experts=float(r.active_experts)).floor_us for r in summary.itertuples()]
+    return summary.assign(floor_us=floors)
+
+
 FI, MARLIN, TRITON = "flashinfer_sm90", "marlin_mxfp4", "triton_w4a16"
 #: The Triton kernel's goals: at M <= 64 within 1.25x of the roofline floor and faster than Marlin;
 #: at M >= 1024 within 1.2x of FlashInfer.
@@ -352,42 +472,3 @@ def summary_records(summary: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(v, pd.DataFrame):
             out[k] = [{c: clean(x) for c, x in r.items()} for r in v.to_dict("records")]
     return out
-
-
-# ---------------------------------------------------------------- where one forward's time goes
-def latency_launches(path=None) -> pd.DataFrame:
-    """Launch-by-launch breakdown of recorded forwards (``mxfp4lab bench launches``; default
-    ``data/results/launches/<gpu>.json``): one row per (backend, shape, M, launch) with the graph-replay
-    timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
-    ``dram_read_GBps`` and ``issue_active_pct``. ncu's launches are matched to the timeline's by order within
-    one forward; ncu profiles its own process, whose tuner may pick another launch variant, so ``ncu_kernel``
-    names what ncu measured and ``ncu_same_kernel`` says whether it is the timeline's kernel. Empty frame when
-    nothing is recorded."""
-    p = Path(path) if path is not None else results.find("launches")
-    if p is None or not Path(p).is_file():
-        return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
-    rows = []
-    for entry in results.load(p, kind="moe_launches").rows:
-        tl = entry.get("timeline", [])
-        ncu = entry.get("ncu", [])[: len(tl)]  # the first forward ncu profiled
-        for i, x in enumerate(tl):
-            r = {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "launch": i,
-                 "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"]}
-            if i < len(ncu):
-                n = ncu[i]
-                r.update(ncu_kernel=n["kernel"], ncu_same_kernel=_kernel_key(n["kernel"]) == _kernel_key(x["kernel"]),
-                         ncu_us=n.get("duration_us"), dram_read_MB=n.get("dram__bytes_read.sum", 0) / 1e6,
-                         dram_read_GBps=n.get("dram_read_GBps"),
-                         issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"))
-            rows.append(r)
-    return pd.DataFrame(rows)
-
-
-def _kernel_key(name: str) -> str:
-    """A kernel name without namespaces, argument list and spaces, ``true``/``false`` as 1/0: ncu and the
-    profiler spell the same template differently."""
-    import re
-
-    head = name.split("(")[0].replace("void ", "").replace(" ", "")
-    head = re.sub(r"\b\w+::", "", head)
-    return head.replace("true", "1").replace("false", "0")

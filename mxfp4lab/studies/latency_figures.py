@@ -4,13 +4,16 @@ figure carries the label of where its numbers come from (GPU, date, commit)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Patch
+
+from .latency import LATENCY_SHAPES, shape_aliases
 
 
 def _shape_axes(shapes, figsize, sharey=False):
@@ -29,11 +32,33 @@ def _backend_colors(backends) -> Dict[str, Any]:
     return {b: pal[i] for i, b in enumerate(sorted(backends))}
 
 
+def distinct_shapes(shapes) -> Tuple[List[str], Dict[str, str]]:
+    """(shapes to draw, one per distinct MoE shape; panel title per drawn shape naming its aliases)."""
+    shapes = list(dict.fromkeys(shapes))
+    shapes.sort(key=lambda x: (LATENCY_SHAPES.index(x) if x in LATENCY_SHAPES else len(LATENCY_SHAPES)))
+    alias = shape_aliases(shapes)
+    drawn = [s for s in shapes if s not in alias]
+    titles = {s: s + "".join(f" (= {a}: same shape)" for a, b in alias.items() if b == s) for s in drawn}
+    return drawn, titles
+
+
+def backend_label(name: str, n_m: int, n_grid: int) -> str:
+    """Legend label; says so when a backend was timed at fewer M than the grid."""
+    return name if n_m >= n_grid else f"{name} (timed at {n_m} of {n_grid} M)"
+
+
+def _log2_ticks(ax):
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+
+
 def plot_latency_vs_m(df: pd.DataFrame, roof: pd.DataFrame, *, label: str = "", routing: str = "uniform",
                       figsize=(14, 9)) -> plt.Figure:
-    """Measured median latency vs M (p10-p90 band) per backend, one panel per shape, with the roofline
-    floor (black dashed; memory and compute parts dotted). With ``df`` empty: the floor only."""
-    shapes = list(dict.fromkeys(list(roof["shape"]) + list(df.get("shape", pd.Series(dtype=str)).dropna())))
+    """Measured median latency vs M (p10-p90 band) per backend, one panel per distinct shape, with the
+    roofline floor (black dashed; memory and compute parts dotted). The y axis starts just below the
+    lowest floor or time of the panel; a backend timed at fewer M than the grid says so in the legend.
+    With ``df`` empty: the floor only."""
+    shapes, titles = distinct_shapes(list(roof["shape"]) + list(df.get("shape", pd.Series(dtype=str)).dropna()))
     d = df[(df.get("ok", False) == True) & (df["routing"].fillna("uniform") == routing)] if len(df) else df  # noqa: E712
     colors = _backend_colors(d["backend"].unique() if len(d) else [])
     fig, axes = _shape_axes(shapes, figsize)
@@ -43,38 +68,45 @@ def plot_latency_vs_m(df: pd.DataFrame, roof: pd.DataFrame, *, label: str = "", 
         ax.plot(r["m"], r["memory_us"], ":", color="gray", lw=1, label="weight bytes / bandwidth")
         ax.plot(r["m"], r["compute_us"], ":", color="tab:brown", lw=1, label="FLOPs / peak")
         s = d[d["shape"] == shape] if len(d) else d
+        grid = len(set(s["m"])) if len(s) else 0
+        lows = list(r["floor_us"])
         for b, g in (s.groupby("backend") if len(s) else []):
             g = g.sort_values("m")
-            ax.plot(g["m"], g["median_us"], "o-", color=colors[b], label=b, ms=4)
+            ax.plot(g["m"], g["median_us"], "o-", color=colors[b], label=backend_label(b, g["m"].nunique(), grid),
+                    ms=4)
+            lows += list(g["median_us"])
             if {"p10_us", "p90_us"} <= set(g.columns) and g["p10_us"].notna().all():
                 ax.fill_between(g["m"], g["p10_us"], g["p90_us"], color=colors[b], alpha=0.2)
-        ax.set_xscale("log", base=2)
+        _log2_ticks(ax)
         ax.set_yscale("log")
-        ax.set_title(shape, fontsize=10)
+        ax.set_ylim(bottom=0.7 * min(lows))
+        ax.set_xlim(r["m"].min() / 1.3, r["m"].max() * 1.3)
+        ax.set_title(titles[shape], fontsize=10)
         ax.set_xlabel("tokens M")
         ax.set_ylabel("latency per MoE layer (us)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7)
-    what = f"MoE layer latency vs M ({routing} routing)" if len(d) else "Roofline floor of one MoE layer on H100"
+        ax.legend(fontsize=7, loc="upper left")
+    what = f"MoE layer latency vs M ({routing} routing)" if len(d) else "Roofline floor of one MoE layer"
     fig.suptitle(f"{what}\n{label}", fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def plot_latency_roofline_only(roof: pd.DataFrame, *, label: str = "", figsize=(14, 4.5)) -> plt.Figure:
-    """Without measurements: expected active experts and arithmetic intensity vs M per shape (the two
-    things that set the floor), with the H100 ridge point."""
+    """Expected active experts and arithmetic intensity vs M per distinct shape (the two things that set
+    the floor), with the ridge point of the ceilings used."""
+    shapes, titles = distinct_shapes(roof["shape"])
     fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
-    for shape, g in roof.groupby("shape", sort=False):
-        g = g.sort_values("m")
-        a.plot(g["m"], g["active_experts"], "o-", label=shape, ms=4)
-        b.plot(g["m"], g["flops"] / g["bytes"], "o-", label=shape, ms=4)
+    for shape in shapes:
+        g = roof[roof["shape"] == shape].sort_values("m")
+        a.plot(g["m"], g["active_experts"], "o-", label=titles[shape], ms=4)
+        b.plot(g["m"], g["flops"] / g["bytes"], "o-", label=titles[shape], ms=4)
     ridge = (roof["compute_us"] / roof["flops"]).iloc[0]
     ridge_ai = 1.0 / (ridge * (roof["bytes"] / roof["memory_us"]).iloc[0])  # FLOP/s / (B/s) = FLOP per byte
     b.axhline(ridge_ai, color="k", ls="--", lw=1)
-    b.text(roof["m"].min(), ridge_ai * 1.1, f"H100 ridge {ridge_ai:.0f} FLOP/B (compute-bound above)", fontsize=8)
+    b.text(roof["m"].min(), ridge_ai * 1.1, f"ridge {ridge_ai:.0f} FLOP/B (compute-bound above)", fontsize=8)
     for ax in (a, b):
-        ax.set_xscale("log", base=2)
+        _log2_ticks(ax)
         ax.set_yscale("log")
         ax.set_xlabel("tokens M")
         ax.grid(True, alpha=0.3)
@@ -90,63 +122,83 @@ def plot_latency_roofline_only(roof: pd.DataFrame, *, label: str = "", figsize=(
 
 def plot_latency_speedup(sp: pd.DataFrame, *, crossovers: Optional[pd.DataFrame] = None, label: str = "",
                          routing: str = "uniform", figsize=(14, 9)) -> plt.Figure:
-    """Speedup over the baseline (``latency_speedups``) vs M per backend and shape; vertical lines at
-    the crossover points."""
+    """Speedup over the baseline (``latency_speedups``) vs M per backend and distinct shape. Where a
+    backend crosses the baseline (its crossover with it), a marker on the 1.0 line and the M, the
+    labels stacked so none overlaps."""
     s = sp[sp["routing"] == routing]
-    shapes = list(dict.fromkeys(s["shape"]))
+    shapes, titles = distinct_shapes(s["shape"])
     baseline = s["baseline"].iloc[0] if len(s) else "?"
     colors = _backend_colors(s["backend"].unique())
     fig, axes = _shape_axes(shapes or ["(none)"], figsize)
     for ax, shape in zip(axes, shapes):
-        for b, g in s[s["shape"] == shape].groupby("backend"):
+        ss = s[s["shape"] == shape]
+        grid = ss["m"].nunique()
+        for b, g in ss[ss["backend"] != baseline].groupby("backend"):
             g = g.sort_values("m")
-            ax.plot(g["m"], g["speedup"], "o-", color=colors[b], label=b, ms=4)
-        ax.axhline(1.0, color="k", lw=1)
+            ax.plot(g["m"], g["speedup"], "o-", color=colors[b], label=backend_label(b, g["m"].nunique(), grid), ms=4)
+        ax.axhline(1.0, color="k", lw=1, label=f"{baseline} (= 1)")
         if crossovers is not None and len(crossovers):
-            c = crossovers[(crossovers["shape"] == shape) & (crossovers["routing"] == routing)]
-            for _, row in c.dropna(subset=["crossover_m"]).iterrows():
-                ax.axvline(row["crossover_m"], color="gray", ls="--", lw=1)
-                ax.text(row["crossover_m"], 0.98, f" {row['a']} = {row['b']}\n M~{row['crossover_m']:.0f}",
-                        transform=ax.get_xaxis_transform(), fontsize=7, va="top")
-        ax.set_xscale("log", base=2)
-        ax.set_title(shape, fontsize=10)
+            c = crossovers[(crossovers["shape"] == shape) & (crossovers["routing"] == routing)
+                           & ((crossovers["a"] == baseline) | (crossovers["b"] == baseline))]
+            c = c.dropna(subset=["crossover_m"]).sort_values("crossover_m")
+            for i, row in enumerate(c.itertuples()):
+                other = row.b if row.a == baseline else row.a
+                ax.plot([row.crossover_m], [1.0], "D", color=colors.get(other, "gray"), ms=6, zorder=5)
+                ax.annotate(f"M~{row.crossover_m:.0f}", (row.crossover_m, 1.0), xytext=(0, -14 - 11 * (i % 3)),
+                            textcoords="offset points", ha="center", va="top", fontsize=8,
+                            color=colors.get(other, "gray"))
+        _log2_ticks(ax)
+        ax.set_title(titles[shape], fontsize=10)
         ax.set_xlabel("tokens M")
         ax.set_ylabel(f"speedup over {baseline}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Speedup over {baseline} ({routing} routing)\n{label}", fontsize=11)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Speedup over {baseline} ({routing} routing; diamonds: crossovers with {baseline})\n{label}",
+                 fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def plot_latency_roofline_fraction(frac: pd.DataFrame, *, label: str = "", routing: str = "uniform",
-                                   figsize=(14, 4.5)) -> plt.Figure:
-    """Fraction of the roofline floor reached (floor / measured) and achieved weight bandwidth vs M."""
+                                   figsize=(14, 6.5)) -> plt.Figure:
+    """Per distinct shape (columns): fraction of the roofline floor reached (floor / measured, top row) and
+    achieved weight bandwidth (bottom row) vs M, one line per backend; one legend beside the panels."""
     d = frac[frac["routing"] == routing]
-    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
-    if len(d):
-        sns.lineplot(data=d, x="m", y="fraction_of_roofline", hue="backend", style="shape", marker="o", ax=a)
-        if "achieved_GBps" in d:
-            sns.lineplot(data=d, x="m", y="achieved_GBps", hue="backend", style="shape", marker="o", ax=b,
-                         legend=False)
-    for ax in (a, b):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("tokens M")
-        ax.grid(True, alpha=0.3)
-    a.axhline(1.0, color="k", ls="--", lw=1)
-    a.set_ylabel("roofline floor / measured")
-    b.set_ylabel("achieved GB/s (active weight bytes / time)")
-    if a.get_legend():
-        a.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"How close to the H100 roofline ({routing} routing)\n{label}", fontsize=11)
+    shapes, titles = distinct_shapes(d["shape"]) if len(d) else (["(none)"], {"(none)": "(no data)"})
+    colors = _backend_colors(d["backend"].unique() if len(d) else [])
+    fig, axes = plt.subplots(2, len(shapes), figsize=figsize, squeeze=False, sharex=True, sharey="row")
+    handles = {}
+    for j, shape in enumerate(shapes):
+        ds = d[d["shape"] == shape] if len(d) else d
+        for b, g in (ds.groupby("backend") if len(ds) else []):
+            g = g.sort_values("m")
+            (h,) = axes[0, j].plot(g["m"], g["fraction_of_roofline"], "o-", color=colors[b], ms=3)
+            handles[b] = h
+            if "achieved_GBps" in g:
+                axes[1, j].plot(g["m"], g["achieved_GBps"], "o-", color=colors[b], ms=3)
+        axes[0, j].axhline(1.0, color="k", ls="--", lw=1)
+        axes[0, j].set_title(titles[shape], fontsize=9)
+        for ax in axes[:, j]:
+            _log2_ticks(ax)
+            ax.grid(True, alpha=0.3)
+        axes[1, j].set_xlabel("tokens M")
+    axes[0, 0].set_ylabel("roofline floor / measured")
+    axes[1, 0].set_ylabel("achieved GB/s\n(active weight bytes / time)")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8,
+                   title="backend")
+    fig.suptitle(f"How close to the roofline ({routing} routing)\n{label}", fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def plot_latency_dispatch(table: pd.DataFrame, *, label: str = "", routing: str = "uniform",
-                          figsize=(14, 3.5)) -> plt.Figure:
-    """Fastest backend per (shape, M) as a colored grid, annotated with the margin over the runner-up."""
+                          figsize=(14, 3.2)) -> plt.Figure:
+    """Fastest backend per (distinct shape, M) as a colored grid, annotated with the margin over the
+    runner-up."""
     t = table[table["routing"] == routing]
+    shapes, titles = distinct_shapes(t["shape"])
+    t = t[t["shape"].isin(shapes)].assign(shape=lambda x: x["shape"].map(titles))
     backends = sorted(t["best"].unique())
     code = {b: i for i, b in enumerate(backends)}
     grid = t.pivot(index="shape", columns="m", values="best").map(lambda v: code.get(v, np.nan))

@@ -36,20 +36,20 @@ def plot_tile_destinations(tile: pd.DataFrame, *, figsize=(13, 10)) -> plt.Figur
     row, (c) the lane-word source byte (A..D) each element travels in.
     """
     fig, axes = plt.subplots(3, 1, figsize=figsize, constrained_layout=True)
-    panels = [
-        ("dst_tile_row", "(a) destination row in tile (0..15): rows r and r+8 swap in byte groups", "viridis", None),
-        ("dst_word", "(b) destination 32-bit word in the tile row (0..7)", "tab10", None),
-        ("word_byte", "(c) lane-word source byte j: A=(r,c)  B=(r+8,c)  C=(r,c+4)  D=(r+8,c+4)", None, LANE_COLORS),
+    panels = [  # (column, title, colours: one per value 0..n-1, tick labels)
+        ("dst_tile_row", "(a) destination row in tile (0..15): rows r and r+8 swap in byte groups",
+         sns.color_palette("viridis", 16), [str(i) for i in range(16)]),
+        ("dst_word", "(b) destination 32-bit word in the tile row (0..7)", sns.color_palette("tab10", 8),
+         [str(i) for i in range(8)]),
+        ("word_byte", "(c) lane-word source byte j: A=(r,c)  B=(r+8,c)  C=(r,c+4)  D=(r+8,c+4)", list(LANE_COLORS),
+         ["A", "B", "C", "D"]),
     ]
-    for ax, (col, title, cmap, colors) in zip(axes, panels):
+    for ax, (col, title, colors, names) in zip(axes, panels):
         g = _grid(tile, "tile_row", "tile_k", col)
-        sns.heatmap(
-            g, ax=ax, cmap=list(colors) if colors else cmap, cbar=True, linewidths=0.2, linecolor="white",
-            xticklabels=8, yticklabels=2,
-            cbar_kws={"ticks": [0.375, 1.125, 1.875, 2.625]} if colors else None,
-        )
-        if colors:
-            ax.collections[0].colorbar.set_ticklabels(["A", "B", "C", "D"])
+        n = len(colors)  # a discrete colour bar: exactly one colour (and one tick) per value
+        sns.heatmap(g, ax=ax, cmap=list(colors), vmin=-0.5, vmax=n - 0.5, cbar=True, linewidths=0.2,
+                    linecolor="white", xticklabels=8, yticklabels=2, cbar_kws={"ticks": list(range(n))})
+        ax.collections[0].colorbar.set_ticklabels(names)
         ax.set_title(title, loc="left", fontsize=11)
         ax.set_xlabel("logical k in tile (FP4 element; byte = k // 2)")
         ax.set_ylabel("logical row in tile")
@@ -119,7 +119,11 @@ def plot_bit_permutation(perm: pd.DataFrame, *, figsize=(15, 9)) -> plt.Figure:
     return fig
 
 
-def plot_scale_fold(fold: pd.DataFrame, *, figsize=(14, 12)) -> plt.Figure:
+#: Label size in the scale-fold panels: readable where the report shows the figure scaled to ~1100 px.
+FOLD_LABEL_PT = (9, 11)
+
+
+def plot_scale_fold(fold: pd.DataFrame, *, figsize=(13, 17)) -> plt.Figure:
     """The 64x128 scale fold (from ``layout_scale_fold`` with 64 rows x 4 groups): logical [64, 4]
     scales (left, labelled with their folded (row, column)) -> folded 16x16 bytes (right, labelled
     with the logical row.group they hold); color = 16-row slice."""
@@ -131,7 +135,7 @@ def plot_scale_fold(fold: pd.DataFrame, *, figsize=(14, 12)) -> plt.Figure:
     g1 = _grid(blk, "row", "group", "slice")
     ann1 = blk.assign(t=lambda d: d.frow.astype(str) + "," + d.col.astype(str)).pivot(
         index="row", columns="group", values="t").sort_index()
-    sns.heatmap(g1, ax=a1, cmap=cmap, cbar=False, annot=ann1.values, fmt="", annot_kws={"fontsize": 7},
+    sns.heatmap(g1, ax=a1, cmap=cmap, cbar=False, annot=ann1.values, fmt="", annot_kws={"fontsize": FOLD_LABEL_PT[0]},
                 linewidths=0.3, linecolor="white", yticklabels=4)
     a1.set_title("(a) logical scales s[row, group]\n64 rows x 4 groups (= 128 K); label: folded row,col",
                  loc="left", fontsize=10)
@@ -140,7 +144,7 @@ def plot_scale_fold(fold: pd.DataFrame, *, figsize=(14, 12)) -> plt.Figure:
     g2 = _grid(blk, "frow", "col", "slice")
     ann2 = blk.assign(t=lambda d: d.row.astype(str) + "." + d.group_in_k128.astype(str)).pivot(
         index="frow", columns="col", values="t").sort_index()
-    sns.heatmap(g2, ax=a2, cmap=cmap, cbar=False, annot=ann2.values, fmt="", annot_kws={"fontsize": 7},
+    sns.heatmap(g2, ax=a2, cmap=cmap, cbar=False, annot=ann2.values, fmt="", annot_kws={"fontsize": FOLD_LABEL_PT[1]},
                 linewidths=0.3, linecolor="white", square=True)
     for x in (4, 8, 12):
         a2.axvline(x, color="black", lw=1.2)

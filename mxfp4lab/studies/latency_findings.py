@@ -1,0 +1,105 @@
+"""The latency report's findings (:mod:`mxfp4lab.findings`), from the numbers notebook 03 records.
+
+:func:`findings` reads the results dict (as in ``results.json``): ``source``, ``recorded``, ``claim_check``
+(rows ``m, regime, fi_faster, within_claim``), ``fastest`` (shape -> ``[[m, backend], ...]``),
+``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``
+(``{"met", "count"}``), ``shape_aliases``. Missing keys give ``missing`` findings, never an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..findings import Finding, pct_range, runs_on_grid, span
+from .latency import SEED_CLAIM
+
+
+def _claim_findings(rows: list[dict[str, Any]]) -> list[Finding]:
+    out = []
+    held_all = 0
+    for c in SEED_CLAIM:
+        r = [x for x in rows if x.get("regime") == c["regime"]]
+        q = f"original claim at {c['regime']} ({c['claim']})"
+        if not r:
+            out.append(Finding(q, "not measured", "no seed-bench point in this regime", "missing"))
+            continue
+        ok = [x for x in r if x.get("within_claim")]
+        held_all += len(ok)
+        verdict = "holds" if len(ok) == len(r) else "does not hold" if not ok else "partly holds"
+        status = {"holds": "good", "does not hold": "bad"}.get(verdict, "mixed")
+        fi = [x["fi_faster"] for x in r if x.get("fi_faster") is not None]
+        fast_fi = [v for v in fi if v > 0]
+        fast_ma = [-v for v in fi if v < 0]
+        measured = []
+        if fast_ma:
+            measured.append(f"Marlin {pct_range(fast_ma)} faster")
+        if fast_fi:
+            measured.append(f"FlashInfer {pct_range(fast_fi)} faster")
+        inside = ", ".join(str(x["m"]) for x in ok) or "none"
+        out.append(Finding(q, verdict, f"measured at M = {', '.join(str(x['m']) for x in r)}: {'; '.join(measured)}; "
+                                       f"within the claim at M = {inside}", status))
+    n = len(rows)
+    if n:
+        verdict = "holds" if held_all == n else "does not hold" if held_all == 0 else "partly holds"
+        out.insert(0, Finding("original claim on seed-bench (FlashInfer vs Marlin, H100)", verdict,
+                              f"within the claimed range at {held_all} of {n} recorded M",
+                              {"holds": "good", "does not hold": "bad"}.get(verdict, "mixed")))
+    return out
+
+
+def _fastest_findings(fastest: dict[str, list[list[Any]]], aliases: dict[str, str]) -> list[Finding]:
+    out = []
+    for shape, pts in fastest.items():
+        if shape in aliases:  # same MoE shape as another one already listed
+            continue
+        pts = sorted(pts, key=lambda p: p[0])
+        stretches = runs_on_grid([p[0] for p in pts], [p[1] for p in pts])
+        verdict = ", ".join(f"{b} M {span(ms)}" for b, ms in stretches)
+        same = [a for a, b in aliases.items() if b == shape]
+        q = f"fastest backend on {shape}" + (f" (= {', '.join(same)})" if same else "")
+        out.append(Finding(q, verdict, f"{len(pts)} recorded M", "info"))
+    return out
+
+
+def findings(results: dict[str, Any]) -> list[Finding]:
+    """The latency report's findings (module docstring); with a checkpoint, its routing findings first."""
+    from .checkpoint_findings import findings as checkpoint_findings
+
+    src = results.get("source") or "unknown source"
+    ck = checkpoint_findings(results)
+    if not results.get("recorded"):
+        return ck + [Finding("latency data", "none recorded", f"{src}; record a sweep with `mxfp4lab bench moe` on a "
+                                                              f"Hopper GPU", "missing")]
+    out = ck + [Finding("latency data", "recorded", src, "info")]
+    claim = results.get("claim_check")
+    if isinstance(claim, list):
+        out += _claim_findings(claim)
+    else:
+        out.append(Finding("original claim on seed-bench (FlashInfer vs Marlin, H100)", "not measured",
+                           str(claim or "no FlashInfer and Marlin rows on seed-bench"), "missing"))
+    out += _fastest_findings(results.get("fastest") or {}, results.get("shape_aliases") or {})
+    disp = [r for r in results.get("dispatch_speedup") or [] if r.get("shape") == "all"]
+    if disp:
+        worst = min(disp, key=lambda r: r["geomean"])
+        out.append(Finding("dispatching the fastest backend per (shape, M)",
+                           f"{worst['geomean']:.2f}x over the best single backend ({worst['always']})",
+                           "geomean over all recorded (shape, M), in-sample; vs "
+                           + ", ".join(f"always {r['always']} {r['geomean']:.2f}x" for r in disp), "info"))
+    frac = results.get("best_fraction_of_floor") or {}
+    if frac:
+        lo, hi, hi_ms = [], [], set()
+        for f in frac.values():
+            ms = sorted(f, key=int)
+            lo.append(f[ms[0]])
+            hi.append(f[ms[-1]])
+            hi_ms.add(int(ms[-1]))
+        out.append(Finding("distance to the roofline floor (fastest backend)",
+                           f"{pct_range(lo)} of the floor at the smallest M",
+                           f"{pct_range(hi)} at the largest M ({', '.join(map(str, sorted(hi_ms)))})", "info"))
+    tg = results.get("triton_goals")
+    if isinstance(tg, dict) and tg.get("count"):
+        met, n = int(tg["met"]), int(tg["count"])
+        out.append(Finding("mxfp4lab Triton kernel against its goals", f"met at {met} of {n} points",
+                           "M <= 64: within 1.25x of the floor and faster than Marlin; M >= 1024: within 1.2x of "
+                           "FlashInfer", "good" if met == n else "bad" if met == 0 else "mixed"))
+    return out

@@ -1,0 +1,47 @@
+"""Where one MoE forward's time goes, launch by launch, from recorded breakdowns (``mxfp4lab bench launches``:
+``data/results/launches/<gpu>.json``); the figure is :func:`mxfp4lab.studies.latency_figures.plot_launches`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .. import results
+
+
+def latency_launches(path=None) -> pd.DataFrame:
+    """Launch-by-launch breakdown of recorded forwards (``mxfp4lab bench launches``; default
+    ``data/results/launches/<gpu>.json``): one row per (backend, shape, M, launch) with the graph-replay
+    timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
+    ``dram_read_GBps`` and ``issue_active_pct``. ncu's launches are matched to the timeline's by order within
+    one forward; ncu profiles its own process, whose tuner may pick another launch variant, so ``ncu_kernel``
+    names what ncu measured and ``ncu_same_kernel`` says whether it is the timeline's kernel. Empty frame when
+    nothing is recorded."""
+    p = Path(path) if path is not None else results.find("launches")
+    if p is None or not Path(p).is_file():
+        return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
+    rows = []
+    for entry in results.load(p, kind="moe_launches").rows:
+        tl = entry.get("timeline", [])
+        ncu = entry.get("ncu", [])[: len(tl)]  # the first forward ncu profiled
+        for i, x in enumerate(tl):
+            r = {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "launch": i,
+                 "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"]}
+            if i < len(ncu):
+                n = ncu[i]
+                r.update(ncu_kernel=n["kernel"], ncu_same_kernel=_kernel_key(n["kernel"]) == _kernel_key(x["kernel"]),
+                         ncu_us=n.get("duration_us"), dram_read_MB=n.get("dram__bytes_read.sum", 0) / 1e6,
+                         dram_read_GBps=n.get("dram_read_GBps"),
+                         issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"))
+            rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def _kernel_key(name: str) -> str:
+    """A kernel name without namespaces, argument list and spaces, ``true``/``false`` as 1/0: ncu and the
+    profiler spell the same template differently."""
+    head = name.split("(")[0].replace("void ", "").replace(" ", "")
+    head = re.sub(r"\b\w+::", "", head)
+    return head.replace("true", "1").replace("false", "0")

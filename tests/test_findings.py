@@ -1,0 +1,98 @@
+"""Findings: the data type, change detection, each study's findings from recorded numbers, and the index page
+that lists them and flags changed verdicts."""
+
+import json
+
+import pytest
+
+from mxfp4lab import findings as F
+from mxfp4lab import report
+from mxfp4lab.studies import accuracy_findings, latency_findings, layout_findings
+
+
+def test_finding_checks_its_status_and_round_trips():
+    f = F.Finding("q", "v", "d", "good")
+    assert F.Finding.of(f.as_dict()) == f
+    with pytest.raises(ValueError, match="status"):
+        F.Finding("q", "v", status="fine")
+    with pytest.raises(ValueError, match="question and a verdict"):
+        F.Finding("q", "")
+
+
+def test_changes_compare_verdicts_only():
+    old = [F.Finding("a", "holds", "1%"), F.Finding("b", "x")]
+    new = [F.Finding("a", "holds", "2%"), F.Finding("b", "y"), F.Finding("c", "new")]
+    assert F.changes([f.as_dict() for f in old], new) == {"b": "x"}  # detail changes are not flagged
+    assert F.changes(None, new) == {}
+
+
+def _latency_results(fi_faster):
+    claim = [{"m": m, "regime": r, "fi_faster": v, "within_claim": lo <= v <= hi}
+             for (m, r, lo, hi), v in zip([(16, "M<=64", -.15, -.12), (64, "M<=64", -.15, -.12),
+                                           (256, "M~256", -.05, .05), (4096, "M>=1024", .24, .36)], fi_faster)]
+    return {"recorded": True, "source": "recorded on H100", "claim_check": claim,
+                "fastest": {"gpt-oss-20b": [[1, "marlin"], [64, "marlin"], [128, "fi"], [4096, "fi"]],
+                         "dsv4-flash": [[1, "marlin"]], "seed-bench": [[1, "marlin"]]},
+                "shape_aliases": {"seed-bench": "dsv4-flash"},
+                "dispatch_speedup": [{"always": "fi", "shape": "all", "geomean": 1.2, "worst": 1, "best": 2, "n_m": 4},
+                                  {"always": "marlin", "shape": "all", "geomean": 1.1, "worst": 1, "best": 2, "n_m": 4}],
+                "best_fraction_of_floor": {"gpt-oss-20b": {"1": 0.3, "4096": 0.45}}, "triton_goals": {"met": 0, "count": 5}}
+
+
+def test_latency_findings_give_claim_verdicts_and_ranges():
+    fs = {f.question: f for f in latency_findings.findings(_latency_results([-0.2, -0.13, 0.01, 0.3]))}
+    overall = fs["original claim on seed-bench (FlashInfer vs Marlin, H100)"]
+    assert (overall.verdict, overall.status) == ("partly holds", "mixed") and "3 of 4" in overall.detail
+    assert fs["original claim at M<=64 (Marlin 12-15% faster)"].verdict == "partly holds"
+    assert fs["original claim at M~256 (tie)"].status == "good"
+    assert fs["fastest backend on gpt-oss-20b"].verdict == "marlin M 1-64, fi M 128-4096"
+    assert "fastest backend on dsv4-flash (= seed-bench)" in fs and not any(q.startswith("fastest backend on seed-bench") for q in fs)
+    assert fs["dispatching the fastest backend per (shape, M)"].verdict.startswith("1.10x")
+    assert fs["mxfp4lab Triton kernel against its goals"].status == "bad"
+    none = latency_findings.findings({"recorded": False, "source": "nothing"})
+    assert [f.status for f in none] == ["missing"]
+    all_held = latency_findings.findings(_latency_results([-0.13, -0.14, 0.0, 0.3]))
+    assert all_held[1].verdict == "holds"
+
+
+def test_accuracy_and_layout_findings():
+    res = {"accuracy_table": {"gaussian": {"ocp": 0.11, "round_up": 0.12}, "heavy": {"ocp": 0.14, "round_up": 0.15}},
+               "clipped_frac": {"ocp": 0.018, "round_up": 0.0},
+               "rule_agreement": {"round_up/flashinfer/gaussian": {"scale_diff": 0.0, "value_diff": 0.011}},
+               "emulated_vs_kernel_ref_max": 0.0, "flashinfer": {"available": False, "reason": "no GPU"},
+               "flashinfer_vs_kernel_ref_max": None}
+    fs = {f.question: f for f in accuracy_findings.findings(res)}
+    win = fs["scale rule with the lowest weight error"]
+    assert win.verdict == "ocp on every distribution" and "1.8%" in win.detail
+    assert fs["round_up vs flashinfer scale rules"].verdict == "identical scales"
+    assert fs["emulated_sm90 (prepared SM90 tensors) vs the kernel-faithful reference"].verdict == "bit-exact"
+    assert fs["FlashInfer SM90 kernel vs the kernel-faithful reference"].status == "missing"
+    res["emulated_vs_kernel_ref_max"] = 1e-3
+    assert any(f.status == "bad" for f in accuracy_findings.findings(res))
+    lay = layout_findings.findings({"check": {"elements": 4, "bits_checked": 16, "bit_mismatches": 1,
+                                                   "scales_checked": 2, "scale_mismatches": 0},
+                                        "bit_permutation": list(range(32))})
+    assert [f.verdict for f in lay] == ["MISMATCH", "a permutation of the 32 bits"] and lay[0].status == "bad"
+
+
+def _run(root, name, date, fs, started):
+    d = root / f"{date}-{name}"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"name": name, "date": date, "started": started, "results": "results.json",
+                                                "html": "x.html", "seconds": 1.0, "parameters": {}}))
+    (d / "results.json").write_text(json.dumps({"findings": [f.as_dict() for f in fs], "other": 1}))
+
+
+def test_index_lists_findings_and_flags_a_changed_verdict(tmp_path):
+    _run(tmp_path, "latency", "2030-01-01", [F.Finding("claim", "holds", "6 of 13"), F.Finding("x", "1")], "a")
+    _run(tmp_path, "latency", "2030-01-02", [F.Finding("claim", "does not hold", "0 of 13", "bad"),
+                                             F.Finding("x", "1")], "b")
+    d = tmp_path / "2030-01-03-layout"  # a run recorded before findings existed
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"name": "layout", "date": "2030-01-03", "results": "results.json"}))
+    (d / "results.json").write_text(json.dumps({"check": {"bit_mismatches": 0}}))
+    page = report.write_index(tmp_path).read_text()
+    assert "claim_check = [" not in page and "does not hold" in page
+    assert page.count("changed, was: holds") == 1 and "1 verdict(s) changed" in page
+    assert "no findings recorded" in page and "bit_mismatches" in page
+    assert page.index("2030-01-03") < page.index("2030-01-02") < page.index("2030-01-01")  # newest first
