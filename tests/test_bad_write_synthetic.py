@@ -114,7 +114,8 @@ def test_overwrite_replaces_a_sharded_checkpoint_and_its_origin(tmp_path):
     got, want = read_gpt_oss_layer(second.path, 0, GPT), read_gpt_oss_layer(fresh.path, 0, GPT)
     for f in ("gate_up_blocks", "gate_up_scales", "down_blocks", "down_scales", "gate_up_bias", "down_bias"):
         assert torch.equal(getattr(got, f), getattr(want, f)), f
-    assert sorted(os.listdir(second.path)) == ["model.safetensors", MANIFEST_FILENAME]  # no old shard/index/origin
+    # no old shard, index or origin: the new write's tensors, its config.json and its manifest
+    assert sorted(os.listdir(second.path)) == sorted(["config.json", "model.safetensors", MANIFEST_FILENAME])
     with pytest.raises(CheckpointError, match="no origin file"):
         read_origin(second.path, 0)
     assert not leftovers(tmp_path)
