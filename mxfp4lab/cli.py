@@ -6,6 +6,7 @@ module is longer than most modules: one place lists every subcommand and flag, e
     mxfp4lab report {layout,accuracy,latency,all} [-p NAME VALUE ...] [-f params.yaml] [--out DIR]
     mxfp4lab layout --example [--row R --k K --model NAME]
     mxfp4lab bench {moe,summary,layout,prepare,accuracy,validation,launches} ...   (a table and a result file)
+    torchrun --nproc-per-node gpu -m mxfp4lab bench parallel ...   (TP / EP over the GPUs of one host)
     mxfp4lab distributed [--spawn N] --kind tp|ep ...         (or under torchrun: torchrun -m mxfp4lab distributed)
     mxfp4lab sass [--shape S] [--bucket B] [--tile ...]       (sm_90a compile report of the Triton kernels)
     mxfp4lab provenance                                       (this machine's provenance block, JSON)
@@ -221,6 +222,36 @@ def _add_bench_parser(sub) -> None:
     ac.add_argument("--out", default=str(results.result_path("accuracy", "cpu")))
     ac.set_defaults(func=_cmd_bench_accuracy)
 
+    pa = bench.add_parser(
+        "parallel", help="one MoE layer over the GPUs of one host (TP / EP = 1, 2, 4, 8): whole layer, all-reduce "
+                         "share, roofline; under torchrun, one rank per GPU",
+        description="torchrun --nproc-per-node gpu -m mxfp4lab bench parallel ...  (one process: world 1 only; "
+                    "--spawn N: N gloo ranks on this CPU with the host-clock stand-in)")
+    pa.add_argument("--backends", default=None, help="default: every backend that runs on shards "
+                    "(bench.parallel.DEFAULT_BACKENDS; on a CPU: emulated_sm90,torch_naive)")
+    pa.add_argument("--shapes", default="gpt-oss-120b,dsv4-flash")
+    pa.add_argument("--m", "--tokens", dest="m", type=int_list, default=[1, 16, 64, 256, 1024, 4096],
+                    help="token counts (--tokens under torchrun, whose own options take --m)")
+    pa.add_argument("--worlds", type=int_list, default=[1, 2, 4, 8],
+                    help="GPUs per layer (those above the launched ranks are skipped)")
+    pa.add_argument("--parallel", default="tp,ep", help="tp, ep or both")
+    pa.add_argument("--reduce-dtype", default="bf16", choices=["bf16", "fp32"], help="dtype of the all-reduce")
+    pa.add_argument("--reps", type=int, default=30)
+    pa.add_argument("--warmup", type=int, default=5)
+    pa.add_argument("--rotate", type=int, default=4, help="input sets at least (more where L2 would hold the weights)")
+    pa.add_argument("--no-graph", action="store_true", help="time eagerly (no CUDA graph around the layer)")
+    pa.add_argument("--check-only", action="store_true", help="only the output checks, no timing (implied when "
+                    "ranks share a GPU)")
+    pa.add_argument("--dist-backend", default=None, choices=["nccl", "gloo"],
+                    help="process group backend (default nccl on GPUs; gloo lets ranks share one GPU: a dry run)")
+    pa.add_argument("--scaled", action="store_true", help="scaled-down layers (CPU tests)")
+    pa.add_argument("--spawn", type=int, default=0, help="spawn N gloo ranks on this CPU instead of torchrun")
+    pa.add_argument("--out", default=None, help="result file (default on GPUs: data/results/parallel_latency/<gpu>.json; "
+                    "a CPU run writes only with --out)")
+    pa.add_argument("--merge", nargs="+", metavar="FILE", default=None,
+                    help="instead of running: merge these runs' files (e.g. one per shape) into --out")
+    pa.set_defaults(func=_cmd_bench_parallel)
+
     va = bench.add_parser("validation", help="what the input/output checks cost a backend's call at small M")
     va.add_argument("--backends", default="emulated_sm90,torch_naive")
     va.add_argument("--shapes", default=",".join(STUDY_SHAPES))
@@ -293,6 +324,28 @@ def _cmd_bench_moe(a) -> int:
                  ceilings=ceil, on_progress=save, modes=a.modes.split(",") if a.modes else None,
                  mode_m=[int(v) for v in a.mode_m.split(",")] if a.mode_m else None)
     print(f"wrote {save(rows, done=True)}")
+    return 0
+
+
+def _cmd_bench_parallel(a) -> int:
+    import torch
+
+    from . import results
+    from .bench import parallel
+
+    out = a.out
+    if a.merge:
+        if not out:
+            print("mxfp4lab bench parallel --merge needs --out", file=sys.stderr)
+            return 2
+        print(f"wrote {parallel.merge(a.merge, out)}")
+        return 0
+    if out is None and torch.cuda.is_available() and not a.spawn:
+        out = str(results.result_path(parallel.STUDY, results.gpu_slug(torch.cuda.get_device_name())))
+    parallel.run(spawn=a.spawn, dist_backend=a.dist_backend, shapes=a.shapes.split(","),
+                 backends=a.backends.split(",") if a.backends else None, ms=tuple(a.m), worlds=tuple(a.worlds),
+                 parallels=tuple(a.parallel.split(",")), reduce_dtype=a.reduce_dtype, reps=a.reps, warmup=a.warmup,
+                 rotate=a.rotate, graph=not a.no_graph, check_only=a.check_only, scaled=a.scaled, out=out)
     return 0
 
 

@@ -98,26 +98,32 @@ def run_rank(rank: int, world: int, *, kind: str, model: str, backend: str, ms=(
     return None
 
 
-def _spawn_entry(rank, world, port, kw):
-    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+def _spawn_entry(rank, world, port, kw, target=None, timeout=None):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the ranks share this CPU's cores
+    extra = {} if timeout is None else {"timeout": timeout}
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}", **extra)
     try:
-        run_rank(rank, world, **kw)
+        (target or run_rank)(rank, world, **kw)
     finally:
         dist.destroy_process_group()
 
 
-def spawn_cpu(world: int, port: Optional[int] = None, **kw) -> None:
-    """Run ``world`` gloo ranks on this CPU (tests, laptops); ``port`` None: a free one."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a process group's rendezvous on this machine)."""
     import socket
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_cpu(world: int, port: Optional[int] = None, *, target=None, timeout=None, **kw) -> None:
+    """Run ``world`` gloo ranks on this CPU (tests, laptops); ``port`` None: a free one. ``target``: the body of
+    a rank, ``target(rank, world, **kw)`` (a module-level function; default :func:`run_rank`); ``timeout``: the
+    process group's (a :class:`datetime.timedelta`; default torch's)."""
     import torch.multiprocessing as mp
 
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-
-    mp.spawn(_spawn_entry, args=(world, port, kw), nprocs=world, join=True)
+    mp.spawn(_spawn_entry, args=(world, port or free_port(), kw, target, timeout), nprocs=world, join=True)
 
 
 def run(*, spawn: int = 0, **kw) -> None:

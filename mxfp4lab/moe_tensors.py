@@ -130,8 +130,15 @@ def _same_param(have, want) -> bool:
 class ShardSpec:
     """Which slice of the layer a rank holds (frozen: validated once, when made).
 
-    Tensor parallel: rank ``r`` of ``tp_size`` holds intermediate columns ``[r*I/tp, (r+1)*I/tp)`` of up,
-    gate and fc2's K. Expert parallel: rank ``r`` of ``ep_size`` holds experts ``[r*E/ep, (r+1)*E/ep)``.
+    Tensor parallel: the intermediate dimension is cut in whole E8M0 scale blocks (32 columns, so no
+    scale is split): with ``B = I/32`` blocks, every rank takes ``ceil(B/tp)`` blocks and the last rank
+    what is left, which may be fewer (:meth:`intermediate_slice`). Rank ``r`` holds those columns of up,
+    gate and fc2's K. This is how vLLM and SGLang shard GPT-OSS's MXFP4 experts
+    (``vllm/model_executor/models/gpt_oss.py``, ``_load_weights_mxfp4``; SGLang
+    ``python/sglang/srt/models/gpt_oss.py``, ``_load_mxfp4_experts_weights``): GPT-OSS's I = 2880 is 90
+    blocks, so TP=4 gives 736, 736, 736, 672 columns and TP=8 seven ranks of 384 and one of 192; when
+    ``I/tp`` is a multiple of 32 every rank gets ``I/tp``.
+    Expert parallel: rank ``r`` of ``ep_size`` holds experts ``[r*E/ep, (r+1)*E/ep)`` (:meth:`expert_slice`).
     """
 
     tp_size: int = 1
@@ -150,6 +157,29 @@ class ShardSpec:
                 raise TypeError(f"ShardSpec: {n}_size and {n}_rank must be ints (got {size!r}, {rank!r})")
             if size < 1 or not 0 <= rank < size:
                 raise ValueError(f"ShardSpec: {n}_rank = {rank} must be in [0, {n}_size = {size})")
+
+    def intermediate_slice(self, intermediate_size: int) -> tuple[int, int]:
+        """Columns ``[start, end)`` of the intermediate dimension this rank holds (class docstring).
+
+        Raises :class:`~mxfp4lab.formats.MXFormatError` if ``intermediate_size`` is not a multiple of 32
+        (one E8M0 scale block) or if this rank would hold no column (more ranks than the blocks fill)."""
+        check_multiple(intermediate_size, MX_BLOCK_SIZE, "intermediate_size",
+                       "the tensor-parallel cut keeps whole E8M0 scale blocks")
+        per = -(-(intermediate_size // MX_BLOCK_SIZE) // self.tp_size) * MX_BLOCK_SIZE
+        start, end = self.tp_rank * per, min((self.tp_rank + 1) * per, intermediate_size)
+        if start >= end:
+            raise MXFormatError(
+                f"intermediate_size = {intermediate_size} in blocks of {MX_BLOCK_SIZE}, {per} columns per rank: "
+                f"tp_rank {self.tp_rank} of {self.tp_size} would hold no column (use fewer TP ranks)")
+        return start, end
+
+    def expert_slice(self, num_experts: int) -> tuple[int, int]:
+        """Experts ``[start, end)`` this rank holds; :class:`~mxfp4lab.formats.MXFormatError` if ``num_experts``
+        is not divisible by ``ep_size``."""
+        if num_experts % self.ep_size:
+            raise MXFormatError(f"num_experts = {num_experts} is not divisible by {self.ep_size} ranks")
+        per = num_experts // self.ep_size
+        return self.ep_rank * per, (self.ep_rank + 1) * per
 
 
 @dataclass(kw_only=True)
@@ -283,10 +313,19 @@ class LogicalMoE(MoEInfo):
             return
         if not isinstance(config, MoEConfig):
             raise TypeError(f"{who}: config must be a mxfp4lab.models.MoEConfig or None, got {type(config).__name__}")
-        got = {"hidden_size": self.hidden_size, "num_experts": self.num_experts_total,
-               "intermediate_size": self.intermediate_size * self.shard.tp_size}
+        got = {"hidden_size": self.hidden_size, "num_experts": self.num_experts_total}
         bad = [f"{k}: tensors say {v}, config says {getattr(config, k)}" for k, v in got.items()
                if v != getattr(config, k)]
+        try:  # this rank's slice of the config's I (TP cuts whole scale blocks: the last rank may hold fewer)
+            lo, hi = self.shard.intermediate_slice(config.intermediate_size)
+            want_i = hi - lo
+        except MXFormatError:
+            want_i = None
+        if self.intermediate_size != want_i:
+            where = "" if self.shard.tp_size == 1 else f" on TP rank {self.shard.tp_rank} of {self.shard.tp_size}"
+            bad.append(f"intermediate_size: tensors say {self.intermediate_size}{where}, config says "
+                       f"{config.intermediate_size}" + ("" if want_i is None or self.shard.tp_size == 1
+                                                         else f" (this rank's slice: {want_i})"))
         neutral = {"swiglu_alpha": 1.0, "swiglu_beta": 0.0, "swiglu_limit": None}
         for n, default in neutral.items():
             have, want = getattr(self, n), getattr(config, n)

@@ -5,11 +5,12 @@ multiples of 128 with zero bytes, the SwiGLU constants as fp32 ``[E_local]`` ten
 is applied here: each backend derives its own from these tensors (FlashInfer's SM90 interleave and scale
 fold: :mod:`mxfp4lab.layout.sm90_moe`).
 
-Sharding. Tensor parallel: rank ``r`` of ``tp`` holds intermediate columns ``[r*I/tp, (r+1)*I/tp)`` of
-up and gate (fc1 rows) and of fc2's K, each shard then padded to 128 on its own; ``I/tp`` must be a
-multiple of 32 (one E8M0 scale block along fc2's K). The fc2 bias is added once: only rank 0 keeps it
+Sharding (:class:`~mxfp4lab.moe_tensors.ShardSpec`). Tensor parallel: rank ``r`` of ``tp`` holds the
+intermediate columns ``shard.intermediate_slice(I)`` of up and gate (fc1 rows) and of fc2's K, cut in whole
+32-column scale blocks (``ceil(blocks/tp)`` per rank, the last rank the rest: GPT-OSS's 2880 at TP=4 is
+736, 736, 736, 672), each shard then padded to 128 on its own. The fc2 bias is added once: only rank 0 keeps it
 (FlashInfer's finalize also passes the bias on rank 0 only, ``finalizeMoeRoutingKernelLauncher``).
-Expert parallel: rank ``r`` of ``ep`` holds experts ``[r*E/ep, (r+1)*E/ep)``.
+Expert parallel: rank ``r`` of ``ep`` holds experts ``shard.expert_slice(E)`` = ``[r*E/ep, (r+1)*E/ep)``.
 """
 
 from __future__ import annotations
@@ -69,19 +70,6 @@ def pad_scales(s: torch.Tensor, rows: int, k: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------
-def _shard_bounds(total: int, parts: int, rank: int, what: str, multiple: int = 1) -> tuple[int, int]:
-    """[start, stop) of rank ``rank`` of ``parts`` over ``total`` (the shard spec was checked)."""
-    if total % parts:
-        raise MXFormatError(f"{what} = {total} is not divisible by {parts} ranks")
-    n = total // parts
-    if n % multiple:
-        raise MXFormatError(
-            f"{what} per rank = {total} / {parts} = {n} must be a multiple of {multiple} "
-            f"(one E8M0 scale covers {multiple} elements of fc2's K)"
-        )
-    return rank * n, (rank + 1) * n
-
-
 def _swiglu_tensors(config: Optional[MoEConfig], e_local: int, alpha, beta, limit, device):
     check_param(alpha, "swiglu_alpha", allow_none=True)
     check_param(beta, "swiglu_beta", allow_none=True)
@@ -166,8 +154,7 @@ def prepare_gpt_oss(
     check_scales_finite(gate_up_scales, "gate_up_proj_scales")
     check_scales_finite(down_scales, "down_proj_scales")
 
-    e0, e1 = _shard_bounds(e, shard.ep_size, shard.ep_rank, "num_experts")
-    i0, i1 = _shard_bounds(inter, shard.tp_size, shard.tp_rank, "intermediate_size", MX_BLOCK_SIZE)
+    (e0, e1), (i0, i1) = shard.expert_slice(e), shard.intermediate_slice(inter)
     gate_w, up_w = split_gate_up_rows(gub[e0:e1], "gate_up_proj_blocks")
     gate_s, up_s = split_gate_up_rows(gate_up_scales[e0:e1], "gate_up_proj_scales")
     gate_b = up_b = None
@@ -221,8 +208,7 @@ def prepare_dsv4(
     _check_config(config, e, hidden, inter, FORMAT_DSV4, False)
     for n, s in (("w1.scale", w1_scale), ("w3.scale", w3_scale), ("w2.scale", w2_scale)):
         check_scales_finite(s, n)
-    e0, e1 = _shard_bounds(e, shard.ep_size, shard.ep_rank, "num_experts")
-    i0, i1 = _shard_bounds(inter, shard.tp_size, shard.tp_rank, "intermediate_size", MX_BLOCK_SIZE)
+    (e0, e1), (i0, i1) = shard.expert_slice(e), shard.intermediate_slice(inter)
     return _finish(
         w3[e0:e1, i0:i1], w1[e0:e1, i0:i1], w3_scale[e0:e1, i0:i1], w1_scale[e0:e1, i0:i1], None, None,
         w2[e0:e1, :, i0 // 2 : i1 // 2], w2_scale[e0:e1, :, i0 // MX_BLOCK_SIZE : i1 // MX_BLOCK_SIZE], None,

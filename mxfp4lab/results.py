@@ -65,6 +65,10 @@ KINDS: Dict[str, str] = {
                     "reference over shapes, M, routings and TP/EP shards, NaN-filled workspaces, determinism",
     "moe_launches": "one MoE forward launch by launch: duration and gap (profiler timeline of a CUDA-graph "
                     "replay) and DRAM bytes read (Nsight Compute)",
+    "parallel_latency": "one MoE layer split over the GPUs of one host (TP and EP = 1, 2, 4, 8) per backend and M: "
+                        "the whole layer (each rank's experts + the all-reduce of the partial outputs) with the "
+                        "all-reduce's share, checked against the kernel-faithful model of the sharded run before "
+                        "timing, and the sharded roofline with the all-reduce bandwidth measured in the same run",
     "peer_check": "the field's MoE libraries run as mxfp4lab backends (triton_kernels, Humming): output against "
                   "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
 }

@@ -14,6 +14,8 @@
 #     - dispatch_speedup
 #     - claim_check
 #     - findings
+#     - parallel_recorded
+#     - parallel_source
 # ---
 
 # %% [markdown]
@@ -50,6 +52,7 @@ checkpoint = None  # a GPT-OSS or DeepSeek-V4 checkpoint directory: section 4 ro
 layers = None  # MoE layers of the checkpoint (a list); None: its first MoE layer
 activations = "gaussian"  # checkpoint tokens: gaussian, heavy_tailed, or a .safetensors file of hidden states
 tokens = 64  # tokens routed per checkpoint layer
+parallel_results_file = None  # multi-GPU run JSON; None reads data/results/parallel_latency/h200.json
 results_path = None  # set by mxfp4lab report: where save_results writes results.json
 
 # %%
@@ -203,6 +206,48 @@ if checkpoint:
     report.record("checkpoint_routing", routing_summary)
 else:
     print("No checkpoint given (parameter checkpoint): routing statistics of a real router are skipped.")
+
+# %% [markdown]
+# ## 5. Across GPUs: one layer split by TP and EP on one host
+#
+# How one MoE layer's latency scales when it is split over 1, 2, 4 and 8 GPUs of one host, communication
+# included: each rank's experts, then the all-reduce of the partial outputs (bf16), timed as one CUDA graph on
+# every rank; the slowest rank counts. TP cuts every expert's intermediate dimension (in whole 32-column scale
+# blocks: GPT-OSS's 2880 is 736 x 3 + 672 at TP=4), EP gives each GPU a block of experts; every GPU sees every
+# token (EP inside a TP group, not DeepEP's all-to-all). The roofline per point is the slowest GPU's weight bytes
+# over one GPU's bandwidth plus the all-reduce's bytes over the all-reduce bandwidth the same run measured.
+# Recorded by `torchrun --nproc-per-node gpu -m mxfp4lab bench parallel` (every point checked against the
+# kernel-faithful model of the sharded run first) into `data/results/parallel_latency/<gpu>.json`.
+
+# %%
+from mxfp4lab.studies import latency_parallel as par_study
+
+pdf, pprov = par_study.parallel_load(parallel_results_file)
+scaling = par_study.parallel_scaling(pdf)
+plabel = par_study.parallel_source_label(pprov, pdf)
+report.record("parallel_recorded", not scaling.empty)
+report.record("parallel_source", plabel)
+if scaling.empty:
+    single = par_study.single_gpu_ceilings()
+    print(f"NOTE: {pdf.attrs.get('note')}.\nShowing the per-GPU part of the floor only (weight bytes over "
+          f"{(single.get('copy_bytes_per_s') or 3.0e12) / 1e12:.2f} TB/s per GPU; the all-reduce needs a measured "
+          "bandwidth). Record it on an 8-GPU host with\n"
+          "  torchrun --nproc-per-node gpu -m mxfp4lab bench parallel   (docs/parallel.md)")
+    floor = par_study.parallel_floor_only(ceilings=single)
+    figures.plot_parallel_scaling(scaling, floor, label="per-GPU weight bytes / bandwidth of the recorded single-GPU "
+                                  "sweep; all-reduce not included")
+    plt.show()
+    report.record("parallel_speedup", None)
+else:
+    print(f"{plabel}\nfrom {pdf.attrs.get('path')}: {int(pdf.ok.sum())} timed points")
+    figures.plot_parallel_scaling(scaling, label=plabel)
+    plt.show()
+    best = par_study.parallel_best(scaling)
+    figures.plot_parallel_allreduce_share(best, label=plabel)
+    plt.show()
+    report.record("parallel_speedup", best[["shape", "parallel", "world", "m", "backend", "layer_us", "speedup",
+                                            "allreduce_share"]].to_dict("records"))
+    display(best.pivot_table(index=["shape", "m"], columns=["parallel", "world"], values="layer_us").round(1))
 
 # %%
 plt.close("all")

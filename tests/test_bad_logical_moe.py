@@ -90,6 +90,12 @@ CHECK_CONFIG = [
     Bad("no clamp in the tensors, config clamps", lambda: dataclasses.replace(LG, swiglu_limit=None).check_config(G),
         MXFormatError, ["swiglu_limit: tensors say None, config says 7.0"]),
     Bad("config a string", lambda: LG.check_config("gpt-oss-20b"), TypeError, ["MoEConfig"]),
+    Bad("a TP shard, a config of another I",
+        lambda: prepare_from_experts(random_layer(G, device="cpu", seed=0), config=G,
+                                     shard=ShardSpec(tp_size=2, tp_rank=1)).check_config(
+            dataclasses.replace(G, intermediate_size=256)),
+        MXFormatError, ["intermediate_size: tensors say 96 on TP rank 1 of 2, config says 256",
+                        "this rank's slice: 128"]),
 ]
 
 
@@ -101,6 +107,13 @@ def test_bad_input(row):
 def test_matching_configs_pass():
     LG.check_config(G)
     LG.check_config(None)
+    # TP cuts whole 32-column scale blocks: I = 160 (5 blocks) over 2 ranks is 96 + 64, each its config's slice
+    g5 = G.scaled(intermediate=160)
+    layer = random_layer(g5, device="cpu", seed=0)
+    for r, i in ((0, 96), (1, 64)):
+        shard = prepare_from_experts(layer, config=g5, shard=ShardSpec(tp_size=2, tp_rank=r))
+        assert shard.intermediate_size == i
+        shard.check_config(g5)
     neutral = dataclasses.replace(LG, swiglu_alpha=None, swiglu_beta=None, swiglu_limit=None)
     neutral.check_config(dataclasses.replace(G, swiglu_alpha=1.0, swiglu_beta=0.0, swiglu_limit=None))
     assert torch.equal(dataclasses.replace(LG).w13, LG.w13)

@@ -105,7 +105,9 @@ PREPARE_GPT_OSS = [
     Bad("shard a tuple", gpt(shard=(2, 0)), TypeError, ["shard", "ShardSpec"]),
     Bad("shard altered behind the frozen dataclass", gpt(shard=tampered(ShardSpec(tp_size=2))), ValueError,
         ["tp_rank = 5", "[0, tp_size = 2)"]),
-    Bad("TP slice not a multiple of 32", gpt(shard=ShardSpec(tp_size=4)), MXFormatError, ["48", "multiple of 32"]),
+    # I = 192 is 6 scale blocks: TP=4 takes 2 per rank, so rank 3 would hold nothing (TP cuts whole blocks)
+    Bad("TP rank left without columns", gpt(shard=ShardSpec(tp_size=4, tp_rank=3)), MXFormatError,
+        ["intermediate_size = 192", "tp_rank 3 of 4 would hold no column"]),
     Bad("EP not dividing E", gpt(shard=ShardSpec(ep_size=4)), MXFormatError, ["num_experts = 6", "divisible by 4"]),
     Bad("scale byte 255", gpt(down_scales=poisoned(GX.down_scales, (1, 2, 3), 255)), MXFormatError,
         ["down_proj_scales", "byte 255", "(1, 2, 3)"]),

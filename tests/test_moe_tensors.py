@@ -56,6 +56,30 @@ def test_shard_spec_frozen_and_validated():
         ShardSpec(tp_size=2.0)
 
 
+@pytest.mark.parametrize("inter,tp,want", [
+    (2880, 1, [(0, 2880)]),
+    (2880, 2, [(0, 1440), (1440, 2880)]),
+    (2880, 4, [(0, 736), (736, 1472), (1472, 2208), (2208, 2880)]),  # 90 blocks: 23, 23, 23, 21
+    (2880, 8, [(384 * r, 384 * (r + 1)) for r in range(7)] + [(2688, 2880)]),  # 12 x 7 + 6
+    (2048, 8, [(256 * r, 256 * (r + 1)) for r in range(8)]),
+])
+def test_intermediate_slice_cuts_whole_scale_blocks(inter, tp, want):
+    got = [ShardSpec(tp_size=tp, tp_rank=r).intermediate_slice(inter) for r in range(tp)]
+    assert got == want
+    assert all(a % 32 == 0 and (b % 32 == 0 or b == inter) for a, b in got)  # no scale block is split
+    assert got[0][0] == 0 and got[-1][1] == inter and all(got[i][1] == got[i + 1][0] for i in range(tp - 1))
+
+
+def test_shard_slices_refuse_what_cannot_be_cut():
+    with pytest.raises(MXFormatError, match="intermediate_size = 2888 must be a multiple of 32"):
+        ShardSpec(tp_size=2).intermediate_slice(2888)
+    with pytest.raises(MXFormatError, match="tp_rank 7 of 8 would hold no column"):
+        ShardSpec(tp_size=8, tp_rank=7).intermediate_slice(224)  # 7 blocks: one per rank, none left
+    with pytest.raises(MXFormatError, match="num_experts = 6 is not divisible by 4"):
+        ShardSpec(ep_size=4).expert_slice(6)
+    assert ShardSpec(ep_size=4, ep_rank=3).expert_slice(128) == (96, 128)
+
+
 def test_check_tensor_names_tensor_and_rule():
     with pytest.raises(MXFormatError, match=r"w9 is required \(expected torch.uint8 \(2, 3\)\)"):
         check_tensor(None, "w9", (2, 3), torch.uint8)

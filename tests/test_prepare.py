@@ -135,6 +135,25 @@ def test_tp_shards_sum_to_unsharded(small_layer, tp):
     assert ((total - full).norm() / full.norm()).item() < 1e-12
 
 
+@pytest.mark.parametrize("tp,sizes", [(4, [64, 64, 64]), (5, [64, 64, 64])])
+def test_uneven_tp_shards_cut_whole_scale_blocks(small_layer, tp, sizes):
+    """192 = 6 scale blocks: TP=4 and TP=5 give ceil(6/tp) = 2 blocks per rank and leave the last ranks empty;
+    the ranks that hold columns cover I exactly, each padded on its own, and their outputs sum to the layer."""
+    cfg, ex = small_layer
+    x, ids, w = tokens(cfg, seed=20 + tp)
+    full = moe_reference(x, ids, w, direct_weights(cfg, ex, torch.float64), dtype=torch.float64, **cfg.swiglu_kwargs)
+    total, got = torch.zeros_like(full), []
+    for r in range(len(sizes)):
+        p = P.prepare_from_experts(ex, config=cfg, shard=ShardSpec(tp_size=tp, tp_rank=r))
+        got.append(p.intermediate_size)
+        assert p.padded_intermediate == P.round_up(p.intermediate_size)
+        total += moe_reference(x, ids, w, expert_weights_from_logical(p, torch.float64), dtype=torch.float64,
+                               **cfg.swiglu_kwargs)
+    assert got == sizes
+    # fp64, different summation order; a wrong cut (a split scale block, a lost column) is O(1)
+    assert ((total - full).norm() / full.norm()).item() < 1e-12
+
+
 @pytest.mark.parametrize("ep", [2, 3])
 def test_ep_shards_sum_to_unsharded(small_layer, ep):
     cfg, ex = small_layer
@@ -200,8 +219,10 @@ def test_expert_count_mismatch_names_both():
 def test_bad_shards():
     cfg = GPT_OSS_SMALL
     args = _gpt_oss_zero_args(cfg.num_experts, cfg.hidden_size, cfg.intermediate_size)
-    with pytest.raises(MXFormatError, match="multiple of 32"):
-        P.prepare_gpt_oss(**args, shard=ShardSpec(tp_size=4))  # 192 / 4 = 48
+    # 192 = 6 scale blocks; TP=4 takes 2 blocks per rank, so rank 3 would hold nothing
+    assert P.prepare_gpt_oss(**args, shard=ShardSpec(tp_size=4, tp_rank=2)).intermediate_size == 64
+    with pytest.raises(MXFormatError, match="tp_rank 3 of 4 would hold no column"):
+        P.prepare_gpt_oss(**args, shard=ShardSpec(tp_size=4, tp_rank=3))
     with pytest.raises(MXFormatError, match="num_experts = 6 is not divisible by 4"):
         P.prepare_gpt_oss(**args, shard=ShardSpec(ep_size=4))
     with pytest.raises(ValueError, match="tp_rank"):

@@ -4,16 +4,22 @@
 different input buffers (rotating through more bytes than L2 holds keeps caches from flattering small
 shapes). With ``graph=True`` the calls are captured into one CUDA graph per input set and the graph
 replays are timed, removing launch gaps; backends that cannot be captured fall back to eager timing
-and say so in the result.
+and say so in the result. :func:`time_host` is the CPU stand-in (host wall clock) for running a benchmark's
+whole path on a machine without a GPU.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Sequence
 
 import torch
+
+
+#: ``Timing.note`` of :func:`time_host`
+HOST_TIMER_NOTE = "host wall clock (time.perf_counter): a CPU stand-in, not a GPU time"
 
 
 @dataclass
@@ -39,12 +45,15 @@ def _quantiles(xs: Sequence[float]):
 
 def time_cuda(
     fn: Callable, inputs: Sequence[tuple], *, warmup: int = 10, reps: int = 100, graph: bool = True,
-    calls_per_sample: int = 1,
+    calls_per_sample: int = 1, sync: Callable[[], None] | None = None,
 ) -> Timing:
     """Median wall time of one ``fn`` call in microseconds, measured with CUDA events.
 
     Each sample times ``calls_per_sample`` consecutive calls (rotating inputs) and divides; use more
     calls per sample for very short kernels so event resolution (~0.5 us) does not dominate.
+    ``sync``: called before each sample's start event, outside the timed interval (several processes
+    timing a collective pass a device-side barrier, so that every rank's sample starts when all have
+    arrived and host skew is not counted as communication).
     """
     n_in = len(inputs)
     for i in range(warmup):
@@ -81,6 +90,8 @@ def time_cuda(
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     k = 0
     for _ in range(reps):
+        if sync is not None:
+            sync()
         start.record()
         for _ in range(calls_per_sample):
             runner(k)
@@ -90,6 +101,27 @@ def time_cuda(
         samples.append(start.elapsed_time(end) * 1000.0 / calls_per_sample)
     med, p10, p90 = _quantiles(samples)
     return Timing(med, p10, p90, reps, graph, samples, note)
+
+
+def time_host(
+    fn: Callable, inputs: Sequence[tuple], *, warmup: int = 3, reps: int = 20,
+    sync: Callable[[], None] | None = None,
+) -> Timing:
+    """The CPU stand-in of :func:`time_cuda` (same rotation, ``sync`` and result; ``graph`` False): host
+    wall clock (``time.perf_counter``) around each call. For running a GPU benchmark's whole path on a CPU;
+    its numbers are CPU times, never GPU ones, and ``note`` says so."""
+    n_in = len(inputs)
+    for i in range(warmup):
+        fn(*inputs[i % n_in])
+    samples = []
+    for k in range(reps):
+        if sync is not None:
+            sync()
+        t0 = time.perf_counter()
+        fn(*inputs[k % n_in])
+        samples.append((time.perf_counter() - t0) * 1e6)
+    med, p10, p90 = _quantiles(samples)
+    return Timing(med, p10, p90, reps, False, samples, HOST_TIMER_NOTE)
 
 
 def measure_ceilings(copy_bytes: int = 2 << 30, n: int = 8192) -> dict:

@@ -23,7 +23,7 @@ from ..bench.moe import sweep
 from ..dispatch import Dispatch
 from ..models import STUDY_SHAPES, get_model
 from ..provenance import provenance
-from ..roofline import H100_BF16_FLOPS, H100_COPY_BW, roofline
+from ..roofline import ceiling_rates, roofline
 from .common import as_list
 
 LATENCY_SHAPES = STUDY_SHAPES
@@ -90,8 +90,7 @@ def latency_roofline(shapes=LATENCY_SHAPES, ms=(1, 4, 16, 64, 256, 1024, 4096, 8
     """Roofline floor per (shape, M) (:func:`mxfp4lab.roofline.roofline`; ``ceilings`` as in the
     results file, default the H100 numbers of :mod:`mxfp4lab.roofline`). Columns: ``shape, m, floor_us, memory_us, compute_us,
     bound, active_experts, bytes, flops``."""
-    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
-    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    bw, fr = ceiling_rates(ceilings)
     rows = []
     for s in as_list(shapes):
         cfg = get_model(s)

@@ -216,6 +216,101 @@ def plot_latency_dispatch(table: pd.DataFrame, *, label: str = "", routing: str 
     return fig
 
 
+_PARALLEL_STYLE = {"tp": "-", "ep": "--"}
+
+
+def plot_parallel_scaling(scaling: pd.DataFrame, floor: pd.DataFrame | None = None, *, label: str = "",
+                          ms=None, figsize=None) -> plt.Figure:
+    """One MoE layer's latency vs the GPUs it is split over: one panel per (shape, M), a line per backend
+    (solid TP, dashed EP), the all-reduce alone (gray, dotted) and the sharded roofline (black). ``scaling``:
+    :func:`mxfp4lab.studies.latency_parallel.parallel_scaling`. With ``scaling`` empty (no run recorded): the
+    per-GPU part of the floor from ``floor`` (:func:`~mxfp4lab.studies.latency_parallel.parallel_floor_only`)
+    and, in every panel, "no multi-GPU run recorded yet"."""
+    recorded = len(scaling) > 0
+    src = scaling if recorded else (floor if floor is not None else pd.DataFrame(columns=["shape", "m", "world"]))
+    shapes = list(dict.fromkeys(src["shape"]))
+    ms = sorted(set(src["m"])) if ms is None else list(ms)
+    if not shapes or not ms:
+        shapes, ms = ["(none)"], [0]
+    fig, axes = plt.subplots(len(shapes), len(ms), figsize=figsize or (max(10, 3.2 * len(ms)), 3.2 * len(shapes) + 1.2),
+                             squeeze=False, sharex=True)
+    colors = _backend_colors(scaling["backend"].unique() if recorded else [])
+    for i, shape in enumerate(shapes):
+        for j, m in enumerate(ms):
+            ax = axes[i, j]
+            if recorded:
+                _parallel_panel(ax, scaling[(scaling["shape"] == shape) & (scaling["m"] == m)], colors)
+            else:
+                f = src[(src["shape"] == shape) & (src["m"] == m)]
+                for par, g in f.groupby("parallel"):
+                    g = g.sort_values("world")
+                    ax.plot(g["world"], g["floor_gpu_us"], "k" + _PARALLEL_STYLE[par], lw=1.5,
+                            label=f"{par.upper()} floor, experts only")
+                ax.text(0.5, 0.5, "no multi-GPU run\nrecorded yet", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=10, color="tab:red", alpha=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xticks([1, 2, 4, 8])
+            ax.set_xticklabels(["1", "2", "4", "8"])
+            ax.set_title(f"{shape}, M={m}", fontsize=9)
+            ax.grid(True, which="major", alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("us per MoE layer")
+            if i == len(shapes) - 1:
+                ax.set_xlabel("GPUs per layer")
+    legend = {}  # every panel's lines, once per label (a backend may be missing from some panels)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(len(legend), 5), fontsize=8)
+    what = ("MoE layer latency vs GPUs (solid TP, dashed EP): whole layer incl. the all-reduce" if recorded else
+            "No multi-GPU run recorded yet: per-GPU part of the floor only (solid TP, dashed EP)")
+    fig.suptitle(f"{what}\n{label}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.12 if recorded else 0.06, 1, 1))
+    return fig
+
+
+def _parallel_panel(ax, d: pd.DataFrame, colors) -> None:
+    for (b, par), g in d.groupby(["backend", "parallel"]):
+        g = g.sort_values("world")
+        ax.plot(g["world"], g["layer_us"], _PARALLEL_STYLE[par], marker="o", ms=3, color=colors[b],
+                label=f"{b} {par.upper()}")
+    for par, g in d.groupby("parallel"):
+        g = g.groupby("world", as_index=False)[["roofline_us", "allreduce_us"]].median().sort_values("world")
+        ax.plot(g["world"], g["roofline_us"], "k" + _PARALLEL_STYLE[par], lw=1.2, label=f"roofline {par.upper()}")
+        g = g[g["world"] > 1]
+        ax.plot(g["world"], g["allreduce_us"], ":", color="gray", marker="x", ms=3, label="all-reduce alone")
+
+
+def plot_parallel_allreduce_share(best: pd.DataFrame, *, label: str = "", figsize=(12, 4)) -> plt.Figure:
+    """The all-reduce's share of the fastest backend's layer (``allreduce_us / layer_us``) vs M, one panel per
+    shape, a line per (TP / EP, GPUs). ``best``: :func:`mxfp4lab.studies.latency_parallel.parallel_best`."""
+    d = best[best["world"] > 1] if len(best) else best
+    shapes = list(dict.fromkeys(d["shape"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(shapes), figsize=figsize, squeeze=False)
+    worlds = sorted(set(d["world"])) if len(d) else []
+    pal = dict(zip(worlds, sns.color_palette("viridis", max(len(worlds), 1))))
+    for ax, shape in zip(axes[0], shapes):
+        for (par, w), g in (d[d["shape"] == shape].groupby(["parallel", "world"]) if len(d) else []):
+            g = g.sort_values("m")
+            ax.plot(g["m"], 100 * g["allreduce_share"], _PARALLEL_STYLE[par], marker="o", ms=3, color=pal[w],
+                    label=f"{par.upper()}={w}")
+        if not len(d):
+            ax.text(0.5, 0.5, "no multi-GPU run recorded yet", transform=ax.transAxes, ha="center", va="center",
+                    color="tab:red")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("tokens M")
+        ax.set_ylabel("all-reduce share of the layer (%)")
+        ax.set_title(shape, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"All-reduce share of the fastest backend's layer (solid TP, dashed EP)\n{label}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def plot_launches(launches: pd.DataFrame, *, label: str = "", figsize=(13, 3.2)) -> plt.Figure:
     """One forward's launches on the GPU timeline (a CUDA-graph replay), one panel per (backend, shape, M):
     a bar per launch from its start to its end, labelled with ncu's serialised duration, DRAM bytes and
