@@ -66,7 +66,8 @@ from .configs import (
 from .install import build, build_info, install, load, uninstall
 from .interleave_ext import build_interleave_ext, interleave_weights_flashinfer_cuda
 from .sources import KEEP_UNITS, OTHER_DTYPE_UNITS
-from .spec import check_launcher_symbols, heuristic_candidates, w4a16_jit_spec
+from .spec import heuristic_candidates, w4a16_jit_spec
+from .symbols import check_launcher_symbols
 from .toolchain import ARCH, MODULE_NAME
 
 __all__ = [

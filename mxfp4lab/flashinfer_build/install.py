@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from .configs import DEFAULT_CONFIGS, MixedConfig
-from .spec import _ninja_log_times, _run_build, w4a16_jit_spec
+from .make import unit_times
+from .spec import _run_build, w4a16_jit_spec
 from .toolchain import MODULE_NAME
 
 
@@ -108,8 +109,8 @@ def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAU
     ok = spec.root / "BUILD_OK"
     if ok.exists():
         info["build"] = json.loads(ok.read_text())
-    times = _ninja_log_times(spec.root)
+    times = unit_times(spec.root)
     if times:
-        info["unit_seconds"] = dict(sorted(times.items(), key=lambda kv: -kv[1]))
+        info["unit_seconds"] = {k: round(v["seconds"], 1) for k, v in sorted(times.items(), key=lambda kv: -kv[1]["seconds"])}
     return info
 
