@@ -26,12 +26,13 @@ def test_keys_tell_apart_gpu_build_shape_bucket():
         T.TacticKey(GPU, "k2", SHAPE, 64),
         T.TacticKey(GPU, "k1", T.LayerShape(32, 2944, 2944, 4, bias=True), 64),
         T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, bias=False), 64),
+        T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, bias=True, bias2=False), 64),
         T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, bias=True, fused_finalize=False), 64),
         T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, tp_size=2, bias=True), 64),
         T.TacticKey(GPU, "k1", SHAPE, 128),
     ]
     assert len({base, *variants}) == len(variants) + 1
-    assert base.entry == "NVIDIA H200/sm90/132|E128_H2944_I2944_k4_tp1_ep1_bias1_ff1"
+    assert base.entry == "NVIDIA H200/sm90/132|E128_H2944_I2944_k4_tp1_ep1_bias11_ff1"
     assert T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, bias=True), 64) == base
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -51,6 +52,26 @@ def load(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CON
 
 _INSTALLED: Dict[str, Any] = {}
 
+#: ``lean`` (default): import only the FlashInfer modules the W4A16 call needs, the rest on first use
+#: (:mod:`.lean_import`); ``full``: ``import flashinfer`` as usual.
+IMPORT_ENV = "MXFP4LAB_FLASHINFER_IMPORT"
+
+
+def flashinfer_core(mode: Optional[str] = None):
+    """``flashinfer.fused_moe.core`` (``cutlass_fused_moe``, the module hook), imported ``mode`` =
+    ``"lean"`` | ``"full"`` (default: ``$MXFP4LAB_FLASHINFER_IMPORT`` or ``"lean"``)."""
+    import importlib
+
+    mode = mode or os.environ.get(IMPORT_ENV, "lean")
+    if mode not in ("lean", "full"):
+        raise ValueError(f"{IMPORT_ENV} must be 'lean' or 'full', got {mode!r}")
+    if mode == "lean":
+        from .lean_import import import_lean
+
+        return import_lean()["flashinfer.fused_moe.core"]
+    importlib.import_module("flashinfer")
+    return importlib.import_module("flashinfer.fused_moe.core")
+
 
 def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS, build_if_missing: bool = True, **kw):
     """Make ``flashinfer.fused_moe.cutlass_fused_moe`` (backend "90") and
@@ -63,8 +84,7 @@ def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_
     from the module's own ``getTactics`` = our candidate list (R-AGREE), so it can only choose
     compiled tactics.  Returns the JitSpec.  Idempotent; :func:`uninstall` reverts.
     """
-    import flashinfer.fused_moe.core as core
-
+    core = flashinfer_core()
     spec = w4a16_jit_spec(configs=configs, **kw)
     if not build_if_missing and spec.try_load() is None:
         raise FileNotFoundError(f"{MODULE_NAME} not built at {spec.root}")

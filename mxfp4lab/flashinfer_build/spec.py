@@ -119,11 +119,20 @@ def _make_spec_class():
     return W4A16JitSpec
 
 
+#: FlashInfer's flag for CuTe's extended SM90 GMMA shapes (N not in 8..256 step 8 of the base set:
+#: 24, 40, ..., 248). Every bf16 x FP4 config FlashInfer generates has a tile N of 16, 32, 64, 128 or
+#: 256, so CuTe's GMMA selectors pick the same atom without it, and the flag only makes every unit parse
+#: the four *_ext.hpp headers (~130k of ~525k preprocessed lines). Checked: identical SASS without it
+#: (docs/build-notes.md), ~27 % less compile CPU per mixed-input unit.
+EXTENDED_MMA_FLAG = "-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED"
+
+
 def w4a16_jit_spec(
     *,
     configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS,
     split_units: bool = True,
     extra_cuda_cflags: Sequence[str] = (),
+    extended_mma_shapes: bool = False,
     root: Optional[Path] = None,
 ):
     """The restricted ``fused_moe_90`` JitSpec for bf16 x MXFP4 (W4A16) on sm_90a.
@@ -138,6 +147,7 @@ def w4a16_jit_spec(
     split_units : bool
         One generated unit per instantiation (default) or the generator's groups of up to 8.
     extra_cuda_cflags : extra nvcc flags (part of the cache key).
+    extended_mma_shapes : keep FlashInfer's :data:`EXTENDED_MMA_FLAG` (default: dropped, same SASS).
     root : build directory; default ``cache_root()/fused_moe_90_w4a16/<key>``.
 
     Returns a ``JitSpecNvcc`` subclass (``.build_and_load()`` works); ``spec.info`` holds the
@@ -173,7 +183,7 @@ def w4a16_jit_spec(
     stub_ops = [op for c, op in op_by_cfg.items() if c not in set(compiled)]
 
     cflags = [f for f in (stock.extra_cflags or []) if f]
-    cuda_cflags = [f for f in (stock.extra_cuda_cflags or []) if f]
+    cuda_cflags = [f for f in (stock.extra_cuda_cflags or []) if f and (extended_mma_shapes or f != EXTENDED_MMA_FLAG)]
     if fast_build:
         cflags.append("-DFAST_BUILD")
         cuda_cflags.append("-DFAST_BUILD")

@@ -50,8 +50,9 @@ class LayerShape:
     """Everything besides the token count that decides which tactic wins (and which are valid).
 
     ``num_experts`` = local experts E, ``hidden`` = padded H (GEMM1 K, GEMM2 N), ``inter`` = padded I
-    (GEMM1 N = 2 * inter, GEMM2 K), ``top_k``, the TP / EP sizes, whether the layer has biases, and
-    ``fused_finalize`` (FlashInfer's ``use_fused_finalize``: GEMM2 with or without the fused epilogue).
+    (GEMM1 N = 2 * inter, GEMM2 K), ``top_k``, the TP / EP sizes, whether GEMM1 / GEMM2 have a bias
+    (``bias`` / ``bias2``; ``bias2`` None = same as ``bias``), and ``fused_finalize`` (FlashInfer's
+    ``use_fused_finalize``: GEMM2 with or without the fused epilogue).
     """
 
     num_experts: int
@@ -62,8 +63,11 @@ class LayerShape:
     ep_size: int = 1
     bias: bool = False
     fused_finalize: bool = True
+    bias2: Optional[bool] = None
 
     def __post_init__(self) -> None:
+        if self.bias2 is None:
+            object.__setattr__(self, "bias2", self.bias)
         for f in ("num_experts", "hidden", "inter", "top_k", "tp_size", "ep_size"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -71,15 +75,15 @@ class LayerShape:
 
     @property
     def key(self) -> str:
-        """``"E128_H2944_I2944_k4_tp1_ep1_bias1_ff1"``."""
+        """``"E128_H2944_I2944_k4_tp1_ep1_bias11_ff1"``."""
         return (f"E{self.num_experts}_H{self.hidden}_I{self.inter}_k{self.top_k}_tp{self.tp_size}"
-                f"_ep{self.ep_size}_bias{int(self.bias)}_ff{int(self.fused_finalize)}")
+                f"_ep{self.ep_size}_bias{int(self.bias)}{int(self.bias2)}_ff{int(self.fused_finalize)}")
 
     def weight_shapes(self) -> Tuple[Tuple[int, ...], ...]:
         """FlashInfer's profile of the four weight inputs (``[w13, w13_bias, w2, w2_bias]``, packed FP4
         bytes: K/2 per row; an absent bias profiles as ``(0,)``)."""
         e, h, i = self.num_experts, self.hidden, self.inter
-        return ((e, 2 * i, h // 2), (e, 2 * i) if self.bias else (0,), (e, h, i // 2), (e, h) if self.bias else (0,))
+        return ((e, 2 * i, h // 2), (e, 2 * i) if self.bias else (0,), (e, h, i // 2), (e, h) if self.bias2 else (0,))
 
 
 @dataclasses.dataclass(frozen=True)
