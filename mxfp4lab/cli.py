@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 REPORT_CHOICES_HELP = "layout, accuracy, latency, all (or any notebooks/NN_<name>.ipynb stem)"
@@ -122,7 +123,10 @@ def _add_build_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--spec-only", action="store_true", help="generate sources + build.ninja, do not compile")
     p.add_argument("--interleave-ext", action="store_true", help="only build the tiny interleave extension")
-    p.add_argument("--info", action="store_true", help="print build_info() as JSON and exit")
+    p.add_argument("--info", action="store_true",
+                   help="print build_info() as JSON (with the recorded start-up times) and exit")
+    p.add_argument("--import-cost", action="store_true",
+                   help="time `import flashinfer` and the lean W4A16 import in fresh interpreters")
     p.add_argument("--export", metavar="TAR_XZ", help="write the built library to an archive (reuse on other hosts)")
     p.add_argument("--import", dest="import_", metavar="TAR_XZ", help="install a library archive into the cache")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -141,7 +145,18 @@ def _cmd_build(args) -> int:
         if args.interleave_ext:
             print(fb.build_interleave_ext(verbose=not args.quiet, force=args.force))
         elif args.info:
-            print(json.dumps(fb.build_info(configs=configs, **kw), indent=1))
+            info = fb.build_info(configs=configs, **kw)
+            print(json.dumps(info, indent=1))
+            for r in info["recorded"]:
+                print(f"recorded {r['file']}: {r['gpu']} ({r['cpu_count']} cores, {r['date']}): cold build "
+                      f"{r['cold_build_s']:.1f} s (configs={r['configs']}), warm start to the first tuned call "
+                      f"{r['first_tuned_call_s']:.2f} s (with tuning {r['first_tuned_call_tuning_s']:.1f} s)",
+                      file=sys.stderr)
+        elif args.import_cost:
+            from .flashinfer_build import import_cost
+
+            print(import_cost.report([import_cost.measure(m, cwd=str(Path(__file__).resolve().parents[1]))
+                                      for m in ("torch", "lean", "full")]))
         elif args.export:
             print(fb.export_archive(args.export, configs=configs, **kw))
         elif args.import_:

@@ -59,6 +59,9 @@ KINDS: Dict[str, str] = {
                     "poisoned intermediates, determinism",
     "sharded_check": "tensor / expert parallel MoE across processes against the kernel-faithful model of the "
                      "sharded run",
+    "startup_time": "time to the first MoE call: cold build of the W4A16-only FlashInfer module, fresh-process "
+                    "first tuned call with persisted tactics (warm start), with tuning and with the plain "
+                    "FlashInfer import; tuned medians from the cache against the in-process autotuner",
 }
 #: Read in this order when a study has several GPUs' files and none is named (the study's target GPU first).
 PREFERRED_GPUS = ("h100", "h200")

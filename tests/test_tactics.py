@@ -159,3 +159,4 @@ def test_bucket_rule_is_flashinfers():
     for m in (1, 3, 5, 200, 256, 257, 1000, 2049, 4097, 8192, 20000):
         prof = autotuner.AutoTuner._find_nearest_profile(((m, 2944), *SHAPE.weight_shapes()), cfg)
         assert prof[0][0] == map_to_hybrid_bucket(m, 8192) in buckets
+
