@@ -13,7 +13,8 @@ import pytest
 from mxfp4lab.flashinfer_build import symbols as S
 
 pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("g++", "nm", "c++filt")), reason="needs g++ and binutils (nm, c++filt)")
+    not all(shutil.which(t) for t in ("g++", "nm", "c++filt")), reason="needs g++ and binutils (nm, c++filt)"
+)
 
 CALLER = """
 namespace tensorrt_llm { namespace kernels {
@@ -27,24 +28,30 @@ int call_all(int x) {
 }
 """
 DEFINER = "namespace tensorrt_llm { namespace kernels { int compiled(int x) { return x + 1; } }}\n"
-DATA_USER = "namespace tensorrt_llm { extern int table[4]; }\nint read0() { return tensorrt_llm::table[0]; }\n"
+DATA_USER = (
+    "namespace tensorrt_llm { extern int table[4]; }\nint read0() { return tensorrt_llm::table[0]; }\n"
+)
 MAIN = """
 #include <cstdio>
 #include <stdexcept>
 int call_all(int);
 int main() {
-  try { call_all(1); } catch (const std::runtime_error& e) { std::printf("caught: %s\\n", e.what()); return 0; }
+  try { call_all(1); }
+  catch (const std::runtime_error& e) { std::printf("caught: %s\\n", e.what()); return 0; }
   std::printf("no exception\\n");
   return 1;
 }
 """
 #: A real launcher of the dispatch switch, as c++filt prints it (FlashInfer 0.7.2, nvcc 13.0).
 LAUNCHER = (
-    "void tensorrt_llm::kernels::cutlass_kernels_oss::sm90_generic_mixed_moe_gemm_kernelLauncher<__nv_bfloat16, "
+    "void tensorrt_llm::kernels::cutlass_kernels_oss::"
+    "sm90_generic_mixed_moe_gemm_kernelLauncher<__nv_bfloat16, "
     "cutlass::float_e2m1_t, __nv_bfloat16, tensorrt_llm::cutlass_extensions::EpilogueOpDefault, "
-    "cute::tuple<cute::C<128>, cute::C<64>, cute::C<128> >, cute::tuple<cute::C<2>, cute::C<1>, cute::C<1> >, "
+    "cute::tuple<cute::C<128>, cute::C<64>, cute::C<128> >, "
+    "cute::tuple<cute::C<2>, cute::C<1>, cute::C<1> >, "
     "cutlass::gemm::KernelTmaWarpSpecializedCooperative, cutlass::epilogue::TmaWarpSpecializedCooperative, "
-    "(cutlass::WeightOnlyQuantOp)2, (cutlass::gemm::collective::MixedInputScaleMode)0>(tensorrt_llm::kernels::"
+    "(cutlass::WeightOnlyQuantOp)2, (cutlass::gemm::collective::MixedInputScaleMode)0>("
+    "tensorrt_llm::kernels::"
     "cutlass_kernels::GroupedGemmInput<__nv_bfloat16, cutlass::float_e2m1_t, __nv_bfloat16, __nv_bfloat16>, "
     "tensorrt_llm::kernels::cutlass_kernels::TmaWarpSpecializedGroupedGemmInput, int, unsigned long*)"
 )
@@ -62,8 +69,10 @@ def test_missing_functions_and_their_stubs_throw(tmp_path):
     missing = S.missing_functions(objs)
     names = [d for _, d in missing]
     assert [m for m, _ in missing] == sorted(m for m, _ in missing)
-    assert set(names) == {"tensorrt_llm::kernels::left_out(int)",
-                          "tensorrt_llm::kernels::Runner<float>::Runner()"}, "compiled(int) is defined"
+    assert set(names) == {
+        "tensorrt_llm::kernels::left_out(int)",
+        "tensorrt_llm::kernels::Runner<float>::Runner()",
+    }, "compiled(int) is defined"
     stub = _obj(tmp_path, "stubs", S.stub_source(missing, "compact"))
     assert S.missing_functions([*objs, stub]) == [], "the stubs define exactly what was missing"
     exe = tmp_path / "prog"
@@ -91,9 +100,15 @@ def test_launcher_label_and_message():
 
 
 def test_check_launcher_symbols_counts(tmp_path):
-    launcher = "namespace tensorrt_llm { void sm90_generic_mixed_moe_x(int); void sm90_generic_mixed_moe_y(int); }"
-    user = _obj(tmp_path, "user", launcher + "\nvoid go() { tensorrt_llm::sm90_generic_mixed_moe_x(1); "
-                "tensorrt_llm::sm90_generic_mixed_moe_y(2); }\n")
+    launcher = (
+        "namespace tensorrt_llm { void sm90_generic_mixed_moe_x(int); void sm90_generic_mixed_moe_y(int); }"
+    )
+    user = _obj(
+        tmp_path,
+        "user",
+        launcher + "\nvoid go() { tensorrt_llm::sm90_generic_mixed_moe_x(1); "
+        "tensorrt_llm::sm90_generic_mixed_moe_y(2); }\n",
+    )
     one = _obj(tmp_path, "one", "namespace tensorrt_llm { void sm90_generic_mixed_moe_x(int) {} }\n")
     with pytest.raises(RuntimeError, match="R-AGREE: 1 SM90 mixed launchers"):
         S.check_launcher_symbols([user, one])

@@ -45,8 +45,9 @@ print("@@" + json.dumps({"version": flashinfer.__version__,
 
 
 def _run(code: str, *args: str, env=None) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=900, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=900, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("@@")][-1]
     return json.loads(line[2:])

@@ -20,33 +20,72 @@ def _script():
 
 
 def _rec(child, had, first, medians, table):
-    return {"child": child, "had_tactics": had, "import_mode": "full" if child == "warm_full" else "lean",
-            "first_tuned_call_s": first, "first_call_without_weights_s": first - 1.0,
-            "seconds": {"torch_s": 1.5, "flashinfer_s": 0.8}, "medians": medians, "table": table}
+    return {
+        "child": child,
+        "had_tactics": had,
+        "import_mode": "full" if child == "warm_full" else "lean",
+        "first_tuned_call_s": first,
+        "first_call_without_weights_s": first - 1.0,
+        "seconds": {"torch_s": 1.5, "flashinfer_s": 0.8},
+        "medians": medians,
+        "table": table,
+    }
 
 
 def test_assemble_rows_checks_and_info(tmp_path):
     st = _script()
     table = {"NVIDIA H200/sm90/132|E128_H2944_I2944_k4_tp1_ep1_bias11_ff1": {"buckets": {"1": [6, 13]}}}
-    tune = _rec("tune", False, 31.0, [{"m": 1, "cache_us": 78.0, "autotuner_us": 78.5},
-                                       {"m": 64, "cache_us": 690.0, "autotuner_us": 688.0}], table)
-    warm = _rec("warm", True, 6.5, [{"m": 1, "cache_us": 79.0, "tactics": {"gemm1": 6}},
-                                     {"m": 64, "cache_us": 700.0}], table)
+    tune = _rec(
+        "tune",
+        False,
+        31.0,
+        [
+            {"m": 1, "cache_us": 78.0, "autotuner_us": 78.5},
+            {"m": 64, "cache_us": 690.0, "autotuner_us": 688.0},
+        ],
+        table,
+    )
+    warm = _rec(
+        "warm",
+        True,
+        6.5,
+        [{"m": 1, "cache_us": 79.0, "tactics": {"gemm1": 6}}, {"m": 64, "cache_us": 700.0}],
+        table,
+    )
     full = _rec("warm_full", True, 9.0, [], None)
     build = {"phase": "cold_build", "configs": "compact", "cold_build_s": 95.0}
-    rows, checks = st.assemble(build, {"tune": tune, "warm": warm, "warm_full": full}, {1: 78.2}, "gpt-oss-120b")
+    rows, checks = st.assemble(
+        build, {"tune": tune, "warm": warm, "warm_full": full}, {1: 78.2}, "gpt-oss-120b"
+    )
     med = [r for r in rows if r["phase"] == "medians"]
     assert [r["m"] for r in med] == [1, 64] and med[0]["latency_study_us"] == 78.2
     assert abs(med[1]["ratio_fresh_cache_to_autotuner"] - 700 / 688) < 1e-12
-    assert checks == {"medians_within_3pct": True, "same_tactics": True, "cold_build_le_90s": False,
-                      "warm_start_le_10s": True}
+    assert checks == {
+        "medians_within_3pct": True,
+        "same_tactics": True,
+        "cold_build_le_90s": False,
+        "warm_start_le_10s": True,
+    }
     slow = _rec("warm", True, 6.5, [{"m": 1, "cache_us": 82.0}, {"m": 64, "cache_us": 700.0}], table)
-    assert not st.assemble(build, {"tune": tune, "warm": slow, "warm_full": full}, {}, "x")[1]["medians_within_3pct"]
+    assert not st.assemble(build, {"tune": tune, "warm": slow, "warm_full": full}, {}, "x")[1][
+        "medians_within_3pct"
+    ]
     other = _rec("warm", True, 6.5, warm["medians"], {})
-    assert not st.assemble(build, {"tune": tune, "warm": other, "warm_full": full}, {}, "x")[1]["same_tactics"]
+    assert not st.assemble(build, {"tune": tune, "warm": other, "warm_full": full}, {}, "x")[1][
+        "same_tactics"
+    ]
 
-    results.write(tmp_path / "startup" / "h200.json", "startup_time", rows, checks=checks,
-                  prov={"gpu": "NVIDIA H200", "cpu_count": 16, "date": "d", "mxfp4lab_commit": "c"})
+    results.write(
+        tmp_path / "startup" / "h200.json",
+        "startup_time",
+        rows,
+        checks=checks,
+        prov={"gpu": "NVIDIA H200", "cpu_count": 16, "date": "d", "mxfp4lab_commit": "c"},
+    )
     (rec,) = recorded_times(tmp_path)
-    assert (rec["cold_build_s"], rec["first_tuned_call_s"], rec["first_tuned_call_tuning_s"],
-            rec["first_tuned_call_full_import_s"]) == (95.0, 6.5, 31.0, 9.0)
+    assert (
+        rec["cold_build_s"],
+        rec["first_tuned_call_s"],
+        rec["first_tuned_call_tuning_s"],
+        rec["first_tuned_call_full_import_s"],
+    ) == (95.0, 6.5, 31.0, 9.0)

@@ -83,12 +83,15 @@ def test_refuses_another_build_or_format(tmp_path):
         _cache(tmp_path)
 
 
-@pytest.mark.parametrize("pair, rule", [
-    ((10, 13), "outside GEMM1"),  # GEMM1 index past its 10 candidates
-    ((3, 3), "outside GEMM1"),    # a GEMM1 index where a GEMM2 one belongs
-    ((3, 20), "outside GEMM1"),   # past GEMM2's list
-    ((-2, 13), "outside GEMM1"),
-])
+@pytest.mark.parametrize(
+    "pair, rule",
+    [
+        ((10, 13), "outside GEMM1"),  # GEMM1 index past its 10 candidates
+        ((3, 3), "outside GEMM1"),  # a GEMM1 index where a GEMM2 one belongs
+        ((3, 20), "outside GEMM1"),  # past GEMM2's list
+        ((-2, 13), "outside GEMM1"),
+    ],
+)
 def test_refuses_tactics_outside_the_lists(tmp_path, pair, rule):
     c = _cache(tmp_path)
     with pytest.raises(T.TacticCacheError, match=rule):
@@ -117,14 +120,36 @@ def _moe_tuning_config(max_tokens):
     """The TuningConfig FlashInfer's MoERunner uses (fused_moe/core.py, FlashInfer 0.7.2)."""
     from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets, make_hybrid_bucket_mapper
 
-    return autotuner.TuningConfig(dynamic_tensor_specs=(autotuner.DynamicTensorSpec(
-        (0,), (0,), get_hybrid_num_tokens_buckets(max_tokens), make_hybrid_bucket_mapper(max_tokens)),))
+    return autotuner.TuningConfig(
+        dynamic_tensor_specs=(
+            autotuner.DynamicTensorSpec(
+                (0,), (0,), get_hybrid_num_tokens_buckets(max_tokens), make_hybrid_bucket_mapper(max_tokens)
+            ),
+        )
+    )
 
 
 def _extras(shape, top_k=None):
     """MoERunner.get_cache_key_extras for the W4A16 path (bf16 x uint8 -> bf16, group scaling on)."""
-    return (torch.bfloat16, torch.uint8, torch.bfloat16, top_k or shape.top_k, shape.tp_size, shape.ep_size,
-            1, False, False, True, False, False, False, True, 3, False, shape.fused_finalize)
+    return (
+        torch.bfloat16,
+        torch.uint8,
+        torch.bfloat16,
+        top_k or shape.top_k,
+        shape.tp_size,
+        shape.ep_size,
+        1,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+        3,
+        False,
+        shape.fused_finalize,
+    )
 
 
 def _winners(shape, table, top_k=None):
@@ -133,7 +158,7 @@ def _winners(shape, table, top_k=None):
     for b, (t1, t2) in table.items():
         shapes = ((b, shape.hidden), *shape.weight_shapes())
         prof = autotuner.AutoTuner._find_nearest_profile(shapes, cfg)
-        for op, t in zip(T.GEMM_OPS, (t1, t2)):
+        for op, t in zip(T.GEMM_OPS, (t1, t2), strict=True):
             key = autotuner.ProfilingCacheKey(op, "MoERunner", 1234, prof, _extras(shape, top_k))
             out[key] = (t, None)
     return out
@@ -141,8 +166,11 @@ def _winners(shape, table, top_k=None):
 
 def test_harvest_reads_flashinfer_keys():
     other = T.LayerShape(32, 2944, 2944, 4, bias=True)
-    winners = {**_winners(SHAPE, TABLE), **_winners(other, {1: (0, 10)}),
-               **_winners(SHAPE, {16: (1, 12)}, top_k=2)}  # another top_k: not this layer
+    winners = {
+        **_winners(SHAPE, TABLE),
+        **_winners(other, {1: (0, 10)}),
+        **_winners(SHAPE, {16: (1, 12)}, top_k=2),
+    }  # another top_k: not this layer
     assert T.harvest(winners.items(), SHAPE) == TABLE
     assert T.harvest(winners.items(), other) == {1: (0, 10)}
     one_gemm = {k: v for k, v in _winners(SHAPE, {64: (2, 12)}).items() if k.custom_op == T.GEMM_OPS[0]}
@@ -159,4 +187,3 @@ def test_bucket_rule_is_flashinfers():
     for m in (1, 3, 5, 200, 256, 257, 1000, 2049, 4097, 8192, 20000):
         prof = autotuner.AutoTuner._find_nearest_profile(((m, 2944), *SHAPE.weight_shapes()), cfg)
         assert prof[0][0] == map_to_hybrid_bucket(m, 8192) in buckets
-

@@ -28,9 +28,16 @@ class PersistedTactics:
         self.cache = TacticCache(tactics_path(spec.root), self.build_key)
         self.max_tokens = int(tune_max_num_tokens)
         self._map = map_to_hybrid_bucket
-        self._dims = dict(num_experts=int(p.w13.shape[0]), hidden=int(p.padded_hidden), inter=int(p.w2.shape[2]) * 2,
-                          tp_size=p.shard.tp_size, ep_size=p.shard.ep_size, bias=p.w13_bias is not None,
-                          bias2=p.w2_bias is not None, fused_finalize=bool(fused_finalize))
+        self._dims = dict(
+            num_experts=int(p.w13.shape[0]),
+            hidden=int(p.padded_hidden),
+            inter=int(p.w2.shape[2]) * 2,
+            tp_size=p.shard.tp_size,
+            ep_size=p.shard.ep_size,
+            bias=p.w13_bias is not None,
+            bias2=p.w2_bias is not None,
+            fused_finalize=bool(fused_finalize),
+        )
         self._pairs: Dict[Tuple[int, int], Tuple[int, int]] = {}
         #: top_k -> "cache" (read from tactics.json) or "tuned" (tuned and saved by this process)
         self.source: Dict[int, str] = {}
@@ -47,8 +54,17 @@ class PersistedTactics:
         import flashinfer.fused_moe.core as core
 
         mod = core.get_cutlass_fused_moe_module("90")
-        r = mod.init(torch.bfloat16, torch.uint8, torch.bfloat16, False, True, False, False,
-                     self._dims["fused_finalize"], False)
+        r = mod.init(
+            torch.bfloat16,
+            torch.uint8,
+            torch.bfloat16,
+            False,
+            True,
+            False,
+            False,
+            self._dims["fused_finalize"],
+            False,
+        )
         return int(r.get_gemm1_tactic_count()), int(r.get_gemm2_tactic_count())
 
     def _tune(self, backend, x, topk_ids, topk_weights, shape: LayerShape) -> None:
@@ -64,10 +80,14 @@ class PersistedTactics:
         table = harvest(AutoTuner.get().profiling_cache.items(), shape)
         if not table:
             raise RuntimeError(
-                f"FlashInfer's autotuner ran for layer {shape.key} but its cache holds no GEMM1 + GEMM2 pick for it "
-                "(the key layout of flashinfer.autotuner changed?): cannot persist tactics")
+                f"FlashInfer's autotuner ran for layer {shape.key} but its cache holds no GEMM1 + GEMM2 pick "
+                "for it "
+                "(the key layout of flashinfer.autotuner changed?): cannot persist tactics"
+            )
         g1, g2 = self._counts()
-        self.cache.record(self.gpu, shape, table, tune_max_num_tokens=self.max_tokens, gemm1_count=g1, gemm2_count=g2)
+        self.cache.record(
+            self.gpu, shape, table, tune_max_num_tokens=self.max_tokens, gemm1_count=g1, gemm2_count=g2
+        )
         self.cache.save()
         self.source[shape.top_k] = "tuned"
 
@@ -92,7 +112,8 @@ class PersistedTactics:
                 if torch.cuda.is_current_stream_capturing():
                     raise RuntimeError(
                         f"no tuned tactics for layer {shape.key}, bucket {b} during CUDA graph capture: call "
-                        "tune(x, topk_ids, topk_weights) before capturing")
+                        "tune(x, topk_ids, topk_weights) before capturing"
+                    )
                 self._tune(backend, x, topk_ids, topk_weights, shape)
                 pair = self.cache.lookup(key, tune_max_num_tokens=self.max_tokens)
                 if pair is None:
@@ -105,5 +126,9 @@ class PersistedTactics:
         """The pair this backend runs for ``m`` tokens (last top-k seen) and where it came from."""
         k = self._last_k
         pair = None if k is None else self._pairs.get((k, self.bucket(m)))
-        return {"bucket": self.bucket(m), "gemm1": None if pair is None else pair[0],
-                "gemm2": None if pair is None else pair[1], "source": self.source.get(k)}
+        return {
+            "bucket": self.bucket(m),
+            "gemm1": None if pair is None else pair[0],
+            "gemm2": None if pair is None else pair[1],
+            "source": self.source.get(k),
+        }

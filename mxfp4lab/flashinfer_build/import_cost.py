@@ -28,8 +28,14 @@ def parse_importtime(stderr: str) -> List[Dict[str, Any]]:
     for ln in stderr.splitlines():
         m = _LINE.match(ln)
         if m:
-            rows.append({"module": m.group(4), "self_s": int(m.group(1)) / 1e6,
-                         "cumulative_s": int(m.group(2)) / 1e6, "depth": (len(m.group(3)) - 1) // 2})
+            rows.append(
+                {
+                    "module": m.group(4),
+                    "self_s": int(m.group(1)) / 1e6,
+                    "cumulative_s": int(m.group(2)) / 1e6,
+                    "depth": (len(m.group(3)) - 1) // 2,
+                }
+            )
     return rows
 
 
@@ -57,8 +63,13 @@ def measure(mode: str, *, python: Optional[str] = None, cwd: Optional[str] = Non
     """One fresh interpreter importing ``mode`` (``"torch"``, ``"full"`` or ``"lean"``): the summary."""
     if mode not in _SNIPPETS:
         raise ValueError(f"mode must be one of {sorted(_SNIPPETS)}, got {mode!r}")
-    out = subprocess.run([python or sys.executable, "-X", "importtime", "-c", _SNIPPETS[mode]], cwd=cwd,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [python or sys.executable, "-X", "importtime", "-c", _SNIPPETS[mode]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"importing ({mode}) failed:\n{out.stderr[-2000:]}")
     return {"mode": mode, **summarize(parse_importtime(out.stderr))}
@@ -72,6 +83,8 @@ def report(results: List[Dict[str, Any]]) -> str:
         lines.append(f"{r['mode']:6s} {r['total_s']:8.2f} {r['modules']:8d}  {pk}")
     full = next((r for r in results if r["mode"] == "full"), None)
     if full:
-        lines.append("heaviest flashinfer subpackages of `import flashinfer` (cumulative s): "
-                     + ", ".join(f"{k.split('.', 1)[1]} {v:.2f}" for k, v in full["flashinfer_subpackages_s"].items()))
+        lines.append(
+            "heaviest flashinfer subpackages of `import flashinfer` (cumulative s): "
+            + ", ".join(f"{k.split('.', 1)[1]} {v:.2f}" for k, v in full["flashinfer_subpackages_s"].items())
+        )
     return "\n".join(lines)

@@ -67,7 +67,8 @@ def complete(module: types.ModuleType) -> types.ModuleType:
         module.__dict__["_mxfp4lab_completed"] = True
         loader = importlib.machinery.SourceFileLoader(module.__name__, spec.origin)
         code = loader.get_code(module.__name__)
-        exec(code, module.__dict__)  # noqa: S102 - the package's own __init__, as the import system would run it
+        # the package's own __init__, in its own namespace, as the import system would have run it
+        exec(code, module.__dict__)  # noqa: S102
         return module
 
 
@@ -94,8 +95,9 @@ class _LazyPackageFinder(importlib.abc.MetaPathFinder):
         real = importlib.machinery.PathFinder.find_spec(fullname, path)
         if real is None or real.submodule_search_locations is None or not (real.origin or "").endswith(".py"):
             return None  # a plain module (or a namespace package): the normal import
-        spec = importlib.util.spec_from_loader(fullname, _LazyPackageLoader(real), origin=real.origin,
-                                               is_package=True)
+        spec = importlib.util.spec_from_loader(
+            fullname, _LazyPackageLoader(real), origin=real.origin, is_package=True
+        )
         spec.submodule_search_locations = real.submodule_search_locations
         return spec
 
@@ -128,8 +130,11 @@ def import_lean(modules: Sequence[str] = W4A16_MODULES) -> Dict[str, types.Modul
             disable()
             for name in [n for n in sys.modules if n == ROOT or n.startswith(ROOT + ".")]:
                 del sys.modules[name]
-            warnings.warn(f"lean FlashInfer import failed ({type(exc).__name__}: {exc}); importing FlashInfer "
-                          "whole", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"lean FlashInfer import failed ({type(exc).__name__}: {exc}); importing FlashInfer whole",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             importlib.import_module(ROOT)
             return {m: importlib.import_module(m) for m in modules}
 

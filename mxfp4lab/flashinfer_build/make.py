@@ -55,7 +55,9 @@ def _ninja(spec, jobs: int, targets: Sequence[str], verbose: bool, t0: float, ta
                 print(line.rstrip(), flush=True)
     rc = proc.wait()
     if rc != 0:
-        raise RuntimeError(f"ninja failed (rc={rc}) building {spec.name} in {spec.root}:\n" + "".join(tail[-60:]))
+        raise RuntimeError(
+            f"ninja failed (rc={rc}) building {spec.name} in {spec.root}:\n" + "".join(tail[-60:])
+        )
 
 
 def run_build(spec, *, jobs: Optional[int], verbose: bool) -> Dict[str, Any]:
@@ -67,7 +69,9 @@ def run_build(spec, *, jobs: Optional[int], verbose: bool) -> Dict[str, Any]:
     objects = spec.get_object_paths_in_root()
     stub_objs = [o for o in objects if o.name.startswith(f"src_{Path(UNDEFINED_STUBS_UNIT).stem}.")]
     if len(stub_objs) != 1:
-        raise RuntimeError(f"build.ninja in {root} has {len(stub_objs)} objects for {UNDEFINED_STUBS_UNIT}, expected 1")
+        raise RuntimeError(
+            f"build.ninja in {root} has {len(stub_objs)} objects for {UNDEFINED_STUBS_UNIT}, expected 1"
+        )
     first = [o for o in objects if o not in stub_objs]
     t0 = time.time()
     if verbose:
@@ -75,22 +79,34 @@ def run_build(spec, *, jobs: Optional[int], verbose: bool) -> Dict[str, Any]:
     _ninja(spec, jobs, [str(o) for o in first], verbose, t0, "objects")
     t1 = time.time()
     missing = missing_functions(first)
-    _write_if_different(root / "src" / UNDEFINED_STUBS_UNIT,
-                        stub_source(missing, spec.info.get("config_set", "custom")))
+    _write_if_different(
+        root / "src" / UNDEFINED_STUBS_UNIT, stub_source(missing, spec.info.get("config_set", "custom"))
+    )
     t2 = time.time()
     _ninja(spec, jobs, [], verbose, t0, "stubs+link")
     t3 = time.time()
     record: Dict[str, Any] = {
-        "wall_s": t3 - t0, "objects_s": t1 - t0, "stub_scan_s": t2 - t1, "stubs_and_link_s": t3 - t2,
-        "jobs": jobs, "cpu_count": os.cpu_count(), "time": t3, "stubbed_functions": len(missing),
+        "wall_s": t3 - t0,
+        "objects_s": t1 - t0,
+        "stub_scan_s": t2 - t1,
+        "stubs_and_link_s": t3 - t2,
+        "jobs": jobs,
+        "cpu_count": os.cpu_count(),
+        "time": t3,
+        "stubbed_functions": len(missing),
         "stubbed_launchers": sum("sm90_generic_mixed_moe" in m for m, _ in missing),
     }
     record.update(check_launcher_symbols(objects))
     left = undefined_in_library(spec.jit_library_path)
     if left:
-        raise RuntimeError(f"{spec.jit_library_path} still needs {len(left)} tensorrt_llm symbols: {left[:5]}")
+        raise RuntimeError(
+            f"{spec.jit_library_path} still needs {len(left)} tensorrt_llm symbols: {left[:5]}"
+        )
     (root / "BUILD_OK").write_text(json.dumps(record))
     if verbose:
-        print(f"[mxfp4lab build] done in {record['wall_s']:.1f}s ({len(missing)} throwing stubs) -> "
-              f"{spec.jit_library_path}", flush=True)
+        print(
+            f"[mxfp4lab build] done in {record['wall_s']:.1f}s ({len(missing)} throwing stubs) -> "
+            f"{spec.jit_library_path}",
+            flush=True,
+        )
     return record

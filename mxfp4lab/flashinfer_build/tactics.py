@@ -76,14 +76,21 @@ class LayerShape:
     @property
     def key(self) -> str:
         """``"E128_H2944_I2944_k4_tp1_ep1_bias11_ff1"``."""
-        return (f"E{self.num_experts}_H{self.hidden}_I{self.inter}_k{self.top_k}_tp{self.tp_size}"
-                f"_ep{self.ep_size}_bias{int(self.bias)}{int(self.bias2)}_ff{int(self.fused_finalize)}")
+        return (
+            f"E{self.num_experts}_H{self.hidden}_I{self.inter}_k{self.top_k}_tp{self.tp_size}"
+            f"_ep{self.ep_size}_bias{int(self.bias)}{int(self.bias2)}_ff{int(self.fused_finalize)}"
+        )
 
     def weight_shapes(self) -> Tuple[Tuple[int, ...], ...]:
         """FlashInfer's profile of the four weight inputs (``[w13, w13_bias, w2, w2_bias]``, packed FP4
         bytes: K/2 per row; an absent bias profiles as ``(0,)``)."""
         e, h, i = self.num_experts, self.hidden, self.inter
-        return ((e, 2 * i, h // 2), (e, 2 * i) if self.bias else (0,), (e, h, i // 2), (e, h) if self.bias2 else (0,))
+        return (
+            (e, 2 * i, h // 2),
+            (e, 2 * i) if self.bias else (0,),
+            (e, h, i // 2),
+            (e, h) if self.bias2 else (0,),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,11 +149,14 @@ class TacticCache:
         where = str(self.path)
         if not isinstance(doc, dict) or doc.get("format") != TACTICS_FORMAT:
             got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise TacticCacheError(f"{where}: format {got!r}, this mxfp4lab reads tactics format {TACTICS_FORMAT}")
+            raise TacticCacheError(
+                f"{where}: format {got!r}, this mxfp4lab reads tactics format {TACTICS_FORMAT}"
+            )
         if doc.get("build_key") != self.build_key:
             raise TacticCacheError(
                 f"{where}: tactics of build {doc.get('build_key')!r}, not of this build {self.build_key!r} "
-                "(tactics index the build's own candidate list)")
+                "(tactics index the build's own candidate list)"
+            )
         entries = doc.get("entries")
         if not isinstance(entries, dict):
             raise TacticCacheError(f"{where}: 'entries' must be an object")
@@ -162,7 +172,11 @@ class TacticCache:
             merged.update({k: v for k, v in ent.items() if k != "buckets"})
             merged["buckets"] = {**on_disk.get(name, {}).get("buckets", {}), **ent["buckets"]}
             on_disk[name] = merged
-        doc = {"format": TACTICS_FORMAT, "build_key": self.build_key, "entries": dict(sorted(on_disk.items()))}
+        doc = {
+            "format": TACTICS_FORMAT,
+            "build_key": self.build_key,
+            "entries": dict(sorted(on_disk.items())),
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
@@ -178,7 +192,9 @@ class TacticCache:
     # ------------------------------------------------------------------ entries
     def _entry(self, key: TacticKey) -> Optional[Dict[str, Any]]:
         if key.build_key != self.build_key:
-            raise TacticCacheError(f"key of build {key.build_key!r} asked of the tactics of build {self.build_key!r}")
+            raise TacticCacheError(
+                f"key of build {key.build_key!r} asked of the tactics of build {self.build_key!r}"
+            )
         return self.entries.get(key.entry)
 
     def lookup(self, key: TacticKey, *, tune_max_num_tokens: int) -> Optional[Tuple[int, int]]:
@@ -195,9 +211,18 @@ class TacticCache:
         ent = self.entries.get(f"{gpu}|{shape.key}")
         return ent is not None and ent["tune_max_num_tokens"] == tune_max_num_tokens and bool(ent["buckets"])
 
-    def record(self, gpu: str, shape: LayerShape, table: Mapping[int, Tuple[int, int]], *, tune_max_num_tokens: int,
-               gemm1_count: int, gemm2_count: int) -> None:
-        """Put a whole bucket table (``{bucket: (gemm1, gemm2)}``) for one (GPU, shape); :meth:`save` writes it."""
+    def record(
+        self,
+        gpu: str,
+        shape: LayerShape,
+        table: Mapping[int, Tuple[int, int]],
+        *,
+        tune_max_num_tokens: int,
+        gemm1_count: int,
+        gemm2_count: int,
+    ) -> None:
+        """Put a whole bucket table (``{bucket: (gemm1, gemm2)}``) for one (GPU, shape); :meth:`save`
+        writes it."""
         ent = {
             "tune_max_num_tokens": int(tune_max_num_tokens),
             "gemm1_count": int(gemm1_count),
@@ -220,7 +245,9 @@ def _check_entry(ent: Any, where: str) -> None:
             raise TacticCacheError(f"{where}: missing {f!r}")
     g1, g2 = ent["gemm1_count"], ent["gemm2_count"]
     if not (isinstance(g1, int) and isinstance(g2, int) and g1 >= 1 and g2 >= 1):
-        raise TacticCacheError(f"{where}: gemm1_count / gemm2_count must be positive ints, got {g1!r} / {g2!r}")
+        raise TacticCacheError(
+            f"{where}: gemm1_count / gemm2_count must be positive ints, got {g1!r} / {g2!r}"
+        )
     if not isinstance(ent["buckets"], dict):
         raise TacticCacheError(f"{where}: 'buckets' must be an object bucket -> [gemm1, gemm2]")
     for b, pair in ent["buckets"].items():
@@ -231,7 +258,8 @@ def _check_entry(ent: Any, where: str) -> None:
         if not ((pair[0] == -1 or 0 <= pair[0] < g1) and (pair[1] == -1 or g1 <= pair[1] < g1 + g2)):
             raise TacticCacheError(
                 f"{where}: bucket {b}: tactics {pair} outside GEMM1 [0, {g1}) / GEMM2 [{g1}, {g1 + g2}) "
-                "(tuned for another build?)")
+                "(tuned for another build?)"
+            )
 
 
 def harvest(winners: Iterable[Tuple[Any, Any]], shape: LayerShape) -> Dict[int, Tuple[int, int]]:
