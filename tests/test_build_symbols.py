@@ -114,3 +114,24 @@ def test_check_launcher_symbols_counts(tmp_path):
         S.check_launcher_symbols([user, one])
     stub = _obj(tmp_path, "stub", S.stub_source(S.missing_functions([user, one]), "custom"))
     assert S.check_launcher_symbols([user, one, stub]) == {"launchers_referenced": 2, "launchers_defined": 2}
+
+
+def test_compile_launcher_logs_cpu_and_unit_times_merge_it(tmp_path):
+    import json
+    import sys
+
+    from mxfp4lab.flashinfer_build import _timed, make
+    from mxfp4lab.flashinfer_build.spec import UNIT_CPU_LOG
+
+    src = tmp_path / "u.cpp"
+    src.write_text("int f(int x) { return x * 3; }\n")
+    log = tmp_path / UNIT_CPU_LOG
+    cmd = [sys.executable, _timed.__file__, str(log), "g++", "-O2", "-c", str(src), "-o", str(tmp_path / "u.o")]
+    assert subprocess.run(cmd).returncode == 0 and (tmp_path / "u.o").exists()
+    assert subprocess.run([*cmd[:3], "false"]).returncode == 1, "the command's status comes back"
+    recs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert recs[0]["output"] == "u.o" and recs[0]["user_s"] + recs[0]["sys_s"] > 0 and recs[0]["rc"] == 0
+    (tmp_path / ".ninja_log").write_text("# ninja log v5\n120\t5320\t0\t" + str(tmp_path / "u.o") + "\tabc\n")
+    t = make.unit_times(tmp_path)["u.o"]
+    assert (t["start_s"], t["end_s"], t["seconds"]) == pytest.approx((0.12, 5.32, 5.2))
+    assert t["cpu_s"] == round(recs[0]["user_s"] + recs[0]["sys_s"], 2)

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .sources import UNDEFINED_STUBS_UNIT, _write_if_different
+from .spec import UNIT_CPU_LOG
 from .symbols import check_launcher_symbols, missing_functions, stub_source, undefined_in_library
 from .toolchain import _ninja_bin
 
 
 def unit_times(root: Path) -> Dict[str, Dict[str, float]]:
-    """Per object of the last build: ``{"start_s", "end_s", "seconds"}`` from ninja's ``.ninja_log``
-    (last entry per output; ninja writes milliseconds since the start of its run)."""
+    """Per object of the last build: ``{"start_s", "end_s", "seconds"}`` from ninja's ``.ninja_log`` (last
+    entry per output; milliseconds since the start of ninja's run, so the two phases restart at 0), and
+    ``"cpu_s"`` (user + sys of the compiler and its tools) from the launcher's log when present."""
     times: Dict[str, Dict[str, float]] = {}
     log = Path(root) / ".ninja_log"
     if not log.exists():
@@ -38,6 +40,12 @@ def unit_times(root: Path) -> Dict[str, Dict[str, float]]:
             continue
         start, end = int(parts[0]) / 1000.0, int(parts[1]) / 1000.0
         times[Path(parts[3]).name] = {"start_s": start, "end_s": end, "seconds": end - start}
+    cpu = Path(root) / UNIT_CPU_LOG
+    if cpu.exists():
+        for line in cpu.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["output"] in times:
+                times[rec["output"]]["cpu_s"] = round(rec["user_s"] + rec["sys_s"], 2)
     return times
 
 
@@ -66,6 +74,7 @@ def run_build(spec, *, jobs: Optional[int], verbose: bool) -> Dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     spec.write_ninja()
     jobs = jobs or int(os.environ.get("MAX_JOBS", "0") or 0) or (os.cpu_count() or 1)
+    (root / UNIT_CPU_LOG).unlink(missing_ok=True)
     objects = spec.get_object_paths_in_root()
     stub_objs = [o for o in objects if o.name.startswith(f"src_{Path(UNDEFINED_STUBS_UNIT).stem}.")]
     if len(stub_objs) != 1:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -36,6 +38,9 @@ from .toolchain import (
     _sm90_target_if_undetected,
     _stock_sm90_spec,
 )
+
+#: Per-unit CPU / wall seconds of the last build, one JSON line per compile (written by _timed.py).
+UNIT_CPU_LOG = "unit_cpu.jsonl"
 
 #: mxfp4lab's own C++/CUDA sources (the heuristic probe, the interleave extension)
 CSRC = Path(__file__).resolve().parent.parent / "_csrc"
@@ -96,6 +101,13 @@ def _make_spec_class():
             content = content.replace(stock_out + "/", str(self.root) + "/")
             if stock_out in content:
                 raise RuntimeError(f"ninja text still references {stock_out} after relocation")
+            # every compile through _timed.py: its CPU and wall seconds land in UNIT_CPU_LOG (make.unit_times)
+            launcher = " ".join(shlex.quote(str(a)) for a in (sys.executable, Path(__file__).with_name("_timed.py"),
+                                                               self.root / UNIT_CPU_LOG))
+            content, n = re.subn(r"^(nvcc_launcher|cxx_launcher) =[^\n]*$", lambda m: f"{m.group(1)} = {launcher}",
+                                 content, flags=re.M)
+            if n != 2:
+                raise RuntimeError(f"ninja text has {n} compiler-launcher variables, expected 2 (FlashInfer changed?)")
             self.root.mkdir(parents=True, exist_ok=True)
             _write_if_different(self.ninja_path, content)
 
