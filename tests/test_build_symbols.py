@@ -126,7 +126,8 @@ def test_compile_launcher_logs_cpu_and_unit_times_merge_it(tmp_path):
     src = tmp_path / "u.cpp"
     src.write_text("int f(int x) { return x * 3; }\n")
     log = tmp_path / UNIT_CPU_LOG
-    cmd = [sys.executable, _timed.__file__, str(log), "g++", "-O2", "-c", str(src), "-o", str(tmp_path / "u.o")]
+    obj = tmp_path / "u.o"
+    cmd = [sys.executable, _timed.__file__, str(log), "g++", "-O2", "-c", str(src), "-o", str(obj)]
     assert subprocess.run(cmd).returncode == 0 and (tmp_path / "u.o").exists()
     assert subprocess.run([*cmd[:3], "false"]).returncode == 1, "the command's status comes back"
     recs = [json.loads(ln) for ln in log.read_text().splitlines()]
