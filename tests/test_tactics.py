@@ -30,27 +30,28 @@ def test_keys_tell_apart_gpu_build_shape_bucket():
         T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, bias=True, fused_finalize=False), 64),
         T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, tp_size=2, bias=True), 64),
         T.TacticKey(GPU, "k1", SHAPE, 128),
+        T.TacticKey(GPU, "k1", SHAPE, 64, max_tokens=4096),
     ]
     assert len({base, *variants}) == len(variants) + 1
-    assert base.entry == "NVIDIA H200/sm90/132|E128_H2944_I2944_k4_tp1_ep1_bias11_ff1"
+    assert base.entry == "NVIDIA H200/sm90/132|E128_H2944_I2944_k4_tp1_ep1_bias11_ff1|max8192"
     assert T.TacticKey(GPU, "k1", T.LayerShape(128, 2944, 2944, 4, bias=True), 64) == base
 
 
 def test_round_trip_in_a_fresh_reader(tmp_path):
     c = _cache(tmp_path)
-    assert c.lookup(T.TacticKey(GPU, c.build_key, SHAPE, 1), tune_max_num_tokens=8192) is None
+    assert c.lookup(T.TacticKey(GPU, c.build_key, SHAPE, 1)) is None
     c.record(GPU, SHAPE, TABLE, tune_max_num_tokens=8192, gemm1_count=10, gemm2_count=10)
     c.save()
     fresh = _cache(tmp_path)  # what a new process sees
     for b, pair in TABLE.items():
-        assert fresh.lookup(T.TacticKey(GPU, c.build_key, SHAPE, b), tune_max_num_tokens=8192) == pair
-    assert fresh.lookup(T.TacticKey(GPU, c.build_key, SHAPE, 3), tune_max_num_tokens=8192) is None
+        assert fresh.lookup(T.TacticKey(GPU, c.build_key, SHAPE, b)) == pair
+    assert fresh.lookup(T.TacticKey(GPU, c.build_key, SHAPE, 3)) is None
     assert fresh.covers(GPU, SHAPE, tune_max_num_tokens=8192)
     # another tune_max_num_tokens means other buckets: not served
-    assert fresh.lookup(T.TacticKey(GPU, c.build_key, SHAPE, 1), tune_max_num_tokens=4096) is None
+    assert fresh.lookup(T.TacticKey(GPU, c.build_key, SHAPE, 1, max_tokens=4096)) is None
     assert not fresh.covers(GPU, SHAPE, tune_max_num_tokens=4096)
     other = T.LayerShape(32, 2944, 2944, 4, bias=True)
-    assert fresh.lookup(T.TacticKey(GPU, c.build_key, other, 1), tune_max_num_tokens=8192) is None
+    assert fresh.lookup(T.TacticKey(GPU, c.build_key, other, 1)) is None
 
 
 def test_save_merges_with_another_writer(tmp_path):
@@ -61,8 +62,8 @@ def test_save_merges_with_another_writer(tmp_path):
     a.save()
     b.save()  # b read the file before a wrote: its save must keep a's entry
     fresh = _cache(tmp_path)
-    assert fresh.lookup(T.TacticKey(GPU, a.build_key, SHAPE, 256), tune_max_num_tokens=8192) == (3, 14)
-    assert fresh.lookup(T.TacticKey(GPU, a.build_key, other, 1), tune_max_num_tokens=8192) == (0, 10)
+    assert fresh.lookup(T.TacticKey(GPU, a.build_key, SHAPE, 256)) == (3, 14)
+    assert fresh.lookup(T.TacticKey(GPU, a.build_key, other, 1)) == (0, 10)
     assert not list(tmp_path.glob(".*.tmp")), "atomic write leaves no temporary file"
 
 
@@ -73,7 +74,7 @@ def test_refuses_another_build_or_format(tmp_path):
     with pytest.raises(T.TacticCacheError, match="not of this build"):
         _cache(tmp_path, key="d850d3376a54d134")
     with pytest.raises(T.TacticCacheError, match="asked of the tactics of build"):
-        c.lookup(T.TacticKey(GPU, "other", SHAPE, 1), tune_max_num_tokens=8192)
+        c.lookup(T.TacticKey(GPU, "other", SHAPE, 1))
     doc = json.loads(c.path.read_text())
     c.path.write_text(json.dumps({**doc, "format": 99}))
     with pytest.raises(T.TacticCacheError, match="tactics format 1"):

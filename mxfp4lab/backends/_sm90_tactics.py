@@ -77,7 +77,10 @@ class PersistedTactics:
             torch.cuda.synchronize()
         finally:
             backend._tuning = False
-        table = harvest(AutoTuner.get().profiling_cache.items(), shape)
+        from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets
+
+        buckets = get_hybrid_num_tokens_buckets(self.max_tokens)
+        table = harvest(AutoTuner.get().profiling_cache.items(), shape, buckets)
         if not table:
             raise RuntimeError(
                 f"FlashInfer's autotuner ran for layer {shape.key} but its cache holds no GEMM1 + GEMM2 pick "
@@ -106,8 +109,8 @@ class PersistedTactics:
         pair = self._pairs.get((k, b))
         if pair is None:
             shape = self.shape(k)
-            key = TacticKey(self.gpu, self.build_key, shape, b)
-            pair = self.cache.lookup(key, tune_max_num_tokens=self.max_tokens)
+            key = TacticKey(self.gpu, self.build_key, shape, b, self.max_tokens)
+            pair = self.cache.lookup(key)
             if pair is None:
                 if torch.cuda.is_current_stream_capturing():
                     raise RuntimeError(
@@ -115,7 +118,7 @@ class PersistedTactics:
                         "tune(x, topk_ids, topk_weights) before capturing"
                     )
                 self._tune(backend, x, topk_ids, topk_weights, shape)
-                pair = self.cache.lookup(key, tune_max_num_tokens=self.max_tokens)
+                pair = self.cache.lookup(key)
                 if pair is None:
                     raise RuntimeError(f"FlashInfer's autotuner left bucket {b} of layer {shape.key} untuned")
             self.source.setdefault(k, "cache")

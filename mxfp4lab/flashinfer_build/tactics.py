@@ -9,14 +9,15 @@ those picks in one JSON file per build and hands them back as ``profile_ids`` fo
 
 Key of one entry: :class:`TacticKey` = (GPU, build key, :class:`LayerShape`, bucket). The bucket is
 FlashInfer's own token-count bucket (``flashinfer.fused_moe.utils.map_to_hybrid_bucket``: powers of
-two to 256, then steps of 256 / 512, then powers of two, capped at ``tune_max_num_tokens``); the caller
-passes the mapped bucket in, so the rule lives in one place (FlashInfer).
+two to 256, then steps of 256 / 512, then powers of two, capped at ``tune_max_num_tokens``, which is
+therefore part of the key); the caller passes the mapped bucket in, so the rule lives in one place
+(FlashInfer).
 
 File: ``<build root>/tactics.json`` (beside the library; :func:`tactics_path`)::
 
     {"format": 1, "build_key": "496e8c444770d38a",
-     "entries": {"<gpu>|<shape>": {"tune_max_num_tokens": 8192, "gemm1_count": 10, "gemm2_count": 10,
-                                   "buckets": {"1": [3, 14], "2": [3, 14], ...}, "tuned": "<UTC time>"}}}
+     "entries": {"<gpu>|<shape>|max8192": {"tune_max_num_tokens": 8192, "gemm1_count": 10, "gemm2_count": 10,
+                                           "buckets": {"1": [3, 14], "2": [3, 14], ...}, "tuned": "<UTC time>"}}}
 
 Writes are atomic (temporary file + ``os.replace``) and merge with what another process wrote since
 this one read the file. A malformed file, a file of another build, or a tactic outside the module's
@@ -93,19 +94,25 @@ class LayerShape:
         )
 
 
+def entry_name(gpu: str, shape: LayerShape, max_tokens: int) -> str:
+    """A file entry's name: ``"<gpu>|<shape key>|max<tune_max_num_tokens>"`` (the limit decides the bucket
+    list; the build key names the file)."""
+    return f"{gpu}|{shape.key}|max{int(max_tokens)}"
+
+
 @dataclasses.dataclass(frozen=True)
 class TacticKey:
-    """(GPU, build key, layer shape, bucket): one persisted pair of tactics."""
+    """(GPU, build key, layer shape, bucket of ``max_tokens``' list): one persisted pair of tactics."""
 
     gpu: str
     build_key: str
     shape: LayerShape
     bucket: int
+    max_tokens: int = 8192
 
     @property
     def entry(self) -> str:
-        """The file's entry name: ``"<gpu>|<shape key>"`` (the build key names the file)."""
-        return f"{self.gpu}|{self.shape.key}"
+        return entry_name(self.gpu, self.shape, self.max_tokens)
 
 
 def gpu_identity(name: str, sm_count: int, capability: Tuple[int, int]) -> str:
@@ -197,19 +204,15 @@ class TacticCache:
             )
         return self.entries.get(key.entry)
 
-    def lookup(self, key: TacticKey, *, tune_max_num_tokens: int) -> Optional[Tuple[int, int]]:
-        """``(gemm1, gemm2)`` for this key, or None when it was never tuned (or tuned with another
-        ``tune_max_num_tokens``, which changes the buckets)."""
+    def lookup(self, key: TacticKey) -> Optional[Tuple[int, int]]:
+        """``(gemm1, gemm2)`` for this key, or None when it was never tuned."""
         ent = self._entry(key)
-        if ent is None or ent["tune_max_num_tokens"] != tune_max_num_tokens:
-            return None
-        pair = ent["buckets"].get(str(key.bucket))
+        pair = None if ent is None else ent["buckets"].get(str(key.bucket))
         return None if pair is None else (int(pair[0]), int(pair[1]))
 
     def covers(self, gpu: str, shape: LayerShape, *, tune_max_num_tokens: int) -> bool:
         """True when this (GPU, shape) has a tuned table for ``tune_max_num_tokens``."""
-        ent = self.entries.get(f"{gpu}|{shape.key}")
-        return ent is not None and ent["tune_max_num_tokens"] == tune_max_num_tokens and bool(ent["buckets"])
+        return bool(self.entries.get(entry_name(gpu, shape, tune_max_num_tokens), {}).get("buckets"))
 
     def record(
         self,
@@ -230,8 +233,9 @@ class TacticCache:
             "buckets": {str(int(b)): [int(t[0]), int(t[1])] for b, t in sorted(table.items())},
             "tuned": _utc_now(),
         }
-        _check_entry(ent, f"new entry {gpu}|{shape.key}")
-        self.entries[f"{gpu}|{shape.key}"] = ent
+        name = entry_name(gpu, shape, tune_max_num_tokens)
+        _check_entry(ent, f"new entry {name}")
+        self.entries[name] = ent
 
 
 def _check_entry(ent: Any, where: str) -> None:
@@ -262,13 +266,17 @@ def _check_entry(ent: Any, where: str) -> None:
             )
 
 
-def harvest(winners: Iterable[Tuple[Any, Any]], shape: LayerShape) -> Dict[int, Tuple[int, int]]:
+def harvest(
+    winners: Iterable[Tuple[Any, Any]], shape: LayerShape, buckets: Optional[Iterable[int]] = None
+) -> Dict[int, Tuple[int, int]]:
     """The bucket table ``{bucket: (gemm1, gemm2)}`` of ``shape`` from FlashInfer's autotuner winners.
 
     ``winners``: ``AutoTuner.get().profiling_cache.items()`` (FlashInfer 0.7.2): keys with ``custom_op``
     (:data:`GEMM_OPS`), ``runner_class_name`` and ``nearest_profile`` (the profile shapes: input 0 is
     ``[bucket, hidden]``, inputs 1-4 the weights); values ``(tactic, profile)``. Entries of other ops or
-    shapes are skipped; a bucket tuned for one GEMM only is left out (the caller re-tunes).
+    shapes are skipped; a bucket tuned for one GEMM only is left out (the caller re-tunes). ``buckets``:
+    keep only these (the bucket list of the caller's ``tune_max_num_tokens``; FlashInfer's keys do not
+    carry it, so one layer tuned with two limits holds both lists).
     """
     weights = shape.weight_shapes()
     # MoERunner.get_cache_key_extras (FlashInfer 0.7.2): (x, weight, output dtypes, top_k, tp_size, ep_size,
@@ -288,4 +296,5 @@ def harvest(winners: Iterable[Tuple[Any, Any]], shape: LayerShape) -> Dict[int, 
         tactic = value[0] if isinstance(value, (tuple, list)) else value
         got[op][int(prof[0][0])] = int(tactic)
     g1, g2 = got[GEMM_OPS[0]], got[GEMM_OPS[1]]
-    return {b: (g1[b], g2[b]) for b in sorted(set(g1) & set(g2))}
+    keep = set(g1) & set(g2) if buckets is None else set(g1) & set(g2) & {int(b) for b in buckets}
+    return {b: (g1[b], g2[b]) for b in sorted(keep)}
