@@ -16,8 +16,9 @@ therefore part of the key); the caller passes the mapped bucket in, so the rule 
 File: ``<build root>/tactics.json`` (beside the library; :func:`tactics_path`)::
 
     {"format": 1, "build_key": "496e8c444770d38a",
-     "entries": {"<gpu>|<shape>|max8192": {"tune_max_num_tokens": 8192, "gemm1_count": 10, "gemm2_count": 10,
-                                           "buckets": {"1": [3, 14], "2": [3, 14], ...}, "tuned": "<UTC time>"}}}
+     "entries": {"<gpu>|<shape>|max8192": {
+         "tune_max_num_tokens": 8192, "gemm1_count": 10, "gemm2_count": 10,
+         "buckets": {"1": [3, 14], "2": [3, 14], ...}, "tuned": "<UTC time>"}}}
 
 Writes are atomic (temporary file + ``os.replace``) and merge with what another process wrote since
 this one read the file. A malformed file, a file of another build, or a tactic outside the module's
