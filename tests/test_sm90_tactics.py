@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 autotuner = pytest.importorskip("flashinfer.autotuner")
 
+from autotuner_keys import moe_extras, moe_tuning_config  # noqa: E402
+
 from mxfp4lab.backends import _sm90_tactics as ST  # noqa: E402
 from mxfp4lab.flashinfer_build import tactics as T  # noqa: E402
 from mxfp4lab.moe_tensors import ShardSpec  # noqa: E402
@@ -24,53 +26,23 @@ def _picks(bucket: int):
 
 
 class FakeBackend:
-    """Calls like FlashInferSM90 inside ``autotune(True)``: every bucket of the layer tuned, as FlashInfer's
+    """Stands in for FlashInferSM90._autotune_call: every bucket of the layer tuned, as FlashInfer's
     choose_one stores it (op, runner class, nearest profile, extras) -> (tactic, profile)."""
 
     def __init__(self):
-        self._tuning = False
         self.calls = 0
 
-    def __call__(self, x, topk_ids, topk_weights):
-        from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets, make_hybrid_bucket_mapper
+    def _autotune_call(self, x, topk_ids, topk_weights):
+        from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets
 
         self.calls += 1
-        assert self._tuning, "tuning runs with the backend's _tuning flag set"
-        tuner = autotuner.AutoTuner.get()
-        cfg = autotuner.TuningConfig(
-            dynamic_tensor_specs=(
-                autotuner.DynamicTensorSpec(
-                    (0,), (0,), get_hybrid_num_tokens_buckets(8192), make_hybrid_bucket_mapper(8192)
-                ),
-            )
-        )
-        extras = (
-            torch.bfloat16,
-            torch.uint8,
-            torch.bfloat16,
-            topk_ids.shape[1],
-            1,
-            1,
-            1,
-            False,
-            False,
-            True,
-            False,
-            False,
-            False,
-            True,
-            3,
-            False,
-            True,
-        )
+        tuner, cfg = autotuner.AutoTuner.get(), moe_tuning_config(8192)
         shapes = ((E, 2 * I, H // 2), (E, 2 * I), (E, H, I // 2), (E, H))
         for b in get_hybrid_num_tokens_buckets(8192):
             prof = autotuner.AutoTuner._find_nearest_profile(((b, H), *shapes), cfg)
             for op, t in zip(T.GEMM_OPS, _picks(b), strict=True):
-                tuner.profiling_cache[autotuner.ProfilingCacheKey(op, "MoERunner", 7, prof, extras)] = (
-                    t,
-                    None,
-                )
+                key = autotuner.ProfilingCacheKey(op, "MoERunner", 7, prof, moe_extras(topk_ids.shape[1]))
+                tuner.profiling_cache[key] = (t, None)
 
 
 @pytest.fixture
@@ -155,6 +127,8 @@ def test_another_token_limit_is_another_table(setup):
 
 def test_no_harvest_is_an_error(setup, monkeypatch):
     spec, p, _ = setup
-    monkeypatch.setattr(FakeBackend, "__call__", lambda self, *a: None)  # FlashInfer stored nothing we know
+    monkeypatch.setattr(
+        FakeBackend, "_autotune_call", lambda self, *a: None
+    )  # FlashInfer stored nothing we know
     with pytest.raises(RuntimeError, match="holds no GEMM1"):
         ST.PersistedTactics(spec, p, 8192, True).ensure(FakeBackend(), *_inputs(8))

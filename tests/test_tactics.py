@@ -115,52 +115,18 @@ def test_bad_shape_and_gpu_names():
 
 autotuner = pytest.importorskip("flashinfer.autotuner")
 torch = pytest.importorskip("torch")
-
-
-def _moe_tuning_config(max_tokens):
-    """The TuningConfig FlashInfer's MoERunner uses (fused_moe/core.py, FlashInfer 0.7.2)."""
-    from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets, make_hybrid_bucket_mapper
-
-    return autotuner.TuningConfig(
-        dynamic_tensor_specs=(
-            autotuner.DynamicTensorSpec(
-                (0,), (0,), get_hybrid_num_tokens_buckets(max_tokens), make_hybrid_bucket_mapper(max_tokens)
-            ),
-        )
-    )
-
-
-def _extras(shape, top_k=None):
-    """MoERunner.get_cache_key_extras for the W4A16 path (bf16 x uint8 -> bf16, group scaling on)."""
-    return (
-        torch.bfloat16,
-        torch.uint8,
-        torch.bfloat16,
-        top_k or shape.top_k,
-        shape.tp_size,
-        shape.ep_size,
-        1,
-        False,
-        False,
-        True,
-        False,
-        False,
-        False,
-        True,
-        3,
-        False,
-        shape.fused_finalize,
-    )
+from autotuner_keys import moe_extras, moe_tuning_config  # noqa: E402
 
 
 def _winners(shape, table, top_k=None):
-    cfg = _moe_tuning_config(8192)
+    cfg = moe_tuning_config(8192)
     out = {}
     for b, (t1, t2) in table.items():
         shapes = ((b, shape.hidden), *shape.weight_shapes())
         prof = autotuner.AutoTuner._find_nearest_profile(shapes, cfg)
         for op, t in zip(T.GEMM_OPS, (t1, t2), strict=True):
-            key = autotuner.ProfilingCacheKey(op, "MoERunner", 1234, prof, _extras(shape, top_k))
+            extras = moe_extras(top_k or shape.top_k, shape.tp_size, shape.ep_size, shape.fused_finalize)
+            key = autotuner.ProfilingCacheKey(op, "MoERunner", 1234, prof, extras)
             out[key] = (t, None)
     return out
 
@@ -182,7 +148,7 @@ def test_bucket_rule_is_flashinfers():
     """The bucket a caller looks up (map_to_hybrid_bucket) is the bucket FlashInfer keys its winner by."""
     from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets, map_to_hybrid_bucket
 
-    cfg = _moe_tuning_config(8192)
+    cfg = moe_tuning_config(8192)
     buckets = get_hybrid_num_tokens_buckets(8192)
     assert len(buckets) == 21 and buckets[0] == 1 and buckets[-1] == 8192
     for m in (1, 3, 5, 200, 256, 257, 1000, 2049, 4097, 8192, 20000):

@@ -68,17 +68,10 @@ class PersistedTactics:
         return int(r.get_gemm1_tactic_count()), int(r.get_gemm2_tactic_count())
 
     def _tune(self, backend, x, topk_ids, topk_weights, shape: LayerShape) -> None:
-        from flashinfer.autotuner import AutoTuner, autotune
-
-        backend._tuning = True
-        try:
-            with autotune(True):
-                backend(x, topk_ids, topk_weights)
-            torch.cuda.synchronize()
-        finally:
-            backend._tuning = False
+        from flashinfer.autotuner import AutoTuner
         from flashinfer.fused_moe.utils import get_hybrid_num_tokens_buckets
 
+        backend._autotune_call(x, topk_ids, topk_weights)
         buckets = get_hybrid_num_tokens_buckets(self.max_tokens)
         table = harvest(AutoTuner.get().profiling_cache.items(), shape, buckets)
         if not table:

@@ -92,7 +92,8 @@ class FlashInferSM90(MoEBackend):
         if tactic_cache and auto_tune and spec is not None:
             from ._sm90_tactics import PersistedTactics
 
-            self.tactics = PersistedTactics(spec, self.p, tune_max_num_tokens, self.kw.get("use_fused_finalize", True))
+            fused_finalize = self.kw.get("use_fused_finalize", True)  # FlashInfer's default
+            self.tactics = PersistedTactics(spec, self.p, tune_max_num_tokens, fused_finalize)
 
     @classmethod
     def available(cls):
@@ -105,6 +106,12 @@ class FlashInferSM90(MoEBackend):
         if self.tactics is not None:
             self.tactics.ensure(self, x, topk_ids, topk_weights)
             return
+        self._autotune_call(x, topk_ids, topk_weights)
+        self._tuned_buckets.add(self._bucket(x.shape[0]))
+
+    def _autotune_call(self, x, topk_ids, topk_weights) -> None:
+        """One call under FlashInfer's ``autotune(True)``: it profiles every tactic for all its buckets of
+        this layer shape (the call itself runs with ``profile_ids=None``)."""
         from flashinfer.autotuner import autotune
 
         self._tuning = True
@@ -114,7 +121,6 @@ class FlashInferSM90(MoEBackend):
             torch.cuda.synchronize()
         finally:
             self._tuning = False
-        self._tuned_buckets.add(self._bucket(x.shape[0]))
 
     def _bucket(self, m: int) -> int:
         return min(1 << max(0, (m - 1).bit_length()), self.tune_max_num_tokens)
