@@ -1,7 +1,10 @@
 """MoE layer shapes of the models this package studies (GPT-OSS, DeepSeek-V4) and the seed benchmark.
 
-Every number here comes from /work/shared/FACTS.md ("Checkpoint layouts", "The SM90 path", "Roofline
-floor"); a field the facts do not give is ``None`` (e.g. ``DSV4_PRO.num_layers``).
+Sources: the published model configurations (Hugging Face ``openai/gpt-oss-20b`` and ``openai/gpt-oss-120b``
+``config.json``: hidden and intermediate 2880, 32 / 128 experts, top-4, 24 / 36 layers, ``swiglu_limit`` 7.0;
+``deepseek-ai/DeepSeek-V4-Flash``: hidden 4096, ``moe_intermediate_size`` 2048, 256 routed experts + 1
+shared, top-6, 43 layers, ``routed_scaling_factor`` 1.5, 3 hash-routed layers, ``swiglu_limit`` 10.0) and the
+benchmark shape of SGLang PR #24816. A field no source gives is ``None`` (e.g. ``DSV4_PRO.num_layers``).
 
 One routed expert is a SwiGLU MLP (no bias for DeepSeek-V4, bf16 biases for GPT-OSS)::
 
@@ -10,7 +13,8 @@ One routed expert is a SwiGLU MLP (no bias for DeepSeek-V4, bf16 biases for GPT-
     h   = swiglu(x @ w_gate.T (+ b_gate), x @ w_up.T (+ b_up))          [M, I]
     out = h @ w_down.T (+ b_down)                                       [M, H]
 
-The kernel's activation (FlashInfer / TensorRT-LLM convention, FACTS "Checkpoint layouts")::
+The kernel's activation (FlashInfer / TensorRT-LLM convention, ``SwigluBiasAdaptor`` in FlashInfer's
+``fused_moe/cutlass_backend/cutlass_fused_moe_kernels.cuh``)::
 
     gate = min(gate, limit);  up = clamp(up, -limit, limit)      (no clamp when limit is None)
     act  = (up + beta) * gate * sigmoid(alpha * gate)
@@ -40,7 +44,8 @@ from dataclasses import dataclass
 # --------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------
-#: H and I are padded to a multiple of this for the SM90 CUTLASS path (FACTS "The SM90 path").
+#: H and I are padded to a multiple of this for the SM90 CUTLASS path (the mixed-input grouped GEMM's
+#: K tile: FlashInfer's SM90 W4A16 MoE test pads GPT-OSS's 2880 to 2944).
 SM90_PAD_MULTIPLE = 128
 #: Elements per E8M0 scale (OCP MX v1.0, Table 1). Kept local to avoid importing torch here.
 MX_BLOCK_SIZE = 32
@@ -227,7 +232,7 @@ class MoEConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Instances (FACTS "Checkpoint layouts")
+# Instances (sources in the module docstring)
 # --------------------------------------------------------------------------------------------
 GPT_OSS_20B = MoEConfig(
     name="gpt-oss-20b",
@@ -265,12 +270,12 @@ DSV4_FLASH = MoEConfig(
     n_shared_experts=1,
     n_hash_layers=3,
 )
-#: V4-Pro: FACTS gives H, I and E only; the layer count is not in the facts (None). Routing, SwiGLU,
-#: shared expert and hash layers are assumed as Flash.
+#: V4-Pro: hidden 7168, intermediate 3072, 384 experts; its layer count is not used here (None). Routing,
+#: SwiGLU, shared expert and hash layers are assumed as Flash.
 DSV4_PRO = dataclasses.replace(
     DSV4_FLASH, name="dsv4-pro", hidden_size=7168, intermediate_size=3072, num_experts=384, num_layers=None
 )
-#: The kernel benchmark shape of the original SGLang change (FACTS: hidden 4096, inter 2048, 256 experts,
+#: The kernel benchmark shape of the original SGLang change (PR #24816: hidden 4096, inter 2048, 256 experts,
 #: top-6), with DeepSeek-V4 SwiGLU and routing. It is a single-layer benchmark: num_layers=1, no hash layer.
 SEED_BENCH = dataclasses.replace(DSV4_FLASH, name="seed-bench", num_layers=1, n_hash_layers=0)
 
@@ -279,7 +284,7 @@ MODELS: dict[str, MoEConfig] = {
 }
 
 
-#: The four shapes of the latency study (issue 5): the benchmark's and the notebook's default.
+#: The four shapes of the latency study: the benchmark's and the notebook's default.
 STUDY_SHAPES = ("gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench")
 
 

@@ -43,6 +43,7 @@ from .formats import MX_BLOCK_SIZE, MXFormatError, check_dtype, check_multiple
 
 __all__ = [
     "LogicalMoE",
+    "MoEInfo",
     "ShardSpec",
     "check_tensor",
     "merge_gate_up_rows",
@@ -133,21 +134,16 @@ class ShardSpec:
                 raise ValueError(f"{n}_rank = {rank} must be in [0, {n}_size = {size})")
 
 
-@dataclass
-class LogicalMoE:
-    """One rank's MoE layer in logical form (shapes and rules in the module docstring).
+@dataclass(kw_only=True)
+class MoEInfo:
+    """What a layer's tensors are, whatever their layout (keyword-only fields, shared by :class:`LogicalMoE`
+    and the physical layouts derived from it).
 
     ``hidden_size`` / ``intermediate_size``: the unpadded H and the per-TP-rank unpadded I.
     ``num_experts_total``: experts of the whole layer; this rank holds
-    ``[expert_offset, expert_offset + num_local_experts)``. Checked when made (:meth:`check`).
+    ``[expert_offset, expert_offset + num_local_experts)``. ``swiglu_*``: fp32 ``[E_local]`` or None.
     """
 
-    w13: torch.Tensor
-    w13_scale: torch.Tensor
-    w13_bias: Optional[torch.Tensor]
-    w2: torch.Tensor
-    w2_scale: torch.Tensor
-    w2_bias: Optional[torch.Tensor]
     hidden_size: int
     intermediate_size: int
     num_experts_total: int
@@ -156,6 +152,30 @@ class LogicalMoE:
     swiglu_alpha: Optional[torch.Tensor] = None
     swiglu_beta: Optional[torch.Tensor] = None
     swiglu_limit: Optional[torch.Tensor] = None
+
+    def swiglu_kwargs(self) -> dict:
+        """``swiglu_alpha / swiglu_beta / swiglu_limit`` for the references and kernels: the per-expert
+        tensors, or the neutral values (alpha 1, beta 0, no clamp) where a field is None."""
+        return dict(swiglu_alpha=1.0 if self.swiglu_alpha is None else self.swiglu_alpha,
+                    swiglu_beta=0.0 if self.swiglu_beta is None else self.swiglu_beta,
+                    swiglu_limit=self.swiglu_limit)
+
+    def info(self) -> dict:
+        """The :class:`MoEInfo` fields as keyword arguments (to make another layout of the same layer)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(MoEInfo)}
+
+
+@dataclass
+class LogicalMoE(MoEInfo):
+    """One rank's MoE layer in logical form (shapes and rules in the module docstring): the six weight tensors
+    (positional) and the :class:`MoEInfo` fields (keywords). Checked when made (:meth:`check`)."""
+
+    w13: torch.Tensor
+    w13_scale: torch.Tensor
+    w13_bias: Optional[torch.Tensor]
+    w2: torch.Tensor
+    w2_scale: torch.Tensor
+    w2_bias: Optional[torch.Tensor]
 
     def __post_init__(self):
         self.check()
@@ -207,13 +227,6 @@ class LogicalMoE:
             raise TypeError(f"shard must be a ShardSpec, got {type(self.shard).__name__}")
 
     # ---------------------------------------------------------------- convenience
-    def swiglu_kwargs(self) -> dict:
-        """``swiglu_alpha / swiglu_beta / swiglu_limit`` for the references and kernels: the per-expert
-        tensors, or the neutral values (alpha 1, beta 0, no clamp) where a field is None."""
-        return dict(swiglu_alpha=1.0 if self.swiglu_alpha is None else self.swiglu_alpha,
-                    swiglu_beta=0.0 if self.swiglu_beta is None else self.swiglu_beta,
-                    swiglu_limit=self.swiglu_limit)
-
     def to(self, device) -> "LogicalMoE":
         """A copy with every tensor on ``device`` (no copy of tensors already there)."""
         return dataclasses.replace(self, **{n: getattr(self, n).to(device) for n in TENSOR_FIELDS

@@ -18,6 +18,9 @@ Inside a notebook, :func:`record` collects key results and :func:`save_results` 
 
 Notebooks are stored without outputs and paired with ``notebooks/*.py`` (jupytext percent format,
 ``notebooks/jupytext.toml``); :func:`check_pairs` verifies each pair holds the same cells.
+
+Longer than most modules (about 530 lines): the runner, its HTML export, the index page and the pair check
+all work on the run-directory layout above, and split apart each would have to re-derive it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ Expected distinct experts for M tokens with k distinct picks out of E, uniform:
 ``E * (1 - (1 - k/E)**M)``.
 
 Floor = max(bytes / bandwidth, FLOPs / rate), with bandwidth and rate MEASURED on the device
-(:func:`mxfp4lab.bench.harness.measure_ceilings`); the defaults are FACTS.md's H100 numbers
-(3.0 TB/s device-to-device copy, 800 TFLOP/s bf16 dense).
+(:func:`mxfp4lab.bench.harness.measure_ceilings`); the defaults are round H100 numbers (3.0 TB/s
+device-to-device copy, 800 TFLOP/s bf16 dense on random data; the recorded H100 sweep measured 2.91 TB/s and
+746 TFLOP/s: ``ceilings`` in ``data/results/latency/h100.json``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Optional
 
 from .models import MoEConfig
 
-H100_COPY_BW = 3.0e12  # bytes/s, read+write, measured on an H100 host (FACTS.md)
-H100_BF16_FLOPS = 800e12  # FLOP/s, 8192^3 bf16 GEMM on random data (FACTS.md)
+H100_COPY_BW = 3.0e12  # bytes/s, read + write, device-to-device copy on an H100 (rounded)
+H100_BF16_FLOPS = 800e12  # FLOP/s, 8192^3 bf16 GEMM on random data on an H100 (rounded)
 BITS_PER_PARAM = 4.25
 
 

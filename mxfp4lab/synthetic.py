@@ -28,11 +28,11 @@ from .checkpoints.gpt_oss import GptOssExperts
 from .checkpoints.reader import SCALE_DTYPES, PathLike, _check_subset
 from .checkpoints.writer import ShardWriter, prepare_target, write_origin
 from .formats import ScaleRule, quantize_mxfp4
-from .models import FORMAT_GPT_OSS, MoEConfig
+from .models import FORMAT_DSV4, FORMAT_GPT_OSS, MoEConfig
 from .reference import route
 
 #: Checkpoint format -> its module (``quantize_origin``, the Experts container).
-FORMAT_MODULES = {FORMAT_GPT_OSS: gpt_oss, "dsv4": dsv4}
+FORMAT_MODULES = {FORMAT_GPT_OSS: gpt_oss, FORMAT_DSV4: dsv4}
 
 # --------------------------------------------------------------------------------------------
 # Origin weights

@@ -23,7 +23,7 @@
 # (`mxfp4lab.roofline`: active experts' weight bytes / 3.0 TB/s vs FLOPs / 800 TFLOP/s).
 # From the sweep: the crossover points (M where one backend overtakes another, interpolated in
 # log M), speedup ratios, the fraction of the roofline reached, the fastest backend per (shape, M)
-# (`mxfp4lab.dispatch.Dispatch`), and the original claim (FACTS.md: Marlin 12-15% faster at M <= 64,
+# (`mxfp4lab.dispatch.Dispatch`), and the original claim (SGLang PR #24816: Marlin 12-15% faster at M <= 64,
 # a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
 # On a CPU this notebook READS a recorded sweep: `data/results/latency/h100.json`, or where that does not
@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 results_file = None  # recorded sweep JSON; None reads data/results/latency/h100.json
-measure = False  # True on an H100: measure with mxfp4lab.bench.moe.sweep instead of reading the file
+measure = False  # True on an H100/H200: measure with mxfp4lab.bench.moe.sweep instead of reading the file
 backends = ["flashinfer_sm90", "marlin_mxfp4", "triton_w4a16", "torch_naive"]  # backends to measure (measure only)
 shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes
 ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]  # tokens M
@@ -123,7 +123,7 @@ else:
 # %% [markdown]
 # ### mxfp4lab's Triton kernel against its goals
 #
-# Issue 6: at M <= 64 within 1.25x of the roofline floor and faster than Marlin; at M >= 1024 within
+# Its goals: at M <= 64 within 1.25x of the roofline floor and faster than Marlin; at M >= 1024 within
 # 1.2x of FlashInfer. `x_floor`, `x_marlin`, `x_flashinfer`: Triton's time over each.
 
 # %%
@@ -148,7 +148,7 @@ if recorded and len(claim):
 else:
     note = claim.attrs.get("note") if recorded else "not measured: no recorded H100 latency results yet"
     report.record("claim_check", note)
-    print(f"Claim (FACTS.md): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
+    print(f"Claim (SGLang PR #24816): Marlin 12-15% faster at M<=64, tie near M~256, FlashInfer 24-36% faster at "
           f"M>=1024 on the seed shape.\nCheck: {note}")
 
 # %%

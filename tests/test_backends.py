@@ -6,8 +6,8 @@ from conftest import GPT_OSS_SMALL, tokens
 
 from mxfp4lab.backends import BACKENDS, BackendSpec, get_backend, list_backends, make_backend
 from mxfp4lab.backends.base import MoEBackend
-from mxfp4lab.synthetic import random_layer
 from mxfp4lab.prepare import prepare_from_experts
+from mxfp4lab.synthetic import random_layer
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import math
 
 import pytest
+from test_study_latency import M_CROSS, MS, synthetic_rows, t_fi, t_marlin, t_naive, write_results
 
 from mxfp4lab.dispatch import Dispatch
-from test_study_latency import MS, M_CROSS, synthetic_rows, t_fi, t_marlin, t_naive, write_results
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import GPT_OSS_SMALL
 
-from mxfp4lab.synthetic import random_layer
 from mxfp4lab.formats import MXFormatError
 from mxfp4lab.moe_tensors import ShardSpec, check_tensor
 from mxfp4lab.prepare import prepare_from_experts
+from mxfp4lab.synthetic import random_layer
 
 
 @pytest.fixture(scope="module")

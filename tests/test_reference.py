@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import DSV4_SMALL, GPT_OSS_SMALL, tokens
+
 from mxfp4lab import prepare as P
 from mxfp4lab.backends import BackendUnavailable, get_backend
 from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error, route, swiglu

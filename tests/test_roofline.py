@@ -2,8 +2,8 @@
 
 import pytest
 
-from mxfp4lab.roofline import expected_active_experts, roofline
 from mxfp4lab.models import GPT_OSS_20B, GPT_OSS_120B, SEED_BENCH
+from mxfp4lab.roofline import expected_active_experts, roofline
 
 MS = (1, 16, 64, 256, 1024, 4096, 8192)
 TABLE = {  # microseconds, from FACTS.md "Roofline floor per MoE layer on H100"

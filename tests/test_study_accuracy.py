@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from mxfp4lab.studies import accuracy as ex
 from mxfp4lab.formats import MX_BLOCK_SIZE, decode_e8m0, dequantize_mxfp4, quantize_mxfp4
 from mxfp4lab.models import DSV4_FLASH, GPT_OSS_20B
+from mxfp4lab.studies import accuracy as ex
 
 GPT_SMALL = GPT_OSS_20B.scaled(hidden=160, intermediate=128, experts=4, top_k=2)
 DSV4_SMALL = DSV4_FLASH.scaled(hidden=128, intermediate=96, experts=6, top_k=3)

@@ -1,15 +1,14 @@
 """The latency study (mxfp4lab.studies.latency) on synthetic sweeps (no GPU): crossovers, speedups, dispatch
 table, loading."""
 
-import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mxfp4lab.studies import latency as ex
 from mxfp4lab import results
+from mxfp4lab.studies import latency as ex
 
 MS = [1, 4, 16, 64, 256, 1024, 4096]
 M_CROSS = 300.0  # flashinfer / marlin cross here (not a recorded M)

@@ -78,11 +78,11 @@ def _config(kind):
 
 def _run_case(kind, shard, ms, seed):
     from mxfp4lab.backends import get_backend
-    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.moe_tensors import ShardSpec
     from mxfp4lab.prepare import prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs, random_layer
 
     kind, _, variant = kind.partition("+")
     cfg = _config(kind)
@@ -120,10 +120,10 @@ def _run_gpu_tile_configs(seed):
     from mxfp4lab.backends import get_backend
     from mxfp4lab.kernels import triton_moe as K
     from mxfp4lab.kernels.tiles import TileConfig, table_tiles
-    from mxfp4lab.synthetic import make_inputs, random_layer
     from mxfp4lab.models import GPT_OSS_20B
     from mxfp4lab.prepare import prepare_from_experts
     from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relative_error
+    from mxfp4lab.synthetic import make_inputs, random_layer
 
     cfg = GPT_OSS_20B.scaled(hidden=256, intermediate=256, experts=4, top_k=2)
     prepared = prepare_from_experts(random_layer(cfg, device="cpu", seed=seed), config=cfg)
@@ -149,7 +149,7 @@ def _run_gpu_tile_configs(seed):
 
 
 def _run_align_small(seed):
-    from mxfp4lab.kernels.triton_moe import align_pairs, align_pairs_small
+    from mxfp4lab.kernels.align import align_pairs, align_pairs_small
 
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -220,7 +220,7 @@ def test_kernels_match_kernel_reference(results, case):
 def test_alignment_invariants():
     """Every in-shard (token, slot) pair lands in exactly one block of its expert; padding is P.
     (Pure torch; importing the module without the interpreter is fine for it.)"""
-    from mxfp4lab.kernels.triton_moe import align_pairs
+    from mxfp4lab.kernels.align import align_pairs
 
     g = torch.Generator().manual_seed(0)
     for m, k, e, off, bm in [(1, 4, 8, 0, 16), (37, 3, 6, 2, 16), (200, 6, 16, 0, 32)]:

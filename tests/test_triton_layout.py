@@ -6,7 +6,6 @@ import pytest
 import torch
 from conftest import DSV4_SMALL, GPT_OSS_SMALL, rand_u8
 
-from mxfp4lab.synthetic import random_layer
 from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
 from mxfp4lab.layout.triton_w4a16 import (
     from_triton_layout,
@@ -16,6 +15,7 @@ from mxfp4lab.layout.triton_w4a16 import (
 )
 from mxfp4lab.moe_tensors import ShardSpec
 from mxfp4lab.prepare import prepare_from_experts
+from mxfp4lab.synthetic import random_layer
 
 
 @pytest.mark.parametrize("cfg", [GPT_OSS_SMALL, DSV4_SMALL], ids=lambda c: c.name)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout.sm90_moe import to_sm90
-from .base import BackendUnavailable, MoEBackend
+from .base import MoEBackend
 
 
 def sm90_available() -> Tuple[bool, str]:

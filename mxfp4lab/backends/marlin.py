@@ -1,4 +1,4 @@
-"""Marlin MXFP4 MoE (vLLM's ``fused_marlin_moe`` kernels), the peer in the latency study (issue 5).
+"""Marlin MXFP4 MoE (vLLM's ``fused_marlin_moe`` kernels), a peer in the latency study.
 
 What runs, per forward (the same data flow as vLLM 0.26's ``fused_marlin_moe`` /
 ``_fused_marlin_moe`` in ``vllm/model_executor/layers/fused_moe/experts/marlin_moe.py``, re-written

@@ -33,8 +33,8 @@ def _interpreting() -> bool:
 def _time_us(fn, inputs) -> float:
     """Median microseconds of ``fn(*inputs[i])`` the way the latency sweep times it: CUDA-graph replays
     timed with CUDA events (:func:`mxfp4lab.bench.harness.time_cuda`), so the tuner ranks candidates by
-    what is reported. (Session 6 tuned with Triton's eager ``do_bench``; once it picked a tile 2.2-3.5x
-    slower than a rerun's pick: docs/triton-kernel.md, "A tuner miss".)"""
+    what is reported. (Tuning with Triton's eager ``do_bench`` once picked a tile 2.2-3.5x slower than a
+    rerun's pick: docs/findings/2026-11-28-triton-kernel.md, "A tuner miss".)"""
     from ..bench.harness import time_cuda
 
     return time_cuda(fn, inputs, warmup=3, reps=25, graph=True).median_us

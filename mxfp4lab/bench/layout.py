@@ -2,7 +2,7 @@
 
 Shape: the real GPT-OSS-120b fc1 tensor, ``[128 experts, 5888 rows (2 x 2944), 1472 bytes (2944/2)]``
 (1.11 GB), and its scales ``[128, 5888, 92]``. Each op runs ``--repeat`` times; the minimum is reported
-(CPU timings: the minimum is the least disturbed run). Goal from the foundation issue: interleave within
+(CPU timings: the minimum is the least disturbed run). Goal: the interleave within
 8x of a clone.
 
     mxfp4lab bench layout [--experts 128] [--repeat 3] [--out data/results/layout/cpu.json]

@@ -23,7 +23,7 @@ expert (``ffn.shared_experts.*``, not MXFP4) is neither read nor written here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +34,9 @@ from .reader import (
     SCALE_DTYPES,
     Checkpoint,
     CheckpointError,
+    LayerExperts,
     PathLike,
+    Quantizer,
     _as_checkpoint,
     _check_expert_count,
     _check_format,
@@ -77,7 +79,7 @@ def dsv4_expert_shapes(config: MoEConfig) -> dict[str, tuple[int, ...]]:
 
 
 @dataclass
-class Dsv4Experts:
+class Dsv4Experts(LayerExperts):
     """One DeepSeek-V4 MoE layer in checkpoint layout, per-expert tensors stacked (E' = len(experts)).
 
     w1 (gate) uint8 [E', I, H/2], w1_scale uint8 [E', I, H/32]; w3 (up) same shapes;
@@ -96,12 +98,9 @@ class Dsv4Experts:
     gate_weight: torch.Tensor | None = None
     gate_bias: torch.Tensor | None = None
     tid2eid: torch.Tensor | None = None
-    layer: int = 0
-    experts: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if not self.experts:
-            self.experts = tuple(range(self.w1.shape[0]))
+        self._number_experts(self.w1.shape[0])
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Checkpoint name -> tensor: one entry per (expert, projection, weight/scale), then the router
@@ -126,10 +125,6 @@ def router_tensors(layer: int, router: dict[str, torch.Tensor]) -> dict[str, tor
     [V, top_k] on hash layers) -> checkpoint name -> tensor."""
     names = dsv4_gate_names(layer)
     return {names[f]: router[k] for k, f in _ROUTER_FIELDS.items() if router.get(k) is not None}
-
-
-#: ``quantize(t [..., K], name) -> (packed [..., K/2], scales [..., K/32])``
-Quantizer = Callable[[torch.Tensor, str], tuple[torch.Tensor, torch.Tensor]]
 
 
 def quantize_origin(origin: dict[str, torch.Tensor], quantize: Quantizer, *, layer: int = 0,

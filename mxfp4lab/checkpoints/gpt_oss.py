@@ -20,7 +20,7 @@ as ``torch.float8_e8m0fnu``; both are read and returned as uint8.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +31,9 @@ from ..moe_tensors import merge_gate_up_rows, split_gate_up_rows
 from .reader import (
     SCALE_DTYPES,
     Checkpoint,
+    LayerExperts,
     PathLike,
+    Quantizer,
     _as_checkpoint,
     _check_expert_count,
     _check_format,
@@ -101,7 +103,7 @@ _GPT_OSS_EXPERT_FIELDS = (
 
 
 @dataclass
-class GptOssExperts:
+class GptOssExperts(LayerExperts):
     """One GPT-OSS MoE layer in checkpoint layout (E' = len(experts), the experts held).
 
     gate_up_blocks uint8 [E', 2I, H/32, 16] (rows interleaved gate_0, up_0, gate_1, ...; a flat
@@ -119,12 +121,9 @@ class GptOssExperts:
     down_bias: torch.Tensor | None
     router_weight: torch.Tensor | None = None
     router_bias: torch.Tensor | None = None
-    layer: int = 0
-    experts: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if not self.experts:
-            self.experts = tuple(range(self.gate_up_blocks.shape[0]))
+        self._number_experts(self.gate_up_blocks.shape[0])
 
     @property
     def gate_up_packed(self) -> torch.Tensor:
@@ -168,10 +167,6 @@ def router_tensors(layer: int, router: dict[str, torch.Tensor]) -> dict[str, tor
     """Router origin (``router_weight`` [E, H], ``router_bias`` [E]) -> checkpoint name -> tensor."""
     names = gpt_oss_names(layer)
     return {names[k]: router[k] for k in ("router_weight", "router_bias") if router.get(k) is not None}
-
-
-#: ``quantize(t [..., K], name) -> (packed [..., K/2], scales [..., K/32])``
-Quantizer = Callable[[torch.Tensor, str], tuple[torch.Tensor, torch.Tensor]]
 
 
 def quantize_origin(origin: dict[str, torch.Tensor], quantize: Quantizer, *, layer: int = 0,

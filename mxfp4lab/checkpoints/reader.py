@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -210,6 +211,25 @@ def open_checkpoint(path: PathLike) -> Checkpoint:
 
 def _as_checkpoint(ckpt: Checkpoint | PathLike) -> Checkpoint:
     return ckpt if isinstance(ckpt, Checkpoint) else open_checkpoint(ckpt)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by the format modules
+# --------------------------------------------------------------------------------------------
+#: ``quantize(t [..., K], name) -> (packed [..., K/2], scales [..., K/32])`` (the tensor name for errors)
+Quantizer = Callable[[torch.Tensor, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(kw_only=True)
+class LayerExperts:
+    """Which layer a container holds and which (global) expert ids; ``experts`` empty means ``0 .. E'-1``."""
+
+    layer: int = 0
+    experts: tuple[int, ...] = ()
+
+    def _number_experts(self, held: int) -> None:
+        if not self.experts:
+            self.experts = tuple(range(held))
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ def _stock_candidates() -> Tuple[MixedConfig, ...]:
 
     Data read off cutlass_heuristic.cpp (FlashInfer 0.7.2): get_candidate_tiles_sm90's 29 tiles;
     schedule COOPERATIVE where sm90_supports_coop(tile) else PINGPONG; the 4 clusters per tile.
-    Verified against the compiled heuristic by ``scripts``-free CPU check (docs/build-notes.md).
+    Checked against the compiled stock heuristic by :func:`mxfp4lab.flashinfer_build.heuristic_candidates`
+    (``stock=True``; docs/build.md).
     """
     tiles = [(64, n, k) for n in (16, 32, 64, 128) for k in (128, 256, 512)]
     tiles += [(128, n, k) for n in (16, 32, 64, 128) for k in (128, 256, 512)]

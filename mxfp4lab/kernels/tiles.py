@@ -12,7 +12,7 @@ one whose output agrees with the default's.
 How the table was chosen:
 
 * Decode buckets use BLOCK_M = 16 (``tl.dot``'s minimum): a block per active expert, the weights streamed once.
-* Every candidate was screened with an sm_90a compile on the CPU (``python -m mxfp4lab.kernels.sass``): none
+* Every candidate was screened with an sm_90a compile on the CPU (``mxfp4lab sass``): none
   spills registers on the four model shapes (tested). fc1 holds two accumulators (up, gate), so BLOCK_M >= 32
   tiles need 8 warps; an H100 sweep ran the 4-warp versions of those, which spilled 24-144 bytes per
   thread in fc1.

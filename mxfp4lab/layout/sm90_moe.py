@@ -27,34 +27,23 @@ from typing import Optional
 
 import torch
 
-from ..moe_tensors import LogicalMoE, ShardSpec
+from ..moe_tensors import LogicalMoE, MoEInfo
 from .sm90_scales import fold_scales_sm90, unfold_scales_sm90
 from .sm90_weights import deinterleave_weights_sm90, interleave_weights_sm90
 
 __all__ = ["Sm90MoE", "from_sm90", "to_sm90"]
 
-#: The tensors the SM90 layout moves; every other LogicalMoE field is carried unchanged.
-_MOVED = ("w13", "w13_scale", "w2", "w2_scale")
-
-
 @dataclass
-class Sm90MoE:
-    """The tensors ``cutlass_fused_moe`` takes (shapes in the module docstring) plus the layer's metadata."""
+class Sm90MoE(MoEInfo):
+    """The tensors ``cutlass_fused_moe`` takes (shapes in the module docstring; biases as in the logical
+    layout) plus the layer's :class:`~mxfp4lab.moe_tensors.MoEInfo` (keywords)."""
 
-    w13: torch.Tensor
-    w13_scale: torch.Tensor
+    w13: torch.Tensor  # interleaved
+    w13_scale: torch.Tensor  # folded
     w13_bias: Optional[torch.Tensor]
-    w2: torch.Tensor
-    w2_scale: torch.Tensor
+    w2: torch.Tensor  # interleaved
+    w2_scale: torch.Tensor  # folded
     w2_bias: Optional[torch.Tensor]
-    hidden_size: int
-    intermediate_size: int
-    num_experts_total: int
-    expert_offset: int
-    shard: ShardSpec
-    swiglu_alpha: Optional[torch.Tensor] = None
-    swiglu_beta: Optional[torch.Tensor] = None
-    swiglu_limit: Optional[torch.Tensor] = None
 
     @property
     def padded_hidden(self) -> int:
@@ -72,17 +61,15 @@ class Sm90MoE:
 
 def to_sm90(logical: LogicalMoE) -> Sm90MoE:
     """:class:`LogicalMoE` -> :class:`Sm90MoE`: interleave ``w13``/``w2``, fold their scales (same device)."""
-    kept = {f.name: getattr(logical, f.name) for f in dataclasses.fields(LogicalMoE) if f.name not in _MOVED}
     return Sm90MoE(
-        w13=interleave_weights_sm90(logical.w13), w13_scale=fold_scales_sm90(logical.w13_scale),
-        w2=interleave_weights_sm90(logical.w2), w2_scale=fold_scales_sm90(logical.w2_scale), **kept,
+        interleave_weights_sm90(logical.w13), fold_scales_sm90(logical.w13_scale), logical.w13_bias,
+        interleave_weights_sm90(logical.w2), fold_scales_sm90(logical.w2_scale), logical.w2_bias, **logical.info(),
     )
 
 
 def from_sm90(sm90: Sm90MoE) -> LogicalMoE:
     """Exact inverse of :func:`to_sm90` (byte for byte; for tests)."""
-    kept = {f.name: getattr(sm90, f.name) for f in dataclasses.fields(Sm90MoE) if f.name not in _MOVED}
     return LogicalMoE(
-        w13=deinterleave_weights_sm90(sm90.w13), w13_scale=unfold_scales_sm90(sm90.w13_scale),
-        w2=deinterleave_weights_sm90(sm90.w2), w2_scale=unfold_scales_sm90(sm90.w2_scale), **kept,
+        deinterleave_weights_sm90(sm90.w13), unfold_scales_sm90(sm90.w13_scale), sm90.w13_bias,
+        deinterleave_weights_sm90(sm90.w2), unfold_scales_sm90(sm90.w2_scale), sm90.w2_bias, **sm90.info(),
     )

@@ -32,7 +32,7 @@ it wants it.
 
 Implementation: SWAR on int32 words (each field move of the diagram is one mask+shift applied to four
 lanes at once) plus a 4x4 byte transpose, in cache-sized slabs; ~7x a plain ``clone()`` on CPU for the
-GPT-OSS-120b fc1 tensor (``python -m mxfp4lab.bench.layout``). :func:`permute_word_bits` is a second,
+GPT-OSS-120b fc1 tensor (``mxfp4lab bench layout``). :func:`permute_word_bits` is a second,
 table-driven implementation of the same bit permutation, used by the tests and the explain module.
 """
 

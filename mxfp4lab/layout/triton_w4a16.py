@@ -142,7 +142,7 @@ def from_triton_layout(layout: TritonW4A16Layout, shard: ShardSpec | None = None
     (without SwiGLU parameters: the Triton backend passes those to the kernel itself)."""
     w13, s13 = weight_from_triton(layout.w13, layout.w13_scale, "w13")
     w2, s2 = weight_from_triton(layout.w2, layout.w2_scale, "w2")
-    return LogicalMoE(w13, s13, layout.w13_bias, w2, s2, layout.w2_bias, layout.hidden_size,
-                      layout.intermediate_size, layout.num_experts_total, layout.expert_offset,
-                      shard or ShardSpec())
+    return LogicalMoE(w13, s13, layout.w13_bias, w2, s2, layout.w2_bias, hidden_size=layout.hidden_size,
+                      intermediate_size=layout.intermediate_size, num_experts_total=layout.num_experts_total,
+                      expert_offset=layout.expert_offset, shard=shard or ShardSpec())
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Probe the restricted W4A16 fused_moe_90 build on an H100 host (lead runs this).
+"""Probe the restricted W4A16 fused_moe_90 build on an SM90 host (H100 / H200).
 
 Steps (each timed; results printed and written as JSON to --out):
 
