@@ -145,7 +145,9 @@ def _cmd_build(args) -> int:
         if args.interleave_ext:
             print(fb.build_interleave_ext(verbose=not args.quiet, force=args.force))
         elif args.info:
-            info = fb.build_info(configs=configs, **kw)
+            from .studies.startup import recorded_times
+
+            info = {**fb.build_info(configs=configs, **kw), "recorded": recorded_times()}
             print(json.dumps(info, indent=1))
             for r in info["recorded"]:
                 print(f"recorded {r['file']}: {r['gpu']} ({r['cpu_count']} cores, {r['date']}): cold build "

@@ -121,7 +121,7 @@ def test_compile_launcher_logs_cpu_and_unit_times_merge_it(tmp_path):
     import sys
 
     from mxfp4lab.flashinfer_build import _timed, make
-    from mxfp4lab.flashinfer_build.spec import UNIT_CPU_LOG
+    from mxfp4lab.flashinfer_build.sources import UNIT_CPU_LOG
 
     src = tmp_path / "u.cpp"
     src.write_text("int f(int x) { return x * 3; }\n")

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from mxfp4lab import results
-from mxfp4lab.flashinfer_build.install import recorded_times
+from mxfp4lab.studies.startup import recorded_times
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "startup_time.py"
 

@@ -134,34 +134,5 @@ def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAU
         info["unit_times"] = times
         info["unit_seconds"] = {k: round(v["seconds"], 1)
                                 for k, v in sorted(times.items(), key=lambda kv: -kv[1]["seconds"])}
-    info["recorded"] = recorded_times()
     return info
-
-
-def recorded_times(root: Optional[Path] = None) -> list:
-    """The recorded start-up measurements (``data/results/startup/<gpu>.json``, kind ``startup_time``), one
-    summary per file: cold build, first tuned call of a fresh process with persisted tactics (warm start),
-    with tuning, and with the plain ``import flashinfer``; the checks; date and commit."""
-    from .. import results
-
-    base = Path(root) if root is not None else results.RESULTS_DIR
-    out = []
-    for p in sorted((base / "startup").glob("*.json")):
-        if p.name.endswith(results.PARTIAL_SUFFIX):
-            continue
-        r = results.load(p, kind="startup_time")
-        first = {row["process"]: row for row in r.rows if row.get("phase") == "first_call"}
-        build = next((row for row in r.rows if row.get("phase") == "cold_build"), {})
-        out.append({
-            "file": f"startup/{p.name}",
-            "gpu": r.provenance.get("gpu"), "cpu_count": r.provenance.get("cpu_count"),
-            "date": r.provenance.get("date"), "commit": r.provenance.get("mxfp4lab_commit"),
-            "configs": build.get("configs"), "cold_build_s": build.get("cold_build_s"),
-            "slowest_unit": build.get("slowest_unit"), "slowest_unit_s": build.get("slowest_unit_s"),
-            "first_tuned_call_s": first.get("warm", {}).get("first_tuned_call_s"),
-            "first_tuned_call_tuning_s": first.get("tune", {}).get("first_tuned_call_s"),
-            "first_tuned_call_full_import_s": first.get("warm_full", {}).get("first_tuned_call_s"),
-            "checks": r.meta.get("checks"),
-        })
-    return out
 

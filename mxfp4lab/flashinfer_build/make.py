@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .sources import UNDEFINED_STUBS_UNIT, _write_if_different
-from .spec import UNIT_CPU_LOG
+from .sources import UNDEFINED_STUBS_UNIT, UNIT_CPU_LOG, _write_if_different
 from .symbols import check_launcher_symbols, missing_functions, stub_source, undefined_in_library
 from .toolchain import _ninja_bin
 

@@ -43,6 +43,8 @@ RUNNER_STATEMENTS: Tuple[str, ...] = (
 )
 #: The generated unit of throwing definitions (:mod:`.symbols`), filled in after the other objects exist.
 UNDEFINED_STUBS_UNIT = "undefined_stubs.cpp"
+#: Per-unit CPU / wall seconds of the last build, one JSON line per compile (written by ``_timed.py``).
+UNIT_CPU_LOG = "unit_cpu.jsonl"
 
 #: Units of other dtype pairs that a W4A16 build must NOT contain (tests check this).
 OTHER_DTYPE_UNITS: Tuple[str, ...] = (

@@ -20,6 +20,7 @@ from .sources import (
     RUNNER_UNIT,
     STOCK_RUNNER_UNIT,
     UNDEFINED_STUBS_UNIT,
+    UNIT_CPU_LOG,
     _patched_heuristic_text,
     _write_if_different,
     runner_unit_text,
@@ -38,9 +39,6 @@ from .toolchain import (
     _sm90_target_if_undetected,
     _stock_sm90_spec,
 )
-
-#: Per-unit CPU / wall seconds of the last build, one JSON line per compile (written by _timed.py).
-UNIT_CPU_LOG = "unit_cpu.jsonl"
 
 #: mxfp4lab's own C++/CUDA sources (the heuristic probe, the interleave extension)
 CSRC = Path(__file__).resolve().parent.parent / "_csrc"
