@@ -4,7 +4,7 @@ Modules: :mod:`.configs` (what is compiled, named sets, :func:`parse_configs`), 
 installed FlashInfer, nvcc, ninja), :mod:`.sources` (kept units, the W4A16 runner copy, patched
 heuristic), :mod:`.spec` (the JitSpec), :mod:`.make` (the two-phase ninja run), :mod:`.symbols`
 (throwing stubs for everything referenced and not compiled), :mod:`.cache` (key and directory),
-:mod:`.install` (build / load / install into FlashInfer, recorded start-up times), :mod:`.archive` (reuse
+:mod:`.install` (build / load / install into FlashInfer), :mod:`.archive` (reuse
 across machines), :mod:`.tactics` (persisted autotuner picks), :mod:`.lean_import` and
 :mod:`.import_cost` (what importing FlashInfer costs, and importing only what the W4A16 call needs),
 :mod:`.interleave_ext` (FlashInfer's interleave kernel alone, for golden bytes). The ``mxfp4lab build``
