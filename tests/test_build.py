@@ -270,11 +270,25 @@ def test_export_import_roundtrip_and_key_check(tmp_path, monkeypatch):
     (spec.root / f"{B.MODULE_NAME}.so").write_bytes(b"\x7fELF fake library")
     (spec.root / "BUILD_OK").write_text("{}")
     (spec.root / "spec.json").write_text("{}")
+    from mxfp4lab.flashinfer_build import tactics as T
+
+    gpu, shape, key = T.gpu_identity("NVIDIA H200", 132, (9, 0)), T.LayerShape(8, 256, 256, 2), spec.info["key"]
+    tuned = T.TacticCache(T.tactics_path(spec.root), key)
+    tuned.record(gpu, shape, {1: (3, 14)}, tune_max_num_tokens=8192, gemm1_count=10, gemm2_count=10)
+    tuned.save()
     arc = B.export_archive(tmp_path / "lib.tar.xz", configs="compact")
     monkeypatch.setenv("MXFP4LAB_CACHE", str(tmp_path / "b"))
+    # the other host already tuned another shape: the import adds, and keeps its own
+    other = T.LayerShape(8, 256, 256, 4)
+    dest = T.TacticCache(T.tactics_path(tmp_path / "b" / B.MODULE_NAME / key), key)
+    dest.record(gpu, other, {1: (0, 10)}, tune_max_num_tokens=8192, gemm1_count=10, gemm2_count=10)
+    dest.save()
     lib = B.import_archive(arc, configs="compact")
     assert lib.read_bytes() == b"\x7fELF fake library"
     assert lib.parent.name == spec.root.name and str(tmp_path / "b") in str(lib)
+    merged = T.TacticCache(T.tactics_path(lib.parent), key)
+    assert merged.lookup(T.TacticKey(gpu, key, shape, 1)) == (3, 14)
+    assert merged.lookup(T.TacticKey(gpu, key, other, 1)) == (0, 10)
     with pytest.raises(ValueError, match="was built for key"):
         B.import_archive(arc, configs="minimal")
 
