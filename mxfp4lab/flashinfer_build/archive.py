@@ -10,9 +10,8 @@ from typing import Union
 
 from .configs import DEFAULT_CONFIGS
 from .spec import w4a16_jit_spec
-from .toolchain import MODULE_NAME
-
 from .tactics import TACTICS_FILE, TacticCache
+from .toolchain import MODULE_NAME
 
 _ARCHIVE_MEMBERS = (f"{MODULE_NAME}.so", "spec.json", "BUILD_OK", TACTICS_FILE)
 
