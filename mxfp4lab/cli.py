@@ -149,11 +149,14 @@ def _cmd_build(args) -> int:
 
             info = {**fb.build_info(configs=configs, **kw), "recorded": recorded_times()}
             print(json.dumps(info, indent=1))
+            def s(v):
+                return "?" if v is None else f"{v:.1f}"
+
             for r in info["recorded"]:
                 print(f"recorded {r['file']}: {r['gpu']} ({r['cpu_count']} cores, {r['date']}): cold build "
-                      f"{r['cold_build_s']:.1f} s (configs={r['configs']}), warm start to the first tuned call "
-                      f"{r['first_tuned_call_s']:.2f} s (with tuning {r['first_tuned_call_tuning_s']:.1f} s)",
-                      file=sys.stderr)
+                      f"{s(r['cold_build_s'])} s (configs={r['configs']}), fresh process to the first tuned "
+                      f"call {s(r['first_tuned_call_s'])} s with persisted tactics, "
+                      f"{s(r['first_tuned_call_tuning_s'])} s tuning", file=sys.stderr)
         elif args.import_cost:
             from .flashinfer_build import import_cost
 

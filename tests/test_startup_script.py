@@ -89,3 +89,19 @@ def test_assemble_rows_checks_and_info(tmp_path):
         rec["first_tuned_call_tuning_s"],
         rec["first_tuned_call_full_import_s"],
     ) == (95.0, 6.5, 31.0, 9.0)
+
+
+def test_build_info_prints_the_recorded_times(tmp_path, monkeypatch, capsys):
+    from mxfp4lab import cli
+
+    rows = [{"phase": "cold_build", "configs": "compact", "cold_build_s": 84.25},
+            {"phase": "first_call", "process": "warm", "first_tuned_call_s": 6.5},
+            {"phase": "first_call", "process": "tune", "first_tuned_call_s": 31.0}]
+    results.write(tmp_path / "res" / "startup" / "h200.json", "startup_time", rows,
+                  prov={"gpu": "NVIDIA H200", "cpu_count": 16, "date": "d", "mxfp4lab_commit": "c"})
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "res")
+    monkeypatch.setenv("MXFP4LAB_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["build", "--configs", "minimal", "--info"]) == 0
+    out = capsys.readouterr()
+    assert '"recorded": [' in out.out and '"cold_build_s": 84.25' in out.out
+    assert "cold build 84.2 s (configs=compact), fresh process to the first tuned call 6.5 s" in out.err
