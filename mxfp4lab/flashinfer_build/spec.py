@@ -242,12 +242,13 @@ def w4a16_jit_spec(
             kept.append(by_name[name])
 
     # 4. throwing definitions of what the others reference and none defines: written after they are
-    #    compiled (symbols.py); a placeholder until then. Longest compile first (ninja starts units in
-    #    this order): the mixed-input launchers, then the kept units (KEEP_UNITS is ordered), the stubs last.
+    #    compiled (symbols.py); a placeholder until then. Longest compile first (ninja starts ready units
+    #    in file order, also >= 1.12 when critical paths tie): the launchers (~50 CPU-s each), the runner
+    #    copy (~42), the kept units (KEEP_UNITS is ordered), the stubs last.
     stubs = src / UNDEFINED_STUBS_UNIT
     if not stubs.exists():
         _write_if_different(stubs, "// filled in by mxfp4lab.flashinfer_build once the other objects are built\n")
-    sources: List[Path] = [*gen_units, kept[0], runner, *kept[1:], stubs]
+    sources: List[Path] = [*gen_units, runner, *kept, stubs]
 
     include_dirs = [Path(p) for p in (stock.extra_include_dirs or [])]
     # the stock generated-source dir is not needed (and may hold stale stock files)
