@@ -59,7 +59,8 @@ KINDS: Dict[str, str] = {
                     "poisoned intermediates, determinism",
     "sharded_check": "tensor / expert parallel MoE across processes against the kernel-faithful model of the "
                      "sharded run",
-    "startup_time": "time to the first MoE call: cold build of the W4A16-only FlashInfer module, fresh-process "
+    "startup_time": "time to the first MoE call: cold build of the W4A16-only FlashInfer module, "
+                    "fresh-process "
                     "first tuned call with persisted tactics (warm start), with tuning and with the plain "
                     "FlashInfer import; tuned medians from the cache against the in-process autotuner",
 }

@@ -272,7 +272,8 @@ def test_export_import_roundtrip_and_key_check(tmp_path, monkeypatch):
     (spec.root / "spec.json").write_text("{}")
     from mxfp4lab.flashinfer_build import tactics as T
 
-    gpu, shape, key = T.gpu_identity("NVIDIA H200", 132, (9, 0)), T.LayerShape(8, 256, 256, 2), spec.info["key"]
+    gpu, shape = T.gpu_identity("NVIDIA H200", 132, (9, 0)), T.LayerShape(8, 256, 256, 2)
+    key = spec.info["key"]
     tuned = T.TacticCache(T.tactics_path(spec.root), key)
     tuned.record(gpu, shape, {1: (3, 14)}, tune_max_num_tokens=8192, gemm1_count=10, gemm2_count=10)
     tuned.save()

@@ -73,7 +73,8 @@ class FlashInferSM90(MoEBackend):
         if install_build:
             from .. import flashinfer_build as fb
 
-            spec = fb.install(configs=fb.parse_configs(os.environ.get("MXFP4LAB_BUILD_CONFIGS", fb.DEFAULT_CONFIGS)))
+            configs = fb.parse_configs(os.environ.get("MXFP4LAB_BUILD_CONFIGS", fb.DEFAULT_CONFIGS))
+            spec = fb.install(configs=configs)
         from ..flashinfer_build.install import flashinfer_core
 
         self._fn = flashinfer_core().cutlass_fused_moe

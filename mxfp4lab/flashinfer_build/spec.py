@@ -100,12 +100,13 @@ def _make_spec_class():
             if stock_out in content:
                 raise RuntimeError(f"ninja text still references {stock_out} after relocation")
             # every compile through _timed.py: its CPU and wall seconds land in UNIT_CPU_LOG (make.unit_times)
-            launcher = " ".join(shlex.quote(str(a)) for a in (sys.executable, Path(__file__).with_name("_timed.py"),
-                                                               self.root / UNIT_CPU_LOG))
-            content, n = re.subn(r"^(nvcc_launcher|cxx_launcher) =[^\n]*$", lambda m: f"{m.group(1)} = {launcher}",
-                                 content, flags=re.M)
+            timed = (sys.executable, Path(__file__).with_name("_timed.py"), self.root / UNIT_CPU_LOG)
+            launcher = " ".join(shlex.quote(str(a)) for a in timed)
+            content, n = re.subn(r"^(nvcc_launcher|cxx_launcher) =[^\n]*$",
+                                 lambda m: f"{m.group(1)} = {launcher}", content, flags=re.M)
             if n != 2:
-                raise RuntimeError(f"ninja text has {n} compiler-launcher variables, expected 2 (FlashInfer changed?)")
+                raise RuntimeError(
+                    f"ninja text has {n} compiler-launcher variables, expected 2 (FlashInfer changed?)")
             self.root.mkdir(parents=True, exist_ok=True)
             _write_if_different(self.ninja_path, content)
 
@@ -193,7 +194,8 @@ def w4a16_jit_spec(
     stub_ops = [op for c, op in op_by_cfg.items() if c not in set(compiled)]
 
     cflags = [f for f in (stock.extra_cflags or []) if f]
-    cuda_cflags = [f for f in (stock.extra_cuda_cflags or []) if f and (extended_mma_shapes or f != EXTENDED_MMA_FLAG)]
+    cuda_cflags = [f for f in (stock.extra_cuda_cflags or [])
+                   if f and (extended_mma_shapes or f != EXTENDED_MMA_FLAG)]
     if fast_build:
         cflags.append("-DFAST_BUILD")
         cuda_cflags.append("-DFAST_BUILD")
@@ -247,7 +249,7 @@ def w4a16_jit_spec(
     #    copy (~42), the kept units (KEEP_UNITS is ordered), the stubs last.
     stubs = src / UNDEFINED_STUBS_UNIT
     if not stubs.exists():
-        _write_if_different(stubs, "// filled in by mxfp4lab.flashinfer_build once the other objects are built\n")
+        _write_if_different(stubs, "// filled in by mxfp4lab.flashinfer_build after the other objects\n")
     sources: List[Path] = [*gen_units, runner, *kept, stubs]
 
     include_dirs = [Path(p) for p in (stock.extra_include_dirs or [])]

@@ -3,7 +3,7 @@
 * :mod:`.layout` / :mod:`.layout_figures`     -- where MXFP4 elements and scales land in the SM90 layout (notebook 01)
 * :mod:`.accuracy` / :mod:`.accuracy_figures` -- MXFP4 error vs the bf16 origin and the references (notebook 02)
 * :mod:`.latency` / :mod:`.latency_figures`   -- latency vs tokens per backend, crossovers, dispatch (notebook 03)
-* :mod:`.startup`                             -- time to the first MoE call as recorded (``mxfp4lab build --info``)
+* :mod:`.startup`                             -- time to the first MoE call, as recorded
 
 Data functions are pure (inputs -> DataFrame / dict) and never plot; figure functions take those frames,
 return the Figure, and compute nothing beyond reshaping for display.
