@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 REPORT_CHOICES_HELP = "layout, accuracy, latency, all (or any notebooks/NN_<name>.ipynb stem)"
@@ -138,7 +139,10 @@ def _add_build_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--spec-only", action="store_true", help="generate sources + build.ninja, do not compile")
     p.add_argument("--interleave-ext", action="store_true", help="only build the tiny interleave extension")
-    p.add_argument("--info", action="store_true", help="print build_info() as JSON and exit")
+    p.add_argument("--info", action="store_true",
+                   help="print build_info() as JSON (with the recorded start-up times) and exit")
+    p.add_argument("--import-cost", action="store_true",
+                   help="time `import flashinfer` and the lean W4A16 import in fresh interpreters")
     p.add_argument("--export", metavar="TAR_XZ", help="write the built library to an archive (reuse on other hosts)")
     p.add_argument("--import", dest="import_", metavar="TAR_XZ", help="install a library archive into the cache")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -157,7 +161,23 @@ def _cmd_build(args) -> int:
         if args.interleave_ext:
             print(fb.build_interleave_ext(verbose=not args.quiet, force=args.force))
         elif args.info:
-            print(json.dumps(fb.build_info(configs=configs, **kw), indent=1))
+            from .studies.startup import recorded_times
+
+            info = {**fb.build_info(configs=configs, **kw), "recorded": recorded_times()}
+            print(json.dumps(info, indent=1))
+            def s(v):
+                return "?" if v is None else f"{v:.1f}"
+
+            for r in info["recorded"]:
+                print(f"recorded {r['file']}: {r['gpu']} ({r['cpu_count']} cores, {r['date']}): cold build "
+                      f"{s(r['cold_build_s'])} s (configs={r['configs']}), fresh process to the first tuned "
+                      f"call {s(r['first_tuned_call_s'])} s with persisted tactics, "
+                      f"{s(r['first_tuned_call_tuning_s'])} s tuning", file=sys.stderr)
+        elif args.import_cost:
+            from .flashinfer_build import import_cost
+
+            print(import_cost.report([import_cost.measure(m, cwd=str(Path(__file__).resolve().parents[1]))
+                                      for m in ("torch", "lean", "full")]))
         elif args.export:
             print(fb.export_archive(args.export, configs=configs, **kw))
         elif args.import_:

@@ -71,6 +71,10 @@ KINDS: Dict[str, str] = {
                         "timing, and the sharded roofline with the all-reduce bandwidth measured in the same run",
     "peer_check": "the field's MoE libraries run as mxfp4lab backends (triton_kernels, Humming): output against "
                   "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
+    "startup_time": "time to the first MoE call: cold build of the W4A16-only FlashInfer module, "
+                    "fresh-process "
+                    "first tuned call with persisted tactics (warm start), with tuning and with the plain "
+                    "FlashInfer import; tuned medians from the cache against the in-process autotuner",
 }
 #: Read in this order when a study has several GPUs' files and none is named (the study's target GPU first).
 PREFERRED_GPUS = ("h200", "h100")

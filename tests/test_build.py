@@ -7,6 +7,7 @@ marked ``slow`` (the host-only heuristic probe, ~1 min, needs nvcc + cublas head
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -125,18 +126,29 @@ def test_workspace_config_always_compiled():
 def test_spec_sources(minimal_spec):
     names = [Path(s).name for s in minimal_spec.sources]
     assert "moe_gemm_kernels_bf16_fp4.cu" in names, "the W4A16 GEMM unit"
-    assert "fp8_blockscale_gemm.cu" in names, "vtable needed at load"
     assert "flashinfer_cutlass_fused_moe_binding.cu" in names
-    for other in B.OTHER_DTYPE_UNITS:
-        assert other not in names, f"{other} belongs to another dtype pair"
-    # no stock generated unit; ours: one instantiation per unit + one stub unit
+    for left_out in ("fp8_blockscale_gemm.cu", sources.STOCK_RUNNER_UNIT, *B.OTHER_DTYPE_UNITS):
+        assert left_out not in names, f"{left_out} is not compiled (the throwing stubs stand in for it)"
+    # one instantiation per generated unit, the W4A16 runner copy, the kept units, the stubs last
     gen = [n for n in names if n.endswith(".generated.cu")]
     assert all(n.startswith("w4a16_sm90_mixed_") for n in gen)
     assert len(gen) == minimal_spec.info["n_instantiations"] == 5
-    assert "w4a16_sm90_mixed_stubs.cu" in names
-    assert len(names) == len(B.KEEP_UNITS) + 5 + 1
+    assert names[:5] == gen, "mixed-input units first: the longest compiles start first"
+    assert names[-1] == sources.UNDEFINED_STUBS_UNIT
+    assert names[5] == sources.RUNNER_UNIT and names[6] == "flashinfer_cutlass_fused_moe_binding.cu"
+    assert len(names) == len(B.KEEP_UNITS) + 5 + 2
     for s in minimal_spec.sources:
         assert Path(s).exists(), s
+
+
+def test_runner_unit_copies_only_the_w4a16_runner(minimal_spec):
+    text = (Path(minimal_spec.root) / "src" / sources.RUNNER_UNIT).read_text()
+    assert re.findall(r"template class CutlassMoeFCRunner<([^;]*)>;", text) == ["__nv_bfloat16, Fp4Type"]
+    assert text.count("INSTANTIATE_FINALIZE_MOE_ROUTING(") == 1
+    inc = re.findall(r'#include "([^"]+)"', text)
+    assert inc and all(Path(i).exists() for i in inc if i.startswith("/")), inc
+    with pytest.raises(RuntimeError, match="FlashInfer changed"):
+        sources.runner_unit_text("namespace tensorrt_llm::kernels::cutlass_kernels {\n}", Path("."))
 
 
 def test_spec_flags(minimal_spec):
@@ -163,9 +175,6 @@ def test_generated_units_match_configs(minimal_spec):
         text = unit.read_text()
         assert text.count("template void sm90_generic_mixed_moe_gemm_kernelLauncher") == 1
         assert "__nv_bfloat16, SafeFP4" in text
-    stubs = (Path(minimal_spec.root) / "src" / "w4a16_sm90_mixed_stubs.cu").read_text()
-    assert stubs.count("template <> void sm90_generic_mixed_moe_gemm_kernelLauncher") == 179
-    assert "TLLM_THROW" in stubs
 
 
 def test_ninja_lists_units_in_our_cache(minimal_spec):
@@ -261,11 +270,26 @@ def test_export_import_roundtrip_and_key_check(tmp_path, monkeypatch):
     (spec.root / f"{B.MODULE_NAME}.so").write_bytes(b"\x7fELF fake library")
     (spec.root / "BUILD_OK").write_text("{}")
     (spec.root / "spec.json").write_text("{}")
+    from mxfp4lab.flashinfer_build import tactics as T
+
+    gpu, shape = T.gpu_identity("NVIDIA H200", 132, (9, 0)), T.LayerShape(8, 256, 256, 2)
+    key = spec.info["key"]
+    tuned = T.TacticCache(T.tactics_path(spec.root), key)
+    tuned.record(gpu, shape, {1: (3, 14)}, tune_max_num_tokens=8192, gemm1_count=10, gemm2_count=10)
+    tuned.save()
     arc = B.export_archive(tmp_path / "lib.tar.xz", configs="compact")
     monkeypatch.setenv("MXFP4LAB_CACHE", str(tmp_path / "b"))
+    # the other host already tuned another shape: the import adds, and keeps its own
+    other = T.LayerShape(8, 256, 256, 4)
+    dest = T.TacticCache(T.tactics_path(tmp_path / "b" / B.MODULE_NAME / key), key)
+    dest.record(gpu, other, {1: (0, 10)}, tune_max_num_tokens=8192, gemm1_count=10, gemm2_count=10)
+    dest.save()
     lib = B.import_archive(arc, configs="compact")
     assert lib.read_bytes() == b"\x7fELF fake library"
     assert lib.parent.name == spec.root.name and str(tmp_path / "b") in str(lib)
+    merged = T.TacticCache(T.tactics_path(lib.parent), key)
+    assert merged.lookup(T.TacticKey(gpu, key, shape, 1)) == (3, 14)
+    assert merged.lookup(T.TacticKey(gpu, key, other, 1)) == (0, 10)
     with pytest.raises(ValueError, match="was built for key"):
         B.import_archive(arc, configs="minimal")
 

@@ -6,6 +6,11 @@ interleave, scale fold) once, in ``__init__``. The input is zero-padded from H t
 and the ``[M, H_pad]`` output is trimmed back to H. SwiGLU alpha/beta/limit go in as fp32 ``[E_local]``
 tensors; TP/EP ranks as given by the logical tensors' shard. Before the first call, :func:`mxfp4lab.flashinfer_build.install` makes FlashInfer load the
 W4A16-only module (minutes to build once, then cached) instead of the hour-long stock ``fused_moe_90``.
+
+Tactics: FlashInfer's autotuner times every compiled tactic for all of its token buckets on the first call
+of a layer shape (~25 s). With ``tactic_cache`` (default) those picks are persisted beside the built library
+(:mod:`mxfp4lab.flashinfer_build.tactics`, keyed by GPU, build, layer shape and bucket) and every call passes
+its bucket's pair as ``profile_ids``: a new process runs the tuned kernels without tuning again.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ def sm90_available() -> Tuple[bool, str]:
     if (major, minor) != (9, 0):
         return False, f"needs compute capability 9.0 (SM90: H100/H200), this GPU is {major}.{minor}"
     try:
-        from flashinfer.fused_moe import cutlass_fused_moe  # noqa: F401
+        from ..flashinfer_build.install import flashinfer_core
+
+        flashinfer_core().cutlass_fused_moe  # noqa: B018 - the import is the check
     except Exception as exc:  # noqa: BLE001
         return False, f"flashinfer-python with cutlass_fused_moe is not importable ({exc})"
     return True, ""
@@ -51,21 +58,26 @@ def autotuner_choices() -> list:
 
 class FlashInferSM90(MoEBackend):
     """Options: ``use_fused_finalize`` (FlashInfer's own default when None), ``install_build`` (hook the
-    W4A16-only build first), ``tune_max_num_tokens``, ``auto_tune`` (tune each token bucket on first use)."""
+    W4A16-only build first), ``tune_max_num_tokens``, ``auto_tune`` (tune each token bucket on first use),
+    ``tactic_cache`` (persist the tuned tactics per GPU / build / shape / bucket and reuse them; needs
+    ``install_build`` and ``auto_tune``)."""
 
     name = "flashinfer_sm90"
     gpu_only = True
 
     def __init__(self, moe, config=None, *, use_fused_finalize: Optional[bool] = None,
-                 install_build: bool = True, tune_max_num_tokens: int = 8192, auto_tune: bool = True):
+                 install_build: bool = True, tune_max_num_tokens: int = 8192, auto_tune: bool = True,
+                 tactic_cache: bool = True):
         super().__init__(moe, config)
+        spec = None
         if install_build:
             from .. import flashinfer_build as fb
 
-            fb.install(configs=fb.parse_configs(os.environ.get("MXFP4LAB_BUILD_CONFIGS", fb.DEFAULT_CONFIGS)))
-        from flashinfer.fused_moe import cutlass_fused_moe
+            configs = fb.parse_configs(os.environ.get("MXFP4LAB_BUILD_CONFIGS", fb.DEFAULT_CONFIGS))
+            spec = fb.install(configs=configs)
+        from ..flashinfer_build.install import flashinfer_core
 
-        self._fn = cutlass_fused_moe
+        self._fn = flashinfer_core().cutlass_fused_moe
         self.p = to_sm90(moe.to("cuda"))
         self.quant_scales = self.p.quant_scales()
         self.kw = {}
@@ -77,6 +89,12 @@ class FlashInferSM90(MoEBackend):
         self.auto_tune = auto_tune
         self._tuned_buckets: set = set()
         self._tuning = False
+        self.tactics = None  # PersistedTactics, when tactic_cache applies
+        if tactic_cache and auto_tune and spec is not None:
+            from ._sm90_tactics import PersistedTactics
+
+            fused_finalize = self.kw.get("use_fused_finalize", True)  # FlashInfer's default
+            self.tactics = PersistedTactics(spec, self.p, tune_max_num_tokens, fused_finalize)
 
     @classmethod
     def available(cls):
@@ -84,7 +102,17 @@ class FlashInferSM90(MoEBackend):
 
     def tune(self, x, topk_ids, topk_weights):
         """FlashInfer's autotuner profiles every compiled tactic for this token-count bucket (the
-        default tactic, the candidate list's front, can be 10x slower than the best)."""
+        default tactic, the candidate list's front, can be 10x slower than the best). With the tactic
+        cache: only when the cache has no table for this GPU, build and layer shape (then it is saved)."""
+        if self.tactics is not None:
+            self.tactics.ensure(self, x, topk_ids, topk_weights)
+            return
+        self._autotune_call(x, topk_ids, topk_weights)
+        self._tuned_buckets.add(self._bucket(x.shape[0]))
+
+    def _autotune_call(self, x, topk_ids, topk_weights) -> None:
+        """One call under FlashInfer's ``autotune(True)``: it profiles every tactic for all its buckets of
+        this layer shape (the call itself runs with ``profile_ids=None``)."""
         from flashinfer.autotuner import autotune
 
         self._tuning = True
@@ -94,13 +122,20 @@ class FlashInferSM90(MoEBackend):
             torch.cuda.synchronize()
         finally:
             self._tuning = False
-        self._tuned_buckets.add(self._bucket(x.shape[0]))
 
     def _bucket(self, m: int) -> int:
         return min(1 << max(0, (m - 1).bit_length()), self.tune_max_num_tokens)
 
+    def describe(self, m: int) -> dict:
+        if self.tactics is None:
+            return {}
+        return {"tactics": self.tactics.describe(m)}
+
     def forward(self, x, topk_ids, topk_weights):
-        if (self.auto_tune and not self._tuning and self._bucket(x.shape[0]) not in self._tuned_buckets
+        profile_ids = None
+        if self.tactics is not None and not self._tuning:
+            profile_ids = self.tactics.profile_ids(self, x, topk_ids, topk_weights)
+        elif (self.auto_tune and not self._tuning and self._bucket(x.shape[0]) not in self._tuned_buckets
                 and not torch.cuda.is_current_stream_capturing()):
             self.tune(x, topk_ids, topk_weights)
         p = self.p
@@ -125,6 +160,7 @@ class FlashInferSM90(MoEBackend):
             ep_rank=p.shard.ep_rank,
             use_w4_group_scaling=True,
             tune_max_num_tokens=self.tune_max_num_tokens,
+            profile_ids=profile_ids,
             **self.kw,
         )
         if isinstance(out, (list, tuple)):

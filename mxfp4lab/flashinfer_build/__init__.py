@@ -1,9 +1,12 @@
 """A build of FlashInfer's SM90 ``fused_moe_90`` module that fits: only the W4A16 MXFP4 path.
 
 Modules: :mod:`.configs` (what is compiled, named sets, :func:`parse_configs`), :mod:`.toolchain` (the
-installed FlashInfer, nvcc, ninja), :mod:`.sources` (kept units, patched heuristic, throwing stubs),
-:mod:`.spec` (the JitSpec and its ninja build), :mod:`.cache` (key and directory), :mod:`.install`
-(build / load / install into FlashInfer), :mod:`.archive` (reuse across machines),
+installed FlashInfer, nvcc, ninja), :mod:`.sources` (kept units, the W4A16 runner copy, patched
+heuristic), :mod:`.spec` (the JitSpec), :mod:`.make` (the two-phase ninja run), :mod:`.symbols`
+(throwing stubs for everything referenced and not compiled), :mod:`.cache` (key and directory),
+:mod:`.install` (build / load / install into FlashInfer), :mod:`.archive` (reuse
+across machines), :mod:`.tactics` (persisted autotuner picks), :mod:`.lean_import` and
+:mod:`.import_cost` (what importing FlashInfer costs, and importing only what the W4A16 call needs),
 :mod:`.interleave_ext` (FlashInfer's interleave kernel alone, for golden bytes). The ``mxfp4lab build``
 command is in :mod:`mxfp4lab.cli`. Importing this package imports only the standard library.
 
@@ -16,8 +19,10 @@ needs only a handful of those units plus a few instantiations of
 Everything here is derived from the *installed* FlashInfer package at build time:
 
 * the stock JitSpec (``flashinfer.jit.fused_moe.gen_cutlass_fused_moe_sm90_module``) gives the
-  flags, include dirs and source list; we keep the 15 non-generated units the W4A16 path links
-  against (see :data:`KEEP_UNITS`) and drop every stock ``*.generated.cu``;
+  flags (less CuTe's extended-GMMA-shape flag, which changes nothing for these tiles), include dirs and
+  source list; we keep the 13 non-generated units the W4A16 path links against (see
+  :data:`KEEP_UNITS`), compile the W4A16 runner out of the stock 23-runner instantiation unit (a
+  filtered copy, :func:`.sources.runner_unit_text`) and drop every stock ``*.generated.cu``;
 * the kernel generator (``flashinfer.jit.gemm.cutlass.generate_kernels``) produces the
   bf16 x FP4 launcher instantiations; we write the ones we compile ONE PER UNIT (parallel);
 * FlashInfer's JIT machinery (``JitSpecNvcc.write_ninja`` / ninja / ``tvm_ffi.load_module``)
@@ -34,10 +39,12 @@ We enforce it twice:
    clusters 1x1x1/2x1x1/1x2x1/2x2x1), otherwise by a patched COPY of ``cutlass_heuristic.cpp``
    (written into the build's own source dir; site-packages is never touched) whose
    ``get_candidate_configs_sm90`` returns our explicit list for the mixed grouped path;
-2. every other bf16 x FP4 launcher the dispatch switch references (184 exist) gets a generated
-   explicit specialization that throws ``TllmException`` (a Python ``RuntimeError`` through
-   tvm-ffi) instead of being an undefined symbol (tvm-ffi loads with RTLD_LAZY: an undefined
-   launcher would abort the process at first call).
+2. every other bf16 x FP4 launcher the dispatch switch references (184 exist), and every other
+   ``tensorrt_llm`` function the kept units reference (the other dtype pairs' runners), gets a
+   definition that throws ``std::runtime_error`` (a Python error through tvm-ffi) under its mangled
+   name, generated after the other objects are compiled (:mod:`.symbols`), instead of being an
+   undefined symbol (tvm-ffi loads with RTLD_LAZY: an undefined launcher would abort the process at
+   its first call, an undefined vtable entry fails the load).
 
 ``calcMaxWorkspaceSizeTmaWarpSpecializedMixedInput`` always instantiates 128x64x256 COOPERATIVE
 1x1x1 for FP4 weights (workspace query), so that config (:data:`WORKSPACE_CONFIG`) is always
@@ -66,7 +73,8 @@ from .configs import (
 from .install import build, build_info, install, load, uninstall
 from .interleave_ext import build_interleave_ext, interleave_weights_flashinfer_cuda
 from .sources import KEEP_UNITS, OTHER_DTYPE_UNITS
-from .spec import check_launcher_symbols, heuristic_candidates, w4a16_jit_spec
+from .spec import heuristic_candidates, w4a16_jit_spec
+from .symbols import check_launcher_symbols
 from .toolchain import ARCH, MODULE_NAME
 
 __all__ = [

@@ -1,6 +1,7 @@
-"""Reuse a build across machines: the built library is ~12 MB (2.3 MB as .tar.xz) and links only libcudart,
+"""Reuse a build across machines: the built library (~6 MB, ~1-2 MB as .tar.xz) links only libcudart,
 libnvrtc and libtvm_ffi, so a host with the same FlashInfer version, install path, nvcc and flags (same
-cache key) can load it without compiling."""
+cache key) can load it without compiling. The build's persisted tactics (``tactics.json``, per GPU model)
+travel with it when present, so a new host with the same GPU starts tuned."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from typing import Union
 
 from .configs import DEFAULT_CONFIGS
 from .spec import w4a16_jit_spec
+from .tactics import TACTICS_FILE, TacticCache
 from .toolchain import MODULE_NAME
 
-_ARCHIVE_MEMBERS = (f"{MODULE_NAME}.so", "spec.json", "BUILD_OK")
+_ARCHIVE_MEMBERS = (f"{MODULE_NAME}.so", "spec.json", "BUILD_OK", TACTICS_FILE)
 
 
 def export_archive(out: Union[str, Path], *, configs=DEFAULT_CONFIGS, **kw) -> Path:
-    """Write the built library of this config set (``.so``, ``spec.json``, ``BUILD_OK``) to a .tar.xz."""
+    """Write the built library of this config set (``.so``, ``spec.json``, ``BUILD_OK``, and ``tactics.json``
+    when tuned) to a .tar.xz."""
     import tarfile
 
     spec = w4a16_jit_spec(configs=configs, **kw)
@@ -35,7 +38,8 @@ def import_archive(archive: Union[str, Path], *, configs=DEFAULT_CONFIGS, check_
 
     With ``check_key`` (default) the archive's key must equal the key this machine computes for
     ``configs`` (same FlashInfer version and path, nvcc, flags, config list): a mismatched library
-    is refused rather than loaded. Only the three expected member names are extracted.
+    is refused rather than loaded. Only the expected member names are extracted; tactics are merged
+    into this machine's (its own entries win) after the same checks as any tactics file.
     """
     import tarfile
 
@@ -58,6 +62,9 @@ def import_archive(archive: Union[str, Path], *, configs=DEFAULT_CONFIGS, check_
             if name not in _ARCHIVE_MEMBERS:
                 continue
             data = tar.extractfile(m).read()
+            if name == TACTICS_FILE:
+                _merge_tactics(data, dest, key)
+                continue
             tmp = dest / f".{name}.tmp"
             tmp.write_bytes(data)
             tmp.chmod(0o755 if name.endswith(".so") else 0o644)
@@ -67,3 +74,16 @@ def import_archive(archive: Union[str, Path], *, configs=DEFAULT_CONFIGS, check_
         raise ValueError(f"{archive} does not hold a complete build ({', '.join(_ARCHIVE_MEMBERS)})")
     return lib
 
+
+def _merge_tactics(data: bytes, dest: Path, key: str) -> None:
+    """Add an archive's tactics entries that this build's ``tactics.json`` does not have yet."""
+    tmp = dest / f".{TACTICS_FILE}.import"
+    tmp.write_bytes(data)
+    try:
+        incoming = TacticCache(tmp, key)  # validates format, build key and every entry
+    finally:
+        tmp.unlink(missing_ok=True)
+    local = TacticCache(dest / TACTICS_FILE, key)
+    for name, ent in incoming.entries.items():
+        local.entries.setdefault(name, ent)
+    local.save()

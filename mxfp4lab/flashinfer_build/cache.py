@@ -11,7 +11,7 @@ from typing import Sequence, Union
 from .configs import MixedConfig
 
 #: Bump when the way we derive the build changes (part of the cache key).
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 def cache_root() -> Path:
     """``$MXFP4LAB_CACHE`` or ``~/.cache/mxfp4lab`` (the module lives under ``fused_moe_90_w4a16/<key>``)."""

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from .configs import DEFAULT_CONFIGS, MixedConfig
-from .spec import _ninja_log_times, _run_build, w4a16_jit_spec
+from .make import unit_times
+from .spec import _run_build, w4a16_jit_spec
 from .toolchain import MODULE_NAME
 
 
@@ -50,6 +52,26 @@ def load(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CON
 
 _INSTALLED: Dict[str, Any] = {}
 
+#: ``lean`` (default): import only the FlashInfer modules the W4A16 call needs, the rest on first use
+#: (:mod:`.lean_import`); ``full``: ``import flashinfer`` as usual.
+IMPORT_ENV = "MXFP4LAB_FLASHINFER_IMPORT"
+
+
+def flashinfer_core(mode: Optional[str] = None):
+    """``flashinfer.fused_moe.core`` (``cutlass_fused_moe``, the module hook), imported ``mode`` =
+    ``"lean"`` | ``"full"`` (default: ``$MXFP4LAB_FLASHINFER_IMPORT`` or ``"lean"``)."""
+    import importlib
+
+    mode = mode or os.environ.get(IMPORT_ENV, "lean")
+    if mode not in ("lean", "full"):
+        raise ValueError(f"{IMPORT_ENV} must be 'lean' or 'full', got {mode!r}")
+    if mode == "lean":
+        from .lean_import import import_lean
+
+        return import_lean()["flashinfer.fused_moe.core"]
+    importlib.import_module("flashinfer")
+    return importlib.import_module("flashinfer.fused_moe.core")
+
 
 def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS, build_if_missing: bool = True, **kw):
     """Make ``flashinfer.fused_moe.cutlass_fused_moe`` (backend "90") and
@@ -62,8 +84,7 @@ def install(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_
     from the module's own ``getTactics`` = our candidate list (R-AGREE), so it can only choose
     compiled tactics.  Returns the JitSpec.  Idempotent; :func:`uninstall` reverts.
     """
-    import flashinfer.fused_moe.core as core
-
+    core = flashinfer_core()
     spec = w4a16_jit_spec(configs=configs, **kw)
     if not build_if_missing and spec.try_load() is None:
         raise FileNotFoundError(f"{MODULE_NAME} not built at {spec.root}")
@@ -108,8 +129,10 @@ def build_info(*, configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAU
     ok = spec.root / "BUILD_OK"
     if ok.exists():
         info["build"] = json.loads(ok.read_text())
-    times = _ninja_log_times(spec.root)
+    times = unit_times(spec.root)
     if times:
-        info["unit_seconds"] = dict(sorted(times.items(), key=lambda kv: -kv[1]))
+        info["unit_times"] = times
+        info["unit_seconds"] = {k: round(v["seconds"], 1)
+                                for k, v in sorted(times.items(), key=lambda kv: -kv[1]["seconds"])}
     return info
 

@@ -1,25 +1,30 @@
-"""The restricted ``fused_moe_90`` JitSpec (:func:`w4a16_jit_spec`), its ninja build with the link-level
-R-AGREE check, and the host-only heuristic probe (:func:`heuristic_candidates`).
-
-Longer than most modules (about 370 lines) because the JitSpec subclass, its source assembly and its
-ninja run are one unit: each relies on the relocated build directory the other two set up.
-"""
+"""The restricted ``fused_moe_90`` JitSpec (:func:`w4a16_jit_spec`: its sources, flags, key and relocated
+build directory) and the host-only heuristic probe (:func:`heuristic_candidates`). The ninja run is
+:mod:`.make`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
+import shlex
 import subprocess
-import time
+import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .cache import cache_key, cache_root
 from .configs import DEFAULT_CONFIGS, MixedConfig, compiled_configs, resolve_configs
-from .sources import KEEP_UNITS, _patched_heuristic_text, _stub_text, _write_if_different
+from .sources import (
+    KEEP_UNITS,
+    RUNNER_UNIT,
+    STOCK_RUNNER_UNIT,
+    UNDEFINED_STUBS_UNIT,
+    UNIT_CPU_LOG,
+    _patched_heuristic_text,
+    _write_if_different,
+    runner_unit_text,
+)
 from .toolchain import (
     _CUTLASS_KERNELS,
     _MIXED_LAUNCHER_INL,
@@ -28,7 +33,6 @@ from .toolchain import (
     _bf16_fp4_operations,
     _csrc_dir,
     _flashinfer_version,
-    _ninja_bin,
     _nvcc_path,
     _nvcc_version,
     _op_config,
@@ -95,6 +99,14 @@ def _make_spec_class():
             content = content.replace(stock_out + "/", str(self.root) + "/")
             if stock_out in content:
                 raise RuntimeError(f"ninja text still references {stock_out} after relocation")
+            # every compile through _timed.py: its CPU and wall seconds land in UNIT_CPU_LOG (make.unit_times)
+            timed = (sys.executable, Path(__file__).with_name("_timed.py"), self.root / UNIT_CPU_LOG)
+            launcher = " ".join(shlex.quote(str(a)) for a in timed)
+            content, n = re.subn(r"^(nvcc_launcher|cxx_launcher) =[^\n]*$",
+                                 lambda m: f"{m.group(1)} = {launcher}", content, flags=re.M)
+            if n != 2:
+                raise RuntimeError(
+                    f"ninja text has {n} compiler-launcher variables, expected 2 (FlashInfer changed?)")
             self.root.mkdir(parents=True, exist_ok=True)
             _write_if_different(self.ninja_path, content)
 
@@ -118,11 +130,20 @@ def _make_spec_class():
     return W4A16JitSpec
 
 
+#: FlashInfer's flag for CuTe's extended SM90 GMMA shapes (N not in 8..256 step 8 of the base set:
+#: 24, 40, ..., 248). Every bf16 x FP4 config FlashInfer generates has a tile N of 16, 32, 64, 128 or
+#: 256, so CuTe's GMMA selectors pick the same atom without it, and the flag only makes every unit parse
+#: the four *_ext.hpp headers (~130k of ~525k preprocessed lines). Checked: identical SASS without it
+#: (docs/build-notes.md), ~27 % less compile CPU per mixed-input unit.
+EXTENDED_MMA_FLAG = "-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED"
+
+
 def w4a16_jit_spec(
     *,
     configs: Union[str, Sequence[Union[str, MixedConfig]]] = DEFAULT_CONFIGS,
     split_units: bool = True,
     extra_cuda_cflags: Sequence[str] = (),
+    extended_mma_shapes: bool = False,
     root: Optional[Path] = None,
 ):
     """The restricted ``fused_moe_90`` JitSpec for bf16 x MXFP4 (W4A16) on sm_90a.
@@ -137,6 +158,7 @@ def w4a16_jit_spec(
     split_units : bool
         One generated unit per instantiation (default) or the generator's groups of up to 8.
     extra_cuda_cflags : extra nvcc flags (part of the cache key).
+    extended_mma_shapes : keep FlashInfer's :data:`EXTENDED_MMA_FLAG` (default: dropped, same SASS).
     root : build directory; default ``cache_root()/fused_moe_90_w4a16/<key>``.
 
     Returns a ``JitSpecNvcc`` subclass (``.build_and_load()`` works); ``spec.info`` holds the
@@ -155,7 +177,7 @@ def w4a16_jit_spec(
         if s.name.endswith(".generated.cu"):
             continue
         by_name[s.name] = s
-    missing = [u for u in KEEP_UNITS if u not in by_name]
+    missing = [u for u in (*KEEP_UNITS, STOCK_RUNNER_UNIT) if u not in by_name]
     if missing:
         raise RuntimeError(f"stock fused_moe_90 JitSpec lacks expected units {missing} (FlashInfer changed?)")
 
@@ -172,14 +194,15 @@ def w4a16_jit_spec(
     stub_ops = [op for c, op in op_by_cfg.items() if c not in set(compiled)]
 
     cflags = [f for f in (stock.extra_cflags or []) if f]
-    cuda_cflags = [f for f in (stock.extra_cuda_cflags or []) if f]
+    cuda_cflags = [f for f in (stock.extra_cuda_cflags or [])
+                   if f and (extended_mma_shapes or f != EXTENDED_MMA_FLAG)]
     if fast_build:
         cflags.append("-DFAST_BUILD")
         cuda_cflags.append("-DFAST_BUILD")
     cuda_cflags += list(extra_cuda_cflags)
     ldflags = list(stock.extra_ldflags or [])
 
-    source_names = list(KEEP_UNITS)
+    source_names = [*KEEP_UNITS, RUNNER_UNIT, UNDEFINED_STUBS_UNIT]
     key = cache_key(
         flashinfer_version=_flashinfer_version(),
         arch=ARCH,
@@ -205,20 +228,29 @@ def w4a16_jit_spec(
         g.write_file([_MIXED_LAUNCHER_INL], group, str(path))
         gen_units.append(path)
 
-    # 2. throwing stubs for the rest of the 184
-    stub_path = src / "w4a16_sm90_mixed_stubs.cu"
-    _write_if_different(stub_path, _stub_text(stub_ops, set_name))
+    # 2. the W4A16 part of the stock runner-instantiation unit
+    runner = src / RUNNER_UNIT
+    stock_runner = by_name[STOCK_RUNNER_UNIT]
+    _write_if_different(runner, runner_unit_text(stock_runner.read_text(), stock_runner.parent))
 
     # 3. heuristic: stock + FAST_BUILD, or a patched copy returning our list
-    sources: List[Path] = []
+    kept: List[Path] = []
     for name in KEEP_UNITS:
         if name == "cutlass_heuristic.cpp" and not fast_build:
             patched = src / "cutlass_heuristic.cpp"
             _write_if_different(patched, _patched_heuristic_text(by_name[name].read_text(), candidates))
-            sources.append(patched)
+            kept.append(patched)
         else:
-            sources.append(by_name[name])
-    sources += gen_units + [stub_path]
+            kept.append(by_name[name])
+
+    # 4. throwing definitions of what the others reference and none defines: written after they are
+    #    compiled (symbols.py); a placeholder until then. Longest compile first (ninja starts ready units
+    #    in file order, also >= 1.12 when critical paths tie): the launchers (~50 CPU-s each), the runner
+    #    copy (~42), the kept units (KEEP_UNITS is ordered), the stubs last.
+    stubs = src / UNDEFINED_STUBS_UNIT
+    if not stubs.exists():
+        _write_if_different(stubs, "// filled in by mxfp4lab.flashinfer_build after the other objects\n")
+    sources: List[Path] = [*gen_units, runner, *kept, stubs]
 
     include_dirs = [Path(p) for p in (stock.extra_include_dirs or [])]
     # the stock generated-source dir is not needed (and may hold stale stock files)
@@ -236,7 +268,7 @@ def w4a16_jit_spec(
         "mechanism": "FAST_BUILD" if fast_build else "patched cutlass_heuristic.cpp copy",
         "candidates": [c.label for c in candidates],
         "compiled_configs": [c.label for c in compiled],
-        "stubbed_configs": len(stub_ops),
+        "stubbed_configs": len(stub_ops),  # launchers left out: throwing stubs (symbols.py)
         "generator_configs": len(ops),
         "n_instantiations": len(compiled),
         "n_units": len(sources),
@@ -301,79 +333,8 @@ def heuristic_candidates(spec, *, workdir: Optional[Path] = None, stock: bool = 
 
 
 
-def _ninja_log_times(root: Path) -> Dict[str, float]:
-    """Per-output wall seconds from ninja's .ninja_log (last entry per output)."""
-    times: Dict[str, float] = {}
-    log = root / ".ninja_log"
-    if not log.exists():
-        return times
-    for line in log.read_text().splitlines():
-        if line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        if len(parts) >= 4:
-            times[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000.0
-    return times
-
-
-_LAUNCHER_SYM = "sm90_generic_mixed_moe"
-
-
-def check_launcher_symbols(objects: Iterable[Path]) -> Dict[str, int]:
-    """Link-level R-AGREE check on built objects: every SM90 mixed launcher some object
-    references (the dispatch switch references all 184 bf16 x FP4 ones) must be defined by
-    some object (a compiled instantiation or a throwing stub).  Raises ``RuntimeError`` listing
-    the missing ones; returns counts.  Needs binutils ``nm``.
-    """
-    undefined, defined = set(), set()
-    for obj in objects:
-        out = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
-        for ln in out.splitlines():
-            parts = ln.split()
-            if not parts or _LAUNCHER_SYM not in parts[-1]:
-                continue
-            if len(parts) == 2 and parts[0] == "U":
-                undefined.add(parts[1])
-            elif len(parts) == 3 and parts[1] in ("T", "W"):
-                defined.add(parts[2])
-    missing = sorted(undefined - defined)
-    if missing:
-        raise RuntimeError(
-            f"R-AGREE: {len(missing)} SM90 mixed launchers are referenced but neither compiled nor "
-            "stubbed (would abort the process at first call under RTLD_LAZY): " + ", ".join(missing[:5])
-        )
-    return {"launchers_referenced": len(undefined), "launchers_defined": len(defined)}
-
-
-
 def _run_build(spec, *, jobs: Optional[int], verbose: bool) -> None:
-    root = spec.root
-    root.mkdir(parents=True, exist_ok=True)
-    spec.write_ninja()
-    jobs = jobs or int(os.environ.get("MAX_JOBS", "0") or 0) or (os.cpu_count() or 1)
-    cmd = [_ninja_bin(), "-C", str(root), "-f", str(spec.ninja_path), "-j", str(jobs)]
-    t0 = time.time()
-    if verbose:
-        print(f"[mxfp4lab build] {len(spec.sources)} units, -j{jobs}, in {root}", flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail: List[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        tail = (tail + [line])[-200:]
-        if verbose:
-            m = re.match(r"\[(\d+)/(\d+)\]", line)
-            if m:
-                print(f"[mxfp4lab build] {time.time() - t0:7.1f}s {line.rstrip()[:160]}", flush=True)
-            elif "error" in line.lower():
-                print(line.rstrip(), flush=True)
-    rc = proc.wait()
-    wall = time.time() - t0
-    if rc != 0:
-        raise RuntimeError(f"ninja failed (rc={rc}) building {spec.name} in {root}:\n" + "".join(tail[-60:]))
-    record: Dict[str, Any] = {"wall_s": wall, "jobs": jobs, "time": time.time()}
-    if shutil.which("nm"):
-        record.update(check_launcher_symbols(spec.get_object_paths_in_root()))
-    (root / "BUILD_OK").write_text(json.dumps(record))
-    if verbose:
-        print(f"[mxfp4lab build] done in {wall:.1f}s -> {spec.jit_library_path}", flush=True)
+    """The ninja run (:func:`.make.run_build`); the JitSpec's ``build`` and :func:`.install.build` call it."""
+    from .make import run_build
 
+    run_build(spec, jobs=jobs, verbose=verbose)
