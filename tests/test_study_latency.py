@@ -183,3 +183,18 @@ def test_launch_breakdown_of_the_recorded_forwards():
     assert _kernel_key("void mxfp4lab_decode::gemm_kernel<4, 1, 2, 1, 3, true>(mxfp4lab_decode::GemmArgs)") == \
         _kernel_key("void gemm_kernel<4, 1, 2, 1, 3, 1>(GemmArgs)")
     assert _kernel_key("void gemm_kernel<4, 1, 6, 2, 1, 1>(GemmArgs)") != _kernel_key("gemm_kernel<4, 1, 2, 1, 3, true>")
+
+
+def test_routing_load_floor_uses_the_given_ceilings():
+    """latency_load_floor: the roofline of each routing's tokens and hit experts at the measured ceilings."""
+    import pandas as pd
+
+    from mxfp4lab.models import get_model
+    from mxfp4lab.roofline import roofline
+    from mxfp4lab.studies.latency import latency_load_floor
+
+    summary = pd.DataFrame({"routing": ["uniform", "real"], "tokens": [64, 64], "active_experts": [100.0, 40.0]})
+    ceil = {"copy_bytes_per_s": 4.1e12, "bf16_flops_per_s": 7.5e14}
+    out = latency_load_floor(summary, "gpt-oss-120b", ceilings=ceil)
+    want = roofline(get_model("gpt-oss-120b"), 64, bandwidth=4.1e12, flops_rate=7.5e14, active_experts=40.0).floor_us
+    assert out.loc[1, "floor_us"] == pytest.approx(want) and out.loc[0, "floor_us"] > out.loc[1, "floor_us"]

@@ -17,7 +17,6 @@ from typing import Callable, List, Sequence
 
 import torch
 
-
 #: ``Timing.note`` of :func:`time_host`
 HOST_TIMER_NOTE = "host wall clock (time.perf_counter): a CPU stand-in, not a GPU time"
 

@@ -392,8 +392,7 @@ def latency_routing_timings(config, routings: Dict[str, tuple], backends, *, rep
 def latency_load_floor(summary: pd.DataFrame, config, *, ceilings=None) -> pd.DataFrame:
     """A routing-load summary (``routing, tokens, active_experts, ...``) with ``floor_us``: the roofline floor
     of ``tokens`` tokens that hit that many experts (ceilings as in :func:`latency_roofline`)."""
-    bw = (ceilings or {}).get("copy_bytes_per_s") or H100_COPY_BW
-    fr = (ceilings or {}).get("bf16_flops_per_s") or H100_BF16_FLOPS
+    bw, fr = ceiling_rates(ceilings)
     floors = [roofline(get_model(config), int(r.tokens), bandwidth=bw, flops_rate=fr,
                        active_experts=float(r.active_experts)).floor_us for r in summary.itertuples()]
     return summary.assign(floor_us=floors)
