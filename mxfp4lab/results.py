@@ -187,10 +187,18 @@ def files(root: Optional[PathLike] = None) -> List[Path]:
     return sorted(p for p in r.rglob("*.json") if p.name != INDEX_FILE and not p.name.endswith(PARTIAL_SUFFIX))
 
 
+#: The index's own provenance: it is derived from the result files (each carries its measurement's block).
+INDEX_PROVENANCE = {"derived": "written by mxfp4lab.results on every write into this tree; no measurement",
+                    "sources": "each listed file's own provenance block"}
+
+
 def read_index(root: Optional[PathLike] = None) -> Dict[str, Dict[str, str]]:
-    """``index.json``: relative path -> ``{"kind", "what"}`` ({} when there is none)."""
+    """``index.json``'s ``files``: relative path -> ``{"kind", "what"}`` ({} when there is none)."""
     p = Path(root or RESULTS_DIR) / INDEX_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
+    if not p.is_file():
+        return {}
+    doc = json.loads(p.read_text())
+    return doc.get("files", {}) if "files" in doc or "provenance" in doc else doc
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,7 +263,8 @@ def _index_entry(path: Path, kind: Optional[str], what: Optional[str]) -> None:
         entries.pop(key, None)
     else:
         entries[key] = {"kind": kind, "what": what or entries.get(key, {}).get("what") or KINDS[kind]}
-    _atomic_write_text(index, json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+    _atomic_write_text(index, json.dumps({"provenance": INDEX_PROVENANCE, "files": dict(sorted(entries.items()))},
+                                         indent=1) + "\n")
 
 
 def archive(path: PathLike, label: str, *, what: Optional[str] = None) -> Path:

@@ -33,6 +33,7 @@ from typing import Optional
 import torch
 
 from ..layout.decode_w4a16 import FC1_TILES, FC2_TILES, fc1_to_decode, fc2_to_decode, padded_sizes
+from ..moe_tensors import MoEInfo
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
@@ -147,25 +148,19 @@ def load_library():
 # Tensors
 # --------------------------------------------------------------------------------------------
 @dataclass
-class DecodeLayout:
-    """One layer (or shard) in the decode layout (:mod:`mxfp4lab.layout.decode_w4a16`), on one device.
+class DecodeLayout(MoEInfo):
+    """One layer (or shard) in the decode layout (:mod:`mxfp4lab.layout.decode_w4a16`), on one device: the four
+    tensors (positional) and the layer's :class:`~mxfp4lab.moe_tensors.MoEInfo` (keywords; SwiGLU parameters
+    fp32 ``[E]`` on the same device, or None: then ``alpha=1, beta=0``, no limit).
 
     ``w13`` uint8 ``[E, I32/32, H64/64, 2176]``, ``w2`` uint8 ``[E, H32/32, I64/64, 1088]``,
-    ``b13`` bf16 ``[E, 2, I32]`` (up, gate) or None, ``b2`` bf16 ``[E, H32]`` or None, SwiGLU parameters
-    fp32 ``[E]`` or None (then ``alpha=1, beta=0``, no limit).
+    ``b13`` bf16 ``[E, 2, I32]`` (up, gate) or None, ``b2`` bf16 ``[E, H32]`` or None.
     """
 
     w13: torch.Tensor
     w2: torch.Tensor
     b13: Optional[torch.Tensor]
     b2: Optional[torch.Tensor]
-    swiglu_alpha: Optional[torch.Tensor]
-    swiglu_beta: Optional[torch.Tensor]
-    swiglu_limit: Optional[torch.Tensor]
-    hidden_size: int
-    intermediate_size: int
-    num_experts_total: int
-    expert_offset: int = 0
 
     @property
     def num_local_experts(self) -> int:
@@ -199,11 +194,10 @@ class DecodeLayout:
         if logical.w2_bias is not None:
             b2 = logical.w2_bias.to(dev, torch.bfloat16)[:, :h32].contiguous()
 
-        def f32(t):
-            return None if t is None else t.to(dev, torch.float32).contiguous()
-
-        return cls(w13d, w2d, b13, b2, f32(logical.swiglu_alpha), f32(logical.swiglu_beta),
-                   f32(logical.swiglu_limit), h, i, logical.num_experts_total, logical.expert_offset)
+        info = logical.info()
+        for f in ("swiglu_alpha", "swiglu_beta", "swiglu_limit"):
+            info[f] = None if info[f] is None else info[f].to(dev, torch.float32).contiguous()
+        return cls(w13d, w2d, b13, b2, **info)
 
 
 @dataclass(frozen=True)

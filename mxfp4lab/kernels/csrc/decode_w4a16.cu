@@ -490,15 +490,13 @@ constexpr int smem_bytes(int num_experts, int num_pairs) {
   return Smem<NT, G, D, RB>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs) * 4;
 }
 
-template <int NT, int G, int D, int RB, int CPS, bool FC1>
-cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1>;
-  int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
+// One launch; with ``pdl`` the kernel may start before the previous one on the stream ends (programmatic
+// dependent launch: it calls griddepcontrol.wait before reading that kernel's output).
+template <typename Kernel, typename Args>
+cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_t stream, bool pdl, const Args& args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kThreads);
+  cfg.blockDim = dim3(block);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -506,7 +504,16 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kernel, a);
+  return cudaLaunchKernelEx(&cfg, kernel, args);
+}
+
+template <int NT, int G, int D, int RB, int CPS, bool FC1>
+cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1>;
+  int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
 }
 
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table):
@@ -605,16 +612,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
   c.ld_out = d->ld_out;
   const int64_t threads = d->m * (d->hidden / 8);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>((threads + 255) / 256));
-  cfg.blockDim = dim3(256);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, combine_kernel, c);
+  return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
 }
 
 extern "C" {
