@@ -100,3 +100,44 @@ class MoEBackend(abc.ABC):
         if self.check_values:
             check_output(y, f"backend {self.name!r}", x)
         return y
+
+
+def fastest_agreeing(candidates, run_of, inputs, *, tol: float, log: list, prefix: str, label=str,
+                     may_be_reference=lambda c: True, time_us=None):
+    """A backend tuner's loop: run each candidate once on ``inputs`` (``run_of(c)(*inputs)``), drop it if its
+    output differs from the reference candidate's (the first one ``may_be_reference`` accepts) by ``tol`` or
+    more, time the rest the way the latency sweep does (CUDA-graph replays, median: the tuner ranks what is
+    reported; ``time_us(run, [inputs])`` replaces that), and return the fastest (None if none ran). One
+    ``log`` line per candidate, ``prefix`` first."""
+    from ..bench.harness import time_cuda
+    from ..reference import relative_error
+
+    if time_us is None:
+        def time_us(fn, sets):
+            return time_cuda(fn, sets, warmup=3, reps=25, graph=True).median_us
+
+    best, best_t, ref = None, float("inf"), None
+    for c in candidates:
+        name = f"{prefix} {label(c)}"
+        try:
+            run = run_of(c)
+            out = run(*inputs)
+            if ref is None:
+                if not may_be_reference(c):
+                    log.append(f"{name}: skipped (no reference candidate ran first)")
+                    continue
+                ref = out
+            else:
+                err = relative_error(out, ref)
+                if not err < tol:
+                    log.append(f"{name}: rejected (rel err {err:.3g} vs the first candidate)")
+                    continue
+            t = time_us(run, [inputs])
+        except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape)
+            log.append(f"{name}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        log.append(f"{name}: {t:.1f} us")
+        if t < best_t:
+            best, best_t = c, t
+    return best
+

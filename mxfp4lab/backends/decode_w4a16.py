@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from .base import MoEBackend
+from .base import MoEBackend, fastest_agreeing
 
 #: M upper bound of a bucket -> launch variants to time (:data:`mxfp4lab.kernels.decode_w4a16.VARIANTS`;
 #: first = default)
@@ -93,34 +93,15 @@ class DecodeW4A16(MoEBackend):
         """Time each candidate of x's M bucket (CUDA graphs, median) and keep the fastest agreeing one."""
         if not x.is_cuda or self.variant is not None:
             return
-        from ..bench.harness import time_cuda
-        from ..reference import relative_error
-
         b = bucket_of(x.shape[0])
         if b in self.chosen:
             return
-        best, best_t, ref = None, float("inf"), None
-        for g in CANDIDATES[b]:
+
+        def run_of(g):
             cfg = self._k.LaunchConfig(variant=g)
+            return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg)
 
-            def run(x_, i_, w_, cfg=cfg):
-                return self._k.forward(x_, i_, w_, self.layout, cfg)
-
-            try:
-                out = run(x, topk_ids, topk_weights)
-                if ref is None:
-                    ref = out
-                else:
-                    err = relative_error(out, ref)
-                    if not err < TUNE_AGREEMENT_TOL:
-                        self.tune_log.append(f"bucket {b} variant {g}: rejected (rel err {err:.3g} vs the default)")
-                        continue
-                t = time_cuda(run, [(x, topk_ids, topk_weights)], warmup=3, reps=25, graph=True).median_us
-            except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory)
-                self.tune_log.append(f"bucket {b} variant {g}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
-                continue
-            self.tune_log.append(f"bucket {b} variant {g}: {t:.1f} us")
-            if t < best_t:
-                best, best_t = g, t
+        best = fastest_agreeing(CANDIDATES[b], run_of, (x, topk_ids, topk_weights), tol=TUNE_AGREEMENT_TOL,
+                                log=self.tune_log, prefix=f"bucket {b}", label=lambda g: f"variant {g}")
         if best is not None:
             self.chosen[b] = best

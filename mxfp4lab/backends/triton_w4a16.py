@@ -18,7 +18,7 @@ import os
 import torch
 
 from ..kernels.tiles import INTERPRET_TILE, TILE_TABLE, DequantPath, TileConfig, bucket_of
-from .base import MoEBackend
+from .base import MoEBackend, fastest_agreeing
 
 #: tune(): a candidate whose output differs from the bucket default's by more than this relative error
 #: is dropped (different tiles change only the fp32 summation order: ~1e-4 observed on the H100; a wrong
@@ -99,36 +99,19 @@ class TritonW4A16(MoEBackend):
         """Time each candidate of x's M bucket (CUDA events, median) and keep the fastest."""
         if not self._can_tune(x):
             return
-        from ..reference import relative_error
-
         b = bucket_of(x.shape[0])
         if b in self.chosen:
             return
         h_pad, i_pad = self.layout.padded_hidden, self.layout.padded_intermediate
-        best, best_t = None, float("inf")
-        ref_out = None
-        for cfg in TILE_TABLE[b]:
-            cand = tuple(cfg.as_list())  # the recorded form of the tile, in the log
-            try:
-                cfg.check(h_pad, i_pad)
-                out = self._k.fused_moe_w4a16(x, topk_ids, topk_weights, self.layout, config=cfg, **self.swiglu)
-                if ref_out is None:
-                    if cfg.dequant != DequantPath.EXPLICIT:
-                        self.tune_log.append(f"bucket {b} {cand}: skipped (no explicit-decode tile ran first)")
-                        continue
-                    ref_out = out  # the bucket's first fitting tile of the explicit decode
-                else:
-                    err = relative_error(out, ref_out)
-                    if not err < TUNE_AGREEMENT_TOL:
-                        self.tune_log.append(f"bucket {b} {cand}: rejected (rel err {err:.3g} vs the default tile)")
-                        continue
-                t = _time_us(functools.partial(self._k.fused_moe_w4a16, layout=self.layout, config=cfg,
-                                               **self.swiglu), [(x, topk_ids, topk_weights)])
-            except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape)
-                self.tune_log.append(f"bucket {b} {cand}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
-                continue
-            self.tune_log.append(f"bucket {b} {cand}: {t:.1f} us")
-            if t < best_t:
-                best, best_t = cfg, t
+
+        def run_of(cfg):
+            cfg.check(h_pad, i_pad)
+            return functools.partial(self._k.fused_moe_w4a16, layout=self.layout, config=cfg, **self.swiglu)
+
+        # the bucket's first fitting tile of the explicit decode is the reference the others must agree with
+        best = fastest_agreeing(TILE_TABLE[b], run_of, (x, topk_ids, topk_weights), tol=TUNE_AGREEMENT_TOL,
+                                log=self.tune_log, prefix=f"bucket {b}", label=lambda c: str(tuple(c.as_list())),
+                                may_be_reference=lambda c: c.dequant == DequantPath.EXPLICIT,
+                                time_us=lambda fn, sets: _time_us(fn, sets))
         if best is not None:
             self.chosen[b] = best
