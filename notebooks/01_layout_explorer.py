@@ -184,6 +184,25 @@ from mxfp4lab.prepare import trace_fc1_row
 
 study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 
+# %% [markdown]
+# ## 7. Beside it: mxfp4lab's decode kernel layout
+#
+# mxfp4lab's CUDA decode kernel (`decode_w4a16`, `docs/decode-kernel.md`) feeds `mma.sync.m16n8k16` from
+# registers, the weights as the A operand (16 output rows) and up to 8 tokens as B. Per 16-row x 64-element
+# tile each of the 32 lanes copies 16 bytes: the codes of rows g and g+8 (g = lane // 4) at 16 consecutive
+# K (16 t .. 16 t + 15, t = lane % 4), one 32-bit word per MMA step. Inside the chunk K is permuted so that
+# step s takes K 16 t + 4 s .. + 3 from every lane: then the same lane's activations for all four steps
+# are 32 contiguous bytes, two 16-byte copies. In each 16-bit half the four signs sit at bits 15..12 and
+# the magnitudes at 8..6, 5..3, 2..0, 11..9, so five shifts and seven LOP3 make four bf16x2 registers, and
+# one bf16x2 multiply per register applies the E8M0 scale (one per row and lane). Left: the lane of every
+# element; right: the MMA step. The element traced above is outlined.
+
+# %%
+figures.plot_decode_lanes(study.layout_decode_tile_map(), highlight=(trace_fc1_row(row, config)["w13_row"] % 16, k % 64));
+
+# %%
+study.layout_compare_decode(row=trace_fc1_row(row, config)["w13_row"], k=k)
+
 # %%
 plt.close("all")
 report.record("findings", findings.publish(summary, layout_findings.findings(report.recorded())))
