@@ -29,8 +29,8 @@
 # (`mxfp4lab.dispatch.Dispatch`), and the original claim (SGLang PR #24816: Marlin 12-15% faster at M <= 64,
 # a tie near M ~ 256, FlashInfer 24-36% faster at M >= 1024 on the seed shape).
 #
-# On a CPU this notebook READS a recorded sweep: `data/results/latency/h100.json`, or where that does not
-# exist `latency/h200.json` (written by `mxfp4lab bench moe`, read through `mxfp4lab.results`); every plot
+# On a CPU this notebook READS a recorded sweep: `data/results/latency/h200.json` (every backend), or where
+# that does not exist `latency/h100.json` (written by `mxfp4lab bench moe`, read through `mxfp4lab.results`); every plot
 # says which GPU, date and commit its numbers come from. With `measure=True` on a Hopper GPU it runs
 # `mxfp4lab.bench.moe.sweep` itself.
 
@@ -40,7 +40,7 @@ from mxfp4lab import findings
 summary = findings.placeholder()  # filled by the last cell from this run's results
 
 # %% tags=["parameters"]
-results_file = None  # recorded sweep JSON; None reads data/results/latency/h100.json
+results_file = None  # recorded sweep JSON; None reads data/results/latency/h200.json
 measure = False  # True on a Hopper GPU: measure with mxfp4lab.bench.moe.sweep instead of reading the file
 backends = ["flashinfer_sm90", "marlin_mxfp4", "triton_w4a16", "torch_naive"]  # backends to measure (measure only)
 shapes = ["gpt-oss-20b", "gpt-oss-120b", "dsv4-flash", "seed-bench"]  # MoE shapes

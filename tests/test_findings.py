@@ -41,7 +41,7 @@ def _latency_results(fi_faster):
 
 def test_latency_findings_give_claim_verdicts_and_ranges():
     fs = {f.question: f for f in latency_findings.findings(_latency_results([-0.2, -0.13, 0.01, 0.3]))}
-    overall = fs["original claim on seed-bench (FlashInfer vs Marlin, H100)"]
+    overall = fs["original claim on seed-bench (FlashInfer vs Marlin; claimed on an H100)"]
     assert (overall.verdict, overall.status) == ("partly holds", "mixed") and "3 of 4" in overall.detail
     assert fs["original claim at M<=64 (Marlin 12-15% faster)"].verdict == "partly holds"
     assert fs["original claim at M~256 (tie)"].status == "good"

@@ -41,7 +41,7 @@ def _claim_findings(rows: list[dict[str, Any]]) -> list[Finding]:
     n = len(rows)
     if n:
         verdict = "holds" if held_all == n else "does not hold" if held_all == 0 else "partly holds"
-        out.insert(0, Finding("original claim on seed-bench (FlashInfer vs Marlin, H100)", verdict,
+        out.insert(0, Finding("original claim on seed-bench (FlashInfer vs Marlin; claimed on an H100)", verdict,
                               f"within the claimed range at {held_all} of {n} recorded M",
                               {"holds": "good", "does not hold": "bad"}.get(verdict, "mixed")))
     return out
@@ -75,7 +75,7 @@ def findings(results: dict[str, Any]) -> list[Finding]:
     if isinstance(claim, list):
         out += _claim_findings(claim)
     else:
-        out.append(Finding("original claim on seed-bench (FlashInfer vs Marlin, H100)", "not measured",
+        out.append(Finding("original claim on seed-bench (FlashInfer vs Marlin; claimed on an H100)", "not measured",
                            str(claim or "no FlashInfer and Marlin rows on seed-bench"), "missing"))
     out += _fastest_findings(results.get("fastest") or {}, results.get("shape_aliases") or {})
     disp = [r for r in results.get("dispatch_speedup") or [] if r.get("shape") == "all"]
