@@ -175,7 +175,9 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     entries = r.stderr.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    assert entries == 2 * len(VARIANTS) + 1, r.stderr[-2000:]  # fc1 + fc2 per variant, and the combine
+    # fc1 + fc2 per compiled configuration (L2-staged variants reuse their base's kernels), and the combine
+    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
+    assert entries == 2 * len(configs) + 1, r.stderr[-2000:]
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
 
@@ -225,4 +227,20 @@ def test_a_pinned_variant_is_read_and_checked(monkeypatch):
     monkeypatch.setenv("MXFP4LAB_DECODE_VARIANT", "5")
     assert pinned_variant() == 5 and pinned_variant(2) == 2
     with pytest.raises(ValueError, match="variant must be one of"):
-        pinned_variant(9)
+        pinned_variant(99)
+
+
+def test_l2_staged_variants_are_twins_of_compiled_ones_and_split_half_the_l2():
+    """Every L2-staged variant launches the kernels of an unstaged one (same G, CTAs/SM, depth, buffers);
+    the prefetch budget is half the L2 in whole lines, split over the grid."""
+    from mxfp4lab.kernels.decode_w4a16 import L2_PREFETCH_SHARE, VARIANTS, l2_prefetch_bytes
+
+    base = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values() if v.l2 == 0}
+    staged = [v for v in VARIANTS.values() if v.l2]
+    assert staged and all((v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) in base for v in staged)
+    assert all(v.l2 in (1, 3) for v in staged)  # bit 2 (evict_first) only with the prefetch it protects
+    from mxfp4lab.kernels.decode_w4a16 import unstaged_twin
+
+    assert {g: unstaged_twin(g) for g in (1, 5, 7, 8, 9, 10, 11)} == {1: 1, 5: 5, 7: 5, 8: 5, 9: 1, 10: 2, 11: 6}
+    n = l2_prefetch_bytes(50 * 2**20, 396)  # an H200's L2, variant 5's grid
+    assert n % 128 == 0 and n * 396 <= 50 * 2**20 * L2_PREFETCH_SHARE < (n + 128) * 396

@@ -51,10 +51,18 @@ class Variant:
     ctas_per_sm: int  # 2: two CTAs of 8 warps per SM, so one CTA's epilogue overlaps the other's streaming
     depth: int  # cp.async ring stages per warp
     red_buffers: int  # 2: double-buffered partial sums, one barrier per item
+    #: L2 staging bits: 1 = fc1 prefetches fc2's weights into L2 (up to :data:`L2_PREFETCH_SHARE` of the L2,
+    #: split over the CTAs), 2 = fc1 streams its own weights with L2 evict_first. No arithmetic changes.
+    l2: int = 0
 
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
-            5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1)}
+            5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1),
+            7: Variant(1, 3, 2, 1, 3), 8: Variant(1, 3, 2, 1, 1), 9: Variant(1, 1, 6, 2, 3),
+            10: Variant(1, 2, 3, 1, 3), 11: Variant(2, 2, 2, 1, 3)}
+#: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
+#: stream in flight and the activations
+L2_PREFETCH_SHARE = 0.5
 
 
 class DecodeKernelError(RuntimeError):
@@ -118,7 +126,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl")]
+            "variant", "grid", "pdl", "l2_prefetch_bytes")]
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,7 +145,7 @@ def load_library():
         raise DecodeKernelError(f"{path} groups tiles as {lib.mxfp4lab_decode_w4a16_tiles_per_group()}, the layout as "
                                 f"{FC1_TILES * 100 + FC2_TILES}: rebuild the library")
     compiled = [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(VARIANTS) + 1)]
-    want = [i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100 + v.depth * 10 + v.red_buffers
+    want = [v.l2 * 1000000 + i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100 + v.depth * 10 + v.red_buffers
             for i, v in VARIANTS.items()] + [-1]
     if compiled != want:
         raise DecodeKernelError(f"{path} has variants {compiled}, this module expects {want}: rebuild the library")
@@ -219,11 +227,6 @@ def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
     return LaunchConfig(variant=1 if mean <= 6 else 3 if mean <= 14 else 4)
 
 
-@functools.lru_cache(maxsize=8)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, layout: DecodeLayout,
             config: Optional[LaunchConfig] = None, *, out: Optional[torch.Tensor] = None,
             workspace_fill: Optional[float] = None) -> torch.Tensor:
@@ -245,6 +248,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     var = VARIANTS[cfg.variant]
     smem = lib.mxfp4lab_decode_w4a16_smem_bytes(cfg.variant, layout.num_local_experts, m * k)
     props = torch.cuda.get_device_properties(dev)
+    grid = cfg.grid or var.ctas_per_sm * props.multi_processor_count
     limit = min(props.shared_memory_per_block_optin,
                 props.shared_memory_per_multiprocessor // var.ctas_per_sm - 1024)  # 1 KB per CTA is reserved
     if smem > limit:
@@ -277,13 +281,26 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         hidden=h, inter=i, ld_x=x.stride(0), ld_h=i32, ld_y=h32, ld_out=out.stride(0),
         ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
-        num_experts=layout.num_local_experts, variant=cfg.variant,
-        grid=cfg.grid or var.ctas_per_sm * _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()),
-        pdl=int(cfg.pdl))
+        num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
+        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), torch.cuda.current_stream(dev).cuda_stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
     return out
+
+
+def unstaged_twin(variant: int) -> int:
+    """The variant without L2 staging that launches the same kernels as ``variant`` (itself if unstaged)."""
+    v = VARIANTS[variant]
+    if not v.l2:
+        return variant
+    return next(i for i, u in VARIANTS.items() if not u.l2 and dataclasses.replace(u, l2=v.l2) == v)
+
+
+def l2_prefetch_bytes(l2_cache_bytes: int, grid: int) -> int:
+    """fc2 weight bytes each of ``grid`` fc1 CTAs prefetches into L2 (staging bit 1): an equal share of
+    :data:`L2_PREFETCH_SHARE` of the L2, in whole 128-byte lines."""
+    return int(l2_cache_bytes * L2_PREFETCH_SHARE) // max(1, grid) // 128 * 128
 
 
 def _cuda_error_name(code: int) -> str:

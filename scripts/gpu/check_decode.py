@@ -1,7 +1,8 @@
 """Check mxfp4lab's decode kernel (backend ``decode_w4a16``) on an SM90 GPU against the kernel-faithful
 reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
-give the same bits. Prints a table and writes JSON (with provenance) as it goes.
+give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
+changes no arithmetic). Prints a table and writes JSON (with provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
@@ -31,7 +32,8 @@ TOL = 2e-2
 DEFAULT_M = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
-def check_point(layout, ref_w, cfg, inputs, g, label, rows, log):
+def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
+    """One variant at one point; ``outs`` (variant -> output) collects this point's outputs for the twin check."""
     x, ids, w = inputs
     cfg_l = dk.LaunchConfig(variant=g)
     row = {"label": label, "m": x.shape[0], "variant": g}
@@ -45,6 +47,11 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log):
         row["deterministic"] = bool(torch.equal(out1, out2))
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
         row["ok"] = bool(err < TOL and not row["nan"] and row["deterministic"])
+        outs[g] = out1
+        twin = dk.unstaged_twin(g)
+        if twin != g and twin in outs:
+            row["twin"], row["equal_to_twin"] = twin, bool(torch.equal(out1, outs[twin]))
+            row["ok"] = row["ok"] and row["equal_to_twin"]
     except dk.DecodeKernelError as exc:  # a clear refusal (e.g. shared memory for this many pairs) is not a failure
         row.update(ok=True, supported=False, error=str(exc)[:300])
     except Exception as exc:  # noqa: BLE001 - record, go on
@@ -90,8 +97,10 @@ def main(argv=None) -> int:
             for m in [v for v in (ms if not sh else (1, 7, 64, 512)) if v * cfg.top_k <= dk.MAX_PAIRS]:
                 for routing in ("uniform", "skewed") if m in (8, 64, 512) and not sh else ("uniform",):
                     inputs = make_inputs(cfg, m, 1, routing, seed=1000 + m)[0]
-                    for g in dk.VARIANTS:
-                        check_point(layout, ref_w, cfg, inputs, g, f"{shape} {routing}{sh}", rows, print)
+                    outs: dict = {}
+                    for g in sorted(dk.VARIANTS, key=lambda v: (dk.VARIANTS[v].l2, v)):  # twins after their base
+                        check_point(layout, ref_w, cfg, inputs, g, f"{shape} {routing}{sh}", rows, print, outs)
+                    del outs
                 save()
             del logical, layout, ref_w
             torch.cuda.empty_cache()

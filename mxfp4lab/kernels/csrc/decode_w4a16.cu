@@ -69,6 +69,11 @@ struct GemmArgs {
   int use_limit;
   __nv_bfloat16* out;  // fc1: h [P, ld_out]; fc2: y [P, ld_out]
   int64_t ld_out;
+  // L2 staging (fc1 only; see gemm_kernel): fc2's weights, prefetched into L2 while fc1 streams its own
+  const uint8_t* pf_wq;  // fc2's decode-layout weights, or null (no prefetch)
+  int pf_groups, pf_chunks;
+  int64_t pf_bytes;      // at most this many bytes per CTA
+  int evict_first;       // stream this kernel's weights with L2 evict_first, so they do not push fc2's out
 };
 
 struct CombineArgs {
@@ -94,6 +99,19 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+// The same copy with an L2 cache-eviction policy (createpolicy), for weights read exactly once.
+__device__ __forceinline__ void cp_async16_hint(uint32_t dst, const void* src, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, 16, %2;\n" ::"r"(dst), "l"(src), "l"(policy)
+               : "memory");
+}
+__device__ __forceinline__ uint64_t policy_evict_first() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
@@ -245,6 +263,37 @@ __device__ __forceinline__ Item find_item(const Routing& r, int E, int item, int
   return it;
 }
 
+// L2 staging, called by fc1 right after routing: prefetch into L2 the weights that fc2's CTA of the same
+// index will stream first (fc2's weights do not depend on fc1's output, so their DRAM reads can overlap
+// fc1's instead of following it). fc2 enumerates items like fc1 with its own tile groups: expert e starts
+// at item istart[e] / groups1 * groups2 (istart counts token chunks x fc1 groups). Items of later token
+// chunks read the weights of the first chunk's item and are skipped. At most a.pf_bytes per CTA; a line
+// is 128 bytes; plain (evict_normal) prefetches, so nothing stays pinned in L2 after the call.
+template <int TC>
+__device__ void prefetch_fc2_weights(const GemmArgs& a, const Routing& r, int groups1) {
+  constexpr int kStep2 = kNT2 * (kTileBytes + kScaleBytes);
+  const int E = a.num_experts, g2 = a.pf_groups;
+  const int n2 = r.istart[E] / groups1 * g2;
+  const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n2) / gridDim.x);
+  const int last = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n2) / gridDim.x);
+  const int64_t item_bytes = static_cast<int64_t>(a.pf_chunks) * kStep2;
+  int64_t budget = a.pf_bytes;
+  for (int item = first; item < last && budget > 0; ++item) {
+    int lo = 0, hi = E;  // largest e with fc2's first item of e <= item
+    while (hi - lo > 1) {
+      int mid = (lo + hi) >> 1;
+      if (r.istart[mid] / groups1 * g2 <= item) lo = mid; else hi = mid;
+    }
+    const int rel = item - r.istart[lo] / groups1 * g2;
+    if (rel >= g2) continue;  // a later token chunk: the same weights as item - g2
+    const uint8_t* base = a.pf_wq + (static_cast<int64_t>(lo) * g2 + rel) * item_bytes;
+    const int64_t n = min(item_bytes, budget);
+    for (int64_t off = threadIdx.x * 128; off < n; off += kThreads * 128) prefetch_l2(base + off);
+    if (threadIdx.x == 0) prefetch_l2(base + n - 1);  // the block need not start on a line
+    budget -= n;
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The GEMM kernel (fc1 with SwiGLU epilogue, or fc2)
 // ------------------------------------------------------------------------------------------------
@@ -280,6 +329,7 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
 
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
   build_routing(a, rt, scratch, TC, groups);
+  if (FC1 && a.pf_wq != nullptr) prefetch_fc2_weights<TC>(a, rt, groups);
   if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
 
   const int n_items = rt.istart[E];
@@ -295,6 +345,8 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   const int total_steps = my_items * ncw;
   const uint32_t wring = smem_addr(ring) + warp * D * S::kSlot;
   constexpr int kScaleLanes = NT * kScaleBytes / 16;  // lanes that copy the step's scale bytes
+  const bool evict_first = a.evict_first != 0;
+  const uint64_t wpolicy = evict_first ? policy_evict_first() : 0;
 
   // ---- issue side: the item whose chunks this warp copies next (a cursor that only moves forward) --
   int iss_left = total_steps;       // steps still to issue
@@ -319,9 +371,15 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
       }
       const uint32_t slot = wring + ((total_steps - 1 - iss_left) % D) * S::kSlot;
       const uint8_t* src = iss_w + iss_c * S::kStepBytes;
+      if (evict_first) {
 #pragma unroll
-      for (int n = 0; n < NT; ++n) cp_async16(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, true);
-      if (lane < kScaleLanes) cp_async16(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, true);
+        for (int n = 0; n < NT; ++n) cp_async16_hint(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, wpolicy);
+        if (lane < kScaleLanes) cp_async16_hint(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, wpolicy);
+      } else {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) cp_async16(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, true);
+        if (lane < kScaleLanes) cp_async16(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, true);
+      }
       const int col = (c_begin + iss_c) * kChunkK + 16 * tl;
 #pragma unroll
       for (int gi = 0; gi < G; ++gi) {
@@ -516,16 +574,26 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
 }
 
-// Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table):
-//   id  G  CTAs/SM  ring depth  partial buffers
-//   1   1  1        6           2      decode, one CTA of 8 warps per SM, deep ring
-//   2   1  2        3           1      decode, two CTAs per SM (16 warps), epilogues of one overlap the other
-//   3   2  1        4           2      up to 16 tokens per item
-//   4   4  1        2           1      up to 32 tokens per item (larger M)
-//   5   1  3        2           1      three CTAs per SM (24 warps): latency hiding for the smallest M
-//   6   2  2        2           1      16 tokens per item, two CTAs per SM
-#define MXFP4LAB_DECODE_VARIANTS(X) \
-  X(1, 1, 1, 6, 2) X(2, 1, 2, 3, 1) X(3, 2, 1, 4, 2) X(4, 4, 1, 2, 1) X(5, 1, 3, 2, 1) X(6, 2, 2, 2, 1)
+// Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
+// 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
+// own weights with L2 evict_first. Staging changes no arithmetic: a variant and its staged twin compute
+// the same bits.
+//   id  G  CTAs/SM  ring depth  partial buffers  L2
+//   1   1  1        6           2                0   decode, one CTA of 8 warps per SM, deep ring
+//   2   1  2        3           1                0   decode, two CTAs per SM (16 warps), epilogues overlap
+//   3   2  1        4           2                0   up to 16 tokens per item
+//   4   4  1        2           1                0   up to 32 tokens per item (larger M)
+//   5   1  3        2           1                0   three CTAs per SM (24 warps): latency hiding, small M
+//   6   2  2        2           1                0   16 tokens per item, two CTAs per SM
+//   7   1  3        2           1                3   variant 5, fc2's weights prefetched, fc1 evict_first
+//   8   1  3        2           1                1   variant 5, fc2's weights prefetched
+//   9   1  1        6           2                3   variant 1, staged
+//   10  1  2        3           1                3   variant 2, staged
+//   11  2  2        2           1                3   variant 6, staged
+#define MXFP4LAB_DECODE_VARIANTS(X)                                                                    \
+  X(1, 1, 1, 6, 2, 0) X(2, 1, 2, 3, 1, 0) X(3, 2, 1, 4, 2, 0) X(4, 4, 1, 2, 1, 0) X(5, 1, 3, 2, 1, 0) \
+  X(6, 2, 2, 2, 1, 0) X(7, 1, 3, 2, 1, 3) X(8, 1, 3, 2, 1, 1) X(9, 1, 1, 6, 2, 3) X(10, 1, 2, 3, 1, 3)  \
+  X(11, 2, 2, 2, 1, 3)
 
 }  // namespace mxfp4lab_decode
 
@@ -549,10 +617,11 @@ struct DecodeArgs {
   int64_t variant;                 // launch variant (MXFP4LAB_DECODE_VARIANTS)
   int64_t grid;                    // CTAs per GEMM launch (persistent; SMs x CTAs per SM)
   int64_t pdl;                     // chain the launches with programmatic dependent launch
+  int64_t l2_prefetch_bytes;       // L2 staging bit 1: fc2 weight bytes each fc1 CTA prefetches
 };
 
 template <int G, int CPS, int D, int RB>
-cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
+cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream, int l2) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
   g1.ld_act = d->ld_x;
@@ -590,6 +659,13 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   g2.bias = nullptr;
   g2.out = reinterpret_cast<__nv_bfloat16*>(d->y);
   g2.ld_out = d->ld_y;
+  if ((l2 & 1) && d->l2_prefetch_bytes > 0) {
+    g1.pf_wq = g2.wq;
+    g1.pf_groups = g2.groups;
+    g1.pf_chunks = g2.chunks;
+    g1.pf_bytes = d->l2_prefetch_bytes;
+  }
+  g1.evict_first = (l2 & 2) ? 1 : 0;
 
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
@@ -625,9 +701,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB) \
-  case ID:                   \
-    return static_cast<int>(launch_forward<G, CPS, D, RB>(d, stream));
+#define X(ID, G, CPS, D, RB, L2) \
+  case ID:                       \
+    return static_cast<int>(launch_forward<G, CPS, D, RB>(d, stream, L2));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
@@ -638,8 +714,8 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB) \
-  case ID:                   \
+#define X(ID, G, CPS, D, RB, L2) \
+  case ID:                       \
     return smem_bytes<kNT1, G, D, RB>(E, P);
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
@@ -647,10 +723,10 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
   }
 }
 
-// The variant table as ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
+// The variant table as L2*1000000 + ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB) ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+#define X(ID, G, CPS, D, RB, L2) L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
   };
