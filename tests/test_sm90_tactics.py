@@ -132,3 +132,36 @@ def test_no_harvest_is_an_error(setup, monkeypatch):
     )  # FlashInfer stored nothing we know
     with pytest.raises(RuntimeError, match="holds no GEMM1"):
         ST.PersistedTactics(spec, p, 8192, True).ensure(FakeBackend(), *_inputs(8))
+
+
+def test_tactic_counts_come_from_the_runner_flashinfer_cached(monkeypatch):
+    """_counts reads the W4A16 runner out of MoERunner.runner_dict of the namespace that
+    get_cutlass_fused_moe_module returns (the installed FlashInfer's structure, read from its source)."""
+    import inspect
+
+    import flashinfer.fused_moe.core as core
+
+    src = inspect.getsource(core.get_cutlass_fused_moe_module) + inspect.getsource(core)
+    assert "MoERunner.runner_dict[instance_key] = module.init(" in src
+    init = src[src.index("instance_key = (") : src.index(")", src.index("instance_key = ("))]
+    fields = [f.strip() for f in init[len("instance_key = (") :].split(",") if f.strip()]
+    assert fields == ["x_dtype", "weight_dtype", "output_dtype", "use_deepseek_fp8_block_scale",
+                      "use_w4_group_scaling", "use_mxfp8_act_scaling", "use_packed_weights",
+                      "use_fused_finalize", "use_wfp4afp8_humming"]
+
+    class Runner:
+        def get_gemm1_tactic_count(self):
+            return 12
+
+        def get_gemm2_tactic_count(self):
+            return 7
+
+    key = (torch.bfloat16, torch.uint8, torch.bfloat16, False, True, False, False, True, False)
+    ns = SimpleNamespace(MoERunner=SimpleNamespace(runner_dict={key: Runner()}))
+    monkeypatch.setattr(core, "get_cutlass_fused_moe_module", lambda backend="100", use_fast_build=False: ns)
+    pt = object.__new__(ST.PersistedTactics)
+    pt._dims = {"fused_finalize": True}
+    assert pt._counts() == (12, 7)
+    ns.MoERunner.runner_dict = {}
+    with pytest.raises(RuntimeError, match="no single W4A16 runner"):
+        pt._counts()

@@ -50,21 +50,28 @@ class PersistedTactics:
         return LayerShape(top_k=int(top_k), **self._dims)
 
     def _counts(self) -> Tuple[int, int]:
-        """GEMM1 / GEMM2 tactic counts of the loaded module (the ranges the indices must fall in)."""
+        """GEMM1 / GEMM2 tactic counts of the W4A16 runner FlashInfer's autotune call created (the ranges the
+        indices must fall in). ``get_cutlass_fused_moe_module`` returns a namespace (``MoERunner``,
+        ``cutlass_fused_moe``, ...), not the compiled module; ``MoERunner.runner_dict`` holds one compiled
+        runner per instance key (x, weight and output dtypes, fp8 block scale, w4 group scaling, mxfp8
+        activation scaling, packed weights, fused finalize, wfp4afp8 Humming) -- FlashInfer 0.7.2's
+        ``fused_moe/core.py``, ``MoERunner.__init__``."""
         import flashinfer.fused_moe.core as core
 
-        mod = core.get_cutlass_fused_moe_module("90")
-        r = mod.init(
-            torch.bfloat16,
-            torch.uint8,
-            torch.bfloat16,
-            False,
-            True,
-            False,
-            False,
-            self._dims["fused_finalize"],
-            False,
-        )
+        ns = core.get_cutlass_fused_moe_module("90")
+        runners = getattr(getattr(ns, "MoERunner", None), "runner_dict", None)
+        if runners is None:
+            raise RuntimeError("flashinfer.fused_moe.core.get_cutlass_fused_moe_module('90') has no "
+                               "MoERunner.runner_dict (FlashInfer's runner cache moved?): cannot count tactics")
+        ff = self._dims["fused_finalize"]
+        key = (torch.bfloat16, torch.uint8, torch.bfloat16, False, True, False, False, ff, False)
+        r = runners.get(key)
+        if r is None:  # another weight dtype spelling: the one W4-group-scaling runner of this finalize mode
+            found = [v for k, v in runners.items() if len(k) == len(key) and k[4] is True and k[7] == ff]
+            if len(found) != 1:
+                raise RuntimeError(f"no single W4A16 runner in FlashInfer's MoERunner.runner_dict after the "
+                                   f"autotune call (keys: {list(runners)})")
+            r = found[0]
         return int(r.get_gemm1_tactic_count()), int(r.get_gemm2_tactic_count())
 
     def _tune(self, backend, x, topk_ids, topk_weights, shape: LayerShape) -> None:
