@@ -175,9 +175,10 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     entries = r.stderr.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    # fc1 + fc2 per compiled configuration (L2-staged variants reuse their base's kernels), and the combine
+    # fc1 + fc2 per compiled configuration, one more fc1 per L2-staged (configuration, staging), the combine
     configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
-    assert entries == 2 * len(configs) + 1, r.stderr[-2000:]
+    staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
+    assert entries == 2 * len(configs) + len(staged) + 1, r.stderr[-2000:]
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
 
@@ -244,3 +245,31 @@ def test_l2_staged_variants_are_twins_of_compiled_ones_and_split_half_the_l2():
     assert {g: unstaged_twin(g) for g in (1, 5, 7, 8, 9, 10, 11)} == {1: 1, 5: 5, 7: 5, 8: 5, 9: 1, 10: 2, 11: 6}
     n = l2_prefetch_bytes(50 * 2**20, 396)  # an H200's L2, variant 5's grid
     assert n % 128 == 0 and n * 396 <= 50 * 2**20 * L2_PREFETCH_SHARE < (n + 128) * 396
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
+    """The staging bits are a template parameter: the unstaged kernels have no L2 policy or prefetch at all
+    (so they are the kernels of before staging), the staged fc1 kernels have exactly their bits' code."""
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE
+
+    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
+    r = subprocess.run(["nvcc", *flags, "-ptx", str(SOURCE), "-o", str(tmp_path / "k.ptx")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ptx = (tmp_path / "k.ptx").read_text()
+    bodies = re.split(r"\n(?=\.visible \.entry )", ptx)[1:]
+    seen = {}
+    for body in bodies:
+        name = re.match(r"\.visible \.entry (\w+)", body).group(1)
+        m = re.search(r"gemm_kernelILi(\d)ELi(\d)ELi(\d)ELi(\d)ELi(\d)ELb([01])ELi(\d)E", name)
+        if not m:
+            continue
+        fc1, l2 = m.group(6) == "1", int(m.group(7))
+        seen[(m.groups()[:5], fc1, l2)] = True
+        assert ("prefetch.global.L2" in body) == bool(l2 & 1), name
+        assert ("createpolicy" in body) == bool(l2 & 2), name
+        assert fc1 or l2 == 0, name
+    assert sum(1 for k in seen if k[2]) == 5 and sum(1 for k in seen if not k[2]) == 12

@@ -73,7 +73,6 @@ struct GemmArgs {
   const uint8_t* pf_wq;  // fc2's decode-layout weights, or null (no prefetch)
   int pf_groups, pf_chunks;
   int64_t pf_bytes;      // at most this many bytes per CTA
-  int evict_first;       // stream this kernel's weights with L2 evict_first, so they do not push fc2's out
 };
 
 struct CombineArgs {
@@ -310,8 +309,10 @@ struct Smem {
 // NT tiles per item. fc1 (FC1): tiles 0..NT/2-1 of a group are up rows, NT/2..NT-1 the gate rows of the
 // same intermediate columns; fc2: NT consecutive 16-row tiles of the output. Weights of one
 // (expert, tile group, chunk) are one contiguous block of kStepBytes (layout in decode_w4a16.py).
-template <int NT, int G, int D, int RB, int CPS, bool FC1>
+// L2: the staging bits (fc1 only; 0 compiles exactly the unstaged kernel).
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2>
 __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
+  static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
   using S = Smem<NT, G, D, RB>;
   constexpr int TC = 8 * G;  // tokens per item
   extern __shared__ __align__(16) uint8_t smem[];
@@ -329,7 +330,9 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
 
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
   build_routing(a, rt, scratch, TC, groups);
-  if (FC1 && a.pf_wq != nullptr) prefetch_fc2_weights<TC>(a, rt, groups);
+  if constexpr ((L2 & 1) != 0) {
+    if (a.pf_wq != nullptr) prefetch_fc2_weights<TC>(a, rt, groups);
+  }
   if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
 
   const int n_items = rt.istart[E];
@@ -345,8 +348,9 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   const int total_steps = my_items * ncw;
   const uint32_t wring = smem_addr(ring) + warp * D * S::kSlot;
   constexpr int kScaleLanes = NT * kScaleBytes / 16;  // lanes that copy the step's scale bytes
-  const bool evict_first = a.evict_first != 0;
-  const uint64_t wpolicy = evict_first ? policy_evict_first() : 0;
+  constexpr bool kEvictFirst = (L2 & 2) != 0;
+  uint64_t wpolicy = 0;
+  if constexpr (kEvictFirst) wpolicy = policy_evict_first();
 
   // ---- issue side: the item whose chunks this warp copies next (a cursor that only moves forward) --
   int iss_left = total_steps;       // steps still to issue
@@ -371,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
       }
       const uint32_t slot = wring + ((total_steps - 1 - iss_left) % D) * S::kSlot;
       const uint8_t* src = iss_w + iss_c * S::kStepBytes;
-      if (evict_first) {
+      if constexpr (kEvictFirst) {
 #pragma unroll
         for (int n = 0; n < NT; ++n) cp_async16_hint(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, wpolicy);
         if (lane < kScaleLanes) cp_async16_hint(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, wpolicy);
@@ -565,9 +569,9 @@ cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_
   return cudaLaunchKernelEx(&cfg, kernel, args);
 }
 
-template <int NT, int G, int D, int RB, int CPS, bool FC1>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1>;
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2>;
   int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
@@ -576,8 +580,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
-// own weights with L2 evict_first. Staging changes no arithmetic: a variant and its staged twin compute
-// the same bits.
+// own weights with L2 evict_first. The bits are a template parameter of fc1, so an unstaged variant's
+// kernels are exactly those without staging; staging changes no arithmetic: a variant and its staged twin
+// compute the same bits.
 //   id  G  CTAs/SM  ring depth  partial buffers  L2
 //   1   1  1        6           2                0   decode, one CTA of 8 warps per SM, deep ring
 //   2   1  2        3           1                0   decode, two CTAs per SM (16 warps), epilogues overlap
@@ -620,8 +625,8 @@ struct DecodeArgs {
   int64_t l2_prefetch_bytes;       // L2 staging bit 1: fc2 weight bytes each fc1 CTA prefetches
 };
 
-template <int G, int CPS, int D, int RB>
-cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream, int l2) {
+template <int G, int CPS, int D, int RB, int L2>
+cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
   g1.ld_act = d->ld_x;
@@ -659,18 +664,17 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream, int l2) {
   g2.bias = nullptr;
   g2.out = reinterpret_cast<__nv_bfloat16*>(d->y);
   g2.ld_out = d->ld_y;
-  if ((l2 & 1) && d->l2_prefetch_bytes > 0) {
+  if ((L2 & 1) && d->l2_prefetch_bytes > 0) {
     g1.pf_wq = g2.wq;
     g1.pf_groups = g2.groups;
     g1.pf_chunks = g2.chunks;
     g1.pf_bytes = d->l2_prefetch_bytes;
   }
-  g1.evict_first = (l2 & 2) ? 1 : 0;
 
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true>(g1, grid, stream, false);
-  if (err == cudaSuccess) err = launch_gemm<kNT2, G, D, RB, CPS, false>(g2, grid, stream, pdl);
+  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true, L2>(g1, grid, stream, false);
+  if (err == cudaSuccess) err = launch_gemm<kNT2, G, D, RB, CPS, false, 0>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
 
   CombineArgs c = {};
@@ -703,7 +707,7 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
   switch (d->variant) {
 #define X(ID, G, CPS, D, RB, L2) \
   case ID:                       \
-    return static_cast<int>(launch_forward<G, CPS, D, RB>(d, stream, L2));
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
