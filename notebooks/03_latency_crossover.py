@@ -155,6 +155,28 @@ else:
     print("no Triton timings in the recorded sweep")
 
 # %% [markdown]
+# ### Where mxfp4lab's decode kernel's time goes
+#
+# One forward of `decode_w4a16`, launch by launch (`mxfp4lab bench launches --ncu`,
+# `data/results/launches/<gpu>.json`): the bars are the launches on the GPU timeline of a CUDA-graph replay;
+# bars that overlap are programmatic dependent launch (a kernel starts early, routes, and waits for its
+# predecessor's output). The labels give Nsight Compute's serialised duration, DRAM bytes and bandwidth of
+# the same launch. At M = 1 no launch streams at the copy bandwidth: the time is the fill and drain of
+# three dependent launches; at M = 64 fc1 streams at about 3 TB/s, bound by instructions per weight.
+
+# %%
+from mxfp4lab.studies import launches as launch_study
+
+launches = launch_study.latency_launches()
+if len(launches):
+    figures.plot_launches(launches, label=study.latency_source_label(launches.attrs.get("provenance")))
+    plt.show()
+    display(launches[["m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps",
+                      "issue_active_pct"]].round(1))
+else:
+    print("no launch breakdown recorded: mxfp4lab bench launches --ncu on a Hopper GPU")
+
+# %% [markdown]
 # ## 3. The original claim (seed shape)
 #
 # `fi_faster` = t_marlin / t_flashinfer - 1 (negative: Marlin faster); a regime holds when every recorded

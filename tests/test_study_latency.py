@@ -198,3 +198,17 @@ def test_routing_load_floor_uses_the_given_ceilings():
     out = latency_load_floor(summary, "gpt-oss-120b", ceilings=ceil)
     want = roofline(get_model("gpt-oss-120b"), 64, bandwidth=4.1e12, flops_rate=7.5e14, active_experts=40.0).floor_us
     assert out.loc[1, "floor_us"] == pytest.approx(want) and out.loc[0, "floor_us"] > out.loc[1, "floor_us"]
+
+
+def test_ncu_rows_of_the_first_forward_skip_what_runs_around_it():
+    """first_forward: ncu's rows start at the first kernel named like the timeline's first one (the input
+    checks' reductions before it are not launches of the forward); a variant's other template arguments match."""
+    from mxfp4lab.studies.launches import first_forward
+
+    tl = [{"kernel": "void ns::gemm_kernel<4, 1, 2, 1, 3, true>(ns::GemmArgs)"},
+          {"kernel": "void ns::gemm_kernel<2, 1, 2, 1, 3, false>(ns::GemmArgs)"}, {"kernel": "ns::combine_kernel(A)"}]
+    ncu = [{"kernel": "void at::reduce_kernel<512, 1>(T3)"}, {"kernel": "void at::copy_kernel(T)"},
+           {"kernel": "void ns::gemm_kernel<4, 1, 6, 2, 1, 1>(ns::GemmArgs)"}, {"kernel": "void ns::gemm_kernel<2>(A)"},
+           {"kernel": "ns::combine_kernel(A)"}, {"kernel": "void ns::gemm_kernel<4, 1, 6, 2, 1, 1>(ns::GemmArgs)"}]
+    assert [n["kernel"] for n in first_forward(ncu, tl)] == [n["kernel"] for n in ncu[2:5]]
+    assert first_forward(ncu[:2], tl) == [] and first_forward(ncu, []) == []

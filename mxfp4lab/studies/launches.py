@@ -16,16 +16,17 @@ def latency_launches(path=None) -> pd.DataFrame:
     ``data/results/launches/<gpu>.json``): one row per (backend, shape, M, launch) with the graph-replay
     timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
     ``dram_read_GBps`` and ``issue_active_pct``. ncu's launches are matched to the timeline's by order within
-    one forward; ncu profiles its own process, whose tuner may pick another launch variant, so ``ncu_kernel``
-    names what ncu measured and ``ncu_same_kernel`` says whether it is the timeline's kernel. Empty frame when
-    nothing is recorded."""
+    the first forward ncu profiled (:func:`first_forward`); ncu profiles its own process, whose tuner may pick
+    another launch variant, so ``ncu_kernel`` names what ncu measured and ``ncu_same_kernel`` says whether it
+    is the timeline's kernel. ``attrs["provenance"]``: the file's. Empty frame when nothing is recorded."""
     p = Path(path) if path is not None else results.find("launches")
     if p is None or not Path(p).is_file():
         return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
     rows = []
-    for entry in results.load(p, kind="moe_launches").rows:
+    doc = results.load(p, kind="moe_launches")
+    for entry in doc.rows:
         tl = entry.get("timeline", [])
-        ncu = entry.get("ncu", [])[: len(tl)]  # the first forward ncu profiled
+        ncu = first_forward(entry.get("ncu", []), tl)
         for i, x in enumerate(tl):
             r = {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "launch": i,
                  "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"]}
@@ -36,7 +37,22 @@ def latency_launches(path=None) -> pd.DataFrame:
                          dram_read_GBps=n.get("dram_read_GBps"),
                          issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"))
             rows.append(r)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["provenance"] = doc.provenance
+    return out
+
+
+def first_forward(ncu: list, timeline: list) -> list:
+    """ncu's rows of the first profiled forward: ``len(timeline)`` rows from the first one whose kernel has the
+    name of the timeline's first kernel, template arguments aside (ncu also profiles what runs around the
+    forward: the input checks, copies, the reference); [] when none has."""
+    if not timeline:
+        return []
+    base = _kernel_key(timeline[0]["kernel"]).split("<")[0]
+    for i, n in enumerate(ncu):
+        if _kernel_key(n["kernel"]).split("<")[0] == base:
+            return ncu[i : i + len(timeline)]
+    return []
 
 
 def _kernel_key(name: str) -> str:
