@@ -257,7 +257,7 @@ def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
 
     flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
     r = subprocess.run(["nvcc", *flags, "-ptx", str(SOURCE), "-o", str(tmp_path / "k.ptx")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     ptx = (tmp_path / "k.ptx").read_text()
     bodies = re.split(r"\n(?=\.visible \.entry )", ptx)[1:]

@@ -139,7 +139,7 @@ def test_tactic_counts_come_from_the_runner_flashinfer_cached(monkeypatch):
     get_cutlass_fused_moe_module returns (the installed FlashInfer's structure, read from its source)."""
     import inspect
 
-    import flashinfer.fused_moe.core as core
+    from flashinfer.fused_moe import core
 
     src = inspect.getsource(core.get_cutlass_fused_moe_module) + inspect.getsource(core)
     assert "MoERunner.runner_dict[instance_key] = module.init(" in src
