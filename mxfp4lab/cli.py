@@ -10,6 +10,7 @@ module is longer than most modules: one place lists every subcommand and flag, e
     mxfp4lab distributed [--spawn N] --kind tp|ep ...         (or under torchrun: torchrun -m mxfp4lab distributed)
     mxfp4lab sass [--shape S] [--bucket B] [--tile ...]       (sm_90a compile report of the Triton kernels)
     mxfp4lab provenance                                       (this machine's provenance block, JSON)
+    mxfp4lab provenance --which-commit DIGEST                 (the commits whose source has a result's source_digest)
     mxfp4lab build [--configs compact|minimal|full|stock_k128|LABELS] [--info|--export F|--import F|...]
 
 ``main(argv=None) -> int`` is the console-script entry point (exit status): 0 success; 1 a report or
@@ -567,15 +568,21 @@ def _cmd_checkpoint(a) -> int:
 
 def _add_provenance_parser(sub) -> None:
     p = sub.add_parser("provenance", help="print this machine's provenance block (what every result records)")
+    p.add_argument("--which-commit", metavar="DIGEST", default=None,
+                   help="list the commits whose source has this source_digest (a result's provenance field)")
     p.set_defaults(func=_cmd_provenance)
 
 
 def _cmd_provenance(a) -> int:
     import json
 
-    from .provenance import provenance
+    from . import provenance as pv
 
-    print(json.dumps(provenance(), indent=2, default=str))
+    if a.which_commit:
+        found = pv.commits_with_digest(a.which_commit)
+        print("\n".join(found) if found else f"no commit of the last 400 has source_digest {a.which_commit}")
+        return 0 if found else 1
+    print(json.dumps(pv.provenance(), indent=2, default=str))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
 import subprocess
@@ -11,6 +12,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: What recorded numbers depend on: the package, the GPU scripts and the notebooks. Their digest
+#: (:func:`source_digest`) names the code that ran even where a checkout's git metadata is missing or stale (a
+#: copied tree on a GPU host); :func:`commits_with_digest` finds the commits whose tree has that digest.
+SOURCE_DIRS = ("mxfp4lab", "scripts", "notebooks")
+SOURCE_SUFFIXES = (".py", ".cu", ".cuh", ".h", ".cpp", ".sh", ".ipynb", ".yaml", ".steps", ".env", ".toml")
 
 
 def _version(mod: str) -> Optional[str]:
@@ -67,6 +74,66 @@ def gpu_info() -> Dict[str, Any]:
     return info
 
 
+def _selected(rel: str) -> bool:
+    parts = rel.split("/")
+    return (parts[0] in SOURCE_DIRS and rel.endswith(SOURCE_SUFFIXES) and "__pycache__" not in parts
+            and not any(q.startswith(".") for q in parts))
+
+
+def _digest(items) -> str:
+    """sha256 over (path, sha256 of the bytes) in path order; the first 16 hex digits."""
+    h = hashlib.sha256()
+    for rel, data in sorted(items):
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]
+
+
+def source_digest(root: Optional[Path] = None) -> str:
+    """Digest of the files under :data:`SOURCE_DIRS` with :data:`SOURCE_SUFFIXES` as they are on disk (hidden
+    paths and ``__pycache__`` left out), tracked or not."""
+    root = Path(root or REPO_ROOT)
+    items = []
+    for d in SOURCE_DIRS:
+        for f in (root / d).rglob("*"):
+            rel = f.relative_to(root).as_posix()
+            if f.is_file() and not f.is_symlink() and _selected(rel):
+                items.append((rel, f.read_bytes()))
+    return _digest(items)
+
+
+def tree_digest(commit: str = "HEAD", root: Optional[Path] = None) -> str:
+    """:func:`source_digest` of ``commit``'s tree, read from git's objects (no checkout)."""
+    root = Path(root or REPO_ROOT)
+    git = ["git", "-C", str(root)]
+    listing = subprocess.run([*git, "ls-tree", "-r", "-z", commit, "--", *SOURCE_DIRS], capture_output=True,
+                             check=True).stdout
+    paths, shas = [], []
+    for entry in filter(None, listing.split(b"\0")):
+        meta, path = entry.split(b"\t", 1)
+        mode, kind, sha = meta.split()
+        rel = path.decode()
+        if kind == b"blob" and mode != b"120000" and _selected(rel):
+            paths.append(rel)
+            shas.append(sha)
+    out = subprocess.run([*git, "cat-file", "--batch"], input=b"".join(s + b"\n" for s in shas),
+                         capture_output=True, check=True).stdout
+    items, pos = [], 0
+    for rel in paths:
+        header_end = out.index(b"\n", pos)
+        size = int(out[pos:header_end].split()[2])
+        items.append((rel, out[header_end + 1 : header_end + 1 + size]))
+        pos = header_end + 1 + size + 1
+    return _digest(items)
+
+
+def commits_with_digest(digest: str, *, root: Optional[Path] = None, max_count: int = 400) -> list:
+    """Commits (newest first, of every branch, at most ``max_count`` looked at) whose tree has ``digest``."""
+    root = Path(root or REPO_ROOT)
+    revs = subprocess.run(["git", "-C", str(root), "rev-list", f"--max-count={max_count}", "--all"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    return [c for c in revs if tree_digest(c, root) == digest]
+
+
 def provenance(command: Optional[str] = None) -> Dict[str, Any]:
     """The block every result file carries (:mod:`mxfp4lab.results`)."""
     d = gpu_info()
@@ -78,10 +145,18 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
         triton=_version("triton"),
         flashinfer=_version("flashinfer-python") or _flashinfer_runtime_version(),
         mxfp4lab_commit=_git_commit(),
+        source_digest=_safe_source_digest(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         command=command if command is not None else " ".join(getattr(sys, "orig_argv", sys.argv)),
     )
     return d
+
+
+def _safe_source_digest() -> Optional[str]:
+    try:
+        return source_digest()
+    except OSError:
+        return None
 
 
 def _flashinfer_runtime_version() -> Optional[str]:
