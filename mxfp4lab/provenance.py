@@ -29,7 +29,8 @@ def _version(mod: str) -> Optional[str]:
         return None
 
 
-def _git_commit() -> Optional[str]:
+def git_commit() -> Optional[str]:
+    """``$MXFP4LAB_COMMIT``, else the stamp ``.devcarry/COMMIT``, else git's HEAD (``+dirty`` with tracked changes)."""
     if os.environ.get("MXFP4LAB_COMMIT"):
         return os.environ["MXFP4LAB_COMMIT"]
     stamp = REPO_ROOT / ".devcarry" / "COMMIT"  # written before a GPU run: the device copy has no git history
@@ -144,7 +145,7 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
         torch=_version("torch"),
         triton=_version("triton"),
         flashinfer=_version("flashinfer-python") or _flashinfer_runtime_version(),
-        mxfp4lab_commit=_git_commit(),
+        mxfp4lab_commit=git_commit(),
         source_digest=_safe_source_digest(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         command=command if command is not None else " ".join(getattr(sys, "orig_argv", sys.argv)),

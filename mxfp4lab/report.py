@@ -35,13 +35,13 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from . import provenance
 from .provenance import REPO_ROOT  # the checkout this package runs from
 
 # --------------------------------------------------------------------------------------------
@@ -309,14 +309,6 @@ def _retarget_paths(nb_path: Path, old: str, new: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Running one report
 # --------------------------------------------------------------------------------------------
-def _git_commit() -> Optional[str]:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except Exception:
-        return None
-
-
 def _error_summary(nb_path: Path) -> str:
     """The first error output of an executed notebook: cell index, ename, evalue."""
     try:
@@ -421,7 +413,8 @@ def run_report(
         name=rname, notebook=str(nb_in.relative_to(REPO_ROOT) if nb_in.is_relative_to(REPO_ROOT) else nb_in),
         parameters={k: v for k, v in params.items() if k != RESULTS_PARAM},
         date=date, started=_dt.datetime.now().isoformat(timespec="seconds"), python=sys.version.split()[0],
-        git_commit=_git_commit(), host=os.uname().nodename, status="running",
+        git_commit=provenance.git_commit(), source_digest=provenance.source_digest(), host=os.uname().nodename,
+        status="running",
     )
     t0 = time.perf_counter()
     try:
