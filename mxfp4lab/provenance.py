@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import os
 import platform
@@ -146,14 +147,17 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
         triton=_version("triton"),
         flashinfer=_version("flashinfer-python") or _flashinfer_runtime_version(),
         mxfp4lab_commit=git_commit(),
-        source_digest=_safe_source_digest(),
+        source_digest=process_source_digest(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         command=command if command is not None else " ".join(getattr(sys, "orig_argv", sys.argv)),
     )
     return d
 
 
-def _safe_source_digest() -> Optional[str]:
+@functools.lru_cache(maxsize=1)
+def process_source_digest() -> Optional[str]:
+    """:func:`source_digest` of this checkout, taken once per process (the code this process loaded, not
+    edits made while it runs); None when the files cannot be read."""
     try:
         return source_digest()
     except OSError:

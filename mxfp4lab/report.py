@@ -413,7 +413,7 @@ def run_report(
         name=rname, notebook=str(nb_in.relative_to(REPO_ROOT) if nb_in.is_relative_to(REPO_ROOT) else nb_in),
         parameters={k: v for k, v in params.items() if k != RESULTS_PARAM},
         date=date, started=_dt.datetime.now().isoformat(timespec="seconds"), python=sys.version.split()[0],
-        git_commit=provenance.git_commit(), source_digest=provenance.source_digest(), host=os.uname().nodename,
+        git_commit=provenance.git_commit(), source_digest=provenance.process_source_digest(), host=os.uname().nodename,
         status="running",
     )
     t0 = time.perf_counter()

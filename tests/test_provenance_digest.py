@@ -56,4 +56,4 @@ def test_any_source_change_changes_it_and_the_commit_is_found(repo):
 
 
 def test_the_provenance_block_carries_it():
-    assert pv.provenance("x")["source_digest"] == pv.source_digest()
+    assert pv.provenance("x")["source_digest"] == pv.process_source_digest() == pv.source_digest()

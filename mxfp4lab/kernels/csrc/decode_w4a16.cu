@@ -268,7 +268,6 @@ __device__ __forceinline__ Item find_item(const Routing& r, int E, int item, int
 // at item istart[e] / groups1 * groups2 (istart counts token chunks x fc1 groups). Items of later token
 // chunks read the weights of the first chunk's item and are skipped. At most a.pf_bytes per CTA; a line
 // is 128 bytes; plain (evict_normal) prefetches, so nothing stays pinned in L2 after the call.
-template <int TC>
 __device__ void prefetch_fc2_weights(const GemmArgs& a, const Routing& r, int groups1) {
   constexpr int kStep2 = kNT2 * (kTileBytes + kScaleBytes);
   const int E = a.num_experts, g2 = a.pf_groups;
@@ -331,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
   build_routing(a, rt, scratch, TC, groups);
   if constexpr ((L2 & 1) != 0) {
-    if (a.pf_wq != nullptr) prefetch_fc2_weights<TC>(a, rt, groups);
+    if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
   }
   if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
 
