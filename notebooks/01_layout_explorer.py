@@ -192,8 +192,9 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 # tile each of the 32 lanes copies 16 bytes: the codes of rows g and g+8 (g = lane // 4) at 16 consecutive
 # K (16 t .. 16 t + 15, t = lane % 4), one 32-bit word per MMA step. Inside the chunk K is permuted so that
 # step s takes K 16 t + 4 s .. + 3 from every lane: then the same lane's activations for all four steps
-# are 32 contiguous bytes, two 16-byte copies. In each 16-bit half the four signs sit at bits 15..12 and
-# the magnitudes at 8..6, 5..3, 2..0, 11..9, so five shifts and seven LOP3 make four bf16x2 registers, and
+# are 32 contiguous bytes, two 16-byte copies. Each register's 8 bits sit in the word where one rotation
+# brings them to a bf16's sign (bit 15) and e1 e0 m (bits 8..6), so five LOP3, two funnel shifts and two
+# left shifts make four bf16x2 registers (the bit map: `mxfp4lab.layout.decode_w4a16`), and
 # one bf16x2 multiply per register applies the E8M0 scale (one per row and lane). Left: the lane of every
 # element; right: the MMA step. The element traced above is outlined.
 

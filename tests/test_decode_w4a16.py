@@ -59,10 +59,28 @@ def test_each_code_lands_where_the_docstring_says():
         h, i = divmod(r, 2)
         j = hi8 + 2 * h
         word = int.from_bytes(w[0, 0, 0, 4 * g + t, 4 * s : 4 * s + 4].numpy().tobytes(), "little")
-        half = (word >> (16 * i)) & 0xFFFF
-        assert (half >> L.SIGN_BIT[j]) & 1 == code >> 3
-        assert (half >> L.MAG_BIT[j]) & 7 == code & 7
-        assert word == (half << (16 * i)), "no other bit set"
+        want = sum(((code >> f) & 1) << L.SOURCE_BITS[i][j][f] for f in range(4))
+        assert word == want, (row, kk, code, hex(word), hex(want))  # the code's bits there, no other bit set
+
+
+def test_the_bit_map_in_the_docstring_is_the_one_the_code_uses():
+    """The module docstring's 32-bit diagram (register.half.field per bit) == SOURCE_BITS, a permutation."""
+    import re
+
+    flat = sorted(b for half in L.SOURCE_BITS for reg in half for b in reg)
+    assert flat == list(range(32))
+    lines = L.__doc__.splitlines()
+    drawn = {}
+    for n, line in enumerate(lines):
+        if line.strip().startswith("bit ") and re.fullmatch(r"\s*bit(\s+\d+){16}", line):
+            bits = [int(v) for v in line.split()[1:]]
+            names = lines[n + 1].split()
+            drawn.update(zip(bits, names))
+    assert sorted(drawn) == list(range(32))
+    for i in range(2):
+        for j in range(4):
+            for f in range(4):
+                assert drawn[L.SOURCE_BITS[i][j][f]] == f"a{j}.{i}" + "m01s"[f]
 
 
 def test_kernel_decode_of_every_code_in_every_slot_is_exact():
@@ -72,7 +90,7 @@ def test_kernel_decode_of_every_code_in_every_slot_is_exact():
     for j in range(4):
         for i in range(2):
             for code in range(16):
-                q = (((code >> 3) << L.SIGN_BIT[j]) | ((code & 7) << L.MAG_BIT[j])) << (16 * i)
+                q = sum(((code >> f) & 1) << L.SOURCE_BITS[i][j][f] for f in range(4))
                 regs = decode(q)
                 for other in range(4):
                     if other != j:

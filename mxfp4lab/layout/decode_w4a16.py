@@ -9,8 +9,9 @@ Made for a kernel that streams each weight byte once with 16-byte copies and fee
   32 contiguous bytes of the activation row (two 16-byte copies);
 * a lane's 32 codes of a chunk share one E8M0 scale per row (rows ``g`` and ``g+8``), so the scale is one
   bf16x2 multiply per register;
-* the bits of each 32-bit word are placed so that 8 codes become four bf16x2 registers with 5 shifts
-  and 7 ``LOP3`` (see "Bits").
+* the bits of each 32-bit word are placed where one rotation of the word puts a register's fields (two
+  rotations for the last register), so 8 codes become four bf16x2 registers with 5 ``LOP3``, 2 funnel
+  shifts and 2 plain left shifts (see "Bits").
 
 Fragments (PTX ISA, ``mma.m16n8k16`` with ``.bf16``): lane ``L = 4*g + t`` (``g = L // 4``, ``t = L % 4``)
 holds A registers ``a0 = A[g][2t, 2t+1]``, ``a1 = A[g+8][2t, 2t+1]``, ``a2 = A[g][2t+8, 2t+9]``,
@@ -22,17 +23,29 @@ fragment (``i`` = 0, 1) is the real element ``k0 + 16*t + 4*s + i``, and ``2t + 
 its B words ``2s, 2s+1`` are activation elements ``k0 + 16t + 4s + (0, 1)`` and ``(2, 3)``. ``16t`` is
 inside one 32-element E8M0 block, so the lane's scale for row ``r`` is ``S[r][2c + t // 2]``.
 
-Bits. Word ``s`` of lane ``L`` holds the 8 codes of ``a0..a3`` (lo half-word: the ``i = 0`` element of each
-register, hi half-word: ``i = 1``). A code is ``s e1 e0 m`` (sign bit 3, magnitude bits 2..0). Per half::
+Bits. Word ``s`` of lane ``L`` holds the 8 codes of ``a0..a3``: register ``aj``'s low half-word is the
+``i = 0`` element, its high half-word the ``i = 1`` element. A code is ``s e1 e0 m`` (sign bit 3,
+magnitude bits 2..0); in the decoded half (a bf16) the fields sit at ``m: 6, e0: 7, e1: 8, s: 15``
+(:data:`TARGET_BIT`). Register ``aj``'s field ``f`` is stored where the decode's rotation brings it there:
+source bit ``(TARGET_BIT[f] + 16 i - ROTL[j][f]) mod 32`` (:data:`ROTL`, :func:`source_bit`). The 32
+bits of the word, register.half.field (``m``, ``0`` = e0, ``1`` = e1, ``s``)::
 
-    bit: 15    14    13    12    11..9   8..6    5..3    2..0
-         a0.s  a1.s  a2.s  a3.s  a3.mag  a0.mag  a1.mag  a2.mag
+    bit  31    30    29    28    27    26    25    24    23    22    21    20    19    18    17    16
+         a0.1s a3.11 a3.10 a1.11 a1.10 a1.1m a2.1s a0.11 a0.10 a0.1m a3.0s a3.1m a1.0s a2.11 a2.10 a2.1m
+    bit  15    14    13    12    11    10    9     8     7     6     5     4     3     2     1     0
+         a0.0s a3.01 a3.00 a1.01 a1.00 a1.0m a2.0s a0.01 a0.00 a0.0m a3.1s a3.0m a1.1s a2.01 a2.00 a2.0m
 
-Decode: ``r0 = q & 0x81C081C0``, ``r1 = (q<<3 & M) | (q<<1 & S)``, ``r2 = (q<<6 & M) | (q<<2 & S)``,
-``r3 = (q>>3 & M) | (q<<3 & S)`` with ``M = 0x01C001C0``, ``S = 0x80008000``: each half is then a bf16 with
-the sign at bit 15 and ``e1 e0 m`` at bits 8..6, i.e. exactly ``2**-126 * v`` (``e = 0`` lands in bf16's
-subnormal range, so 0 and 0.5 come out right too). One ``mul.bf16x2`` by ``2**(byte - 1)`` (exact for
-E8M0 bytes 0..128; the preparation rejects larger ones) gives ``v * 2**(byte - 127)``.
+(``a3.11`` at bit 30 is ``a3``'s ``i = 1`` e1, and so on.) Decode, ``K = 0x81C081C0`` (the fields of both
+halves), ``M = 0x00400040`` (the two ``m`` bits)::
+
+    r0 = q & K                         r2 = (q << 6) & K
+    r1 = rotr(q, 4) & K                r3 = ((q << 2) & M) | (rotr(q, 6) & (K ^ M))
+
+5 ``LOP3``, 2 funnel shifts (``SHF.L.W``, ALU pipe) and 2 left shifts (``IMAD.SHL``, FMA pipe): the ALU
+pipe takes two cycles per warp instruction, so its operations are what the bit order minimises. Each half is then a bf16 with the sign at bit 15 and ``e1 e0 m`` at bits 8..6, i.e.
+exactly ``2**-126 * v`` (``e = 0`` lands in bf16's subnormal range, so 0 and 0.5 come out right too). One
+``mul.bf16x2`` by ``2**(byte - 1)`` (exact for E8M0 bytes 0..128; the preparation rejects larger ones)
+gives ``v * 2**(byte - 127)``.
 
 Physical tensors (one contiguous block per (expert, tile group, chunk), what one warp copies per step)::
 
@@ -74,9 +87,22 @@ FC1_STEP_BYTES = step_bytes(FC1_TILES)
 FC2_STEP_BYTES = step_bytes(FC2_TILES)
 #: largest E8M0 byte the decode multiplies exactly: 2**(byte-1) must be a finite bf16
 MAX_SCALE_BYTE = 128
-#: bit positions of register j's sign and magnitude (lowest of 3 bits) in each half-word (diagram above)
-SIGN_BIT = (15, 14, 13, 12)
-MAG_BIT = (6, 3, 0, 9)
+#: where the decode puts a field of a code inside a bf16 half: m, e0, e1, sign (bf16 mantissa bit 6,
+#: exponent bits 7 and 8, sign bit 15)
+TARGET_BIT = (6, 7, 8, 15)
+#: left-rotation of the 32-bit word that brings register j's field f to its target (the decode's shifts:
+#: r1 rotr 4, r2 << 6, r3's m << 2 and its other fields rotr 6)
+ROTL = ((0, 0, 0, 0), (28, 28, 28, 28), (6, 6, 6, 6), (2, 26, 26, 26))
+
+
+def source_bit(j: int, i: int, f: int) -> int:
+    """Bit of the 32-bit word that holds field ``f`` (0 = m, 1 = e0, 2 = e1, 3 = sign) of register ``aj``'s
+    half ``i``."""
+    return (TARGET_BIT[f] + 16 * i - ROTL[j][f]) % 32
+
+
+#: ``SOURCE_BITS[i][j][f]``: all 32 (half, register, field) -> bit of the word, a permutation of 0..31
+SOURCE_BITS = tuple(tuple(tuple(source_bit(j, i, f) for f in range(4)) for j in range(4)) for i in range(2))
 
 
 def _round_up(v: int, m: int) -> int:
@@ -113,10 +139,10 @@ def tile_words(packed: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor
     c = codes.view(e, t, 2, 8, cn, 4, 4, 2, 2)
     #            e  T  hi8 g cn t  s  h  i   ->  e, T, cn, g, t, s, i, h, hi8
     c = c.permute(0, 1, 4, 3, 5, 6, 8, 7, 2).reshape(e, t, cn, 32, 4, 2, 4)
-    sign_shift = torch.tensor(SIGN_BIT, dtype=torch.int32, device=packed.device)
-    mag_shift = torch.tensor(MAG_BIT, dtype=torch.int32, device=packed.device)
-    half = (((c >> 3) << sign_shift) | ((c & 7) << mag_shift)).sum(-1, dtype=torch.int32)  # fields disjoint
-    word = half[..., 0] | (half[..., 1] << 16)  # [e, T, cn, 32, 4] int32
+    fields = torch.arange(4, dtype=torch.int32, device=packed.device)
+    src = torch.tensor(SOURCE_BITS, dtype=torch.int32, device=packed.device)  # [i, j, f]
+    bits = (c.unsqueeze(-1) >> fields) & 1  # [e, T, cn, 32, 4(s), 2(i), 4(j), 4(f)]
+    word = (bits << src).sum((-3, -2, -1), dtype=torch.int32)  # 32 distinct bits: the sum is an OR
     words = word.contiguous().view(torch.uint8).view(e, t, cn, 32, 16)
     # scales: (tile, hi8, g) x (chunk, th) -> word j = 2*g + th, byte hi8
     sw = scales.view(e, t, 2, 8, cn, 2).permute(0, 1, 4, 3, 5, 2).reshape(e, t, cn, 32)
@@ -130,11 +156,10 @@ def untile_words(words: torch.Tensor, swords: torch.Tensor) -> Tuple[torch.Tenso
     check_dtype(swords, torch.uint8, "swords")
     e, t, cn = words.shape[:3]
     word = words.contiguous().view(torch.int32).view(e, t, cn, 32, 4)
-    half = torch.stack((word & 0xFFFF, (word >> 16) & 0xFFFF), dim=-1)  # [e, T, cn, 32, 4(s), 2(i)]
-    sign_shift = torch.tensor(SIGN_BIT, dtype=torch.int32, device=words.device)
-    mag_shift = torch.tensor(MAG_BIT, dtype=torch.int32, device=words.device)
-    h = half.unsqueeze(-1)
-    c = (((h >> sign_shift) & 1) << 3) | ((h >> mag_shift) & 7)  # [e, T, cn, 32, 4(s), 2(i), 4(j)]
+    fields = torch.arange(4, dtype=torch.int32, device=words.device)
+    src = torch.tensor(SOURCE_BITS, dtype=torch.int32, device=words.device)  # [i, j, f]
+    bits = (word[..., None, None, None] >> src) & 1  # [e, T, cn, 32, 4(s), 2(i), 4(j), 4(f)]
+    c = (bits << fields).sum(-1, dtype=torch.int32)  # [e, T, cn, 32, 4(s), 2(i), 4(j)]
     # e, T, cn, (g, t), s, i, (h, hi8)  ->  e, T, hi8, g, cn, t, s, h, i
     c = c.view(e, t, cn, 8, 4, 4, 2, 2, 2).permute(0, 1, 8, 3, 2, 4, 5, 7, 6)
     codes = c.reshape(e, 16 * t, 64 * cn).to(torch.uint8)
@@ -232,7 +257,7 @@ def element_location(row: int, k: int) -> dict:
 
     Returns ``tile``, ``chunk``, ``lane`` (``4*g + t``), ``word`` (the MMA step), ``half`` (0 = bits 0..15),
     ``register`` (``a0..a3``), the fragment coordinates ``frag_row``/``frag_k`` inside ``mma.m16n8k16``'s
-    16 x 16 A tile, the ``sign_bit`` and ``mag_bits`` (lowest first) inside the 32-bit word, and ``byte`` /
+    16 x 16 A tile, the ``sign_bit`` and ``mag_bits`` (m, e0, e1) inside the 32-bit word, and ``byte`` /
     ``bit`` offsets of the sign inside the lane's 16 bytes.
     """
     tile, rr = divmod(row, TILE_ROWS)
@@ -242,7 +267,7 @@ def element_location(row: int, k: int) -> dict:
     s, r = divmod(r, 4)
     h, i = divmod(r, 2)
     j = hi8 + 2 * h
-    sign = SIGN_BIT[j] + 16 * i
+    sign = source_bit(j, i, 3)
     return {"tile": tile, "chunk": chunk, "lane": 4 * g + t, "word": s, "half": i, "register": f"a{j}",
             "frag_row": g + 8 * hi8, "frag_k": 2 * t + 8 * h + i, "sign_bit": sign,
-            "mag_bits": [MAG_BIT[j] + 16 * i + b for b in range(3)], "byte": 4 * s + sign // 8, "bit": sign % 8}
+            "mag_bits": [source_bit(j, i, f) for f in range(3)], "byte": 4 * s + sign // 8, "bit": sign % 8}

@@ -21,7 +21,7 @@
 // 32-bit words, one per m16n8k16 MMA step, each holding the 8 E2M1 codes of that lane's A fragment
 // (a0..a3: rows g, g+8; two K pairs), with K permuted inside the chunk so that the same lane's B fragment
 // (tokens as the MMA's N) is 32 contiguous bytes of the activation row. Decode of one word (8 codes ->
-// four bf16x2 registers, value 2^-126 * v, exact incl. the subnormal 0.5): 5 shifts + 7 LOP3; one HMUL2
+// four bf16x2 registers, value 2^-126 * v, exact incl. the subnormal 0.5): 5 LOP3 + 4 shifts; one HMUL2
 // per register by 2^(s-1) (the row's E8M0 byte s, times 2^126) gives v * 2^(s-127) exactly.
 //
 // Build: nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC -gencode=arch=compute_90a,code=sm_90a
@@ -123,9 +123,9 @@ __device__ __forceinline__ uint4 lds128(uint32_t addr) {
   asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
   return v;
 }
-__device__ __forceinline__ uint32_t lds16(uint32_t addr) {
-  uint16_t v;
-  asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
+__device__ __forceinline__ uint32_t lds8(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u8 %0, [%1];\n" : "=r"(v) : "r"(addr));
   return v;
 }
 
@@ -135,14 +135,15 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 }
 
 // One word = 8 E2M1 codes of a lane's A fragment (layout in the file header) -> four bf16x2
-// registers holding 2^-126 * v (sign at bit 15 of each half, magnitude e1 e0 m at bits 8..6).
+// registers holding 2^-126 * v (sign at bit 15 of each half, magnitude e1 e0 m at bits 8..6). Each
+// register's bits sit in the word where one rotation puts them (r3: two), so the decode is 5 LOP3, two
+// funnel shifts (ALU pipe) and two plain left shifts (the compiler's IMAD.SHL, FMA pipe).
 __device__ __forceinline__ void decode_word(uint32_t q, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
-  constexpr uint32_t kMag = 0x01C001C0u, kSign = 0x80008000u;
-  uint32_t t3 = q << 3;
-  r0 = q & (kMag | kSign);
-  r1 = (t3 & kMag) | ((q << 1) & kSign);
-  r2 = ((q << 6) & kMag) | ((q << 2) & kSign);
-  r3 = ((q >> 3) & kMag) | (t3 & kSign);
+  constexpr uint32_t kField = 0x81C081C0u, kM = 0x00400040u;
+  r0 = q & kField;
+  r1 = ((q >> 4) | (q << 28)) & kField;
+  r2 = (q << 6) & kField;
+  r3 = ((q << 2) & kM) | (((q >> 6) | (q << 26)) & (kField ^ kM));
 }
 
 __device__ __forceinline__ uint32_t hmul2_bf16(uint32_t a, uint32_t b) {
@@ -424,8 +425,8 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         uint4 w = lds128(sbase + n * kTileBytes + lane * 16);
-        uint32_t sw = lds16(sbase + NT * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2);
-        uint32_t f_lo = scale_factor(sw & 0xFFu), f_hi = scale_factor(sw >> 8);
+        const uint32_t saddr = sbase + NT * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+        uint32_t f_lo = scale_factor(lds8(saddr)), f_hi = scale_factor(lds8(saddr + 1));  // rows g, g + 8
         uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
