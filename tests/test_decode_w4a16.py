@@ -193,10 +193,13 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     entries = r.stderr.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    # fc1 + fc2 per compiled configuration, one more fc1 per L2-staged (configuration, staging), the combine
+    # fc1 + fc2 + fc2 with the fused combine per compiled configuration, one more fc1 per L2-staged
+    # (configuration, staging), the combine
     configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
-    assert entries == 2 * len(configs) + len(staged) + 1, r.stderr[-2000:]
+    assert entries == 3 * len(configs) + len(staged) + 1, r.stderr[-2000:]
+    fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1EE" in ln]
+    assert len(fused) == len(configs), "one fc2 with the fused combine per configuration"
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
 

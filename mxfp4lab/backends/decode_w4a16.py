@@ -4,12 +4,14 @@
 Made for decode (M up to a few hundred tokens, a few tokens per expert): every active expert's weights
 are read once, split across all SMs, through a cp.async ring, and decoded in registers straight into
 ``mma.sync`` fragments. Launch parameters per M bucket: :data:`CANDIDATES` (token groups per item);
-:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness and keeps the fastest that agrees
-with the bucket's default.
+:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness (all with fc2's fused combine),
+keeps the fastest that agrees with the bucket's default, then times that variant with and without the
+fused combine (the same bits; the fused one saves a launch, the unfused one fc2's per-item arrival count).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -36,6 +38,14 @@ def pinned_variant(variant=None):
     return None if v is None else LaunchConfig(variant=int(v)).variant
 
 
+def pinned_fused_combine() -> bool:
+    """With a pinned variant: fc2's fused combine unless ``$MXFP4LAB_DECODE_COMBINE`` is ``unfused``."""
+    v = os.environ.get("MXFP4LAB_DECODE_COMBINE", "fused")
+    if v not in ("fused", "unfused"):
+        raise ValueError(f"$MXFP4LAB_DECODE_COMBINE must be 'fused' or 'unfused', got {v!r}")
+    return v == "fused"
+
+
 def bucket_of(m: int) -> int:
     return next(b for b in sorted(CANDIDATES) if m <= b)
 
@@ -58,7 +68,7 @@ class DecodeW4A16(MoEBackend):
         self._k = k
         self.layout = k.DecodeLayout.from_logical(moe, device=device or moe.w13.device)
         self.variant = pinned_variant(variant)
-        self.chosen: dict[int, int] = {}
+        self.chosen: dict = {}  # bucket -> LaunchConfig
         self.tune_log: list[str] = []
         self.workspace_fill = None
 
@@ -78,9 +88,9 @@ class DecodeW4A16(MoEBackend):
 
     def launch_config(self, m: int):
         if self.variant is not None:
-            return self._k.LaunchConfig(variant=self.variant)
+            return self._k.LaunchConfig(variant=self.variant, fused_combine=pinned_fused_combine())
         b = bucket_of(m)
-        return self._k.LaunchConfig(variant=self.chosen.get(b, CANDIDATES[b][0]))
+        return self.chosen.get(b) or self._k.LaunchConfig(variant=CANDIDATES[b][0])
 
     def describe(self, m: int) -> dict:
         b = bucket_of(m)
@@ -99,11 +109,17 @@ class DecodeW4A16(MoEBackend):
         if b in self.chosen:
             return
 
-        def run_of(g):
-            cfg = self._k.LaunchConfig(variant=g)
+        def run_of(cfg):
             return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg)
 
-        best = fastest_agreeing(CANDIDATES[b], run_of, (x, topk_ids, topk_weights), tol=TUNE_AGREEMENT_TOL,
-                                log=self.tune_log, prefix=f"bucket {b}", label=lambda g: f"variant {g}")
-        if best is not None:
-            self.chosen[b] = best
+        def label(cfg):
+            return f"variant {cfg.variant}" + ("" if cfg.fused_combine else " unfused")
+
+        inputs = (x, topk_ids, topk_weights)
+        best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of, inputs,
+                                tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}", label=label)
+        if best is None:
+            return
+        best = fastest_agreeing([best, dataclasses.replace(best, fused_combine=False)], run_of, inputs,
+                                tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}", label=label) or best
+        self.chosen[b] = best

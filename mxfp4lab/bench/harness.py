@@ -72,7 +72,7 @@ def time_cuda(
             torch.cuda.synchronize()
             for i in range(n_in):
                 g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
+                with torch.cuda.graph(g, stream=s):  # the stream that ran the warm calls
                     fn(*inputs[i])
                 graphs.append(g)
             runner = lambda i: graphs[i % n_in].replay()  # noqa: E731

@@ -45,7 +45,7 @@ def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
     with torch.cuda.stream(s):
         fn(*inputs)
     torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
+    with torch.cuda.graph(g, stream=s):  # the warm stream: per-stream state (e.g. counters) exists
         fn(*inputs)
     for _ in range(3):
         g.replay()
@@ -161,7 +161,9 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
             try:
                 pin = {}
                 if getattr(be, "name", "") == "decode_w4a16":  # the child runs the variant tuned here
-                    pin["MXFP4LAB_DECODE_VARIANT"] = str(be.launch_config(m).variant)
+                    lc = be.launch_config(m)
+                    pin["MXFP4LAB_DECODE_VARIANT"] = str(lc.variant)
+                    pin["MXFP4LAB_DECODE_COMBINE"] = "fused" if lc.fused_combine else "unfused"
                 entry["ncu"] = ncu_counters(backend, shape, m, env=pin)
             except Exception as exc:  # noqa: BLE001 - the timeline stands without counters
                 entry["ncu_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"

@@ -126,7 +126,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes")]
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters")]
 
 
 @functools.lru_cache(maxsize=1)
@@ -213,6 +213,8 @@ class LaunchConfig:
     variant: int = 1
     grid: Optional[int] = None  # default: SMs x the variant's CTAs per SM
     pdl: bool = True
+    #: fc2 also does the top-k combine (two launches instead of three; the same output bits)
+    fused_combine: bool = True
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -273,6 +275,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     def ptr(t):
         return 0 if t is None else t.data_ptr()
 
+    stream = torch.cuda.current_stream(dev).cuda_stream
+    counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
+
     a = DecodeArgs(
         x=ptr(x), topk_ids=ptr(ids), topk_w=ptr(tw), w13=ptr(layout.w13), w2=ptr(layout.w2),
         b13=ptr(layout.b13), b2=ptr(layout.b2), alpha=ptr(layout.swiglu_alpha), beta=ptr(layout.swiglu_beta),
@@ -282,11 +287,31 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
-        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0)
-    err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), torch.cuda.current_stream(dev).cuda_stream)
+        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0, counters=ptr(counters))
+    err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
     return out
+
+
+#: (device index, stream handle) -> int32 arrival counters of the fused combine. Every call leaves them zero
+#: (the last arrival resets its counter), so they are zeroed once, not per call. Per stream, so that
+#: forwards running concurrently on two streams never share a counter; never freed, because a captured
+#: CUDA graph keeps pointing at its buffer. A buffer first needed while a stream is being captured is
+#: zeroed inside the graph (one memset per replay): capture after one eager call on the same stream.
+_COUNTERS: dict = {}
+_RETIRED: list = []
+
+
+def combine_counters(device: torch.device, stream_handle: int, n: int) -> torch.Tensor:
+    """At least ``n`` zero int32 arrival counters for forwards on this device and stream."""
+    key = (device.index, stream_handle)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        if buf is not None:
+            _RETIRED.append(buf)
+        buf = _COUNTERS[key] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+    return buf
 
 
 def unstaged_twin(variant: int) -> int:

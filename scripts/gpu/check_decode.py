@@ -2,7 +2,8 @@
 reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
-changes no arithmetic). Prints a table and writes JSON (with provenance) as it goes.
+changes no arithmetic), the fused combine exactly the bits of the three-launch path, and every fused-combine
+arrival counter must be back at zero after the calls. Prints a table and writes JSON (with provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
@@ -10,6 +11,7 @@ changes no arithmetic). Prints a table and writes JSON (with provenance) as it g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -38,15 +40,26 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
     cfg_l = dk.LaunchConfig(variant=g)
     row = {"label": label, "m": x.shape[0], "variant": g}
     try:
-        out1 = dk.forward(x, ids, w, layout, cfg_l, workspace_fill=float("nan"))
-        out2 = dk.forward(x, ids, w, layout, cfg_l, workspace_fill=float("nan"))
+        def poisoned():  # every output element must be written by the kernel
+            return torch.full((x.shape[0], layout.hidden_size), float("nan"), dtype=torch.bfloat16, device=x.device)
+
+        out1 = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"))
+        out2 = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"))
         torch.cuda.synchronize()
         ref = moe_reference(x, ids, w, ref_w, mode="kernel", **cfg.swiglu_kwargs)
         row["rel_err"] = err = relative_error(out1, ref)
         row["nan"] = bool(torch.isnan(out1).any())
         row["deterministic"] = bool(torch.equal(out1, out2))
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
-        row["ok"] = bool(err < TOL and not row["nan"] and row["deterministic"])
+        # the fused combine (default) against the three-launch path: the same bits; and every arrival
+        # counter is back at zero after the calls
+        out3 = dk.forward(x, ids, w, layout, dataclasses.replace(cfg_l, fused_combine=False), out=poisoned(),
+                          workspace_fill=float("nan"))
+        torch.cuda.synchronize()
+        row["equal_to_unfused"] = bool(torch.equal(out1, out3))
+        row["counters_zero"] = all(int(b.count_nonzero()) == 0 for b in dk._COUNTERS.values())
+        row["ok"] = bool(err < TOL and not row["nan"] and row["deterministic"] and row["equal_to_unfused"]
+                         and row["counters_zero"])
         outs[g] = out1
         twin = dk.unstaged_twin(g)
         if twin != g and twin in outs:
@@ -67,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default=",".join(STUDY_SHAPES))
     ap.add_argument("--m", default=",".join(map(str, DEFAULT_M)))
     ap.add_argument("--shards", default="gpt-oss-120b,dsv4-flash", help="shapes also checked as TP=2 / EP=2 shards")
+    ap.add_argument("--variants", default=",".join(map(str, sorted(dk.VARIANTS))), help="launch variants to check")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -83,6 +97,11 @@ def main(argv=None) -> int:
                       all_ok=all(r["ok"] for r in rows), wall_s=round(time.time() - t0, 1))
 
     ms = [int(v) for v in a.m.split(",")]
+    variants = [int(v) for v in a.variants.split(",")]
+    unknown = sorted(set(variants) - set(dk.VARIANTS))
+    if unknown:
+        print(f"unknown variants {unknown}; compiled: {sorted(dk.VARIANTS)}", file=sys.stderr)
+        return 2
     for shape in a.shapes.split(","):
         cfg = get_model(shape)
         layer = random_layer(cfg)
@@ -98,7 +117,7 @@ def main(argv=None) -> int:
                 for routing in ("uniform", "skewed") if m in (8, 64, 512) and not sh else ("uniform",):
                     inputs = make_inputs(cfg, m, 1, routing, seed=1000 + m)[0]
                     outs: dict = {}
-                    for g in sorted(dk.VARIANTS, key=lambda v: (dk.VARIANTS[v].l2, v)):  # twins after their base
+                    for g in sorted(variants, key=lambda v: (dk.VARIANTS[v].l2, v)):  # twins after their base
                         check_point(layout, ref_w, cfg, inputs, g, f"{shape} {routing}{sh}", rows, print, outs)
                     del outs
                 save()

@@ -103,7 +103,7 @@ def _graph_replay(be, x, ids, w):
         be(x, ids, w)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    with torch.cuda.graph(g, stream=s):
         out = be(x, ids, w)
     g.replay()
     torch.cuda.synchronize()

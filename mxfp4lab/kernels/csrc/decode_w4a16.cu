@@ -1,14 +1,18 @@
 // mxfp4lab decode_w4a16: a weight-streaming W4A16 MXFP4 MoE forward for Hopper (sm_90a), made for
 // decode (few tokens per expert), where an MoE layer is bound by the bytes of the active experts.
 //
-// Three launches per forward, chained with programmatic dependent launch (PDL):
+// Two launches per forward (three without the fused combine), chained with programmatic dependent
+// launch (PDL):
 //   fc1      routing in shared memory + GEMM1 (up and gate tiles of the same rows) + bias + clamped
 //            SwiGLU  -> h [pairs, I16] bf16
-//   fc2      routing in shared memory + GEMM2 -> y [pairs, H16] bf16
-//   combine  out[m] = bf16( sum_{j=0..k-1, in order} w[m,j] * (fp32(y[m*k+j]) + b2[e_j]) )
+//   fc2      routing in shared memory + GEMM2 -> y [pairs, H16] bf16, and the combine
+//            out[m] = bf16( sum_{j=0..k-1, in order} w[m,j] * (fp32(y[m*k+j]) + b2[e_j]) )
+//            of each (token, 32 output rows) by the CTA that stores its last y (a counter per token and
+//            tile group, reset by that CTA); or, unfused, a third launch (combine_kernel) does it.
 // A "pair" p = m * top_k + j is one (token, slot). Rounding points are those of the kernel-faithful
 // reference (mxfp4lab.reference.moe_reference(mode="kernel")): GEMM outputs -> bf16, SwiGLU in fp32 ->
-// bf16, fp32 combine -> bf16. No atomics on values: the output is deterministic.
+// bf16, fp32 combine -> bf16. No atomics on values (only on the fused combine's arrival counters, which
+// pick who sums, not what): the output is deterministic, and the fused combine's bits are the unfused one's.
 //
 // Work decomposition (both GEMMs). An ITEM is (local expert e, token chunk of up to 8*G pairs routed to
 // e, a group of NT 16-row weight tiles). Items are enumerated expert-major from the routing, and each
@@ -73,6 +77,15 @@ struct GemmArgs {
   const uint8_t* pf_wq;  // fc2's decode-layout weights, or null (no prefetch)
   int pf_groups, pf_chunks;
   int64_t pf_bytes;      // at most this many bytes per CTA
+  // fused combine (fc2 only; see gemm_kernel's CMB)
+  int top_k;
+  const float* topk_w;       // [M, top_k]
+  const __nv_bfloat16* b2;   // [E, ld_b2] or null
+  int64_t ld_b2;
+  __nv_bfloat16* final_out;  // [M, ld_final]
+  int64_t ld_final;
+  int hidden;                // real output columns of final_out
+  int* counters;             // [M, groups] arrivals per (token, tile group); all zero between calls
 };
 
 struct CombineArgs {
@@ -165,6 +178,17 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 __device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// One slot's term of the combine, the same instruction in combine_kernel and the fused combine.
+__device__ __forceinline__ float combine_step(float acc, float w, float y, float b) { return __fmaf_rn(w, y + b, acc); }
+
+// Slots of token m routed to this shard's experts (the arrivals its fused combine waits for).
+__device__ __forceinline__ int valid_slots(const int32_t* ids, int m, int top_k, int expert_offset, int num_experts) {
+  int n = 0;
+  for (int j = 0; j < top_k; ++j)
+    n += static_cast<unsigned>(ids[m * top_k + j] - expert_offset) < static_cast<unsigned>(num_experts);
+  return n;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Routing in shared memory: per local expert the number of pairs, the pair list, and the item offsets.
@@ -310,9 +334,14 @@ struct Smem {
 // same intermediate columns; fc2: NT consecutive 16-row tiles of the output. Weights of one
 // (expert, tile group, chunk) are one contiguous block of kStepBytes (layout in decode_w4a16.py).
 // L2: the staging bits (fc1 only; 0 compiles exactly the unstaged kernel).
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2>
+// CMB (fc2 only): fused combine. After an item's y rows are stored and fenced, one thread per token of the
+// item counts an arrival at (token, tile group); the arrival that completes the token's valid slots sums
+// them (in slot order, reading y from L2) into final_out and resets the counter. Tokens with no slot in
+// this shard get zeros.
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB>
 __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
+  static_assert(!(FC1 && CMB), "the combine follows fc2");
   using S = Smem<NT, G, D, RB>;
   constexpr int TC = 8 * G;  // tokens per item
   extern __shared__ __align__(16) uint8_t smem[];
@@ -334,6 +363,13 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
     if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
   }
   if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
+  if constexpr (CMB) {  // tokens none of whose slots is in this shard: zeros (nobody arrives for them)
+    const int M = a.num_pairs / a.top_k;
+    for (int m = blockIdx.x * kThreads + threadIdx.x; m < M; m += gridDim.x * kThreads) {
+      if (valid_slots(a.topk_ids, m, a.top_k, a.expert_offset, E) != 0) continue;
+      for (int c = 0; c < a.hidden; ++c) a.final_out[static_cast<int64_t>(m) * a.ld_final + c] = __float2bfloat16_rn(0.f);
+    }
+  }
 
   const int n_items = rt.istart[E];
   const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
@@ -503,8 +539,43 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
         int p = rt.plist[cur.tok0 + tok];
         a.out[static_cast<int64_t>(p) * a.ld_out + row] = __float2bfloat16_rn(v);
       }
+      if constexpr (CMB) {
+        int* done_m = rt.plist + a.num_pairs;  // [TC] token of each item slot whose combine this CTA does, or -1
+        __threadfence();               // this thread's y stores are visible device-wide ...
+        __syncthreads();               // ... before any arrival of this item is counted
+        if (threadIdx.x < TC) {
+          int m = -1;
+          if (threadIdx.x < cur.ntok) {
+            m = rt.plist[cur.tok0 + threadIdx.x] / a.top_k;
+            int* c = a.counters + static_cast<int64_t>(m) * groups + cur.group;
+            if (atomicAdd(c, 1) == valid_slots(a.topk_ids, m, a.top_k, a.expert_offset, E) - 1) {
+              *c = 0;  // the last arrival: all slots of (m, group) are stored; ready for the next call
+            } else {
+              m = -1;
+            }
+          }
+          done_m[threadIdx.x] = m;
+        }
+        __syncthreads();
+        __threadfence();
+        for (int o = threadIdx.x; o < NT * 16 * TC; o += kThreads) {
+          int tok = o / (NT * 16), rr = o % (NT * 16);
+          int row = cur.group * NT * 16 + rr;
+          const int m = done_m[tok];
+          if (m < 0 || row >= a.hidden) continue;
+          float acc = 0.f;
+          for (int j = 0; j < a.top_k; ++j) {
+            const int e = a.topk_ids[m * a.top_k + j] - a.expert_offset;
+            if (static_cast<unsigned>(e) >= static_cast<unsigned>(E)) continue;
+            const float y = __bfloat162float(__ldcg(a.out + static_cast<int64_t>(m * a.top_k + j) * a.ld_out + row));
+            const float b = a.b2 ? __bfloat162float(a.b2[static_cast<int64_t>(e) * a.ld_b2 + row]) : 0.f;
+            acc = combine_step(acc, a.topk_w[m * a.top_k + j], y, b);
+          }
+          a.final_out[static_cast<int64_t>(m) * a.ld_final + row] = __float2bfloat16_rn(acc);
+        }
+      }
     }
-    if (RB == 1) __syncthreads();  // the single buffer is rewritten by the next item
+    if (RB == 1) __syncthreads();  // the single buffer is rewritten by the next item (done_m: after its barrier)
   }
   cp_async_wait<0>();
 }
@@ -535,7 +606,7 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
       for (int i = 0; i < 8; ++i) bb[i] = __bfloat162float(b[i]);
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc[i] = acc[i] + w * (__bfloat162float(yy[i]) + bb[i]);
+    for (int i = 0; i < 8; ++i) acc[i] = combine_step(acc[i], w, __bfloat162float(yy[i]), bb[i]);
   }
   uint4 ov;
   __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&ov);
@@ -549,7 +620,7 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
 // ------------------------------------------------------------------------------------------------
 template <int NT, int G, int D, int RB>
 constexpr int smem_bytes(int num_experts, int num_pairs) {
-  return Smem<NT, G, D, RB>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs) * 4;
+  return Smem<NT, G, D, RB>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + done_m
 }
 
 // One launch; with ``pdl`` the kernel may start before the previous one on the stream ends (programmatic
@@ -569,9 +640,9 @@ cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_
   return cudaLaunchKernelEx(&cfg, kernel, args);
 }
 
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2>;
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB>;
   int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
@@ -623,6 +694,7 @@ struct DecodeArgs {
   int64_t grid;                    // CTAs per GEMM launch (persistent; SMs x CTAs per SM)
   int64_t pdl;                     // chain the launches with programmatic dependent launch
   int64_t l2_prefetch_bytes;       // L2 staging bit 1: fc2 weight bytes each fc1 CTA prefetches
+  int64_t counters;                // fused combine: int32 [M, groups2], all zero (and left zero), or 0: unfused
 };
 
 template <int G, int CPS, int D, int RB, int L2>
@@ -673,8 +745,20 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true, L2>(g1, grid, stream, false);
-  if (err == cudaSuccess) err = launch_gemm<kNT2, G, D, RB, CPS, false, 0>(g2, grid, stream, pdl);
+  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false>(g1, grid, stream, false);
+  if (err != cudaSuccess) return err;
+  if (d->counters != 0) {  // fc2 with the fused combine: two launches
+    g2.top_k = static_cast<int>(d->top_k);
+    g2.topk_w = reinterpret_cast<const float*>(d->topk_w);
+    g2.b2 = reinterpret_cast<const __nv_bfloat16*>(d->b2);
+    g2.ld_b2 = d->ld_b2;
+    g2.final_out = reinterpret_cast<__nv_bfloat16*>(d->out);
+    g2.ld_final = d->ld_out;
+    g2.hidden = static_cast<int>(d->hidden);
+    g2.counters = reinterpret_cast<int*>(d->counters);
+    return launch_gemm<kNT2, G, D, RB, CPS, false, 0, true>(g2, grid, stream, pdl);
+  }
+  err = launch_gemm<kNT2, G, D, RB, CPS, false, 0, false>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
 
   CombineArgs c = {};
