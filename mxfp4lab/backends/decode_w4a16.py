@@ -4,9 +4,9 @@
 Made for decode (M up to a few hundred tokens, a few tokens per expert): every active expert's weights
 are read once, split across all SMs, through a cp.async ring, and decoded in registers straight into
 ``mma.sync`` fragments. Launch parameters per M bucket: :data:`CANDIDATES` (token groups per item);
-:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness (all with fc2's fused combine),
-keeps the fastest that agrees with the bucket's default, then times that variant with and without the
-fused combine (the same bits; the fused one saves a launch, the unfused one fc2's per-item arrival count).
+:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness (three launches),
+keeps the fastest that agrees with the bucket's default, then times that variant with fc2's fused combine
+too (the same bits; two launches, but an arrival count per fc2 item) and keeps the faster.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def pinned_variant(variant=None):
 
 
 def pinned_fused_combine() -> bool:
-    """With a pinned variant: fc2's fused combine unless ``$MXFP4LAB_DECODE_COMBINE`` is ``unfused``."""
-    v = os.environ.get("MXFP4LAB_DECODE_COMBINE", "fused")
+    """With a pinned variant: fc2's fused combine if ``$MXFP4LAB_DECODE_COMBINE`` is ``fused`` (default ``unfused``)."""
+    v = os.environ.get("MXFP4LAB_DECODE_COMBINE", "unfused")
     if v not in ("fused", "unfused"):
         raise ValueError(f"$MXFP4LAB_DECODE_COMBINE must be 'fused' or 'unfused', got {v!r}")
     return v == "fused"
@@ -113,13 +113,13 @@ class DecodeW4A16(MoEBackend):
             return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg)
 
         def label(cfg):
-            return f"variant {cfg.variant}" + ("" if cfg.fused_combine else " unfused")
+            return f"variant {cfg.variant}" + (" fused combine" if cfg.fused_combine else "")
 
         inputs = (x, topk_ids, topk_weights)
         best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of, inputs,
                                 tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}", label=label)
         if best is None:
             return
-        best = fastest_agreeing([best, dataclasses.replace(best, fused_combine=False)], run_of, inputs,
+        best = fastest_agreeing([best, dataclasses.replace(best, fused_combine=True)], run_of, inputs,
                                 tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}", label=label) or best
         self.chosen[b] = best

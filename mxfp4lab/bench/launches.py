@@ -30,6 +30,16 @@ import torch
 NCU_METRICS = ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum",
                "sm__throughput.avg.pct_of_peak_sustained_elapsed",
                "smsp__issue_active.avg.pct_of_peak_sustained_active")
+#: what a warp waits on, per issued instruction (ncu's warp-state sampling, averaged over the launch), and
+#: how busy the integer (ALU) and FP32/IMAD (FMA) pipes are: read by a second ncu pass (:func:`ncu_stalls`)
+STALL_REASONS = ("long_scoreboard", "short_scoreboard", "wait", "barrier", "math_pipe_throttle", "mio_throttle",
+                 "lg_throttle", "not_selected", "selected", "dispatch_stall", "no_instruction", "branch_resolving",
+                 "membar", "drain")
+NCU_STALL_METRICS = tuple(f"smsp__average_warps_issue_stalled_{r}_per_issue_active.ratio" for r in STALL_REASONS) + (
+    "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active",
+    "sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active",
+    "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active",
+    "smsp__warps_active.avg.per_cycle_active", "smsp__warps_eligible.avg.per_cycle_active")
 
 
 def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
@@ -144,6 +154,27 @@ def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int 
     return parse_ncu_csv(r.stdout)
 
 
+def ncu_stalls(backend: str, shape: str, m: int, calls: int = 1, timeout: int = 300,
+               env: Optional[dict] = None) -> List[dict]:
+    """Per launch of ``calls`` forwards: :data:`NCU_STALL_METRICS` (a second ncu pass; values as ncu prints
+    them: warps per issued instruction, percent, warps per cycle)."""
+    ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
+    cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics",
+           ",".join(NCU_STALL_METRICS), sys.executable, "-m", "mxfp4lab", "bench", "launches", "--target", backend,
+           shape, str(m), str(calls)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith('"')]
+    launches: dict = {}
+    for row in csv.DictReader(io.StringIO("\n".join(lines))):
+        d = launches.setdefault(int(row["ID"]), {"launch_id": int(row["ID"]), "kernel": row["Kernel Name"][:160]})
+        name = row["Metric Name"].replace("smsp__average_warps_issue_stalled_", "stall_").replace(
+            "_per_issue_active.ratio", "")
+        d[name] = float(row["Metric Value"].replace(",", "") or "nan")
+    return [launches[k] for k in sorted(launches)]
+
+
 def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False, out=None, log=print) -> List[dict]:
     """Timeline (and with ``ncu``, counters) per M; prints a table, writes a ``moe_launches`` result to ``out``."""
     from ..results import write
@@ -167,11 +198,22 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
                 entry["ncu"] = ncu_counters(backend, shape, m, env=pin)
             except Exception as exc:  # noqa: BLE001 - the timeline stands without counters
                 entry["ncu_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
+            try:
+                entry["ncu_stalls"] = ncu_stalls(backend, shape, m, env=pin)
+            except Exception as exc:  # noqa: BLE001 - the counters stand without stall reasons
+                entry["ncu_stalls_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
         rows.append(entry)
         log(f"{backend} {shape} M={m}: span {entry['span_us']:.1f} us")
         for x in tl:
             log(f"  #{x['launch']} {x['start_us']:8.1f} .. {x['end_us']:8.1f} us (idle before {x['gap_before_us']:5.1f})"
                 f"  {x['kernel'][:90]}")
+        for x in entry.get("ncu_stalls", []):
+            if "gemm_kernel" in x["kernel"] or "combine" in x["kernel"]:
+                top = sorted(((v, k[6:]) for k, v in x.items() if k.startswith("stall_")), reverse=True)[:4]
+                log(f"  stalls #{x['launch_id']} " + ", ".join(f"{k} {v:.2f}" for v, k in top) +
+                    f"; ALU {x.get('sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}% "
+                    f"FMA {x.get('sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}%  "
+                    f"{x['kernel'][:60]}")
         for x in entry.get("ncu", []):
             log(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
                 f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "

@@ -213,8 +213,10 @@ class LaunchConfig:
     variant: int = 1
     grid: Optional[int] = None  # default: SMs x the variant's CTAs per SM
     pdl: bool = True
-    #: fc2 also does the top-k combine (two launches instead of three; the same output bits)
-    fused_combine: bool = True
+    #: fc2 also does the top-k combine (two launches instead of three; the same output bits). Off by default:
+    #: on the H200 it was slower at every M bucket (the per-item fence and arrival count cost more than the
+    #: combine launch, which PDL already overlaps with fc2)
+    fused_combine: bool = False
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
