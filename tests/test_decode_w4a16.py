@@ -195,10 +195,11 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
 
     # fc1 + fc2 + fc2 with the fused combine per compiled configuration, one more fc1 per L2-staged
     # (configuration, staging), the combine
-    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
-    staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
+    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in VARIANTS.values()}
+    staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.l2)
+              for v in VARIANTS.values() if v.l2}
     assert entries == 3 * len(configs) + len(staged) + 1, r.stderr[-2000:]
-    fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1EE" in ln]
+    fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(fused) == len(configs), "one fc2 with the fused combine per configuration"
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
@@ -293,4 +294,9 @@ def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
         assert ("prefetch.global.L2" in body) == bool(l2 & 1), name
         assert ("createpolicy" in body) == bool(l2 & 2), name
         assert fc1 or l2 == 0, name
-    assert sum(1 for k in seen if k[2]) == 5 and sum(1 for k in seen if not k[2]) == 12
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
+
+    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
+    staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
+    assert sum(1 for k in seen if k[2]) == len(staged) == 5
+    assert sum(1 for k in seen if not k[2]) == 2 * len(configs)  # fc1 and fc2 of every configuration

@@ -54,12 +54,20 @@ class Variant:
     #: L2 staging bits: 1 = fc1 prefetches fc2's weights into L2 (up to :data:`L2_PREFETCH_SHARE` of the L2,
     #: split over the CTAs), 2 = fc1 streams its own weights with L2 evict_first. No arithmetic changes.
     l2: int = 0
+    #: compact activation rows (G = 1): up to this many tokens per item, and a ring stage holds only their rows
+    #: (lanes of the MMA's other token columns feed zeros), so the ring runs deeper; 0 = 8 G token rows
+    token_rows: int = 0
+
+    @property
+    def tokens_per_item(self) -> int:
+        return self.token_rows or 8 * self.token_groups
 
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
             5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1),
             7: Variant(1, 3, 2, 1, 3), 8: Variant(1, 3, 2, 1, 1), 9: Variant(1, 1, 6, 2, 3),
-            10: Variant(1, 2, 3, 1, 3), 11: Variant(2, 2, 2, 1, 3)}
+            10: Variant(1, 2, 3, 1, 3), 11: Variant(2, 2, 2, 1, 3),
+            12: Variant(1, 3, 3, 1, token_rows=2), 13: Variant(1, 2, 5, 2, token_rows=2)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -145,8 +153,8 @@ def load_library():
         raise DecodeKernelError(f"{path} groups tiles as {lib.mxfp4lab_decode_w4a16_tiles_per_group()}, the layout as "
                                 f"{FC1_TILES * 100 + FC2_TILES}: rebuild the library")
     compiled = [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(VARIANTS) + 1)]
-    want = [v.l2 * 1000000 + i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100 + v.depth * 10 + v.red_buffers
-            for i, v in VARIANTS.items()] + [-1]
+    want = [v.token_rows * 10000000 + v.l2 * 1000000 + i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100
+            + v.depth * 10 + v.red_buffers for i, v in VARIANTS.items()] + [-1]
     if compiled != want:
         raise DecodeKernelError(f"{path} has variants {compiled}, this module expects {want}: rebuild the library")
     return lib

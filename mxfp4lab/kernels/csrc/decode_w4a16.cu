@@ -320,13 +320,23 @@ __device__ void prefetch_fc2_weights(const GemmArgs& a, const Routing& r, int gr
 // ------------------------------------------------------------------------------------------------
 // The GEMM kernel (fc1 with SwiGLU epilogue, or fc2)
 // ------------------------------------------------------------------------------------------------
-template <int NT, int G, int D, int RB>
+// TA: 0 = up to 8 G tokens per item, the activation slot holds 8 G token rows; 1..7 (G = 1) = up to TA
+// tokens per item and only TA rows in the slot (lanes of tokens >= TA feed the MMA zeros without loading), so
+// a ring stage is smaller and the ring can run deeper in the same shared memory (few tokens per expert).
+template <int TA, int G>
+constexpr int tokens_per_item() {
+  static_assert(TA == 0 || (G == 1 && TA < 8), "compact token rows need one token group");
+  return TA ? TA : 8 * G;
+}
+
+template <int NT, int G, int D, int RB, int TA>
 struct Smem {
+  static constexpr int TC = tokens_per_item<TA, G>();
   static constexpr int kStepBytes = NT * (kTileBytes + kScaleBytes);  // one step of one tile group
-  static constexpr int kSlotB = G * 1024;  // 8 tokens x 64 elements x 2 B per token group
+  static constexpr int kSlotB = TC * 128;  // TC token rows x 64 elements x 2 B
   static constexpr int kSlot = kStepBytes + kSlotB;
   static constexpr int kRing = kWarps * D * kSlot;
-  static constexpr int kRed = kWarps * NT * 16 * 8 * G * 4;  // fp32 partials [warp][tile][row][token]
+  static constexpr int kRed = kWarps * NT * 16 * TC * 4;  // fp32 partials [warp][tile][row][token]
   static constexpr int kFixed = kRing + RB * kRed;  // RB = 2: double-buffered partials, one barrier per item
 };
 
@@ -338,12 +348,13 @@ struct Smem {
 // item counts an arrival at (token, tile group); the arrival that completes the token's valid slots sums
 // them (in slot order, reading y from L2) into final_out and resets the counter. Tokens with no slot in
 // this shard get zeros.
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
 __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
   static_assert(!(FC1 && CMB), "the combine follows fc2");
-  using S = Smem<NT, G, D, RB>;
-  constexpr int TC = 8 * G;  // tokens per item
+  using S = Smem<NT, G, D, RB, TA>;
+  constexpr int TC = S::TC;  // tokens per item
+  constexpr int kActHalf = TC * 64;  // bytes of one half (K 16t..16t+7 or +8..+15) of the slot's token rows
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* ring = smem;
   float* red_base = reinterpret_cast<float*>(smem + S::kRing);
@@ -427,8 +438,9 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
         const __nv_bfloat16* base = ap ? ap + col : a.act;
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          cp_async16(slot + S::kStepBytes + gi * 1024 + h * 512 + lane * 16, base + 8 * h,
-                     ap != nullptr && col + 8 * h + 8 <= a.k_valid);
+          if (TA == 0 || g < TC)  // slot layout [h][token group][lane of the rows][16 B]
+            cp_async16(slot + S::kStepBytes + gi * 1024 + h * kActHalf + lane * 16, base + 8 * h,
+                       ap != nullptr && col + 8 * h + 8 <= a.k_valid);
       }
       ++iss_c;
     }
@@ -457,7 +469,9 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
 #pragma unroll
       for (int gi = 0; gi < G; ++gi)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) bw[gi][h] = lds128(sbase + S::kStepBytes + gi * 1024 + h * 512 + lane * 16);
+        for (int h = 0; h < 2; ++h)
+          bw[gi][h] = (TA == 0 || g < TC) ? lds128(sbase + S::kStepBytes + gi * 1024 + h * kActHalf + lane * 16)
+                                          : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         uint4 w = lds128(sbase + n * kTileBytes + lane * 16);
@@ -492,10 +506,14 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
       for (int gi = 0; gi < G; ++gi) {
         float* base = red + ((warp * NT + n) * 16) * TC;
         int col = gi * 8 + 2 * tl;
-        base[g * TC + col] = acc[n][gi][0];
-        base[g * TC + col + 1] = acc[n][gi][1];
-        base[(g + 8) * TC + col] = acc[n][gi][2];
-        base[(g + 8) * TC + col + 1] = acc[n][gi][3];
+        if (col < TC) {  // (TA: the MMA's columns >= TA are zero tokens)
+          base[g * TC + col] = acc[n][gi][0];
+          base[(g + 8) * TC + col] = acc[n][gi][2];
+        }
+        if (col + 1 < TC) {
+          base[g * TC + col + 1] = acc[n][gi][1];
+          base[(g + 8) * TC + col + 1] = acc[n][gi][3];
+        }
       }
     __syncthreads();
     if (FC1) {
@@ -618,9 +636,9 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
 // ------------------------------------------------------------------------------------------------
 // Host side
 // ------------------------------------------------------------------------------------------------
-template <int NT, int G, int D, int RB>
+template <int NT, int G, int D, int RB, int TA>
 constexpr int smem_bytes(int num_experts, int num_pairs) {
-  return Smem<NT, G, D, RB>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + done_m
+  return Smem<NT, G, D, RB, TA>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + done_m
 }
 
 // One launch; with ``pdl`` the kernel may start before the previous one on the stream ends (programmatic
@@ -640,10 +658,10 @@ cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_
   return cudaLaunchKernelEx(&cfg, kernel, args);
 }
 
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB>;
-  int smem = smem_bytes<NT, G, D, RB>(a.num_experts, a.num_pairs);
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA>;
+  int smem = smem_bytes<NT, G, D, RB, TA>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
@@ -653,23 +671,26 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
 // own weights with L2 evict_first. The bits are a template parameter of fc1, so an unstaged variant's
 // kernels are exactly those without staging; staging changes no arithmetic: a variant and its staged twin
-// compute the same bits.
-//   id  G  CTAs/SM  ring depth  partial buffers  L2
-//   1   1  1        6           2                0   decode, one CTA of 8 warps per SM, deep ring
-//   2   1  2        3           1                0   decode, two CTAs per SM (16 warps), epilogues overlap
-//   3   2  1        4           2                0   up to 16 tokens per item
-//   4   4  1        2           1                0   up to 32 tokens per item (larger M)
-//   5   1  3        2           1                0   three CTAs per SM (24 warps): latency hiding, small M
-//   6   2  2        2           1                0   16 tokens per item, two CTAs per SM
-//   7   1  3        2           1                3   variant 5, fc2's weights prefetched, fc1 evict_first
-//   8   1  3        2           1                1   variant 5, fc2's weights prefetched
-//   9   1  1        6           2                3   variant 1, staged
-//   10  1  2        3           1                3   variant 2, staged
-//   11  2  2        2           1                3   variant 6, staged
-#define MXFP4LAB_DECODE_VARIANTS(X)                                                                    \
-  X(1, 1, 1, 6, 2, 0) X(2, 1, 2, 3, 1, 0) X(3, 2, 1, 4, 2, 0) X(4, 4, 1, 2, 1, 0) X(5, 1, 3, 2, 1, 0) \
-  X(6, 2, 2, 2, 1, 0) X(7, 1, 3, 2, 1, 3) X(8, 1, 3, 2, 1, 1) X(9, 1, 1, 6, 2, 3) X(10, 1, 2, 3, 1, 3)  \
-  X(11, 2, 2, 2, 1, 3)
+// compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
+//   id  G  CTAs/SM  ring depth  partial buffers  L2  TA
+//   1   1  1        6           2                0   0   decode, one CTA of 8 warps per SM, deep ring
+//   2   1  2        3           1                0   0   decode, two CTAs per SM (16 warps), epilogues overlap
+//   3   2  1        4           2                0   0   up to 16 tokens per item
+//   4   4  1        2           1                0   0   up to 32 tokens per item (larger M)
+//   5   1  3        2           1                0   0   three CTAs per SM (24 warps): latency hiding, small M
+//   6   2  2        2           1                0   0   16 tokens per item, two CTAs per SM
+//   7   1  3        2           1                3   0   variant 5, fc2's weights prefetched, fc1 evict_first
+//   8   1  3        2           1                1   0   variant 5, fc2's weights prefetched
+//   9   1  1        6           2                3   0   variant 1, staged
+//   10  1  2        3           1                3   0   variant 2, staged
+//   11  2  2        2           1                3   0   variant 6, staged
+//   12  1  3        3           1                0   2   up to 2 tokens per item: a 3-deep ring at 3 CTAs per SM
+//   13  1  2        5           2                0   2   up to 2 tokens per item, two CTAs per SM, 5-deep ring
+#define MXFP4LAB_DECODE_VARIANTS(X)                                                                              \
+  X(1, 1, 1, 6, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0) X(3, 2, 1, 4, 2, 0, 0) X(4, 4, 1, 2, 1, 0, 0)                   \
+  X(5, 1, 3, 2, 1, 0, 0) X(6, 2, 2, 2, 1, 0, 0) X(7, 1, 3, 2, 1, 3, 0) X(8, 1, 3, 2, 1, 1, 0)                   \
+  X(9, 1, 1, 6, 2, 3, 0) X(10, 1, 2, 3, 1, 3, 0) X(11, 2, 2, 2, 1, 3, 0) X(12, 1, 3, 3, 1, 0, 2)                \
+  X(13, 1, 2, 5, 2, 0, 2)
 
 }  // namespace mxfp4lab_decode
 
@@ -697,7 +718,7 @@ struct DecodeArgs {
   int64_t counters;                // fused combine: int32 [M, groups2], all zero (and left zero), or 0: unfused
 };
 
-template <int G, int CPS, int D, int RB, int L2>
+template <int G, int CPS, int D, int RB, int L2, int TA>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
@@ -745,7 +766,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false>(g1, grid, stream, false);
+  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -756,9 +777,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.ld_final = d->ld_out;
     g2.hidden = static_cast<int>(d->hidden);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    return launch_gemm<kNT2, G, D, RB, CPS, false, 0, true>(g2, grid, stream, pdl);
+    return launch_gemm<kNT2, G, D, RB, CPS, false, 0, true, TA>(g2, grid, stream, pdl);
   }
-  err = launch_gemm<kNT2, G, D, RB, CPS, false, 0, false>(g2, grid, stream, pdl);
+  err = launch_gemm<kNT2, G, D, RB, CPS, false, 0, false, TA>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
 
   CombineArgs c = {};
@@ -789,9 +810,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2) \
-  case ID:                       \
-    return static_cast<int>(launch_forward<G, CPS, D, RB, L2>(d, stream));
+#define X(ID, G, CPS, D, RB, L2, TA) \
+  case ID:                           \
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
@@ -802,19 +823,20 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2) \
-  case ID:                       \
-    return smem_bytes<kNT1, G, D, RB>(E, P);
+#define X(ID, G, CPS, D, RB, L2, TA) \
+  case ID:                           \
+    return smem_bytes<kNT1, G, D, RB, TA>(E, P);
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return -1;
   }
 }
 
-// The variant table as L2*1000000 + ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
+// The variant table as TA*10000000 + L2*1000000 + ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the
+// host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2) L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+#define X(ID, G, CPS, D, RB, L2, TA) TA * 10000000LL + L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
   };
