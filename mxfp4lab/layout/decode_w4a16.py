@@ -132,18 +132,22 @@ def tile_words(packed: torch.Tensor, scales: torch.Tensor) -> Tuple[torch.Tensor
     check_multiple(k, CHUNK_K, "packed K (2 * dim 2)")
     if tuple(scales.shape) != (e, n, k // 32):
         raise MXFormatError(f"scales must be [E, N, K/32] = {(e, n, k // 32)}, got {tuple(scales.shape)}")
-    codes = torch.stack((packed & 15, packed >> 4), dim=-1).reshape(e, n, k).to(torch.int32)
+    codes = torch.stack((packed & 15, packed >> 4), dim=-1).reshape(e, n, k)  # uint8: one byte per code
     t, cn = n // TILE_ROWS, k // CHUNK_K
     # rows: (tile, hi8, g) ; K: (chunk, t, s, h, i)  with  row = 16*tile + 8*hi8 + g,
     # k = 64*chunk + 16*t + 4*s + 2*h + i ; register j = 2*h + hi8, half-word i
     c = codes.view(e, t, 2, 8, cn, 4, 4, 2, 2)
     #            e  T  hi8 g cn t  s  h  i   ->  e, T, cn, g, t, s, i, h, hi8
     c = c.permute(0, 1, 4, 3, 5, 6, 8, 7, 2).reshape(e, t, cn, 32, 4, 2, 4)
-    fields = torch.arange(4, dtype=torch.int32, device=packed.device)
-    src = torch.tensor(SOURCE_BITS, dtype=torch.int32, device=packed.device)  # [i, j, f]
-    bits = (c.unsqueeze(-1) >> fields) & 1  # [e, T, cn, 32, 4(s), 2(i), 4(j), 4(f)]
-    word = (bits << src).sum((-3, -2, -1), dtype=torch.int32)  # 32 distinct bits: the sum is an OR
-    words = word.contiguous().view(torch.uint8).view(e, t, cn, 32, 16)
+    # one (half, register, field) at a time: the temporaries stay at an eighth of the codes (a whole layer of
+    # DeepSeek-V4 at once would need tens of GB with every bit expanded)
+    word = torch.zeros(e, t, cn, 32, 4, dtype=torch.int32, device=packed.device)
+    for i in range(2):
+        for j in range(4):
+            cij = c[..., i, j]
+            for f in range(4):
+                word |= ((cij >> f) & 1).to(torch.int32) << SOURCE_BITS[i][j][f]  # 32 distinct bits
+    words = word.view(torch.uint8).view(e, t, cn, 32, 16)
     # scales: (tile, hi8, g) x (chunk, th) -> word j = 2*g + th, byte hi8
     sw = scales.view(e, t, 2, 8, cn, 2).permute(0, 1, 4, 3, 5, 2).reshape(e, t, cn, 32)
     return words, sw.contiguous()
@@ -156,10 +160,11 @@ def untile_words(words: torch.Tensor, swords: torch.Tensor) -> Tuple[torch.Tenso
     check_dtype(swords, torch.uint8, "swords")
     e, t, cn = words.shape[:3]
     word = words.contiguous().view(torch.int32).view(e, t, cn, 32, 4)
-    fields = torch.arange(4, dtype=torch.int32, device=words.device)
-    src = torch.tensor(SOURCE_BITS, dtype=torch.int32, device=words.device)  # [i, j, f]
-    bits = (word[..., None, None, None] >> src) & 1  # [e, T, cn, 32, 4(s), 2(i), 4(j), 4(f)]
-    c = (bits << fields).sum(-1, dtype=torch.int32)  # [e, T, cn, 32, 4(s), 2(i), 4(j)]
+    c = torch.zeros(*word.shape, 2, 4, dtype=torch.uint8, device=words.device)  # [e, T, cn, 32, 4(s), 2(i), 4(j)]
+    for i in range(2):
+        for j in range(4):
+            for f in range(4):
+                c[..., i, j] |= (((word >> SOURCE_BITS[i][j][f]) & 1) << f).to(torch.uint8)
     # e, T, cn, (g, t), s, i, (h, hi8)  ->  e, T, hi8, g, cn, t, s, h, i
     c = c.view(e, t, cn, 8, 4, 4, 2, 2, 2).permute(0, 1, 8, 3, 2, 4, 5, 7, 6)
     codes = c.reshape(e, 16 * t, 64 * cn).to(torch.uint8)
