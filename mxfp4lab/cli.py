@@ -397,6 +397,9 @@ def _cmd_bench_summary(a) -> int:
     if not s["triton_goals"].empty:
         print("\nTriton vs its goals")
         print(s["triton_goals"].round(2).to_string(index=False))
+    if not s["decode_goals"].empty:
+        print("\ndecode_w4a16 vs its goals")
+        print(s["decode_goals"].round(2).to_string(index=False))
     src = Path(s["source"])
     payload = latency.summary_records(s)
     sweep_prov, table = payload.pop("provenance"), payload.pop("table")

@@ -155,6 +155,23 @@ else:
     print("no Triton timings in the recorded sweep")
 
 # %% [markdown]
+# ### mxfp4lab's decode kernel against its goals
+#
+# `decode_w4a16` was written to be, at M <= 64, at least 1.15x faster than the best of the field's kernels
+# (Marlin, FlashInfer, triton_kernels, Humming), at M = 1 within 2x of the roofline floor and at M = 4..64
+# at 60 % of it or better, and at M >= 1024 within 1.1x of the best peer. `speedup`: the best peer's time
+# over the kernel's; `floor_fraction`: the floor over the kernel's time.
+
+# %%
+dgoals = study.latency_decode_goals(df, routing=routing) if recorded else None
+report.record("decode_goals", study.latency_decode_goal_counts(dgoals))
+if dgoals is not None and len(dgoals):
+    display(dgoals[["shape", "m", "decode_us", "best_peer", "peer_us", "speedup", "floor_us", "floor_fraction",
+                    "met"]].round(2))
+else:
+    print("no decode_w4a16 timings with a peer in the recorded sweep")
+
+# %% [markdown]
 # ### Where mxfp4lab's decode kernel's time goes
 #
 # One forward of `decode_w4a16`, launch by launch (`mxfp4lab bench launches --ncu`,

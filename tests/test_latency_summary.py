@@ -33,6 +33,25 @@ def test_latency_table_and_triton_goals_from_synthetic_rows():
     assert g.loc[1024, "x_flashinfer"] == pytest.approx(1.15) and bool(g.loc[1024, "met"]) is True
 
 
+def test_decode_goals_from_synthetic_rows():
+    """Each goal of the decode kernel decides on its own numbers; only the stated goals of an M count."""
+    rows = []
+    # m, decode, best peer (humming), another peer (Marlin), floor
+    for m, dec, hum, ma, floor in [(1, 30.0, 40.0, 60.0, 16.0),    # 1.33x peer, 1.875x floor -> met
+                                   (2, 50.0, 57.0, 80.0, 20.0),    # 1.14x peer -> not met (no floor goal at M=2)
+                                   (4, 100.0, 120.0, 130.0, 61.0),  # 1.2x, 61 % of floor -> met
+                                   (64, 500.0, 600.0, 700.0, 290.0),  # 1.2x but 58 % of floor -> not met
+                                   (256, 900.0, 600.0, 700.0, 400.0),  # no goal stated
+                                   (1024, 1090.0, 1000.0, 1200.0, 800.0)]:  # 1.09x the best peer -> met
+        for b, t in ((S.DECODE, dec), ("humming", hum), (S.MARLIN, ma)):
+            rows.append(dict(shape="s", backend=b, m=m, routing="uniform", median_us=t, roofline_us=floor))
+    g = S.decode_goals(S.latency_table(_df(rows))).set_index("m")
+    assert (g["best_peer"] == "humming").all()
+    assert g.loc[1, "speedup"] == pytest.approx(40 / 30) and g.loc[4, "floor_fraction"] == pytest.approx(0.61)
+    assert g["met"].to_dict() == {1: True, 2: False, 4: True, 64: False, 256: None, 1024: True}
+    assert S.latency_decode_goal_counts(g.reset_index()) == {"met": 3, "count": 5, "fastest": 4, "small_m": 4}
+
+
 def test_summary_of_the_recorded_sweep(tmp_path):
     src = S.latency_results_path()
     if not src.is_file():

@@ -441,6 +441,64 @@ def triton_goals(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+DECODE = "decode_w4a16"
+#: The field's Hopper W4A16 MXFP4 MoE kernels mxfp4lab's decode kernel is measured against
+DECODE_PEERS = (MARLIN, FI, "triton_kernels", "humming")
+#: The decode kernel's goals: at M <= 64 at least 1.15x faster than the best peer; at M = 1 at most 2x the
+#: floor; at M = 4..64 at least 60 % of the floor (floor / time); at M >= 1024 within 1.1x of the best peer.
+DECODE_SMALL_M, DECODE_SPEEDUP = 64, 1.15
+DECODE_M1_FLOOR_X, DECODE_FLOOR_FRACTION, DECODE_LARGE_M, DECODE_LARGE_X = 2.0, 0.60, 1024, 1.1
+
+
+def decode_goals(table: pd.DataFrame) -> pd.DataFrame:
+    """mxfp4lab's decode kernel against its goals (:data:`DECODE_SPEEDUP` ...) per (shape, M) of
+    :func:`latency_table` where it and at least one peer were timed: its time, the best peer and its time,
+    the speedup, the floor and ``floor / time``, the goals of that M in words, and ``met`` (all of them)."""
+    rows = []
+    for _, r in table.iterrows():
+        d = r.get(DECODE)
+        peers = {b: r[b] for b in DECODE_PEERS if b in r and pd.notna(r.get(b))}
+        if d is None or pd.isna(d) or not peers:
+            continue
+        best = min(peers, key=peers.get)
+        m = int(r["m"])
+        row = dict(shape=r["shape"], m=m, decode_us=d, best_peer=best, peer_us=peers[best],
+                   speedup=peers[best] / d, floor_us=r["floor_us"], floor_fraction=r["floor_us"] / d)
+        goals, met = [], []
+        if m <= DECODE_SMALL_M:
+            goals.append(f">= {DECODE_SPEEDUP}x the best peer")
+            met.append(row["speedup"] >= DECODE_SPEEDUP)
+            if m == 1:
+                goals.append(f"<= {DECODE_M1_FLOOR_X}x the floor")
+                met.append(d <= DECODE_M1_FLOOR_X * r["floor_us"])
+            elif m >= 4:
+                goals.append(f">= {DECODE_FLOOR_FRACTION:.0%} of the floor")
+                met.append(row["floor_fraction"] >= DECODE_FLOOR_FRACTION)
+        elif m >= DECODE_LARGE_M:
+            goals.append(f"within {DECODE_LARGE_X}x of the best peer")
+            met.append(d <= DECODE_LARGE_X * peers[best])
+        row["goal"] = "; ".join(goals) or "(none stated)"
+        row["met"] = bool(all(met)) if met else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def latency_decode_goal_counts(goals: pd.DataFrame) -> Optional[Dict[str, int]]:
+    """``{"met", "count", "fastest", "small_m"}`` over the (shape, M) points of :func:`decode_goals` with a
+    stated goal (``fastest``: points with M <= 64 where the kernel beats every peer); None without rows."""
+    if goals is None or not len(goals):
+        return None
+    g = goals[goals["met"].notna()]
+    small = goals[goals["m"] <= DECODE_SMALL_M]
+    return {"met": int(g["met"].astype(bool).sum()), "count": int(len(g)),
+            "fastest": int((small["speedup"] > 1).sum()), "small_m": int(len(small))}
+
+
+def latency_decode_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
+    """:func:`decode_goals` of :func:`latency_table` for one routing."""
+    return decode_goals(latency_table(df, routing=routing))
+
+
 def latency_triton_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
     """mxfp4lab's Triton kernel against its goals per (shape, M): :func:`triton_goals` of :func:`latency_table`."""
     return triton_goals(latency_table(df, routing=routing))
@@ -449,7 +507,8 @@ def latency_triton_goals(df: pd.DataFrame, routing: str = "uniform") -> pd.DataF
 def summarize(results_file=None) -> Dict[str, Any]:
     """The latency study's conclusions from a recorded sweep (``mxfp4lab bench summary``): ``table``
     (:func:`latency_table`), ``crossovers`` (FlashInfer vs Marlin), ``claim`` (:func:`latency_claim_check`)
-    and ``claim_note``, ``dispatch`` (:func:`latency_dispatch_speedups`), ``triton_goals``, plus ``source``
+    and ``claim_note``, ``dispatch`` (:func:`latency_dispatch_speedups`), ``triton_goals``, ``decode_goals``,
+    plus ``source``
     (the sweep's path) and ``provenance`` (the sweep's)."""
     df, prov = latency_load(results_file)
     if df.empty:
@@ -458,7 +517,7 @@ def summarize(results_file=None) -> Dict[str, Any]:
     claim = latency_claim_check(df)
     return dict(source=df.attrs["path"], provenance=prov, table=table, crossovers=latency_crossovers(df, FI, MARLIN),
                 claim=claim, claim_note=claim.attrs.get("note"), dispatch=latency_dispatch_speedups(df),
-                triton_goals=triton_goals(table))
+                triton_goals=triton_goals(table), decode_goals=decode_goals(table))
 
 
 def summary_records(summary: Dict[str, Any]) -> Dict[str, Any]:

@@ -2,7 +2,7 @@
 
 :func:`findings` reads the results dict (as in ``results.json``): ``source``, ``recorded``, ``claim_check``
 (rows ``m, regime, fi_faster, within_claim``), ``fastest`` (shape -> ``[[m, backend], ...]``),
-``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``
+``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``, ``decode_goals``
 (``{"met", "count"}``), ``shape_aliases``. Missing keys give ``missing`` findings, never an error.
 """
 
@@ -102,4 +102,12 @@ def findings(results: dict[str, Any]) -> list[Finding]:
         out.append(Finding("mxfp4lab Triton kernel against its goals", f"met at {met} of {n} points",
                            "M <= 64: within 1.25x of the floor and faster than Marlin; M >= 1024: within 1.2x of "
                            "FlashInfer", "good" if met == n else "bad" if met == 0 else "mixed"))
+    dg = results.get("decode_goals")
+    if isinstance(dg, dict) and dg.get("count"):
+        met, n = int(dg["met"]), int(dg["count"])
+        out.append(Finding("mxfp4lab decode kernel against its goals", f"met at {met} of {n} (shape, M) points",
+                           f"M <= 64: >= 1.15x the best peer (and M = 1 <= 2x the floor, M = 4..64 >= 60 % of it); "
+                           f"M >= 1024: within 1.1x of the best peer. Fastest of all at {dg.get('fastest', 0)} of "
+                           f"{dg.get('small_m', 0)} points with M <= 64",
+                           "good" if met == n else "bad" if met == 0 else "mixed"))
     return out
