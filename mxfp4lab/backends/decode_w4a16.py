@@ -22,7 +22,7 @@ from .base import MoEBackend, fastest_agreeing
 #: first = default). The L2-staged variants 7-11 are left out: on the H200 none was faster than its unstaged
 #: twin (GPT-OSS-120b M = 1: 39.8 vs 39.2 us; fc2 still ends 11.3 us after fc1, as without staging,
 #: docs/findings/2026-12-02-decode-l2-staging.md); pin one with ``variant=`` / $MXFP4LAB_DECODE_VARIANT.
-CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2, 3, 5, 6, 12, 13), 64: (1, 2, 3, 4, 5, 6, 12, 13),
+CANDIDATES: dict[int, tuple[int, ...]] = {8: (1, 2, 3, 5, 6, 12, 13, 14), 64: (1, 2, 3, 4, 5, 6, 12, 13, 14),
                                           512: (3, 4, 6, 1, 2), 1 << 62: (4, 3, 6)}
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))

@@ -67,7 +67,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1),
             7: Variant(1, 3, 2, 1, 3), 8: Variant(1, 3, 2, 1, 1), 9: Variant(1, 1, 6, 2, 3),
             10: Variant(1, 2, 3, 1, 3), 11: Variant(2, 2, 2, 1, 3),
-            12: Variant(1, 3, 3, 1, token_rows=2), 13: Variant(1, 2, 5, 2, token_rows=2)}
+            12: Variant(1, 3, 3, 1, token_rows=2), 13: Variant(1, 2, 5, 2, token_rows=2),
+            14: Variant(1, 4, 2, 1, token_rows=2)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5

@@ -686,11 +686,12 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   11  2  2        2           1                3   0   variant 6, staged
 //   12  1  3        3           1                0   2   up to 2 tokens per item: a 3-deep ring at 3 CTAs per SM
 //   13  1  2        5           2                0   2   up to 2 tokens per item, two CTAs per SM, 5-deep ring
+//   14  1  4        2           1                0   2   up to 2 tokens per item, four CTAs per SM (32 warps, 64 regs)
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                              \
   X(1, 1, 1, 6, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0) X(3, 2, 1, 4, 2, 0, 0) X(4, 4, 1, 2, 1, 0, 0)                   \
   X(5, 1, 3, 2, 1, 0, 0) X(6, 2, 2, 2, 1, 0, 0) X(7, 1, 3, 2, 1, 3, 0) X(8, 1, 3, 2, 1, 1, 0)                   \
   X(9, 1, 1, 6, 2, 3, 0) X(10, 1, 2, 3, 1, 3, 0) X(11, 2, 2, 2, 1, 3, 0) X(12, 1, 3, 3, 1, 0, 2)                \
-  X(13, 1, 2, 5, 2, 0, 2)
+  X(13, 1, 2, 5, 2, 0, 2) X(14, 1, 4, 2, 1, 0, 2)
 
 }  // namespace mxfp4lab_decode
 
