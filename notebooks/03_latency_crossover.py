@@ -178,8 +178,10 @@ else:
 # `data/results/launches/<gpu>.json`): the bars are the launches on the GPU timeline of a CUDA-graph replay;
 # bars that overlap are programmatic dependent launch (a kernel starts early, routes, and waits for its
 # predecessor's output). The labels give Nsight Compute's serialised duration, DRAM bytes and bandwidth of
-# the same launch. At M = 1 no launch streams at the copy bandwidth: the time is the fill and drain of
-# three dependent launches; at M = 64 fc1 streams at about 3 TB/s, bound by instructions per weight.
+# the same launch; the table adds what the warps waited on (ncu's warp-stall reasons, warps per issued
+# instruction) and how busy the ALU pipe was. Where waiting on the copy ring ("long_scoreboard") and
+# barriers lead, a launch is bound by latency (few steps per warp, fill and drain); where "not_selected" and
+# "math_pipe_throttle" lead with a busy ALU pipe, by the instructions it issues per weight.
 
 # %%
 from mxfp4lab.studies import launches as launch_study
@@ -188,8 +190,9 @@ launches = launch_study.latency_launches()
 if len(launches):
     figures.plot_launches(launches, label=study.latency_source_label(launches.attrs.get("provenance")))
     plt.show()
-    display(launches[["m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps",
-                      "issue_active_pct"]].round(1))
+    cols = ["m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps", "issue_active_pct",
+            "alu_pipe_pct", "top_stalls"]
+    display(launches[[c for c in cols if c in launches]].round(1))
 else:
     print("no launch breakdown recorded: mxfp4lab bench launches --ncu on a Hopper GPU")
 

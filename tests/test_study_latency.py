@@ -180,6 +180,11 @@ def test_launch_breakdown_of_the_recorded_forwards():
     assert (d["end_us"] > d["start_us"]).all()
     same = d[d["ncu_same_kernel"] == True]  # noqa: E712
     assert (same["dram_read_MB"] > 0).all()
+    if "top_stalls" in d:  # the stall pass: four reasons per launch, largest first, and the ALU pipe's share
+        for text in d["top_stalls"].dropna():
+            vals = [float(part.rsplit(" ", 1)[1]) for part in text.split(", ")]
+            assert len(vals) == 4 and vals == sorted(vals, reverse=True)
+        assert d["alu_pipe_pct"].dropna().between(0, 100).all()
     assert _kernel_key("void mxfp4lab_decode::gemm_kernel<4, 1, 2, 1, 3, true>(mxfp4lab_decode::GemmArgs)") == \
         _kernel_key("void gemm_kernel<4, 1, 2, 1, 3, 1>(GemmArgs)")
     assert _kernel_key("void gemm_kernel<4, 1, 6, 2, 1, 1>(GemmArgs)") != _kernel_key("gemm_kernel<4, 1, 2, 1, 3, true>")

@@ -15,7 +15,8 @@ def latency_launches(path=None) -> pd.DataFrame:
     """Launch-by-launch breakdown of recorded forwards (``mxfp4lab bench launches``; default
     ``data/results/launches/<gpu>.json``): one row per (backend, shape, M, launch) with the graph-replay
     timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
-    ``dram_read_GBps`` and ``issue_active_pct``. ncu's launches are matched to the timeline's by order within
+    ``dram_read_GBps`` and ``issue_active_pct``, and where the stall pass ran ``top_stalls`` (the four largest
+    warp-stall reasons, warps per issued instruction) and ``alu_pipe_pct``. ncu's launches are matched to the timeline's by order within
     the first forward ncu profiled (:func:`first_forward`); ncu profiles its own process, whose tuner may pick
     another launch variant, so ``ncu_kernel`` names what ncu measured and ``ncu_same_kernel`` says whether it
     is the timeline's kernel. ``attrs["provenance"]``: the file's. Empty frame when nothing is recorded."""
@@ -27,6 +28,7 @@ def latency_launches(path=None) -> pd.DataFrame:
     for entry in doc.rows:
         tl = entry.get("timeline", [])
         ncu = first_forward(entry.get("ncu", []), tl)
+        stalls = first_forward(entry.get("ncu_stalls", []), tl)
         for i, x in enumerate(tl):
             r = {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "launch": i,
                  "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"]}
@@ -36,6 +38,10 @@ def latency_launches(path=None) -> pd.DataFrame:
                          ncu_us=n.get("duration_us"), dram_read_MB=n.get("dram__bytes_read.sum", 0) / 1e6,
                          dram_read_GBps=n.get("dram_read_GBps"),
                          issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"))
+            if i < len(stalls):
+                st = sorted(((v, k[len("stall_"):]) for k, v in stalls[i].items() if k.startswith("stall_")), reverse=True)
+                r.update(top_stalls=", ".join(f"{k} {v:.2f}" for v, k in st[:4]),
+                         alu_pipe_pct=stalls[i].get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active"))
             rows.append(r)
     out = pd.DataFrame(rows)
     out.attrs["provenance"] = doc.provenance
