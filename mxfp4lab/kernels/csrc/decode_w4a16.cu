@@ -354,7 +354,8 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   static_assert(!(FC1 && CMB), "the combine follows fc2");
   using S = Smem<NT, G, D, RB, TA>;
   constexpr int TC = S::TC;  // tokens per item
-  constexpr int kActHalf = TC * 64;  // bytes of one half (K 16t..16t+7 or +8..+15) of the slot's token rows
+  // bytes of one half (K 16t..16t+7 or +8..+15) of a token group's rows in the slot: [group][half][lane]
+  constexpr int kActHalf = TA ? TA * 64 : 512;
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* ring = smem;
   float* red_base = reinterpret_cast<float*>(smem + S::kRing);
