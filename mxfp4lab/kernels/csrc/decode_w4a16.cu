@@ -507,13 +507,14 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
       for (int gi = 0; gi < G; ++gi) {
         float* base = red + ((warp * NT + n) * 16) * TC;
         int col = gi * 8 + 2 * tl;
-        if (col < TC) {  // (TA: the MMA's columns >= TA are zero tokens)
+        if (TA == 0 || col + 1 < TC) {  // (TA: the MMA's columns >= TA are zero tokens, not stored)
+          base[g * TC + col] = acc[n][gi][0];
+          base[g * TC + col + 1] = acc[n][gi][1];
+          base[(g + 8) * TC + col] = acc[n][gi][2];
+          base[(g + 8) * TC + col + 1] = acc[n][gi][3];
+        } else if (col < TC) {
           base[g * TC + col] = acc[n][gi][0];
           base[(g + 8) * TC + col] = acc[n][gi][2];
-        }
-        if (col + 1 < TC) {
-          base[g * TC + col + 1] = acc[n][gi][1];
-          base[(g + 8) * TC + col + 1] = acc[n][gi][3];
         }
       }
     __syncthreads();
