@@ -253,6 +253,33 @@ def test_a_pinned_variant_is_read_and_checked(monkeypatch):
         pinned_variant(99)
 
 
+def test_a_pinned_combine_is_read_and_checked(monkeypatch):
+    """$MXFP4LAB_DECODE_COMBINE picks the fused combine for a pinned variant (default: three launches); any other
+    word is refused with the variable's name."""
+    from mxfp4lab.backends.decode_w4a16 import pinned_fused_combine
+
+    monkeypatch.delenv("MXFP4LAB_DECODE_COMBINE", raising=False)
+    assert pinned_fused_combine() is False
+    monkeypatch.setenv("MXFP4LAB_DECODE_COMBINE", "fused")
+    assert pinned_fused_combine() is True
+    monkeypatch.setenv("MXFP4LAB_DECODE_COMBINE", "yes")
+    with pytest.raises(ValueError, match="MXFP4LAB_DECODE_COMBINE"):
+        pinned_fused_combine()
+
+
+def test_tuner_buckets_cover_every_m_and_put_compact_rows_only_at_small_m():
+    """One bucket per power of two up to 512, then one for the rest; the two-token-row variants (12-14) are
+    candidates only up to M = 64, every candidate is a compiled variant."""
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES, bucket_of
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
+
+    assert [bucket_of(m) for m in (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 8192)] == \
+        [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1 << 62, 1 << 62]
+    for b, cands in CANDIDATES.items():
+        assert set(cands) <= set(VARIANTS) and not any(VARIANTS[v].l2 for v in cands)
+        assert any(VARIANTS[v].token_rows for v in cands) == (b <= 64)
+
+
 def test_l2_staged_variants_are_twins_of_compiled_ones_and_split_half_the_l2():
     """Every L2-staged variant launches the kernels of an unstaged one (same G, CTAs/SM, depth, buffers);
     the prefetch budget is half the L2 in whole lines, split over the grid."""

@@ -10,9 +10,9 @@ and carried (``$MXFP4LAB_DECODE_LIB`` points at a prebuilt one).
     out = forward(x, topk_ids, topk_weights, layout)
 
 Launch parameters (:class:`LaunchConfig`): a ``variant`` of :data:`VARIANTS` (token groups G, so up to
-8 G tokens per item; CTAs per SM; cp.async ring depth; partial-sum buffers), ``grid`` (persistent CTAs per
-GEMM; default = SMs x CTAs per SM) and ``pdl`` (chain the three launches with programmatic dependent
-launch).
+8 G tokens per item, or 2 with compact token rows; CTAs per SM; cp.async ring depth; partial-sum buffers),
+``grid`` (persistent CTAs per GEMM; default = SMs x CTAs per SM), ``pdl`` (chain the launches with
+programmatic dependent launch) and ``fused_combine`` (fc2 also sums the top-k slots: two launches, not three).
 """
 
 from __future__ import annotations
