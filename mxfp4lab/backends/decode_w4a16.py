@@ -4,14 +4,14 @@
 Made for decode (M up to a few hundred tokens, a few tokens per expert): every active expert's weights
 are read once, split across all SMs, through a cp.async ring, and decoded in registers straight into
 ``mma.sync`` fragments. Launch parameters per M bucket: :data:`CANDIDATES` (token groups per item);
-:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness (three launches),
-keeps the fastest that agrees with the bucket's default, then times that variant with fc2's fused combine
-too (the same bits; two launches, but an arrival count per fc2 item) and keeps the faster.
+:meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness and keeps the fastest that agrees with
+the bucket's first candidate. fc2's fused combine (two launches, the same bits) is not tuned: on the H200 it
+was slower at every bucket (docs/findings/2026-12-02-decode-diet.md); pin it with
+``$MXFP4LAB_DECODE_COMBINE=fused`` and a pinned variant.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import torch
@@ -118,14 +118,8 @@ class DecodeW4A16(MoEBackend):
         def run_of(cfg):
             return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg)
 
-        def label(cfg):
-            return f"variant {cfg.variant}" + (" fused combine" if cfg.fused_combine else "")
-
-        inputs = (x, topk_ids, topk_weights)
-        best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of, inputs,
-                                tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}", label=label)
-        if best is None:
-            return
-        best = fastest_agreeing([best, dataclasses.replace(best, fused_combine=True)], run_of, inputs,
-                                tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}", label=label) or best
-        self.chosen[b] = best
+        best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of,
+                                (x, topk_ids, topk_weights), tol=TUNE_AGREEMENT_TOL, log=self.tune_log,
+                                prefix=f"bucket {b}", label=lambda cfg: f"variant {cfg.variant}")
+        if best is not None:
+            self.chosen[b] = best
