@@ -58,10 +58,6 @@ class Variant:
     #: (lanes of the MMA's other token columns feed zeros), so the ring runs deeper; 0 = 8 G token rows
     token_rows: int = 0
 
-    @property
-    def tokens_per_item(self) -> int:
-        return self.token_rows or 8 * self.token_groups
-
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
             5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1),
