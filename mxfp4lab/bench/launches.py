@@ -141,31 +141,30 @@ def run_target(backend: str, shape: str, m: int, calls: int) -> None:
     torch.cuda.cudart().cudaProfilerStop()
 
 
-def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300,
-                 env: Optional[dict] = None) -> List[dict]:
-    """Counters per launch from Nsight Compute, profiling a child process. ``env``: extra environment for the
-    child (e.g. the launch variant the parent's tuner chose, so both measure the same kernels)."""
+def _ncu_csv(metrics, backend: str, shape: str, m: int, calls: int, timeout: int, env: Optional[dict]) -> str:
+    """``ncu --csv --metrics ...`` over a child process running :func:`run_target`; its stdout."""
     ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
-    cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics", ",".join(NCU_METRICS),
+    cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics", ",".join(metrics),
            sys.executable, "-m", "mxfp4lab", "bench", "launches", "--target", backend, shape, str(m), str(calls)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if r.returncode != 0:
         raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
-    return parse_ncu_csv(r.stdout)
+    return r.stdout
+
+
+def ncu_counters(backend: str, shape: str, m: int, calls: int = 2, timeout: int = 300,
+                 env: Optional[dict] = None) -> List[dict]:
+    """Counters per launch from Nsight Compute, profiling a child process. ``env``: extra environment for the
+    child (e.g. the launch variant the parent's tuner chose, so both measure the same kernels)."""
+    return parse_ncu_csv(_ncu_csv(NCU_METRICS, backend, shape, m, calls, timeout, env))
 
 
 def ncu_stalls(backend: str, shape: str, m: int, calls: int = 1, timeout: int = 300,
                env: Optional[dict] = None) -> List[dict]:
     """Per launch of ``calls`` forwards: :data:`NCU_STALL_METRICS` (a second ncu pass; values as ncu prints
-    them: warps per issued instruction, percent, warps per cycle)."""
-    ncu = os.environ.get("NCU", shutil.which("ncu") or "/usr/local/cuda/bin/ncu")
-    cmd = [ncu, "--csv", "--clock-control", "none", "--profile-from-start", "off", "--metrics",
-           ",".join(NCU_STALL_METRICS), sys.executable, "-m", "mxfp4lab", "bench", "launches", "--target", backend,
-           shape, str(m), str(calls)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    if r.returncode != 0:
-        raise RuntimeError(f"ncu failed ({r.returncode}): {r.stderr[-800:]}")
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith('"')]
+    them: warps per issued instruction, percent, warps per cycle; stall reasons as ``stall_<reason>``)."""
+    text = _ncu_csv(NCU_STALL_METRICS, backend, shape, m, calls, timeout, env)
+    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
     launches: dict = {}
     for row in csv.DictReader(io.StringIO("\n".join(lines))):
         d = launches.setdefault(int(row["ID"]), {"launch_id": int(row["ID"]), "kernel": row["Kernel Name"][:160]})
@@ -173,6 +172,12 @@ def ncu_stalls(backend: str, shape: str, m: int, calls: int = 1, timeout: int = 
             "_per_issue_active.ratio", "")
         d[name] = float(row["Metric Value"].replace(",", "") or "nan")
     return [launches[k] for k in sorted(launches)]
+
+
+def top_stalls(row: dict, n: int = 4) -> str:
+    """The ``n`` largest ``stall_<reason>`` values of one :func:`ncu_stalls` row, largest first, as text."""
+    st = sorted(((v, k[len("stall_"):]) for k, v in row.items() if k.startswith("stall_")), reverse=True)
+    return ", ".join(f"{k} {v:.2f}" for v, k in st[:n])
 
 
 def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False, out=None, log=print) -> List[dict]:
@@ -209,9 +214,7 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
                 f"  {x['kernel'][:90]}")
         for x in entry.get("ncu_stalls", []):
             if "gemm_kernel" in x["kernel"] or "combine" in x["kernel"]:
-                top = sorted(((v, k[6:]) for k, v in x.items() if k.startswith("stall_")), reverse=True)[:4]
-                log(f"  stalls #{x['launch_id']} " + ", ".join(f"{k} {v:.2f}" for v, k in top) +
-                    f"; ALU {x.get('sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}% "
+                log(f"  stalls #{x['launch_id']} {top_stalls(x)}; ALU {x.get('sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}% "
                     f"FMA {x.get('sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}%  "
                     f"{x['kernel'][:60]}")
         for x in entry.get("ncu", []):

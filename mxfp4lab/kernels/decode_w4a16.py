@@ -321,6 +321,11 @@ def combine_counters(device: torch.device, stream_handle: int, n: int) -> torch.
     return buf
 
 
+def combine_counters_zero() -> bool:
+    """Whether every fused-combine arrival counter of this process is back at zero (synchronises the GPU)."""
+    return all(int(b.count_nonzero()) == 0 for b in _COUNTERS.values())
+
+
 def unstaged_twin(variant: int) -> int:
     """The variant without L2 staging that launches the same kernels as ``variant`` (itself if unstaged)."""
     v = VARIANTS[variant]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import results
+from ..bench.launches import top_stalls
 
 
 def latency_launches(path=None) -> pd.DataFrame:
@@ -16,8 +17,8 @@ def latency_launches(path=None) -> pd.DataFrame:
     ``data/results/launches/<gpu>.json``): one row per (backend, shape, M, launch) with the graph-replay
     timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
     ``dram_read_GBps`` and ``issue_active_pct``, and where the stall pass ran ``top_stalls`` (the four largest
-    warp-stall reasons, warps per issued instruction) and ``alu_pipe_pct``. ncu's launches are matched to the timeline's by order within
-    the first forward ncu profiled (:func:`first_forward`); ncu profiles its own process, whose tuner may pick
+    warp-stall reasons, warps per issued instruction) and ``alu_pipe_pct``. ncu's launches are matched to the
+    timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own process, whose tuner may pick
     another launch variant, so ``ncu_kernel`` names what ncu measured and ``ncu_same_kernel`` says whether it
     is the timeline's kernel. ``attrs["provenance"]``: the file's. Empty frame when nothing is recorded."""
     p = Path(path) if path is not None else results.find("launches")
@@ -39,8 +40,7 @@ def latency_launches(path=None) -> pd.DataFrame:
                          dram_read_GBps=n.get("dram_read_GBps"),
                          issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"))
             if i < len(stalls):
-                st = sorted(((v, k[len("stall_"):]) for k, v in stalls[i].items() if k.startswith("stall_")), reverse=True)
-                r.update(top_stalls=", ".join(f"{k} {v:.2f}" for v, k in st[:4]),
+                r.update(top_stalls=top_stalls(stalls[i]),
                          alu_pipe_pct=stalls[i].get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active"))
             rows.append(r)
     out = pd.DataFrame(rows)
