@@ -214,7 +214,8 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
                 f"  {x['kernel'][:90]}")
         for x in entry.get("ncu_stalls", []):
             if "gemm_kernel" in x["kernel"] or "combine" in x["kernel"]:
-                log(f"  stalls #{x['launch_id']} {top_stalls(x)}; ALU {x.get('sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}% "
+                alu = x.get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", 0)
+                log(f"  stalls #{x['launch_id']} {top_stalls(x)}; ALU {alu:.0f}% "
                     f"FMA {x.get('sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}%  "
                     f"{x['kernel'][:60]}")
         for x in entry.get("ncu", []):

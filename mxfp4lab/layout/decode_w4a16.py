@@ -43,7 +43,8 @@ halves), ``M = 0x00400040`` (the two ``m`` bits)::
 
 5 ``LOP3``, 2 funnel shifts (``SHF.L.W``, ALU pipe) and 2 left shifts (``IMAD.SHL``, FMA pipe): the ALU
 pipe takes two cycles per warp instruction, so its operations are what the bit order minimises. Each half
-is then a bf16 with the sign at bit 15 and ``e1 e0 m`` at bits 8..6, i.e. exactly ``2**-126 * v`` (``e = 0`` lands in bf16's subnormal range, so 0 and 0.5 come out right too). One
+is then a bf16 with the sign at bit 15 and ``e1 e0 m`` at bits 8..6, i.e. exactly ``2**-126 * v``
+(``e = 0`` lands in bf16's subnormal range, so 0 and 0.5 come out right too). One
 ``mul.bf16x2`` by ``2**(byte - 1)`` (exact for E8M0 bytes 0..128; the preparation rejects larger ones)
 gives ``v * 2**(byte - 127)``.
 

@@ -18,9 +18,10 @@ def latency_launches(path=None) -> pd.DataFrame:
     timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
     ``dram_read_GBps`` and ``issue_active_pct``, and where the stall pass ran ``top_stalls`` (the four largest
     warp-stall reasons, warps per issued instruction) and ``alu_pipe_pct``. ncu's launches are matched to the
-    timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own process, whose tuner may pick
-    another launch variant, so ``ncu_kernel`` names what ncu measured and ``ncu_same_kernel`` says whether it
-    is the timeline's kernel. ``attrs["provenance"]``: the file's. Empty frame when nothing is recorded."""
+    timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own
+    process, whose tuner may pick another launch variant, so ``ncu_kernel`` names what ncu measured and
+    ``ncu_same_kernel`` says whether it is the timeline's kernel. ``attrs["provenance"]``: the file's. Empty
+    frame when nothing is recorded."""
     p = Path(path) if path is not None else results.find("launches")
     if p is None or not Path(p).is_file():
         return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
