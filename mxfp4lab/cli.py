@@ -289,6 +289,8 @@ def _add_bench_parser(sub) -> None:
     la.add_argument("--shape", default="gpt-oss-120b")
     la.add_argument("--m", default="1,64")
     la.add_argument("--ncu", action="store_true", help="also read DRAM bytes per launch with Nsight Compute")
+    la.add_argument("--phases", action="store_true",
+                    help="decode_w4a16: also each CTA's phase stamps from the kernel's traced build (bench/phases.py)")
     la.add_argument("--out", default=None, help="result file (default data/results/launches/<gpu>.json)")
     la.add_argument("--target", nargs=4, metavar=("BACKEND", "SHAPE", "M", "CALLS"), help=argparse.SUPPRESS)
     la.set_defaults(func=_cmd_bench_launches)
@@ -307,7 +309,7 @@ def _cmd_bench_launches(a) -> int:
         print("the launch breakdown needs a CUDA GPU; recorded ones are in data/results/launches/", file=sys.stderr)
         return 2
     out = a.out or results.result_path("launches", results.gpu_slug(torch.cuda.get_device_name()))
-    launches.breakdown(a.backend, a.shape, [int(v) for v in a.m.split(",")], ncu=a.ncu, out=out)
+    launches.breakdown(a.backend, a.shape, [int(v) for v in a.m.split(",")], ncu=a.ncu, phases=a.phases, out=out)
     return 0
 
 

@@ -327,3 +327,61 @@ def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
     assert sum(1 for k in seen if k[2]) == len(staged) == 5
     assert sum(1 for k in seen if not k[2]) == 2 * len(configs)  # fc1 and fc2 of every configuration
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_only_the_traced_build_reads_the_global_timer(tmp_path):
+    """The phase stamps are compiled only with TRACE_FLAG: the production kernels never touch the timer, and in
+    the traced build every GEMM kernel stamps (entry .. exit) and so does the combine."""
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE, TRACE_FLAG
+
+    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
+    for traced in (False, True):
+        out = tmp_path / f"k{int(traced)}.ptx"
+        r = subprocess.run(["nvcc", *flags, *([TRACE_FLAG] if traced else []), "-ptx", str(SOURCE), "-o", str(out)],
+                           capture_output=True, text=True, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        bodies = re.split(r"\n(?=\.visible \.entry )", out.read_text())[1:]
+        assert len(bodies) > 20
+        for body in bodies:
+            name = re.match(r"\.visible \.entry (\w+)", body).group(1)
+            stamps = body.count("%globaltimer")
+            if not traced:
+                assert stamps == 0, name
+            else:  # entry, routed, ready, first step, streamed, exit (+ the early exit); combine: entry, ready, exit
+                assert stamps >= (3 if "combine" in name else 6), (name, stamps)
+
+
+def test_phase_summary_of_a_synthetic_trace():
+    """Two fc1 CTAs (one idle), two fc2 CTAs, one combine block, stamps in ns from 1000: the summary is their
+    differences in us, medians over the busy CTAs."""
+    import numpy as np
+
+    from mxfp4lab.bench.phases import format_phases, median_summary, summarize, timer_step_ns
+    from mxfp4lab.kernels.decode_w4a16 import TRACE_SLOTS
+
+    assert TRACE_SLOTS == ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items")
+    t = np.zeros((5, 8), np.int64)
+    t[0] = [1000, 3000, 3000, 5000, 15000, 17000, 0, 1]   # fc1, busy
+    t[1] = [1500, 3500, 3500, 0, 0, 4000, 1, 0]           # fc1, no item: exits after routing
+    t[2] = [2000, 4000, 18000, 20000, 26000, 27000, 2, 1]  # fc2, waits for fc1 until 18 us
+    t[3] = [17500, 19500, 19500, 21000, 25000, 28000, 0, 2]
+    t[4] = [16000, 0, 28500, 0, 0, 30000, 3, 0]            # combine block
+    s = summarize(t, grid=2)
+    assert s["fc1"]["first_entry"] == 0.0 and s["fc1"]["last_entry"] == 0.5
+    assert s["fc1"]["route"] == 2.0 and s["fc1"]["ready_wait"] is None
+    assert s["fc1"]["first_step"] == 2.0 and s["fc1"]["stream"] == 10.0 and s["fc1"]["epilogue"] == 2.0
+    assert s["fc1"]["last_exit"] == 16.0 and (s["fc1"]["ctas"], s["fc1"]["busy"], s["fc1"]["max_items"]) == (2, 1, 1)
+    assert s["fc2"]["first_entry"] == 1.0 and s["fc2"]["last_entry"] == 16.5
+    assert s["fc2"]["ready_wait"] == (14.0 + 0.0) / 2 and s["fc2"]["first_step"] == (2.0 + 1.5) / 2
+    assert s["fc2"]["stream"] == (6.0 + 4.0) / 2 and s["fc2"]["last_exit"] == 27.0 and s["fc2"]["max_items"] == 2
+    assert s["combine"]["ready_wait"] == 12.5 and s["combine"]["last_exit"] == 29.0 and s["combine"]["stream"] is None
+    assert timer_step_ns([t]) == 500
+    med = median_summary([s, s])
+    assert med["fc2"] == s["fc2"]
+    lines = format_phases({"launches": med, "replays": 2, "grid": 2, "variant": 5, "timer_step_ns": 500})
+    assert len(lines) == 5 and lines[2].split()[0] == "fc1" and "27.00" in lines[3]
+    with pytest.raises(ValueError, match="traced build"):
+        summarize(np.zeros((5, 8), np.int64), grid=2)

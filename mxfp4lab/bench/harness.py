@@ -4,7 +4,11 @@
 different input buffers (rotating through more bytes than L2 holds keeps caches from flattering small
 shapes). With ``graph=True`` the calls are captured into one CUDA graph per input set and the graph
 replays are timed, removing launch gaps; backends that cannot be captured fall back to eager timing
-and say so in the result. :func:`time_host` is the CPU stand-in (host wall clock) for running a benchmark's
+and say so in the result. Graph replays are timed with the host's launch latency hidden (``hide_launch``):
+before each sample the GPU spins (``torch.cuda._sleep``) for :data:`SPIN_US` while the host enqueues the
+start event, the replay and the end event behind the spin, so the events measure the GPU's time for the
+call and not how long the host took to submit it (the ``graph_submit`` mode of :mod:`mxfp4lab.bench.modes`
+times the replay with the submission included, as every result recorded before 2026-12-02's evening). :func:`time_host` is the CPU stand-in (host wall clock) for running a benchmark's
 whole path on a machine without a GPU.
 """
 
@@ -16,6 +20,11 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Sequence
 
 import torch
+
+#: GPU spin before each sample when the launch latency is hidden (:func:`time_cuda`): longer than the host
+#: needs to enqueue the start event, one graph replay and the end event (typically 5-15 us)
+SPIN_US = 60.0
+_SPIN_CYCLES_PER_US: dict = {}
 
 #: ``Timing.note`` of :func:`time_host`
 HOST_TIMER_NOTE = "host wall clock (time.perf_counter): a CPU stand-in, not a GPU time"
@@ -30,10 +39,12 @@ class Timing:
     graph: bool
     samples_us: List[float] = field(default_factory=list, repr=False)
     note: str = ""
+    #: the host's launch latency was hidden behind a GPU spin (the events time the GPU's work only)
+    launch_hidden: bool = False
 
     def as_dict(self):
         return {"median_us": self.median_us, "p10_us": self.p10_us, "p90_us": self.p90_us, "reps": self.reps,
-                "graph": self.graph, "note": self.note}
+                "graph": self.graph, "note": self.note, "launch_hidden": self.launch_hidden}
 
 
 def _quantiles(xs: Sequence[float]):
@@ -42,9 +53,28 @@ def _quantiles(xs: Sequence[float]):
     return statistics.median(s), q(0.1), q(0.9)
 
 
+def spin_cycles(us: float) -> int:
+    """``torch.cuda._sleep`` cycles that keep the current GPU busy for about ``us`` microseconds (the rate is
+    measured once per device with CUDA events)."""
+    dev = torch.cuda.current_device()
+    if dev not in _SPIN_CYCLES_PER_US:
+        n = 200_000
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        rates = []
+        for _ in range(5):
+            torch.cuda._sleep(n)  # the timed spin below starts behind this one, not behind the host
+            start.record()
+            torch.cuda._sleep(n)
+            end.record()
+            end.synchronize()
+            rates.append(n / (start.elapsed_time(end) * 1000.0))
+        _SPIN_CYCLES_PER_US[dev] = statistics.median(rates)
+    return int(us * _SPIN_CYCLES_PER_US[dev])
+
+
 def time_cuda(
     fn: Callable, inputs: Sequence[tuple], *, warmup: int = 10, reps: int = 100, graph: bool = True,
-    calls_per_sample: int = 1, sync: Callable[[], None] | None = None,
+    calls_per_sample: int = 1, sync: Callable[[], None] | None = None, hide_launch: bool | None = None,
 ) -> Timing:
     """Median wall time of one ``fn`` call in microseconds, measured with CUDA events.
 
@@ -53,6 +83,9 @@ def time_cuda(
     ``sync``: called before each sample's start event, outside the timed interval (several processes
     timing a collective pass a device-side barrier, so that every rank's sample starts when all have
     arrived and host skew is not counted as communication).
+    ``hide_launch``: spin the GPU for :data:`SPIN_US` before each sample's start event, so that the host's
+    submission of the call is not timed (default: when graph replays are timed and there is no ``sync``).
+    A sample whose host enqueue took longer than the spin is counted in ``note``.
     """
     n_in = len(inputs)
     for i in range(warmup):
@@ -85,21 +118,30 @@ def time_cuda(
     for i in range(3):
         runner(i)
     torch.cuda.synchronize()
+    hide = (graph and sync is None) if hide_launch is None else hide_launch
+    cycles = spin_cycles(SPIN_US) if hide else 0
     samples = []
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    k = 0
+    k = late = 0
     for _ in range(reps):
         if sync is not None:
             sync()
+        if hide:
+            torch.cuda._sleep(cycles)
+            t0 = time.perf_counter()
         start.record()
         for _ in range(calls_per_sample):
             runner(k)
             k += 1
         end.record()
+        if hide and (time.perf_counter() - t0) * 1e6 > SPIN_US:
+            late += 1  # the spin ended before the host had enqueued the sample: a launch gap may be timed
         end.synchronize()
         samples.append(start.elapsed_time(end) * 1000.0 / calls_per_sample)
     med, p10, p90 = _quantiles(samples)
-    return Timing(med, p10, p90, reps, graph, samples, note)
+    if late:
+        note = (note + "; " if note else "") + f"{late} of {reps} samples enqueued slower than the {SPIN_US:.0f} us spin"
+    return Timing(med, p10, p90, reps, graph, samples, note, launch_hidden=hide)
 
 
 def time_host(

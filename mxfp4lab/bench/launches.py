@@ -180,8 +180,10 @@ def top_stalls(row: dict, n: int = 4) -> str:
     return ", ".join(f"{k} {v:.2f}" for v, k in st[:n])
 
 
-def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False, out=None, log=print) -> List[dict]:
-    """Timeline (and with ``ncu``, counters) per M; prints a table, writes a ``moe_launches`` result to ``out``."""
+def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False, phases: bool = False, out=None,
+              log=print) -> List[dict]:
+    """Timeline (and with ``ncu``, counters; with ``phases``, the decode kernel's per-CTA phase stamps,
+    :mod:`mxfp4lab.bench.phases`) per M; prints a table, writes a ``moe_launches`` result to ``out``."""
     from ..results import write
     from ..synthetic import make_inputs
 
@@ -193,6 +195,13 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
         tl = timeline(be, inputs)
         entry = {"backend": backend, "shape": shape, "m": m, "timeline": tl,
                  "span_us": max(x["end_us"] for x in tl), "describe": be.describe(m)}
+        if phases:
+            from .phases import format_phases, trace_phases
+
+            try:
+                entry["phases"] = trace_phases(be, make_inputs(cfg, m, 4, "uniform", seed=m))
+            except Exception as exc:  # noqa: BLE001 - the timeline stands without the stamps
+                entry["phases_error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
         if ncu:
             try:
                 pin = {}
@@ -212,6 +221,9 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
         for x in tl:
             log(f"  #{x['launch']} {x['start_us']:8.1f} .. {x['end_us']:8.1f} us (idle before {x['gap_before_us']:5.1f})"
                 f"  {x['kernel'][:90]}")
+        if "phases" in entry:
+            for line in format_phases(entry["phases"]):
+                log(line)
         for x in entry.get("ncu_stalls", []):
             if "gemm_kernel" in x["kernel"] or "combine" in x["kernel"]:
                 alu = x.get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", 0)

@@ -38,6 +38,10 @@ from ..moe_tensors import MoEInfo
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
               "-lineinfo")
+#: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)
+TRACE_FLAG = "-DMXFP4LAB_DECODE_TRACE"
+#: one CTA's trace record (``TraceSlot`` in the CUDA source), in order; ns of the GPU's global timer, 0 = not reached
+TRACE_SLOTS = ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items")
 #: (token, slot) pairs one call can route (the kernel's kMaxPairs) and local experts (kMaxExperts)
 MAX_PAIRS = 8192
 MAX_EXPERTS = 1024
@@ -89,28 +93,34 @@ def nvcc_path() -> str:
     raise DecodeKernelError("nvcc not found (set $MXFP4LAB_NVCC, or $MXFP4LAB_DECODE_LIB to a prebuilt library)")
 
 
-def library_key(nvcc: str) -> str:
+def _flags(traced: bool) -> tuple:
+    return NVCC_FLAGS + ((TRACE_FLAG,) if traced else ())
+
+
+def library_key(nvcc: str, traced: bool = False) -> str:
     ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1:]
     h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(json.dumps([NVCC_FLAGS, ver]).encode())
+    h.update(json.dumps([_flags(traced), ver]).encode())
     return h.hexdigest()[:16]
 
 
-def build_library(*, force: bool = False, verbose: bool = False, out: Optional[Path] = None) -> Path:
+def build_library(*, force: bool = False, verbose: bool = False, out: Optional[Path] = None,
+                  traced: bool = False) -> Path:
     """Compile the kernel into ``<cache>/decode_w4a16/<key>/libmxfp4lab_decode_w4a16.so`` (or ``out``); return it.
 
     The key covers the source, the flags and the nvcc version; a build writes to a temporary file and
-    renames it, so an interrupted build never leaves a library behind.
+    renames it, so an interrupted build never leaves a library behind. ``traced``: the twin built with
+    :data:`TRACE_FLAG` (the same kernels plus phase stamps; for :mod:`mxfp4lab.bench.phases`, never timed).
     """
     nvcc = nvcc_path()
     if out is None:
-        out = _cache_root() / "decode_w4a16" / library_key(nvcc) / "libmxfp4lab_decode_w4a16.so"
+        out = _cache_root() / "decode_w4a16" / library_key(nvcc, traced) / "libmxfp4lab_decode_w4a16.so"
     out = Path(out)
     if out.exists() and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    cmd = [nvcc, *NVCC_FLAGS, str(SOURCE), "-o", str(tmp)]
+    cmd = [nvcc, *_flags(traced), str(SOURCE), "-o", str(tmp)]
     if verbose:
         print("[decode_w4a16] " + " ".join(cmd), flush=True)
     t0 = time.time()
@@ -131,13 +141,15 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters")]
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "trace")]
 
 
-@functools.lru_cache(maxsize=1)
-def load_library():
-    """ctypes handle of the library (``$MXFP4LAB_DECODE_LIB`` if set, else :func:`build_library`)."""
-    path = os.environ.get("MXFP4LAB_DECODE_LIB") or str(build_library())
+@functools.lru_cache(maxsize=2)
+def load_library(traced: bool = False):
+    """ctypes handle of the library (``$MXFP4LAB_DECODE_LIB`` if set, else :func:`build_library`); ``traced``:
+    the traced twin (``$MXFP4LAB_DECODE_TRACED_LIB`` if set)."""
+    env = os.environ.get("MXFP4LAB_DECODE_TRACED_LIB" if traced else "MXFP4LAB_DECODE_LIB")
+    path = env or str(build_library(traced=traced))
     lib = ctypes.CDLL(path)
     lib.mxfp4lab_decode_w4a16_forward.restype = ctypes.c_int
     lib.mxfp4lab_decode_w4a16_forward.argtypes = [ctypes.POINTER(DecodeArgs), ctypes.c_int64]
@@ -146,6 +158,10 @@ def load_library():
     lib.mxfp4lab_decode_w4a16_tiles_per_group.restype = ctypes.c_int64
     lib.mxfp4lab_decode_w4a16_variant.restype = ctypes.c_int64
     lib.mxfp4lab_decode_w4a16_variant.argtypes = [ctypes.c_int64]
+    lib.mxfp4lab_decode_w4a16_traced.restype = ctypes.c_int64
+    if lib.mxfp4lab_decode_w4a16_traced() != int(traced):
+        raise DecodeKernelError(f"{path} is {'' if lib.mxfp4lab_decode_w4a16_traced() else 'not '}the traced build; "
+                                f"{'the traced' if traced else 'an untraced'} one was asked for")
     if lib.mxfp4lab_decode_w4a16_tiles_per_group() != FC1_TILES * 100 + FC2_TILES:
         raise DecodeKernelError(f"{path} groups tiles as {lib.mxfp4lab_decode_w4a16_tiles_per_group()}, the layout as "
                                 f"{FC1_TILES * 100 + FC2_TILES}: rebuild the library")
@@ -238,12 +254,14 @@ def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
 
 def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, layout: DecodeLayout,
             config: Optional[LaunchConfig] = None, *, out: Optional[torch.Tensor] = None,
-            workspace_fill: Optional[float] = None) -> torch.Tensor:
+            workspace_fill: Optional[float] = None, trace: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``[M, H]`` bf16 MoE output (experts only, no routed scaling) through the decode kernel.
 
     ``x`` bf16 ``[M, H]`` (rows 16-byte aligned), ``topk_ids`` int32 ``[M, k]`` global ids (ids outside this
     shard's experts are skipped), ``topk_weights`` fp32 ``[M, k]``; all on the layout's CUDA device.
     ``workspace_fill`` (tests): fill the intermediate buffers with this value first (e.g. NaN).
+    ``trace``: run the traced build, which writes each CTA's phase stamps here: int64
+    ``[trace_rows(...), len(TRACE_SLOTS)]`` on the device (:func:`trace_rows`; fc1's CTAs, fc2's, the combine's).
     """
     m, k = topk_ids.shape
     h, i = layout.hidden_size, layout.intermediate_size
@@ -253,7 +271,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         raise DecodeKernelError(f"{layout.num_local_experts} local experts > {MAX_EXPERTS}")
     cfg = config or default_config(m, k, layout.num_local_experts)
     dev = x.device
-    lib = load_library()
+    lib = load_library(traced=trace is not None)
     var = VARIANTS[cfg.variant]
     smem = lib.mxfp4lab_decode_w4a16_smem_bytes(cfg.variant, layout.num_local_experts, m * k)
     props = torch.cuda.get_device_properties(dev)
@@ -282,6 +300,10 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     def ptr(t):
         return 0 if t is None else t.data_ptr()
 
+    if trace is not None and (trace.dtype != torch.int64 or not trace.is_contiguous() or trace.device != dev
+                              or tuple(trace.shape) != (trace_rows(grid, m, h), len(TRACE_SLOTS))):
+        raise DecodeKernelError(f"trace must be a contiguous int64 [{trace_rows(grid, m, h)}, {len(TRACE_SLOTS)}] tensor "
+                                f"on {dev} (grid {grid}, M {m}), got {trace.dtype} {tuple(trace.shape)} on {trace.device}")
     stream = torch.cuda.current_stream(dev).cuda_stream
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
 
@@ -294,11 +316,22 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
-        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0, counters=ptr(counters))
+        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0, counters=ptr(counters),
+        trace=ptr(trace))
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
     return out
+
+
+def combine_blocks(m: int, hidden: int) -> int:
+    """Thread blocks of the combine launch (256 threads, one per 8 output columns of a token)."""
+    return (m * (hidden // 8) + 255) // 256
+
+
+def trace_rows(grid: int, m: int, hidden: int) -> int:
+    """Rows of a ``forward(trace=...)`` buffer: fc1's ``grid`` CTAs, fc2's, then the combine's blocks."""
+    return 2 * grid + combine_blocks(m, hidden)
 
 
 #: (device index, stream handle) -> int32 arrival counters of the fused combine. Every call leaves them zero

@@ -30,6 +30,8 @@
 //
 // Build: nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC -gencode=arch=compute_90a,code=sm_90a
 // (mxfp4lab.kernels.decode_w4a16.build_library).  Only libcudart (static) is linked.
+// -DMXFP4LAB_DECODE_TRACE builds the traced twin: every CTA also writes the global timer at its phase
+// boundaries (kTrace* below) to DecodeArgs::trace; without it no trace code is compiled.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -46,6 +48,13 @@ constexpr int kMaxExperts = 1024;
 constexpr int kMaxPairs = 8192;   // (token, slot) pairs one call routes in shared memory
 constexpr int kNT1 = 4;           // 16-row tiles per fc1 item: 2 up + 2 gate tiles of the same rows
 constexpr int kNT2 = 2;           // 16-row tiles per fc2 item
+
+// Trace record of one CTA (traced build only): eight uint64 per CTA, global timer in ns (0 = not reached).
+// GEMM CTAs: entry, routing done, inputs ready (fc2: after griddepcontrol.wait; fc1: = routing done),
+// warp 0's first step landed in shared memory, warp 0's last step consumed, exit, SM id, items.
+// Combine blocks: entry, -, inputs ready, -, -, exit, SM id, -.
+enum TraceSlot { kTraceEntry, kTraceRouted, kTraceReady, kTraceFirst, kTraceStreamed, kTraceExit, kTraceSm,
+                 kTraceItems, kTraceSlots };
 
 // ------------------------------------------------------------------------------------------------
 // Arguments (filled by the host launcher; one struct for both GEMM kernels)
@@ -86,6 +95,7 @@ struct GemmArgs {
   int64_t ld_final;
   int hidden;                // real output columns of final_out
   int* counters;             // [M, groups] arrivals per (token, tile group); all zero between calls
+  unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots] (see TraceSlot), or null
 };
 
 struct CombineArgs {
@@ -98,6 +108,7 @@ struct CombineArgs {
   int m, top_k, hidden, expert_offset, num_experts;
   __nv_bfloat16* out;  // [M, ld_out]
   int64_t ld_out;
+  unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots], or null
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -141,6 +152,29 @@ __device__ __forceinline__ uint32_t lds8(uint32_t addr) {
   asm volatile("ld.shared.u8 %0, [%1];\n" : "=r"(v) : "r"(addr));
   return v;
 }
+
+#ifdef MXFP4LAB_DECODE_TRACE
+__device__ __forceinline__ unsigned long long global_timer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t)::"memory");
+  return t;
+}
+__device__ __forceinline__ unsigned sm_id() {
+  unsigned s;
+  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(s));
+  return s;
+}
+// Thread 0 stamps slot `slot` of its CTA's record (the caller decides which thread calls).
+#define MXFP4LAB_TRACE(args, slot, value)                                                          \
+  do {                                                                                             \
+    if ((args).trace) (args).trace[static_cast<int64_t>(blockIdx.x) * kTraceSlots + (slot)] = (value); \
+  } while (0)
+#else
+#define MXFP4LAB_TRACE(args, slot, value) \
+  do {                                    \
+  } while (0)
+#endif
+#define MXFP4LAB_STAMP(args, slot) MXFP4LAB_TRACE(args, slot, global_timer())
 
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void pdl_launch_dependents() {
@@ -369,12 +403,18 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   rt.plist = scratch + 2 * E + 2 * kWarps;   // [P]
   const int groups = a.groups;
 
+  if (threadIdx.x == 0) {
+    MXFP4LAB_STAMP(a, kTraceEntry);
+    MXFP4LAB_TRACE(a, kTraceSm, sm_id());
+  }
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
   build_routing(a, rt, scratch, TC, groups);
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceRouted);
   if constexpr ((L2 & 1) != 0) {
     if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
   }
   if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
   if constexpr (CMB) {  // tokens none of whose slots is in this shard: zeros (nobody arrives for them)
     const int M = a.num_pairs / a.top_k;
     for (int m = blockIdx.x * kThreads + threadIdx.x; m < M; m += gridDim.x * kThreads) {
@@ -387,7 +427,11 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
   const int last = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x);
   const int my_items = last - first;
-  if (my_items <= 0) return;
+  if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, my_items);
+  if (my_items <= 0) {
+    if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
+    return;
+  }
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, tl = lane & 3;
@@ -465,6 +509,9 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
       issue();  // step q + D - 1
       cp_async_wait<D - 1>();
       __syncwarp();
+#ifdef MXFP4LAB_DECODE_TRACE
+      if (q == 0 && threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceFirst);
+#endif
       const uint32_t sbase = wring + (q % D) * S::kSlot;
       uint4 bw[G][2];
 #pragma unroll
@@ -495,6 +542,9 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
       }
       __syncwarp();
     }
+#ifdef MXFP4LAB_DECODE_TRACE
+    if (it == my_items - 1 && threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceStreamed);
+#endif
 
     // ---- epilogue: reduce the warps' partial sums (fixed order), then SwiGLU / store ------------
     // With RB = 2 the partials alternate between two buffers: the barrier below also tells every
@@ -598,13 +648,22 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
     if (RB == 1) __syncthreads();  // the single buffer is rewritten by the next item (done_m: after its barrier)
   }
   cp_async_wait<0>();
+#ifdef MXFP4LAB_DECODE_TRACE
+  __syncthreads();  // every thread's epilogue is done
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------
 // Combine: one thread per 8 output columns of one token.
 // ------------------------------------------------------------------------------------------------
 __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
+  if (threadIdx.x == 0) {
+    MXFP4LAB_STAMP(a, kTraceEntry);
+    MXFP4LAB_TRACE(a, kTraceSm, sm_id());
+  }
   pdl_wait();
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
   const int per_row = a.hidden / 8;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<int64_t>(a.m) * per_row) return;
@@ -633,6 +692,7 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) o[i] = __float2bfloat16_rn(acc[i]);
   *reinterpret_cast<uint4*>(a.out + static_cast<int64_t>(m) * a.ld_out + c0) = ov;
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);  // thread 0's store (a block's threads do the same work)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -719,6 +779,8 @@ struct DecodeArgs {
   int64_t pdl;                     // chain the launches with programmatic dependent launch
   int64_t l2_prefetch_bytes;       // L2 staging bit 1: fc2 weight bytes each fc1 CTA prefetches
   int64_t counters;                // fused combine: int32 [M, groups2], all zero (and left zero), or 0: unfused
+  int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
+                                   // fc2's, the combine's), or 0
 };
 
 template <int G, int CPS, int D, int RB, int L2, int TA>
@@ -760,6 +822,10 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   g2.bias = nullptr;
   g2.out = reinterpret_cast<__nv_bfloat16*>(d->y);
   g2.ld_out = d->ld_y;
+  if (d->trace != 0) {
+    g1.trace = reinterpret_cast<unsigned long long*>(d->trace);
+    g2.trace = g1.trace + d->grid * kTraceSlots;
+  }
   if ((L2 & 1) && d->l2_prefetch_bytes > 0) {
     g1.pf_wq = g2.wq;
     g1.pf_groups = g2.groups;
@@ -799,6 +865,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   c.num_experts = g1.num_experts;
   c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
   c.ld_out = d->ld_out;
+  if (d->trace != 0) c.trace = g2.trace + d->grid * kTraceSlots;
   const int64_t threads = d->m * (d->hidden / 8);
   return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
 }
@@ -844,6 +911,15 @@ int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
 #undef X
   };
   return index >= 0 && index < static_cast<int64_t>(sizeof(table) / sizeof(table[0])) ? table[index] : -1;
+}
+
+// 1 in the traced build (-DMXFP4LAB_DECODE_TRACE: DecodeArgs::trace is written), else 0.
+int64_t mxfp4lab_decode_w4a16_traced() {
+#ifdef MXFP4LAB_DECODE_TRACE
+  return 1;
+#else
+  return 0;
+#endif
 }
 
 // Constants the Python layout must agree with: tiles per fc1 item * 100 + tiles per fc2 item.
