@@ -193,14 +193,16 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     entries = r.stderr.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    # fc1 + fc2 + fc2 with the fused combine per compiled configuration, one more fc1 per L2-staged
-    # (configuration, staging), the combine
+    # fc1 per fc1 configuration, fc2 and fc2 with the fused combine per fc2 configuration (fc2 may have its own
+    # ring depth and token rows), one more fc1 per L2-staged (configuration, staging), the combine
     configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in VARIANTS.values()}
+    configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in VARIANTS.values()}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.l2)
               for v in VARIANTS.values() if v.l2}
-    assert entries == 3 * len(configs) + len(staged) + 1, r.stderr[-2000:]
+    assert len(configs2) > len(configs)  # some variants give fc2 a ring of its own
+    assert entries == len(configs) + 2 * len(configs2) + len(staged) + 1, r.stderr[-2000:]
     fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
-    assert len(fused) == len(configs), "one fc2 with the fused combine per configuration"
+    assert len(fused) == len(configs2), "one fc2 with the fused combine per fc2 configuration"
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
 
@@ -277,7 +279,7 @@ def test_tuner_buckets_cover_every_m_and_put_compact_rows_only_at_small_m():
         [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1 << 62, 1 << 62]
     for b, cands in CANDIDATES.items():
         assert set(cands) <= set(VARIANTS) and not any(VARIANTS[v].l2 for v in cands)
-        assert any(VARIANTS[v].token_rows for v in cands) == (b <= 64)
+        assert any(VARIANTS[v].token_rows or VARIANTS[v].token_rows2 for v in cands) == (b <= 64)
 
 
 def test_l2_staged_variants_are_twins_of_compiled_ones_and_split_half_the_l2():
@@ -324,9 +326,10 @@ def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
     configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
+    configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in VARIANTS.values()}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
     assert sum(1 for k in seen if k[2]) == len(staged) == 5
-    assert sum(1 for k in seen if not k[2]) == 2 * len(configs)  # fc1 and fc2 of every configuration
+    assert sum(1 for k in seen if not k[2]) == len(configs) + len(configs2)  # fc1 and fc2 of every configuration
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
@@ -385,3 +388,28 @@ def test_phase_summary_of_a_synthetic_trace():
     assert len(lines) == 5 and lines[2].split()[0] == "fc1" and "27.00" in lines[3]
     with pytest.raises(ValueError, match="traced build"):
         summarize(np.zeros((5, 8), np.int64), grid=2)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(tmp_path, monkeypatch):
+    """The library loads without a GPU (host functions only): its variant table is VARIANTS (fc2's own ring
+    depth and rows included), its shared-memory need is the larger of fc1's and fc2's, and asking for the
+    traced build when the library is not (or the other way round) is refused."""
+    from mxfp4lab.kernels import decode_w4a16 as k
+
+    lib_path = k.build_library(out=tmp_path / "lib.so")
+    monkeypatch.setenv("MXFP4LAB_DECODE_LIB", str(lib_path))
+    monkeypatch.setenv("MXFP4LAB_DECODE_TRACED_LIB", str(lib_path))
+    k.load_library.cache_clear()
+    try:
+        lib = k.load_library()
+        assert [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(k.VARIANTS))] == \
+            [v.code + i * 10000 for i, v in k.VARIANTS.items()]
+        # variant 16 = variant 14's fc1 + a 4-deep fc2 ring (8 warps x 4 x 1344 B > fc1's 2 x 2432 B + partials)
+        assert lib.mxfp4lab_decode_w4a16_smem_bytes(16, 128, 4) > lib.mxfp4lab_decode_w4a16_smem_bytes(14, 128, 4)
+        assert lib.mxfp4lab_decode_w4a16_smem_bytes(15, 128, 4) == lib.mxfp4lab_decode_w4a16_smem_bytes(5, 128, 4)
+        assert lib.mxfp4lab_decode_w4a16_smem_bytes(99, 128, 4) == -1
+        with pytest.raises(k.DecodeKernelError, match="not the traced build"):
+            k.load_library(traced=True)
+    finally:
+        k.load_library.cache_clear()

@@ -61,6 +61,24 @@ class Variant:
     #: compact activation rows (G = 1): up to this many tokens per item, and a ring stage holds only their rows
     #: (lanes of the MMA's other token columns feed zeros), so the ring runs deeper; 0 = 8 G token rows
     token_rows: int = 0
+    #: fc2's own ring depth and token rows (None: fc1's). fc2 copies the weights of its first ``depth - 1``
+    #: steps before it waits for fc1, so a deeper fc2 ring streams more of its weights while fc1 ends.
+    fc2_depth: Optional[int] = None
+    fc2_token_rows: Optional[int] = None
+
+    @property
+    def depth2(self) -> int:
+        return self.depth if self.fc2_depth is None else self.fc2_depth
+
+    @property
+    def token_rows2(self) -> int:
+        return self.token_rows if self.fc2_token_rows is None else self.fc2_token_rows
+
+    @property
+    def code(self) -> int:
+        """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
+        return (self.token_rows2 * 10**9 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+                + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
@@ -68,7 +86,9 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             7: Variant(1, 3, 2, 1, 3), 8: Variant(1, 3, 2, 1, 1), 9: Variant(1, 1, 6, 2, 3),
             10: Variant(1, 2, 3, 1, 3), 11: Variant(2, 2, 2, 1, 3),
             12: Variant(1, 3, 3, 1, token_rows=2), 13: Variant(1, 2, 5, 2, token_rows=2),
-            14: Variant(1, 4, 2, 1, token_rows=2)}
+            14: Variant(1, 4, 2, 1, token_rows=2),
+            15: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2), 16: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=4),
+            17: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -166,8 +186,7 @@ def load_library(traced: bool = False):
         raise DecodeKernelError(f"{path} groups tiles as {lib.mxfp4lab_decode_w4a16_tiles_per_group()}, the layout as "
                                 f"{FC1_TILES * 100 + FC2_TILES}: rebuild the library")
     compiled = [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(VARIANTS) + 1)]
-    want = [v.token_rows * 10000000 + v.l2 * 1000000 + i * 10000 + v.token_groups * 1000 + v.ctas_per_sm * 100
-            + v.depth * 10 + v.red_buffers for i, v in VARIANTS.items()] + [-1]
+    want = [v.code + i * 10000 for i, v in VARIANTS.items()] + [-1]
     if compiled != want:
         raise DecodeKernelError(f"{path} has variants {compiled}, this module expects {want}: rebuild the library")
     return lib

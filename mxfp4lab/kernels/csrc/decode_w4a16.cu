@@ -19,7 +19,9 @@
 // persistent CTA takes a contiguous range of them. Inside a CTA the 8 warps split K (64-element chunks)
 // and stream their chunks through a per-warp cp.async ring in shared memory (D stages deep, crossing
 // item boundaries, so loads stay in flight through epilogues); the partial sums are reduced across warps
-// in a fixed order in shared memory.
+// in a fixed order in shared memory. fc2's CTAs start as fc1's leave the SMs (PDL): they build the routing
+// and copy the weights of their first D2 - 1 ring steps (fc2's own ring depth) before they wait for fc1, so
+// fc2's weight stream overlaps fc1's tail; only the activation rows (h) are copied after the wait.
 //
 // Per chunk a lane owns 16 bytes of each tile (the layout of mxfp4lab/layout/decode_w4a16.py): four
 // 32-bit words, one per m16n8k16 MMA step, each holding the 8 E2M1 codes of that lane's A fragment
@@ -413,26 +415,10 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   if constexpr ((L2 & 1) != 0) {
     if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
   }
-  if (!FC1) pdl_wait();  // h (fc1's output) is complete and visible after this
-  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
-  if constexpr (CMB) {  // tokens none of whose slots is in this shard: zeros (nobody arrives for them)
-    const int M = a.num_pairs / a.top_k;
-    for (int m = blockIdx.x * kThreads + threadIdx.x; m < M; m += gridDim.x * kThreads) {
-      if (valid_slots(a.topk_ids, m, a.top_k, a.expert_offset, E) != 0) continue;
-      for (int c = 0; c < a.hidden; ++c) a.final_out[static_cast<int64_t>(m) * a.ld_final + c] = __float2bfloat16_rn(0.f);
-    }
-  }
-
   const int n_items = rt.istart[E];
   const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
   const int last = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x);
-  const int my_items = last - first;
-  if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, my_items);
-  if (my_items <= 0) {
-    if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
-    return;
-  }
-
+  const int my_items = max(0, last - first);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, tl = lane & 3;
   const int c_begin = (warp * a.chunks) / kWarps, c_end = ((warp + 1) * a.chunks) / kWarps;
@@ -444,56 +430,97 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   uint64_t wpolicy = 0;
   if constexpr (kEvictFirst) wpolicy = policy_evict_first();
 
-  // ---- issue side: the item whose chunks this warp copies next (a cursor that only moves forward) --
-  int iss_left = total_steps;       // steps still to issue
-  int iss_item = first - 1, iss_c = ncw;  // item being issued and its next chunk (ncw = "advance first")
-  const uint8_t* iss_w = nullptr;   // this lane's bytes of the item's first step
-  const __nv_bfloat16* iss_act[G];  // this lane's activation row per token group, or null
-  auto issue = [&]() {
-    if (iss_left > 0) {
-      --iss_left;
-      if (iss_c == ncw) {
-        ++iss_item;
-        iss_c = 0;
-        Item it = find_item(rt, E, iss_item, TC, groups);
-        iss_w = a.wq + ((static_cast<int64_t>(it.e) * groups + it.group) * a.chunks + c_begin) * S::kStepBytes +
-                lane * 16;
+  // ---- issue side: a cursor over this warp's steps (item, chunk) that only moves forward. Bit 0 of `parts`
+  // copies a step's weights and scales into its ring slot, bit 1 its activation rows.
+  struct Cursor {
+    int left;                        // steps still to issue
+    int item, c;                     // item being issued and its next chunk (c = ncw: "advance first")
+    const uint8_t* w;                // this lane's bytes of the item's first step
+    const __nv_bfloat16* act[G];     // this lane's activation row per token group, or null
+  };
+  Cursor cur{total_steps, first - 1, ncw, nullptr, {}};
+  auto issue_into = [&](Cursor& cs, int parts) {
+    if (cs.left > 0) {
+      --cs.left;
+      if (cs.c == ncw) {
+        ++cs.item;
+        cs.c = 0;
+        Item it = find_item(rt, E, cs.item, TC, groups);
+        cs.w = a.wq + ((static_cast<int64_t>(it.e) * groups + it.group) * a.chunks + c_begin) * S::kStepBytes +
+               lane * 16;
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
           int j = gi * 8 + g;
-          iss_act[gi] = j < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + j] / a.act_row_div) * a.ld_act
-                                    : nullptr;
+          cs.act[gi] = j < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + j] / a.act_row_div) * a.ld_act
+                                   : nullptr;
         }
       }
-      const uint32_t slot = wring + ((total_steps - 1 - iss_left) % D) * S::kSlot;
-      const uint8_t* src = iss_w + iss_c * S::kStepBytes;
-      if constexpr (kEvictFirst) {
+      const uint32_t slot = wring + ((total_steps - 1 - cs.left) % D) * S::kSlot;
+      if (parts & 1) {
+        const uint8_t* src = cs.w + cs.c * S::kStepBytes;
+        if constexpr (kEvictFirst) {
 #pragma unroll
-        for (int n = 0; n < NT; ++n) cp_async16_hint(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, wpolicy);
-        if (lane < kScaleLanes) cp_async16_hint(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, wpolicy);
-      } else {
+          for (int n = 0; n < NT; ++n) cp_async16_hint(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, wpolicy);
+          if (lane < kScaleLanes) cp_async16_hint(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, wpolicy);
+        } else {
 #pragma unroll
-        for (int n = 0; n < NT; ++n) cp_async16(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, true);
-        if (lane < kScaleLanes) cp_async16(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, true);
+          for (int n = 0; n < NT; ++n) cp_async16(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, true);
+          if (lane < kScaleLanes) cp_async16(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, true);
+        }
       }
-      const int col = (c_begin + iss_c) * kChunkK + 16 * tl;
+      if (parts & 2) {
+        const int col = (c_begin + cs.c) * kChunkK + 16 * tl;
 #pragma unroll
-      for (int gi = 0; gi < G; ++gi) {
-        const __nv_bfloat16* ap = iss_act[gi];
-        const __nv_bfloat16* base = ap ? ap + col : a.act;
+        for (int gi = 0; gi < G; ++gi) {
+          const __nv_bfloat16* ap = cs.act[gi];
+          const __nv_bfloat16* base = ap ? ap + col : a.act;
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          if (TA == 0 || g < TC)  // slot layout [h][token group][lane of the rows][16 B]
-            cp_async16(slot + S::kStepBytes + gi * 1024 + h * kActHalf + lane * 16, base + 8 * h,
-                       ap != nullptr && col + 8 * h + 8 <= a.k_valid);
+          for (int h = 0; h < 2; ++h)
+            if (TA == 0 || g < TC)  // slot layout [h][token group][lane of the rows][16 B]
+              cp_async16(slot + S::kStepBytes + gi * 1024 + h * kActHalf + lane * 16, base + 8 * h,
+                         ap != nullptr && col + 8 * h + 8 <= a.k_valid);
+        }
       }
-      ++iss_c;
+      ++cs.c;
     }
+  };
+  auto issue = [&]() {
+    issue_into(cur, 3);
     cp_async_commit();  // every lane commits one group per step, even an empty one
   };
 
+  // ---- prologue: the first D - 1 steps. fc2's weights do not depend on fc1, so fc2 copies the weights of
+  // its first D - 1 steps BEFORE waiting for fc1 (its CTAs start as fc1's leave the SMs, so these copies
+  // overlap fc1's tail), then their activation rows (h, fc1's output), and drains both.
+  Cursor cur_act = cur;
+  if constexpr (!FC1) {
 #pragma unroll
-  for (int q = 0; q < D - 1; ++q) issue();
+    for (int q = 0; q < D - 1; ++q) issue_into(cur, 1);
+    pdl_wait();  // h (fc1's output) is complete and visible after this
+  }
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
+  if constexpr (CMB) {  // tokens none of whose slots is in this shard: zeros (nobody arrives for them)
+    const int M = a.num_pairs / a.top_k;
+    for (int m = blockIdx.x * kThreads + threadIdx.x; m < M; m += gridDim.x * kThreads) {
+      if (valid_slots(a.topk_ids, m, a.top_k, a.expert_offset, E) != 0) continue;
+      for (int c = 0; c < a.hidden; ++c) a.final_out[static_cast<int64_t>(m) * a.ld_final + c] = __float2bfloat16_rn(0.f);
+    }
+  }
+  if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, my_items);
+  if (my_items <= 0) {
+    cp_async_wait<0>();
+    if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
+    return;
+  }
+  if constexpr (FC1) {
+#pragma unroll
+    for (int q = 0; q < D - 1; ++q) issue();
+  } else {
+#pragma unroll
+    for (int q = 0; q < D - 1; ++q) issue_into(cur_act, 2);
+    cp_async_commit();
+    cp_async_wait<0>();  // steps 0 .. D-2 complete: the main loop's wait<D-1> then holds as in fc1
+  }
 
   int q = 0;
   for (int it = 0; it < my_items; ++it) {
@@ -734,6 +761,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // own weights with L2 evict_first. The bits are a template parameter of fc1, so an unstaged variant's
 // kernels are exactly those without staging; staging changes no arithmetic: a variant and its staged twin
 // compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
+// fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
+// copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
+// fc2's weights while fc1 ends). The table's last two columns: D2, TA2 (equal to D, TA unless stated).
 //   id  G  CTAs/SM  ring depth  partial buffers  L2  TA
 //   1   1  1        6           2                0   0   decode, one CTA of 8 warps per SM, deep ring
 //   2   1  2        3           1                0   0   decode, two CTAs per SM (16 warps), epilogues overlap
@@ -749,11 +779,16 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   12  1  3        3           1                0   2   up to 2 tokens per item: a 3-deep ring at 3 CTAs per SM
 //   13  1  2        5           2                0   2   up to 2 tokens per item, two CTAs per SM, 5-deep ring
 //   14  1  4        2           1                0   2   up to 2 tokens per item, four CTAs per SM (32 warps, 64 regs)
+//   15  1  3        2           1                0   0   variant 5, fc2: 2 token rows, a 6-deep ring (5 steps before the wait)
+//   16  1  4        2           1                0   2   variant 14, fc2: a 4-deep ring
+//   17  1  3        3           1                0   2   variant 12, fc2: a 6-deep ring
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                              \
-  X(1, 1, 1, 6, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0) X(3, 2, 1, 4, 2, 0, 0) X(4, 4, 1, 2, 1, 0, 0)                   \
-  X(5, 1, 3, 2, 1, 0, 0) X(6, 2, 2, 2, 1, 0, 0) X(7, 1, 3, 2, 1, 3, 0) X(8, 1, 3, 2, 1, 1, 0)                   \
-  X(9, 1, 1, 6, 2, 3, 0) X(10, 1, 2, 3, 1, 3, 0) X(11, 2, 2, 2, 1, 3, 0) X(12, 1, 3, 3, 1, 0, 2)                \
-  X(13, 1, 2, 5, 2, 0, 2) X(14, 1, 4, 2, 1, 0, 2)
+  X(1, 1, 1, 6, 2, 0, 0, 6, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0)                          \
+  X(4, 4, 1, 2, 1, 0, 0, 2, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0)                          \
+  X(7, 1, 3, 2, 1, 3, 0, 2, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0)                          \
+  X(10, 1, 2, 3, 1, 3, 0, 3, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2)                       \
+  X(13, 1, 2, 5, 2, 0, 2, 5, 2) X(14, 1, 4, 2, 1, 0, 2, 2, 2) X(15, 1, 3, 2, 1, 0, 0, 6, 2)                       \
+  X(16, 1, 4, 2, 1, 0, 2, 4, 2) X(17, 1, 3, 3, 1, 0, 2, 6, 2)
 
 }  // namespace mxfp4lab_decode
 
@@ -783,7 +818,7 @@ struct DecodeArgs {
                                    // fc2's, the combine's), or 0
 };
 
-template <int G, int CPS, int D, int RB, int L2, int TA>
+template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
@@ -846,9 +881,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.ld_final = d->ld_out;
     g2.hidden = static_cast<int>(d->hidden);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    return launch_gemm<kNT2, G, D, RB, CPS, false, 0, true, TA>(g2, grid, stream, pdl);
+    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2>(g2, grid, stream, pdl);
   }
-  err = launch_gemm<kNT2, G, D, RB, CPS, false, 0, false, TA>(g2, grid, stream, pdl);
+  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
 
   CombineArgs c = {};
@@ -880,33 +915,34 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2, TA) \
-  case ID:                           \
-    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA>(d, stream));
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2) \
+  case ID:                                     \
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
 
-// Shared-memory bytes one fc1 CTA needs (fc2's are fewer: kNT2 < kNT1), or -1 for an unknown variant.
+// Shared-memory bytes the larger of a variant's fc1 and fc2 CTAs needs, or -1 for an unknown variant.
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2, TA) \
-  case ID:                           \
-    return smem_bytes<kNT1, G, D, RB, TA>(E, P);
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2) \
+  case ID:                                     \
+    return max(smem_bytes<kNT1, G, D, RB, TA>(E, P), smem_bytes<kNT2, G, D2, RB, TA2>(E, P));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return -1;
   }
 }
 
-// The variant table as TA*10000000 + L2*1000000 + ID*10000 + G*1000 + CPS*100 + D*10 + RB per entry, for the
-// host to check.
+// The variant table as TA2*1e9 + D2*1e8 + TA*1e7 + L2*1e6 + ID*1e4 + G*1000 + CPS*100 + D*10 + RB per entry, for
+// the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2, TA) TA * 10000000LL + L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2) \
+  TA2 * 1000000000LL + D2 * 100000000LL + TA * 10000000LL + L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
   };
