@@ -199,8 +199,12 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in VARIANTS.values()}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.l2)
               for v in VARIANTS.values() if v.l2}
+    fused = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.depth2, v.token_rows2)
+             for v in VARIANTS.values() if v.fused}
     assert len(configs2) > len(configs)  # some variants give fc2 a ring of its own
-    assert entries == len(configs) + 2 * len(configs2) + len(staged) + 1, r.stderr[-2000:]
+    # + one fused kernel (fc1, grid barrier, fc2) per fused configuration
+    assert entries == len(configs) + 2 * len(configs2) + len(staged) + len(fused) + 1, r.stderr[-2000:]
+    assert r.stderr.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
     fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(fused) == len(configs2), "one fc2 with the fused combine per fc2 configuration"
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
@@ -413,3 +417,18 @@ def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(tmp
             k.load_library(traced=True)
     finally:
         k.load_library.cache_clear()
+
+
+def test_fused_launch_variants_are_twins_of_two_launch_ones():
+    """Each fused-launch variant runs the kernels' arithmetic of a two-launch variant (same G, CTAs per SM, both
+    rings, token rows), so the check can ask for its bits; fused launches never combine inside fc2 and are
+    candidates only where a CTA has few items (M <= 64)."""
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS, twin_of
+
+    fused = [i for i, v in VARIANTS.items() if v.fused]
+    assert fused == [18, 19, 20]
+    assert {i: twin_of(i) for i in fused} == {18: 15, 19: 16, 20: 17}
+    assert {i: twin_of(i) for i in (5, 7, 15)} == {5: 5, 7: 5, 15: 15}
+    for b, cands in CANDIDATES.items():
+        assert any(VARIANTS[v].fused for v in cands) == (b <= 64)

@@ -22,9 +22,10 @@ from .base import MoEBackend, fastest_agreeing
 #: first = default). The L2-staged variants 7-11 are left out: on the H200 none was faster than its unstaged
 #: twin (GPT-OSS-120b M = 1: 39.8 vs 39.2 us; fc2 still ends 11.3 us after fc1, as without staging,
 #: docs/findings/2026-12-02-decode-l2-staging.md); pin one with ``variant=`` / $MXFP4LAB_DECODE_VARIANT.
-#: 15-17: fc2 with its own deeper ring, whose first steps' weights are copied before fc2 waits for fc1.
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17)
-_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17)
+#: 15-17: fc2 with its own deeper ring, whose first steps' weights are copied before fc2 waits for fc1;
+#: 18-20: the same as one fused launch (fc1, grid barrier, fc2).
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20)
 _LARGE = (3, 4, 6, 1, 2)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs

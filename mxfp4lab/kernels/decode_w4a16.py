@@ -65,6 +65,9 @@ class Variant:
     #: steps before it waits for fc1, so a deeper fc2 ring streams more of its weights while fc1 ends.
     fc2_depth: Optional[int] = None
     fc2_token_rows: Optional[int] = None
+    #: fc1 and fc2 as one cooperative launch with a grid barrier between them: a CTA done with fc1 copies its
+    #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary)
+    fused: bool = False
 
     @property
     def depth2(self) -> int:
@@ -77,7 +80,7 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (self.token_rows2 * 10**9 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+        return (int(self.fused) * 10**10 + self.token_rows2 * 10**9 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
@@ -88,7 +91,10 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             12: Variant(1, 3, 3, 1, token_rows=2), 13: Variant(1, 2, 5, 2, token_rows=2),
             14: Variant(1, 4, 2, 1, token_rows=2),
             15: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2), 16: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=4),
-            17: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6)}
+            17: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6),
+            18: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, fused=True),
+            19: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=4, fused=True),
+            20: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, fused=True)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -161,7 +167,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "trace")]
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "trace")]
 
 
 @functools.lru_cache(maxsize=2)
@@ -324,7 +330,11 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         raise DecodeKernelError(f"trace must be a contiguous int64 [{trace_rows(grid, m, h)}, {len(TRACE_SLOTS)}] tensor "
                                 f"on {dev} (grid {grid}, M {m}), got {trace.dtype} {tuple(trace.shape)} on {trace.device}")
     stream = torch.cuda.current_stream(dev).cuda_stream
+    if var.fused and cfg.fused_combine:
+        raise DecodeKernelError(f"variant {cfg.variant} fuses fc1 and fc2; the fused combine runs only with two "
+                                "GEMM launches")
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
+    barrier = grid_barrier(dev, stream) if var.fused else None
 
     a = DecodeArgs(
         x=ptr(x), topk_ids=ptr(ids), topk_w=ptr(tw), w13=ptr(layout.w13), w2=ptr(layout.w2),
@@ -336,7 +346,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0, counters=ptr(counters),
-        trace=ptr(trace))
+        barrier=ptr(barrier), trace=ptr(trace))
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
@@ -362,15 +372,36 @@ _COUNTERS: dict = {}
 _RETIRED: list = []
 
 
-def combine_counters(device: torch.device, stream_handle: int, n: int) -> torch.Tensor:
-    """At least ``n`` zero int32 arrival counters for forwards on this device and stream."""
+#: (device index, stream handle) -> the fused launch's grid barrier (int32 [2]: arrivals, generation), zeroed
+#: once and left reusable by every call; per stream and never freed, like the arrival counters
+_BARRIERS: dict = {}
+
+
+def _stream_buffer(store: dict, device: torch.device, stream_handle: int, n: int, size: int) -> torch.Tensor:
+    """The zeroed int32 buffer of ``store`` for this device and stream, reallocated (``size`` elements) when it
+    holds fewer than ``n``; a replaced buffer is kept alive for the graphs that captured it."""
     key = (device.index, stream_handle)
-    buf = _COUNTERS.get(key)
+    buf = store.get(key)
     if buf is None or buf.numel() < n:
         if buf is not None:
             _RETIRED.append(buf)
-        buf = _COUNTERS[key] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+        buf = store[key] = torch.zeros(max(n, size), dtype=torch.int32, device=device)
     return buf
+
+
+def combine_counters(device: torch.device, stream_handle: int, n: int) -> torch.Tensor:
+    """At least ``n`` zero int32 arrival counters for forwards on this device and stream."""
+    return _stream_buffer(_COUNTERS, device, stream_handle, n, 4096)
+
+
+def grid_barrier(device: torch.device, stream_handle: int) -> torch.Tensor:
+    """The fused launch's grid barrier for forwards on this device and stream (arrival count 0 between calls)."""
+    return _stream_buffer(_BARRIERS, device, stream_handle, 2, 2)
+
+
+def grid_barriers_idle() -> bool:
+    """Whether every fused launch's grid barrier of this process has no arrival left (synchronises the GPU)."""
+    return all(int(b[0]) == 0 for b in _BARRIERS.values())
 
 
 def combine_counters_zero() -> bool:
@@ -384,6 +415,15 @@ def unstaged_twin(variant: int) -> int:
     if not v.l2:
         return variant
     return next(i for i, u in VARIANTS.items() if not u.l2 and dataclasses.replace(u, l2=v.l2) == v)
+
+
+def twin_of(variant: int) -> int:
+    """The variant whose output ``variant`` must equal bit for bit (itself if none): an L2-staged variant's
+    unstaged twin, a fused launch's two-launch twin (the same GEMM arithmetic, another schedule)."""
+    v = VARIANTS[variant]
+    if v.fused:
+        return next(i for i, u in VARIANTS.items() if not u.fused and dataclasses.replace(u, fused=True) == v)
+    return unstaged_twin(variant)
 
 
 def l2_prefetch_bytes(l2_cache_bytes: int, grid: int) -> int:

@@ -2,8 +2,9 @@
 reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
-changes no arithmetic), the fused combine exactly the bits of the three-launch path, and every fused-combine
-arrival counter must be back at zero after the calls. Prints a table and writes JSON (with provenance) as it goes.
+changes no arithmetic), a fused-launch variant (fc1 and fc2 in one grid) the bits of its two-launch twin, the
+fused combine exactly the bits of the three-launch path, and every fused-combine arrival counter and every
+grid barrier's arrival count must be back at zero after the calls. Prints a table and writes JSON (with provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
@@ -53,15 +54,17 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
         # fc2's fused combine against the three-launch path (default): the same bits; and every arrival
         # counter is back at zero after the calls
-        out3 = dk.forward(x, ids, w, layout, dataclasses.replace(cfg_l, fused_combine=True), out=poisoned(),
-                          workspace_fill=float("nan"))
-        torch.cuda.synchronize()
-        row["fused_equal"] = bool(torch.equal(out1, out3))
+        if not dk.VARIANTS[g].fused:  # (the fused launch has no fused combine)
+            out3 = dk.forward(x, ids, w, layout, dataclasses.replace(cfg_l, fused_combine=True), out=poisoned(),
+                              workspace_fill=float("nan"))
+            torch.cuda.synchronize()
+            row["fused_equal"] = bool(torch.equal(out1, out3))
         row["counters_zero"] = dk.combine_counters_zero()
-        row["ok"] = bool(err < TOL and not row["nan"] and row["deterministic"] and row["fused_equal"]
-                         and row["counters_zero"])
+        row["barriers_idle"] = dk.grid_barriers_idle()
+        row["ok"] = bool(err < TOL and not row["nan"] and row["deterministic"] and row.get("fused_equal", True)
+                         and row["counters_zero"] and row["barriers_idle"])
         outs[g] = out1
-        twin = dk.unstaged_twin(g)
+        twin = dk.twin_of(g)
         if twin != g and twin in outs:
             row["twin"], row["equal_to_twin"] = twin, bool(torch.equal(out1, outs[twin]))
             row["ok"] = row["ok"] and row["equal_to_twin"]
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
                 for routing in ("uniform", "skewed") if m in (8, 64, 512) and not sh else ("uniform",):
                     inputs = make_inputs(cfg, m, 1, routing, seed=1000 + m)[0]
                     outs: dict = {}
-                    for g in sorted(variants, key=lambda v: (dk.VARIANTS[v].l2, v)):  # twins after their base
+                    for g in sorted(variants, key=lambda v: (dk.twin_of(v) != v, v)):  # twins after their base
                         check_point(layout, ref_w, cfg, inputs, g, f"{shape} {routing}{sh}", rows, print, outs)
                     del outs
                 save()

@@ -97,6 +97,7 @@ struct GemmArgs {
   int64_t ld_final;
   int hidden;                // real output columns of final_out
   int* counters;             // [M, groups] arrivals per (token, tile group); all zero between calls
+  unsigned* barrier;         // fused launch: the grid barrier's counter and generation (fc2's args)
   unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots] (see TraceSlot), or null
 };
 
@@ -384,15 +385,39 @@ struct Smem {
 // item counts an arrival at (token, tile group); the arrival that completes the token's valid slots sums
 // them (in slot order, reading y from L2) into final_out and resets the counter. Tokens with no slot in
 // this shard get zeros.
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
-__global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
+// Grid barrier of the fused launch (one cooperative grid runs fc1, then fc2): a counter and a generation,
+// zero before the first call and reusable (the last arrival resets the counter and bumps the generation).
+// Thread 0 of each CTA reads the generation at kernel entry, arrives after its CTA's fc1 stores, and waits
+// for the generation to change before fc2 reads h.
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void grid_arrive(unsigned* bar, unsigned nblocks) {  // thread 0, after __syncthreads
+  __threadfence();  // the CTA's stores (ordered before thread 0 by the barrier) are visible device-wide
+  if (atomicAdd(&bar[0], 1u) == nblocks - 1) {
+    bar[0] = 0;     // every CTA has arrived: nobody touches the counter again in this launch
+    __threadfence();
+    atomicAdd(&bar[1], 1u);
+  }
+}
+__device__ __forceinline__ void grid_wait(const unsigned* bar, unsigned gen0) {  // thread 0
+  while (load_acquire(&bar[1]) == gen0) __nanosleep(64);
+}
+
+// The body of one GEMM (a GEMM kernel, or one phase of the fused launch). SYNC: how fc2 waits for h:
+// 0 = griddepcontrol.wait (fc1 was the previous launch), 1 = the fused launch's grid barrier (a.barrier, the
+// generation thread 0 read at kernel entry in gen0).
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int SYNC>
+__device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, unsigned gen0) {
   static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
   static_assert(!(FC1 && CMB), "the combine follows fc2");
+  static_assert(SYNC == 0 || (!FC1 && L2 == 0 && !CMB), "the fused launch's fc2 waits on the grid barrier");
   using S = Smem<NT, G, D, RB, TA>;
   constexpr int TC = S::TC;  // tokens per item
   // bytes of one half (K 16t..16t+7 or +8..+15) of a token group's rows in the slot: [group][half][lane]
   constexpr int kActHalf = TA ? TA * 64 : 512;
-  extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* ring = smem;
   float* red_base = reinterpret_cast<float*>(smem + S::kRing);
   int* rbase = reinterpret_cast<int*>(smem + S::kFixed);
@@ -496,7 +521,12 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   if constexpr (!FC1) {
 #pragma unroll
     for (int q = 0; q < D - 1; ++q) issue_into(cur, 1);
-    pdl_wait();  // h (fc1's output) is complete and visible after this
+    if constexpr (SYNC == 0) {
+      pdl_wait();  // h (fc1's output) is complete and visible after this
+    } else {
+      if (threadIdx.x == 0) grid_wait(a.barrier, gen0);  // every CTA's fc1 stores are visible after this
+      __syncthreads();
+    }
   }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
   if constexpr (CMB) {  // tokens none of whose slots is in this shard: zeros (nobody arrives for them)
@@ -681,6 +711,27 @@ __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
 #endif
 }
 
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
+__global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  gemm_phase<NT, G, D, RB, CPS, FC1, L2, CMB, TA, 0>(a, smem, 0u);
+}
+
+// The fused launch: fc1 and fc2 in one cooperative grid (every CTA resident), separated by a grid barrier.
+// A CTA that finishes its fc1 items arrives, builds fc2's routing and copies the weights of its first D2 - 1
+// fc2 steps while the other CTAs finish fc1, then waits: fc2's weight stream overlaps fc1's tail without a
+// second launch, its CTAs' start or a kernel boundary. The combine follows as its own launch (PDL).
+template <int G, int CPS, int D, int RB, int TA, int D2, int TA2>
+__global__ void __launch_bounds__(kThreads, CPS) fused_kernel(const GemmArgs a1, const GemmArgs a2) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  unsigned gen0 = 0;
+  if (threadIdx.x == 0) gen0 = load_acquire(&a2.barrier[1]);  // before this CTA arrives: nobody can bump it yet
+  gemm_phase<kNT1, G, D, RB, CPS, true, 0, false, TA, 0>(a1, smem, 0u);
+  __syncthreads();  // this CTA's h stores are done (and its shared memory is free for fc2)
+  if (threadIdx.x == 0) grid_arrive(a2.barrier, gridDim.x);
+  gemm_phase<kNT2, G, D2, RB, CPS, false, 0, false, TA2, 1>(a2, smem, gen0);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Combine: one thread per 8 output columns of one token.
 // ------------------------------------------------------------------------------------------------
@@ -747,6 +798,29 @@ cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_
   return cudaLaunchKernelEx(&cfg, kernel, args);
 }
 
+// The fused launch (fused_kernel): one cooperative grid, so that the driver starts it only with every CTA
+// resident (the grid barrier would otherwise wait for CTAs that cannot start); the shared memory is the larger
+// of the two phases'.
+template <int G, int CPS, int D, int RB, int TA, int D2, int TA2>
+cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaStream_t stream) {
+  auto kernel = fused_kernel<G, CPS, D, RB, TA, D2, TA2>;
+  const int smem = max(smem_bytes<kNT1, G, D, RB, TA>(a1.num_experts, a1.num_pairs),
+                       smem_bytes<kNT2, G, D2, RB, TA2>(a2.num_experts, a2.num_pairs));
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, a1, a2);
+}
+
 template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
   auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA>;
@@ -763,7 +837,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
-// fc2's weights while fc1 ends). The table's last two columns: D2, TA2 (equal to D, TA unless stated).
+// fc2's weights while fc1 ends). FU = 1: fc1 and fc2 run as one cooperative launch with a grid barrier
+// between them (fused_kernel). The table's last three columns: D2, TA2 (equal to D, TA unless stated), FU.
 //   id  G  CTAs/SM  ring depth  partial buffers  L2  TA
 //   1   1  1        6           2                0   0   decode, one CTA of 8 warps per SM, deep ring
 //   2   1  2        3           1                0   0   decode, two CTAs per SM (16 warps), epilogues overlap
@@ -782,13 +857,17 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   15  1  3        2           1                0   0   variant 5, fc2: 2 token rows, a 6-deep ring (5 steps before the wait)
 //   16  1  4        2           1                0   2   variant 14, fc2: a 4-deep ring
 //   17  1  3        3           1                0   2   variant 12, fc2: a 6-deep ring
+//   18  1  3        2           1                0   0   variant 15 as one fused launch
+//   19  1  4        2           1                0   2   variant 16 as one fused launch
+//   20  1  3        3           1                0   2   variant 17 as one fused launch
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                              \
-  X(1, 1, 1, 6, 2, 0, 0, 6, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0)                          \
-  X(4, 4, 1, 2, 1, 0, 0, 2, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0)                          \
-  X(7, 1, 3, 2, 1, 3, 0, 2, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0)                          \
-  X(10, 1, 2, 3, 1, 3, 0, 3, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2)                       \
-  X(13, 1, 2, 5, 2, 0, 2, 5, 2) X(14, 1, 4, 2, 1, 0, 2, 2, 2) X(15, 1, 3, 2, 1, 0, 0, 6, 2)                       \
-  X(16, 1, 4, 2, 1, 0, 2, 4, 2) X(17, 1, 3, 3, 1, 0, 2, 6, 2)
+  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0)                 \
+  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0)                 \
+  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0)                 \
+  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0)              \
+  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0)              \
+  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1)              \
+  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1)
 
 }  // namespace mxfp4lab_decode
 
@@ -814,11 +893,34 @@ struct DecodeArgs {
   int64_t pdl;                     // chain the launches with programmatic dependent launch
   int64_t l2_prefetch_bytes;       // L2 staging bit 1: fc2 weight bytes each fc1 CTA prefetches
   int64_t counters;                // fused combine: int32 [M, groups2], all zero (and left zero), or 0: unfused
+  int64_t barrier;                 // fused launch (FU): uint32 [2], the grid barrier (zero before the first call, left
+                                   // reusable), or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
 };
 
-template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2>
+// The combine launch (after fc2, or after the fused launch), chained with PDL.
+cudaError_t launch_combine(const DecodeArgs* d, const GemmArgs& g1, cudaStream_t stream, bool pdl) {
+  CombineArgs c = {};
+  c.y = reinterpret_cast<const __nv_bfloat16*>(d->y);
+  c.ld_y = d->ld_y;
+  c.topk_ids = g1.topk_ids;
+  c.topk_w = reinterpret_cast<const float*>(d->topk_w);
+  c.b2 = reinterpret_cast<const __nv_bfloat16*>(d->b2);
+  c.ld_b2 = d->ld_b2;
+  c.m = static_cast<int>(d->m);
+  c.top_k = static_cast<int>(d->top_k);
+  c.hidden = static_cast<int>(d->hidden);
+  c.expert_offset = g1.expert_offset;
+  c.num_experts = g1.num_experts;
+  c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
+  c.ld_out = d->ld_out;
+  if (d->trace != 0) c.trace = reinterpret_cast<unsigned long long*>(d->trace) + 2 * d->grid * kTraceSlots;
+  const int64_t threads = d->m * (d->hidden / 8);
+  return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
+}
+
+template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
@@ -870,7 +972,15 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA>(g1, grid, stream, false);
+  cudaError_t err;
+  if constexpr (FU) {  // fc1 and fc2 in one cooperative grid; the combine follows
+    if (d->barrier == 0 || d->counters != 0) return cudaErrorInvalidValue;
+    g2.barrier = reinterpret_cast<unsigned*>(d->barrier);
+    err = launch_fused<G, CPS, D, RB, TA, D2, TA2>(g1, g2, grid, stream);
+    if (err != cudaSuccess) return err;
+    return launch_combine(d, g1, stream, pdl);
+  }
+  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -885,24 +995,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   }
   err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
-
-  CombineArgs c = {};
-  c.y = reinterpret_cast<const __nv_bfloat16*>(d->y);
-  c.ld_y = d->ld_y;
-  c.topk_ids = g1.topk_ids;
-  c.topk_w = reinterpret_cast<const float*>(d->topk_w);
-  c.b2 = reinterpret_cast<const __nv_bfloat16*>(d->b2);
-  c.ld_b2 = d->ld_b2;
-  c.m = static_cast<int>(d->m);
-  c.top_k = static_cast<int>(d->top_k);
-  c.hidden = static_cast<int>(d->hidden);
-  c.expert_offset = g1.expert_offset;
-  c.num_experts = g1.num_experts;
-  c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
-  c.ld_out = d->ld_out;
-  if (d->trace != 0) c.trace = g2.trace + d->grid * kTraceSlots;
-  const int64_t threads = d->m * (d->hidden / 8);
-  return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
+  return launch_combine(d, g1, stream, pdl);
 }
 
 extern "C" {
@@ -915,9 +1008,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2) \
-  case ID:                                     \
-    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2>(d, stream));
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU) \
+  case ID:                                         \
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
@@ -928,8 +1021,8 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2) \
-  case ID:                                     \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU) \
+  case ID:                                         \
     return max(smem_bytes<kNT1, G, D, RB, TA>(E, P), smem_bytes<kNT2, G, D2, RB, TA2>(E, P));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
@@ -937,12 +1030,12 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
   }
 }
 
-// The variant table as TA2*1e9 + D2*1e8 + TA*1e7 + L2*1e6 + ID*1e4 + G*1000 + CPS*100 + D*10 + RB per entry, for
+// The variant table as FU*1e10 + TA2*1e9 + D2*1e8 + TA*1e7 + L2*1e6 + ID*1e4 + G*1000 + CPS*100 + D*10 + RB per entry, for
 // the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2) \
-  TA2 * 1000000000LL + D2 * 100000000LL + TA * 10000000LL + L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU) \
+  FU * 10000000000LL + TA2 * 1000000000LL + D2 * 100000000LL + TA * 10000000LL + L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
   };
