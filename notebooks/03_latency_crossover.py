@@ -197,6 +197,21 @@ else:
     print("no launch breakdown recorded: mxfp4lab bench launches --ncu on a Hopper GPU")
 
 # %% [markdown]
+# The same forwards from the inside (`mxfp4lab bench launches --phases`): every CTA of the kernel's traced
+# build stamps the GPU's global timer when it enters, when its routing is built, when its inputs are ready
+# (fc2: fc1 has finished), when warp 0's first ring step has landed and its last one is consumed, and when it
+# leaves. Medians over the CTAs (and over 20 replays), in microseconds from fc1's first CTA entry:
+# `route`, `ready_wait`, `first_step` (one load's latency), `stream` and `epilogue` are the median CTA's
+# phases, `last_exit` the launch's end. A fused launch (fc1 and fc2 in one grid) shows both phases.
+
+# %%
+phases = launch_study.latency_phases()
+if len(phases):
+    display(phases.drop(columns=["backend"]).round(2))
+else:
+    print("no phase stamps recorded: mxfp4lab bench launches --phases on a Hopper GPU")
+
+# %% [markdown]
 # ## 3. The original claim (seed shape)
 #
 # `fi_faster` = t_marlin / t_flashinfer - 1 (negative: Marlin faster); a regime holds when every recorded

@@ -195,15 +195,21 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
 
     # fc1 per fc1 configuration, fc2 and fc2 with the fused combine per fc2 configuration (fc2 may have its own
     # ring depth and token rows), one more fc1 per L2-staged (configuration, staging), the combine
-    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in VARIANTS.values()}
-    configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in VARIANTS.values()}
+    static = [v for v in VARIANTS.values() if not v.dynamic]
+    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in static}
+    configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in static}
+    dynamic = [v for v in VARIANTS.values() if v.dynamic]
+    dyn1 = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in dynamic}
+    dyn2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in dynamic}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.l2)
               for v in VARIANTS.values() if v.l2}
     fused = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.depth2, v.token_rows2)
              for v in VARIANTS.values() if v.fused}
     assert len(configs2) > len(configs)  # some variants give fc2 a ring of its own
-    # + one fused kernel (fc1, grid barrier, fc2) per fused configuration
-    assert entries == len(configs) + 2 * len(configs2) + len(staged) + len(fused) + 1, r.stderr[-2000:]
+    # + one fused kernel (fc1, grid barrier, fc2) per fused configuration, + fc1 and fc2 with dynamic items
+    # (never with the fused combine) per dynamic configuration
+    assert entries == len(configs) + 2 * len(configs2) + len(staged) + len(fused) + len(dyn1) + len(dyn2) + 1, \
+        r.stderr[-2000:]
     assert r.stderr.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
     fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(fused) == len(configs2), "one fc2 with the fused combine per fc2 configuration"
@@ -430,5 +436,9 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     assert fused == [18, 19, 20]
     assert {i: twin_of(i) for i in fused} == {18: 15, 19: 16, 20: 17}
     assert {i: twin_of(i) for i in (5, 7, 15)} == {5: 5, 7: 5, 15: 15}
+    # dynamic items: the same per-item arithmetic as the static twin; tuned from M = 16 on (at M <= 8 a CTA
+    # has about one item, nothing to balance)
+    assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic} == {21: 5, 22: 15, 23: 14, 24: 4}
     for b, cands in CANDIDATES.items():
         assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
+        assert any(VARIANTS[v].dynamic for v in cands) == (b >= 16)

@@ -23,15 +23,17 @@ from .base import MoEBackend, fastest_agreeing
 #: twin (GPT-OSS-120b M = 1: 39.8 vs 39.2 us; fc2 still ends 11.3 us after fc1, as without staging,
 #: docs/findings/2026-12-02-decode-l2-staging.md); pin one with ``variant=`` / $MXFP4LAB_DECODE_VARIANT.
 #: 15-17: fc2 with its own deeper ring, whose first steps' weights are copied before fc2 waits for fc1;
-#: 18-20: the same as one fused launch (fc1, grid barrier, fc2).
+#: 18-20: the same as one fused launch (fc1, grid barrier, fc2); 21-24: dynamic items (CTAs claim items from
+#: a shared counter, so the slowest SMs no longer set the end: at M = 16-64 the last CTA ended 20-35 % after
+#: the median one).
 _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20)
-_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20)
-_LARGE = (3, 4, 6, 1, 2)
+_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24)
+_LARGE = (3, 4, 6, 1, 2, 21, 24)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning
 CANDIDATES: dict[int, tuple[int, ...]] = {1: _SMALL, 2: _SMALL, 4: _SMALL, 8: _SMALL, 16: _MID, 32: _MID, 64: _MID,
-                                          128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (4, 3, 6)}
+                                          128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (4, 3, 6, 24)}
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
 TUNE_AGREEMENT_TOL = 1e-2

@@ -68,6 +68,9 @@ class Variant:
     #: fc1 and fc2 as one cooperative launch with a grid barrier between them: a CTA done with fc1 copies its
     #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary)
     fused: bool = False
+    #: dynamic items: CTAs claim items from a counter shared by the grid (one atomic per item) instead of a
+    #: fixed contiguous range, so CTAs on faster-streaming SMs take more and the grid ends together
+    dynamic: bool = False
 
     @property
     def depth2(self) -> int:
@@ -80,7 +83,7 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (int(self.fused) * 10**10 + self.token_rows2 * 10**9 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+        return (int(self.dynamic) * 10**11 + int(self.fused) * 10**10 + self.token_rows2 * 10**9 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
@@ -94,7 +97,9 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             17: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6),
             18: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, fused=True),
             19: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=4, fused=True),
-            20: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, fused=True)}
+            20: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, fused=True),
+            21: Variant(1, 3, 2, 1, dynamic=True), 22: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=True),
+            23: Variant(1, 4, 2, 1, token_rows=2, dynamic=True), 24: Variant(4, 1, 2, 1, dynamic=True)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -167,7 +172,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "trace")]
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")]
 
 
 @functools.lru_cache(maxsize=2)
@@ -335,6 +340,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
                                 "GEMM launches")
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
     barrier = grid_barrier(dev, stream) if var.fused else None
+    if var.dynamic and cfg.fused_combine:
+        raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static ranges")
+    sched = item_counters(dev, stream) if var.dynamic else None
 
     a = DecodeArgs(
         x=ptr(x), topk_ids=ptr(ids), topk_w=ptr(tw), w13=ptr(layout.w13), w2=ptr(layout.w2),
@@ -346,7 +354,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0, counters=ptr(counters),
-        barrier=ptr(barrier), trace=ptr(trace))
+        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace))
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
@@ -399,9 +407,21 @@ def grid_barrier(device: torch.device, stream_handle: int) -> torch.Tensor:
     return _stream_buffer(_BARRIERS, device, stream_handle, 2, 2)
 
 
+#: (device index, stream handle) -> dynamic items' counters (int32 [4]: fc1's next item and CTAs done, fc2's),
+#: zeroed once; the last CTA of each GEMM resets its pair, so they are zero between calls
+_ITEM_COUNTERS: dict = {}
+
+
+def item_counters(device: torch.device, stream_handle: int) -> torch.Tensor:
+    """The dynamic-items counters for forwards on this device and stream."""
+    return _stream_buffer(_ITEM_COUNTERS, device, stream_handle, 4, 4)
+
+
 def grid_barriers_idle() -> bool:
-    """Whether every fused launch's grid barrier of this process has no arrival left (synchronises the GPU)."""
-    return all(int(b[0]) == 0 for b in _BARRIERS.values())
+    """Whether every fused launch's grid barrier has no arrival left and every dynamic-items counter is back at
+    zero, in this process (synchronises the GPU)."""
+    return all(int(b[0]) == 0 for b in _BARRIERS.values()) and all(
+        int(b.count_nonzero()) == 0 for b in _ITEM_COUNTERS.values())
 
 
 def combine_counters_zero() -> bool:
@@ -419,10 +439,12 @@ def unstaged_twin(variant: int) -> int:
 
 def twin_of(variant: int) -> int:
     """The variant whose output ``variant`` must equal bit for bit (itself if none): an L2-staged variant's
-    unstaged twin, a fused launch's two-launch twin (the same GEMM arithmetic, another schedule)."""
+    unstaged twin, a fused launch's two-launch twin, a dynamic-items variant's static twin (the same GEMM
+    arithmetic per item, another schedule)."""
     v = VARIANTS[variant]
-    if v.fused:
-        return next(i for i, u in VARIANTS.items() if not u.fused and dataclasses.replace(u, fused=True) == v)
+    if v.fused or v.dynamic:
+        return next(i for i, u in VARIANTS.items()
+                    if not (u.fused or u.dynamic) and dataclasses.replace(u, fused=v.fused, dynamic=v.dynamic) == v)
     return unstaged_twin(variant)
 
 

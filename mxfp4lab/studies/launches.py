@@ -49,6 +49,33 @@ def latency_launches(path=None) -> pd.DataFrame:
     return out
 
 
+def latency_phases(path=None) -> pd.DataFrame:
+    """Per recorded forward and launch, the decode kernel's phase stamps (``mxfp4lab bench launches --phases``,
+    :mod:`mxfp4lab.bench.phases`): one row per (backend, shape, M, launch) with the launch variant and
+    :data:`~mxfp4lab.bench.phases.PHASE_KEYS` in microseconds from fc1's first CTA entry (medians over replays).
+    Empty frame when no forward was traced."""
+    from ..bench.phases import LAUNCHES, PHASE_KEYS
+
+    p = Path(path) if path is not None else results.find("launches")
+    cols = ["backend", "shape", "m", "variant", "launch", *PHASE_KEYS, "ctas", "busy", "max_items"]
+    if p is None or not Path(p).is_file():
+        return pd.DataFrame(columns=cols)
+    doc = results.load(p, kind="moe_launches")
+    rows = []
+    for entry in doc.rows:
+        ph = entry.get("phases")
+        if not ph:
+            continue
+        for name in LAUNCHES:
+            s = ph["launches"].get(name)
+            if s:
+                rows.append({"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"],
+                             "variant": ph["variant"], "launch": name, **{k: s.get(k) for k in cols[5:]}})
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs["provenance"] = doc.provenance
+    return out
+
+
 def first_forward(ncu: list, timeline: list) -> list:
     """ncu's rows of the first profiled forward: ``len(timeline)`` rows from the first one whose kernel has the
     name of the timeline's first kernel, template arguments aside (ncu also profiles what runs around the

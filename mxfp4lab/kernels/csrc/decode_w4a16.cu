@@ -98,6 +98,7 @@ struct GemmArgs {
   int hidden;                // real output columns of final_out
   int* counters;             // [M, groups] arrivals per (token, tile group); all zero between calls
   unsigned* barrier;         // fused launch: the grid barrier's counter and generation (fc2's args)
+  int* sched;                // dynamic items (DY): [next item, CTAs done], zero between calls
   unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots] (see TraceSlot), or null
 };
 
@@ -409,11 +410,17 @@ __device__ __forceinline__ void grid_wait(const unsigned* bar, unsigned gen0) { 
 // The body of one GEMM (a GEMM kernel, or one phase of the fused launch). SYNC: how fc2 waits for h:
 // 0 = griddepcontrol.wait (fc1 was the previous launch), 1 = the fused launch's grid barrier (a.barrier, the
 // generation thread 0 read at kernel entry in gen0).
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int SYNC>
+// DY = 1: dynamic items. Instead of a fixed contiguous range, a CTA claims its items from a counter shared by
+// the grid (a.sched[0], one atomicAdd per item, D positions ahead so that the copy ring never waits for a
+// claim), so CTAs whose SM streams faster take more items and the grid ends together. Every item is computed
+// exactly as with static ranges (same warps, same reduction order): the same bits. The last CTA to finish
+// resets the counter for the next call.
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int SYNC, int DY>
 __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, unsigned gen0) {
   static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
   static_assert(!(FC1 && CMB), "the combine follows fc2");
   static_assert(SYNC == 0 || (!FC1 && L2 == 0 && !CMB), "the fused launch's fc2 waits on the grid barrier");
+  static_assert(DY == 0 || (!CMB && SYNC == 0), "dynamic items use the fused combine's scratch (done_m)");
   using S = Smem<NT, G, D, RB, TA>;
   constexpr int TC = S::TC;  // tokens per item
   // bytes of one half (K 16t..16t+7 or +8..+15) of a token group's rows in the slot: [group][half][lane]
@@ -443,12 +450,35 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   const int n_items = rt.istart[E];
   const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
   const int last = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x);
-  const int my_items = max(0, last - first);
+  // DY: claimed items by position in this CTA's sequence, a ring of 2 D (in the fused combine's done_m area)
+  constexpr int kAhead = D, kClaims = 2 * D;
+  int* claims = rt.plist + a.num_pairs;
+  if constexpr (DY) {
+    if (threadIdx.x == 0) {
+      const int base = atomicAdd(a.sched, kAhead);
+      for (int k = 0; k < kAhead; ++k) claims[k] = base + k;
+    }
+    __syncthreads();
+  }
+  const int my_items = DY ? (claims[0] < n_items ? 0x7fffffff : 0) : max(0, last - first);  // DY: until a claim runs out
+  auto finish_dynamic = [&]() {  // DY: count this CTA done; the last one resets the counters for the next call
+    if constexpr (DY) {
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        __threadfence();  // this CTA's claims are visible before it counts itself done
+        if (atomicAdd(a.sched + 1, 1) == static_cast<int>(gridDim.x) - 1) {
+          __threadfence();
+          a.sched[0] = 0;
+          a.sched[1] = 0;
+        }
+      }
+    }
+  };
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, tl = lane & 3;
   const int c_begin = (warp * a.chunks) / kWarps, c_end = ((warp + 1) * a.chunks) / kWarps;
   const int ncw = c_end - c_begin;
-  const int total_steps = my_items * ncw;
+  const int total_steps = DY ? my_items : my_items * ncw;  // DY: issued until the claims run out
   const uint32_t wring = smem_addr(ring) + warp * D * S::kSlot;
   constexpr int kScaleLanes = NT * kScaleBytes / 16;  // lanes that copy the step's scale bytes
   constexpr bool kEvictFirst = (L2 & 2) != 0;
@@ -460,15 +490,24 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   struct Cursor {
     int left;                        // steps still to issue
     int item, c;                     // item being issued and its next chunk (c = ncw: "advance first")
+    int pos;                         // DY: position of the item in this CTA's claims
     const uint8_t* w;                // this lane's bytes of the item's first step
     const __nv_bfloat16* act[G];     // this lane's activation row per token group, or null
   };
-  Cursor cur{total_steps, first - 1, ncw, nullptr, {}};
+  Cursor cur{total_steps, first - 1, ncw, -1, nullptr, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
     if (cs.left > 0) {
       --cs.left;
       if (cs.c == ncw) {
-        ++cs.item;
+        if constexpr (DY) {
+          cs.item = claims[++cs.pos % kClaims];
+          if (cs.item >= n_items) {  // no more items: nothing left to issue
+            cs.left = 0;
+            return;
+          }
+        } else {
+          ++cs.item;
+        }
         cs.c = 0;
         Item it = find_item(rt, E, cs.item, TC, groups);
         cs.w = a.wq + ((static_cast<int64_t>(it.e) * groups + it.group) * a.chunks + c_begin) * S::kStepBytes +
@@ -536,9 +575,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       for (int c = 0; c < a.hidden; ++c) a.final_out[static_cast<int64_t>(m) * a.ld_final + c] = __float2bfloat16_rn(0.f);
     }
   }
-  if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, my_items);
+  if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, DY ? 0 : my_items);
   if (my_items <= 0) {
     cp_async_wait<0>();
+    finish_dynamic();
     if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
     return;
   }
@@ -553,7 +593,14 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   }
 
   int q = 0;
-  for (int it = 0; it < my_items; ++it) {
+  int it = 0;
+  for (; it < my_items; ++it) {
+    int item_idx = first + it, claim = 0;
+    if constexpr (DY) {
+      item_idx = claims[it % kClaims];
+      if (item_idx >= n_items) break;
+      if (threadIdx.x == 0) claim = atomicAdd(a.sched, 1);  // position it + D; stored before this item's barrier
+    }
     float acc[NT][G][4];
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -600,14 +647,18 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       __syncwarp();
     }
 #ifdef MXFP4LAB_DECODE_TRACE
-    if (it == my_items - 1 && threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceStreamed);
+    if ((DY ? claims[(it + 1) % kClaims] >= n_items : it == my_items - 1) && threadIdx.x == 0)
+      MXFP4LAB_STAMP(a, kTraceStreamed);
 #endif
 
     // ---- epilogue: reduce the warps' partial sums (fixed order), then SwiGLU / store ------------
     // With RB = 2 the partials alternate between two buffers: the barrier below also tells every
     // thread that all threads finished reducing the item before last (they passed this barrier since).
     float* red = red_base + (RB == 2 ? (it & 1) : 0) * (S::kRed / 4);
-    Item cur = find_item(rt, E, first + it, TC, groups);
+    Item cur = find_item(rt, E, item_idx, TC, groups);
+    if constexpr (DY) {
+      if (threadIdx.x == 0) claims[(it + kAhead) % kClaims] = claim;  // published by the barrier below
+    }
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -705,16 +756,20 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     if (RB == 1) __syncthreads();  // the single buffer is rewritten by the next item (done_m: after its barrier)
   }
   cp_async_wait<0>();
+  finish_dynamic();
 #ifdef MXFP4LAB_DECODE_TRACE
+  if constexpr (DY) {
+    if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, it);
+  }
   __syncthreads();  // every thread's epilogue is done
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
 #endif
 }
 
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY>
 __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   extern __shared__ __align__(16) uint8_t smem[];
-  gemm_phase<NT, G, D, RB, CPS, FC1, L2, CMB, TA, 0>(a, smem, 0u);
+  gemm_phase<NT, G, D, RB, CPS, FC1, L2, CMB, TA, 0, DY>(a, smem, 0u);
 }
 
 // The fused launch: fc1 and fc2 in one cooperative grid (every CTA resident), separated by a grid barrier.
@@ -726,10 +781,10 @@ __global__ void __launch_bounds__(kThreads, CPS) fused_kernel(const GemmArgs a1,
   extern __shared__ __align__(16) uint8_t smem[];
   unsigned gen0 = 0;
   if (threadIdx.x == 0) gen0 = load_acquire(&a2.barrier[1]);  // before this CTA arrives: nobody can bump it yet
-  gemm_phase<kNT1, G, D, RB, CPS, true, 0, false, TA, 0>(a1, smem, 0u);
+  gemm_phase<kNT1, G, D, RB, CPS, true, 0, false, TA, 0, 0>(a1, smem, 0u);
   __syncthreads();  // this CTA's h stores are done (and its shared memory is free for fc2)
   if (threadIdx.x == 0) grid_arrive(a2.barrier, gridDim.x);
-  gemm_phase<kNT2, G, D2, RB, CPS, false, 0, false, TA2, 1>(a2, smem, gen0);
+  gemm_phase<kNT2, G, D2, RB, CPS, false, 0, false, TA2, 1, 0>(a2, smem, gen0);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -821,9 +876,9 @@ cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaS
   return cudaLaunchKernelEx(&cfg, kernel, a1, a2);
 }
 
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA>;
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA, DY>;
   int smem = smem_bytes<NT, G, D, RB, TA>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
@@ -838,7 +893,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
 // fc2's weights while fc1 ends). FU = 1: fc1 and fc2 run as one cooperative launch with a grid barrier
-// between them (fused_kernel). The table's last three columns: D2, TA2 (equal to D, TA unless stated), FU.
+// between them (fused_kernel). DY = 1: dynamic items (gemm_phase). The table's last four columns: D2, TA2
+// (equal to D, TA unless stated), FU, DY.
 //   id  G  CTAs/SM  ring depth  partial buffers  L2  TA
 //   1   1  1        6           2                0   0   decode, one CTA of 8 warps per SM, deep ring
 //   2   1  2        3           1                0   0   decode, two CTAs per SM (16 warps), epilogues overlap
@@ -860,14 +916,19 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   18  1  3        2           1                0   0   variant 15 as one fused launch
 //   19  1  4        2           1                0   2   variant 16 as one fused launch
 //   20  1  3        3           1                0   2   variant 17 as one fused launch
-#define MXFP4LAB_DECODE_VARIANTS(X)                                                                              \
-  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0)                 \
-  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0)                 \
-  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0)                 \
-  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0)              \
-  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0)              \
-  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1)              \
-  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1)
+//   21  1  3        2           1                0   0   variant 5 with dynamic items
+//   22  1  3        2           1                0   0   variant 15 with dynamic items
+//   23  1  4        2           1                0   2   variant 14 with dynamic items
+//   24  4  1        2           1                0   0   variant 4 with dynamic items
+#define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
+  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0)     \
+  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0)     \
+  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0)     \
+  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0)  \
+  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0)  \
+  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0)  \
+  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 1)  \
+  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 1) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 1) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 1)
 
 }  // namespace mxfp4lab_decode
 
@@ -895,6 +956,7 @@ struct DecodeArgs {
   int64_t counters;                // fused combine: int32 [M, groups2], all zero (and left zero), or 0: unfused
   int64_t barrier;                 // fused launch (FU): uint32 [2], the grid barrier (zero before the first call, left
                                    // reusable), or 0
+  int64_t sched;                   // dynamic items (DY): int32 [4], fc1's and fc2's counters (zero, left zero), or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
 };
@@ -920,7 +982,7 @@ cudaError_t launch_combine(const DecodeArgs* d, const GemmArgs& g1, cudaStream_t
   return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
 }
 
-template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU>
+template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
@@ -980,7 +1042,12 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     if (err != cudaSuccess) return err;
     return launch_combine(d, g1, stream, pdl);
   }
-  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA>(g1, grid, stream, false);
+  if constexpr (DY) {  // dynamic items: fc1's and fc2's counters
+    if (d->sched == 0 || d->counters != 0) return cudaErrorInvalidValue;
+    g1.sched = reinterpret_cast<int*>(d->sched);
+    g2.sched = g1.sched + 2;
+  }
+  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -991,9 +1058,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.ld_final = d->ld_out;
     g2.hidden = static_cast<int>(d->hidden);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2>(g2, grid, stream, pdl);
+    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid, stream, pdl);
   }
-  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2>(g2, grid, stream, pdl);
+  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, DY>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
@@ -1008,9 +1075,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU) \
-  case ID:                                         \
-    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU>(d, stream));
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY) \
+  case ID:                                             \
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
@@ -1021,8 +1088,8 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU) \
-  case ID:                                         \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY) \
+  case ID:                                             \
     return max(smem_bytes<kNT1, G, D, RB, TA>(E, P), smem_bytes<kNT2, G, D2, RB, TA2>(E, P));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
@@ -1030,12 +1097,13 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
   }
 }
 
-// The variant table as FU*1e10 + TA2*1e9 + D2*1e8 + TA*1e7 + L2*1e6 + ID*1e4 + G*1000 + CPS*100 + D*10 + RB per entry, for
+// The variant table as DY*1e11 + FU*1e10 + TA2*1e9 + D2*1e8 + TA*1e7 + L2*1e6 + ID*1e4 + G*1000 + CPS*100 + D*10 + RB per entry, for
 // the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU) \
-  FU * 10000000000LL + TA2 * 1000000000LL + D2 * 100000000LL + TA * 10000000LL + L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY)                                                     \
+  DY * 100000000000LL + FU * 10000000000LL + TA2 * 1000000000LL + D2 * 100000000LL + TA * 10000000LL + \
+      L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
   };
