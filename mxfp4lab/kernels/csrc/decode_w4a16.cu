@@ -1,7 +1,7 @@
 // mxfp4lab decode_w4a16: a weight-streaming W4A16 MXFP4 MoE forward for Hopper (sm_90a), made for
 // decode (few tokens per expert), where an MoE layer is bound by the bytes of the active experts.
 //
-// Two launches per forward (three without the fused combine), chained with programmatic dependent
+// Three launches per forward (two with the fused combine), chained with programmatic dependent
 // launch (PDL):
 //   fc1      routing in shared memory + GEMM1 (up and gate tiles of the same rows) + bias + clamped
 //            SwiGLU  -> h [pairs, I16] bf16
@@ -9,6 +9,8 @@
 //            out[m] = bf16( sum_{j=0..k-1, in order} w[m,j] * (fp32(y[m*k+j]) + b2[e_j]) )
 //            of each (token, 32 output rows) by the CTA that stores its last y (a counter per token and
 //            tile group, reset by that CTA); or, unfused, a third launch (combine_kernel) does it.
+// Fused-launch variants run fc1 and fc2 as one cooperative grid with a grid barrier between them
+// (fused_kernel), then the combine; dynamic-items variants let CTAs claim items from a shared counter.
 // A "pair" p = m * top_k + j is one (token, slot). Rounding points are those of the kernel-faithful
 // reference (mxfp4lab.reference.moe_reference(mode="kernel")): GEMM outputs -> bf16, SwiGLU in fp32 ->
 // bf16, fp32 combine -> bf16. No atomics on values (only on the fused combine's arrival counters, which
