@@ -54,7 +54,7 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
         # fc2's fused combine against the three-launch path (default): the same bits; and every arrival
         # counter is back at zero after the calls
-        if not dk.VARIANTS[g].fused:  # (the fused launch has no fused combine)
+        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic):  # (fused launch, dynamic items: no fused combine)
             out3 = dk.forward(x, ids, w, layout, dataclasses.replace(cfg_l, fused_combine=True), out=poisoned(),
                               workspace_fill=float("nan"))
             torch.cuda.synchronize()
