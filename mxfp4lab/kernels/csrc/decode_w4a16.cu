@@ -838,21 +838,28 @@ constexpr int smem_bytes(int num_experts, int num_pairs) {
   return Smem<NT, G, D, RB, TA>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + done_m
 }
 
-// One launch; with ``pdl`` the kernel may start before the previous one on the stream ends (programmatic
-// dependent launch: it calls griddepcontrol.wait before reading that kernel's output).
-template <typename Kernel, typename Args>
-cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_t stream, bool pdl, const Args& args) {
+// One launch with one launch attribute (cudaLaunchKernelEx).
+template <typename Kernel, typename... Args>
+cudaError_t launch_with(Kernel kernel, int grid, int block, int smem, cudaStream_t stream, cudaLaunchAttribute attr,
+                        const Args&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(block);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
-  cfg.attrs = attr;
+  cfg.attrs = &attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kernel, args);
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+// One launch; with ``pdl`` the kernel may start before the previous one on the stream ends (programmatic
+// dependent launch: it calls griddepcontrol.wait before reading that kernel's output).
+template <typename Kernel, typename Args>
+cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_t stream, bool pdl, const Args& args) {
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+  return launch_with(kernel, grid, block, smem, stream, attr, args);
 }
 
 // The fused launch (fused_kernel): one cooperative grid, so that the driver starts it only with every CTA
@@ -865,17 +872,10 @@ cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaS
                        smem_bytes<kNT2, G, D2, RB, TA2>(a2.num_experts, a2.num_pairs));
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kernel, a1, a2);
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  return launch_with(kernel, grid, kThreads, smem, stream, attr, a1, a2);
 }
 
 template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY>
