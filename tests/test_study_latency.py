@@ -190,6 +190,27 @@ def test_launch_breakdown_of_the_recorded_forwards():
     assert _kernel_key("void gemm_kernel<4, 1, 6, 2, 1, 1>(GemmArgs)") != _kernel_key("gemm_kernel<4, 1, 2, 1, 3, true>")
 
 
+def test_phase_stamps_of_the_recorded_forwards_are_in_launch_order():
+    """The recorded phase stamps (current and archived files): per forward, fc1, fc2 and the combine end in that
+    order, fc2's CTAs are all in by the time fc1's last CTA leaves, every busy CTA count fits its grid, and the
+    counts are whole numbers."""
+    from mxfp4lab.studies.launches import latency_phases
+
+    frames = [latency_phases(), latency_phases("data/results/archive/launches/h200-2026-12-02-phases.json")]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        pytest.skip("no recorded phase stamps")
+    for d in frames:
+        for _, f in d.groupby(["backend", "shape", "m"]):
+            by = f.set_index("launch")
+            assert by.loc["fc1", "last_exit"] < by.loc["fc2", "last_exit"] < by.loc["combine", "last_exit"]
+            # fc2's CTAs take the SM slots fc1's free: its last one has entered by the time fc1's last one leaves
+            # (+ 1 us for the CTA scheduler; fc2 is the same size of grid)
+            assert by.loc["fc2", "last_entry"] <= by.loc["fc1", "last_exit"] + 1.0
+            assert (f["busy"] <= f["ctas"]).all() and str(f["ctas"].dtype) == "Int64"
+            assert (f[["route", "first_step", "stream", "epilogue"]].dropna() > 0).all().all()
+
+
 def test_routing_load_floor_uses_the_given_ceilings():
     """latency_load_floor: the roofline of each routing's tokens and hit experts at the measured ceilings."""
     import pandas as pd

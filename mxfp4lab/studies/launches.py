@@ -72,6 +72,8 @@ def latency_phases(path=None) -> pd.DataFrame:
                 rows.append({"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"],
                              "variant": ph["variant"], "launch": name, **{k: s.get(k) for k in cols[5:]}})
     out = pd.DataFrame(rows, columns=cols)
+    for c in ("ctas", "busy", "max_items"):  # counts (medians over replays of whole numbers)
+        out[c] = out[c].round().astype("Int64")
     out.attrs["provenance"] = doc.provenance
     return out
 
