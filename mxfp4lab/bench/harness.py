@@ -8,8 +8,9 @@ and say so in the result. Graph replays are timed with the host's launch latency
 before each sample the GPU spins (``torch.cuda._sleep``) for :data:`SPIN_US` while the host enqueues the
 start event, the replay and the end event behind the spin, so the events measure the GPU's time for the
 call and not how long the host took to submit it (the ``graph_submit`` mode of :mod:`mxfp4lab.bench.modes`
-times the replay with the submission included, as every result recorded before 2026-12-02's evening). :func:`time_host` is the CPU stand-in (host wall clock) for running a benchmark's
-whole path on a machine without a GPU.
+times the replay with the submission included, as every result recorded before 2026-12-02's evening).
+:func:`time_host` is the CPU stand-in (host wall clock) for running a benchmark's whole path on a machine
+without a GPU.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def time_cuda(
         samples.append(start.elapsed_time(end) * 1000.0 / calls_per_sample)
     med, p10, p90 = _quantiles(samples)
     if late:
-        note = (note + "; " if note else "") + f"{late} of {reps} samples enqueued slower than the {SPIN_US:.0f} us spin"
+        late_note = f"{late} of {reps} samples enqueued slower than the {SPIN_US:.0f} us spin"
+        note = f"{note}; {late_note}" if note else late_note
     return Timing(med, p10, p90, reps, graph, samples, note, launch_hidden=hide)
 
 

@@ -1,9 +1,10 @@
 """Where each CTA of the decode kernel spends one forward: the phase stamps of its traced build.
 
-The traced twin of the decode library (``-DMXFP4LAB_DECODE_TRACE``, :data:`mxfp4lab.kernels.decode_w4a16.TRACE_SLOTS`)
-has every CTA write the GPU's global timer when it enters, when its routing is built, when its inputs are
-ready (fc2: after ``griddepcontrol.wait``, i.e. once fc1 has finished), when warp 0's first ring step has
-landed, when warp 0 has consumed its last step, and when the CTA exits. The forward is captured in a CUDA
+The traced twin of the decode library (``-DMXFP4LAB_DECODE_TRACE``, slots
+:data:`mxfp4lab.kernels.decode_w4a16.TRACE_SLOTS`) has every CTA write the GPU's global timer when it enters,
+when its routing is built, when its inputs are ready (fc2: after ``griddepcontrol.wait``, i.e. once fc1 has
+finished), when warp 0's first ring step has landed, when warp 0 has consumed its last step, and when the CTA
+exits. The forward is captured in a CUDA
 graph and replayed (rotating input sets, so the weights come from DRAM as in the timed sweep); per replay
 every stamp is taken relative to fc1's first CTA entry, and :func:`summarize` reduces the CTAs of each
 launch to a few numbers, whose medians over the replays are reported:

@@ -83,7 +83,8 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (int(self.dynamic) * 10**11 + int(self.fused) * 10**10 + self.token_rows2 * 10**9 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+        return (int(self.dynamic) * 10**11 + int(self.fused) * 10**10 + self.token_rows2 * 10**9
+                + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
@@ -332,8 +333,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
 
     if trace is not None and (trace.dtype != torch.int64 or not trace.is_contiguous() or trace.device != dev
                               or tuple(trace.shape) != (trace_rows(grid, m, h), len(TRACE_SLOTS))):
-        raise DecodeKernelError(f"trace must be a contiguous int64 [{trace_rows(grid, m, h)}, {len(TRACE_SLOTS)}] tensor "
-                                f"on {dev} (grid {grid}, M {m}), got {trace.dtype} {tuple(trace.shape)} on {trace.device}")
+        raise DecodeKernelError(
+            f"trace must be a contiguous int64 [{trace_rows(grid, m, h)}, {len(TRACE_SLOTS)}] tensor on {dev} (grid "
+            f"{grid}, M {m}), got {trace.dtype} {tuple(trace.shape)} on {trace.device}")
     stream = torch.cuda.current_stream(dev).cuda_stream
     if var.fused and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} fuses fc1 and fc2; the fused combine runs only with two "
@@ -341,7 +343,8 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
     barrier = grid_barrier(dev, stream) if var.fused else None
     if var.dynamic and cfg.fused_combine:
-        raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static ranges")
+        raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
+                                "ranges")
     sched = item_counters(dev, stream) if var.dynamic else None
 
     a = DecodeArgs(

@@ -4,7 +4,8 @@ routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and
 give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
 changes no arithmetic), a fused-launch variant (fc1 and fc2 in one grid) the bits of its two-launch twin, the
 fused combine exactly the bits of the three-launch path, and every fused-combine arrival counter and every
-grid barrier's arrival count must be back at zero after the calls. Prints a table and writes JSON (with provenance) as it goes.
+grid barrier's arrival count must be back at zero after the calls. Prints a table and writes JSON (with
+provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
@@ -54,7 +55,7 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
         # fc2's fused combine against the three-launch path (default): the same bits; and every arrival
         # counter is back at zero after the calls
-        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic):  # (fused launch, dynamic items: no fused combine)
+        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic):  # (they have no fused combine)
             out3 = dk.forward(x, ids, w, layout, dataclasses.replace(cfg_l, fused_combine=True), out=poisoned(),
                               workspace_fill=float("nan"))
             torch.cuda.synchronize()
