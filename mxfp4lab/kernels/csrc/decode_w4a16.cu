@@ -480,7 +480,8 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   const int g = lane >> 2, tl = lane & 3;
   const int c_begin = (warp * a.chunks) / kWarps, c_end = ((warp + 1) * a.chunks) / kWarps;
   const int ncw = c_end - c_begin;
-  const int total_steps = DY ? my_items : my_items * ncw;  // DY: issued until the claims run out
+  // DY: issued until the claims run out (a warp without chunks, K < 8 chunks, issues nothing)
+  const int total_steps = DY ? (ncw > 0 ? my_items : 0) : my_items * ncw;
   const uint32_t wring = smem_addr(ring) + warp * D * S::kSlot;
   constexpr int kScaleLanes = NT * kScaleBytes / 16;  // lanes that copy the step's scale bytes
   constexpr bool kEvictFirst = (L2 & 2) != 0;
