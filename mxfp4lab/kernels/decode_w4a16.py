@@ -10,7 +10,8 @@ and carried (``$MXFP4LAB_DECODE_LIB`` points at a prebuilt one).
     out = forward(x, topk_ids, topk_weights, layout)
 
 Launch parameters (:class:`LaunchConfig`): a ``variant`` of :data:`VARIANTS` (token groups G, so up to
-8 G tokens per item, or 2 with compact token rows; CTAs per SM; cp.async ring depth; partial-sum buffers),
+8 G tokens per item, or 2 with compact token rows; CTAs per SM; cp.async ring depth; partial-sum buffers;
+fc2's own ring; fc1 and fc2 as one fused launch; dynamic items),
 ``grid`` (persistent CTAs per GEMM; default = SMs x CTAs per SM), ``pdl`` (chain the launches with
 programmatic dependent launch) and ``fused_combine`` (fc2 also sums the top-k slots: two launches, not three).
 """
