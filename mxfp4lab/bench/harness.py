@@ -56,6 +56,26 @@ def _quantiles(xs: Sequence[float]):
     return statistics.median(s), q(0.1), q(0.9)
 
 
+def capture_graphs(fn: Callable, inputs: Sequence[tuple]) -> List["torch.cuda.CUDAGraph"]:
+    """One CUDA graph of ``fn(*args)`` per input set, captured on a side stream after one warm call per input
+    set on that same stream (per-stream state a backend keeps, e.g. the decode kernel's counters, then exists
+    before capture). Returns the graphs (not yet replayed); raises whatever capture raises."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for args in inputs:
+            fn(*args)
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    graphs = []
+    for args in inputs:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=s):
+            fn(*args)
+        graphs.append(g)
+    return graphs
+
+
 def spin_cycles(us: float) -> int:
     """``torch.cuda._sleep`` cycles that keep the current GPU busy for about ``us`` microseconds (the rate is
     measured once per device with CUDA events)."""
@@ -98,19 +118,7 @@ def time_cuda(
     runner = None
     if graph:
         try:
-            graphs = []
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for i in range(n_in):  # one warm call per input on the capture stream
-                    fn(*inputs[i])
-            torch.cuda.current_stream().wait_stream(s)
-            torch.cuda.synchronize()
-            for i in range(n_in):
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, stream=s):  # the stream that ran the warm calls
-                    fn(*inputs[i])
-                graphs.append(g)
+            graphs = capture_graphs(fn, inputs)
             runner = lambda i: graphs[i % n_in].replay()  # noqa: E731
         except Exception as exc:  # noqa: BLE001 - not capturable: time eagerly
             torch.cuda.synchronize()

@@ -49,14 +49,9 @@ def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
     for _ in range(3):
         fn(*inputs)
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn(*inputs)
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g, stream=s):  # the warm stream: per-stream state (e.g. counters) exists
-        fn(*inputs)
+    from .harness import capture_graphs
+
+    (g,) = capture_graphs(fn, [inputs])
     for _ in range(3):
         g.replay()
     torch.cuda.synchronize()

@@ -126,26 +126,15 @@ def trace_phases(backend, inputs: Sequence[tuple], *, replays: int = 20) -> dict
     rows = k.trace_rows(grid, m, backend.layout.hidden_size)
     bufs = [torch.zeros(rows, len(k.TRACE_SLOTS), dtype=torch.int64, device=dev) for _ in inputs]
 
+    from .harness import capture_graphs
+
     def call(i):
         x, ids, w = inputs[i]
         return k.forward(x, ids, w, backend.layout, cfg, trace=bufs[i])
 
     for i in range(len(inputs)):
         call(i)
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    graphs = []
-    with torch.cuda.stream(s):
-        for i in range(len(inputs)):
-            call(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    for i in range(len(inputs)):
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=s):
-            call(i)
-        graphs.append(g)
+    graphs = capture_graphs(call, [(i,) for i in range(len(inputs))])
     traces, per_replay = [], []
     for r in range(replays + len(inputs)):
         i = r % len(inputs)
