@@ -193,26 +193,25 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     entries = r.stderr.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    # fc1 per fc1 configuration, fc2 and fc2 with the fused combine per fc2 configuration (fc2 may have its own
-    # ring depth and token rows), one more fc1 per L2-staged (configuration, staging), the combine
-    static = [v for v in VARIANTS.values() if not v.dynamic]
-    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in static}
-    configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in static}
-    dynamic = [v for v in VARIANTS.values() if v.dynamic]
-    dyn1 = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows) for v in dynamic}
-    dyn2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2) for v in dynamic}
-    staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.l2)
-              for v in VARIANTS.values() if v.l2}
-    fused = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.depth2, v.token_rows2)
-             for v in VARIANTS.values() if v.fused}
-    assert len(configs2) > len(configs)  # some variants give fc2 a ring of its own
-    # + one fused kernel (fc1, grid barrier, fc2) per fused configuration, + fc1 and fc2 with dynamic items
-    # (never with the fused combine) per dynamic configuration
-    assert entries == len(configs) + 2 * len(configs2) + len(staged) + len(fused) + len(dyn1) + len(dyn2) + 1, \
-        r.stderr[-2000:]
+    # gemm_kernel instances: fc1 per (configuration, staging bits, dynamic items); fc2 per (configuration, dynamic
+    # items: never for a split grid's fc2) and fc2 with the fused combine per configuration (static); one
+    # fused_kernel per fused configuration; the combine
+    def cfg1(v):
+        return v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows
+
+    def cfg2(v):
+        return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2
+
+    two = [v for v in VARIANTS.values() if not v.fused]
+    fc1 = {cfg1(v) + (v.l2, v.dynamic) for v in two}
+    fc2 = {cfg2(v) + (v.dynamic and not v.split,) for v in two}
+    cmb = {cfg2(v) for v in two}
+    fused = {cfg1(v) + cfg2(v)[2:] for v in VARIANTS.values() if v.fused}
+    assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 1, r.stderr[-2000:]
     assert r.stderr.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
-    fused = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
-    assert len(fused) == len(configs2), "one fc2 with the fused combine per fc2 configuration"
+    with_cmb = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
+    assert len(with_cmb) == len(cmb), "one fc2 with the fused combine per fc2 configuration"
     assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
 
@@ -325,7 +324,7 @@ def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
     seen = {}
     for body in bodies:
         name = re.match(r"\.visible \.entry (\w+)", body).group(1)
-        m = re.search(r"gemm_kernelILi(\d)ELi(\d)ELi(\d)ELi(\d)ELi(\d)ELb([01])ELi(\d)E", name)
+        m = re.search(r"gemm_kernelILi(\d)ELi(\d)ELi(\d+)ELi(\d)ELi(\d)ELb([01])ELi(\d)E", name)
         if not m:
             continue
         fc1, l2 = m.group(6) == "1", int(m.group(7))
@@ -416,9 +415,24 @@ def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(tmp
         assert [lib.mxfp4lab_decode_w4a16_variant(i) for i in range(len(k.VARIANTS))] == \
             [v.code + i * 10000 for i, v in k.VARIANTS.items()]
         # variant 16 = variant 14's fc1 + a 4-deep fc2 ring (8 warps x 4 x 1344 B > fc1's 2 x 2432 B + partials)
-        assert lib.mxfp4lab_decode_w4a16_smem_bytes(16, 128, 4) > lib.mxfp4lab_decode_w4a16_smem_bytes(14, 128, 4)
-        assert lib.mxfp4lab_decode_w4a16_smem_bytes(15, 128, 4) == lib.mxfp4lab_decode_w4a16_smem_bytes(5, 128, 4)
-        assert lib.mxfp4lab_decode_w4a16_smem_bytes(99, 128, 4) == -1
+        smem = lib.mxfp4lab_decode_w4a16_smem_bytes
+        assert smem(16, 128, 4, 0) > smem(14, 128, 4, 0)
+        assert smem(15, 128, 4, 0) == smem(5, 128, 4, 0)
+        assert smem(99, 128, 4, 0) == -1
+        # per GEMM (1 = fc1, 2 = fc2; 0 = the larger): variant 25's fc2 ring is 8 warps x 12 x 1344 B
+        assert smem(25, 128, 4, 0) == max(smem(25, 128, 4, 1), smem(25, 128, 4, 2)) == smem(25, 128, 4, 2)
+        assert smem(25, 128, 4, 2) - smem(16, 128, 4, 2) == 8 * (12 - 4) * 1344
+        assert smem(25, 128, 4, 1) - smem(14, 128, 4, 1) == 8 * (4 - 2) * 2432
+        # a split grid's fc1 and fc2 CTAs fit one H200 SM side by side (233472 B; 1 KB reserved per CTA) for
+        # GPT-OSS (128 experts) and DeepSeek-V4 (256) at M = 1 and 64
+        for v, var in k.VARIANTS.items():
+            if var.split:
+                for e, p in ((128, 4), (256, 6), (128, 256), (256, 384)):
+                    k.check_shared_memory(lib, v, e, p, 232448, 233472)
+        with pytest.raises(k.DecodeKernelError, match="side by side per SM"):
+            k.check_shared_memory(lib, 25, 1024, 8192, 232448, 233472)
+        with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
+            k.check_shared_memory(lib, 1, 1024, 8192, 232448, 233472)
         with pytest.raises(k.DecodeKernelError, match="not the traced build"):
             k.load_library(traced=True)
     finally:
@@ -438,7 +452,32 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     assert {i: twin_of(i) for i in (5, 7, 15)} == {5: 5, 7: 5, 15: 15}
     # dynamic items: the same per-item arithmetic as the static twin; tuned from M = 16 on (at M <= 8 a CTA
     # has about one item, nothing to balance)
-    assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic} == {21: 5, 22: 15, 23: 14, 24: 4}
+    assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not v.split} == {21: 5, 22: 15, 23: 14,
+                                                                                         24: 4}
     for b, cands in CANDIDATES.items():
         assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
-        assert any(VARIANTS[v].dynamic for v in cands) == (b >= 16)
+        assert any(VARIANTS[v].dynamic and not VARIANTS[v].split for v in cands) == (b >= 16)
+
+
+def test_split_grid_variants_share_every_sm_between_fc1_and_fc2():
+    """A split grid gives fc1 ``split`` of every SM's CTA slots and fc2 the others (so fc2's CTAs are resident from
+    fc1's start); its bits are those of the first plain variant with the same token rows per item; its fc2 keeps
+    static items (the library's table says so too: launch_forward passes DY only to fc1)."""
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS, twin_of
+
+    split = {i: v for i, v in VARIANTS.items() if v.split}
+    assert sorted(split) == [25, 26, 27, 28]
+    assert all(0 < v.split < v.ctas_per_sm and not (v.fused or v.l2) for v in split.values())
+    assert VARIANTS[25].grids(264) == (132, 132) and VARIANTS[26].grids(396) == (132, 264)
+    assert VARIANTS[5].grids(396) == (396, 396)
+    assert VARIANTS[25].grids(1) == (1, 1)  # never an empty launch
+    assert {i: twin_of(i) for i in split} == {25: 12, 26: 12, 27: 12, 28: 12}
+    v12 = VARIANTS[12]
+    assert all((v.token_groups, v.token_rows, v.token_rows2) == (v12.token_groups, v12.token_rows, v12.token_rows2)
+               for v in split.values())
+    # the variant code keeps a two-digit fc2 depth apart from its neighbours
+    assert VARIANTS[27].code // 10**8 % 100 == 14 and VARIANTS[27].code // 10**10 % 10 == 2
+    assert VARIANTS[27].code // 10**13 == 1 and VARIANTS[28].code // 10**12 % 10 == 0
+    # candidates where a CTA has about one item per GEMM (M <= 8): fc2's weights stream while fc1 streams
+    assert all(any(VARIANTS[v].split for v in CANDIDATES[b]) == (b <= 8) for b in CANDIDATES)

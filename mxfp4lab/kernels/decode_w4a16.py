@@ -72,6 +72,10 @@ class Variant:
     #: dynamic items: CTAs claim items from a counter shared by the grid (one atomic per item) instead of a
     #: fixed contiguous range, so CTAs on faster-streaming SMs take more and the grid ends together
     dynamic: bool = False
+    #: split grid: fc1 takes this many of the ``ctas_per_sm`` CTA slots of every SM and fc2 the others, so that
+    #: fc2's CTAs are resident from fc1's start and copy the weights of their first ``depth2 - 1`` steps while
+    #: fc1 streams (0: each GEMM launches SMs x ``ctas_per_sm`` CTAs). fc2's items stay static ranges.
+    split: int = 0
 
     @property
     def depth2(self) -> int:
@@ -84,9 +88,16 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (int(self.dynamic) * 10**11 + int(self.fused) * 10**10 + self.token_rows2 * 10**9
-                + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+        return (self.split * 10**13 + int(self.dynamic) * 10**12 + int(self.fused) * 10**11
+                + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
+
+    def grids(self, grid: int) -> tuple:
+        """CTAs of fc1's and fc2's launches for a forward of ``grid`` CTAs (``LaunchConfig.grid``)."""
+        if not self.split:
+            return grid, grid
+        g1 = max(1, grid * self.split // self.ctas_per_sm)
+        return g1, max(1, grid - g1)
 
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
@@ -101,7 +112,11 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             19: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=4, fused=True),
             20: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, fused=True),
             21: Variant(1, 3, 2, 1, dynamic=True), 22: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=True),
-            23: Variant(1, 4, 2, 1, token_rows=2, dynamic=True), 24: Variant(4, 1, 2, 1, dynamic=True)}
+            23: Variant(1, 4, 2, 1, token_rows=2, dynamic=True), 24: Variant(4, 1, 2, 1, dynamic=True),
+            25: Variant(1, 2, 4, 1, token_rows=2, fc2_depth=12, dynamic=True, split=1),
+            26: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=True, split=1),
+            27: Variant(1, 2, 3, 1, token_rows=2, fc2_depth=14, dynamic=True, split=1),
+            28: Variant(1, 2, 4, 1, token_rows=2, fc2_depth=12, split=1)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -187,7 +202,7 @@ def load_library(traced: bool = False):
     lib.mxfp4lab_decode_w4a16_forward.restype = ctypes.c_int
     lib.mxfp4lab_decode_w4a16_forward.argtypes = [ctypes.POINTER(DecodeArgs), ctypes.c_int64]
     lib.mxfp4lab_decode_w4a16_smem_bytes.restype = ctypes.c_int64
-    lib.mxfp4lab_decode_w4a16_smem_bytes.argtypes = [ctypes.c_int64] * 3
+    lib.mxfp4lab_decode_w4a16_smem_bytes.argtypes = [ctypes.c_int64] * 4
     lib.mxfp4lab_decode_w4a16_tiles_per_group.restype = ctypes.c_int64
     lib.mxfp4lab_decode_w4a16_variant.restype = ctypes.c_int64
     lib.mxfp4lab_decode_w4a16_variant.argtypes = [ctypes.c_int64]
@@ -305,14 +320,10 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     dev = x.device
     lib = load_library(traced=trace is not None)
     var = VARIANTS[cfg.variant]
-    smem = lib.mxfp4lab_decode_w4a16_smem_bytes(cfg.variant, layout.num_local_experts, m * k)
     props = torch.cuda.get_device_properties(dev)
     grid = cfg.grid or var.ctas_per_sm * props.multi_processor_count
-    limit = min(props.shared_memory_per_block_optin,
-                props.shared_memory_per_multiprocessor // var.ctas_per_sm - 1024)  # 1 KB per CTA is reserved
-    if smem > limit:
-        raise DecodeKernelError(f"variant {cfg.variant} ({var}) with {layout.num_local_experts} experts and {m * k} "
-                                f"pairs needs {smem} B of shared memory per CTA > {limit}")
+    check_shared_memory(lib, cfg.variant, layout.num_local_experts, m * k, props.shared_memory_per_block_optin,
+                        props.shared_memory_per_multiprocessor)
     x = x.contiguous()
     ids = topk_ids.to(torch.int32).contiguous()
     tw = topk_weights.to(torch.float32).contiguous()
@@ -363,6 +374,26 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
     return out
+
+
+def check_shared_memory(lib, variant: int, num_experts: int, num_pairs: int, per_block: int, per_sm: int) -> None:
+    """Raise :class:`DecodeKernelError` unless ``variant``'s CTAs fit an SM as it means them to (``ctas_per_sm`` of
+    them; a split grid's fc1 and fc2 CTAs side by side) with ``per_block`` / ``per_sm`` bytes of shared memory per
+    CTA / SM (1 KB per CTA is reserved)."""
+    var = VARIANTS[variant]
+    s1, s2 = (lib.mxfp4lab_decode_w4a16_smem_bytes(variant, num_experts, num_pairs, g) for g in (1, 2))
+    if var.split:
+        need = var.split * (s1 + 1024) + (var.ctas_per_sm - var.split) * (s2 + 1024)
+        what = (f"{var.split} fc1 CTA(s) of {s1} B and {var.ctas_per_sm - var.split} fc2 CTA(s) of {s2} B side by "
+                f"side per SM: {need} B")
+        ok = need <= per_sm and max(s1, s2) <= per_block
+    else:
+        limit = min(per_block, per_sm // var.ctas_per_sm - 1024)
+        what = f"{max(s1, s2)} B of shared memory per CTA > {limit}"
+        ok = max(s1, s2) <= limit
+    if not ok:
+        raise DecodeKernelError(f"variant {variant} ({var}) with {num_experts} experts and {num_pairs} pairs needs "
+                                f"{what}" + (f" > {per_sm}" if var.split else ""))
 
 
 def combine_blocks(m: int, hidden: int) -> int:
@@ -443,9 +474,12 @@ def unstaged_twin(variant: int) -> int:
 
 def twin_of(variant: int) -> int:
     """The variant whose output ``variant`` must equal bit for bit (itself if none): an L2-staged variant's
-    unstaged twin, a fused launch's two-launch twin, a dynamic-items variant's static twin (the same GEMM
-    arithmetic per item, another schedule)."""
+    unstaged twin, a fused launch's two-launch twin, a dynamic-items variant's static twin, a split grid's first
+    plain variant with the same token rows per item (the same GEMM arithmetic per item, another schedule)."""
     v = VARIANTS[variant]
+    if v.split:  # another grid and depth, the same token rows per item
+        return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and (
+            u.token_groups, u.token_rows, u.token_rows2) == (v.token_groups, v.token_rows, v.token_rows2))
     if v.fused or v.dynamic:
         return next(i for i, u in VARIANTS.items()
                     if not (u.fused or u.dynamic) and dataclasses.replace(u, fused=v.fused, dynamic=v.dynamic) == v)

@@ -10,7 +10,8 @@
 //            of each (token, 32 output rows) by the CTA that stores its last y (a counter per token and
 //            tile group, reset by that CTA); or, unfused, a third launch (combine_kernel) does it.
 // Fused-launch variants run fc1 and fc2 as one cooperative grid with a grid barrier between them
-// (fused_kernel), then the combine; dynamic-items variants let CTAs claim items from a shared counter.
+// (fused_kernel), then the combine; dynamic-items variants let CTAs claim items from a shared counter;
+// split-grid variants give fc1 part of every SM's CTA slots and fc2 the rest, so fc2's CTAs start with fc1.
 // A "pair" p = m * top_k + j is one (token, slot). Rounding points are those of the kernel-faithful
 // reference (mxfp4lab.reference.moe_reference(mode="kernel")): GEMM outputs -> bf16, SwiGLU in fp32 ->
 // bf16, fp32 combine -> bf16. No atomics on values (only on the fused combine's arrival counters, which
@@ -453,9 +454,14 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
   const int last = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x);
   // DY: claimed items by position in this CTA's sequence, a ring of 2 D (in the fused combine's done_m area)
-  constexpr int kAhead = D, kClaims = 2 * D;
+  // Claims ahead: the item being consumed plus every item the copy cursor (D - 1 steps ahead) can reach, i.e.
+  // 2 + (D - 2) / ncw (at most D, the claims ring holds 2 D): CTAs that claim more than they can start soon
+  // would take items from CTAs that start later (at M = 1 a grid has about as many items as CTAs).
+  constexpr int kClaims = 2 * D;
+  int kAhead = D;
   int* claims = rt.plist + a.num_pairs;
   if constexpr (DY) {
+    kAhead = min(D, 2 + (D - 2) / max(1, a.chunks / kWarps));  // a.chunks / kWarps: the fewest chunks of a warp
     if (threadIdx.x == 0) {
       const int base = atomicAdd(a.sched, kAhead);
       for (int k = 0; k < kAhead; ++k) claims[k] = base + k;
@@ -896,8 +902,10 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
 // fc2's weights while fc1 ends). FU = 1: fc1 and fc2 run as one cooperative launch with a grid barrier
-// between them (fused_kernel). DY = 1: dynamic items (gemm_phase). The table's last four columns: D2, TA2
-// (equal to D, TA unless stated), FU, DY.
+// between them (fused_kernel). DY = 1: dynamic items (gemm_phase). SP > 0: a split grid (launch_forward): fc1
+// takes SP of the CPS CTA slots per SM and fc2 the rest, so fc2's CTAs are resident from fc1's start and copy
+// the weights of their first D2 - 1 steps while fc1 streams (not only while it ends); their items stay static.
+// The table's last five columns: D2, TA2 (equal to D, TA unless stated), FU, DY, SP.
 //   id  G  CTAs/SM  ring depth  partial buffers  L2  TA
 //   1   1  1        6           2                0   0   decode, one CTA of 8 warps per SM, deep ring
 //   2   1  2        3           1                0   0   decode, two CTAs per SM (16 warps), epilogues overlap
@@ -923,15 +931,21 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   22  1  3        2           1                0   0   variant 15 with dynamic items
 //   23  1  4        2           1                0   2   variant 14 with dynamic items
 //   24  4  1        2           1                0   0   variant 4 with dynamic items
+//   25  1  2        4           1                0   2   split: fc1 1 CTA/SM (dynamic), fc2 1 CTA/SM with a 12-deep ring
+//   26  1  3        3           1                0   2   split: fc1 1 CTA/SM (dynamic), fc2 2 CTAs/SM with 6-deep rings
+//   27  1  2        3           1                0   2   split: fc1 1 CTA/SM (dynamic, 3-deep), fc2 a 14-deep ring
+//   28  1  2        4           1                0   2   variant 25 with static fc1 items
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
-  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0)     \
-  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0)     \
-  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0)     \
-  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0)  \
-  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0)  \
-  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0)  \
-  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 1)  \
-  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 1) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 1) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 1)
+  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
+  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
+  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0, 0)     \
+  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0, 0)  \
+  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0, 0)  \
+  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0)  \
+  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 1, 0)  \
+  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 1, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 1, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 1, 0) \
+  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 3, 3, 1, 0, 2, 6, 2, 0, 1, 1) X(27, 1, 2, 3, 1, 0, 2, 14, 2, 0, 1, 1) \
+  X(28, 1, 2, 4, 1, 0, 2, 12, 2, 0, 0, 1)
 
 }  // namespace mxfp4lab_decode
 
@@ -985,8 +999,9 @@ cudaError_t launch_combine(const DecodeArgs* d, const GemmArgs& g1, cudaStream_t
   return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
 }
 
-template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY>
+template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
+  static_assert(SP == 0 || (SP < CPS && FU == 0 && L2 == 0), "a split grid: SP of the CPS CTAs per SM run fc1");
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
   g1.ld_act = d->ld_x;
@@ -1036,6 +1051,10 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   }
 
   const int grid = static_cast<int>(d->grid);
+  // SP > 0 (split residency): fc1 runs SP of every CPS CTA slots, fc2 the others, so that fc2's CTAs are resident
+  // from fc1's start (PDL) and copy their first D2 - 1 steps' weights while fc1 streams. Their items stay static
+  // ranges (those copies are issued before the wait, in item order).
+  const int grid1 = SP ? max(1, grid * SP / CPS) : grid, grid2 = SP ? max(1, grid - grid1) : grid;
   const bool pdl = d->pdl != 0;
   cudaError_t err;
   if constexpr (FU) {  // fc1 and fc2 in one cooperative grid; the combine follows
@@ -1050,7 +1069,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g1.sched = reinterpret_cast<int*>(d->sched);
     g2.sched = g1.sched + 2;
   }
-  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY>(g1, grid, stream, false);
+  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY>(g1, grid1, stream, false);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -1061,9 +1080,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.ld_final = d->ld_out;
     g2.hidden = static_cast<int>(d->hidden);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid, stream, pdl);
+    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl);
   }
-  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, DY>(g2, grid, stream, pdl);
+  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : DY>(g2, grid2, stream, pdl);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
@@ -1078,34 +1097,38 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY) \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP) \
   case ID:                                             \
-    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY>(d, stream));
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
 
-// Shared-memory bytes the larger of a variant's fc1 and fc2 CTAs needs, or -1 for an unknown variant.
-int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs) {
+// Shared-memory bytes of one CTA of a variant's fc1 (gemm = 1), fc2 (2) or the larger of the two (0), or -1 for an
+// unknown variant.
+int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs, int64_t gemm) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY) \
-  case ID:                                             \
-    return max(smem_bytes<kNT1, G, D, RB, TA>(E, P), smem_bytes<kNT2, G, D2, RB, TA2>(E, P));
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP)                                                 \
+  case ID: {                                                                                           \
+    const int64_t s1 = smem_bytes<kNT1, G, D, RB, TA>(E, P), s2 = smem_bytes<kNT2, G, D2, RB, TA2>(E, P); \
+    return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);                                              \
+  }
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return -1;
   }
 }
 
-// The variant table as DY*1e11 + FU*1e10 + TA2*1e9 + D2*1e8 + TA*1e7 + L2*1e6 + ID*1e4 + G*1000 + CPS*100 + D*10 + RB per entry, for
-// the host to check.
+// The variant table as SP*1e13 + DY*1e12 + FU*1e11 + TA2*1e10 + D2*1e8 (two digits) + TA*1e7 + L2*1e6 + ID*1e4 +
+// G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY)                                                     \
-  DY * 100000000000LL + FU * 10000000000LL + TA2 * 1000000000LL + D2 * 100000000LL + TA * 10000000LL + \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP)                                                     \
+  SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
+      TA * 10000000LL + \
       L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
