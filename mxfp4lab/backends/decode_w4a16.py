@@ -25,9 +25,9 @@ from .base import MoEBackend, fastest_agreeing
 #: 15-17: fc2 with its own deeper ring, whose first steps' weights are copied before fc2 waits for fc1;
 #: 18-20: the same as one fused launch (fc1, grid barrier, fc2); 21-24: dynamic items (CTAs claim items from
 #: a shared counter, so the slowest SMs no longer set the end: at M = 16-64 the last CTA ended 20-35 % after
-#: the median one); 25-28: split grids (fc1 and fc2 CTAs side by side on every SM, so fc2's weights stream while
+#: the median one); 25-29: split grids (fc1 and fc2 CTAs side by side on every SM, so fc2's weights stream while
 #: fc1 streams; at M = 1 fc2 ended ~11 us after fc1 for ~4 us of bytes).
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 25, 26, 27, 28)
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 25, 26, 27, 28, 29)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24)
 _LARGE = (3, 4, 6, 1, 2, 21, 24)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants

@@ -80,7 +80,7 @@ def summarize(trace: np.ndarray, grid: int) -> Dict[str, dict]:
             "stream": med("first_step", "streamed") if gemm else None,
             "epilogue": med("streamed", "exit") if gemm else None,
             "last_exit": float(us("exit").max()),
-            "ctas": int(len(rows)), "busy": int(busy.sum()),
+            "ctas": int(len(rows)), "busy": int(busy.sum()), "sms": int(len(np.unique(rows[:, ix["sm"]]))),
             "max_items": int(rows[:, ix["items"]].max()) if gemm else None,
         }
     return out
@@ -152,7 +152,7 @@ def trace_phases(backend, inputs: Sequence[tuple], *, replays: int = 20) -> dict
 
 def format_phases(ph: dict) -> List[str]:
     """Table lines of :func:`trace_phases`' result."""
-    head = f"  {'launch':8s}" + "".join(f"{k:>12s}" for k in PHASE_KEYS) + "   CTAs busy items"
+    head = f"  {'launch':8s}" + "".join(f"{k:>12s}" for k in PHASE_KEYS) + "   CTAs  SMs busy items"
     lines = [f"  phases (us from fc1's first CTA entry; medians of {ph['replays']} replays, grid {ph['grid']}, "
              f"variant {ph['variant']}, timer step {ph['timer_step_ns']} ns)", head]
     for name in LAUNCHES:
@@ -160,5 +160,5 @@ def format_phases(ph: dict) -> List[str]:
         if not s:
             continue
         cells = "".join(f"{'-' if s[k] is None else format(s[k], '.2f'):>12s}" for k in PHASE_KEYS)
-        lines.append(f"  {name:8s}{cells}   {s['ctas']:4.0f} {s['busy']:4.0f} {s['max_items'] or '-'}")
+        lines.append(f"  {name:8s}{cells}   {s['ctas']:4.0f} {s.get('sms', '-'):>4} {s['busy']:4.0f} {s['max_items'] or '-'}")
     return lines

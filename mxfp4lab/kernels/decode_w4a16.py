@@ -35,6 +35,8 @@ import torch
 
 from ..layout.decode_w4a16 import FC1_TILES, FC2_TILES, fc1_to_decode, fc2_to_decode, padded_sizes
 from ..moe_tensors import MoEInfo
+from .decode_scratch import (combine_counters, combine_counters_zero, grid_barrier,  # noqa: F401 - re-exported
+                             grid_barriers_idle, item_counters)
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
@@ -114,9 +116,10 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             21: Variant(1, 3, 2, 1, dynamic=True), 22: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=True),
             23: Variant(1, 4, 2, 1, token_rows=2, dynamic=True), 24: Variant(4, 1, 2, 1, dynamic=True),
             25: Variant(1, 2, 4, 1, token_rows=2, fc2_depth=12, dynamic=True, split=1),
-            26: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=True, split=1),
-            27: Variant(1, 2, 3, 1, token_rows=2, fc2_depth=14, dynamic=True, split=1),
-            28: Variant(1, 2, 4, 1, token_rows=2, fc2_depth=12, split=1)}
+            26: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=7, split=3),
+            27: Variant(1, 3, 2, 1, fc2_depth=7, fc2_token_rows=2, split=2),
+            28: Variant(1, 3, 2, 1, token_rows=2, fc2_depth=11, split=2),
+            29: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=8, split=2)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -404,64 +407,6 @@ def combine_blocks(m: int, hidden: int) -> int:
 def trace_rows(grid: int, m: int, hidden: int) -> int:
     """Rows of a ``forward(trace=...)`` buffer: fc1's ``grid`` CTAs, fc2's, then the combine's blocks."""
     return 2 * grid + combine_blocks(m, hidden)
-
-
-#: (device index, stream handle) -> int32 arrival counters of the fused combine. Every call leaves them zero
-#: (the last arrival resets its counter), so they are zeroed once, not per call. Per stream, so that
-#: forwards running concurrently on two streams never share a counter; never freed, because a captured
-#: CUDA graph keeps pointing at its buffer. A buffer first needed while a stream is being captured is
-#: zeroed inside the graph (one memset per replay): capture after one eager call on the same stream.
-_COUNTERS: dict = {}
-_RETIRED: list = []
-
-
-#: (device index, stream handle) -> the fused launch's grid barrier (int32 [2]: arrivals, generation), zeroed
-#: once and left reusable by every call; per stream and never freed, like the arrival counters
-_BARRIERS: dict = {}
-
-
-def _stream_buffer(store: dict, device: torch.device, stream_handle: int, n: int, size: int) -> torch.Tensor:
-    """The zeroed int32 buffer of ``store`` for this device and stream, reallocated (``size`` elements) when it
-    holds fewer than ``n``; a replaced buffer is kept alive for the graphs that captured it."""
-    key = (device.index, stream_handle)
-    buf = store.get(key)
-    if buf is None or buf.numel() < n:
-        if buf is not None:
-            _RETIRED.append(buf)
-        buf = store[key] = torch.zeros(max(n, size), dtype=torch.int32, device=device)
-    return buf
-
-
-def combine_counters(device: torch.device, stream_handle: int, n: int) -> torch.Tensor:
-    """At least ``n`` zero int32 arrival counters for forwards on this device and stream."""
-    return _stream_buffer(_COUNTERS, device, stream_handle, n, 4096)
-
-
-def grid_barrier(device: torch.device, stream_handle: int) -> torch.Tensor:
-    """The fused launch's grid barrier for forwards on this device and stream (arrival count 0 between calls)."""
-    return _stream_buffer(_BARRIERS, device, stream_handle, 2, 2)
-
-
-#: (device index, stream handle) -> dynamic items' counters (int32 [4]: fc1's next item and CTAs done, fc2's),
-#: zeroed once; the last CTA of each GEMM resets its pair, so they are zero between calls
-_ITEM_COUNTERS: dict = {}
-
-
-def item_counters(device: torch.device, stream_handle: int) -> torch.Tensor:
-    """The dynamic-items counters for forwards on this device and stream."""
-    return _stream_buffer(_ITEM_COUNTERS, device, stream_handle, 4, 4)
-
-
-def grid_barriers_idle() -> bool:
-    """Whether every fused launch's grid barrier has no arrival left and every dynamic-items counter is back at
-    zero, in this process (synchronises the GPU)."""
-    return all(int(b[0]) == 0 for b in _BARRIERS.values()) and all(
-        int(b.count_nonzero()) == 0 for b in _ITEM_COUNTERS.values())
-
-
-def combine_counters_zero() -> bool:
-    """Whether every fused-combine arrival counter of this process is back at zero (synchronises the GPU)."""
-    return all(int(b.count_nonzero()) == 0 for b in _COUNTERS.values())
 
 
 def unstaged_twin(variant: int) -> int:

@@ -885,12 +885,18 @@ cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaS
   return launch_with(kernel, grid, kThreads, smem, stream, attr, a1, a2);
 }
 
+// shared: ask for the SM's largest shared-memory carveout (split grids: the driver sizes an SM's carveout for the
+// first kernel it runs, which would leave no room for the other GEMM's CTAs).
 template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY>
-cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
+cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl, bool shared = false) {
   auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA, DY>;
   int smem = smem_bytes<NT, G, D, RB, TA>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
+  if (shared) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (err != cudaSuccess) return err;
+  }
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
 }
 
@@ -931,10 +937,11 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   22  1  3        2           1                0   0   variant 15 with dynamic items
 //   23  1  4        2           1                0   2   variant 14 with dynamic items
 //   24  4  1        2           1                0   0   variant 4 with dynamic items
-//   25  1  2        4           1                0   2   split: fc1 1 CTA/SM (dynamic), fc2 1 CTA/SM with a 12-deep ring
-//   26  1  3        3           1                0   2   split: fc1 1 CTA/SM (dynamic), fc2 2 CTAs/SM with 6-deep rings
-//   27  1  2        3           1                0   2   split: fc1 1 CTA/SM (dynamic, 3-deep), fc2 a 14-deep ring
-//   28  1  2        4           1                0   2   variant 25 with static fc1 items
+//   25  1  2        4           1                0   2   split 1 + 1: fc1 (dynamic items) and fc2 (a 12-deep ring) per SM
+//   26  1  4        2           1                0   2   split 3 + 1: variant 14's fc1, fc2 a 7-deep ring
+//   27  1  3        2           1                0   0   split 2 + 1: variant 5's fc1, fc2 a 7-deep ring
+//   28  1  3        2           1                0   2   split 2 + 1: variant 14's fc1 at 3 CTAs/SM, fc2 an 11-deep ring
+//   29  1  3        3           1                0   2   split 2 + 1: variant 12's fc1, fc2 an 8-deep ring
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
@@ -944,8 +951,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0)  \
   X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 1, 0)  \
   X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 1, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 1, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 1, 0) \
-  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 3, 3, 1, 0, 2, 6, 2, 0, 1, 1) X(27, 1, 2, 3, 1, 0, 2, 14, 2, 0, 1, 1) \
-  X(28, 1, 2, 4, 1, 0, 2, 12, 2, 0, 0, 1)
+  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2)   \
+  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)
 
 }  // namespace mxfp4lab_decode
 
@@ -1069,7 +1076,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g1.sched = reinterpret_cast<int*>(d->sched);
     g2.sched = g1.sched + 2;
   }
-  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY>(g1, grid1, stream, false);
+  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY>(g1, grid1, stream, false, SP > 0);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -1080,9 +1087,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.ld_final = d->ld_out;
     g2.hidden = static_cast<int>(d->hidden);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl);
+    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, SP > 0);
   }
-  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : DY>(g2, grid2, stream, pdl);
+  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : DY>(g2, grid2, stream, pdl, SP > 0);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
