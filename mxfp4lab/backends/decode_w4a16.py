@@ -26,9 +26,11 @@ from .base import MoEBackend, fastest_agreeing
 #: 18-20: the same as one fused launch (fc1, grid barrier, fc2); 21-24: dynamic items (CTAs claim items from
 #: a shared counter, so the slowest SMs no longer set the end: at M = 16-64 the last CTA ended 20-35 % after
 #: the median one); 25-29: split grids (fc1 and fc2 CTAs side by side on every SM, so fc2's weights stream while
-#: fc1 streams; at M = 1 fc2 ended ~11 us after fc1 for ~4 us of bytes).
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 25, 26, 27, 28, 29)
-_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24)
+#: fc1 streams; at M = 1 fc2 ended ~11 us after fc1 for ~4 us of bytes), none faster at M <= 8 on the H200
+#: (GPT-OSS-120b M = 1: 38.4-43.1 vs 33.4 us): fc1 ends later and fc2's one CTA per SM then works alone, so they
+#: are not tuned; 30-31: dynamic items in fc2 only (the fc2 CTAs that start first take its items).
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31)
+_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31)
 _LARGE = (3, 4, 6, 1, 2, 21, 24)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs

@@ -71,9 +71,10 @@ class Variant:
     #: fc1 and fc2 as one cooperative launch with a grid barrier between them: a CTA done with fc1 copies its
     #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary)
     fused: bool = False
-    #: dynamic items: CTAs claim items from a counter shared by the grid (one atomic per item) instead of a
-    #: fixed contiguous range, so CTAs on faster-streaming SMs take more and the grid ends together
-    dynamic: bool = False
+    #: dynamic items, bit 0 in fc1 and bit 1 in fc2 (3: both): CTAs claim items from a counter shared by the grid
+    #: (one atomic per item) instead of a fixed contiguous range, so CTAs on faster-streaming SMs take more and
+    #: the grid ends together; in fc2, whose CTAs start as fc1's leave, the CTAs that start first take the items
+    dynamic: int = 0
     #: split grid: fc1 takes this many of the ``ctas_per_sm`` CTA slots of every SM and fc2 the others, so that
     #: fc2's CTAs are resident from fc1's start and copy the weights of their first ``depth2 - 1`` steps while
     #: fc1 streams (0: each GEMM launches SMs x ``ctas_per_sm`` CTAs). fc2's items stay static ranges.
@@ -113,13 +114,15 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             18: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, fused=True),
             19: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=4, fused=True),
             20: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, fused=True),
-            21: Variant(1, 3, 2, 1, dynamic=True), 22: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=True),
-            23: Variant(1, 4, 2, 1, token_rows=2, dynamic=True), 24: Variant(4, 1, 2, 1, dynamic=True),
-            25: Variant(1, 2, 4, 1, token_rows=2, fc2_depth=12, dynamic=True, split=1),
+            21: Variant(1, 3, 2, 1, dynamic=3), 22: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=3),
+            23: Variant(1, 4, 2, 1, token_rows=2, dynamic=3), 24: Variant(4, 1, 2, 1, dynamic=3),
+            25: Variant(1, 2, 4, 1, token_rows=2, fc2_depth=12, dynamic=1, split=1),
             26: Variant(1, 4, 2, 1, token_rows=2, fc2_depth=7, split=3),
             27: Variant(1, 3, 2, 1, fc2_depth=7, fc2_token_rows=2, split=2),
             28: Variant(1, 3, 2, 1, token_rows=2, fc2_depth=11, split=2),
-            29: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=8, split=2)}
+            29: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=8, split=2),
+            30: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=2),
+            31: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=2)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5

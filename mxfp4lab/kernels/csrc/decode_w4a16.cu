@@ -143,6 +143,9 @@ __device__ __forceinline__ uint64_t policy_evict_first() {
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+  asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -610,6 +613,21 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       if (item_idx >= n_items) break;
       if (threadIdx.x == 0) claim = atomicAdd(a.sched, 1);  // position it + D; stored before this item's barrier
     }
+    if constexpr (FC1) {  // the epilogue's global inputs (SwiGLU parameters, bias) into L1 while the item streams
+      const Item pi = find_item(rt, E, item_idx, TC, groups);
+      constexpr int RT = NT / 2;
+      const int tok = threadIdx.x / (RT * 16), row = pi.group * RT * 16 + threadIdx.x % (RT * 16);
+      if (a.bias && tok == 0 && row < a.out_rows) {  // one thread per row of the item's first token
+        const __nv_bfloat16* b = a.bias + static_cast<int64_t>(pi.e) * 2 * a.bias_ld + row;
+        prefetch_l1(b);
+        prefetch_l1(b + a.bias_ld);
+      }
+      if (threadIdx.x == 0) {
+        if (a.alpha) prefetch_l1(a.alpha + pi.e);
+        if (a.beta) prefetch_l1(a.beta + pi.e);
+        if (a.limit) prefetch_l1(a.limit + pi.e);
+      }
+    }
     float acc[NT][G][4];
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -804,12 +822,22 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
     MXFP4LAB_STAMP(a, kTraceEntry);
     MXFP4LAB_TRACE(a, kTraceSm, sm_id());
   }
-  pdl_wait();
-  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
   const int per_row = a.hidden / 8;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= static_cast<int64_t>(a.m) * per_row) return;
-  const int m = static_cast<int>(idx / per_row), c0 = static_cast<int>(idx % per_row) * 8;
+  const bool active = idx < static_cast<int64_t>(a.m) * per_row;
+  const int m = active ? static_cast<int>(idx / per_row) : 0, c0 = active ? static_cast<int>(idx % per_row) * 8 : 0;
+  if (active) {  // routing and biases do not depend on fc2: into L1 before the wait (this launch starts early)
+    for (int j = 0; j < a.top_k; ++j) {
+      prefetch_l1(a.topk_ids + m * a.top_k + j);
+      prefetch_l1(a.topk_w + m * a.top_k + j);
+      const int e = a.topk_ids[m * a.top_k + j] - a.expert_offset;
+      if (a.b2 && static_cast<unsigned>(e) < static_cast<unsigned>(a.num_experts))
+        prefetch_l1(a.b2 + static_cast<int64_t>(e) * a.ld_b2 + c0);
+    }
+  }
+  pdl_wait();
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
+  if (!active) return;
   float acc[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.f;
@@ -908,7 +936,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
 // fc2's weights while fc1 ends). FU = 1: fc1 and fc2 run as one cooperative launch with a grid barrier
-// between them (fused_kernel). DY = 1: dynamic items (gemm_phase). SP > 0: a split grid (launch_forward): fc1
+// between them (fused_kernel). DY: dynamic items (gemm_phase), bit 0 in fc1, bit 1 in fc2. SP > 0: a split grid (launch_forward): fc1
 // takes SP of the CPS CTA slots per SM and fc2 the rest, so fc2's CTAs are resident from fc1's start and copy
 // the weights of their first D2 - 1 steps while fc1 streams (not only while it ends); their items stay static.
 // The table's last five columns: D2, TA2 (equal to D, TA unless stated), FU, DY, SP.
@@ -942,6 +970,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   27  1  3        2           1                0   0   split 2 + 1: variant 5's fc1, fc2 a 7-deep ring
 //   28  1  3        2           1                0   2   split 2 + 1: variant 14's fc1 at 3 CTAs/SM, fc2 an 11-deep ring
 //   29  1  3        3           1                0   2   split 2 + 1: variant 12's fc1, fc2 an 8-deep ring
+//   30  1  3        2           1                0   0   variant 15 with dynamic items in fc2 only (CTAs that start early
+//                                                          take fc2's items; at M <= 8 fc2's CTAs start as fc1's leave)
+//   31  1  3        3           1                0   2   variant 17 with dynamic items in fc2 only
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
@@ -949,10 +980,11 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0, 0)  \
   X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0, 0)  \
   X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0)  \
-  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 1, 0)  \
-  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 1, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 1, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 1, 0) \
+  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0)  \
+  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0) \
   X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2)   \
-  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)
+  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)                            \
+  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -1076,7 +1108,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g1.sched = reinterpret_cast<int*>(d->sched);
     g2.sched = g1.sched + 2;
   }
-  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY>(g1, grid1, stream, false, SP > 0);
+  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY & 1>(g1, grid1, stream, false, SP > 0);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -1089,7 +1121,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.counters = reinterpret_cast<int*>(d->counters);
     return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, SP > 0);
   }
-  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : DY>(g2, grid2, stream, pdl, SP > 0);
+  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : (DY >> 1) & 1>(g2, grid2, stream, pdl, SP > 0);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
