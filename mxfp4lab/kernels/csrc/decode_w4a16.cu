@@ -613,21 +613,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       if (item_idx >= n_items) break;
       if (threadIdx.x == 0) claim = atomicAdd(a.sched, 1);  // position it + D; stored before this item's barrier
     }
-    if constexpr (FC1) {  // the epilogue's global inputs (SwiGLU parameters, bias) into L1 while the item streams
-      const Item pi = find_item(rt, E, item_idx, TC, groups);
-      constexpr int RT = NT / 2;
-      const int tok = threadIdx.x / (RT * 16), row = pi.group * RT * 16 + threadIdx.x % (RT * 16);
-      if (a.bias && tok == 0 && row < a.out_rows) {  // one thread per row of the item's first token
-        const __nv_bfloat16* b = a.bias + static_cast<int64_t>(pi.e) * 2 * a.bias_ld + row;
-        prefetch_l1(b);
-        prefetch_l1(b + a.bias_ld);
-      }
-      if (threadIdx.x == 0) {
-        if (a.alpha) prefetch_l1(a.alpha + pi.e);
-        if (a.beta) prefetch_l1(a.beta + pi.e);
-        if (a.limit) prefetch_l1(a.limit + pi.e);
-      }
-    }
     float acc[NT][G][4];
 #pragma unroll
     for (int n = 0; n < NT; ++n)
