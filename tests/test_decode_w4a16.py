@@ -366,6 +366,26 @@ def test_only_the_traced_build_reads_the_global_timer(tmp_path):
                 assert stamps >= (3 if "combine" in name else 6), (name, stamps)
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_the_combine_reads_only_y_after_it_waits(tmp_path):
+    """The combine launch starts while fc2 runs: it fetches routing, top-k weights and fc2's bias rows before
+    griddepcontrol.wait, and its 16-byte loads (y and the bias, which fc2's output is summed with) come after."""
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE
+
+    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
+    out = tmp_path / "k.ptx"
+    r = subprocess.run(["nvcc", *flags, "-ptx", str(SOURCE), "-o", str(out)], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    body = next(b for b in re.split(r"\n(?=\.visible \.entry )", out.read_text()) if "combine_kernel" in b[:200])
+    before, wait, after = body.partition("griddepcontrol.wait")
+    assert wait, "the combine waits for fc2"
+    assert before.count("prefetch.global.L1") >= 3  # ids, weights, bias
+    assert "ld.global.v4" not in before and after.count("ld.global.v4") >= 2  # y and the bias rows, after it
+
+
 def test_phase_summary_of_a_synthetic_trace():
     """Two fc1 CTAs (one idle), two fc2 CTAs, one combine block, stamps in ns from 1000: the summary is their
     differences in us, medians over the busy CTAs."""
