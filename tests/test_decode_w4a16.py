@@ -18,6 +18,29 @@ from mxfp4lab.formats import MXFormatError, dequantize_mxfp4
 from mxfp4lab.layout import decode_w4a16 as L
 
 
+@pytest.fixture(scope="module")
+def kernel_ptx(tmp_path_factory):
+    """``kernel_ptx(traced)``: the kernel source's PTX (production or traced build), compiled once per module;
+    the kernels' bodies, each starting at its ``.visible .entry``."""
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE, TRACE_FLAG
+
+    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
+    cache = {}
+
+    def get(traced: bool = False):
+        if traced not in cache:
+            out = tmp_path_factory.mktemp("ptx") / "k.ptx"
+            r = subprocess.run(["nvcc", *flags, *([TRACE_FLAG] if traced else []), "-ptx", str(SOURCE), "-o",
+                                str(out)], capture_output=True, text=True, check=False)
+            assert r.returncode == 0, r.stderr[-2000:]
+            cache[traced] = re.split(r"\n(?=\.visible \.entry )", out.read_text())[1:]
+        return cache[traced]
+
+    return get
+
+
 def _codes_scales(e, n, k, seed=0, lo=118, hi=123):
     return rand_u8(e, n, k // 2, seed=seed), rand_u8(e, n, k // 32, seed=seed + 1, lo=lo, hi=hi)
 
@@ -308,19 +331,12 @@ def test_l2_staged_variants_are_twins_of_compiled_ones_and_split_half_the_l2():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
-def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
+def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
     """The staging bits are a template parameter: the unstaged kernels have no L2 policy or prefetch at all
     (so they are the kernels of before staging), the staged fc1 kernels have exactly their bits' code."""
     import re
 
-    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE
-
-    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
-    r = subprocess.run(["nvcc", *flags, "-ptx", str(SOURCE), "-o", str(tmp_path / "k.ptx")],
-                       capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr[-2000:]
-    ptx = (tmp_path / "k.ptx").read_text()
-    bodies = re.split(r"\n(?=\.visible \.entry )", ptx)[1:]
+    bodies = kernel_ptx()
     seen = {}
     for body in bodies:
         name = re.match(r"\.visible \.entry (\w+)", body).group(1)
@@ -342,20 +358,13 @@ def test_only_staged_kernels_carry_the_l2_staging(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
-def test_only_the_traced_build_reads_the_global_timer(tmp_path):
+def test_only_the_traced_build_reads_the_global_timer(kernel_ptx):
     """The phase stamps are compiled only with TRACE_FLAG: the production kernels never touch the timer, and in
     the traced build every GEMM kernel stamps (entry .. exit) and so does the combine."""
     import re
 
-    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE, TRACE_FLAG
-
-    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
     for traced in (False, True):
-        out = tmp_path / f"k{int(traced)}.ptx"
-        r = subprocess.run(["nvcc", *flags, *([TRACE_FLAG] if traced else []), "-ptx", str(SOURCE), "-o", str(out)],
-                           capture_output=True, text=True, check=False)
-        assert r.returncode == 0, r.stderr[-2000:]
-        bodies = re.split(r"\n(?=\.visible \.entry )", out.read_text())[1:]
+        bodies = kernel_ptx(traced)
         assert len(bodies) > 20
         for body in bodies:
             name = re.match(r"\.visible \.entry (\w+)", body).group(1)
@@ -367,19 +376,10 @@ def test_only_the_traced_build_reads_the_global_timer(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
-def test_the_combine_reads_only_y_after_it_waits(tmp_path):
+def test_the_combine_reads_only_y_after_it_waits(kernel_ptx):
     """The combine launch starts while fc2 runs: it fetches routing, top-k weights and fc2's bias rows before
     griddepcontrol.wait, and its 16-byte loads (y and the bias, which fc2's output is summed with) come after."""
-    import re
-
-    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE
-
-    flags = [f for f in NVCC_FLAGS if f not in ("-shared", "-Xcompiler", "-fPIC")]
-    out = tmp_path / "k.ptx"
-    r = subprocess.run(["nvcc", *flags, "-ptx", str(SOURCE), "-o", str(out)], capture_output=True, text=True,
-                       check=False)
-    assert r.returncode == 0, r.stderr[-2000:]
-    body = next(b for b in re.split(r"\n(?=\.visible \.entry )", out.read_text()) if "combine_kernel" in b[:200])
+    body = next(b for b in kernel_ptx() if "combine_kernel" in b[:200])
     before, wait, after = body.partition("griddepcontrol.wait")
     assert wait, "the combine waits for fc2"
     assert before.count("prefetch.global.L1") >= 3  # ids, weights, bias
