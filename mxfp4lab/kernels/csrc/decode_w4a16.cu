@@ -417,7 +417,7 @@ __device__ __forceinline__ void grid_wait(const unsigned* bar, unsigned gen0) { 
 // 0 = griddepcontrol.wait (fc1 was the previous launch), 1 = the fused launch's grid barrier (a.barrier, the
 // generation thread 0 read at kernel entry in gen0).
 // DY = 1: dynamic items. Instead of a fixed contiguous range, a CTA claims its items from a counter shared by
-// the grid (a.sched[0], one atomicAdd per item, D positions ahead so that the copy ring never waits for a
+// the grid (a.sched[0], one atomicAdd per item, kAhead positions ahead so that the copy ring never waits for a
 // claim), so CTAs whose SM streams faster take more items and the grid ends together. Every item is computed
 // exactly as with static ranges (same warps, same reduction order): the same bits. The last CTA to finish
 // resets the counter for the next call.
@@ -611,7 +611,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     if constexpr (DY) {
       item_idx = claims[it % kClaims];
       if (item_idx >= n_items) break;
-      if (threadIdx.x == 0) claim = atomicAdd(a.sched, 1);  // position it + D; stored before this item's barrier
+      if (threadIdx.x == 0) claim = atomicAdd(a.sched, 1);  // position it + kAhead; stored before this item's barrier
     }
     float acc[NT][G][4];
 #pragma unroll
