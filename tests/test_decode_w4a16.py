@@ -455,6 +455,12 @@ def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(tmp
             k.check_shared_memory(lib, 1, 1024, 8192, 232448, 233472)
         with pytest.raises(k.DecodeKernelError, match="not the traced build"):
             k.load_library(traced=True)
+        # a library built from other source (e.g. a carried one gone stale) is refused, naming both digests
+        k.load_library.cache_clear()
+        monkeypatch.setattr(k, "source_digest", lambda: "0" * 16)
+        with pytest.raises(k.DecodeKernelError, match="was built from decode_w4a16.cu with digest [0-9a-f]{16}, "
+                                                      "this checkout's is 0{16}"):
+            k.load_library()
     finally:
         k.load_library.cache_clear()
 

@@ -151,6 +151,11 @@ def _flags(traced: bool) -> tuple:
     return NVCC_FLAGS + ((TRACE_FLAG,) if traced else ())
 
 
+def source_digest() -> str:
+    """sha256 (16 hex digits) of the kernel source; compiled into the library, checked when it is loaded."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+
+
 def library_key(nvcc: str, traced: bool = False) -> str:
     ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1:]
     h = hashlib.sha256(SOURCE.read_bytes())
@@ -174,7 +179,7 @@ def build_library(*, force: bool = False, verbose: bool = False, out: Optional[P
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    cmd = [nvcc, *_flags(traced), str(SOURCE), "-o", str(tmp)]
+    cmd = [nvcc, *_flags(traced), f'-DMXFP4LAB_DECODE_SOURCE_DIGEST="{source_digest()}"', str(SOURCE), "-o", str(tmp)]
     if verbose:
         print("[decode_w4a16] " + " ".join(cmd), flush=True)
     t0 = time.time()
@@ -213,6 +218,11 @@ def load_library(traced: bool = False):
     lib.mxfp4lab_decode_w4a16_variant.restype = ctypes.c_int64
     lib.mxfp4lab_decode_w4a16_variant.argtypes = [ctypes.c_int64]
     lib.mxfp4lab_decode_w4a16_traced.restype = ctypes.c_int64
+    lib.mxfp4lab_decode_w4a16_source_digest.restype = ctypes.c_char_p
+    built_from = lib.mxfp4lab_decode_w4a16_source_digest().decode()
+    if built_from != source_digest():
+        raise DecodeKernelError(f"{path} was built from decode_w4a16.cu with digest {built_from or '(none)'}, this "
+                                f"checkout's is {source_digest()}: rebuild it with build_library()")
     if lib.mxfp4lab_decode_w4a16_traced() != int(traced):
         raise DecodeKernelError(f"{path} is {'' if lib.mxfp4lab_decode_w4a16_traced() else 'not '}the traced build; "
                                 f"{'the traced' if traced else 'an untraced'} one was asked for")

@@ -1172,4 +1172,11 @@ int64_t mxfp4lab_decode_w4a16_traced() {
 // Constants the Python layout must agree with: tiles per fc1 item * 100 + tiles per fc2 item.
 int64_t mxfp4lab_decode_w4a16_tiles_per_group() { return kNT1 * 100 + kNT2; }
 
+// The digest of this source file the library was built from (build_library defines it), or "" when built by hand:
+// the host refuses a library built from other source, whose kernels would not be the ones in the file.
+#ifndef MXFP4LAB_DECODE_SOURCE_DIGEST
+#define MXFP4LAB_DECODE_SOURCE_DIGEST ""
+#endif
+const char* mxfp4lab_decode_w4a16_source_digest() { return MXFP4LAB_DECODE_SOURCE_DIGEST; }
+
 }  // extern "C"
