@@ -507,3 +507,27 @@ def test_split_grid_variants_share_every_sm_between_fc1_and_fc2():
     assert VARIANTS[26].code // 10**13 == 3 and VARIANTS[25].code // 10**12 % 10 == 1
     # measured slower than the two-launch variants at M <= 8 on the H200: not tuned
     assert not any(VARIANTS[v].split for cands in CANDIDATES.values() for v in cands)
+
+
+def test_dynamic_items_copy_cursor_never_reads_an_unpublished_claim():
+    """A model of the kernel's claim protocol (gemm_phase, DY): a CTA claims k = min(D, 2 + (D - 2) // (chunks //
+    8)) items at its start and one more (position it + k) per item, published by item it's epilogue barrier;
+    every warp's copy cursor runs D - 1 steps ahead of its consumer. For every ring depth and K the cursor only
+    reads claims already published, and the claims ring (2 D slots) never overwrites one still to be read."""
+    for depth in range(2, 17):
+        for chunks in range(1, 97):
+            k = min(depth, 2 + (depth - 2) // max(1, chunks // 8))
+            assert k <= depth
+            for ncw in {chunks // 8, (chunks + 7) // 8} - {0}:  # the warps' chunk counts (0: issues nothing)
+                items = 6
+                for q in range(items * ncw):  # consuming step q of item q // ncw ...
+                    it = q // ncw
+                    cursor = (q + depth - 1) // ncw  # ... the cursor fills the position of step q + D - 1
+                    assert cursor <= it + k - 1, (depth, chunks, ncw, q)  # published: positions < it + k
+                    # slot of the claim item it's epilogue writes (it + k) held position it + k - 2 D, read by
+                    # the consumer (item it + k - 2 D < it) and passed by the cursor (at >= it) already
+                    assert it + k - 2 * depth < it
+                assert (depth - 2) // ncw <= k - 1  # the prologue's D - 1 steps stay within the first k claims
+    # the old rule (k = D) was safe too, but let the first CTAs of a deep ring take every item at M = 1:
+    # a 6-deep fc2 ring over 45 chunks claims 2, not 6
+    assert min(6, 2 + (6 - 2) // (45 // 8)) == 2
