@@ -95,13 +95,6 @@ class Variant:
                 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
-    def grids(self, grid: int) -> tuple:
-        """CTAs of fc1's and fc2's launches for a forward of ``grid`` CTAs (``LaunchConfig.grid``)."""
-        if not self.split:
-            return grid, grid
-        g1 = max(1, grid * self.split // self.ctas_per_sm)
-        return g1, max(1, grid - g1)
-
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
             5: Variant(1, 3, 2, 1), 6: Variant(2, 2, 2, 1),
@@ -158,9 +151,7 @@ def source_digest() -> str:
 
 def library_key(nvcc: str, traced: bool = False) -> str:
     ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1:]
-    h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(json.dumps([_flags(traced), ver]).encode())
-    return h.hexdigest()[:16]
+    return hashlib.sha256(json.dumps([source_digest(), _flags(traced), ver]).encode()).hexdigest()[:16]
 
 
 def build_library(*, force: bool = False, verbose: bool = False, out: Optional[Path] = None,
@@ -398,18 +389,15 @@ def check_shared_memory(lib, variant: int, num_experts: int, num_pairs: int, per
     CTA / SM (1 KB per CTA is reserved)."""
     var = VARIANTS[variant]
     s1, s2 = (lib.mxfp4lab_decode_w4a16_smem_bytes(variant, num_experts, num_pairs, g) for g in (1, 2))
+    head = f"variant {variant} ({var}) with {num_experts} experts and {num_pairs} pairs needs"
     if var.split:
         need = var.split * (s1 + 1024) + (var.ctas_per_sm - var.split) * (s2 + 1024)
-        what = (f"{var.split} fc1 CTA(s) of {s1} B and {var.ctas_per_sm - var.split} fc2 CTA(s) of {s2} B side by "
-                f"side per SM: {need} B")
-        ok = need <= per_sm and max(s1, s2) <= per_block
-    else:
-        limit = min(per_block, per_sm // var.ctas_per_sm - 1024)
-        what = f"{max(s1, s2)} B of shared memory per CTA > {limit}"
-        ok = max(s1, s2) <= limit
-    if not ok:
-        raise DecodeKernelError(f"variant {variant} ({var}) with {num_experts} experts and {num_pairs} pairs needs "
-                                f"{what}" + (f" > {per_sm}" if var.split else ""))
+        if need > per_sm or max(s1, s2) > per_block:
+            raise DecodeKernelError(f"{head} {var.split} fc1 CTA(s) of {s1} B and {var.ctas_per_sm - var.split} fc2 "
+                                    f"CTA(s) of {s2} B side by side per SM: {need} B > {per_sm}")
+    elif max(s1, s2) > min(per_block, per_sm // var.ctas_per_sm - 1024):
+        raise DecodeKernelError(f"{head} {max(s1, s2)} B of shared memory per CTA > "
+                                f"{min(per_block, per_sm // var.ctas_per_sm - 1024)}")
 
 
 def combine_blocks(m: int, hidden: int) -> int:
