@@ -19,6 +19,17 @@ from mxfp4lab.layout import decode_w4a16 as L
 
 
 @pytest.fixture(scope="module")
+def built_library(tmp_path_factory):
+    """``(library path, ptxas report)`` of one build_library() per module (the production build)."""
+    import json
+
+    from mxfp4lab.kernels.decode_w4a16 import build_library
+
+    path = build_library(out=tmp_path_factory.mktemp("lib") / "lib.so", force=True)
+    return path, json.loads((path.parent / "build.json").read_text())["ptxas"]
+
+
+@pytest.fixture(scope="module")
 def kernel_ptx(tmp_path_factory):
     """``kernel_ptx(traced)``: the kernel source's PTX (production or traced build), compiled once per module;
     the kernels' bodies, each starting at its ``.visible .entry``."""
@@ -207,13 +218,9 @@ def test_layout_from_a_logical_layer_trims_padding_and_keeps_every_weight(small_
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
-def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
-    from mxfp4lab.kernels.decode_w4a16 import NVCC_FLAGS, SOURCE
-
-    r = subprocess.run(["nvcc", *NVCC_FLAGS, "-Xptxas", "-v", str(SOURCE), "-o", str(tmp_path / "lib.so")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    entries = r.stderr.count("Compiling entry function")
+def test_kernel_compiles_for_sm90a_without_spills(built_library):
+    report = built_library[1]
+    entries = report.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
     # gemm_kernel instances: fc1 per (configuration, staging bits, dynamic items); fc2 per (configuration, dynamic
@@ -231,11 +238,11 @@ def test_kernel_compiles_for_sm90a_without_spills(tmp_path):
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v) + cfg2(v)[2:] for v in VARIANTS.values() if v.fused}
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 1, r.stderr[-2000:]
-    assert r.stderr.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
-    with_cmb = [ln for ln in r.stderr.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 1, report[-2000:]
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
+    with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(with_cmb) == len(cmb), "one fc2 with the fused combine per fc2 configuration"
-    assert r.stderr.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
+    assert report.count("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") == entries
 
 
 def test_ncu_csv_is_parsed_per_launch_in_base_units():
@@ -420,13 +427,13 @@ def test_phase_summary_of_a_synthetic_trace():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
-def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(tmp_path, monkeypatch):
+def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(built_library, monkeypatch):
     """The library loads without a GPU (host functions only): its variant table is VARIANTS (fc2's own ring
     depth and rows included), its shared-memory need is the larger of fc1's and fc2's, and asking for the
     traced build when the library is not (or the other way round) is refused."""
     from mxfp4lab.kernels import decode_w4a16 as k
 
-    lib_path = k.build_library(out=tmp_path / "lib.so")
+    lib_path = built_library[0]
     monkeypatch.setenv("MXFP4LAB_DECODE_LIB", str(lib_path))
     monkeypatch.setenv("MXFP4LAB_DECODE_TRACED_LIB", str(lib_path))
     k.load_library.cache_clear()

@@ -159,7 +159,8 @@ def build_library(*, force: bool = False, verbose: bool = False, out: Optional[P
     """Compile the kernel into ``<cache>/decode_w4a16/<key>/libmxfp4lab_decode_w4a16.so`` (or ``out``); return it.
 
     The key covers the source, the flags and the nvcc version; a build writes to a temporary file and
-    renames it, so an interrupted build never leaves a library behind. ``traced``: the twin built with
+    renames it, so an interrupted build never leaves a library behind. ``build.json`` beside it records the
+    command, the time and ptxas's report (registers, spills per kernel). ``traced``: the twin built with
     :data:`TRACE_FLAG` (the same kernels plus phase stamps; for :mod:`mxfp4lab.bench.phases`, never timed).
     """
     nvcc = nvcc_path()
@@ -170,7 +171,8 @@ def build_library(*, force: bool = False, verbose: bool = False, out: Optional[P
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    cmd = [nvcc, *_flags(traced), f'-DMXFP4LAB_DECODE_SOURCE_DIGEST="{source_digest()}"', str(SOURCE), "-o", str(tmp)]
+    cmd = [nvcc, *_flags(traced), f'-DMXFP4LAB_DECODE_SOURCE_DIGEST="{source_digest()}"', "-Xptxas", "-v",
+           str(SOURCE), "-o", str(tmp)]
     if verbose:
         print("[decode_w4a16] " + " ".join(cmd), flush=True)
     t0 = time.time()
@@ -179,7 +181,9 @@ def build_library(*, force: bool = False, verbose: bool = False, out: Optional[P
         tmp.unlink(missing_ok=True)
         raise DecodeKernelError(f"nvcc failed building {SOURCE.name}:\n{r.stdout}\n{r.stderr}")
     os.replace(tmp, out)
-    (out.parent / "build.json").write_text(json.dumps({"cmd": cmd, "wall_s": round(time.time() - t0, 2)}))
+    # nvcc's messages: ptxas's resource report (registers, shared memory, spills per kernel), kept beside the library
+    (out.parent / "build.json").write_text(json.dumps({"cmd": cmd, "wall_s": round(time.time() - t0, 2),
+                                                       "ptxas": r.stderr}))
     return out
 
 
