@@ -132,9 +132,7 @@ def trace_phases(backend, inputs: Sequence[tuple], *, replays: int = 20) -> dict
         x, ids, w = inputs[i]
         return k.forward(x, ids, w, backend.layout, cfg, trace=bufs[i])
 
-    for i in range(len(inputs)):
-        call(i)
-    graphs = capture_graphs(call, [(i,) for i in range(len(inputs))])
+    graphs = capture_graphs(call, [(i,) for i in range(len(inputs))])  # (warms each input set first)
     traces, per_replay = [], []
     for r in range(replays + len(inputs)):
         i = r % len(inputs)

@@ -2,7 +2,7 @@
 reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
-changes no arithmetic), a fused-launch variant (fc1 and fc2 in one grid) the bits of its two-launch twin, the
+changes no arithmetic), a fused-launch, dynamic-items or split-grid variant the bits of its twin (twin_of), the
 fused combine exactly the bits of the three-launch path, and every fused-combine arrival counter and every
 grid barrier's arrival count must be back at zero after the calls. Prints a table and writes JSON (with
 provenance) as it goes.
