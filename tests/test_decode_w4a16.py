@@ -6,6 +6,7 @@ SM90 GPU (scripts/gpu/check_decode.py)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -483,15 +484,18 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     assert fused == [18, 19, 20]
     assert {i: twin_of(i) for i in fused} == {18: 15, 19: 16, 20: 17}
     assert {i: twin_of(i) for i in (5, 7, 15)} == {5: 5, 7: 5, 15: 15}
-    # dynamic items: the same per-item arithmetic as the static twin; tuned from M = 16 on (at M <= 8 a CTA
-    # has about one item, nothing to balance)
+    # dynamic items: the same per-item arithmetic as the static twin (32: fc2's other ring, the same sums); fc1's
+    # tuned from M = 16 on, and at M = 1 (one item per CTA: the CTAs that start last take none)
     assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not v.split} == {
-        21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17}
+        21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5}
     for b, cands in CANDIDATES.items():
         assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
-        # fc1 with dynamic items from M = 16 on; fc2 alone (30, 31) where its CTAs start while fc1 ends (M <= 64)
-        assert any(VARIANTS[v].dynamic & 1 and not VARIANTS[v].split for v in cands) == (b >= 16)
+        # fc1 with dynamic items from M = 16 on and at M = 1; fc2 alone (30-32) where its CTAs start while fc1
+        # ends (M <= 64)
+        assert any(VARIANTS[v].dynamic & 1 and not VARIANTS[v].split for v in cands) == (b >= 16 or b == 1)
         assert any(VARIANTS[v].dynamic == 2 for v in cands) == (b <= 64)
+    # one token row per fc2 item: only where every expert has at most one token
+    assert [b for b, cands in CANDIDATES.items() if 32 in cands] == [1]
 
 
 def test_split_grid_variants_share_every_sm_between_fc1_and_fc2():
@@ -534,3 +538,55 @@ def test_dynamic_items_copy_cursor_never_reads_an_unpublished_claim():
     # the old rule (k = D) was safe too, but let the first CTAs of a deep ring take every item at M = 1:
     # a 6-deep fc2 ring over 45 chunks claims 2, not 6
     assert min(6, 2 + (6 - 2) // (45 // 8)) == 2
+
+
+def _claim_items(n_items: int, grid: int, depth: int, chunks: int, order) -> dict:
+    """A model of gemm_phase's claims (DY): CTAs reach their first claim in ``order`` and then take turns item by
+    item; returns {cta: [items]}. With at least as many CTAs as items a CTA claims one position and writes "none"
+    (n_items) into every later one; otherwise k = min(D, 2 + (D - 2) // (chunks // 8)) at its start and one more
+    per item it starts."""
+    one_each = n_items <= grid
+    k = min(depth, 2 + (depth - 2) // max(1, chunks // 8))
+    counter, claims, done = 0, {}, {c: [] for c in range(grid)}
+    for c in order:  # first claims
+        n = 1 if one_each else k
+        claims[c] = [counter + j for j in range(n)] + ([n_items] * (k - 1) if one_each else [])
+        counter += n
+    active = list(order)
+    while active:  # each active CTA starts its next claimed item (claiming position it + k), round robin
+        for c in list(active):
+            it = len(done[c])
+            if claims[c][it] >= n_items:
+                active.remove(c)
+                continue
+            done[c].append(claims[c][it])
+            if one_each:
+                claims[c].append(n_items)
+            else:
+                claims[c].append(counter)
+                counter += 1
+    return done
+
+
+def test_dynamic_items_one_each_where_the_grid_has_as_many_ctas_as_items():
+    """Where a grid has at least as many CTAs as items (M = 1: 360 items, 396 CTAs on GPT-OSS-120b), the CTAs
+    that claim first take one item each and the last ones none, instead of the first half taking two each and
+    running them one after the other; with more items than CTAs the claims run ahead as before. Either way every
+    item is done exactly once."""
+    import random
+
+    rng = random.Random(0)
+    for n_items, grid in ((360, 396), (396, 396), (720, 396), (5, 264), (1200, 132)):
+        order = list(range(grid))
+        rng.shuffle(order)
+        done = _claim_items(n_items, grid, depth=6, chunks=45, order=order)
+        assert sorted(i for items in done.values() for i in items) == list(range(n_items))
+        if n_items <= grid:
+            assert max(len(v) for v in done.values()) == 1
+            assert all(len(done[c]) == 0 for c in order[n_items:])  # the last to claim take none
+        else:
+            assert max(len(v) for v in done.values()) >= 2
+    # the kernel implements the same rule
+    src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
+    assert "const bool one_each = DY && n_items <= static_cast<int>(gridDim.x);" in src
+    assert "atomicAdd(a.sched, one_each ? 1 : kAhead)" in src and "one_each ? n_items : atomicAdd(a.sched, 1)" in src

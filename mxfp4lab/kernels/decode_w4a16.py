@@ -115,7 +115,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             28: Variant(1, 3, 2, 1, token_rows=2, fc2_depth=11, split=2),
             29: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=8, split=2),
             30: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=2),
-            31: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=2)}
+            31: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=2),
+            32: Variant(1, 3, 2, 1, fc2_depth=7, fc2_token_rows=1, dynamic=2)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -431,8 +432,14 @@ def twin_of(variant: int) -> int:
         return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and (
             u.token_groups, u.token_rows, u.token_rows2) == (v.token_groups, v.token_rows, v.token_rows2))
     if v.fused or v.dynamic:
-        return next(i for i, u in VARIANTS.items()
-                    if not (u.fused or u.dynamic) and dataclasses.replace(u, fused=v.fused, dynamic=v.dynamic) == v)
+        same = [i for i, u in VARIANTS.items()
+                if not (u.fused or u.dynamic) and dataclasses.replace(u, fused=v.fused, dynamic=v.dynamic) == v]
+        if same:
+            return same[0]
+        # no static variant with the same fc2 ring (32): the one that differs only in fc2's ring depth and token
+        # rows -- a slot's token rows decide which lanes load zeros, not what a token's sums are
+        return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and dataclasses.replace(
+            u, fused=v.fused, dynamic=v.dynamic, fc2_depth=v.fc2_depth, fc2_token_rows=v.fc2_token_rows) == v)
     return unstaged_twin(variant)
 
 

@@ -460,14 +460,19 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   // Claims ahead: the item being consumed plus every item the copy cursor (D - 1 steps ahead) can reach, i.e.
   // 2 + (D - 2) / ncw (at most D, the claims ring holds 2 D): CTAs that claim more than they can start soon
   // would take items from CTAs that start later (at M = 1 a grid has about as many items as CTAs).
+  // One item per CTA when the grid has at least as many CTAs as items (M = 1 on every shape): a CTA claims one
+  // item and no more, and every later position holds "none" (n_items), so the first n_items CTAs to claim take
+  // one each and the CTAs that start last -- fc2's, on the SM slots of fc1's slowest CTAs -- find none, instead
+  // of the first half of the grid taking two each and running them one after the other.
   constexpr int kClaims = 2 * D;
   int kAhead = D;
   int* claims = rt.plist + a.num_pairs;
+  const bool one_each = DY && n_items <= static_cast<int>(gridDim.x);
   if constexpr (DY) {
     kAhead = min(D, 2 + (D - 2) / max(1, a.chunks / kWarps));  // a.chunks / kWarps: the fewest chunks of a warp
     if (threadIdx.x == 0) {
-      const int base = atomicAdd(a.sched, kAhead);
-      for (int k = 0; k < kAhead; ++k) claims[k] = base + k;
+      const int base = atomicAdd(a.sched, one_each ? 1 : kAhead);
+      for (int k = 0; k < kAhead; ++k) claims[k] = one_each && k > 0 ? n_items : base + k;
     }
     __syncthreads();
   }
@@ -611,7 +616,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     if constexpr (DY) {
       item_idx = claims[it % kClaims];
       if (item_idx >= n_items) break;
-      if (threadIdx.x == 0) claim = atomicAdd(a.sched, 1);  // position it + kAhead; stored before this item's barrier
+      if (threadIdx.x == 0) claim = one_each ? n_items : atomicAdd(a.sched, 1);  // position it + kAhead; stored before this item's barrier
     }
     float acc[NT][G][4];
 #pragma unroll
@@ -958,6 +963,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   30  1  3        2           1                0   0   variant 15 with dynamic items in fc2 only (CTAs that start early
 //                                                          take fc2's items; at M <= 8 fc2's CTAs start as fc1's leave)
 //   31  1  3        3           1                0   2   variant 17 with dynamic items in fc2 only
+//   32  1  3        2           1                0   0   variant 30, fc2: 1 token row, a 7-deep ring (M = 1: a warp's whole
+//                                                          item of 5-6 steps copied before the wait)
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
@@ -969,7 +976,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0) \
   X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2)   \
   X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)                            \
-  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0)
+  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0)
 
 }  // namespace mxfp4lab_decode
 
