@@ -30,8 +30,9 @@ from .base import MoEBackend, fastest_agreeing
 #: (GPT-OSS-120b M = 1: 38.4-43.1 vs 33.4 us): fc1 ends later and fc2's one CTA per SM then works alone, so they
 #: are not tuned; 30-31: dynamic items in fc2 only (the fc2 CTAs that start first take its items). Where a
 #: grid has at least as many CTAs as items (M = 1) a dynamic CTA claims one item, so the CTAs that start last
-#: take none; 32 (M = 1 only: one token row per item) copies a warp's whole fc2 item before it waits.
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31)
+#: take none; 32 (M = 1 only: one token row per item) copies a warp's whole fc2 item before it waits; 33 prefetches
+#: fc2's weights into L2 from fc1's CTAs as each has read its own (late staging).
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 33)
 _ONE = _SMALL + (22, 32)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31)
 _LARGE = (3, 4, 6, 1, 2, 21, 24)

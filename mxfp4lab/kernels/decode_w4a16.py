@@ -59,7 +59,9 @@ class Variant:
     depth: int  # cp.async ring stages per warp
     red_buffers: int  # 2: double-buffered partial sums, one barrier per item
     #: L2 staging bits: 1 = fc1 prefetches fc2's weights into L2 (up to :data:`L2_PREFETCH_SHARE` of the L2,
-    #: split over the CTAs), 2 = fc1 streams its own weights with L2 evict_first. No arithmetic changes.
+    #: split over the CTAs), 2 = fc1 streams its own weights with L2 evict_first, 4 = the prefetch of bit 1 issued
+    #: once an fc1 CTA has read its own weights (late staging: while it reduces, stores and leaves). No
+    #: arithmetic changes.
     l2: int = 0
     #: compact activation rows (G = 1): up to this many tokens per item, and a ring stage holds only their rows
     #: (lanes of the MMA's other token columns feed zeros), so the ring runs deeper; 0 = 8 G token rows
@@ -116,7 +118,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             29: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=8, split=2),
             30: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=2),
             31: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=2),
-            32: Variant(1, 3, 2, 1, fc2_depth=7, fc2_token_rows=1, dynamic=2)}
+            32: Variant(1, 3, 2, 1, fc2_depth=7, fc2_token_rows=1, dynamic=2),
+            33: Variant(1, 3, 2, 1, 4, fc2_depth=6, fc2_token_rows=2)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -380,7 +383,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
-        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 1 else 0, counters=ptr(counters),
+        l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 5 else 0, counters=ptr(counters),
         barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace))
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:

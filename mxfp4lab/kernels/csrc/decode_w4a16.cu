@@ -331,8 +331,9 @@ __device__ __forceinline__ Item find_item(const Routing& r, int E, int item, int
   return it;
 }
 
-// L2 staging, called by fc1 right after routing: prefetch into L2 the weights that fc2's CTA of the same
-// index will stream first (fc2's weights do not depend on fc1's output, so their DRAM reads can overlap
+// L2 staging, called by fc1 right after routing (bit 1), or once its CTA has consumed its last step (bit 4: late,
+// when this CTA's own DRAM reads are done and while it reduces, stores and leaves; an fc1 CTA without items at
+// once): prefetch into L2 the weights that fc2's CTA of the same index will stream first (fc2's weights do not depend on fc1's output, so their DRAM reads can overlap
 // fc1's instead of following it). fc2 enumerates items like fc1 with its own tile groups: expert e starts
 // at item istart[e] / groups1 * groups2 (istart counts token chunks x fc1 groups). Items of later token
 // chunks read the weights of the first chunk's item and are skipped. At most a.pf_bytes per CTA; a line
@@ -424,6 +425,7 @@ __device__ __forceinline__ void grid_wait(const unsigned* bar, unsigned gen0) { 
 template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int SYNC, int DY>
 __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, unsigned gen0) {
   static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
+  static_assert((L2 & 4) == 0 || DY == 0, "late staging follows a static item range (its last item is known)");
   static_assert(!(FC1 && CMB), "the combine follows fc2");
   static_assert(SYNC == 0 || (!FC1 && L2 == 0 && !CMB), "the fused launch's fc2 waits on the grid barrier");
   static_assert(DY == 0 || (!CMB && SYNC == 0), "dynamic items use the fused combine's scratch (done_m)");
@@ -594,6 +596,9 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   }
   if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, DY ? 0 : my_items);
   if (my_items <= 0) {
+    if constexpr ((L2 & 4) != 0) {
+      if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
+    }
     cp_async_wait<0>();
     finish_dynamic();
     if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
@@ -667,6 +672,9 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     if ((DY ? claims[(it + 1) % kClaims] >= n_items : it == my_items - 1) && threadIdx.x == 0)
       MXFP4LAB_STAMP(a, kTraceStreamed);
 #endif
+    if constexpr ((L2 & 4) != 0) {  // late staging: this CTA's weights are all read
+      if (it == my_items - 1 && a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
+    }
 
     // ---- epilogue: reduce the warps' partial sums (fixed order), then SwiGLU / store ------------
     // With RB = 2 the partials alternate between two buffers: the barrier below also tells every
@@ -920,7 +928,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
-// own weights with L2 evict_first. The bits are a template parameter of fc1, so an unstaged variant's
+// own weights with L2 evict_first, 4 = the prefetch of bit 1 once a CTA has read its own weights (late staging). The bits are a template parameter of fc1, so an unstaged variant's
 // kernels are exactly those without staging; staging changes no arithmetic: a variant and its staged twin
 // compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
@@ -965,6 +973,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   31  1  3        3           1                0   2   variant 17 with dynamic items in fc2 only
 //   32  1  3        2           1                0   0   variant 30, fc2: 1 token row, a 7-deep ring (M = 1: a warp's whole
 //                                                          item of 5-6 steps copied before the wait)
+//   33  1  3        2           1                4   0   variant 15, late staging: fc2's weights into L2 as fc1's CTAs end
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
@@ -976,7 +985,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0) \
   X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2)   \
   X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)                            \
-  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0)
+  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0)   \
+  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -1074,7 +1084,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g1.trace = reinterpret_cast<unsigned long long*>(d->trace);
     g2.trace = g1.trace + d->grid * kTraceSlots;
   }
-  if ((L2 & 1) && d->l2_prefetch_bytes > 0) {
+  if ((L2 & 5) && d->l2_prefetch_bytes > 0) {
     g1.pf_wq = g2.wq;
     g1.pf_groups = g2.groups;
     g1.pf_chunks = g2.chunks;
