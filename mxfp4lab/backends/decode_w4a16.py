@@ -28,18 +28,20 @@ from .base import MoEBackend, fastest_agreeing
 #: the median one); 25-29: split grids (fc1 and fc2 CTAs side by side on every SM, so fc2's weights stream while
 #: fc1 streams; at M = 1 fc2 ended ~11 us after fc1 for ~4 us of bytes), none faster at M <= 8 on the H200
 #: (GPT-OSS-120b M = 1: 38.4-43.1 vs 33.4 us): fc1 ends later and fc2's one CTA per SM then works alone, so they
-#: are not tuned; 30-31: dynamic items in fc2 only (the fc2 CTAs that start first take its items). Where a
-#: grid has at least as many CTAs as items (M = 1) a dynamic CTA claims one item, so the CTAs that start last
-#: take none; 32 (M = 1 only: one token row per item) copies a warp's whole fc2 item before it waits; 33 prefetches
-#: fc2's weights into L2 from fc1's CTAs as each has read its own (late staging).
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 33)
-_ONE = _SMALL + (22, 32)
+#: are not tuned; 30-31: dynamic items in fc2 only (the fc2 CTAs that start first take its items; where a grid
+#: has at least as many CTAs as items, M = 1, each claims one item and the last to start none). Not tuned,
+#: slower than 15 at M = 1 on the H200: 32 (fc2's whole item copied before the wait: 33.2 vs 32.4 us), 33 (late
+#: L2 staging: 34.6 vs 32.7), 22 (dynamic items in both GEMMs: 33.9 vs 32.4).
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31)
+#: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
+#: so dynamic items in fc1 (21-23) may balance them
+_FEW = _SMALL + (21, 22, 23)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31)
 _LARGE = (3, 4, 6, 1, 2, 21, 24)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning
-CANDIDATES: dict[int, tuple[int, ...]] = {1: _ONE, 2: _SMALL, 4: _SMALL, 8: _SMALL, 16: _MID, 32: _MID, 64: _MID,
+CANDIDATES: dict[int, tuple[int, ...]] = {1: _SMALL, 2: _FEW, 4: _FEW, 8: _FEW, 16: _MID, 32: _MID, 64: _MID,
                                           128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (4, 3, 6, 24)}
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
