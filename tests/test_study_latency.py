@@ -125,6 +125,10 @@ def test_load_missing_and_present(tmp_path):
     assert int(df.ok.sum()) == 3 * len(MS) and not df[df.backend == "broken"].ok.any()
     label = ex.latency_source_label(prov)
     assert "H100" in label and "2026-11-27" in label and "abcdef0123" in label
+    # a merged sweep names its other runs where their day or commit differs
+    later = dict(prov, date="2026-11-29T10:00:00+00:00", mxfp4lab_commit="0123456789abcdef")
+    label = ex.latency_source_label(prov, {"decode_rerun": later, "same": dict(prov)})
+    assert label.endswith("; run decode_rerun: 2026-11-29, commit 0123456789") and "same" not in label
     frac = ex.latency_roofline_fraction(df)
     assert np.allclose(frac[frac.backend == "flashinfer_sm90"].fraction_of_roofline, 0.5)
 

@@ -54,7 +54,8 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
     """Recorded latency sweep -> (rows, provenance); ``(empty frame, None)`` when there is no file.
 
     The frame has one row per JSON row (``shape, backend, m, routing, median_us, ...``) plus ``ok``
-    (timed, no error). ``df.attrs`` holds ``ceilings`` and ``path``.
+    (timed, no error). ``df.attrs`` holds ``ceilings``, ``path`` and ``runs`` (a merged sweep's other runs:
+    name -> provenance, for the rows whose ``run`` names them).
     """
     p = latency_results_path(path)
     if not p.is_file():
@@ -63,7 +64,8 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
         return df, None
     res = results.load(p, kind="latency_sweep")
     df = _latency_frame(res.rows)
-    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {})
+    runs = {k: v.get("provenance") or {} for k, v in (res.meta.get("runs") or {}).items() if k != "main"}
+    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {}, runs=runs)
     return df, res.provenance or {}
 
 
@@ -80,13 +82,22 @@ def _latency_frame(rows) -> pd.DataFrame:
     return df
 
 
-def latency_source_label(prov: Optional[Dict[str, Any]]) -> str:
-    """'recorded on <gpu> <date>, commit <sha>' (for plot titles), or a no-data note."""
+def latency_source_label(prov: Optional[Dict[str, Any]], runs: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
+    """'recorded on <gpu> <date>, commit <sha>' (for plot titles), or a no-data note; with ``runs`` (a merged
+    sweep's other runs, :func:`latency_load`'s ``df.attrs["runs"]``) each one recorded on another day or commit
+    is named after it: '; run <name>: <date>, commit <sha>'."""
     if not prov:
         return "no recorded latency results yet: roofline floor only"
-    commit = (prov.get("mxfp4lab_commit") or "unknown")[:10]
-    date = (prov.get("date") or "unknown date")[:10]
-    return f"recorded on {prov.get('gpu') or 'unknown GPU'} {date}, commit {commit}"
+
+    def when(p):
+        return (p.get("date") or "unknown date")[:10], (p.get("mxfp4lab_commit") or "unknown")[:10]
+
+    date, commit = when(prov)
+    out = f"recorded on {prov.get('gpu') or 'unknown GPU'} {date}, commit {commit}"
+    for name, p in sorted((runs or {}).items()):
+        if p and when(p) != (date, commit):
+            out += "; run {}: {}, commit {}".format(name, *when(p))
+    return out
 
 
 def latency_roofline(shapes=LATENCY_SHAPES, ms=(1, 4, 16, 64, 256, 1024, 4096, 8192), *, ceilings=None) -> pd.DataFrame:
@@ -259,7 +270,7 @@ def latency_results(results_file=None, *, measure: bool = False, backends=("flas
         if measure:
             print("measure=True but no CUDA GPU here: reading recorded results instead.")
         df, prov = latency_load(results_file)
-    label = latency_source_label(prov) + (" (measured in this run)" if measured else "")
+    label = latency_source_label(prov, df.attrs.get("runs")) + (" (measured in this run)" if measured else "")
     return df, prov, label, bool(prov is not None and df["ok"].any())
 
 
