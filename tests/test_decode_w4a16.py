@@ -404,16 +404,18 @@ def test_phase_summary_of_a_synthetic_trace():
     from mxfp4lab.bench.phases import format_phases, median_summary, summarize, timer_step_ns
     from mxfp4lab.kernels.decode_w4a16 import TRACE_SLOTS
 
-    assert TRACE_SLOTS == ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items")
-    t = np.zeros((5, 8), np.int64)
-    t[0] = [1000, 3000, 3000, 5000, 15000, 17000, 0, 1]   # fc1, busy
-    t[1] = [1500, 3500, 3500, 0, 0, 4000, 1, 0]           # fc1, no item: exits after routing
-    t[2] = [2000, 4000, 18000, 20000, 26000, 27000, 2, 1]  # fc2, waits for fc1 until 18 us
-    t[3] = [17500, 19500, 19500, 21000, 25000, 28000, 0, 2]
-    t[4] = [16000, 0, 28500, 0, 0, 30000, 3, 0]            # combine block
+    assert TRACE_SLOTS == ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items", "counted")
+    t = np.zeros((5, 9), np.int64)
+    t[0] = [1000, 3000, 3000, 5000, 15000, 17000, 0, 1, 2200]   # fc1, busy
+    t[1] = [1500, 3500, 3500, 0, 0, 4000, 1, 0, 2600]           # fc1, no item: exits after routing
+    t[2] = [2000, 4000, 18000, 20000, 26000, 27000, 2, 1, 3000]  # fc2, waits for fc1 until 18 us
+    t[3] = [17500, 19500, 19500, 21000, 25000, 28000, 0, 2, 18500]
+    t[4] = [16000, 0, 28500, 0, 0, 30000, 3, 0, 0]               # combine block
     s = summarize(t, grid=2)
     assert s["fc1"]["first_entry"] == 0.0 and s["fc1"]["last_entry"] == 0.5
     assert s["fc1"]["route"] == 2.0 and s["fc1"]["ready_wait"] is None
+    assert s["fc1"]["route_ids"] == (1.2 + 1.1) / 2 and s["fc2"]["route_ids"] == 1.0
+    assert s["combine"]["route_ids"] is None
     assert s["fc1"]["first_step"] == 2.0 and s["fc1"]["stream"] == 10.0 and s["fc1"]["epilogue"] == 2.0
     assert s["fc1"]["last_exit"] == 16.0 and (s["fc1"]["ctas"], s["fc1"]["busy"], s["fc1"]["max_items"]) == (2, 1, 1)
     assert s["fc2"]["first_entry"] == 1.0 and s["fc2"]["last_entry"] == 16.5

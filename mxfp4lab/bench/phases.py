@@ -13,6 +13,7 @@ launch to a few numbers, whose medians over the replays are reported:
 ``first_entry``    the launch's first CTA enters (fc2, combine: early, with programmatic dependent launch)
 ``last_entry``     its last CTA enters (fc2: CTAs start only as fc1's leave the SMs)
 ``route``          routing built, median CTA (``routed - entry``)
+``route_ids``      of which the pair ids loaded and counted per expert (``counted - entry``; the ids' load latency)
 ``ready_wait``     fc2 / combine: median CTA's wait for the previous launch (``ready - routed``)
 ``first_step``     median CTA's time from inputs ready to warp 0's first step in shared memory (one load latency)
 ``stream``         median CTA's warp 0 from its first step to its last (the streaming of its items)
@@ -34,7 +35,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 #: summary keys of one launch, in the order the table prints them
-PHASE_KEYS = ("first_entry", "last_entry", "route", "ready_wait", "first_step", "stream", "epilogue", "last_exit")
+PHASE_KEYS = ("first_entry", "last_entry", "route", "route_ids", "ready_wait", "first_step", "stream", "epilogue",
+              "last_exit")
 LAUNCHES = ("fc1", "fc2", "combine")
 
 
@@ -74,6 +76,7 @@ def summarize(trace: np.ndarray, grid: int) -> Dict[str, dict]:
         out[name] = {
             "first_entry": float(us("entry").min()), "last_entry": float(us("entry").max()),
             "route": med("entry", "routed", every) if gemm else None,
+            "route_ids": med("entry", "counted", every) if gemm else None,
             "ready_wait": (med("routed", "ready", every) if gemm else med("entry", "ready", every))
             if name != "fc1" else None,
             "first_step": med("ready", "first_step") if gemm else None,

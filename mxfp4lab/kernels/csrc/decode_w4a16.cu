@@ -54,12 +54,13 @@ constexpr int kMaxPairs = 8192;   // (token, slot) pairs one call routes in shar
 constexpr int kNT1 = 4;           // 16-row tiles per fc1 item: 2 up + 2 gate tiles of the same rows
 constexpr int kNT2 = 2;           // 16-row tiles per fc2 item
 
-// Trace record of one CTA (traced build only): eight uint64 per CTA, global timer in ns (0 = not reached).
+// Trace record of one CTA (traced build only): nine uint64 per CTA, global timer in ns (0 = not reached).
 // GEMM CTAs: entry, routing done, inputs ready (fc2: after griddepcontrol.wait; fc1: = routing done),
-// warp 0's first step landed in shared memory, warp 0's last step consumed, exit, SM id, items.
-// Combine blocks: entry, -, inputs ready, -, -, exit, SM id, -.
+// warp 0's first step landed in shared memory, warp 0's last step consumed, exit, SM id, items, and the
+// routing's first part done (the pair ids loaded and counted per expert).
+// Combine blocks: entry, -, inputs ready, -, -, exit, SM id, -, -.
 enum TraceSlot { kTraceEntry, kTraceRouted, kTraceReady, kTraceFirst, kTraceStreamed, kTraceExit, kTraceSm,
-                 kTraceItems, kTraceSlots };
+                 kTraceItems, kTraceCounted, kTraceSlots };
 
 // ------------------------------------------------------------------------------------------------
 // Arguments (filled by the host launcher; one struct for both GEMM kernels)
@@ -244,14 +245,16 @@ struct Routing {
   int* plist;   // [P]
 };
 
-// Block-wide exclusive scan of two int sequences of length n (n <= kMaxExperts) in shared memory;
-// writes out_a[0..n], out_b[0..n] (element n = total). `tmp` holds 2 * kWarps ints.
-__device__ void block_scan2(const int* in_a, const int* in_b, int n, int* out_a, int* out_b, int* tmp) {
+// Block-wide exclusive scans of a pair count per expert (a, length n <= kMaxExperts, in shared memory) and of
+// its items b = ceil(a / chunk) * groups (computed here, not stored); writes out_a[0..n], out_b[0..n] (element
+// n = total). `tmp` holds 2 * kWarps ints.
+__device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* out_a, int* out_b, int* tmp) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int per = (n + kThreads - 1) / kThreads;  // consecutive elements per thread
   const int lo = min(n, tid * per), hi = min(n, lo + per);
+  auto items = [&](int c) { return (c + chunk - 1) / chunk * groups; };
   int sa = 0, sb = 0;
-  for (int i = lo; i < hi; ++i) { sa += in_a[i]; sb += in_b[i]; }
+  for (int i = lo; i < hi; ++i) { sa += in_a[i]; sb += items(in_a[i]); }
   int ia = sa, ib = sb;  // inclusive warp scan
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -264,8 +267,9 @@ __device__ void block_scan2(const int* in_a, const int* in_b, int n, int* out_a,
   for (int w = 0; w < warp; ++w) { wa += tmp[w]; wb += tmp[kWarps + w]; }
   int ea = wa + ia - sa, eb = wb + ib - sb;  // exclusive prefix of this thread's first element
   for (int i = lo; i < hi; ++i) {
+    const int c = in_a[i];
     out_a[i] = ea; out_b[i] = eb;
-    ea += in_a[i]; eb += in_b[i];
+    ea += c; eb += items(c);
   }
   if (tid == kThreads - 1) { out_a[n] = ea; out_b[n] = eb; }
   __syncthreads();
@@ -274,20 +278,21 @@ __device__ void block_scan2(const int* in_a, const int* in_b, int n, int* out_a,
 // items(e) = ceil(count(e) / token_chunk) * groups
 __device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups) {
   const int E = a.num_experts, P = a.num_pairs;
-  int* fill = scratch;            // [E]
-  int* nitems = scratch + E;      // [E]
+  int* fill = scratch;            // [E]  (scratch + E .. 2E: free)
   int* tmp = scratch + 2 * E;     // [2 * kWarps]
+  // Each thread's first pair id is read before the counts are zeroed: at the start of a forward the ids come
+  // from DRAM, and that latency now overlaps the zeroing and its barrier instead of following them.
+  const int e_first = static_cast<int>(threadIdx.x) < P ? a.topk_ids[threadIdx.x] - a.expert_offset : -1;
   for (int e = threadIdx.x; e < E; e += kThreads) { r.count[e] = 0; fill[e] = 0; }
   __syncthreads();
-  for (int p = threadIdx.x; p < P; p += kThreads) {
+  if (static_cast<unsigned>(e_first) < static_cast<unsigned>(E)) atomicAdd(&r.count[e_first], 1);
+  for (int p = threadIdx.x + kThreads; p < P; p += kThreads) {
     int e = a.topk_ids[p] - a.expert_offset;
     if (static_cast<unsigned>(e) < static_cast<unsigned>(E)) atomicAdd(&r.count[e], 1);
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < E; e += kThreads)
-    nitems[e] = (r.count[e] + token_chunk - 1) / token_chunk * groups;
-  __syncthreads();
-  block_scan2(r.count, nitems, E, r.start, r.istart, tmp);
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
+  block_scan2(r.count, token_chunk, groups, E, r.start, r.istart, tmp);
   // Pair lists in pair order (the same in every CTA and in both GEMMs, so token chunks of one expert
   // never overlap across CTAs): warp 0 walks the pairs 32 at a time; lanes routed to the same expert
   // rank themselves with __match_any_sync, and the group's last lane advances the expert's fill count.
