@@ -571,58 +571,6 @@ def _claim_items(n_items: int, grid: int, depth: int, chunks: int, order) -> dic
     return done
 
 
-def _pair_lists(ids, E, parallel):
-    """A model of build_routing's pair lists: for each expert its pairs in pair order, at start[e] of one list;
-    ``parallel``: 256-pair chunks, each warp's 32 pairs ranked at once, a pair's slot = fill[e] + the sizes of its
-    expert's groups in the chunk's earlier warps + its rank in its warp's group (the kernel above 64 pairs)."""
-    import numpy as np
-
-    P = len(ids)
-    valid = [(0 <= e < E) for e in ids]
-    count = np.bincount([e for e, v in zip(ids, valid) if v], minlength=E)
-    start = np.concatenate([[0], np.cumsum(count)])
-    plist, fill = [-1] * int(start[-1]), [0] * E
-    if not parallel:
-        for p, (e, v) in enumerate(zip(ids, valid)):
-            if v:
-                plist[start[e] + fill[e]] = p
-                fill[e] += 1
-        return plist
-    for c0 in range(0, P, 256):
-        hist = np.zeros((8, E), int)
-        ranks = {}
-        for w in range(8):
-            seen = {}
-            for lane in range(32):
-                p = c0 + 32 * w + lane
-                if p < P and valid[p]:
-                    ranks[p] = seen.get(ids[p], 0)
-                    seen[ids[p]] = ranks[p] + 1
-            for e, n in seen.items():
-                hist[w, e] = n
-        for p, r in ranks.items():
-            w = (p - c0) // 32
-            plist[start[ids[p]] + fill[ids[p]] + int(hist[:w, ids[p]].sum()) + r] = p
-        for e in range(E):
-            fill[e] += int(hist[:, e].sum())
-    return plist
-
-
-def test_pair_lists_built_by_every_warp_equal_warp_0s_walk():
-    """Above 64 pairs the kernel lists each expert's pairs with every warp at once (per-warp group sizes in the
-    spare shared memory); the lists must be those of warp 0's walk, pair order within each expert, for any ids
-    (experts outside the shard skipped), so every CTA and both GEMMs agree on the token chunks."""
-    import random
-
-    rng = random.Random(1)
-    for P, E in ((65, 8), (256, 128), (384, 256), (1000, 32), (600, 1024)):
-        ids = [rng.randrange(-3, E + 3) for _ in range(P)]  # some outside [0, E): another shard's experts
-        assert _pair_lists(ids, E, True) == _pair_lists(ids, E, False)
-    src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
-    assert "if (P > kWalkPairs && kWarps * E <= spare_ints) {" in src
-    assert "for (int w = 0; w < warp; ++w) base += hist[w * E + e];" in src
-
-
 def test_dynamic_items_one_each_where_the_grid_has_as_many_ctas_as_items():
     """Where a grid has at least as many CTAs as items (M = 1: 360 items, 396 CTAs on GPT-OSS-120b), the CTAs
     that claim first take one item each and the last ones none, instead of the first half taking two each and

@@ -275,10 +275,8 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
   __syncthreads();
 }
 
-// items(e) = ceil(count(e) / token_chunk) * groups. `spare`: shared memory that is free while the routing is
-// built (the copy ring and the partial sums), `spare_ints` ints of it.
-__device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups, int* spare,
-                              int spare_ints) {
+// items(e) = ceil(count(e) / token_chunk) * groups
+__device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups) {
   const int E = a.num_experts, P = a.num_pairs;
   int* fill = scratch;            // [E]  (scratch + E .. 2E: free)
   int* tmp = scratch + 2 * E;     // [2 * kWarps]
@@ -296,37 +294,9 @@ __device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int t
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
   block_scan2(r.count, token_chunk, groups, E, r.start, r.istart, tmp);
   // Pair lists in pair order (the same in every CTA and in both GEMMs, so token chunks of one expert
-  // never overlap across CTAs). Up to kWalkPairs pairs: warp 0 walks them 32 at a time; lanes routed to the
-  // same expert rank themselves with __match_any_sync, and the group's last lane advances the expert's fill
-  // count. More pairs (where a per-warp count of every expert fits the spare shared memory): every warp ranks
-  // its 32 pairs of a 256-pair chunk the same way at once, the group's first lane stores the group's size in
-  // hist[warp][e], and a pair's slot adds the sizes of its expert's groups in the chunk's earlier warps -- the
-  // same lists, in a few barriers per 256 pairs instead of 8 dependent warp steps (4-5 us at 256 pairs).
-  constexpr int kWalkPairs = 64;
-  if (P > kWalkPairs && kWarps * E <= spare_ints) {
-    int* hist = spare;  // [kWarps][E]
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const unsigned lt = (1u << lane) - 1u;
-    for (int c0 = 0; c0 < P; c0 += kThreads) {
-      for (int i = threadIdx.x; i < kWarps * E; i += kThreads) hist[i] = 0;
-      __syncthreads();
-      const int p = c0 + static_cast<int>(threadIdx.x);
-      int e = p < P ? a.topk_ids[p] - a.expert_offset : -1;
-      const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
-      if (!mine) e = -1;
-      const unsigned peers = __match_any_sync(0xffffffffu, e);
-      const int rank = __popc(peers & lt), size = __popc(peers);
-      if (mine && rank == 0) hist[warp * E + e] = size;
-      __syncthreads();
-      if (mine) {
-        int base = fill[e];
-        for (int w = 0; w < warp; ++w) base += hist[w * E + e];
-        r.plist[r.start[e] + base + rank] = p;
-      }
-      __syncthreads();  // every pair of the chunk has read fill (and hist) before they change
-      if (mine && rank == 0) atomicAdd(&fill[e], size);
-    }
-  } else if (threadIdx.x < 32) {
+  // never overlap across CTAs): warp 0 walks the pairs 32 at a time; lanes routed to the same expert
+  // rank themselves with __match_any_sync, and the group's last lane advances the expert's fill count.
+  if (threadIdx.x < 32) {
     const unsigned lt = (1u << threadIdx.x) - 1u;
     for (int p0 = 0; p0 < P; p0 += 32) {
       const int p = p0 + threadIdx.x;
@@ -485,7 +455,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     MXFP4LAB_TRACE(a, kTraceSm, sm_id());
   }
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
-  build_routing(a, rt, scratch, TC, groups, reinterpret_cast<int*>(smem), S::kFixed / 4);
+  build_routing(a, rt, scratch, TC, groups);
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceRouted);
   if constexpr ((L2 & 1) != 0) {
     if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
