@@ -336,13 +336,14 @@ __device__ __forceinline__ Item find_item(const Routing& r, int E, int item, int
   return it;
 }
 
-// L2 staging, called by fc1 right after routing (bit 1), or once its CTA has consumed its last step (bit 4: late,
-// when this CTA's own DRAM reads are done and while it reduces, stores and leaves; an fc1 CTA without items at
-// once): prefetch into L2 the weights that fc2's CTA of the same index will stream first (fc2's weights do not depend on fc1's output, so their DRAM reads can overlap
-// fc1's instead of following it). fc2 enumerates items like fc1 with its own tile groups: expert e starts
-// at item istart[e] / groups1 * groups2 (istart counts token chunks x fc1 groups). Items of later token
-// chunks read the weights of the first chunk's item and are skipped. At most a.pf_bytes per CTA; a line
-// is 128 bytes; plain (evict_normal) prefetches, so nothing stays pinned in L2 after the call.
+// L2 staging, called by fc1 right after routing (bit 1), or once its CTA has consumed its last step (bit 4:
+// late, when this CTA's own DRAM reads are done and while it reduces, stores and leaves; an fc1 CTA without
+// items at once): prefetch into L2 the weights that fc2's CTA of the same index will stream first (fc2's
+// weights do not depend on fc1's output, so their DRAM reads can overlap fc1's instead of following it). fc2
+// enumerates items like fc1 with its own tile groups: expert e starts at item istart[e] / groups1 * groups2
+// (istart counts token chunks x fc1 groups). Items of later token chunks read the weights of the first chunk's
+// item and are skipped. At most a.pf_bytes per CTA; a line is 128 bytes; plain (evict_normal) prefetches, so
+// nothing stays pinned in L2 after the call.
 __device__ void prefetch_fc2_weights(const GemmArgs& a, const Routing& r, int groups1) {
   constexpr int kStep2 = kNT2 * (kTileBytes + kScaleBytes);
   const int E = a.num_experts, g2 = a.pf_groups;
@@ -626,7 +627,8 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     if constexpr (DY) {
       item_idx = claims[it % kClaims];
       if (item_idx >= n_items) break;
-      if (threadIdx.x == 0) claim = one_each ? n_items : atomicAdd(a.sched, 1);  // position it + kAhead; stored before this item's barrier
+      // position it + kAhead ("none" where one item each); stored before this item's barrier
+      if (threadIdx.x == 0) claim = one_each ? n_items : atomicAdd(a.sched, 1);
     }
     float acc[NT][G][4];
 #pragma unroll
@@ -933,8 +935,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
-// own weights with L2 evict_first, 4 = the prefetch of bit 1 once a CTA has read its own weights (late staging). The bits are a template parameter of fc1, so an unstaged variant's
-// kernels are exactly those without staging; staging changes no arithmetic: a variant and its staged twin
+// own weights with L2 evict_first, 4 = the prefetch of bit 1 once a CTA has read its own weights (late
+// staging). The bits are a template parameter of fc1, so an unstaged variant's kernels are exactly those without
+// staging; staging changes no arithmetic: a variant and its staged twin
 // compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
