@@ -435,14 +435,13 @@ def twin_of(variant: int) -> int:
         return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and (
             u.token_groups, u.token_rows, u.token_rows2) == (v.token_groups, v.token_rows, v.token_rows2))
     if v.fused or v.dynamic:
-        same = [i for i, u in VARIANTS.items()
-                if not (u.fused or u.dynamic) and dataclasses.replace(u, fused=v.fused, dynamic=v.dynamic) == v]
-        if same:
-            return same[0]
-        # no static variant with the same fc2 ring (32): the one that differs only in fc2's ring depth and token
-        # rows -- a slot's token rows decide which lanes load zeros, not what a token's sums are
-        return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and dataclasses.replace(
-            u, fused=v.fused, dynamic=v.dynamic, fc2_depth=v.fc2_depth, fc2_token_rows=v.fc2_token_rows) == v)
+        plain = {i: u for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2)}
+        schedule = dict(fused=v.fused, dynamic=v.dynamic)
+        # the same rings; else (32) the one that differs only in fc2's ring depth and token rows -- a slot's token
+        # rows decide which lanes load zeros, not what a token's sums are
+        ring = dict(schedule, fc2_depth=v.fc2_depth, fc2_token_rows=v.fc2_token_rows)
+        exact = [i for i, u in plain.items() if dataclasses.replace(u, **schedule) == v]
+        return (exact or [i for i, u in plain.items() if dataclasses.replace(u, **ring) == v])[0]
     return unstaged_twin(variant)
 
 
