@@ -18,8 +18,15 @@ launch to a few numbers, whose medians over the replays are reported:
 ``first_step``     median CTA's time from inputs ready to warp 0's first step in shared memory (one load latency)
 ``stream``         median CTA's warp 0 from its first step to its last (the streaming of its items)
 ``epilogue``       median CTA's last step to exit (cross-warp reduction, SwiGLU, stores)
+``slowest_warp``   of which waiting for the CTA's other warps: warp 0's last step to every warp's partial sums
+                   of the last item in shared memory (``gathered - streamed``)
+``median_exit``    the median CTA with items leaves
 ``last_exit``      the launch's last CTA leaves: its end on the forward's timeline
 =================  ============================================================================================
+
+``exit_by_load`` (beside the table) says where a launch's tail comes from: for each number of CTAs with items
+that shared an SM, the median exit of those CTAs (an SM streaming for three CTAs ends later than one streaming
+for two when the DRAM bandwidth is shared evenly among SMs).
 
 The stamps are the traced build's, never timed: its kernels are the production kernels plus a few stores,
 and the global timer ticks in steps (``timer_step_ns``, the smallest nonzero difference seen).
@@ -36,7 +43,7 @@ import numpy as np
 
 #: summary keys of one launch, in the order the table prints them
 PHASE_KEYS = ("first_entry", "last_entry", "route", "route_ids", "ready_wait", "first_step", "stream", "epilogue",
-              "last_exit")
+              "slowest_warp", "median_exit", "last_exit")
 LAUNCHES = ("fc1", "fc2", "combine")
 
 
@@ -82,11 +89,21 @@ def summarize(trace: np.ndarray, grid: int) -> Dict[str, dict]:
             "first_step": med("ready", "first_step") if gemm else None,
             "stream": med("first_step", "streamed") if gemm else None,
             "epilogue": med("streamed", "exit") if gemm else None,
+            "slowest_warp": med("streamed", "gathered") if gemm and "gathered" in ix else None,
+            "median_exit": float(np.median(us("exit")[busy])) if busy.any() else None,
             "last_exit": float(us("exit").max()),
             "ctas": int(len(rows)), "busy": int(busy.sum()), "sms": int(len(np.unique(rows[:, ix["sm"]]))),
             "max_items": int(rows[:, ix["items"]].max()) if gemm else None,
+            "exit_by_load": _exit_by_load(rows[:, ix["sm"]], us("exit"), busy) if gemm else None,
         }
     return out
+
+
+def _exit_by_load(sm: np.ndarray, exit_us: np.ndarray, busy: np.ndarray) -> Dict[int, float]:
+    """{CTAs with items on one SM: median exit of those CTAs}."""
+    sms, inv = np.unique(sm, return_inverse=True)
+    load = np.bincount(inv, weights=busy.astype(float), minlength=len(sms)).astype(int)[inv]
+    return {int(n): float(np.median(exit_us[busy & (load == n)])) for n in np.unique(load[busy])}
 
 
 def timer_step_ns(traces: Sequence[np.ndarray]) -> int:
@@ -108,8 +125,14 @@ def median_summary(per_replay: List[Dict[str, dict]]) -> Dict[str, dict]:
         if not reps:
             out[name] = None
             continue
-        out[name] = {k: (None if any(r[k] is None for r in reps) else statistics.median(r[k] for r in reps))
-                     for k in reps[0]}
+        out[name] = {k: (None if any(r.get(k) is None for r in reps) else statistics.median(r[k] for r in reps))
+                     for k in reps[0] if k != "exit_by_load"}
+        loads = [r.get("exit_by_load") for r in reps]
+        if all(loads):  # per load, the median over the replays in which an SM carried that many CTAs
+            keys = sorted({n for d in loads for n in d})
+            out[name]["exit_by_load"] = {n: statistics.median(d[n] for d in loads if n in d) for n in keys}
+        else:
+            out[name]["exit_by_load"] = None
     return out
 
 
@@ -162,4 +185,9 @@ def format_phases(ph: dict) -> List[str]:
             continue
         cells = "".join(f"{'-' if s[k] is None else format(s[k], '.2f'):>12s}" for k in PHASE_KEYS)
         lines.append(f"  {name:8s}{cells}   {s['ctas']:4.0f} {s.get('sms', '-'):>4} {s['busy']:4.0f} {s['max_items'] or '-'}")
+    for name in LAUNCHES:
+        s = ph["launches"].get(name) or {}
+        if s.get("exit_by_load"):
+            lines.append(f"  {name} exits by CTAs with items per SM: " + ", ".join(
+                f"{n}: {t:.2f} us" for n, t in sorted(s["exit_by_load"].items())))
     return lines

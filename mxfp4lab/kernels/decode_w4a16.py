@@ -44,7 +44,7 @@ NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=a
 #: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)
 TRACE_FLAG = "-DMXFP4LAB_DECODE_TRACE"
 #: one CTA's trace record (``TraceSlot`` in the CUDA source), in order; ns of the GPU's global timer, 0 = not reached
-TRACE_SLOTS = ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items", "counted")
+TRACE_SLOTS = ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items", "counted", "gathered")
 #: (token, slot) pairs one call can route (the kernel's kMaxPairs) and local experts (kMaxExperts)
 MAX_PAIRS = 8192
 MAX_EXPERTS = 1024

@@ -54,13 +54,14 @@ constexpr int kMaxPairs = 8192;   // (token, slot) pairs one call routes in shar
 constexpr int kNT1 = 4;           // 16-row tiles per fc1 item: 2 up + 2 gate tiles of the same rows
 constexpr int kNT2 = 2;           // 16-row tiles per fc2 item
 
-// Trace record of one CTA (traced build only): nine uint64 per CTA, global timer in ns (0 = not reached).
+// Trace record of one CTA (traced build only): ten uint64 per CTA, global timer in ns (0 = not reached).
 // GEMM CTAs: entry, routing done, inputs ready (fc2: after griddepcontrol.wait; fc1: = routing done),
-// warp 0's first step landed in shared memory, warp 0's last step consumed, exit, SM id, items, and the
-// routing's first part done (the pair ids loaded and counted per expert).
-// Combine blocks: entry, -, inputs ready, -, -, exit, SM id, -, -.
+// warp 0's first step landed in shared memory, warp 0's last step consumed, exit, SM id, items, the routing's
+// first part done (the pair ids loaded and counted per expert), and every warp's partial sums of the last item in
+// shared memory (the slowest warp's last step consumed).
+// Combine blocks: entry, -, inputs ready, -, -, exit, SM id, -, -, -.
 enum TraceSlot { kTraceEntry, kTraceRouted, kTraceReady, kTraceFirst, kTraceStreamed, kTraceExit, kTraceSm,
-                 kTraceItems, kTraceCounted, kTraceSlots };
+                 kTraceItems, kTraceCounted, kTraceGathered, kTraceSlots };
 
 // ------------------------------------------------------------------------------------------------
 // Arguments (filled by the host launcher; one struct for both GEMM kernels)
@@ -275,8 +276,51 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
   __syncthreads();
 }
 
-// items(e) = ceil(count(e) / token_chunk) * groups
-__device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups) {
+// At most 32 pairs (decode at M <= 32 / top_k): the same arrays as build_routing below, without its count, scan
+// and list passes and their five barriers. Every warp holds the whole routing in registers: lane p pair p's
+// expert; lanes routed to the same expert find each other with __match_any_sync, and the group's lowest lane
+// ("leader") holds the expert's pair count. A thread then fills its experts' count, start and item start from the
+// leaders' (shuffled across its warp: at most 32 of them), and warp 0 lists the pairs: a pair's slot is the
+// number of pairs of smaller experts plus its rank among its group's lanes (pair order inside an expert, as in
+// the walk). One block barrier.
+// Not inlined (its arguments by value): inlined, it made the kernel with the fewest registers per thread spill.
+__device__ __noinline__ void build_routing_warp(const int32_t* ids, int P, int expert_offset, int E, Routing r,
+                                                int token_chunk, int groups) {
+  const int lane = threadIdx.x & 31;
+  int e = lane < P ? ids[lane] - expert_offset : -1;
+  const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
+  if (!mine) e = -1;
+  const unsigned peers = __match_any_sync(0xffffffffu, e);
+  const unsigned leaders = __ballot_sync(0xffffffffu, mine && __ffs(peers) - 1 == lane);
+  // each thread's experts t, t + 256, ...: pairs and items of the experts before it, and its own pairs
+  for (int x0 = 0; x0 < E; x0 += kThreads) {  // (warp-uniform bounds: the shuffles below see every lane)
+    const int x = x0 + static_cast<int>(threadIdx.x);
+    int before = 0, ibefore = 0, own = 0, lbefore = 0;  // lbefore: pairs before this lane's expert (plist)
+    for (unsigned lm = leaders; lm; lm &= lm - 1) {
+      const int j = __ffs(lm) - 1;
+      const int ej = __shfl_sync(0xffffffffu, e, j), cj = __popc(__shfl_sync(0xffffffffu, peers, j));
+      if (ej < x) { before += cj; ibefore += (cj + token_chunk - 1) / token_chunk * groups; }
+      if (ej == x) own = cj;
+      if (ej < e) lbefore += cj;
+    }
+    if (x < E) {
+      r.count[x] = own;
+      r.start[x] = before;
+      r.istart[x] = ibefore;
+      if (x == E - 1) {
+        r.start[E] = before + own;
+        r.istart[E] = ibefore + (own + token_chunk - 1) / token_chunk * groups;
+      }
+    }
+    if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[lbefore + __popc(peers & ((1u << lane) - 1u))] = lane;
+  }
+  __syncthreads();
+}
+
+// items(e) = ceil(count(e) / token_chunk) * groups. `spare`: shared memory that is free while the routing is
+// built (the copy ring and the partial sums), `spare_ints` ints of it.
+__device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups, int* spare,
+                              int spare_ints) {
   const int E = a.num_experts, P = a.num_pairs;
   int* fill = scratch;            // [E]  (scratch + E .. 2E: free)
   int* tmp = scratch + 2 * E;     // [2 * kWarps]
@@ -294,9 +338,37 @@ __device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int t
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
   block_scan2(r.count, token_chunk, groups, E, r.start, r.istart, tmp);
   // Pair lists in pair order (the same in every CTA and in both GEMMs, so token chunks of one expert
-  // never overlap across CTAs): warp 0 walks the pairs 32 at a time; lanes routed to the same expert
-  // rank themselves with __match_any_sync, and the group's last lane advances the expert's fill count.
-  if (threadIdx.x < 32) {
+  // never overlap across CTAs). Up to kWalkPairs pairs: warp 0 walks them 32 at a time; lanes routed to the
+  // same expert rank themselves with __match_any_sync, and the group's last lane advances the expert's fill
+  // count. More pairs (where a per-warp count of every expert fits the spare shared memory): every warp ranks
+  // its 32 pairs of a 256-pair chunk the same way at once, the group's first lane stores the group's size in
+  // hist[warp][e], and a pair's slot adds the sizes of its expert's groups in the chunk's earlier warps -- the
+  // same lists, in a few barriers per 256 pairs instead of 8 dependent warp steps (4-5 us at 256 pairs).
+  constexpr int kWalkPairs = 64;
+  if (P > kWalkPairs && kWarps * E <= spare_ints) {
+    int* hist = spare;  // [kWarps][E]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned lt = (1u << lane) - 1u;
+    for (int c0 = 0; c0 < P; c0 += kThreads) {
+      for (int i = threadIdx.x; i < kWarps * E; i += kThreads) hist[i] = 0;
+      __syncthreads();
+      const int p = c0 + static_cast<int>(threadIdx.x);
+      int e = p < P ? a.topk_ids[p] - a.expert_offset : -1;
+      const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
+      if (!mine) e = -1;
+      const unsigned peers = __match_any_sync(0xffffffffu, e);
+      const int rank = __popc(peers & lt), size = __popc(peers);
+      if (mine && rank == 0) hist[warp * E + e] = size;
+      __syncthreads();
+      if (mine) {
+        int base = fill[e];
+        for (int w = 0; w < warp; ++w) base += hist[w * E + e];
+        r.plist[r.start[e] + base + rank] = p;
+      }
+      __syncthreads();  // every pair of the chunk has read fill (and hist) before they change
+      if (mine && rank == 0) atomicAdd(&fill[e], size);
+    }
+  } else if (threadIdx.x < 32) {
     const unsigned lt = (1u << threadIdx.x) - 1u;
     for (int p0 = 0; p0 < P; p0 += 32) {
       const int p = p0 + threadIdx.x;
@@ -456,7 +528,12 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     MXFP4LAB_TRACE(a, kTraceSm, sm_id());
   }
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
-  build_routing(a, rt, scratch, TC, groups);
+  if (a.num_pairs <= 32) {
+    build_routing_warp(a.topk_ids, a.num_pairs, a.expert_offset, E, rt, TC, groups);
+    if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);  // (the ids' load is not apart from the rest here)
+  } else {
+    build_routing(a, rt, scratch, TC, groups, reinterpret_cast<int*>(smem), S::kFixed / 4);
+  }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceRouted);
   if constexpr ((L2 & 1) != 0) {
     if (a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
@@ -708,6 +785,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
         }
       }
     __syncthreads();
+#ifdef MXFP4LAB_DECODE_TRACE
+    if ((DY ? claims[(it + 1) % kClaims] >= n_items : it == my_items - 1) && threadIdx.x == 0)
+      MXFP4LAB_STAMP(a, kTraceGathered);
+#endif
     if (FC1) {
       constexpr int RT = NT / 2;
       const float alpha = a.alpha ? a.alpha[cur.e] : a.alpha_s;
