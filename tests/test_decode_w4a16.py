@@ -639,26 +639,25 @@ def test_pair_lists_built_by_every_warp_equal_warp_0s_walk():
 def _routing(ids, E, token_chunk, groups, one_warp):
     """A model of the routing's arrays: per local expert its pair count, start in the pair list and first item,
     and the pair list. Block-wide build: counts, then exclusive scans, then each expert's pairs in pair order.
-    ``one_warp`` (the kernel's build at most 32 pairs): lane p holds pair p's expert, the lowest lane of each
-    expert's group (``__match_any_sync``) is the group's leader, expert x's start and first item add the leaders'
-    counts and items of experts below x, and a pair's slot is the count of pairs below its expert plus its rank
-    among its group's lanes."""
+    ``one_warp`` (the kernel's build at most 32 pairs): lane p holds the key 2 e + (its rank among the lanes of
+    its expert e is a multiple of the token chunk), or a key above every expert; expert x's count, start and first
+    item count the keys of x and below 2 x, and a pair's slot is the keys below its own expert plus its rank."""
     P = len(ids)
     lane_e = [e if 0 <= e < E else -1 for e in ids]
     items = lambda c: -(-c // token_chunk) * groups  # noqa: E731
     if one_warp:
         assert P <= 32
-        peers = [[q for q in range(P) if lane_e[q] == lane_e[p]] for p in range(P)]
-        leaders = [p for p in range(P) if lane_e[p] >= 0 and peers[p][0] == p]
-        lead = [(lane_e[j], len(peers[j])) for j in leaders]
-        count = [sum(c for ej, c in lead if ej == x) for x in range(E)]
-        start = [sum(c for ej, c in lead if ej < x) for x in range(E + 1)]
-        istart = [sum(items(c) for ej, c in lead if ej < x) for x in range(E + 1)]
+        rank = [sum(1 for q in range(p) if lane_e[q] == lane_e[p]) for p in range(P)]
+        keys = [2 * e + (rank[p] % token_chunk == 0) if e >= 0 else 2 * 1024 + 2 for p, e in enumerate(lane_e)]
+        count = [sum(1 for k in keys if k >> 1 == x) for x in range(E)]
+        start = [sum(1 for k in keys if k < 2 * x) for x in range(E)]
+        istart = [groups * sum(1 for k in keys if k < 2 * x and k & 1) for x in range(E)]
+        start.append(start[-1] + count[-1])
+        istart.append(istart[-1] + items(count[-1]))
         plist = [-1] * start[E]
         for p in range(P):
             if lane_e[p] >= 0:
-                below = sum(c for ej, c in lead if ej < lane_e[p])
-                plist[below + peers[p].index(p)] = p
+                plist[sum(1 for k in keys if k < 2 * lane_e[p]) + rank[p]] = p
         return count, start, istart, plist
     count = [sum(1 for x in lane_e if x == e) for e in range(E)]
     start, istart = [0], [0]
@@ -683,8 +682,9 @@ def test_one_warp_routing_builds_the_block_wide_arrays():
     for ids, E, tc, g in cases:
         assert _routing(ids, E, tc, g, True) == _routing(ids, E, tc, g, False)
     src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
-    assert "if (a.num_pairs <= 32) {" in src and "if (ej < x) { before += cj;" in src
-    assert "r.plist[lbefore + __popc(peers & ((1u << lane) - 1u))] = lane;" in src
+    assert "if (a.num_pairs <= 32) {" in src and "chunks += k < xk && (k & 1);" in src
+    assert "const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;" in src
+    assert "r.plist[mine_before + rank] = lane;" in src
 
 
 def test_dynamic_items_one_each_where_the_grid_has_as_many_ctas_as_items():

@@ -13,7 +13,8 @@ launch to a few numbers, whose medians over the replays are reported:
 ``first_entry``    the launch's first CTA enters (fc2, combine: early, with programmatic dependent launch)
 ``last_entry``     its last CTA enters (fc2: CTAs start only as fc1's leave the SMs)
 ``route``          routing built, median CTA (``routed - entry``)
-``route_ids``      of which the pair ids loaded and counted per expert (``counted - entry``; the ids' load latency)
+``route_ids``      of which the pair ids loaded and counted per expert (``counted - entry``; the ids' load latency;
+                   at most 32 pairs, where one pass builds everything, all but the closing barrier)
 ``ready_wait``     fc2 / combine: median CTA's wait for the previous launch (``ready - routed``)
 ``first_step``     median CTA's time from inputs ready to warp 0's first step in shared memory (one load latency)
 ``stream``         median CTA's warp 0 from its first step to its last (the streaming of its items)

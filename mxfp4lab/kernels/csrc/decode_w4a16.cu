@@ -277,43 +277,45 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
 }
 
 // At most 32 pairs (decode at M <= 32 / top_k): the same arrays as build_routing below, without its count, scan
-// and list passes and their five barriers. Every warp holds the whole routing in registers: lane p pair p's
-// expert; lanes routed to the same expert find each other with __match_any_sync, and the group's lowest lane
-// ("leader") holds the expert's pair count. A thread then fills its experts' count, start and item start from the
-// leaders' (shuffled across its warp: at most 32 of them), and warp 0 lists the pairs: a pair's slot is the
-// number of pairs of smaller experts plus its rank among its group's lanes (pair order inside an expert, as in
-// the walk). One block barrier.
-// Not inlined (its arguments by value): inlined, it made the kernel with the fewest registers per thread spill.
-__device__ __noinline__ void build_routing_warp(const int32_t* ids, int P, int expert_offset, int E, Routing r,
-                                                int token_chunk, int groups) {
-  const int lane = threadIdx.x & 31;
-  int e = lane < P ? ids[lane] - expert_offset : -1;
+// and list passes and their five barriers. Every warp holds the pairs in registers (lane p: pair p's expert and its
+// rank among the lanes routed to the same expert, __match_any_sync), and each thread fills its experts x from
+// all 32 lanes at once (32 independent shuffles, no dependent chain): count[x] = pairs of x, start[x] = pairs
+// of experts below x, istart[x] = groups * the pairs of experts below x whose rank is a multiple of token_chunk
+// (each opens a token chunk: ceil(count / token_chunk) of them per expert). Warp 0 lists the pairs: a pair's
+// slot is start of its expert plus its rank (pair order inside an expert, as in the walk). One block barrier.
+__device__ void build_routing_warp(const GemmArgs& a, const Routing& r, int token_chunk, int groups) {
+  const int lane = threadIdx.x & 31, E = a.num_experts, P = a.num_pairs;
+  int e = lane < P ? a.topk_ids[lane] - a.expert_offset : -1;
   const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
   if (!mine) e = -1;
   const unsigned peers = __match_any_sync(0xffffffffu, e);
-  const unsigned leaders = __ballot_sync(0xffffffffu, mine && __ffs(peers) - 1 == lane);
-  // each thread's experts t, t + 256, ...: pairs and items of the experts before it, and its own pairs
-  for (int x0 = 0; x0 < E; x0 += kThreads) {  // (warp-uniform bounds: the shuffles below see every lane)
+  const int rank = __popc(peers & ((1u << lane) - 1u));
+  // key: expert * 2 + (opens a token chunk); a lane without a pair of this shard sorts above every expert
+  const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;
+  for (int x0 = 0; x0 < E; x0 += kThreads) {  // (a warp-uniform loop: the shuffles see every lane)
     const int x = x0 + static_cast<int>(threadIdx.x);
-    int before = 0, ibefore = 0, own = 0, lbefore = 0;  // lbefore: pairs before this lane's expert (plist)
-    for (unsigned lm = leaders; lm; lm &= lm - 1) {
-      const int j = __ffs(lm) - 1;
-      const int ej = __shfl_sync(0xffffffffu, e, j), cj = __popc(__shfl_sync(0xffffffffu, peers, j));
-      if (ej < x) { before += cj; ibefore += (cj + token_chunk - 1) / token_chunk * groups; }
-      if (ej == x) own = cj;
-      if (ej < e) lbefore += cj;
+    const int xk = 2 * x, mk = 2 * e;  // keys below xk: experts below x; below mk: below this lane's expert
+    int before = 0, chunks = 0, own = 0, mine_before = 0;
+#pragma unroll
+    for (int p = 0; p < 32; ++p) {
+      const int k = __shfl_sync(0xffffffffu, key, p);
+      before += k < xk;
+      chunks += k < xk && (k & 1);
+      own += (k >> 1) == x;
+      mine_before += k < mk;
     }
     if (x < E) {
       r.count[x] = own;
       r.start[x] = before;
-      r.istart[x] = ibefore;
+      r.istart[x] = chunks * groups;
       if (x == E - 1) {
         r.start[E] = before + own;
-        r.istart[E] = ibefore + (own + token_chunk - 1) / token_chunk * groups;
+        r.istart[E] = (chunks + (own + token_chunk - 1) / token_chunk) * groups;
       }
     }
-    if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[lbefore + __popc(peers & ((1u << lane) - 1u))] = lane;
+    if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[mine_before + rank] = lane;
   }
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
   __syncthreads();
 }
 
@@ -529,8 +531,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   }
   pdl_launch_dependents();  // the next launch's CTAs may start (and route) as this grid's SMs free up
   if (a.num_pairs <= 32) {
-    build_routing_warp(a.topk_ids, a.num_pairs, a.expert_offset, E, rt, TC, groups);
-    if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);  // (the ids' load is not apart from the rest here)
+    build_routing_warp(a, rt, TC, groups);
   } else {
     build_routing(a, rt, scratch, TC, groups, reinterpret_cast<int*>(smem), S::kFixed / 4);
   }
