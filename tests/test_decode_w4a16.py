@@ -432,8 +432,9 @@ def test_phase_summary_of_a_synthetic_trace():
     med = median_summary([s, s])
     assert med["fc2"] == s["fc2"]
     lines = format_phases({"launches": med, "replays": 2, "grid": 2, "variant": 5, "timer_step_ns": 500})
-    assert len(lines) == 7 and lines[2].split()[0] == "fc1" and "27.00" in lines[3]
+    assert len(lines) == 9 and lines[2].split()[0] == "fc1" and "27.00" in lines[3]
     assert lines[5] == "  fc1 exits by CTAs with items per SM: 1: 16.00 us"
+    assert lines[6] == "  fc1 latest 5 % of CTAs: entry 0.00, route 2.00, first_step 2.00, stream 10.00, epilogue 2.00 us"
     with pytest.raises(ValueError, match="traced build"):
         summarize(np.zeros((5, 10), np.int64), grid=2)
     # two busy CTAs on one SM and one alone: the tail is the loaded SM's
@@ -442,6 +443,7 @@ def test_phase_summary_of_a_synthetic_trace():
         t2[i] = [1000, 2000, 2000, 3000, 6000, ex, sm, int(i < 3), 1500, 6500]
     s2 = summarize(np.concatenate([t2, t2, t[4:]]), grid=4)
     assert s2["fc1"]["exit_by_load"] == {1: 6.0, 2: 9.0} and s2["fc1"]["median_exit"] == 8.0
+    assert s2["fc1"]["late"]["entry"] == 0.0 and s2["fc1"]["late"]["epilogue"] == 5.0  # CTA 1, exit at 10 us
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")

@@ -25,9 +25,11 @@ launch to a few numbers, whose medians over the replays are reported:
 ``last_exit``      the launch's last CTA leaves: its end on the forward's timeline
 =================  ============================================================================================
 
-``exit_by_load`` (beside the table) says where a launch's tail comes from: for each number of CTAs with items
-that shared an SM, the median exit of those CTAs (an SM streaming for three CTAs ends later than one streaming
-for two when the DRAM bandwidth is shared evenly among SMs).
+Beside the table, two views of a launch's tail: ``exit_by_load``, for each number of CTAs with items that shared
+an SM, the median exit of those CTAs (an SM streaming for three CTAs ends later than one streaming for two when
+the DRAM bandwidth is shared evenly among SMs); and ``late``, the phases (``entry`` from fc1's first entry, then
+``route``, ``first_step``, ``stream``, ``epilogue`` as above) of the CTAs whose exit is among the latest 5 %
+of the launch's busy CTAs, medians over those CTAs: which phase makes the last CTAs last.
 
 The stamps are the traced build's, never timed: its kernels are the production kernels plus a few stores,
 and the global timer ticks in steps (``timer_step_ns``, the smallest nonzero difference seen).
@@ -97,6 +99,14 @@ def summarize(trace: np.ndarray, grid: int) -> Dict[str, dict]:
             "max_items": int(rows[:, ix["items"]].max()) if gemm else None,
             "exit_by_load": _exit_by_load(rows[:, ix["sm"]], us("exit"), busy) if gemm else None,
         }
+        if gemm and busy.any():
+            ex = us("exit")
+            late = busy & (ex >= np.quantile(ex[busy], 0.95))
+            out[name]["late"] = {"entry": float(np.median(us("entry")[late])), "route": med("entry", "routed", late),
+                                 "first_step": med("ready", "first_step", late), "stream": med("first_step", "streamed", late),
+                                 "epilogue": med("streamed", "exit", late)}
+        else:
+            out[name]["late"] = None
     return out
 
 
@@ -127,13 +137,12 @@ def median_summary(per_replay: List[Dict[str, dict]]) -> Dict[str, dict]:
             out[name] = None
             continue
         out[name] = {k: (None if any(r.get(k) is None for r in reps) else statistics.median(r[k] for r in reps))
-                     for k in reps[0] if k != "exit_by_load"}
-        loads = [r.get("exit_by_load") for r in reps]
-        if all(loads):  # per load, the median over the replays in which an SM carried that many CTAs
-            keys = sorted({n for d in loads for n in d})
-            out[name]["exit_by_load"] = {n: statistics.median(d[n] for d in loads if n in d) for n in keys}
-        else:
-            out[name]["exit_by_load"] = None
+                     for k in reps[0] if k not in ("exit_by_load", "late")}
+        for k in ("exit_by_load", "late"):  # per inner key, the median over the replays that have it
+            ds = [r.get(k) for r in reps]
+            keys = sorted({n for d in ds if d for n in d}, key=str) if all(ds) else []
+            out[name][k] = {n: statistics.median(d[n] for d in ds if d.get(n) is not None) for n in keys
+                            if any(d.get(n) is not None for d in ds)} if keys else None
     return out
 
 
@@ -191,4 +200,8 @@ def format_phases(ph: dict) -> List[str]:
         if s.get("exit_by_load"):
             lines.append(f"  {name} exits by CTAs with items per SM: " + ", ".join(
                 f"{n}: {t:.2f} us" for n, t in sorted(s["exit_by_load"].items())))
+        if s.get("late"):
+            lines.append(f"  {name} latest 5 % of CTAs: " + ", ".join(
+                f"{k} {s['late'][k]:.2f}" for k in ("entry", "route", "first_step", "stream", "epilogue")
+                if s["late"].get(k) is not None) + " us")
     return lines

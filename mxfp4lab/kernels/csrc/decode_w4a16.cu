@@ -277,43 +277,47 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
 }
 
 // At most 32 pairs (decode at M <= 32 / top_k): the same arrays as build_routing below, without its count, scan
-// and list passes and their five barriers. Every warp holds the pairs in registers (lane p: pair p's expert and its
-// rank among the lanes routed to the same expert, __match_any_sync), and each thread fills its experts x from
-// all 32 lanes at once (32 independent shuffles, no dependent chain): count[x] = pairs of x, start[x] = pairs
-// of experts below x, istart[x] = groups * the pairs of experts below x whose rank is a multiple of token_chunk
-// (each opens a token chunk: ceil(count / token_chunk) of them per expert). Warp 0 lists the pairs: a pair's
-// slot is start of its expert plus its rank (pair order inside an expert, as in the walk). One block barrier.
+// and list passes and their five barriers. Each warp that holds experts (thread x: expert x) reads the pairs
+// into registers (lane p: pair p's expert and its rank among the lanes routed to the same expert,
+// __match_any_sync) and fills its experts from the P lanes' keys (P independent shuffles, no dependent chain):
+// count[x] = pairs of x, start[x] = pairs of experts below x, istart[x] = groups * the pairs of experts below x
+// whose rank is a multiple of token_chunk (each opens a token chunk: ceil(count / token_chunk) per expert). Warp
+// 0 lists the pairs: a pair's slot is the start of its expert plus its rank (pair order inside an expert, as in
+// the walk). One block barrier. (Every warp computing it all -- 32 shuffles each, 24 warps per SM -- took longer
+// than the block-wide build.)
 __device__ void build_routing_warp(const GemmArgs& a, const Routing& r, int token_chunk, int groups) {
   const int lane = threadIdx.x & 31, E = a.num_experts, P = a.num_pairs;
-  int e = lane < P ? a.topk_ids[lane] - a.expert_offset : -1;
-  const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
-  if (!mine) e = -1;
-  const unsigned peers = __match_any_sync(0xffffffffu, e);
-  const int rank = __popc(peers & ((1u << lane) - 1u));
-  // key: expert * 2 + (opens a token chunk); a lane without a pair of this shard sorts above every expert
-  const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;
-  for (int x0 = 0; x0 < E; x0 += kThreads) {  // (a warp-uniform loop: the shuffles see every lane)
-    const int x = x0 + static_cast<int>(threadIdx.x);
-    const int xk = 2 * x, mk = 2 * e;  // keys below xk: experts below x; below mk: below this lane's expert
-    int before = 0, chunks = 0, own = 0, mine_before = 0;
-#pragma unroll
-    for (int p = 0; p < 32; ++p) {
-      const int k = __shfl_sync(0xffffffffu, key, p);
-      before += k < xk;
-      chunks += k < xk && (k & 1);
-      own += (k >> 1) == x;
-      mine_before += k < mk;
-    }
-    if (x < E) {
-      r.count[x] = own;
-      r.start[x] = before;
-      r.istart[x] = chunks * groups;
-      if (x == E - 1) {
-        r.start[E] = before + own;
-        r.istart[E] = (chunks + (own + token_chunk - 1) / token_chunk) * groups;
+  if ((threadIdx.x & ~31u) < static_cast<unsigned>(E) || E > kThreads) {  // warp-uniform: warps with experts
+    int e = lane < P ? a.topk_ids[lane] - a.expert_offset : -1;
+    const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
+    if (!mine) e = -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    // key: expert * 2 + (opens a token chunk); a lane without a pair of this shard sorts above every expert
+    const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;
+    for (int x0 = 0; x0 < E; x0 += kThreads) {
+      const int x = x0 + static_cast<int>(threadIdx.x);
+      const int xk = 2 * x, mk = 2 * e;  // keys below xk: experts below x; below mk: below this lane's expert
+      int before = 0, chunks = 0, own = 0, mine_before = 0;
+#pragma unroll 4
+      for (int p = 0; p < P; ++p) {
+        const int k = __shfl_sync(0xffffffffu, key, p);
+        before += k < xk;
+        chunks += k < xk && (k & 1);
+        own += (k >> 1) == x;
+        mine_before += k < mk;
       }
+      if (x < E) {
+        r.count[x] = own;
+        r.start[x] = before;
+        r.istart[x] = chunks * groups;
+        if (x == E - 1) {
+          r.start[E] = before + own;
+          r.istart[E] = (chunks + (own + token_chunk - 1) / token_chunk) * groups;
+        }
+      }
+      if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[mine_before + rank] = lane;
     }
-    if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[mine_before + rank] = lane;
   }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
   __syncthreads();
