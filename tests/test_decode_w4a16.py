@@ -313,15 +313,17 @@ def test_a_pinned_combine_is_read_and_checked(monkeypatch):
 
 def test_tuner_buckets_cover_every_m_and_put_compact_rows_only_at_small_m():
     """One bucket per power of two up to 512, then one for the rest; the two-token-row variants (12-14) are
-    candidates only up to M = 64, every candidate is a compiled variant; no L2-staged variant is tuned (staging
-    at fc1's start gained nothing on the H200, late staging lost 2-5 % at M <= 8)."""
+    candidates only up to M = 64, every candidate is a compiled variant; no variant staging fc2's weights in L2
+    is tuned (staging at fc1's start gained nothing on the H200, late staging lost 2-5 % at M <= 8); the
+    epilogue-input prefetch (bit 8) only where each fc1 CTA has few items (M <= 8)."""
     from mxfp4lab.backends.decode_w4a16 import CANDIDATES, bucket_of
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
     assert [bucket_of(m) for m in (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 8192)] == \
         [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1 << 62, 1 << 62]
     for b, cands in CANDIDATES.items():
-        assert set(cands) <= set(VARIANTS) and not any(VARIANTS[v].l2 for v in cands)
+        assert set(cands) <= set(VARIANTS) and not any(VARIANTS[v].l2 & 7 for v in cands)
+        assert any(VARIANTS[v].l2 & 8 for v in cands) == (b <= 8)
         assert any(VARIANTS[v].token_rows or VARIANTS[v].token_rows2 for v in cands) == (b <= 64)
 
 
@@ -333,11 +335,14 @@ def test_l2_staged_variants_are_twins_of_compiled_ones_and_split_half_the_l2():
     base = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values() if v.l2 == 0}
     staged = [v for v in VARIANTS.values() if v.l2]
     assert staged and all((v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) in base for v in staged)
-    assert all(v.l2 in (1, 3, 4) for v in staged)  # bit 2 (evict_first) only with the prefetch it protects
+    assert all(v.l2 in (1, 3, 4, 8) for v in staged)  # bit 2 (evict_first) only with the prefetch it protects
     from mxfp4lab.kernels.decode_w4a16 import unstaged_twin
 
-    assert {g: unstaged_twin(g) for g in (1, 5, 7, 8, 9, 10, 11, 33)} == {
-        1: 1, 5: 5, 7: 5, 8: 5, 9: 1, 10: 2, 11: 6, 33: 15}
+    assert {g: unstaged_twin(g) for g in (1, 5, 7, 8, 9, 10, 11, 33, 34)} == {
+        1: 1, 5: 5, 7: 5, 8: 5, 9: 1, 10: 2, 11: 6, 33: 15, 34: 15}
+    from mxfp4lab.kernels.decode_w4a16 import twin_of
+
+    assert {g: twin_of(g) for g in (34, 35, 36)} == {34: 15, 35: 15, 36: 15}  # staged dynamic: the static twin
     n = l2_prefetch_bytes(50 * 2**20, 396)  # an H200's L2, variant 5's grid
     assert n % 128 == 0 and n * 396 <= 50 * 2**20 * L2_PREFETCH_SHARE < (n + 128) * 396
 
@@ -359,13 +364,14 @@ def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
         seen[(m.groups()[:5], fc1, l2)] = True
         assert ("prefetch.global.L2" in body) == bool(l2 & 5), name
         assert ("createpolicy" in body) == bool(l2 & 2), name
+        assert ("prefetch.global.L1" in body) == bool(l2 & 8), name
         assert fc1 or l2 == 0, name
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
     configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
     configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in VARIANTS.values()}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
-    assert sum(1 for k in seen if k[2]) == len(staged) == 6
+    assert sum(1 for k in seen if k[2]) == len(staged) == 7
     assert sum(1 for k in seen if not k[2]) == len(configs) + len(configs2)  # fc1 and fc2 of every configuration
 
 
@@ -506,7 +512,7 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     # dynamic items: the same per-item arithmetic as the static twin (32: fc2's other ring, the same sums); fc1's
     # tuned from M = 2 on (at M = 1 a CTA has at most one item, nothing to balance)
     assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not v.split} == {
-        21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5}
+        21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5, 35: 15, 36: 15}
     for b, cands in CANDIDATES.items():
         assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
         # fc1 with dynamic items from M = 2 on; fc2 alone (30, 31) where its CTAs start while fc1 ends (M <= 64)

@@ -60,8 +60,9 @@ class Variant:
     red_buffers: int  # 2: double-buffered partial sums, one barrier per item
     #: L2 staging bits: 1 = fc1 prefetches fc2's weights into L2 (up to :data:`L2_PREFETCH_SHARE` of the L2,
     #: split over the CTAs), 2 = fc1 streams its own weights with L2 evict_first, 4 = the prefetch of bit 1 issued
-    #: once an fc1 CTA has read its own weights (late staging: while it reduces, stores and leaves). No
-    #: arithmetic changes.
+    #: once an fc1 CTA has read its own weights (late staging: while it reduces, stores and leaves), 8 = fc1
+    #: prefetches its first item's epilogue inputs (bias rows, per-expert alpha, beta, limit) into L1 right after
+    #: routing. No arithmetic changes.
     l2: int = 0
     #: compact activation rows (G = 1): up to this many tokens per item, and a ring stage holds only their rows
     #: (lanes of the MMA's other token columns feed zeros), so the ring runs deeper; 0 = 8 G token rows
@@ -119,7 +120,10 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             30: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=2),
             31: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, dynamic=2),
             32: Variant(1, 3, 2, 1, fc2_depth=7, fc2_token_rows=1, dynamic=2),
-            33: Variant(1, 3, 2, 1, 4, fc2_depth=6, fc2_token_rows=2)}
+            33: Variant(1, 3, 2, 1, 4, fc2_depth=6, fc2_token_rows=2),
+            34: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2),
+            35: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2, dynamic=2),
+            36: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2, dynamic=3)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -431,6 +435,8 @@ def twin_of(variant: int) -> int:
     unstaged twin, a fused launch's two-launch twin, a dynamic-items variant's static twin, a split grid's first
     plain variant with the same token rows per item (the same GEMM arithmetic per item, another schedule)."""
     v = VARIANTS[variant]
+    if v.l2 and (v.split or v.fused or v.dynamic):  # a staged schedule: its unstaged variant's twin
+        return twin_of(next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, l2=0)))
     if v.split:  # another grid and depth, the same token rows per item
         return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and (
             u.token_groups, u.token_rows, u.token_rows2) == (v.token_groups, v.token_rows, v.token_rows2))

@@ -446,6 +446,22 @@ __device__ void prefetch_fc2_weights(const GemmArgs& a, const Routing& r, int gr
   }
 }
 
+// Staging bit 8 (fc1): threads 0..4 of a CTA prefetch into L1 what the SwiGLU epilogue of the item `it` reads
+// besides the partial sums -- its rows of the up and gate biases (rows of the item: `rows`, from the item's tile
+// group) and the expert's alpha, beta and limit where they are per expert -- so that their DRAM latency overlaps
+// the item's streaming instead of following it (at M = 1 each CTA has one item, and the epilogue of the last
+// fc1 CTA is on the forward's critical path).
+__device__ __forceinline__ void prefetch_epilogue_inputs(const GemmArgs& a, const Item& it, int rows) {
+  const int t = threadIdx.x;
+  if (t < 2 && a.bias) {
+    const __nv_bfloat16* b = a.bias + (static_cast<int64_t>(it.e) * 2 + t) * a.bias_ld + it.group * rows;
+    prefetch_l1(b);
+    prefetch_l1(b + rows - 1);  // the rows may cross a line
+  }
+  const float* per_expert = t == 2 ? a.alpha : t == 3 ? a.beta : t == 4 ? a.limit : nullptr;
+  if (per_expert) prefetch_l1(per_expert + it.e);
+}
+
 // ------------------------------------------------------------------------------------------------
 // The GEMM kernel (fc1 with SwiGLU epilogue, or fc2)
 // ------------------------------------------------------------------------------------------------
@@ -567,6 +583,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     __syncthreads();
   }
   const int my_items = DY ? (claims[0] < n_items ? 0x7fffffff : 0) : max(0, last - first);  // DY: until a claim runs out
+  if constexpr ((L2 & 8) != 0) {  // fc1: the first item's epilogue inputs into L1 while its weights stream
+    if (my_items > 0 && threadIdx.x < 5) prefetch_epilogue_inputs(a, find_item(rt, E, DY ? claims[0] : first, TC,
+                                                                               groups), NT / 2 * 16);
+  }
   auto finish_dynamic = [&]() {  // DY: count this CTA done; the last one resets the counters for the next call
     if constexpr (DY) {
       __syncthreads();
@@ -1022,7 +1042,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
 // own weights with L2 evict_first, 4 = the prefetch of bit 1 once a CTA has read its own weights (late
-// staging). The bits are a template parameter of fc1, so an unstaged variant's kernels are exactly those without
+// staging), 8 = fc1 prefetches its first item's epilogue inputs into L1 (prefetch_epilogue_inputs). The bits are a template parameter of fc1, so an unstaged variant's kernels are exactly those without
 // staging; staging changes no arithmetic: a variant and its staged twin
 // compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
@@ -1068,6 +1088,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   32  1  3        2           1                0   0   variant 30, fc2: 1 token row, a 7-deep ring (M = 1: a warp's whole
 //                                                          item of 5-6 steps copied before the wait)
 //   33  1  3        2           1                4   0   variant 15, late staging: fc2's weights into L2 as fc1's CTAs end
+//   34  1  3        2           1                8   0   variant 15, fc1's epilogue inputs (biases, alpha, beta, limit) early
+//   35  1  3        2           1                8   0   variant 30, the same
+//   36  1  3        2           1                8   0   variant 22, the same
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
@@ -1080,7 +1103,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2)   \
   X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)                            \
   X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0)   \
-  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0)
+  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0) X(34, 1, 3, 2, 1, 8, 0, 6, 2, 0, 0, 0) X(35, 1, 3, 2, 1, 8, 0, 6, 2, 0, 2, 0)  \
+  X(36, 1, 3, 2, 1, 8, 0, 6, 2, 0, 3, 0)
 
 }  // namespace mxfp4lab_decode
 
