@@ -201,13 +201,19 @@ else:
 # build stamps the GPU's global timer when it enters, when its routing is built, when its inputs are ready
 # (fc2: fc1 has finished), when warp 0's first ring step has landed and its last one is consumed, and when it
 # leaves. Medians over the CTAs (and over 20 replays), in microseconds from fc1's first CTA entry:
-# `route`, `ready_wait`, `first_step` (one load's latency), `stream` and `epilogue` are the median CTA's
-# phases, `last_exit` the launch's end. A fused launch (fc1 and fc2 in one grid) shows both phases.
+# `route` (of which `route_ids`: the pair ids read and counted), `ready_wait`, `first_step` (one load's
+# latency), `stream` and `epilogue` (of which `slowest_warp`: waiting for the CTA's last warp) are the median
+# CTA's phases; `median_exit` and `last_exit` say how long the launch's tail is. A fused launch (fc1 and fc2 in
+# one grid) shows both phases. First when each launch starts and how long it takes to route, then where the
+# median CTA spends its time and when the launch ends.
 
 # %%
 phases = launch_study.latency_phases()
 if len(phases):
-    display(phases.drop(columns=["backend"]).round(2))
+    key = ["shape", "m", "variant", "launch"]
+    display(phases[key + ["first_entry", "last_entry", "route", "route_ids", "ready_wait"]].round(2))
+    display(phases[key + ["first_step", "stream", "epilogue", "slowest_warp", "median_exit", "last_exit",
+                          "busy"]].round(2))
 else:
     print("no phase stamps recorded: mxfp4lab bench launches --phases on a Hopper GPU")
 

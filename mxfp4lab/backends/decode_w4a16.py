@@ -32,12 +32,13 @@ from .base import MoEBackend, fastest_agreeing
 #: has at least as many CTAs as items, M = 1, each claims one item and the last to start none). Not tuned,
 #: slower than 15 at M = 1 on the H200: 32 (fc2's whole item copied before the wait: 33.2 vs 32.4 us), 33 (late
 #: L2 staging: 34.6 vs 32.7), 22 (dynamic items in both GEMMs: 33.9 vs 32.4).
-#: 34-36: 15, 30 and 22 with fc1's epilogue inputs prefetched at its start (the last fc1 CTA's epilogue is on the
-#: critical path when each CTA has one item).
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 34, 35)
+#: Not tuned either: 34-36 (15, 30 and 22 with fc1's first item's epilogue inputs prefetched at its start: fc1's
+#: epilogue 1.9 instead of 2.7 us at GPT-OSS-120b M = 1, its first step as much longer; the tuner's times within
+#: 1.5 % of their twins' either way at M <= 8, picked by noise).
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31)
 #: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
 #: so dynamic items in fc1 (21-23) may balance them
-_FEW = _SMALL + (21, 22, 23, 36)
+_FEW = _SMALL + (21, 22, 23)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31)
 _LARGE = (3, 4, 6, 1, 2, 21, 24)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
