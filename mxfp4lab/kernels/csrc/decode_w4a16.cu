@@ -1042,9 +1042,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
 // own weights with L2 evict_first, 4 = the prefetch of bit 1 once a CTA has read its own weights (late
-// staging), 8 = fc1 prefetches its first item's epilogue inputs into L1 (prefetch_epilogue_inputs). The bits are a template parameter of fc1, so an unstaged variant's kernels are exactly those without
-// staging; staging changes no arithmetic: a variant and its staged twin
-// compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
+// staging), 8 = fc1 prefetches its first item's epilogue inputs into L1 (prefetch_epilogue_inputs). The bits
+// are a template parameter of fc1, so an unstaged variant's kernels are exactly those without staging; staging
+// changes no arithmetic: a variant and its staged twin compute the same bits. TA: token rows of a compact activation slot (0 = 8 G rows; see Smem).
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
 // fc2's weights while fc1 ends). FU = 1: fc1 and fc2 run as one cooperative launch with a grid barrier
