@@ -218,6 +218,19 @@ else:
     print("no phase stamps recorded: mxfp4lab bench launches --phases on a Hopper GPU")
 
 # %% [markdown]
+# Where each GEMM launch's tail comes from: the phases of its latest 5 % of CTAs (`late_*`, and when they
+# entered) beside the median CTA's, and the median exit of the CTAs on SMs that carried 1, 2, 3 busy CTAs
+# (`exit_by_load`). A late `late_first_step` means the last CTAs' first copies were served last; a late
+# `late_entry` (fc2) that they started last; exits rising with the SM's load, an uneven split of the items.
+
+# %%
+tails = launch_study.latency_tails()
+if len(tails):
+    display(tails.drop(columns=["backend", "variant"]).set_index(["shape", "m", "launch"]).round(2))
+else:
+    print("no tail views recorded: mxfp4lab bench launches --phases on a Hopper GPU")
+
+# %% [markdown]
 # ## 3. The original claim (seed shape)
 #
 # `fi_faster` = t_marlin / t_flashinfer - 1 (negative: Marlin faster); a regime holds when every recorded

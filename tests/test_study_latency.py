@@ -215,6 +215,39 @@ def test_phase_stamps_of_the_recorded_forwards_are_in_launch_order():
             assert (f[["route", "first_step", "stream", "epilogue"]].dropna() > 0).all().all()
 
 
+def test_tails_of_a_recorded_forward_name_the_latest_ctas_phases(tmp_path):
+    """latency_tails: one row per GEMM launch with its median and last exit and the latest CTAs' phases beside the
+    median CTA's, read from a launches file (a synthetic one: two replays' medians as bench.phases writes them);
+    a file recorded before these views gives an empty frame."""
+    import json
+
+    from mxfp4lab import results
+    from mxfp4lab.studies.launches import latency_tails
+
+    def launch(first, late_first, loads):
+        return {"first_entry": 0.0, "last_entry": 0.3, "route": 0.8, "route_ids": 0.7, "ready_wait": None,
+                "first_step": first, "stream": 6.4, "epilogue": 2.7, "slowest_warp": 0.9, "median_exit": 13.6,
+                "last_exit": 17.0, "ctas": 396, "busy": 360, "sms": 132, "max_items": 1, "exit_by_load": loads,
+                "late": {"entry": 0.1, "route": 0.9, "first_step": late_first, "stream": 7.0, "epilogue": 2.7}}
+
+    row = {"backend": "decode_w4a16", "shape": "gpt-oss-120b", "m": 1, "timeline": [], "span_us": 28.0,
+           "phases": {"variant": 15, "grid": 396, "replays": 20, "timer_step_ns": 32,
+                      "launches": {"fc1": launch(2.85, 4.59, {"1": 11.9, "3": 13.7, "2": 12.3}),
+                                   "fc2": launch(2.4, 3.6, {}), "combine": None}}}
+    path = tmp_path / "launches" / "h200.json"
+    path.parent.mkdir()
+    results.write(path, "moe_launches", [row])
+    t = latency_tails(path)
+    assert list(t["launch"]) == ["fc1", "fc2"] and t.loc[0, "late_first_step"] == 4.59
+    assert t.loc[0, "first_step"] == 2.85 and t.loc[0, "exit_by_load"] == "1: 11.9, 2: 12.3, 3: 13.7"
+    assert t.loc[1, "exit_by_load"] == ""
+    doc = json.loads(path.read_text())
+    for name in ("fc1", "fc2"):
+        del doc["rows"][0]["phases"]["launches"][name]["late"]
+    path.write_text(json.dumps(doc))
+    assert latency_tails(path).empty
+
+
 def test_routing_load_floor_uses_the_given_ceilings():
     """latency_load_floor: the roofline of each routing's tokens and hit experts at the measured ceilings."""
     import pandas as pd

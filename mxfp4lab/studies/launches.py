@@ -97,3 +97,37 @@ def _kernel_key(name: str) -> str:
     head = name.split("(")[0].replace("void ", "").replace(" ", "")
     head = re.sub(r"\b\w+::", "", head)
     return head.replace("true", "1").replace("false", "0")
+
+
+def latency_tails(path=None) -> pd.DataFrame:
+    """Where each recorded launch's tail comes from (``mxfp4lab bench launches --phases``; see
+    :mod:`mxfp4lab.bench.phases`): one row per (backend, shape, M, launch) of the GEMMs with ``median_exit`` and
+    ``last_exit``, the median CTA's ``first_step``, ``stream`` and ``epilogue`` beside those of the latest 5 % of
+    CTAs (``late_*``, and ``late_entry``: when they entered), and ``exit_by_load`` ("n: us" per number of busy
+    CTAs on an SM). Empty frame when no recorded forward has these views (files before they were recorded)."""
+    cols = ["backend", "shape", "m", "variant", "launch", "median_exit", "last_exit", "late_entry", "first_step",
+            "late_first_step", "stream", "late_stream", "epilogue", "late_epilogue", "exit_by_load"]
+    p = Path(path) if path is not None else results.find("launches")
+    if p is None or not Path(p).is_file():
+        return pd.DataFrame(columns=cols)
+    doc = results.load(p, kind="moe_launches")
+    rows = []
+    for entry in doc.rows:
+        ph = entry.get("phases")
+        for name in ("fc1", "fc2"):
+            s = (ph or {}).get("launches", {}).get(name)
+            if not s or not s.get("late"):
+                continue
+            late = s["late"]
+            loads = s.get("exit_by_load") or {}
+            rows.append({"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "variant": ph["variant"],
+                         "launch": name, "median_exit": s.get("median_exit"), "last_exit": s["last_exit"],
+                         "late_entry": late.get("entry"), "first_step": s["first_step"],
+                         "late_first_step": late.get("first_step"), "stream": s["stream"],
+                         "late_stream": late.get("stream"), "epilogue": s["epilogue"],
+                         "late_epilogue": late.get("epilogue"),
+                         "exit_by_load": ", ".join(f"{n}: {t:.1f}" for n, t in sorted(loads.items(),
+                                                                                   key=lambda kv: int(kv[0])))})
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs["provenance"] = doc.provenance
+    return out
