@@ -49,6 +49,26 @@ def latency_launches(path=None) -> pd.DataFrame:
     return out
 
 
+def _launches_doc(path=None):
+    """The launches file at ``path`` (default ``data/results/launches/<gpu>.json``), or None where there is none."""
+    p = Path(path) if path is not None else results.find("launches")
+    if p is None or not Path(p).is_file():
+        return None
+    return results.load(p, kind="moe_launches")
+
+
+def _traced_launches(doc, names):
+    """(backend, shape, m, variant, launch) and the phase summary of each launch in ``names`` of every traced
+    forward of a launches file."""
+    for entry in doc.rows:
+        ph = entry.get("phases")
+        for name in names if ph else ():
+            s = ph["launches"].get(name)
+            if s:
+                yield {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"],
+                       "variant": ph["variant"], "launch": name}, s
+
+
 def latency_phases(path=None) -> pd.DataFrame:
     """Per recorded forward and launch, the decode kernel's phase stamps (``mxfp4lab bench launches --phases``,
     :mod:`mxfp4lab.bench.phases`): one row per (backend, shape, M, launch) with the launch variant and
@@ -56,21 +76,11 @@ def latency_phases(path=None) -> pd.DataFrame:
     Empty frame when no forward was traced."""
     from ..bench.phases import LAUNCHES, PHASE_KEYS
 
-    p = Path(path) if path is not None else results.find("launches")
     cols = ["backend", "shape", "m", "variant", "launch", *PHASE_KEYS, "ctas", "busy", "max_items"]
-    if p is None or not Path(p).is_file():
+    doc = _launches_doc(path)
+    if doc is None:
         return pd.DataFrame(columns=cols)
-    doc = results.load(p, kind="moe_launches")
-    rows = []
-    for entry in doc.rows:
-        ph = entry.get("phases")
-        if not ph:
-            continue
-        for name in LAUNCHES:
-            s = ph["launches"].get(name)
-            if s:
-                rows.append({"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"],
-                             "variant": ph["variant"], "launch": name, **{k: s.get(k) for k in cols[5:]}})
+    rows = [{**key, **{k: s.get(k) for k in cols[5:]}} for key, s in _traced_launches(doc, LAUNCHES)]
     out = pd.DataFrame(rows, columns=cols)
     for c in ("ctas", "busy", "max_items"):  # counts (medians over replays of whole numbers)
         out[c] = out[c].round().astype("Int64")
@@ -107,27 +117,21 @@ def latency_tails(path=None) -> pd.DataFrame:
     CTAs on an SM). Empty frame when no recorded forward has these views (files before they were recorded)."""
     cols = ["backend", "shape", "m", "variant", "launch", "median_exit", "last_exit", "late_entry", "first_step",
             "late_first_step", "stream", "late_stream", "epilogue", "late_epilogue", "exit_by_load"]
-    p = Path(path) if path is not None else results.find("launches")
-    if p is None or not Path(p).is_file():
+    doc = _launches_doc(path)
+    if doc is None:
         return pd.DataFrame(columns=cols)
-    doc = results.load(p, kind="moe_launches")
     rows = []
-    for entry in doc.rows:
-        ph = entry.get("phases")
-        for name in ("fc1", "fc2"):
-            s = (ph or {}).get("launches", {}).get(name)
-            if not s or not s.get("late"):
-                continue
-            late = s["late"]
-            loads = s.get("exit_by_load") or {}
-            rows.append({"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "variant": ph["variant"],
-                         "launch": name, "median_exit": s.get("median_exit"), "last_exit": s["last_exit"],
-                         "late_entry": late.get("entry"), "first_step": s["first_step"],
-                         "late_first_step": late.get("first_step"), "stream": s["stream"],
-                         "late_stream": late.get("stream"), "epilogue": s["epilogue"],
-                         "late_epilogue": late.get("epilogue"),
-                         "exit_by_load": ", ".join(f"{n}: {t:.1f}" for n, t in sorted(loads.items(),
-                                                                                   key=lambda kv: int(kv[0])))})
+    for key, s in _traced_launches(doc, ("fc1", "fc2")):
+        late, loads = s.get("late"), s.get("exit_by_load") or {}
+        if not late:
+            continue
+        rows.append({**key, "median_exit": s.get("median_exit"), "last_exit": s["last_exit"],
+                     "late_entry": late.get("entry"), "first_step": s["first_step"],
+                     "late_first_step": late.get("first_step"), "stream": s["stream"],
+                     "late_stream": late.get("stream"), "epilogue": s["epilogue"],
+                     "late_epilogue": late.get("epilogue"),
+                     "exit_by_load": ", ".join(f"{n}: {t:.1f}" for n, t in sorted(loads.items(),
+                                                                               key=lambda kv: int(kv[0])))})
     out = pd.DataFrame(rows, columns=cols)
     out.attrs["provenance"] = doc.provenance
     return out
