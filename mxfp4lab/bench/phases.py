@@ -140,9 +140,12 @@ def median_summary(per_replay: List[Dict[str, dict]]) -> Dict[str, dict]:
                      for k in reps[0] if k not in ("exit_by_load", "late")}
         for k in ("exit_by_load", "late"):  # per inner key, the median over the replays that have it
             ds = [r.get(k) for r in reps]
-            keys = sorted({n for d in ds if d for n in d}, key=str) if all(ds) else []
-            out[name][k] = {n: statistics.median(d[n] for d in ds if d.get(n) is not None) for n in keys
-                            if any(d.get(n) is not None for d in ds)} if keys else None
+            vals = {}
+            for d in ds if all(ds) else ():
+                for n, v in d.items():
+                    if v is not None:
+                        vals.setdefault(n, []).append(v)
+            out[name][k] = {n: statistics.median(vals[n]) for n in sorted(vals, key=str)} or None
     return out
 
 

@@ -778,8 +778,9 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       __syncwarp();
     }
 #ifdef MXFP4LAB_DECODE_TRACE
-    if ((DY ? claims[(it + 1) % kClaims] >= n_items : it == my_items - 1) && threadIdx.x == 0)
-      MXFP4LAB_STAMP(a, kTraceStreamed);
+    // this CTA's last item (DY: no claim after it); claims[it + 1] is not rewritten before the item's barrier
+    const bool traced_last = DY ? claims[(it + 1) % kClaims] >= n_items : it == my_items - 1;
+    if (traced_last && threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceStreamed);
 #endif
     if constexpr ((L2 & 4) != 0) {  // late staging: this CTA's weights are all read
       if (it == my_items - 1 && a.pf_wq != nullptr) prefetch_fc2_weights(a, rt, groups);
@@ -811,8 +812,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       }
     __syncthreads();
 #ifdef MXFP4LAB_DECODE_TRACE
-    if ((DY ? claims[(it + 1) % kClaims] >= n_items : it == my_items - 1) && threadIdx.x == 0)
-      MXFP4LAB_STAMP(a, kTraceGathered);
+    if (traced_last && threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceGathered);
 #endif
     if (FC1) {
       constexpr int RT = NT / 2;
