@@ -55,3 +55,62 @@ def test_inputs_checked_once_at_the_call(moe):
         be(x, ids, ids)
     with pytest.raises(TypeError, match="takes a mxfp4lab.moe_tensors.LogicalMoE"):
         get_backend("emulated_sm90")({"w13": moe.w13}, GPT_OSS_SMALL)
+
+
+def test_tuner_input_sets_route_the_same_pairs_to_other_experts_of_the_shard():
+    """expert_permuted_sets: the given set first; each other set maps every id of the shard's experts through one
+    permutation of them (so a token's ids stay distinct and each expert slot keeps its pair count), leaves other
+    shards' ids alone, keeps x and the weights, and is the same on every call (fixed seed)."""
+    from mxfp4lab.backends.base import expert_permuted_sets
+
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.stack([torch.randperm(32, generator=gen)[:4] for _ in range(6)]).to(torch.int32)  # 6 tokens, top-4
+    x, w = torch.randn(6, 8), torch.rand(6, 4)
+    off, n_local = 8, 16  # this shard holds experts 8..23
+    sets = expert_permuted_sets((x, ids, w), 4, expert_offset=off, num_local_experts=n_local)
+    assert len(sets) == 4 and sets[0][1] is ids
+    local = (ids >= off) & (ids < off + n_local)
+    assert local.any() and (~local).any()
+    moved = 0
+    for sx, sids, sw in sets[1:]:
+        assert sx is x and sw is w and sids.dtype == ids.dtype and sids.shape == ids.shape
+        assert torch.equal(sids[~local], ids[~local])  # other shards' ids stay
+        assert bool(((sids[local] >= off) & (sids[local] < off + n_local)).all())  # the shard's stay in the shard
+        perm = {}  # one map for the whole set: a permutation of the shard's experts
+        for a, b in zip(ids[local].tolist(), sids[local].tolist()):
+            assert perm.setdefault(a, b) == b
+        assert len(set(perm.values())) == len(perm)
+        assert all(len(set(row)) == len(row) for row in sids.tolist())  # a token's ids stay distinct
+        moved += int((sids != ids).sum())
+    assert moved > 0
+    again = expert_permuted_sets((x, ids, w), 4, expert_offset=off, num_local_experts=n_local)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(sets, again))
+    assert expert_permuted_sets((x, ids, w), 1, expert_offset=off, num_local_experts=n_local) == [(x, ids, w)]
+    with pytest.raises(ValueError, match="at least the given input set"):
+        expert_permuted_sets((x, ids, w), 0, expert_offset=off, num_local_experts=n_local)
+
+
+def test_the_tuner_times_every_input_set_and_checks_agreement_on_the_given_one():
+    """fastest_agreeing runs each candidate on the given inputs for the agreement check and hands the timer every
+    set (default: the given one alone)."""
+    from mxfp4lab.backends.base import fastest_agreeing
+
+    seen, ran = [], []
+    a, b = (torch.ones(2),), (torch.zeros(2),)
+
+    def run_of(c):
+        def run(v):
+            ran.append((c, v))
+            return v * 0 + 1
+        return run
+
+    def time_us(fn, sets):
+        seen.append(sets)
+        return len(seen)
+
+    log = []
+    best = fastest_agreeing(["p", "q"], run_of, a, tol=1e-3, log=log, prefix="bucket 1", time_us=time_us, sets=[a, b])
+    assert best == "p" and seen == [[a, b], [a, b]] and [v for _, v in ran] == [a[0], a[0]]
+    seen.clear()
+    fastest_agreeing(["p"], run_of, a, tol=1e-3, log=log, prefix="bucket 1", time_us=time_us)
+    assert seen == [[a]]

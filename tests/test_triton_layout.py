@@ -96,7 +96,17 @@ def test_tune_rejects_a_fast_candidate_that_disagrees(monkeypatch):
     be.layout = types.SimpleNamespace(padded_hidden=256, padded_intermediate=256)
     monkeypatch.setattr(T, "TILE_TABLE", table)
     monkeypatch.setattr(T.TritonW4A16, "_can_tune", staticmethod(lambda x: True))
-    monkeypatch.setattr(T, "_time_us", lambda fn, inputs: times[fn.keywords["config"]])
-    be.tune(torch.zeros(3, 8), None, None)
+    timed_sets = []
+
+    def fake_time(fn, sets):
+        timed_sets.append(sets)
+        return times[fn.keywords["config"]]
+
+    monkeypatch.setattr(T, "_time_us", fake_time)
+    be.moe = types.SimpleNamespace(expert_offset=0, num_local_experts=8)
+    ids = torch.tensor([[0, 1], [2, 3], [4, 5]], dtype=torch.int32)
+    be.tune(torch.zeros(3, 8), ids, torch.ones(3, 2))
     assert be.chosen[16] == table[16][2]
+    # every timed candidate over the given set and 3 with its ids under permutations of the experts
+    assert timed_sets and all(len(s) == 4 and s[0][1] is ids for s in timed_sets)
     assert any("rejected" in line and str(tuple(table[16][1].as_list())) in line for line in be.tune_log)

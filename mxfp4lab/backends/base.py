@@ -102,13 +102,37 @@ class MoEBackend(abc.ABC):
         return y
 
 
+#: input sets a tuner times over (:func:`expert_permuted_sets`), as many as the latency sweep rotates by default
+TUNE_SETS = 4
+
+
+def expert_permuted_sets(inputs, n: int, *, expert_offset: int, num_local_experts: int, seed: int = 0) -> list:
+    """``inputs`` ``(x, topk_ids, topk_weights)`` and ``n - 1`` copies whose ids of this shard's experts
+    (``[expert_offset, expert_offset + num_local_experts)``) go through a random permutation of them (a fixed
+    seed; ids of other shards stay). Each set routes the same tokens with the same weights, the same number of
+    pairs to each expert slot, to other experts: replayed in turn, a set reads its experts' weights from DRAM, as
+    a decode step of a real model does (its layers' weights do not stay in the L2) and as the latency sweep times
+    (it rotates input sets), where one set replayed alone reads part of them from the L2."""
+    x, ids, w = inputs
+    if n < 1:
+        raise ValueError(f"n = {n}: at least the given input set")
+    gen = torch.Generator().manual_seed(seed)
+    local = (ids >= expert_offset) & (ids < expert_offset + num_local_experts)
+    idx = (ids - expert_offset).clamp(0, num_local_experts - 1).long()
+    sets = [inputs]
+    for _ in range(n - 1):
+        perm = (torch.randperm(num_local_experts, generator=gen) + expert_offset).to(ids.device, ids.dtype)
+        sets.append((x, torch.where(local, perm[idx], ids), w))
+    return sets
+
+
 def fastest_agreeing(candidates, run_of, inputs, *, tol: float, log: list, prefix: str, label=str,
-                     may_be_reference=lambda c: True, time_us=None):
+                     may_be_reference=lambda c: True, time_us=None, sets=None):
     """A backend tuner's loop: run each candidate once on ``inputs`` (``run_of(c)(*inputs)``), drop it if its
     output differs from the reference candidate's (the first one ``may_be_reference`` accepts) by ``tol`` or
-    more, time the rest the way the latency sweep does (CUDA-graph replays, median: the tuner ranks what is
-    reported; ``time_us(run, [inputs])`` replaces that), and return the fastest (None if none ran). One
-    ``log`` line per candidate, ``prefix`` first."""
+    more, time the rest the way the latency sweep does (CUDA-graph replays of ``sets`` in turn, default
+    ``[inputs]``; median: the tuner ranks what is reported; ``time_us(run, sets)`` replaces that), and return the
+    fastest (None if none ran). One ``log`` line per candidate, ``prefix`` first."""
     from ..bench.harness import time_cuda
     from ..reference import relative_error
 
@@ -132,7 +156,7 @@ def fastest_agreeing(candidates, run_of, inputs, *, tol: float, log: list, prefi
                 if not err < tol:
                     log.append(f"{name}: rejected (rel err {err:.3g} vs the first candidate)")
                     continue
-            t = time_us(run, [inputs])
+            t = time_us(run, sets or [inputs])
         except Exception as exc:  # noqa: BLE001 - a candidate that does not fit (shared memory, shape)
             log.append(f"{name}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
             continue

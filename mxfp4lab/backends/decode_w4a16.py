@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from .base import MoEBackend, fastest_agreeing
+from .base import TUNE_SETS, MoEBackend, expert_permuted_sets, fastest_agreeing
 
 #: M upper bound of a bucket -> launch variants to time (:data:`mxfp4lab.kernels.decode_w4a16.VARIANTS`;
 #: first = default). The L2-staged variants 7-11 are left out: on the H200 none was faster than its unstaged
@@ -124,7 +124,9 @@ class DecodeW4A16(MoEBackend):
                                workspace_fill=self.workspace_fill)
 
     def tune(self, x, topk_ids, topk_weights) -> None:
-        """Time each candidate of x's M bucket (CUDA graphs, median) and keep the fastest agreeing one."""
+        """Time each candidate of x's M bucket (CUDA graphs, median, over :data:`~.base.TUNE_SETS` input sets:
+        the given one and its ids under permutations of the shard's experts, so that the weights come from DRAM
+        as in the sweep) and keep the fastest agreeing one."""
         if not x.is_cuda or self.variant is not None:
             return
         b = bucket_of(x.shape[0])
@@ -134,8 +136,11 @@ class DecodeW4A16(MoEBackend):
         def run_of(cfg):
             return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg)
 
-        best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of,
-                                (x, topk_ids, topk_weights), tol=TUNE_AGREEMENT_TOL, log=self.tune_log,
-                                prefix=f"bucket {b}", label=lambda cfg: f"variant {cfg.variant}")
+        inputs = (x, topk_ids, topk_weights)
+        sets = expert_permuted_sets(inputs, TUNE_SETS, expert_offset=self.moe.expert_offset,
+                                    num_local_experts=self.moe.num_local_experts)
+        best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of, inputs,
+                                tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}",
+                                label=lambda cfg: f"variant {cfg.variant}", sets=sets)
         if best is not None:
             self.chosen[b] = best

@@ -18,7 +18,7 @@ import os
 import torch
 
 from ..kernels.tiles import INTERPRET_TILE, TILE_TABLE, DequantPath, TileConfig, bucket_of
-from .base import MoEBackend, fastest_agreeing
+from .base import TUNE_SETS, MoEBackend, expert_permuted_sets, fastest_agreeing
 
 #: tune(): a candidate whose output differs from the bucket default's by more than this relative error
 #: is dropped (different tiles change only the fp32 summation order: ~1e-4 observed on the H100; a wrong
@@ -96,7 +96,8 @@ class TritonW4A16(MoEBackend):
         return not _interpreting() and x.is_cuda
 
     def tune(self, x, topk_ids, topk_weights) -> None:
-        """Time each candidate of x's M bucket (CUDA events, median) and keep the fastest."""
+        """Time each candidate of x's M bucket (CUDA graphs, median, over the given inputs and their ids under
+        permutations of the shard's experts: :func:`~.base.expert_permuted_sets`) and keep the fastest."""
         if not self._can_tune(x):
             return
         b = bucket_of(x.shape[0])
@@ -109,7 +110,10 @@ class TritonW4A16(MoEBackend):
             return functools.partial(self._k.fused_moe_w4a16, layout=self.layout, config=cfg, **self.swiglu)
 
         # the bucket's first fitting tile of the explicit decode is the reference the others must agree with
-        best = fastest_agreeing(TILE_TABLE[b], run_of, (x, topk_ids, topk_weights), tol=TUNE_AGREEMENT_TOL,
+        inputs = (x, topk_ids, topk_weights)
+        sets = expert_permuted_sets(inputs, TUNE_SETS, expert_offset=self.moe.expert_offset,
+                                    num_local_experts=self.moe.num_local_experts)
+        best = fastest_agreeing(TILE_TABLE[b], run_of, inputs, tol=TUNE_AGREEMENT_TOL, sets=sets,
                                 log=self.tune_log, prefix=f"bucket {b}", label=lambda c: str(tuple(c.as_list())),
                                 may_be_reference=lambda c: c.dequant == DequantPath.EXPLICIT,
                                 time_us=lambda fn, sets: _time_us(fn, sets))
