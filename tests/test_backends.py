@@ -114,3 +114,28 @@ def test_the_tuner_times_every_input_set_and_checks_agreement_on_the_given_one()
     seen.clear()
     fastest_agreeing(["p"], run_of, a, tol=1e-3, log=log, prefix="bucket 1", time_us=time_us)
     assert seen == [[a]]
+
+
+def test_the_routed_scaling_factor_is_one_launch_with_the_bits_of_the_fp32_multiply():
+    """``__call__`` scales a backend's output by multiplying the bf16 tensor by the Python scalar (one launch): over
+    every finite bf16 value and several factors, the bits of ``(y.float() * s).to(bfloat16)``, the reference's
+    rounding. A backend that applies the factor in its own kernel (``applies_routed_scaling``) is not scaled twice."""
+    y = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    y = y[torch.isfinite(y)]
+    for s in (1.5, 2.5, 0.7, 1 / 3, 3.14159):
+        assert torch.equal((y * s).view(torch.int16), (y.float() * s).to(torch.bfloat16).view(torch.int16)), s
+
+    import dataclasses
+
+    cfg = dataclasses.replace(GPT_OSS_SMALL, routed_scaling_factor=1.5)
+    moe_s = prepare_from_experts(random_layer(cfg, device="cpu", seed=2), config=cfg)
+    be = make_backend("torch_naive", moe_s, cfg)
+    x, ids, w = tokens(cfg)
+    experts = be.forward(x, ids, w)
+    assert torch.equal(be(x, ids, w), (experts.float() * 1.5).to(torch.bfloat16))
+
+    class Folding(type(be)):
+        applies_routed_scaling = True
+
+    folded = Folding(moe_s, cfg)
+    assert torch.equal(folded(x, ids, w), folded.forward(x, ids, w))  # its forward's output, not scaled again

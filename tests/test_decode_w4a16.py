@@ -716,3 +716,43 @@ def test_dynamic_items_one_each_where_the_grid_has_as_many_ctas_as_items():
     src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
     assert "const bool one_each = DY && n_items <= static_cast<int>(gridDim.x);" in src
     assert "atomicAdd(a.sched, one_each ? 1 : kAhead)" in src and "one_each ? n_items : atomicAdd(a.sched, 1)" in src
+
+
+def test_the_argument_block_mirrors_the_cuda_struct():
+    """ctypes' DecodeArgs has the CUDA source's ``struct DecodeArgs`` fields in the same order, each 8 bytes
+    (int64_t or double on both sides), so that no field is read at another one's offset."""
+    import ctypes
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import SOURCE, DecodeArgs
+
+    body = re.search(r"struct DecodeArgs \{(.*?)\n\};", SOURCE.read_text(), re.S).group(1)
+    fields = []
+    for line in body.splitlines():
+        m = re.match(r"\s*(int64_t|double)\s+([^;]+);", line.split("//")[0])
+        if m:
+            fields += [(m.group(1), n.strip()) for n in m.group(2).split(",")]
+    assert fields and [n for _, n in fields] == [n for n, _ in DecodeArgs._fields_]
+    kinds = {"int64_t": ctypes.c_int64, "double": ctypes.c_double}
+    assert all(kinds[t] is ct for (t, _), (_, ct) in zip(fields, DecodeArgs._fields_))
+    assert ctypes.sizeof(DecodeArgs) == 8 * len(fields)
+
+
+def test_the_combine_scales_each_output_after_rounding_it(kernel_ptx):
+    """The routed scaling factor is applied as after the kernel: each of a thread's 8 outputs is rounded to bf16,
+    multiplied by the factor in fp32 (an unfused multiply) and rounded again, 16 conversions in all."""
+    body = next(b for b in kernel_ptx() if "combine_kernel" in b[:200])
+    after = body.partition("griddepcontrol.wait")[2]
+    assert after.count("cvt.rn.bf16.f32") >= 16 and after.count("mul.rn.f32") >= 8
+
+
+def test_a_bad_routed_scaling_factor_is_refused_by_name():
+    import types
+
+    from mxfp4lab.kernels.decode_w4a16 import DecodeKernelError, forward
+
+    layout = types.SimpleNamespace(hidden_size=64, intermediate_size=64)
+    ids, w = torch.zeros(1, 2, dtype=torch.int32), torch.ones(1, 2)
+    for bad in (0.0, -1.5, float("nan"), float("inf")):
+        with pytest.raises(DecodeKernelError, match="routed_scaling_factor must be a finite number > 0"):
+            forward(torch.zeros(1, 64, dtype=torch.bfloat16), ids, w, layout, routed_scaling_factor=bad)

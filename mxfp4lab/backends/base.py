@@ -48,6 +48,9 @@ class MoEBackend(abc.ABC):
     #: check input values (finite x / topk_weights, ids in range) on each call: one host read, a sync on
     #: CUDA; set False on an instance to keep only the metadata checks (e.g. an eager GPU serving loop)
     check_values: bool = True
+    #: True where :meth:`forward` applies the routed scaling factor itself (its last kernel, the same bits as the
+    #: multiply in ``__call__``), so that no launch is added for it
+    applies_routed_scaling: bool = False
 
     def __init__(self, moe: LogicalMoE, config: Optional[MoEConfig] = None):
         ok, why = self.available()
@@ -77,7 +80,8 @@ class MoEBackend(abc.ABC):
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
-        """Experts only: ``[M, H]`` bf16 before the routed scaling factor."""
+        """Experts only: ``[M, H]`` bf16 before the routed scaling factor (after it where
+        :attr:`applies_routed_scaling`)."""
 
     def check_inputs(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> None:
         """The contract of the module docstring; :class:`~mxfp4lab.validate.InputError` (a ``ValueError``)
@@ -95,8 +99,10 @@ class MoEBackend(abc.ABC):
         if x.shape[0] == 0:
             return x.new_zeros(0, self.hidden_size)
         y = self.forward(x, topk_ids, topk_weights)
-        if self.routed_scaling_factor != 1.0:
-            y = (y.float() * self.routed_scaling_factor).to(torch.bfloat16)
+        if self.routed_scaling_factor != 1.0 and not self.applies_routed_scaling:
+            # one launch, the bits of (y.float() * s).to(bfloat16): a bf16 multiply by a Python scalar computes
+            # in fp32 and rounds once (tested over every bf16 value)
+            y = y * self.routed_scaling_factor
         if self.check_values:
             check_output(y, f"backend {self.name!r}", x)
         return y

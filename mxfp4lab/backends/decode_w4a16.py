@@ -80,6 +80,9 @@ class DecodeW4A16(MoEBackend):
     #: dependent launch a kernel can start before its predecessor ends and wait inside, so profiler durations
     #: of fc2 include that wait: the per-launch DRAM bytes and durations come from ncu (bench/launches.py).
     gemm_kernel_pattern = r"mxfp4lab_decode::gemm_kernel"
+    #: the combine multiplies each token's bf16 output by the routed scaling factor (DeepSeek-V4: 1.5) in fp32 and
+    #: rounds again: the bits of the multiply after the forward, without its launch
+    applies_routed_scaling = True
 
     def __init__(self, moe, config=None, *, device=None, variant=None):
         """``variant``: run this launch variant at every M and skip tuning (default: ``$MXFP4LAB_DECODE_VARIANT``
@@ -121,7 +124,7 @@ class DecodeW4A16(MoEBackend):
 
     def forward(self, x, topk_ids, topk_weights):
         return self._k.forward(x, topk_ids, topk_weights, self.layout, self.launch_config(x.shape[0]),
-                               workspace_fill=self.workspace_fill)
+                               workspace_fill=self.workspace_fill, routed_scaling_factor=self.routed_scaling_factor)
 
     def tune(self, x, topk_ids, topk_weights) -> None:
         """Time each candidate of x's M bucket (CUDA graphs, median, over :data:`~.base.TUNE_SETS` input sets:
@@ -134,7 +137,8 @@ class DecodeW4A16(MoEBackend):
             return
 
         def run_of(cfg):
-            return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg)
+            return lambda x_, i_, w_: self._k.forward(x_, i_, w_, self.layout, cfg,
+                                                      routed_scaling_factor=self.routed_scaling_factor)
 
         inputs = (x, topk_ids, topk_weights)
         sets = expert_permuted_sets(inputs, TUNE_SETS, expert_offset=self.moe.expert_offset,

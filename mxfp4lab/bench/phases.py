@@ -169,7 +169,8 @@ def trace_phases(backend, inputs: Sequence[tuple], *, replays: int = 20) -> dict
 
     def call(i):
         x, ids, w = inputs[i]
-        return k.forward(x, ids, w, backend.layout, cfg, trace=bufs[i])
+        return k.forward(x, ids, w, backend.layout, cfg, trace=bufs[i],
+                         routed_scaling_factor=backend.routed_scaling_factor)
 
     graphs = capture_graphs(call, [(i,) for i in range(len(inputs))])  # (warms each input set first)
     traces, per_replay = [], []

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -203,7 +204,8 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")]
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")] + [
+        ("out_scale", ctypes.c_double)]
 
 
 @functools.lru_cache(maxsize=2)
@@ -320,8 +322,11 @@ def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
 
 def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, layout: DecodeLayout,
             config: Optional[LaunchConfig] = None, *, out: Optional[torch.Tensor] = None,
-            workspace_fill: Optional[float] = None, trace: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``[M, H]`` bf16 MoE output (experts only, no routed scaling) through the decode kernel.
+            workspace_fill: Optional[float] = None, trace: Optional[torch.Tensor] = None,
+            routed_scaling_factor: float = 1.0) -> torch.Tensor:
+    """``[M, H]`` bf16 MoE output through the decode kernel: the experts' output times ``routed_scaling_factor``,
+    applied by the combine to each token's bf16 sum in fp32 and rounded again (the bits of
+    ``(out.float() * s).to(torch.bfloat16)`` after the kernel, without that launch; 1.0: the experts' output).
 
     ``x`` bf16 ``[M, H]`` (rows 16-byte aligned), ``topk_ids`` int32 ``[M, k]`` global ids (ids outside this
     shard's experts are skipped), ``topk_weights`` fp32 ``[M, k]``; all on the layout's CUDA device.
@@ -331,6 +336,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     """
     m, k = topk_ids.shape
     h, i = layout.hidden_size, layout.intermediate_size
+    s = float(routed_scaling_factor)
+    if not (math.isfinite(s) and s > 0):
+        raise DecodeKernelError(f"routed_scaling_factor must be a finite number > 0, got {routed_scaling_factor!r}")
     if m * k > MAX_PAIRS:
         raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {MAX_PAIRS}, the most one call routes")
     if layout.num_local_experts > MAX_EXPERTS:
@@ -388,7 +396,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 5 else 0, counters=ptr(counters),
-        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace))
+        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace), out_scale=s)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")

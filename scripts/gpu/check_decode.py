@@ -3,8 +3,10 @@ reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uni
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
 changes no arithmetic), a fused-launch, dynamic-items or split-grid variant the bits of its twin (twin_of), the
-fused combine exactly the bits of the three-launch path, and every fused-combine arrival counter and every
-grid barrier's arrival count must be back at zero after the calls. Prints a table and writes JSON (with
+fused combine exactly the bits of the three-launch path, the routed scaling factor applied by the combine (the
+model's, or DeepSeek-V4's 1.5 where it has none) exactly the bits of the multiply after the kernel (both combines),
+and every fused-combine arrival counter and every grid barrier's arrival count must be back at zero after the
+calls. Prints a table and writes JSON (with
 provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
@@ -34,6 +36,8 @@ from mxfp4lab.reference import expert_weights_from_logical, moe_reference, relat
 #: GEMMs differs (a few bf16 ulps at a few elements); a wrong layout, scale or routing gives O(1)
 TOL = 2e-2
 DEFAULT_M = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+#: the routed scaling factor checked on shapes without one (DeepSeek-V4's)
+ROUTED_SCALE = 1.5
 
 
 def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
@@ -55,14 +59,23 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
         # fc2's fused combine against the three-launch path (default): the same bits; and every arrival
         # counter is back at zero after the calls
+        # the routed scaling factor in the combine: the bits of (out.float() * s).to(bfloat16) after the kernel
+        s = cfg.routed_scaling_factor if cfg.routed_scaling_factor != 1.0 else ROUTED_SCALE
+        want = (out1.float() * s).to(torch.bfloat16)
+        outs_s = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"), routed_scaling_factor=s)
         if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic):  # (they have no fused combine)
-            out3 = dk.forward(x, ids, w, layout, dataclasses.replace(cfg_l, fused_combine=True), out=poisoned(),
-                              workspace_fill=float("nan"))
+            fused = dataclasses.replace(cfg_l, fused_combine=True)
+            out3 = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"))
+            out3s = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"),
+                               routed_scaling_factor=s)
             torch.cuda.synchronize()
-            row["fused_equal"] = bool(torch.equal(out1, out3))
+            row["fused_equal"] = bool(torch.equal(out1, out3)) and bool(torch.equal(want, out3s))
+        torch.cuda.synchronize()
+        row["scaled_equal"] = bool(torch.equal(want, outs_s))
         row["counters_zero"] = dk.combine_counters_zero()
         row["barriers_idle"] = dk.grid_barriers_idle()
         row["ok"] = bool(err < TOL and not row["nan"] and row["deterministic"] and row.get("fused_equal", True)
+                         and row["scaled_equal"]
                          and row["counters_zero"] and row["barriers_idle"])
         outs[g] = out1
         twin = dk.twin_of(g)

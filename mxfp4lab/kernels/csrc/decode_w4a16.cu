@@ -101,6 +101,7 @@ struct GemmArgs {
   __nv_bfloat16* final_out;  // [M, ld_final]
   int64_t ld_final;
   int hidden;                // real output columns of final_out
+  float out_scale;           // routed scaling factor (see final_bf16)
   int* counters;             // [M, groups] arrivals per (token, tile group); all zero between calls
   unsigned* barrier;         // fused launch: the grid barrier's counter and generation (fc2's args)
   int* sched;                // dynamic items (DY): [next item, CTAs done], zero between calls
@@ -117,6 +118,7 @@ struct CombineArgs {
   int m, top_k, hidden, expert_offset, num_experts;
   __nv_bfloat16* out;  // [M, ld_out]
   int64_t ld_out;
+  float out_scale;     // routed scaling factor (see final_bf16)
   unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots], or null
 };
 
@@ -227,6 +229,12 @@ __device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(_
 
 // One slot's term of the combine, the same instruction in combine_kernel and the fused combine.
 __device__ __forceinline__ float combine_step(float acc, float w, float y, float b) { return __fmaf_rn(w, y + b, acc); }
+// A token's output: the fp32 sum rounded to bf16, then times the routed scaling factor s in fp32 and rounded again:
+// the bits of the layer output scaled after the expert kernel, `(out.float() * s).to(bfloat16)`, without that
+// launch (s = 1: the bf16 sum itself, which the second rounding leaves as it is).
+__device__ __forceinline__ __nv_bfloat16 final_bf16(float acc, float s) {
+  return __float2bfloat16_rn(__fmul_rn(bf16_round(acc), s));
+}
 
 // Slots of token m routed to this shard's experts (the arrivals its fused combine waits for).
 __device__ __forceinline__ int valid_slots(const int32_t* ids, int m, int top_k, int expert_offset, int num_experts) {
@@ -887,7 +895,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
             const float b = a.b2 ? __bfloat162float(a.b2[static_cast<int64_t>(e) * a.ld_b2 + row]) : 0.f;
             acc = combine_step(acc, a.topk_w[m * a.top_k + j], y, b);
           }
-          a.final_out[static_cast<int64_t>(m) * a.ld_final + row] = __float2bfloat16_rn(acc);
+          a.final_out[static_cast<int64_t>(m) * a.ld_final + row] = final_bf16(acc, a.out_scale);
         }
       }
     }
@@ -971,7 +979,7 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
   uint4 ov;
   __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&ov);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) o[i] = __float2bfloat16_rn(acc[i]);
+  for (int i = 0; i < 8; ++i) o[i] = final_bf16(acc[i], a.out_scale);
   *reinterpret_cast<uint4*>(a.out + static_cast<int64_t>(m) * a.ld_out + c0) = ov;
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);  // thread 0's store (a block's threads do the same work)
 }
@@ -1135,6 +1143,7 @@ struct DecodeArgs {
   int64_t sched;                   // dynamic items (DY): int32 [4], fc1's and fc2's counters (zero, left zero), or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
+  double out_scale;                // the routed scaling factor the combine applies to each token's output (1: none)
 };
 
 // The combine launch (after fc2, or after the fused launch), chained with PDL.
@@ -1153,6 +1162,7 @@ cudaError_t launch_combine(const DecodeArgs* d, const GemmArgs& g1, cudaStream_t
   c.num_experts = g1.num_experts;
   c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
   c.ld_out = d->ld_out;
+  c.out_scale = static_cast<float>(d->out_scale);
   if (d->trace != 0) c.trace = reinterpret_cast<unsigned long long*>(d->trace) + 2 * d->grid * kTraceSlots;
   const int64_t threads = d->m * (d->hidden / 8);
   return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
@@ -1238,6 +1248,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.final_out = reinterpret_cast<__nv_bfloat16*>(d->out);
     g2.ld_final = d->ld_out;
     g2.hidden = static_cast<int>(d->hidden);
+    g2.out_scale = static_cast<float>(d->out_scale);
     g2.counters = reinterpret_cast<int*>(d->counters);
     return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, SP > 0);
   }
