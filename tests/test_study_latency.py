@@ -172,6 +172,23 @@ def test_triton_goals_from_rows():
     assert bool(g.loc[2048, "met"])   # 1100/1000 = 1.1x FlashInfer
 
 
+def test_the_table_floor_is_the_main_runs_whatever_the_row_order():
+    """Rows a merged sweep took from another run (``run`` set) carry that lease's floor; the table uses the main
+    run's, even where another run's row comes first, and another run's floor only where the main run lacks the
+    point."""
+    rows = [dict(shape="s", backend="decode_w4a16", m=1, routing="uniform", median_us=30.0, roofline_us=14.0,
+                 run="later"),
+            dict(shape="s", backend="marlin_mxfp4", m=1, routing="uniform", median_us=55.0, roofline_us=13.0),
+            dict(shape="s", backend="decode_w4a16", m=2, routing="uniform", median_us=50.0, roofline_us=27.0,
+                 run="later")]
+    df = pd.DataFrame(rows)
+    df["error"] = None
+    df["ok"] = True
+    t = ex.latency_table(df).set_index("m")
+    assert t.loc[1, "floor_us"] == 13.0 and t.loc[2, "floor_us"] == 27.0
+    assert abs(t.loc[1, "best_fraction_of_floor"] - 13.0 / 30.0) < 1e-12
+
+
 def test_launch_breakdown_of_the_recorded_forwards():
     """The recorded launch breakdown: three launches per decode_w4a16 forward, ncu bytes attached in order, and
     a launch whose ncu process ran another kernel is flagged."""

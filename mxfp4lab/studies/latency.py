@@ -405,11 +405,16 @@ def latency_load_floor(summary: pd.DataFrame, config, *, ceilings=None) -> pd.Da
 
 
 def latency_table(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
-    """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction."""
+    """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction.
+
+    The floor is the main run's (rows without ``run``, at the bandwidth that run measured) where it has the point:
+    rows a merged sweep took from other runs carry their own lease's floor, and the goals compare every backend
+    with one floor."""
     d = _ok(df)
     d = d[d["routing"] == routing]
     p = d.pivot_table(index=["shape", "m"], columns="backend", values="median_us", aggfunc="median")
-    floor = d.groupby(["shape", "m"])["roofline_us"].first()
+    main_first = d.assign(_other=d["run"].notna() if "run" in d else False).sort_values("_other", kind="stable")
+    floor = main_first.groupby(["shape", "m"])["roofline_us"].first()
     backends = list(p.columns)
     out = p.copy()
     out["floor_us"] = floor
