@@ -175,7 +175,7 @@ def test_triton_goals_from_rows():
 def test_the_table_floor_is_the_main_runs_whatever_the_row_order():
     """Rows a merged sweep took from another run (``run`` set) carry that lease's floor; the table uses the main
     run's, even where another run's row comes first, and another run's floor only where the main run lacks the
-    point."""
+    point; with the file's ceilings, every point's bytes and FLOPs over them."""
     rows = [dict(shape="s", backend="decode_w4a16", m=1, routing="uniform", median_us=30.0, roofline_us=14.0,
                  run="later"),
             dict(shape="s", backend="marlin_mxfp4", m=1, routing="uniform", median_us=55.0, roofline_us=13.0),
@@ -187,6 +187,11 @@ def test_the_table_floor_is_the_main_runs_whatever_the_row_order():
     t = ex.latency_table(df).set_index("m")
     assert t.loc[1, "floor_us"] == 13.0 and t.loc[2, "floor_us"] == 27.0
     assert abs(t.loc[1, "best_fraction_of_floor"] - 13.0 / 30.0) < 1e-12
+    # with the file's ceilings and each row's bytes and FLOPs: every point at the main run's rates
+    df["bytes"], df["flops"] = [2e7, 2e7, 5e7], [1e9, 1e9, 2e9]
+    df.attrs["ceilings"] = {"copy_bytes_per_s": 2e12, "bf16_flops_per_s": 1e15}
+    t = ex.latency_table(df).set_index("m")
+    assert t.loc[1, "floor_us"] == 10.0 and t.loc[2, "floor_us"] == 25.0  # bytes / bandwidth > FLOPs / rate
 
 
 def test_launch_breakdown_of_the_recorded_forwards():

@@ -407,13 +407,20 @@ def latency_load_floor(summary: pd.DataFrame, config, *, ceilings=None) -> pd.Da
 def latency_table(df: pd.DataFrame, routing: str = "uniform") -> pd.DataFrame:
     """One row per (shape, M): each backend's median (us), the floor, best backend and its fraction.
 
-    The floor is the main run's (rows without ``run``, at the bandwidth that run measured) where it has the point:
-    rows a merged sweep took from other runs carry their own lease's floor, and the goals compare every backend
-    with one floor."""
+    One floor for every backend: rows a merged sweep took from other runs carry their own lease's floor (its
+    measured bandwidth), so the floor is the point's bytes and FLOPs over the file's ceilings (``df.attrs``, the
+    main run's) where the rows have them, else the main run's ``roofline_us`` (rows without ``run``) where it has
+    the point."""
+    ceil = df.attrs.get("ceilings") or {}
     d = _ok(df)
     d = d[d["routing"] == routing]
     p = d.pivot_table(index=["shape", "m"], columns="backend", values="median_us", aggfunc="median")
     main_first = d.assign(_other=d["run"].notna() if "run" in d else False).sort_values("_other", kind="stable")
+    if ceil.get("copy_bytes_per_s") and ceil.get("bf16_flops_per_s") and {"bytes", "flops"} <= set(d) \
+            and d["bytes"].notna().all() and d["flops"].notna().all():
+        main_first = main_first.assign(roofline_us=1e6 * np.maximum(
+            main_first["bytes"].astype(float) / ceil["copy_bytes_per_s"],
+            main_first["flops"].astype(float) / ceil["bf16_flops_per_s"]))
     floor = main_first.groupby(["shape", "m"])["roofline_us"].first()
     backends = list(p.columns)
     out = p.copy()
