@@ -74,6 +74,12 @@ class MoEBackend(abc.ABC):
     def tune(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> None:
         """Let the backend pick its tactics for this problem size (no-op unless it autotunes)."""
 
+    def tune_input_sets(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> list:
+        """The input sets a tuner times a candidate over: these inputs and :data:`TUNE_SETS` - 1 copies routed to
+        other experts of this shard (:func:`expert_permuted_sets`)."""
+        return expert_permuted_sets((x, topk_ids, topk_weights), TUNE_SETS, expert_offset=self.moe.expert_offset,
+                                    num_local_experts=self.moe.num_local_experts)
+
     def describe(self, m: int) -> dict:
         """What this backend runs for ``m`` tokens (e.g. its tile config), recorded beside each timing."""
         return {}

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from .base import TUNE_SETS, MoEBackend, expert_permuted_sets, fastest_agreeing
+from .base import MoEBackend, fastest_agreeing
 
 #: M upper bound of a bucket -> launch variants to time (:data:`mxfp4lab.kernels.decode_w4a16.VARIANTS`;
 #: first = default). The L2-staged variants 7-11 are left out: on the H200 none was faster than its unstaged
@@ -141,8 +141,7 @@ class DecodeW4A16(MoEBackend):
                                                       routed_scaling_factor=self.routed_scaling_factor)
 
         inputs = (x, topk_ids, topk_weights)
-        sets = expert_permuted_sets(inputs, TUNE_SETS, expert_offset=self.moe.expert_offset,
-                                    num_local_experts=self.moe.num_local_experts)
+        sets = self.tune_input_sets(*inputs)
         best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of, inputs,
                                 tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}",
                                 label=lambda cfg: f"variant {cfg.variant}", sets=sets)

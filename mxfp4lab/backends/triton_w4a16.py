@@ -18,7 +18,7 @@ import os
 import torch
 
 from ..kernels.tiles import INTERPRET_TILE, TILE_TABLE, DequantPath, TileConfig, bucket_of
-from .base import TUNE_SETS, MoEBackend, expert_permuted_sets, fastest_agreeing
+from .base import MoEBackend, fastest_agreeing
 
 #: tune(): a candidate whose output differs from the bucket default's by more than this relative error
 #: is dropped (different tiles change only the fp32 summation order: ~1e-4 observed on the H100; a wrong
@@ -111,8 +111,7 @@ class TritonW4A16(MoEBackend):
 
         # the bucket's first fitting tile of the explicit decode is the reference the others must agree with
         inputs = (x, topk_ids, topk_weights)
-        sets = expert_permuted_sets(inputs, TUNE_SETS, expert_offset=self.moe.expert_offset,
-                                    num_local_experts=self.moe.num_local_experts)
+        sets = self.tune_input_sets(*inputs)
         best = fastest_agreeing(TILE_TABLE[b], run_of, inputs, tol=TUNE_AGREEMENT_TOL, sets=sets,
                                 log=self.tune_log, prefix=f"bucket {b}", label=lambda c: str(tuple(c.as_list())),
                                 may_be_reference=lambda c: c.dequant == DequantPath.EXPLICIT,
