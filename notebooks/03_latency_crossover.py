@@ -188,9 +188,10 @@ from mxfp4lab.studies import launches as launch_study
 
 launches = launch_study.latency_launches()
 if len(launches):
-    figures.plot_launches(launches, label=study.latency_source_label(launches.attrs.get("provenance")))
+    figures.plot_launches(launches, label=study.latency_source_label(launches.attrs.get("provenance"),
+                                                                     launches.attrs.get("runs")))
     plt.show()
-    cols = ["m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps", "issue_active_pct",
+    cols = ["shape", "m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps", "issue_active_pct",
             "alu_pipe_pct", "top_stalls"]
     display(launches[[c for c in cols if c in launches]].round(1))
 else:

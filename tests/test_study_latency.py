@@ -270,6 +270,30 @@ def test_tails_of_a_recorded_forward_name_the_latest_ctas_phases(tmp_path):
     assert latency_tails(path).empty
 
 
+def test_launch_rows_merged_from_other_runs_keep_their_provenance(tmp_path):
+    """A launches file whose rows were merged from other runs: each row says its run, and the frames carry every
+    run's provenance, so that the report's label names each run's date and commit."""
+    from mxfp4lab import results
+    from mxfp4lab.studies import latency as lat
+    from mxfp4lab.studies.launches import latency_launches, latency_tails
+
+    tl = [{"launch": 0, "kernel": "k1", "start_us": 0.0, "end_us": 5.0}]
+    rows = [{"backend": "decode_w4a16", "shape": "gpt-oss-120b", "m": 1, "timeline": tl},
+            {"backend": "decode_w4a16", "shape": "gpt-oss-20b", "m": 64, "timeline": tl, "run": "twenty_b"}]
+    later = {"gpu": "NVIDIA H200", "date": "2026-12-03T12:29:00+00:00", "mxfp4lab_commit": "0537e53aaf9dfaef"}
+    path = tmp_path / "launches" / "h200.json"
+    path.parent.mkdir()
+    results.write(path, "moe_launches", rows, prov={"gpu": "NVIDIA H200", "date": "2026-12-03T10:31:00+00:00",
+                                                     "mxfp4lab_commit": "8cd24d3f4923876a"},
+                  runs={"twenty_b": {"provenance": later}})
+    d = latency_launches(path)
+    assert d["run"].isna().tolist() == [True, False] and d.loc[1, "run"] == "twenty_b"
+    assert d.attrs["runs"] == {"twenty_b": later}
+    assert latency_tails(path).attrs["runs"] == {"twenty_b": later}
+    label = lat.latency_source_label(d.attrs["provenance"], d.attrs["runs"])
+    assert "8cd24d3f49" in label and "run twenty_b" in label and "0537e53aaf" in label
+
+
 def test_routing_load_floor_uses_the_given_ceilings():
     """latency_load_floor: the roofline of each routing's tokens and hit experts at the measured ceilings."""
     import pandas as pd

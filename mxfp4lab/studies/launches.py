@@ -20,8 +20,9 @@ def latency_launches(path=None) -> pd.DataFrame:
     warp-stall reasons, warps per issued instruction) and ``alu_pipe_pct``. ncu's launches are matched to the
     timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own
     process, whose tuner may pick another launch variant, so ``ncu_kernel`` names what ncu measured and
-    ``ncu_same_kernel`` says whether it is the timeline's kernel. ``attrs["provenance"]``: the file's. Empty
-    frame when nothing is recorded."""
+    ``ncu_same_kernel`` says whether it is the timeline's kernel. ``run``: the run a row was merged from (None: the
+    file's own). ``attrs["provenance"]``: the file's; ``attrs["runs"]``: each other run's provenance. Empty frame
+    when nothing is recorded."""
     p = Path(path) if path is not None else results.find("launches")
     if p is None or not Path(p).is_file():
         return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
@@ -33,7 +34,7 @@ def latency_launches(path=None) -> pd.DataFrame:
         stalls = first_forward(entry.get("ncu_stalls", []), tl)
         for i, x in enumerate(tl):
             r = {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "launch": i,
-                 "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"]}
+                 "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"], "run": entry.get("run")}
             if i < len(ncu):
                 n = ncu[i]
                 r.update(ncu_kernel=n["kernel"], ncu_same_kernel=_kernel_key(n["kernel"]) == _kernel_key(x["kernel"]),
@@ -46,7 +47,14 @@ def latency_launches(path=None) -> pd.DataFrame:
             rows.append(r)
     out = pd.DataFrame(rows)
     out.attrs["provenance"] = doc.provenance
+    out.attrs["runs"] = other_runs(doc)
     return out
+
+
+def other_runs(doc) -> dict:
+    """name -> provenance of the runs a launches file's rows were merged from (rows with ``run``), as in a merged
+    latency sweep (:func:`mxfp4lab.studies.latency.latency_source_label` names them)."""
+    return {k: v.get("provenance") or {} for k, v in (doc.meta.get("runs") or {}).items()}
 
 
 def _launches_doc(path=None):
@@ -85,6 +93,7 @@ def latency_phases(path=None) -> pd.DataFrame:
     for c in ("ctas", "busy", "max_items"):  # counts (medians over replays of whole numbers)
         out[c] = out[c].round().astype("Int64")
     out.attrs["provenance"] = doc.provenance
+    out.attrs["runs"] = other_runs(doc)
     return out
 
 
@@ -134,4 +143,5 @@ def latency_tails(path=None) -> pd.DataFrame:
                                                                                key=lambda kv: int(kv[0])))})
     out = pd.DataFrame(rows, columns=cols)
     out.attrs["provenance"] = doc.provenance
+    out.attrs["runs"] = other_runs(doc)
     return out
