@@ -105,6 +105,11 @@ class Result:
 
         return pd.DataFrame(self.rows)
 
+    def runs(self) -> Dict[str, Dict[str, Any]]:
+        """name -> provenance of the other runs a merged file's rows came from (rows with ``run``; ``meta["runs"]``,
+        each ``{"provenance": ..., ...}``), the file's own run ("main", where listed) left out."""
+        return {k: v.get("provenance") or {} for k, v in (self.meta.get("runs") or {}).items() if k != "main"}
+
 
 # --------------------------------------------------------------------------------------------
 # Naming

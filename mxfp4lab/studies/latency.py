@@ -64,8 +64,7 @@ def latency_load(path=None) -> Tuple[pd.DataFrame, Optional[Dict[str, Any]]]:
         return df, None
     res = results.load(p, kind="latency_sweep")
     df = _latency_frame(res.rows)
-    runs = {k: v.get("provenance") or {} for k, v in (res.meta.get("runs") or {}).items() if k != "main"}
-    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {}, runs=runs)
+    df.attrs.update(path=str(p), ceilings=res.meta.get("ceilings") or {}, runs=res.runs())
     return df, res.provenance or {}
 
 

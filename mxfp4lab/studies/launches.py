@@ -47,14 +47,8 @@ def latency_launches(path=None) -> pd.DataFrame:
             rows.append(r)
     out = pd.DataFrame(rows)
     out.attrs["provenance"] = doc.provenance
-    out.attrs["runs"] = other_runs(doc)
+    out.attrs["runs"] = doc.runs()
     return out
-
-
-def other_runs(doc) -> dict:
-    """name -> provenance of the runs a launches file's rows were merged from (rows with ``run``), as in a merged
-    latency sweep (:func:`mxfp4lab.studies.latency.latency_source_label` names them)."""
-    return {k: v.get("provenance") or {} for k, v in (doc.meta.get("runs") or {}).items()}
 
 
 def _launches_doc(path=None):
@@ -93,7 +87,7 @@ def latency_phases(path=None) -> pd.DataFrame:
     for c in ("ctas", "busy", "max_items"):  # counts (medians over replays of whole numbers)
         out[c] = out[c].round().astype("Int64")
     out.attrs["provenance"] = doc.provenance
-    out.attrs["runs"] = other_runs(doc)
+    out.attrs["runs"] = doc.runs()
     return out
 
 
@@ -143,5 +137,5 @@ def latency_tails(path=None) -> pd.DataFrame:
                                                                                key=lambda kv: int(kv[0])))})
     out = pd.DataFrame(rows, columns=cols)
     out.attrs["provenance"] = doc.provenance
-    out.attrs["runs"] = other_runs(doc)
+    out.attrs["runs"] = doc.runs()
     return out

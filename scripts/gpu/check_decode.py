@@ -6,8 +6,7 @@ changes no arithmetic), a fused-launch, dynamic-items or split-grid variant the 
 fused combine exactly the bits of the three-launch path, the routed scaling factor applied by the combine (the
 model's, or DeepSeek-V4's 1.5 where it has none) exactly the bits of the multiply after the kernel (both combines),
 and every fused-combine arrival counter and every grid barrier's arrival count must be back at zero after the
-calls. Prints a table and writes JSON (with
-provenance) as it goes.
+calls. Prints a table and writes JSON (with provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
@@ -57,12 +56,12 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         row["nan"] = bool(torch.isnan(out1).any())
         row["deterministic"] = bool(torch.equal(out1, out2))
         row["bitwise_equal_frac"] = float((out1.view(torch.int16) == ref.view(torch.int16)).float().mean())
-        # fc2's fused combine against the three-launch path (default): the same bits; and every arrival
-        # counter is back at zero after the calls
         # the routed scaling factor in the combine: the bits of (out.float() * s).to(bfloat16) after the kernel
         s = cfg.routed_scaling_factor if cfg.routed_scaling_factor != 1.0 else ROUTED_SCALE
         want = (out1.float() * s).to(torch.bfloat16)
         outs_s = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"), routed_scaling_factor=s)
+        # fc2's fused combine against the three-launch path (default): the same bits, scaled or not; and every
+        # arrival counter is back at zero after the calls
         if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic):  # (they have no fused combine)
             fused = dataclasses.replace(cfg_l, fused_combine=True)
             out3 = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"))
