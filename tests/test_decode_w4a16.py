@@ -228,16 +228,16 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     # items: never for a split grid's fc2) and fc2 with the fused combine per configuration (static); one
     # fused_kernel per fused configuration; the combine
     def cfg1(v):
-        return v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows
+        return v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.fc1_tiles
 
     def cfg2(v):
-        return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2
+        return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused]
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
-    fused = {cfg1(v) + cfg2(v)[2:] for v in VARIANTS.values() if v.fused}
+    fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
     assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 1, report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
@@ -367,8 +367,9 @@ def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
         assert fc1 or l2 == 0, name
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    configs = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
-    configs2 = {(v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in VARIANTS.values()}
+    # (tiles per item, G, CTAs per SM, depth, buffers): the kernel name's first five template arguments
+    configs = {(v.fc1_tiles, v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
+    configs2 = {(v.fc2_tiles, v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in VARIANTS.values()}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
     assert sum(1 for k in seen if k[2]) == len(staged) == 7
     assert sum(1 for k in seen if not k[2]) == len(configs) + len(configs2)  # fc1 and fc2 of every configuration
@@ -511,7 +512,7 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     # dynamic items: the same per-item arithmetic as the static twin (32: fc2's other ring, the same sums); fc1's
     # tuned from M = 2 on (at M = 1 a CTA has at most one item, nothing to balance)
     assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not v.split} == {
-        21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5, 35: 15, 36: 15}
+        21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5, 35: 15, 36: 15, 37: 38, 39: 40}
     for b, cands in CANDIDATES.items():
         assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
         # fc1 with dynamic items from M = 2 on; fc2 alone (30, 31) where its CTAs start while fc1 ends (M <= 64)
@@ -534,7 +535,7 @@ def test_split_grid_variants_share_every_sm_between_fc1_and_fc2():
     assert {i: twin_of(i) for i in split} == {25: 12, 26: 12, 27: 15, 28: 12, 29: 12}
     # the variant code keeps a two-digit fc2 depth apart from its neighbours
     assert VARIANTS[28].code // 10**8 % 100 == 11 and VARIANTS[28].code // 10**10 % 10 == 2
-    assert VARIANTS[26].code // 10**13 == 3 and VARIANTS[25].code // 10**12 % 10 == 1
+    assert VARIANTS[26].code // 10**13 % 10 == 3 and VARIANTS[25].code // 10**12 % 10 == 1
     # measured slower than the two-launch variants at M <= 8 on the H200: not tuned
     assert not any(VARIANTS[v].split for cands in CANDIDATES.values() for v in cands)
 

@@ -83,6 +83,13 @@ class Variant:
     #: fc2's CTAs are resident from fc1's start and copy the weights of their first ``depth2 - 1`` steps while
     #: fc1 streams (0: each GEMM launches SMs x ``ctas_per_sm`` CTAs). fc2's items stay static ranges.
     split: int = 0
+    #: 16-row tiles per item of fc1 and of fc2 (the kernel's ItemTiles): the layout's tile groups
+    #: (:data:`FC1_TILES` = 4: 2 up + 2 gate tiles, :data:`FC2_TILES` = 2), or fc1 half of one (2: an up and a gate
+    #: tile, half the accumulators, so that 16 tokens per item fit three CTAs per SM) and fc2 two of them (4: half
+    #: the items, a warp's per-step work -- copies, addresses, the loop -- spread over twice the weights).
+    #: Which tiles an item holds changes no sum.
+    fc1_tiles: int = FC1_TILES
+    fc2_tiles: int = FC2_TILES
 
     @property
     def depth2(self) -> int:
@@ -95,7 +102,7 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (self.split * 10**13 + int(self.dynamic) * 10**12 + int(self.fused) * 10**11
+        return (self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12 + int(self.fused) * 10**11
                 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
@@ -124,7 +131,10 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             33: Variant(1, 3, 2, 1, 4, fc2_depth=6, fc2_token_rows=2),
             34: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2),
             35: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2, dynamic=2),
-            36: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2, dynamic=3)}
+            36: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2, dynamic=3),
+            37: Variant(1, 3, 2, 1, dynamic=3, fc2_tiles=4), 38: Variant(1, 3, 2, 1, fc2_tiles=4),
+            39: Variant(2, 3, 2, 1, dynamic=3, fc1_tiles=2), 40: Variant(2, 3, 2, 1, fc1_tiles=2),
+            41: Variant(1, 3, 2, 1, fc2_depth=3, fc2_token_rows=2, fc2_tiles=4)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -441,13 +451,20 @@ def unstaged_twin(variant: int) -> int:
 def twin_of(variant: int) -> int:
     """The variant whose output ``variant`` must equal bit for bit (itself if none): an L2-staged variant's
     unstaged twin, a fused launch's two-launch twin, a dynamic-items variant's static twin, a split grid's first
-    plain variant with the same token rows per item (the same GEMM arithmetic per item, another schedule)."""
+    plain variant with the same token rows per item (the same GEMM arithmetic per item, another schedule), and a
+    variant whose items hold other tiles than the layout's groups the same variant with the layout's (else the
+    first plain one with its token rows): which tiles an item holds changes no sum."""
     v = VARIANTS[variant]
+
+    def plain_like(u: Variant) -> int:  # the first plain variant of the layout's tiles with u's token rows per item
+        return next(i for i, w in VARIANTS.items() if not (w.fused or w.dynamic or w.split or w.l2) and (
+            w.fc1_tiles, w.fc2_tiles) == (FC1_TILES, FC2_TILES) and (
+            w.token_groups, w.token_rows, w.token_rows2) == (u.token_groups, u.token_rows, u.token_rows2))
+
     if v.l2 and (v.split or v.fused or v.dynamic):  # a staged schedule: its unstaged variant's twin
         return twin_of(next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, l2=0)))
     if v.split:  # another grid and depth, the same token rows per item
-        return next(i for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2) and (
-            u.token_groups, u.token_rows, u.token_rows2) == (v.token_groups, v.token_rows, v.token_rows2))
+        return plain_like(v)
     if v.fused or v.dynamic:
         plain = {i: u for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2)}
         schedule = dict(fused=v.fused, dynamic=v.dynamic)
@@ -456,6 +473,9 @@ def twin_of(variant: int) -> int:
         ring = dict(schedule, fc2_depth=v.fc2_depth, fc2_token_rows=v.fc2_token_rows)
         exact = [i for i, u in plain.items() if dataclasses.replace(u, **schedule) == v]
         return (exact or [i for i, u in plain.items() if dataclasses.replace(u, **ring) == v])[0]
+    if (v.fc1_tiles, v.fc2_tiles) != (FC1_TILES, FC2_TILES):  # the layout's tile groups per item
+        whole = dataclasses.replace(v, fc1_tiles=FC1_TILES, fc2_tiles=FC2_TILES)
+        return next((i for i, u in VARIANTS.items() if u == whole), None) or plain_like(v)
     return unstaged_twin(variant)
 
 
@@ -473,5 +493,5 @@ def _cuda_error_name(code: int) -> str:
 
 
 def describe(config: LaunchConfig) -> dict:
-    return dataclasses.asdict(config) | dataclasses.asdict(VARIANTS[config.variant]) | {
-        "tiles_per_item": [FC1_TILES, FC2_TILES]}
+    var = VARIANTS[config.variant]
+    return dataclasses.asdict(config) | dataclasses.asdict(var) | {"tiles_per_item": [var.fc1_tiles, var.fc2_tiles]}

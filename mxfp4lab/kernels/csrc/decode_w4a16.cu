@@ -482,6 +482,41 @@ constexpr int tokens_per_item() {
   return TA ? TA : 8 * G;
 }
 
+// An item's NT tiles and where they lie in the layout's tile groups of LT tiles (LT = kNT1 for fc1, kNT2 for fc2;
+// mxfp4lab/layout/decode_w4a16.py). One step of a layout group is one contiguous block: LT tiles of 512 B, then LT x
+// 32 scale bytes. A ring slot holds the item's NT tiles the same way (tile n at n * 512, its scales at NT * 512 +
+// n * 32), whichever layout groups they come from, so the MMA loop does not depend on the mapping:
+//   NT == LT     whole: item group = layout group.
+//   NT == 2 LT   pair (fc2): item group q = layout groups 2q and 2q + 1 (64 output rows); tiles LT.. come from the
+//                second group's block (chunks steps further), zeros where the layer has an odd number of groups. Half
+//                the items, each with twice the tiles: the per-step work of a warp (copies, addresses, the loop) is
+//                spread over twice the weights.
+//   NT == LT / 2 half (fc1): item group i = half i & 1 of layout group i >> 1 (up tile h and gate tile LT/2 + h, 16
+//                intermediate rows): half the accumulators, so that 16 tokens per item (G = 2) fit three CTAs per SM.
+// Which tiles an item holds changes no sum: every tile's MMAs, warps and reduction order are those of the whole item.
+template <int NT, int LT>
+struct ItemTiles {
+  static_assert(NT == LT || NT == 2 * LT || 2 * NT == LT, "an item is a layout group, two of them, or half of one");
+  static constexpr bool kPair = NT == 2 * LT, kHalf = 2 * NT == LT;
+  static constexpr int kLayoutTiles = LT;
+  static constexpr int kLayoutStep = LT * (kTileBytes + kScaleBytes);  // one step of one layout group
+  __host__ __device__ static constexpr int item_groups(int layout_groups) {
+    return kPair ? (layout_groups + 1) / 2 : kHalf ? 2 * layout_groups : layout_groups;
+  }
+  __device__ static int layout_group(int item_group) { return kPair ? 2 * item_group : kHalf ? item_group >> 1 : item_group; }
+  // the tile of its layout group's block that item tile n is (half: of the item's half 0; the half adds half_shift)
+  __host__ __device__ static constexpr int layout_tile(int n) {
+    return kPair ? n % LT : kHalf ? (n / (NT / 2)) * (LT / 2) + n % (NT / 2) : n;
+  }
+  // item tile n's bytes from the block's first tile (pair: within its own block)
+  __host__ __device__ static constexpr int tile_src(int n) { return layout_tile(n) * kTileBytes; }
+  // scale lane l (< 2 NT) fills bytes 16 l .. 16 l + 15 of the slot's scales: half (l & 1) of tile l / 2's 32 bytes
+  __device__ static int scale_src(int lane) { return LT * kTileBytes + layout_tile(lane >> 1) * kScaleBytes + (lane & 1) * 16; }
+  // half: the item's shift of its tile copies (half h: h * NT / 2 tiles further), and what its scale copies add to it
+  __device__ static int half_shift(int item_group) { return kHalf ? (item_group & 1) * (NT / 2) * kTileBytes : 0; }
+  __device__ static int half_scale(int shift) { return kHalf ? shift / kTileBytes * kScaleBytes - shift : 0; }
+};
+
 template <int NT, int G, int D, int RB, int TA>
 struct Smem {
   static constexpr int TC = tokens_per_item<TA, G>();
@@ -538,6 +573,8 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   static_assert(SYNC == 0 || (!FC1 && L2 == 0 && !CMB), "the fused launch's fc2 waits on the grid barrier");
   static_assert(DY == 0 || (!CMB && SYNC == 0), "dynamic items use the fused combine's scratch (done_m)");
   using S = Smem<NT, G, D, RB, TA>;
+  using T = ItemTiles<NT, FC1 ? kNT1 : kNT2>;
+  static_assert(!(T::kPair && FC1) && !(T::kHalf && !FC1), "pairs of layout groups in fc2, halves in fc1");
   constexpr int TC = S::TC;  // tokens per item
   // bytes of one half (K 16t..16t+7 or +8..+15) of a token group's rows in the slot: [group][half][lane]
   constexpr int kActHalf = TA ? TA * 64 : 512;
@@ -551,7 +588,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   rt.istart = rbase + 2 * E + 1;
   int* scratch = rbase + 3 * E + 2;          // 2E + 2*kWarps ints
   rt.plist = scratch + 2 * E + 2 * kWarps;   // [P]
-  const int groups = a.groups;
+  const int groups = T::item_groups(a.groups);  // item groups per expert (a.groups: the layout's)
 
   if (threadIdx.x == 0) {
     MXFP4LAB_STAMP(a, kTraceEntry);
@@ -619,6 +656,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   constexpr bool kEvictFirst = (L2 & 2) != 0;
   uint64_t wpolicy = 0;
   if constexpr (kEvictFirst) wpolicy = policy_evict_first();
+  // Where a lane's copies of one step come from (ItemTiles): item tile n at its 16 bytes of the step's first layout
+  // tile + tile_src(n) (a pair item's tiles >= LT one layout group further), the scale lanes' 16 bytes at that + the
+  // item's scale offset; each step one layout step further.
+  const int64_t block_stride = static_cast<int64_t>(a.chunks) * T::kLayoutStep;  // the next layout group's block
 
   // ---- issue side: a cursor over this warp's steps (item, chunk) that only moves forward. Bit 0 of `parts`
   // copies a step's weights and scales into its ring slot, bit 1 its activation rows.
@@ -626,10 +667,13 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     int left;                        // steps still to issue
     int item, c;                     // item being issued and its next chunk (c = ncw: "advance first")
     int pos;                         // DY: position of the item in this CTA's claims
-    const uint8_t* w;                // this lane's bytes of the item's first step
+    int second;                      // pair: bytes from the item's first layout group to its second (0: none, the
+                                     // layer's last group: its tiles read the first group's again; rows never stored)
+    int scales;                      // pair, half: bytes from w to this lane's scale bytes (scale lanes)
+    const uint8_t* w;                // this lane's 16 bytes of the item's first step's first tile (a half: of its half)
     const __nv_bfloat16* act[G];     // this lane's activation row per token group, or null
   };
-  Cursor cur{total_steps, first - 1, ncw, -1, nullptr, {}};
+  Cursor cur{total_steps, first - 1, ncw, -1, 0, 0, nullptr, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
     if (cs.left > 0) {
       --cs.left;
@@ -645,8 +689,12 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
         }
         cs.c = 0;
         Item it = find_item(rt, E, cs.item, TC, groups);
-        cs.w = a.wq + ((static_cast<int64_t>(it.e) * groups + it.group) * a.chunks + c_begin) * S::kStepBytes +
-               lane * 16;
+        const int lg = T::layout_group(it.group), shift = T::half_shift(it.group);
+        cs.second = T::kPair && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
+        cs.scales = T::scale_src(lane) - lane * 16 + T::half_scale(shift) +
+                    (T::kPair && lane >= 2 * T::kLayoutTiles ? cs.second : 0);
+        cs.w = a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * a.chunks + c_begin) * T::kLayoutStep + lane * 16 +
+               shift;
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
           int j = gi * 8 + g;
@@ -654,17 +702,25 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
                                    : nullptr;
         }
       }
-      const uint32_t slot = wring + ((total_steps - 1 - cs.left) % D) * S::kSlot;
+      const uint32_t slot = wring + static_cast<unsigned>(total_steps - 1 - cs.left) % D * S::kSlot;
       if (parts & 1) {
-        const uint8_t* src = cs.w + cs.c * S::kStepBytes;
-        if constexpr (kEvictFirst) {
+        const uint8_t* src = cs.w + cs.c * T::kLayoutStep;
 #pragma unroll
-          for (int n = 0; n < NT; ++n) cp_async16_hint(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, wpolicy);
-          if (lane < kScaleLanes) cp_async16_hint(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, wpolicy);
-        } else {
-#pragma unroll
-          for (int n = 0; n < NT; ++n) cp_async16(slot + n * kTileBytes + lane * 16, src + n * kTileBytes, true);
-          if (lane < kScaleLanes) cp_async16(slot + NT * kTileBytes + lane * 16, src + NT * kTileBytes, true);
+        for (int n = 0; n < NT; ++n) {
+          const uint8_t* from = src + (T::kPair && n >= T::kLayoutTiles ? cs.second : 0) + T::tile_src(n);
+          if constexpr (kEvictFirst) {
+            cp_async16_hint(slot + n * kTileBytes + lane * 16, from, wpolicy);
+          } else {
+            cp_async16(slot + n * kTileBytes + lane * 16, from, true);
+          }
+        }
+        if (lane < kScaleLanes) {
+          const uint8_t* from = src + (T::kPair || T::kHalf ? cs.scales : NT * kTileBytes);  // whole: tiles, then scales
+          if constexpr (kEvictFirst) {
+            cp_async16_hint(slot + NT * kTileBytes + lane * 16, from, wpolicy);
+          } else {
+            cp_async16(slot + NT * kTileBytes + lane * 16, from, true);
+          }
         }
       }
       if (parts & 2) {
@@ -755,7 +811,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
 #ifdef MXFP4LAB_DECODE_TRACE
       if (q == 0 && threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceFirst);
 #endif
-      const uint32_t sbase = wring + (q % D) * S::kSlot;
+      const uint32_t sbase = wring + static_cast<unsigned>(q) % D * S::kSlot;
       uint4 bw[G][2];
 #pragma unroll
       for (int gi = 0; gi < G; ++gi)
@@ -1059,7 +1115,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // between them (fused_kernel). DY: dynamic items (gemm_phase), bit 0 in fc1, bit 1 in fc2. SP > 0: a split grid (launch_forward): fc1
 // takes SP of the CPS CTA slots per SM and fc2 the rest, so fc2's CTAs are resident from fc1's start and copy
 // the weights of their first D2 - 1 steps while fc1 streams (not only while it ends); their items stay static.
-// The table's last five columns: D2, TA2 (equal to D, TA unless stated), FU, DY, SP.
+// IT1, IT2: tiles per item of fc1 and fc2 (ItemTiles: kNT1 = 4 and kNT2 = 2, the layout's groups, unless stated;
+// fc1 2 = half a group, fc2 4 = two groups). The table's last seven columns: D2, TA2 (equal to D, TA unless stated),
+// FU, DY, SP, IT1, IT2.
 //   id  G  CTAs/SM  ring depth  partial buffers  L2  TA
 //   1   1  1        6           2                0   0   decode, one CTA of 8 warps per SM, deep ring
 //   2   1  2        3           1                0   0   decode, two CTAs per SM (16 warps), epilogues overlap
@@ -1099,20 +1157,28 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   34  1  3        2           1                8   0   variant 15, fc1's epilogue inputs (biases, alpha, beta, limit) early
 //   35  1  3        2           1                8   0   variant 30, the same
 //   36  1  3        2           1                8   0   variant 22, the same
+//   37  1  3        2           1                0   0   variant 21, fc2 items of 4 tiles (two layout groups)
+//   38  1  3        2           1                0   0   variant 5, fc2 items of 4 tiles
+//   39  2  3        2           1                0   0   16 tokens per item at three CTAs per SM: fc1 items of 2 tiles (an
+//                                                          up and a gate tile), dynamic items
+//   40  2  3        2           1                0   0   variant 39 with static items
+//   41  1  3        2           1                0   0   variant 15 with fc2 items of 4 tiles, fc2 a 3-deep ring
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
-  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0)     \
-  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0)     \
-  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0, 0)     \
-  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0, 0)  \
-  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0, 0)  \
-  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0)  \
-  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0)  \
-  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0) \
-  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2)   \
-  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2)                            \
-  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0)   \
-  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0) X(34, 1, 3, 2, 1, 8, 0, 6, 2, 0, 0, 0) X(35, 1, 3, 2, 1, 8, 0, 6, 2, 0, 2, 0)  \
-  X(36, 1, 3, 2, 1, 8, 0, 6, 2, 0, 3, 0)
+  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2)     \
+  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2)     \
+  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0, 0, 4, 2) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0, 4, 2) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0, 0, 4, 2)     \
+  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0, 0, 4, 2) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0, 0, 4, 2) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0, 0, 4, 2)  \
+  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0, 0, 4, 2) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0, 0, 4, 2) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0, 0, 4, 2)  \
+  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0, 4, 2) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0, 4, 2) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0, 4, 2)  \
+  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0, 4, 2) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0, 4, 2) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 2)  \
+  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0, 4, 2) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0, 4, 2) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 2) \
+  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1, 4, 2) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3, 4, 2) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2, 4, 2)   \
+  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2, 4, 2) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2, 4, 2)                            \
+  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0, 4, 2) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0, 4, 2) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0, 4, 2)   \
+  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0, 4, 2) X(34, 1, 3, 2, 1, 8, 0, 6, 2, 0, 0, 0, 4, 2) X(35, 1, 3, 2, 1, 8, 0, 6, 2, 0, 2, 0, 4, 2)  \
+  X(36, 1, 3, 2, 1, 8, 0, 6, 2, 0, 3, 0, 4, 2) X(37, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 4)                            \
+  X(38, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 4) X(39, 2, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 2, 2)                             \
+  X(40, 2, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 2, 2) X(41, 1, 3, 2, 1, 0, 0, 3, 2, 0, 0, 0, 4, 4)
 
 }  // namespace mxfp4lab_decode
 
@@ -1168,9 +1234,11 @@ cudaError_t launch_combine(const DecodeArgs* d, const GemmArgs& g1, cudaStream_t
   return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
 }
 
-template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP>
+template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP, int IT1, int IT2>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(SP == 0 || (SP < CPS && FU == 0 && L2 == 0), "a split grid: SP of the CPS CTAs per SM run fc1");
+  static_assert(FU == 0 || (IT1 == kNT1 && IT2 == kNT2), "the fused launch runs whole layout groups");
+  static_assert((L2 & 5) == 0 || IT2 == kNT2, "L2 staging enumerates fc2's items as whole layout groups");
   GemmArgs g1 = {};
   g1.act = reinterpret_cast<const __nv_bfloat16*>(d->x);
   g1.ld_act = d->ld_x;
@@ -1238,7 +1306,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g1.sched = reinterpret_cast<int*>(d->sched);
     g2.sched = g1.sched + 2;
   }
-  err = launch_gemm<kNT1, G, D, RB, CPS, true, L2, false, TA, DY & 1>(g1, grid1, stream, false, SP > 0);
+  err = launch_gemm<IT1, G, D, RB, CPS, true, L2, false, TA, DY & 1>(g1, grid1, stream, false, SP > 0);
   if (err != cudaSuccess) return err;
   if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
@@ -1250,9 +1318,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.hidden = static_cast<int>(d->hidden);
     g2.out_scale = static_cast<float>(d->out_scale);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    return launch_gemm<kNT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, SP > 0);
+    return launch_gemm<IT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, SP > 0);
   }
-  err = launch_gemm<kNT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : (DY >> 1) & 1>(g2, grid2, stream, pdl, SP > 0);
+  err = launch_gemm<IT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : (DY >> 1) & 1>(g2, grid2, stream, pdl, SP > 0);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
@@ -1267,9 +1335,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP) \
-  case ID:                                             \
-    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP>(d, stream));
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2) \
+  case ID:                                                       \
+    return static_cast<int>(launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
@@ -1281,9 +1349,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs, int64_t gemm) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP)                                                 \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2)                                       \
   case ID: {                                                                                           \
-    const int64_t s1 = smem_bytes<kNT1, G, D, RB, TA>(E, P), s2 = smem_bytes<kNT2, G, D2, RB, TA2>(E, P); \
+    const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P); \
     return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);                                              \
   }
     MXFP4LAB_DECODE_VARIANTS(X)
@@ -1296,8 +1364,8 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
 // G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP)                                                     \
-  SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2)                                           \
+  IT2 * 1000000000000000LL + IT1 * 100000000000000LL + SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
       TA * 10000000LL + \
       L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
