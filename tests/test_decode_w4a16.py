@@ -757,3 +757,27 @@ def test_a_bad_routed_scaling_factor_is_refused_by_name():
     for bad in (0.0, -1.5, float("nan"), float("inf")):
         with pytest.raises(DecodeKernelError, match="routed_scaling_factor must be a finite number > 0"):
             forward(torch.zeros(1, 64, dtype=torch.bfloat16), ids, w, layout, routed_scaling_factor=bad)
+
+
+def test_item_tile_variants_twin_the_layouts_groups_and_carry_their_tiles_in_the_code():
+    """Variants whose items hold other tiles than the layout's groups (fc2: two groups; fc1: half a group) check
+    bit for bit against the same launch with the layout's groups, or the first plain one with their token rows;
+    the library's table code carries both tile counts; fused launches and L2 staging keep the layout's groups;
+    the tuner takes the two-group fc2 items, not the half fc1 items (slower on the H200)."""
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS, describe, LaunchConfig, twin_of
+    from mxfp4lab.layout.decode_w4a16 import FC1_TILES, FC2_TILES
+
+    tiles = {i: (v.fc1_tiles, v.fc2_tiles) for i, v in VARIANTS.items() if (v.fc1_tiles, v.fc2_tiles) != (4, 2)}
+    assert tiles == {37: (4, 4), 38: (4, 4), 39: (2, 2), 40: (2, 2), 41: (4, 4)}
+    assert (FC1_TILES, FC2_TILES) == (4, 2)
+    assert {i: twin_of(i) for i in tiles} == {37: 38, 38: 5, 39: 40, 40: 3, 41: 15}
+    for i, v in VARIANTS.items():
+        assert v.code // 10**15 == v.fc2_tiles and v.code // 10**14 % 10 == v.fc1_tiles
+        if v.fused or v.l2 & 5:
+            assert (v.fc1_tiles, v.fc2_tiles) == (FC1_TILES, FC2_TILES), i
+        assert v.fc1_tiles in (FC1_TILES, FC1_TILES // 2) and v.fc2_tiles in (FC2_TILES, 2 * FC2_TILES), i
+        assert v.fc1_tiles == FC1_TILES or v.token_groups == 2, i  # half items exist for 16 tokens per item
+    assert describe(LaunchConfig(variant=37))["tiles_per_item"] == [4, 4]
+    tuned = set().union(*CANDIDATES.values())
+    assert {37, 38, 41} <= tuned and not {39, 40} & tuned

@@ -35,16 +35,18 @@ from .base import MoEBackend, fastest_agreeing
 #: Not tuned either: 34-36 (15, 30 and 22 with fc1's first item's epilogue inputs prefetched at its start: fc1's
 #: epilogue 1.9 instead of 2.7 us at GPT-OSS-120b M = 1, its first step as much longer; the tuner's times within
 #: 1.5 % of their twins' either way at M <= 8, picked by noise).
-#: 37-41: items of other tiles than the layout's groups: fc2 items of two groups (37, 38, 41: half the items, a
-#: warp's per-step work -- copies, addresses, the loop, ~70 of fc2's ~200 SASS instructions per step -- spread over
-#: twice the weights, 80 instead of 98 instructions per 16-row tile), fc1 items of half a group with 16 tokens per
-#: item at three CTAs per SM (39, 40: an expert with 9-16 tokens decodes its weights once, not twice)
+#: 37, 38, 41: fc2 items of two layout groups (half the items; a warp's per-step work -- copies, addresses, the
+#: loop, ~70 of fc2's ~200 SASS instructions per step -- spread over twice the weights: 80 instead of 98
+#: instructions per 16-row tile). On the H200 the tuner picked them at every M from 2 to 128 on every shape and at
+#: M = 1 on DeepSeek-V4-Flash and seed (10-19 % faster). Not tuned: 39, 40 (fc1 items of half a group, 16 tokens
+#: per item at three CTAs per SM, so that an expert with 9-16 tokens decodes its weights once): 1.5x slower than
+#: 37 at GPT-OSS-20b M = 64 (325.5 vs 209.4 us), the per-step work spread over 2 tiles, the MMAs over 16 tokens.
 _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)
-_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 39, 40, 41)
-_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 39, 40)
+_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41)
+_LARGE = (3, 4, 6, 1, 2, 21, 24, 37)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning
