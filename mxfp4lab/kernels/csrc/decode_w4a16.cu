@@ -503,7 +503,9 @@ struct ItemTiles {
   __host__ __device__ static constexpr int item_groups(int layout_groups) {
     return kPair ? (layout_groups + 1) / 2 : kHalf ? 2 * layout_groups : layout_groups;
   }
-  __device__ static int layout_group(int item_group) { return kPair ? 2 * item_group : kHalf ? item_group >> 1 : item_group; }
+  __host__ __device__ static constexpr int layout_group(int item_group) {
+    return kPair ? 2 * item_group : kHalf ? item_group >> 1 : item_group;
+  }
   // the tile of its layout group's block that item tile n is (half: of the item's half 0; the half adds half_shift)
   __host__ __device__ static constexpr int layout_tile(int n) {
     return kPair ? n % LT : kHalf ? (n / (NT / 2)) * (LT / 2) + n % (NT / 2) : n;
@@ -511,10 +513,12 @@ struct ItemTiles {
   // item tile n's bytes from the block's first tile (pair: within its own block)
   __host__ __device__ static constexpr int tile_src(int n) { return layout_tile(n) * kTileBytes; }
   // scale lane l (< 2 NT) fills bytes 16 l .. 16 l + 15 of the slot's scales: half (l & 1) of tile l / 2's 32 bytes
-  __device__ static int scale_src(int lane) { return LT * kTileBytes + layout_tile(lane >> 1) * kScaleBytes + (lane & 1) * 16; }
+  __host__ __device__ static constexpr int scale_src(int lane) {
+    return LT * kTileBytes + layout_tile(lane >> 1) * kScaleBytes + (lane & 1) * 16;
+  }
   // half: the item's shift of its tile copies (half h: h * NT / 2 tiles further), and what its scale copies add to it
-  __device__ static int half_shift(int item_group) { return kHalf ? (item_group & 1) * (NT / 2) * kTileBytes : 0; }
-  __device__ static int half_scale(int shift) { return kHalf ? shift / kTileBytes * kScaleBytes - shift : 0; }
+  __host__ __device__ static constexpr int half_shift(int item_group) { return kHalf ? (item_group & 1) * (NT / 2) * kTileBytes : 0; }
+  __host__ __device__ static constexpr int half_scale(int shift) { return kHalf ? shift / kTileBytes * kScaleBytes - shift : 0; }
 };
 
 template <int NT, int G, int D, int RB, int TA>
