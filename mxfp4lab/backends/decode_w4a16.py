@@ -5,9 +5,9 @@ Made for decode (M up to a few hundred tokens, a few tokens per expert): every a
 are read once, split across all SMs, through a cp.async ring, and decoded in registers straight into
 ``mma.sync`` fragments. Launch parameters per M bucket: :data:`CANDIDATES` (token groups per item);
 :meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness and keeps the fastest that agrees with
-the bucket's first candidate. fc2's fused combine (two launches, the same bits) is timed only at M <= 8
-(:data:`COMBINE_CANDIDATES`): at larger M it was slower at every bucket (docs/findings/2026-12-02-decode-diet.md); pin
-it with ``$MXFP4LAB_DECODE_COMBINE=fused`` and a pinned variant.
+the bucket's first candidate. fc2's fused combine (two launches, the same bits) is not tuned (:data:`COMBINE_CANDIDATES`): on
+the H200 it was slower at every bucket (docs/findings/2026-12-02-decode-diet.md; at M <= 8 with the item-tile
+variants too); pin it with ``$MXFP4LAB_DECODE_COMBINE=fused`` and a pinned variant.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37)
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning
 CANDIDATES: dict[int, tuple[int, ...]] = {1: _SMALL, 2: _FEW, 4: _FEW, 8: _FEW, 16: _MID, 32: _MID, 64: _MID,
                                           128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (4, 3, 6, 24)}
-#: M upper bound of a bucket -> variants also timed with fc2's fused combine (two launches; the same bits). At
-#: M <= 8 fc2 has about one item per CTA, so the combine's own launch -- its wait for fc2's grid and its loads --
-#: follows fc2's last CTA on the critical path (GPT-OSS-120b M = 1: 2.0 us after fc2's last exit), where the fused
-#: combine pays one fence and one arrival per item instead
-COMBINE_CANDIDATES: dict[int, tuple[int, ...]] = {1: (15, 38, 41), 2: (38, 41), 4: (38,), 8: (38,)}
+#: M upper bound of a bucket -> variants also timed with fc2's fused combine (two launches; the same bits). None: at
+#: M <= 8, where fc2 has about one item per CTA and the combine launch follows fc2's last CTA (GPT-OSS-120b M = 1:
+#: 2.0 us after fc2's last exit), the fused combine was still 1-8 % slower at every point on the H200 with the
+#: variants that win there (15, 38, 41; GPT-OSS-120b M = 1: 32.5 against 31.3 us; never picked,
+#: data/results/archive/latency/h200-2026-12-03-fused-combine-small-m.json). The tuner takes the candidates here.
+COMBINE_CANDIDATES: dict[int, tuple[int, ...]] = {}
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
 TUNE_AGREEMENT_TOL = 1e-2
