@@ -488,9 +488,10 @@ constexpr int tokens_per_item() {
 // n * 32), whichever layout groups they come from, so the MMA loop does not depend on the mapping:
 //   NT == LT     whole: item group = layout group.
 //   NT == 2 LT   pair (fc2): item group q = layout groups 2q and 2q + 1 (64 output rows); tiles LT.. come from the
-//                second group's block (chunks steps further), zeros where the layer has an odd number of groups. Half
-//                the items, each with twice the tiles: the per-step work of a warp (copies, addresses, the loop) is
-//                spread over twice the weights.
+//                second group's block (chunks steps further); where the layer has an odd number of groups, the last
+//                item reads its first group again (those rows are past the layer's and never stored). Half the items,
+//                each with twice the tiles: the per-step work of a warp (copies, addresses, the loop) is spread over
+//                twice the weights.
 //   NT == LT / 2 half (fc1): item group i = half i & 1 of layout group i >> 1 (up tile h and gate tile LT/2 + h, 16
 //                intermediate rows): half the accumulators, so that 16 tokens per item (G = 2) fit three CTAs per SM.
 // Which tiles an item holds changes no sum: every tile's MMAs, warps and reduction order are those of the whole item.
