@@ -236,7 +236,7 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     two = [v for v in VARIANTS.values() if not v.fused]
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
-    cmb = {cfg2(v) for v in two if not v.split}  # a split grid's fc2 has no fused combine
+    cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
     assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 1, report[-2000:]

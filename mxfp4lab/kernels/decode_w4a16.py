@@ -391,9 +391,6 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
                                 "GEMM launches")
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
     barrier = grid_barrier(dev, stream) if var.fused else None
-    if var.split and cfg.fused_combine:
-        raise DecodeKernelError(f"variant {cfg.variant} splits every SM between fc1 and fc2; the fused combine runs only "
-                                "with a grid of its own for fc2")
     if var.dynamic and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
                                 "ranges")

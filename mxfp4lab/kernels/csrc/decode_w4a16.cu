@@ -676,7 +676,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
                                      // layer's last group: its tiles read the first group's again; rows never stored)
     int scales;                      // pair, half: bytes from w to this lane's scale bytes (scale lanes)
     const uint8_t* w;                // this lane's 16 bytes of the item's first step's first tile (a half: of its half)
-    const __nv_bfloat16* act[G];     // this lane's activation row per token group (without a token: row 0)
+    const __nv_bfloat16* act[G];     // this lane's activation row per token group, or null
   };
   Cursor cur{total_steps, first - 1, ncw, -1, 0, 0, nullptr, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
@@ -703,9 +703,8 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
           int j = gi * 8 + g;
-          // a lane without a token copies row 0: its MMA column is never stored (only the item's tokens are),
-          // and a column's sums depend on its own B values alone
-          cs.act[gi] = a.act + (j < it.ntok ? static_cast<int64_t>(rt.plist[it.tok0 + j] / a.act_row_div) * a.ld_act : 0);
+          cs.act[gi] = j < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + j] / a.act_row_div) * a.ld_act
+                                   : nullptr;
         }
       }
       const uint32_t slot = wring + static_cast<unsigned>(total_steps - 1 - cs.left) % D * S::kSlot;
@@ -733,12 +732,16 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
         const int col = (c_begin + cs.c) * kChunkK + 16 * tl;
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
-          const __nv_bfloat16* base = cs.act[gi] + col;
+          const __nv_bfloat16* ap = cs.act[gi];
+          const __nv_bfloat16* base = ap ? ap + col : a.act;
 #pragma unroll
           for (int h = 0; h < 2; ++h)
+            // A lane without a token zero-fills (a copy of 0 source bytes makes no memory request). Pointing such
+            // lanes at one shared row instead, to drop this predicate, made every forward 20-220 % slower on the
+            // H200 (the grid's token-less lanes all reading one L2 line; docs/findings/2026-12-03-decode-item-tiles.md).
             if (TA == 0 || g < TC)  // slot layout [h][token group][lane of the rows][16 B]
               cp_async16(slot + S::kStepBytes + gi * 1024 + h * kActHalf + lane * 16, base + 8 * h,
-                         col + 8 * h + 8 <= a.k_valid);
+                         ap != nullptr && col + 8 * h + 8 <= a.k_valid);
         }
       }
       ++cs.c;
@@ -1306,9 +1309,6 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     if (err != cudaSuccess) return err;
     return launch_combine(d, g1, stream, pdl);
   }
-  if constexpr (SP > 0) {  // a split grid's fc2 has no fused combine (not compiled: it is never faster, and at four
-    if (d->counters != 0) return cudaErrorInvalidValue;  // CTAs per SM its registers would not fit without spills)
-  }
   if constexpr (DY) {  // dynamic items: fc1's and fc2's counters
     if (d->sched == 0 || d->counters != 0) return cudaErrorInvalidValue;
     g1.sched = reinterpret_cast<int*>(d->sched);
@@ -1316,7 +1316,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   }
   err = launch_gemm<IT1, G, D, RB, CPS, true, L2, false, TA, DY & 1>(g1, grid1, stream, false, SP > 0);
   if (err != cudaSuccess) return err;
-  if (SP == 0 && d->counters != 0) {  // fc2 with the fused combine: two launches
+  if (d->counters != 0) {  // fc2 with the fused combine: two launches
     g2.top_k = static_cast<int>(d->top_k);
     g2.topk_w = reinterpret_cast<const float*>(d->topk_w);
     g2.b2 = reinterpret_cast<const __nv_bfloat16*>(d->b2);
@@ -1326,7 +1326,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     g2.hidden = static_cast<int>(d->hidden);
     g2.out_scale = static_cast<float>(d->out_scale);
     g2.counters = reinterpret_cast<int*>(d->counters);
-    if constexpr (SP == 0) return launch_gemm<IT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, false);
+    return launch_gemm<IT2, G, D2, RB, CPS, false, 0, true, TA2, 0>(g2, grid2, stream, pdl, SP > 0);
   }
   err = launch_gemm<IT2, G, D2, RB, CPS, false, 0, false, TA2, SP ? 0 : (DY >> 1) & 1>(g2, grid2, stream, pdl, SP > 0);
   if (err != cudaSuccess) return err;
