@@ -197,6 +197,11 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 # left shifts make four bf16x2 registers (the bit map: `mxfp4lab.layout.decode_w4a16`), and
 # one bf16x2 multiply per register applies the E8M0 scale (one per row and lane). Left: the lane of every
 # element; right: the MMA step. The element traced above is outlined.
+#
+# Tiles are stored in groups, each (group, chunk) one contiguous block of weights then scales: fc1 2 up + 2 gate
+# tiles of the same rows, fc2 2 tiles. A kernel item need not be one group: at M = 2..128 the tuner's fc2 items
+# hold two (a step copies the same chunk of both blocks into one 4-tile slot), which spreads a warp's per-step
+# work over twice the weights (`docs/findings/2026-12-03-decode-item-tiles.md`); the layout stays the same.
 
 # %%
 figures.plot_decode_lanes(study.layout_decode_tile_map(), highlight=(trace_fc1_row(row, config)["w13_row"] % 16, k % 64));
