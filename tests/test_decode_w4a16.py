@@ -885,15 +885,3 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
                     assert torch.equal(got[:, n * 512 : (n + 1) * 512], wt), (nt, i, c, n)
                     assert torch.equal(got[:, nt * 512 + n * 32 : nt * 512 + (n + 1) * 32], st), (nt, i, c, n)
 
-
-def test_fused_combine_candidates_are_static_two_launch_variants_of_small_buckets():
-    """Where the tuner times fc2's fused combine it does so only with variants that have it (two GEMM launches,
-    static items: kernels.decode_w4a16.forward refuses the others) and that the bucket tunes anyway; it times it
-    nowhere now (slower at every M <= 8 on the H200 with the variants that win there)."""
-    from mxfp4lab.backends.decode_w4a16 import CANDIDATES, COMBINE_CANDIDATES
-    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
-
-    assert COMBINE_CANDIDATES == {}
-    for b, vs in COMBINE_CANDIDATES.items():
-        assert set(vs) <= set(CANDIDATES[b]), b
-        assert not any(VARIANTS[v].fused or VARIANTS[v].dynamic for v in vs), b

@@ -5,9 +5,11 @@ Made for decode (M up to a few hundred tokens, a few tokens per expert): every a
 are read once, split across all SMs, through a cp.async ring, and decoded in registers straight into
 ``mma.sync`` fragments. Launch parameters per M bucket: :data:`CANDIDATES` (token groups per item);
 :meth:`DecodeW4A16.tune` times them with the sweep's CUDA-graph harness and keeps the fastest that agrees with
-the bucket's first candidate. fc2's fused combine (two launches, the same bits) is not tuned (:data:`COMBINE_CANDIDATES`): on
-the H200 it was slower at every bucket (docs/findings/2026-12-02-decode-diet.md; at M <= 8 with the item-tile
-variants too); pin it with ``$MXFP4LAB_DECODE_COMBINE=fused`` and a pinned variant.
+the bucket's first candidate. fc2's fused combine (two launches, the same bits) is not tuned: on the H200 it
+was slower at every bucket (docs/findings/2026-12-02-decode-diet.md), and again at M <= 8 with the item-tile
+variants, where fc2 has about one item per CTA (1-8 % slower at every point, GPT-OSS-120b M = 1: 32.5 against
+31.3 us; data/results/archive/latency/h200-2026-12-03-fused-combine-small-m.json); pin it with
+``$MXFP4LAB_DECODE_COMBINE=fused`` and a pinned variant.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from .base import MoEBackend, fastest_agreeing
 #: 37, 38, 41: fc2 items of two layout groups (half the items; a warp's per-step work -- copies, addresses, the
 #: loop, ~70 of fc2's ~200 SASS instructions per step -- spread over twice the weights: 80 instead of 98
 #: instructions per 16-row tile). On the H200 the tuner picked them at every M from 2 to 128 on every shape and at
-#: M = 1 on DeepSeek-V4-Flash and seed (10-19 % faster). Not tuned: 39, 40 (fc1 items of half a group, 16 tokens
-#: per item at three CTAs per SM, so that an expert with 9-16 tokens decodes its weights once): 1.5x slower than
-#: 37 at GPT-OSS-20b M = 64 (325.5 vs 209.4 us), the per-step work spread over 2 tiles, the MMAs over 16 tokens.
+#: M = 1 on DeepSeek-V4-Flash and seed (7-19 % faster at M = 16-128, 9-12 % on DeepSeek-V4 at M = 1-4). Not tuned:
+#: 39, 40 (fc1 items of half a group, 16 tokens per item at three CTAs per SM, so that an expert with 9-16 tokens
+#: decodes its weights once): 1.5x slower than 37 at GPT-OSS-20b M = 64 (325.5 vs 209.4 us): the per-step work over
+#: 2 tiles, and activation copies of 16 token rows per 1 KB of weights.
 _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
 #: so dynamic items in fc1 (21-23) may balance them
@@ -52,12 +55,6 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37)
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning
 CANDIDATES: dict[int, tuple[int, ...]] = {1: _SMALL, 2: _FEW, 4: _FEW, 8: _FEW, 16: _MID, 32: _MID, 64: _MID,
                                           128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (4, 3, 6, 24)}
-#: M upper bound of a bucket -> variants also timed with fc2's fused combine (two launches; the same bits). None: at
-#: M <= 8, where fc2 has about one item per CTA and the combine launch follows fc2's last CTA (GPT-OSS-120b M = 1:
-#: 2.0 us after fc2's last exit), the fused combine was still 1-8 % slower at every point on the H200 with the
-#: variants that win there (15, 38, 41; GPT-OSS-120b M = 1: 32.5 against 31.3 us; never picked,
-#: data/results/archive/latency/h200-2026-12-03-fused-combine-small-m.json). The tuner takes the candidates here.
-COMBINE_CANDIDATES: dict[int, tuple[int, ...]] = {}
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
 TUNE_AGREEMENT_TOL = 1e-2
@@ -154,10 +151,8 @@ class DecodeW4A16(MoEBackend):
 
         inputs = (x, topk_ids, topk_weights)
         sets = self.tune_input_sets(*inputs)
-        cands = [self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]]
-        cands += [self._k.LaunchConfig(variant=g, fused_combine=True) for g in COMBINE_CANDIDATES.get(b, ())]
-        best = fastest_agreeing(cands, run_of, inputs, tol=TUNE_AGREEMENT_TOL, log=self.tune_log,
-                                prefix=f"bucket {b}", sets=sets,
-                                label=lambda cfg: f"variant {cfg.variant}" + (" fused combine" if cfg.fused_combine else ""))
+        best = fastest_agreeing([self._k.LaunchConfig(variant=g) for g in CANDIDATES[b]], run_of, inputs,
+                                tol=TUNE_AGREEMENT_TOL, log=self.tune_log, prefix=f"bucket {b}",
+                                label=lambda cfg: f"variant {cfg.variant}", sets=sets)
         if best is not None:
             self.chosen[b] = best
