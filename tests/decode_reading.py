@@ -10,8 +10,11 @@ Slow by design (scalar loops): small shapes only.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,33 @@ def tile_chunk_products(block: np.ndarray, n: int, x: np.ndarray, tiles_per_grou
             b[2 * t + 8 : 2 * t + 10, g] = xs[4 * s + 2 : 4 * s + 4]
         d += a @ b
     return d
+
+
+def kernel_item_tiles(tmp_path):
+    """ItemTiles (the CUDA source's struct, host-compiled with the system C++ compiler) for each (NT, LT) the
+    kernel instantiates: per item group its layout group and half shift, per tile its source offset, per scale lane
+    its source offset and the half's scale correction, as JSON."""
+    src = SOURCE.read_text()
+    start = src.index("template <int NT, int LT>\nstruct ItemTiles {")
+    item_tiles = src[start : src.index("\n};\n", start) + 4]
+    prog = ("#include <cstdio>\n#define __host__\n#define __device__\nconstexpr int kTileBytes = 512, kScaleBytes = 32;\n"
+            + item_tiles + r'''
+template <int NT, int LT> void dump(bool first) {
+  using T = ItemTiles<NT, LT>;
+  std::printf("%s\"%d,%d\": {\"step\": %d, \"item_groups5\": %d, \"groups\": [", first ? "" : ",", NT, LT,
+              T::kLayoutStep, T::item_groups(5));
+  for (int i = 0; i < 8; ++i) std::printf("%s[%d, %d, %d]", i ? "," : "", T::layout_group(i), T::half_shift(i),
+                                          T::half_scale(T::half_shift(i)));
+  std::printf("], \"tiles\": [");
+  for (int n = 0; n < NT; ++n) std::printf("%s%d", n ? "," : "", T::tile_src(n));
+  std::printf("], \"scales\": [");
+  for (int l = 0; l < 2 * NT; ++l) std::printf("%s%d", l ? "," : "", T::scale_src(l));
+  std::printf("]}");
+}
+int main() { std::printf("{"); dump<4, 4>(true); dump<2, 4>(false); dump<2, 2>(false); dump<4, 2>(false); std::printf("}\n"); }
+''')
+    (Path(tmp_path) / "item_tiles.cpp").write_text(prog)
+    exe = Path(tmp_path) / "item_tiles"
+    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(Path(tmp_path) / "item_tiles.cpp")],
+                   check=True, capture_output=True)
+    return json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)

@@ -783,39 +783,6 @@ def test_item_tile_variants_twin_the_layouts_groups_and_carry_their_tiles_in_the
     assert {37, 38, 41} <= tuned and not {39, 40} & tuned
 
 
-def _item_tiles_table(tmp_path):
-    """ItemTiles (the CUDA source's struct, host-compiled with the system C++ compiler) for each (NT, LT) the
-    kernel instantiates: per item group its layout group and half shift, per tile its source offset, per scale lane
-    its source offset and the half's scale correction, as JSON."""
-    import json as _json
-    import subprocess
-
-    src = (Path(__file__).resolve().parents[1] / "mxfp4lab" / "kernels" / "csrc" / "decode_w4a16.cu").read_text()
-    start = src.index("template <int NT, int LT>\nstruct ItemTiles {")
-    struct = src[start : src.index("\n};\n", start) + 4]
-    prog = ("#include <cstdio>\n#define __host__\n#define __device__\nconstexpr int kTileBytes = 512, kScaleBytes = 32;\n"
-            + struct + r'''
-template <int NT, int LT> void dump(bool first) {
-  using T = ItemTiles<NT, LT>;
-  std::printf("%s\"%d,%d\": {\"step\": %d, \"item_groups5\": %d, \"groups\": [", first ? "" : ",", NT, LT,
-              T::kLayoutStep, T::item_groups(5));
-  for (int i = 0; i < 8; ++i) std::printf("%s[%d, %d, %d]", i ? "," : "", T::layout_group(i), T::half_shift(i),
-                                          T::half_scale(T::half_shift(i)));
-  std::printf("], \"tiles\": [");
-  for (int n = 0; n < NT; ++n) std::printf("%s%d", n ? "," : "", T::tile_src(n));
-  std::printf("], \"scales\": [");
-  for (int l = 0; l < 2 * NT; ++l) std::printf("%s%d", l ? "," : "", T::scale_src(l));
-  std::printf("]}");
-}
-int main() { std::printf("{"); dump<4, 4>(true); dump<2, 4>(false); dump<2, 2>(false); dump<4, 2>(false); std::printf("}\n"); }
-''')
-    (tmp_path / "item_tiles.cpp").write_text(prog)
-    exe = tmp_path / "item_tiles"
-    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(tmp_path / "item_tiles.cpp")],
-                   check=True, capture_output=True)
-    return _json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
-
-
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")
 def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
     """The kernel's item-tile arithmetic (ItemTiles, composed as the copy cursor composes it: the lane's bytes of the
@@ -824,14 +791,12 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
     slot of an item laid out as NT contiguous tiles then their scales: for a whole item the layout group's bytes, for
     an fc2 pair item q output rows 64q.. (the last group read again where a layer has an odd number), for an fc1 half
     item i the up and gate rows 16i... Expected slots come from tile_words of those rows, not from the step layout."""
-    table = _item_tiles_table(tmp_path)
-    g = torch.Generator().manual_seed(7)
+    table = dr.kernel_item_tiles(tmp_path)
     e, chunks = 2, 2
     k = 64 * chunks
 
-    def rows(n):
-        return (torch.randint(0, 256, (e, n, k // 2), dtype=torch.uint8, generator=g),
-                torch.randint(118, 129, (e, n, k // 32), dtype=torch.uint8, generator=g))
+    def rows(n, seed):
+        return _codes_scales(e, n, k, seed=seed, hi=129)
 
     def expected_tile(packed, scales, r0, c):  # one 16-row tile's lane words and scale bytes at chunk c
         w, s = L.tile_words(packed[:, r0 : r0 + 16].contiguous(), scales[:, r0 : r0 + 16].contiguous())
@@ -855,7 +820,7 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
         return out
 
     # fc2: 5 layout groups of 2 tiles (an odd number): whole items and pair items
-    down, ds = rows(160)
+    down, ds = rows(160, 7)
     w2 = L.fc2_to_decode(down, ds)
     assert w2.shape[1] == 5 and table["4,2"]["item_groups5"] == 3 and table["2,2"]["item_groups5"] == 5
     for nt, items, row0 in ((2, 5, lambda q, n: 32 * q + 16 * n), (4, 3, lambda q, n: 64 * q + 16 * n)):
@@ -870,8 +835,8 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
                     assert torch.equal(got[:, n * 512 : (n + 1) * 512], wt), (nt, q, c, n)
                     assert torch.equal(got[:, nt * 512 + n * 32 : nt * 512 + (n + 1) * 32], st), (nt, q, c, n)
     # fc1: 3 layout groups of 2 up + 2 gate tiles: whole items and half items (an up and a gate tile)
-    up, us = rows(96)
-    gate, gs = rows(96)
+    up, us = rows(96, 9)
+    gate, gs = rows(96, 11)
     w13 = L.fc1_to_decode(up, us, gate, gs)
     assert table["2,4"]["item_groups5"] == 10 and table["4,4"]["item_groups5"] == 5
     for nt, items, per in ((4, 3, 32), (2, 6, 16)):

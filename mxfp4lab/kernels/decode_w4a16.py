@@ -102,8 +102,8 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12 + int(self.fused) * 10**11
-                + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+        return (self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12
+                + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
@@ -456,23 +456,25 @@ def twin_of(variant: int) -> int:
     first plain one with its token rows): which tiles an item holds changes no sum."""
     v = VARIANTS[variant]
 
+    def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid
+        return not (w.fused or w.dynamic or w.split or w.l2)
+
     def plain_like(u: Variant) -> int:  # the first plain variant of the layout's tiles with u's token rows per item
-        return next(i for i, w in VARIANTS.items() if not (w.fused or w.dynamic or w.split or w.l2) and (
-            w.fc1_tiles, w.fc2_tiles) == (FC1_TILES, FC2_TILES) and (
-            w.token_groups, w.token_rows, w.token_rows2) == (u.token_groups, u.token_rows, u.token_rows2))
+        return next(i for i, w in VARIANTS.items() if plain(w) and (w.fc1_tiles, w.fc2_tiles) == (FC1_TILES, FC2_TILES)
+                    and (w.token_groups, w.token_rows, w.token_rows2) == (u.token_groups, u.token_rows, u.token_rows2))
 
     if v.l2 and (v.split or v.fused or v.dynamic):  # a staged schedule: its unstaged variant's twin
         return twin_of(next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, l2=0)))
     if v.split:  # another grid and depth, the same token rows per item
         return plain_like(v)
     if v.fused or v.dynamic:
-        plain = {i: u for i, u in VARIANTS.items() if not (u.fused or u.dynamic or u.split or u.l2)}
+        plains = {i: u for i, u in VARIANTS.items() if plain(u)}
         schedule = dict(fused=v.fused, dynamic=v.dynamic)
         # the same rings; else (32) the one that differs only in fc2's ring depth and token rows -- a slot's token
         # rows decide which lanes load zeros, not what a token's sums are
         ring = dict(schedule, fc2_depth=v.fc2_depth, fc2_token_rows=v.fc2_token_rows)
-        exact = [i for i, u in plain.items() if dataclasses.replace(u, **schedule) == v]
-        return (exact or [i for i, u in plain.items() if dataclasses.replace(u, **ring) == v])[0]
+        exact = [i for i, u in plains.items() if dataclasses.replace(u, **schedule) == v]
+        return (exact or [i for i, u in plains.items() if dataclasses.replace(u, **ring) == v])[0]
     if (v.fc1_tiles, v.fc2_tiles) != (FC1_TILES, FC2_TILES):  # the layout's tile groups per item
         whole = dataclasses.replace(v, fc1_tiles=FC1_TILES, fc2_tiles=FC2_TILES)
         return next((i for i, u in VARIANTS.items() if u == whole), None) or plain_like(v)
