@@ -233,14 +233,16 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     def cfg2(v):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
-    two = [v for v in VARIANTS.values() if not v.fused]
+    two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
+    wide = {(v.wide, v.depth, v.ctas_per_sm) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1 and fc2 each
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 1, report[-2000:]
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 1, report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == 2 * len(wide) > 0
     with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(with_cmb) == len(cmb), "one fc2 with the fused combine per fc2 configuration"
     # every entry function and the device function they call (the one-warp routing, not inlined) without a stack
@@ -368,8 +370,9 @@ def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
     # (tiles per item, G, CTAs per SM, depth, buffers): the kernel name's first five template arguments
-    configs = {(v.fc1_tiles, v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in VARIANTS.values()}
-    configs2 = {(v.fc2_tiles, v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in VARIANTS.values()}
+    split_k = [v for v in VARIANTS.values() if not v.wide]  # (wide_kernel has no staging bits)
+    configs = {(v.fc1_tiles, v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in split_k}
+    configs2 = {(v.fc2_tiles, v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in split_k}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}
     assert sum(1 for k in seen if k[2]) == len(staged) == 7
     assert sum(1 for k in seen if not k[2]) == len(configs) + len(configs2)  # fc1 and fc2 of every configuration
@@ -768,12 +771,13 @@ def test_item_tile_variants_twin_the_layouts_groups_and_carry_their_tiles_in_the
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS, describe, LaunchConfig, twin_of
     from mxfp4lab.layout.decode_w4a16 import FC1_TILES, FC2_TILES
 
-    tiles = {i: (v.fc1_tiles, v.fc2_tiles) for i, v in VARIANTS.items() if (v.fc1_tiles, v.fc2_tiles) != (4, 2)}
+    tiles = {i: (v.fc1_tiles, v.fc2_tiles) for i, v in VARIANTS.items()
+             if (v.fc1_tiles, v.fc2_tiles) != (4, 2) and not v.wide}  # (wide items: their own test)
     assert tiles == {37: (4, 4), 38: (4, 4), 39: (2, 2), 40: (2, 2), 41: (4, 4)}
     assert (FC1_TILES, FC2_TILES) == (4, 2)
     assert {i: twin_of(i) for i in tiles} == {37: 38, 38: 5, 39: 40, 40: 3, 41: 15}
     for i, v in VARIANTS.items():
-        assert v.code // 10**15 == v.fc2_tiles and v.code // 10**14 % 10 == v.fc1_tiles
+        assert v.code // 10**15 % 10 == v.fc2_tiles and v.code // 10**14 % 10 == v.fc1_tiles
         if v.fused or v.l2 & 5:
             assert (v.fc1_tiles, v.fc2_tiles) == (FC1_TILES, FC2_TILES), i
         assert v.fc1_tiles in (FC1_TILES, FC1_TILES // 2) and v.fc2_tiles in (FC2_TILES, 2 * FC2_TILES), i
@@ -850,3 +854,48 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
                     assert torch.equal(got[:, n * 512 : (n + 1) * 512], wt), (nt, i, c, n)
                     assert torch.equal(got[:, nt * 512 + n * 32 : nt * 512 + (n + 1) * 32], st), (nt, i, c, n)
 
+
+
+def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_library, monkeypatch):
+    """Wide items (variants with ``wide`` > 0): 32 ``wide`` tokens per item, the code carries ``wide``; their sums
+    run in another order than any split-K variant's, so each is its own twin (checked against the reference only);
+    the library's shared memory per CTA is the ring (D stages of 8 / wide row groups x 2176 B and 32 wide token rows
+    x 144 B) plus the routing lists; they route up to MAX_WIDE_PAIRS pairs where split-K variants stop at
+    MAX_PAIRS, refuse the fused combine, and are tuned from M = 16 on."""
+    import types
+
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
+    from mxfp4lab.kernels import decode_w4a16 as k
+
+    wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
+    assert set(wide) == {42, 43, 44}
+    for i, v in wide.items():
+        assert k.twin_of(i) == i and v.token_groups == 4 * v.wide and v.code // 10**16 == v.wide
+        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == 1
+    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j)
+    assert all(set(wide) <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 16)
+    assert not set(wide) & set(CANDIDATES[8])
+
+    monkeypatch.setenv("MXFP4LAB_DECODE_LIB", str(built_library[0]))
+    k.load_library.cache_clear()
+    try:
+        smem = k.load_library().mxfp4lab_decode_w4a16_smem_bytes
+        lists = (5 * 128 + 2 + 16 + 4096 + 32) * 4  # 128 experts, 4096 pairs
+        assert smem(42, 128, 4096, 0) == 4 * (8 * 2176 + 32 * 144) + lists
+        assert smem(43, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 144) + lists
+        assert smem(44, 128, 4096, 1) == smem(44, 128, 4096, 2) == 6 * (8 * 2176 + 32 * 144) + lists
+        k.check_shared_memory(k.load_library(), 42, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
+        with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
+            k.check_shared_memory(k.load_library(), 44, 256, 4096 * 6, 232448, 233472)
+    finally:
+        k.load_library.cache_clear()
+
+    layout = types.SimpleNamespace(hidden_size=64, intermediate_size=64, num_local_experts=8)
+    x = torch.zeros(4097, 64, dtype=torch.bfloat16)
+    ids, w = torch.zeros(4097, 2, dtype=torch.int32), torch.ones(4097, 2)
+    with pytest.raises(k.DecodeKernelError, match=r"8194 \(token, expert\) pairs > 8192, the most one call of variant 4"):
+        k.forward(x, ids, w, layout, k.LaunchConfig(variant=4))
+    big = torch.zeros(16385, 2, dtype=torch.int32)
+    with pytest.raises(k.DecodeKernelError, match=r"32770 \(token, expert\) pairs > 32768, the most one call of variant 42"):
+        k.forward(torch.zeros(16385, 64, dtype=torch.bfloat16), big, torch.ones(16385, 2), layout,
+                  k.LaunchConfig(variant=42))

@@ -40,14 +40,18 @@ from .decode_scratch import (combine_counters, combine_counters_zero, grid_barri
                              grid_barriers_idle, item_counters)
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
+#: every file the library is compiled from: the source and the headers it includes (the wide items)
+SOURCES = (SOURCE, SOURCE.with_name("decode_w4a16_wide.cuh"))
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
               "-lineinfo")
 #: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)
 TRACE_FLAG = "-DMXFP4LAB_DECODE_TRACE"
 #: one CTA's trace record (``TraceSlot`` in the CUDA source), in order; ns of the GPU's global timer, 0 = not reached
 TRACE_SLOTS = ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm", "items", "counted", "gathered")
-#: (token, slot) pairs one call can route (the kernel's kMaxPairs) and local experts (kMaxExperts)
+#: (token, slot) pairs one call can route (the kernel's kMaxPairs; wide items: kMaxWidePairs, their ring leaves more
+#: shared memory to the routing lists) and local experts (kMaxExperts)
 MAX_PAIRS = 8192
+MAX_WIDE_PAIRS = 32768
 MAX_EXPERTS = 1024
 
 
@@ -90,6 +94,12 @@ class Variant:
     #: Which tiles an item holds changes no sum.
     fc1_tiles: int = FC1_TILES
     fc2_tiles: int = FC2_TILES
+    #: wide items (``decode_w4a16_wide.cuh``; 0: the split-K items above): each warp owns 4 tiles (fc1 a layout group,
+    #: fc2 two) and 32 tokens over the whole K, ``wide`` warps of a CTA share a row group, so an item holds 32 ``wide``
+    #: tokens (``token_groups`` = 4 ``wide``) and 8 / ``wide`` row groups; a CTA-wide ring of ``depth`` stages. For many
+    #: tokens per expert: weights decoded once per 32 tokens, activations read once per 8 / ``wide`` row groups, no
+    #: cross-warp reduction. Another fp32 summation order than the split-K items (its own twin).
+    wide: int = 0
 
     @property
     def depth2(self) -> int:
@@ -102,7 +112,7 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12
+        return (self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12
                 + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
@@ -134,7 +144,9 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             36: Variant(1, 3, 2, 1, 8, fc2_depth=6, fc2_token_rows=2, dynamic=3),
             37: Variant(1, 3, 2, 1, dynamic=3, fc2_tiles=4), 38: Variant(1, 3, 2, 1, fc2_tiles=4),
             39: Variant(2, 3, 2, 1, dynamic=3, fc1_tiles=2), 40: Variant(2, 3, 2, 1, fc1_tiles=2),
-            41: Variant(1, 3, 2, 1, fc2_depth=3, fc2_token_rows=2, fc2_tiles=4)}
+            41: Variant(1, 3, 2, 1, fc2_depth=3, fc2_token_rows=2, fc2_tiles=4),
+            42: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1), 43: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2),
+            44: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -165,7 +177,7 @@ def _flags(traced: bool) -> tuple:
 
 def source_digest() -> str:
     """sha256 (16 hex digits) of the kernel source; compiled into the library, checked when it is loaded."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)).hexdigest()[:16]
 
 
 def library_key(nvcc: str, traced: bool = False) -> str:
@@ -349,11 +361,13 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     s = float(routed_scaling_factor)
     if not (math.isfinite(s) and s > 0):
         raise DecodeKernelError(f"routed_scaling_factor must be a finite number > 0, got {routed_scaling_factor!r}")
-    if m * k > MAX_PAIRS:
-        raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {MAX_PAIRS}, the most one call routes")
     if layout.num_local_experts > MAX_EXPERTS:
         raise DecodeKernelError(f"{layout.num_local_experts} local experts > {MAX_EXPERTS}")
     cfg = config or default_config(m, k, layout.num_local_experts)
+    max_pairs = MAX_WIDE_PAIRS if VARIANTS[cfg.variant].wide else MAX_PAIRS
+    if m * k > max_pairs:
+        raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {max_pairs}, the most one call of variant "
+                                f"{cfg.variant} routes")
     dev = x.device
     lib = load_library(traced=trace is not None)
     var = VARIANTS[cfg.variant]
@@ -395,6 +409,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
                                 "ranges")
     sched = item_counters(dev, stream) if var.dynamic else None
+    if var.wide and cfg.fused_combine:
+        raise DecodeKernelError(f"variant {cfg.variant} runs wide items; the fused combine runs only with split-K "
+                                "items")
 
     a = DecodeArgs(
         x=ptr(x), topk_ids=ptr(ids), topk_w=ptr(tw), w13=ptr(layout.w13), w2=ptr(layout.w2),
@@ -455,6 +472,8 @@ def twin_of(variant: int) -> int:
     variant whose items hold other tiles than the layout's groups the same variant with the layout's (else the
     first plain one with its token rows): which tiles an item holds changes no sum."""
     v = VARIANTS[variant]
+    if v.wide:  # another summation order than every split-K variant
+        return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid
         return not (w.fused or w.dynamic or w.split or w.l2)

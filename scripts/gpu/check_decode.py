@@ -1,5 +1,5 @@
 """Check mxfp4lab's decode kernel (backend ``decode_w4a16``) on an SM90 GPU against the kernel-faithful
-reference: every launch variant, the four study shapes, M = 1..(8192 pairs), uniform and skewed
+reference: every launch variant, the four study shapes, M = 1..(8192 pairs; wide items 32768), uniform and skewed
 routing, TP/EP shards, fresh random inputs per point, NaN-filled workspaces, and a second run that must
 give the same bits. An L2-staged variant must also give exactly the bits of its unstaged twin (staging
 changes no arithmetic), a fused-launch, dynamic-items or split-grid variant the bits of its twin (twin_of), the
@@ -77,7 +77,7 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         outs_s = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"), routed_scaling_factor=s)
         # fc2's fused combine against the three-launch path (default): the same bits, scaled or not; and every
         # arrival counter is back at zero after the calls
-        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic):  # (they have no fused combine)
+        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic or dk.VARIANTS[g].wide):  # (they have no fused combine)
             fused = dataclasses.replace(cfg_l, fused_combine=True)
             out3 = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"))
             out3s = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"),
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
             layout = dk.DecodeLayout.from_logical(logical)
             ref_w = expert_weights_from_logical(logical)
             sh = "" if shard == ShardSpec() else f" tp{shard.tp_rank}/{shard.tp_size} ep{shard.ep_rank}/{shard.ep_size}"
-            for m in [v for v in (ms if not sh else (1, 7, 64, 512)) if v * cfg.top_k <= dk.MAX_PAIRS]:
+            for m in [v for v in (ms if not sh else (1, 7, 64, 512)) if v * cfg.top_k <= dk.MAX_WIDE_PAIRS]:
                 for routing in ("uniform", "skewed") if m in (8, 64, 512) and not sh else ("uniform",):
                     inputs = make_inputs(cfg, m, 1, routing, seed=1000 + m)[0]
                     outs: dict = {}

@@ -1,0 +1,306 @@
+// mxfp4lab decode_w4a16, wide items: the two GEMMs for many tokens per expert (large batches, prefill).
+// Included by decode_w4a16.cu inside namespace mxfp4lab_decode (its copy, decode, MMA and routing helpers, its
+// weight layout and its combine launch); selected by the variants whose last column WT is not 0.
+//
+// Why a second schedule. The split-K items of gemm_phase are made for a few tokens per expert: an item is 4 tiles
+// x 8 G tokens, its K split over the CTA's 8 warps and reduced in shared memory. With tens of tokens per expert
+// that costs per 64 output rows a pass over the token rows' activations (as many bytes as the weights at 16
+// tokens) and a cross-warp reduction of 4 x 16 x 8 G partial sums per warp, and an expert's weights are decoded
+// once per 8 G tokens (GPT-OSS-120b at M = 1024: 3.0 ms, 7x its weights' bytes over the copy bandwidth).
+//
+// A WIDE ITEM is (local expert e, a tile of up to BN = 32 WT of e's pairs, a block of WR = 8 / WT warp row groups).
+// Warp w = (row warp wr = w % WR, token warp wt = w / WR) owns 4 16-row tiles -- fc1: one layout group (2 up + 2
+// gate tiles of 32 intermediate rows); fc2: two consecutive layout groups (64 output rows; the layer's last odd
+// group reads itself twice, rows never stored) -- and the item's tokens 32 wt .. 32 wt + 31 (4 m16n8k16 N blocks),
+// and runs the whole K itself: 64 fp32 accumulators per lane, no partial sums in shared memory, fc1's SwiGLU and
+// fc2's bf16 round straight from registers. The WT warps of a row group decode the same weights, each for its own
+// tokens; N blocks without tokens are skipped (warp-uniform). Per K chunk a CTA-wide cp.async ring stage (D
+// stages, one barrier per chunk) holds the row groups' weights (one copy each, as the layout stores a step) and the
+// token tile's activation rows (one copy, read by every row warp), so a CTA reads a weight byte once per BN tokens
+// and an activation byte once per 32 WR intermediate (fc1) or 64 WR output (fc2) rows. Items are enumerated
+// expert-major, row block-major inside an expert, token tile fastest: an expert's token tiles of one row block
+// follow each other and read its weights from L2. Every CTA routes as gemm_phase does (the same lists) and takes a
+// contiguous range of items. fc2's CTAs copy the weights of their first D - 1 steps before they wait for fc1.
+//
+// The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
+// from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
+
+template <int WT, int D>
+struct WideSmem {
+  static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
+  static constexpr int WR = kWarps / WT;                        // warp row groups per CTA
+  static constexpr int BN = 32 * WT;                            // tokens per item
+  static constexpr int kWSlot = 4 * (kTileBytes + kScaleBytes);  // one row group's step: 4 tiles, then their scales
+  static constexpr int kRowBytes = 2 * kChunkK + 16;            // one token row of a step; the pad makes a lane's
+                                                                // 16-byte reads of 8 rows x 4 lanes conflict-free
+  static constexpr int kStage = WR * kWSlot + BN * kRowBytes;
+  static constexpr int kRing = D * kStage;
+};
+
+template <int WT, int D>
+constexpr int wide_smem_bytes(int num_experts, int num_pairs) {
+  return WideSmem<WT, D>::kRing + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + the routing
+}
+
+struct WideItem {
+  int e, tok0, ntok, block;
+};
+// Item -> (expert, token tile, row block): items(e) = ceil(count / bn) * blocks, row block-major, token tile fastest.
+__device__ __forceinline__ WideItem find_wide_item(const Routing& r, int E, int item, int bn, int blocks) {
+  int lo = 0, hi = E;  // largest e with istart[e] <= item
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (r.istart[mid] <= item) lo = mid; else hi = mid;
+  }
+  WideItem it;
+  it.e = lo;
+  const int rel = item - r.istart[lo], tiles = (r.count[lo] + bn - 1) / bn;
+  it.block = rel / tiles;
+  const int tt = rel - it.block * tiles;
+  it.tok0 = r.start[lo] + tt * bn;
+  it.ntok = min(bn, r.count[lo] - tt * bn);
+  return it;
+}
+
+template <int WT, int D, int CPS, bool FC1>
+__global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
+  using S = WideSmem<WT, D>;
+  constexpr int WR = S::WR, BN = S::BN;
+  constexpr int LT = FC1 ? kNT1 : kNT2;                     // tiles of one layout group
+  constexpr int kLStep = LT * (kTileBytes + kScaleBytes);   // one step of one layout group in the layout
+  constexpr int kActCopies = BN * (2 * kChunkK / 16) / kThreads;  // 16-byte activation copies per thread per step
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int E = a.num_experts;
+  int* rbase = reinterpret_cast<int*>(smem + S::kRing);
+  Routing rt;
+  rt.count = rbase;
+  rt.start = rbase + E;
+  rt.istart = rbase + 2 * E + 1;
+  int* scratch = rbase + 3 * E + 2;
+  rt.plist = scratch + 2 * E + 2 * kWarps;
+  const int wgroups = FC1 ? a.groups : (a.groups + 1) / 2;  // warp row groups per expert
+  const int blocks = (wgroups + WR - 1) / WR;               // row blocks per expert
+
+  if (threadIdx.x == 0) {
+    MXFP4LAB_STAMP(a, kTraceEntry);
+    MXFP4LAB_TRACE(a, kTraceSm, sm_id());
+  }
+  pdl_launch_dependents();
+  if (a.num_pairs <= 32) {
+    build_routing_warp(a, rt, BN, blocks);
+  } else {
+    build_routing(a, rt, scratch, BN, blocks, reinterpret_cast<int*>(smem), S::kRing / 4);
+  }
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceRouted);
+  const int n_items = rt.istart[E];
+  const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
+  const int my_items = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x) - first;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, tl = lane & 3, wr = warp % WR, wt = warp / WR;
+  const int chunks = a.chunks;
+  const int total_steps = my_items * chunks;
+  const uint32_t ring = smem_addr(smem);
+  const int64_t block_stride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
+
+  // ---- issue side: a cursor over the CTA's steps (item, chunk); every thread keeps its own copy of it.
+  // Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt; token warp 0's lanes
+  // 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the tile's token rows).
+  struct Cursor {
+    int left, item, c;
+    const uint8_t* w;   // this lane's 16 bytes of tile 0 of the row group's first layout group, chunk 0; null: none
+    int second;         // fc2: bytes to the second layout group (0: the layer's last odd group reads itself twice)
+    const __nv_bfloat16* act[kActCopies];  // the activation row of each copy (null: no token, zero fill)
+  };
+  Cursor cur{total_steps, first - 1, chunks, nullptr, 0, {}};
+  auto issue_into = [&](Cursor& cs, int parts) {
+    if (cs.left <= 0) return;
+    --cs.left;
+    if (cs.c == chunks) {
+      ++cs.item;
+      cs.c = 0;
+      const WideItem it = find_wide_item(rt, E, cs.item, BN, blocks);
+      const int rg = it.block * WR + wr;  // this warp's row group
+      const int lg = FC1 ? rg : 2 * rg;   // its (first) layout group
+      cs.w = rg < wgroups ? a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * chunks) * kLStep + lane * 16 : nullptr;
+      cs.second = !FC1 && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
+#pragma unroll
+      for (int i = 0; i < kActCopies; ++i) {
+        const int tok = (tid + i * kThreads) >> 3;
+        cs.act[i] = tok < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + tok] / a.act_row_div) * a.ld_act +
+                                        ((tid + i * kThreads) & 7) * 8
+                                  : nullptr;
+      }
+    }
+    const uint32_t slot = ring + static_cast<unsigned>(total_steps - 1 - cs.left) % D * S::kStage;
+    if ((parts & 1) && cs.w != nullptr) {
+      const uint8_t* src = cs.w + static_cast<int64_t>(cs.c) * kLStep;
+      const uint32_t dst = slot + wr * S::kWSlot + lane * 16;
+#pragma unroll
+      for (int n = wt; n < 4; n += WT)  // tile n: fc1 tile n of the group; fc2 tile n % 2 of group n / 2
+        cp_async16(dst + n * kTileBytes, src + (FC1 ? n * kTileBytes : (n >> 1) * cs.second + (n & 1) * kTileBytes), true);
+      if (wt == 0 && lane < 8) {  // scales: 16 bytes = half of tile (lane / 2)'s 32
+        const int n = lane >> 1;
+        const uint8_t* from = FC1 ? src - lane * 16 + 4 * kTileBytes + lane * 16
+                                  : src - lane * 16 + (n >> 1) * cs.second + 2 * kTileBytes + (n & 1) * kScaleBytes +
+                                        (lane & 1) * 16;
+        cp_async16(slot + wr * S::kWSlot + 4 * kTileBytes + lane * 16, from, true);
+      }
+    }
+    if (parts & 2) {
+      const int col0 = cs.c * kChunkK;
+#pragma unroll
+      for (int i = 0; i < kActCopies; ++i) {
+        const int idx = tid + i * kThreads, tok = idx >> 3, part = idx & 7;
+        const __nv_bfloat16* ap = cs.act[i];
+        const bool ok = ap != nullptr && col0 + part * 8 + 8 <= a.k_valid;
+        cp_async16(slot + WR * S::kWSlot + tok * S::kRowBytes + part * 16, ok ? ap + col0 : a.act, ok);
+      }
+    }
+    ++cs.c;
+  };
+
+  // ---- prologue: the first D - 1 steps (fc2: their weights before it waits for fc1, their activations after)
+  if constexpr (FC1) {
+#pragma unroll
+    for (int q = 0; q < D - 1; ++q) {
+      issue_into(cur, 3);
+      cp_async_commit();
+    }
+  } else {
+    Cursor cur_act = cur;
+#pragma unroll
+    for (int q = 0; q < D - 1; ++q) issue_into(cur, 1);
+    pdl_wait();  // h (fc1's output) is complete and visible after this
+#pragma unroll
+    for (int q = 0; q < D - 1; ++q) issue_into(cur_act, 2);
+    cp_async_commit();
+    cp_async_wait<0>();  // steps 0 .. D-2 complete: the main loop's wait<D-2> then holds as for fc1
+  }
+  if (threadIdx.x == 0) {
+    MXFP4LAB_STAMP(a, kTraceReady);
+    MXFP4LAB_TRACE(a, kTraceItems, my_items);
+  }
+
+  int q = 0;
+  for (int it = 0; it < my_items; ++it) {
+    const WideItem ci = find_wide_item(rt, E, first + it, BN, blocks);
+    const int rg = ci.block * WR + wr, tw0 = wt * 32;
+    // N blocks of this warp with tokens (warp-uniform; 0: a row group past the layer's, or no tokens here)
+    const int nj = rg < wgroups ? min(4, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
+    float acc[4][4][4];
+#pragma unroll
+    for (int n = 0; n < 4; ++n)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[n][j][i] = 0.f;
+
+    for (int c = 0; c < chunks; ++c, ++q) {
+      cp_async_wait<D - 2>();
+      __syncthreads();  // step q landed for every thread's copies, and every warp is done with step q - 1's slot
+      issue_into(cur, 3);  // step q + D - 1, into step q - 1's slot
+      cp_async_commit();
+      if (nj == 0) continue;
+      const uint32_t slot = ring + static_cast<unsigned>(q) % D * S::kStage;
+      const uint32_t wb = slot + wr * S::kWSlot;
+      const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
+      uint4 w[4];
+      uint32_t f_lo[4], f_hi[4];
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+        w[n] = lds128(wb + n * kTileBytes + lane * 16);
+        const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+        f_lo[n] = scale_factor(lds8(saddr));  // row g
+        f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint4 b[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          b[j] = j < nj ? lds128(ab + j * 8 * S::kRowBytes + h * 16) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int s2 = 0; s2 < 2; ++s2) {
+#pragma unroll
+          for (int n = 0; n < 4; ++n) {
+            const int s = 2 * h + s2;
+            const uint32_t word = s == 0 ? w[n].x : s == 1 ? w[n].y : s == 2 ? w[n].z : w[n].w;
+            uint32_t r0, r1, r2, r3;
+            decode_word(word, r0, r1, r2, r3);
+            const uint32_t a0 = hmul2_bf16(r0, f_lo[n]), a1 = hmul2_bf16(r1, f_hi[n]);
+            const uint32_t a2 = hmul2_bf16(r2, f_lo[n]), a3 = hmul2_bf16(r3, f_hi[n]);
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+              if (j < nj) mma_bf16(acc[n][j], a0, a1, a2, a3, s2 ? b[j].z : b[j].x, s2 ? b[j].w : b[j].y);
+          }
+        }
+      }
+    }
+
+    // ---- epilogue from registers: lane (g, tl) holds rows g, g + 8 of each tile and tokens 2 tl, 2 tl + 1 of each
+    // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32)
+    if (nj == 0) continue;
+    if constexpr (FC1) {
+      const float alpha = a.alpha ? a.alpha[ci.e] : a.alpha_s;
+      const float beta = a.beta ? a.beta[ci.e] : a.beta_s;
+      const float limit = a.limit ? a.limit[ci.e] : a.limit_s;
+      const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ci.e) * 2 * a.bias_ld : nullptr;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j >= nj) break;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
+          if (tok >= ci.ntok) continue;
+          const int64_t p = rt.plist[ci.tok0 + tok];
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
+            const int row = rg * 32 + t * 16 + g + 8 * (i >> 1);
+            if (row >= a.out_rows) continue;
+            float up = bf16_round(acc[t][j][i]), gate = bf16_round(acc[t + 2][j][i]);
+            if (bias) {
+              up += __bfloat162float(bias[row]);
+              gate += __bfloat162float(bias[a.bias_ld + row]);
+            }
+            if (a.use_limit) {
+              gate = fminf(gate, limit);
+              up = fmaxf(fminf(up, limit), -limit);
+            }
+            const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
+            a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j >= nj) break;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
+          if (tok >= ci.ntok) continue;
+          const int64_t p = rt.plist[ci.tok0 + tok];
+#pragma unroll
+          for (int n = 0; n < 4; ++n) {  // rows 64 rg + 16 n + ...: tiles 0, 1 of group 2 rg, then of group 2 rg + 1
+            const int row = rg * 64 + n * 16 + g + 8 * (i >> 1);
+            if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(acc[n][j][i]);
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+#ifdef MXFP4LAB_DECODE_TRACE
+  __syncthreads();
+  if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
+#endif
+}
+
+template <int WT, int D, int CPS, bool FC1>
+cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
+  auto kernel = wide_kernel<WT, D, CPS, FC1>;
+  const int smem = wide_smem_bytes<WT, D>(a.num_experts, a.num_pairs);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
+}
