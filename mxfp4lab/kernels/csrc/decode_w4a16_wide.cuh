@@ -19,8 +19,9 @@
 // token tile's activation rows (one copy, read by every row warp), so a CTA reads a weight byte once per BN tokens
 // and an activation byte once per 32 WR intermediate (fc1) or 64 WR output (fc2) rows. Items are enumerated
 // expert-major, row block-major inside an expert, token tile fastest: an expert's token tiles of one row block
-// follow each other and read its weights from L2. Every CTA routes as gemm_phase does (the same lists) and takes a
-// contiguous range of items. fc2's CTAs copy the weights of their first D - 1 steps before they wait for fc1.
+// follow each other, and CTAs take them round-robin, so that neighbouring items run side by side and read shared
+// weights and activations from L2. Every CTA routes as gemm_phase does (the same lists). fc2's CTAs copy the weights
+// of their first D - 1 steps before they wait for fc1.
 //
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
@@ -92,71 +93,84 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     build_routing(a, rt, scratch, BN, blocks, reinterpret_cast<int*>(smem), S::kRing / 4);
   }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceRouted);
+  // Items are dealt round-robin (CTA b: items b, b + grid, ...): the CTAs running at one time hold neighbouring items,
+  // so an expert's token tiles of one row block (and a token tile's row blocks) run side by side and the second
+  // read of their weights (activations) comes from L2. (Contiguous ranges put them one after the other on one CTA,
+  // with a grid's worth of other weights -- ~100 MB at GPT-OSS-120b M = 1024 -- read in between: fc1 read 1.53x its
+  // weights from DRAM.)
   const int n_items = rt.istart[E];
-  const int first = static_cast<int>((static_cast<int64_t>(blockIdx.x) * n_items) / gridDim.x);
-  const int my_items = static_cast<int>((static_cast<int64_t>(blockIdx.x + 1) * n_items) / gridDim.x) - first;
+  const int my_items = static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, tl = lane & 3, wr = warp % WR, wt = warp / WR;
   const int chunks = a.chunks;
   const int total_steps = my_items * chunks;
   const uint32_t ring = smem_addr(smem);
   const int64_t block_stride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
+  const uint32_t wdst = wr * S::kWSlot + lane * 16;                    // this lane's weight bytes in a stage
+  const uint32_t adst = WR * S::kWSlot + (tid >> 3) * S::kRowBytes + (tid & 7) * 16;  // its first activation copy's
+  constexpr uint32_t kActStride = kThreads / 8 * S::kRowBytes;        // the next copy: 32 token rows further
 
-  // ---- issue side: a cursor over the CTA's steps (item, chunk); every thread keeps its own copy of it.
-  // Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt; token warp 0's lanes
-  // 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the tile's token rows).
+  // ---- issue side: a cursor over the CTA's steps (item, chunk); every thread keeps its own copy of it, with its
+  // sources at the next chunk. Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt;
+  // token warp 0's lanes 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the
+  // tile's token rows: token rows tid / 8 + 32 i, elements 8 (tid % 8) .. of the chunk).
   struct Cursor {
-    int left, item, c;
-    const uint8_t* w;   // this lane's 16 bytes of tile 0 of the row group's first layout group, chunk 0; null: none
+    int left, item, c, slot;
+    const uint8_t* w;   // this lane's 16 bytes of tile 0 of the row group's first layout group; null: no row group
     int second;         // fc2: bytes to the second layout group (0: the layer's last odd group reads itself twice)
-    const __nv_bfloat16* act[kActCopies];  // the activation row of each copy (null: no token, zero fill)
+    int scales;         // bytes from w to this lane's 16 scale bytes (lanes 0..7 of token warp 0)
+    int col;            // the chunk's first activation column of this thread's copies
+    const __nv_bfloat16* act[kActCopies];  // the activation row of each copy at col (null: no token, zero fill)
   };
-  Cursor cur{total_steps, first - 1, chunks, nullptr, 0, {}};
+  Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, nullptr, 0, 0, 0, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
     if (cs.left <= 0) return;
     --cs.left;
     if (cs.c == chunks) {
-      ++cs.item;
+      cs.item += gridDim.x;
       cs.c = 0;
       const WideItem it = find_wide_item(rt, E, cs.item, BN, blocks);
       const int rg = it.block * WR + wr;  // this warp's row group
       const int lg = FC1 ? rg : 2 * rg;   // its (first) layout group
       cs.w = rg < wgroups ? a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * chunks) * kLStep + lane * 16 : nullptr;
       cs.second = !FC1 && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
+      const int sn = (lane >> 1) & 3;  // scale lanes: half (lane & 1) of tile sn's 32 bytes
+      cs.scales = FC1 ? 4 * kTileBytes : (sn >> 1) * cs.second + 2 * kTileBytes + (sn & 1) * kScaleBytes + (lane & 1) * 16 -
+                                             lane * 16;
+      cs.col = (tid & 7) * 8;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
-        const int tok = (tid + i * kThreads) >> 3;
+        const int tok = (tid >> 3) + i * (kThreads / 8);
         cs.act[i] = tok < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + tok] / a.act_row_div) * a.ld_act +
-                                        ((tid + i * kThreads) & 7) * 8
+                                        cs.col
                                   : nullptr;
       }
     }
-    const uint32_t slot = ring + static_cast<unsigned>(total_steps - 1 - cs.left) % D * S::kStage;
+    const uint32_t slot = ring + cs.slot * S::kStage;
     if ((parts & 1) && cs.w != nullptr) {
-      const uint8_t* src = cs.w + static_cast<int64_t>(cs.c) * kLStep;
-      const uint32_t dst = slot + wr * S::kWSlot + lane * 16;
 #pragma unroll
-      for (int n = wt; n < 4; n += WT)  // tile n: fc1 tile n of the group; fc2 tile n % 2 of group n / 2
-        cp_async16(dst + n * kTileBytes, src + (FC1 ? n * kTileBytes : (n >> 1) * cs.second + (n & 1) * kTileBytes), true);
-      if (wt == 0 && lane < 8) {  // scales: 16 bytes = half of tile (lane / 2)'s 32
-        const int n = lane >> 1;
-        const uint8_t* from = FC1 ? src - lane * 16 + 4 * kTileBytes + lane * 16
-                                  : src - lane * 16 + (n >> 1) * cs.second + 2 * kTileBytes + (n & 1) * kScaleBytes +
-                                        (lane & 1) * 16;
-        cp_async16(slot + wr * S::kWSlot + 4 * kTileBytes + lane * 16, from, true);
-      }
+      for (int n = 0; n < 4; ++n)  // tile n: fc1 tile n of the group; fc2 tile n % 2 of group n / 2
+        if (WT == 1 || n % WT == wt)
+          cp_async16(slot + wdst + n * kTileBytes, cs.w + (FC1 ? n * kTileBytes : (n >> 1) * cs.second + (n & 1) * kTileBytes),
+                     true);
+      if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
     }
     if (parts & 2) {
-      const int col0 = cs.c * kChunkK;
+      const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
-        const int idx = tid + i * kThreads, tok = idx >> 3, part = idx & 7;
-        const __nv_bfloat16* ap = cs.act[i];
-        const bool ok = ap != nullptr && col0 + part * 8 + 8 <= a.k_valid;
-        cp_async16(slot + WR * S::kWSlot + tok * S::kRowBytes + part * 16, ok ? ap + col0 : a.act, ok);
+        const bool ok = cs.act[i] != nullptr && in_k;
+        cp_async16(slot + adst + i * kActStride, ok ? cs.act[i] : a.act, ok);
       }
     }
+    // the next chunk
     ++cs.c;
+    cs.slot = cs.slot == D - 1 ? 0 : cs.slot + 1;
+    if (cs.w != nullptr) cs.w += kLStep;
+    cs.col += kChunkK;
+#pragma unroll
+    for (int i = 0; i < kActCopies; ++i)
+      if (cs.act[i] != nullptr) cs.act[i] += kChunkK;
   };
 
   // ---- prologue: the first D - 1 steps (fc2: their weights before it waits for fc1, their activations after)
@@ -183,7 +197,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 
   int q = 0;
   for (int it = 0; it < my_items; ++it) {
-    const WideItem ci = find_wide_item(rt, E, first + it, BN, blocks);
+    const WideItem ci = find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks);
     const int rg = ci.block * WR + wr, tw0 = wt * 32;
     // N blocks of this warp with tokens (warp-uniform; 0: a row group past the layer's, or no tokens here)
     const int nj = rg < wgroups ? min(4, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
@@ -204,17 +218,18 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const uint32_t slot = ring + static_cast<unsigned>(q) % D * S::kStage;
       const uint32_t wb = slot + wr * S::kWSlot;
       const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
-      uint4 w[4];
       uint32_t f_lo[4], f_hi[4];
 #pragma unroll
       for (int n = 0; n < 4; ++n) {
-        w[n] = lds128(wb + n * kTileBytes + lane * 16);
         const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
         f_lo[n] = scale_factor(lds8(saddr));  // row g
         f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
       }
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < 2; ++h) {  // MMA steps 2h, 2h + 1: words 2h, 2h + 1 of each tile (8 bytes, not 16: registers)
+        uint2 w[4];
+#pragma unroll
+        for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
         uint4 b[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j)
@@ -223,8 +238,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
         for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
           for (int n = 0; n < 4; ++n) {
-            const int s = 2 * h + s2;
-            const uint32_t word = s == 0 ? w[n].x : s == 1 ? w[n].y : s == 2 ? w[n].z : w[n].w;
+            const uint32_t word = s2 ? w[n].y : w[n].x;
             uint32_t r0, r1, r2, r3;
             decode_word(word, r0, r1, r2, r3);
             const uint32_t a0 = hmul2_bf16(r0, f_lo[n]), a1 = hmul2_bf16(r1, f_hi[n]);
