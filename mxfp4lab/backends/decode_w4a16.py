@@ -48,13 +48,13 @@ _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)
-_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41, 42, 43, 44)
-_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44)
+_MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41, 42, 43, 44, 45)
+_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 45)
 #: one bucket per power of two up to 512: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning
 CANDIDATES: dict[int, tuple[int, ...]] = {1: _SMALL, 2: _FEW, 4: _FEW, 8: _FEW, 16: _MID, 32: _MID, 64: _MID,
-                                          128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (42, 43, 44, 4, 3, 6, 24)}
+                                          128: _LARGE, 256: _LARGE, 512: _LARGE, 1 << 62: (42, 43, 44, 45, 4, 3, 6, 24)}
 #: tune(): candidates that differ from the default by more than this are dropped (variants change only the
 #: fp32 summation order across warps, ~1e-6; a broken launch gives O(1))
 TUNE_AGREEMENT_TOL = 1e-2

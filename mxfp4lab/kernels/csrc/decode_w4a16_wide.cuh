@@ -63,6 +63,43 @@ __device__ __forceinline__ WideItem find_wide_item(const Routing& r, int E, int 
   return it;
 }
 
+// One K chunk of one warp: its 4 tiles' weights and scales at wb (a stage's row-group slot), its NJ N blocks of 8 token
+// rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kRowBytes apart). Each weight
+// word is decoded once and multiplies every N block.
+template <int NJ, int WT, int D>
+__device__ __forceinline__ void wide_step(float (&acc)[4][4][4], uint32_t wb, uint32_t ab, int lane) {
+  using S = WideSmem<WT, D>;
+  const int g = lane >> 2, tl = lane & 3;
+  uint32_t f_lo[4], f_hi[4];
+#pragma unroll
+  for (int n = 0; n < 4; ++n) {
+    const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+    f_lo[n] = scale_factor(lds8(saddr));      // row g
+    f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // MMA steps 2h, 2h + 1: words 2h, 2h + 1 of each tile (8 bytes, not 16: registers)
+    uint2 w[4];
+#pragma unroll
+    for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
+    uint4 b[NJ];
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * S::kRowBytes + h * 16);
+#pragma unroll
+    for (int s2 = 0; s2 < 2; ++s2) {
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+        uint32_t r0, r1, r2, r3;
+        decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
+        const uint32_t a0 = hmul2_bf16(r0, f_lo[n]), a1 = hmul2_bf16(r1, f_hi[n]);
+        const uint32_t a2 = hmul2_bf16(r2, f_lo[n]), a3 = hmul2_bf16(r3, f_hi[n]);
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) mma_bf16(acc[n][j], a0, a1, a2, a3, s2 ? b[j].z : b[j].x, s2 ? b[j].w : b[j].y);
+      }
+    }
+  }
+}
+
 template <int WT, int D, int CPS, bool FC1>
 __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   using S = WideSmem<WT, D>;
@@ -218,36 +255,11 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const uint32_t slot = ring + static_cast<unsigned>(q) % D * S::kStage;
       const uint32_t wb = slot + wr * S::kWSlot;
       const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
-      uint32_t f_lo[4], f_hi[4];
-#pragma unroll
-      for (int n = 0; n < 4; ++n) {
-        const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
-        f_lo[n] = scale_factor(lds8(saddr));  // row g
-        f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {  // MMA steps 2h, 2h + 1: words 2h, 2h + 1 of each tile (8 bytes, not 16: registers)
-        uint2 w[4];
-#pragma unroll
-        for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
-        uint4 b[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          b[j] = j < nj ? lds128(ab + j * 8 * S::kRowBytes + h * 16) : make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-        for (int s2 = 0; s2 < 2; ++s2) {
-#pragma unroll
-          for (int n = 0; n < 4; ++n) {
-            const uint32_t word = s2 ? w[n].y : w[n].x;
-            uint32_t r0, r1, r2, r3;
-            decode_word(word, r0, r1, r2, r3);
-            const uint32_t a0 = hmul2_bf16(r0, f_lo[n]), a1 = hmul2_bf16(r1, f_hi[n]);
-            const uint32_t a2 = hmul2_bf16(r2, f_lo[n]), a3 = hmul2_bf16(r3, f_hi[n]);
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-              if (j < nj) mma_bf16(acc[n][j], a0, a1, a2, a3, s2 ? b[j].z : b[j].x, s2 ? b[j].w : b[j].y);
-          }
-        }
+      switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
+        case 1: wide_step<1, WT, D>(acc, wb, ab, lane); break;
+        case 2: wide_step<2, WT, D>(acc, wb, ab, lane); break;
+        case 3: wide_step<3, WT, D>(acc, wb, ab, lane); break;
+        default: wide_step<4, WT, D>(acc, wb, ab, lane); break;
       }
     }
 
