@@ -314,15 +314,15 @@ def test_a_pinned_combine_is_read_and_checked(monkeypatch):
 
 
 def test_tuner_buckets_cover_every_m_and_put_compact_rows_only_at_small_m():
-    """One bucket per power of two up to 512, then one for the rest; the two-token-row variants (12-14) are
+    """One bucket per power of two up to 8192, then one for the rest; the two-token-row variants (12-14) are
     candidates only up to M = 64, every candidate is a compiled variant; no variant staging fc2's weights in L2
     is tuned (staging at fc1's start gained nothing on the H200, late staging lost 2-5 % at M <= 8), nor the
     epilogue-input prefetch (bit 8: within 1.5 % of its twins either way at M <= 8)."""
     from mxfp4lab.backends.decode_w4a16 import CANDIDATES, bucket_of
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    assert [bucket_of(m) for m in (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 8192)] == \
-        [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1 << 62, 1 << 62]
+    assert [bucket_of(m) for m in (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513, 1025, 4096, 8193)] == \
+        [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 1 << 62]
     for b, cands in CANDIDATES.items():
         assert set(cands) <= set(VARIANTS) and not any(VARIANTS[v].l2 for v in cands)
         assert any(VARIANTS[v].token_rows or VARIANTS[v].token_rows2 for v in cands) == (b <= 64)
@@ -869,6 +869,7 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
     assert set(wide) == {42, 43, 44}
+    assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         assert k.twin_of(i) == i and v.token_groups == 4 * v.wide and v.code // 10**16 == v.wide
         assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == 1

@@ -146,7 +146,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             39: Variant(2, 3, 2, 1, dynamic=3, fc1_tiles=2), 40: Variant(2, 3, 2, 1, fc1_tiles=2),
             41: Variant(1, 3, 2, 1, fc2_depth=3, fc2_token_rows=2, fc2_tiles=4),
             42: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1), 43: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2),
-            44: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1), 45: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1)}
+            44: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1)}
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
 #: stream in flight and the activations
 L2_PREFETCH_SHARE = 0.5
@@ -337,9 +337,10 @@ class LaunchConfig:
 
 
 def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
-    """From the mean pairs per expert: up to 8 tokens per item in the decode regime, 16 or 32 above."""
+    """Without tuning, from the mean pairs per expert: split-K items of up to 8 tokens in the decode regime, wide
+    items above (on the H200 faster than 16 or 32 tokens per split-K item at every M measured)."""
     mean = m * top_k / max(1, num_experts)
-    return LaunchConfig(variant=1 if mean <= 6 else 3 if mean <= 14 else 4)
+    return LaunchConfig(variant=1 if mean <= 6 and m * top_k <= MAX_PAIRS else 42)
 
 
 def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, layout: DecodeLayout,
