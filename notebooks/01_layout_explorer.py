@@ -202,6 +202,10 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 # tiles of the same rows, fc2 2 tiles. A kernel item need not be one group: at M = 2..128 the tuner's fc2 items
 # hold two (a step copies the same chunk of both blocks into one 4-tile slot), which spreads a warp's per-step
 # work over twice the weights (`docs/findings/2026-12-03-decode-item-tiles.md`); the layout stays the same.
+# With many tokens per expert (M >= 128-256) the kernel reads the same blocks another way ("wide items"): a warp
+# takes one fc1 group (or two fc2 groups) and 32 tokens and walks the group's blocks chunk by chunk over the whole
+# K, so each 16-byte lane word is decoded once and multiplies four N blocks of 8 tokens
+# (`docs/findings/2026-12-03-decode-wide-items.md`).
 
 # %%
 figures.plot_decode_lanes(study.layout_decode_tile_map(), highlight=(trace_fc1_row(row, config)["w13_row"] % 16, k % 64));
