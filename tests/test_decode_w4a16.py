@@ -900,3 +900,24 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     with pytest.raises(k.DecodeKernelError, match=r"32770 \(token, expert\) pairs > 32768, the most one call of variant 42"):
         k.forward(torch.zeros(16385, 64, dtype=torch.bfloat16), big, torch.ones(16385, 2), layout,
                   k.LaunchConfig(variant=42))
+
+
+def test_wide_items_run_the_split_k_epilogues_operations():
+    """fc1's SwiGLU epilogue is written twice, in gemm_phase and in the wide kernel (a shared helper changed both
+    kernels' register allocation, so each keeps its own), and must stay the same operations: the bias added to the
+    bf16-rounded sums, the clamp, the fp32 SwiGLU. A changed formula in one of them fails here."""
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import SOURCES
+
+    def ops(text):
+        i = text.index("if (a.use_limit) {")
+        j = text.index("act = gate", i)
+        body = text[i:text.index("\n", j)]
+        lines = [re.sub(r"\s+", " ", ln).strip().removeprefix("const ").removeprefix("float ") for ln in body.splitlines()]
+        return [ln for ln in lines if ln]
+
+    split_k, wide = (p.read_text() for p in SOURCES)
+    assert ops(split_k) == ops(wide) and len(ops(wide)) >= 5
+    for text in (split_k, wide):
+        assert re.search(r"up = bf16_round\(.*\)", text) and "up += __bfloat162float(" in text

@@ -266,53 +266,48 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     // ---- epilogue from registers: lane (g, tl) holds rows g, g + 8 of each tile and tokens 2 tl, 2 tl + 1 of each
     // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32)
     if (nj == 0) continue;
-    if constexpr (FC1) {
+    auto each_output = [&](auto&& store) {  // store(j, i, pair) for this lane's outputs with a token
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j >= nj) break;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
+          if (tok < ci.ntok) store(j, i, static_cast<int64_t>(rt.plist[ci.tok0 + tok]));
+        }
+      }
+    };
+    if constexpr (FC1) {  // gemm_phase's SwiGLU epilogue, operation for operation (bf16 sums, bias, clamp, fp32 SwiGLU)
       const float alpha = a.alpha ? a.alpha[ci.e] : a.alpha_s;
       const float beta = a.beta ? a.beta[ci.e] : a.beta_s;
       const float limit = a.limit ? a.limit[ci.e] : a.limit_s;
       const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ci.e) * 2 * a.bias_ld : nullptr;
+      each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (j >= nj) break;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
-          if (tok >= ci.ntok) continue;
-          const int64_t p = rt.plist[ci.tok0 + tok];
-#pragma unroll
-          for (int t = 0; t < 2; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
-            const int row = rg * 32 + t * 16 + g + 8 * (i >> 1);
-            if (row >= a.out_rows) continue;
-            float up = bf16_round(acc[t][j][i]), gate = bf16_round(acc[t + 2][j][i]);
-            if (bias) {
-              up += __bfloat162float(bias[row]);
-              gate += __bfloat162float(bias[a.bias_ld + row]);
-            }
-            if (a.use_limit) {
-              gate = fminf(gate, limit);
-              up = fmaxf(fminf(up, limit), -limit);
-            }
-            const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
-            a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
+        for (int t = 0; t < 2; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
+          const int row = rg * 32 + t * 16 + g + 8 * (i >> 1);
+          if (row >= a.out_rows) continue;
+          float up = bf16_round(acc[t][j][i]), gate = bf16_round(acc[t + 2][j][i]);
+          if (bias) {
+            up += __bfloat162float(bias[row]);
+            gate += __bfloat162float(bias[a.bias_ld + row]);
           }
+          if (a.use_limit) {
+            gate = fminf(gate, limit);
+            up = fmaxf(fminf(up, limit), -limit);
+          }
+          const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
+          a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
         }
-      }
+      });
     } else {
+      each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (j >= nj) break;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
-          if (tok >= ci.ntok) continue;
-          const int64_t p = rt.plist[ci.tok0 + tok];
-#pragma unroll
-          for (int n = 0; n < 4; ++n) {  // rows 64 rg + 16 n + ...: tiles 0, 1 of group 2 rg, then of group 2 rg + 1
-            const int row = rg * 64 + n * 16 + g + 8 * (i >> 1);
-            if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(acc[n][j][i]);
-          }
+        for (int n = 0; n < 4; ++n) {  // rows 64 rg + 16 n + ...: tiles 0, 1 of group 2 rg, then of group 2 rg + 1
+          const int row = rg * 64 + n * 16 + g + 8 * (i >> 1);
+          if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(acc[n][j][i]);
         }
-      }
+      });
     }
   }
   cp_async_wait<0>();
