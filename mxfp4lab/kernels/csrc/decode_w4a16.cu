@@ -9,6 +9,8 @@
 //            out[m] = bf16( sum_{j=0..k-1, in order} w[m,j] * (fp32(y[m*k+j]) + b2[e_j]) )
 //            of each (token, 32 output rows) by the CTA that stores its last y (a counter per token and
 //            tile group, reset by that CTA); or, unfused, a third launch (combine_kernel) does it.
+// Wide-item variants (decode_w4a16_wide.cuh, included below) decompose both GEMMs another way, for many tokens per
+// expert: each warp 4 tiles x 32 tokens over the whole K, no cross-warp reduction.
 // Fused-launch variants run fc1 and fc2 as one cooperative grid with a grid barrier between them
 // (fused_kernel), then the combine; dynamic-items variants let CTAs claim items from a shared counter;
 // split-grid variants give fc1 part of every SM's CTA slots and fc2 the rest, so fc2's CTAs start with fc1.
