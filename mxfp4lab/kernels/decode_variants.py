@@ -23,7 +23,7 @@ class Variant:
     ctas_per_sm: int  # 2: two CTAs of 8 warps per SM, so one CTA's epilogue overlaps the other's streaming
     depth: int  # cp.async ring stages per warp
     red_buffers: int  # 2: double-buffered partial sums, one barrier per item
-    #: L2 staging bits: 1 = fc1 prefetches fc2's weights into L2 (up to :data:`L2_PREFETCH_SHARE` of the L2,
+    #: L2 staging bits: 1 = fc1 prefetches fc2's weights into L2 (up to :data:`~mxfp4lab.kernels.decode_w4a16.L2_PREFETCH_SHARE` of the L2,
     #: split over the CTAs), 2 = fc1 streams its own weights with L2 evict_first, 4 = the prefetch of bit 1 issued
     #: once an fc1 CTA has read its own weights (late staging: while it reduces, stores and leaves), 8 = fc1
     #: prefetches its first item's epilogue inputs (bias rows, per-expert alpha, beta, limit) into L1 right after
