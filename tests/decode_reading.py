@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).resolve().parents[1] / "mxfp4lab" / "kernels" / "csrc" / "decode_w4a16.cu"
+WIDE_SOURCE = SOURCE.with_name("decode_w4a16_wide.cuh")
 M32 = 0xFFFFFFFF
 
 
@@ -135,3 +136,35 @@ int main() { std::printf("{"); dump<4, 4>(true); dump<2, 4>(false); dump<2, 2>(f
     subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(Path(tmp_path) / "item_tiles.cpp")],
                    check=True, capture_output=True)
     return json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
+
+
+def kernel_wide_items(tmp_path, counts, bn, blocks):
+    """find_wide_item (the wide kernel's item -> (expert, token tile, row block), host-compiled from the CUDA source
+    with the source's Routing struct) over every item of a routing with these pair counts per expert: start and
+    istart as the kernel's scan writes them (exclusive prefixes of the counts and of ceil(count / bn) * blocks).
+    Returns [(e, tok0, ntok, block)] in item order."""
+    src, wide = SOURCE.read_text(), WIDE_SOURCE.read_text()
+    routing = src[src.index("struct Routing {") : src.index("};", src.index("struct Routing {")) + 2]
+    start = wide.index("struct WideItem {")
+    item = wide[start : wide.index("\n}\n", wide.index("find_wide_item", start)) + 3]
+    e = len(counts)
+    prog = ("#include <algorithm>\n#include <cstdio>\nusing std::min;\n#define __device__\n#define __forceinline__ inline\n"
+            + routing + "\n" + item + f"""
+int main() {{
+  int count[{e}] = {{{", ".join(map(str, counts))}}}, st[{e + 1}], ist[{e + 1}];
+  st[0] = ist[0] = 0;
+  for (int x = 0; x < {e}; ++x) {{ st[x + 1] = st[x] + count[x]; ist[x + 1] = ist[x] + (count[x] + {bn} - 1) / {bn} * {blocks}; }}
+  Routing r{{count, st, ist, nullptr}};
+  for (int i = 0; i < ist[{e}]; ++i) {{
+    WideItem it = find_wide_item(r, {e}, i, {bn}, {blocks});
+    std::printf("%d %d %d %d\\n", it.e, it.tok0, it.ntok, it.block);
+  }}
+}}
+""")
+    cpp = Path(tmp_path) / "wide_items.cpp"
+    cpp.write_text(prog)
+    exe = Path(tmp_path) / "wide_items"
+    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
+                   capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return [tuple(map(int, ln.split())) for ln in out.splitlines()]

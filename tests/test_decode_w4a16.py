@@ -921,3 +921,21 @@ def test_wide_items_run_the_split_k_epilogues_operations():
     assert ops(split_k) == ops(wide) and len(ops(wide)) >= 5
     for text in (split_k, wide):
         assert re.search(r"up = bf16_round\(.*\)", text) and "up += __bfloat162float(" in text
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")
+@pytest.mark.parametrize("counts,bn,blocks", [([33, 0, 1, 64, 65, 32], 32, 12), ([7, 0, 0, 130], 64, 23), ([0, 5], 32, 6)])
+def test_wide_items_cover_every_token_tile_and_row_block_once(tmp_path, counts, bn, blocks):
+    """The wide kernel's find_wide_item (its own source, host-compiled): the items of a routing are every (expert,
+    token tile, row block) exactly once, expert-major, row block-major inside an expert with its token tiles
+    next to each other (so that CTAs dealt neighbouring items read one row block's weights side by side), and the
+    token tiles of an expert split its pair list [start, start + count) into pieces of up to bn."""
+    got = dr.kernel_wide_items(tmp_path, counts, bn, blocks)
+    want, start = [], 0
+    for e, c in enumerate(counts):
+        tiles = -(-c // bn)
+        for b in range(blocks):
+            for t in range(tiles):
+                want.append((e, start + t * bn, min(bn, c - t * bn), b))
+        start += c
+    assert got == want and len(got) == sum(-(-c // bn) for c in counts) * blocks
