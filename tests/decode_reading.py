@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).resolve().parents[1] / "mxfp4lab" / "kernels" / "csrc" / "decode_w4a16.cu"
+COMMON_SOURCE = SOURCE.with_name("decode_w4a16_common.cuh")
+SPLIT_K_SOURCE = SOURCE.with_name("decode_w4a16_split_k.cuh")
 WIDE_SOURCE = SOURCE.with_name("decode_w4a16_wide.cuh")
 M32 = 0xFFFFFFFF
 
@@ -37,7 +39,7 @@ def _function_body(src: str, name: str) -> str:
 
 def kernel_decode_word():
     """``decode_word`` from the CUDA source as a Python function ``q -> (r0, r1, r2, r3)`` (uint32 math)."""
-    body = _function_body(SOURCE.read_text(), "decode_word")
+    body = _function_body(COMMON_SOURCE.read_text(), "decode_word")
     py = []
     for stmt in body.split(";"):
         stmt = stmt.strip()
@@ -50,13 +52,13 @@ def kernel_decode_word():
             py.append(f"{lhs} = ({rhs}) & {M32}")
     code = "def _f(q):\n" + "".join(f"    {line}\n" for line in py) + "    return r0, r1, r2, r3\n"
     ns: dict = {}
-    exec(compile(code, str(SOURCE), "exec"), ns)  # noqa: S102 - the project's own source
+    exec(compile(code, str(COMMON_SOURCE), "exec"), ns)  # noqa: S102 - the project's own source
     return ns["_f"]
 
 
 def kernel_scale_factor(byte: int) -> int:
     """``scale_factor`` of the CUDA source, read the same way: a bf16x2 bit pattern."""
-    body = _function_body(SOURCE.read_text(), "scale_factor")
+    body = _function_body(COMMON_SOURCE.read_text(), "scale_factor")
     expr = re.search(r"return (.*?);", body, re.S).group(1)
     expr = re.sub(r"(\d+|0x[0-9A-Fa-f]+)u\b", r"\1", expr)
     return eval(expr, {"s": byte}) & M32  # noqa: S307 - the project's own source
@@ -112,7 +114,7 @@ def kernel_item_tiles(tmp_path):
     """ItemTiles (the CUDA source's struct, host-compiled with the system C++ compiler) for each (NT, LT) the
     kernel instantiates: per item group its layout group and half shift, per tile its source offset, per scale lane
     its source offset and the half's scale correction, as JSON."""
-    src = SOURCE.read_text()
+    src = SPLIT_K_SOURCE.read_text()
     start = src.index("template <int NT, int LT>\nstruct ItemTiles {")
     item_tiles = src[start : src.index("\n};\n", start) + 4]
     prog = ("#include <cstdio>\n#define __host__\n#define __device__\nconstexpr int kTileBytes = 512, kScaleBytes = 32;\n"
@@ -143,7 +145,7 @@ def kernel_wide_items(tmp_path, counts, bn, blocks):
     with the source's Routing struct) over every item of a routing with these pair counts per expert: start and
     istart as the kernel's scan writes them (exclusive prefixes of the counts and of ceil(count / bn) * blocks).
     Returns [(e, tok0, ntok, block)] in item order."""
-    src, wide = SOURCE.read_text(), WIDE_SOURCE.read_text()
+    src, wide = COMMON_SOURCE.read_text(), WIDE_SOURCE.read_text()
     routing = src[src.index("struct Routing {") : src.index("};", src.index("struct Routing {")) + 2]
     start = wide.index("struct WideItem {")
     item = wide[start : wide.index("\n}\n", wide.index("find_wide_item", start)) + 3]

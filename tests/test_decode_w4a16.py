@@ -6,7 +6,6 @@ SM90 GPU (scripts/gpu/check_decode.py)."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -51,6 +50,12 @@ def kernel_ptx(tmp_path_factory):
         return cache[traced]
 
     return get
+
+
+def _kernel_sources():
+    from mxfp4lab.kernels.decode_w4a16 import SOURCES
+
+    return SOURCES
 
 
 def _codes_scales(e, n, k, seed=0, lo=118, hi=123):
@@ -642,7 +647,7 @@ def test_pair_lists_built_by_every_warp_equal_warp_0s_walk():
     for P, E in ((65, 8), (256, 128), (384, 256), (1000, 32), (600, 1024)):
         ids = [rng.randrange(-3, E + 3) for _ in range(P)]  # some outside [0, E): another shard's experts
         assert _pair_lists(ids, E, True) == _pair_lists(ids, E, False)
-    src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
+    src = "".join(p.read_text() for p in _kernel_sources())  # the .cu and the headers it includes
     assert "if (P > kWalkPairs && kWarps * E <= spare_ints) {" in src
     assert "for (int w = 0; w < warp; ++w) base += hist[w * E + e];" in src
 
@@ -692,7 +697,7 @@ def test_one_warp_routing_builds_the_block_wide_arrays():
         cases.append(([rng.randrange(-2, E + 2) for _ in range(P)], E, rng.choice((1, 2, 8, 16)), rng.randint(1, 90)))
     for ids, E, tc, g in cases:
         assert _routing(ids, E, tc, g, True) == _routing(ids, E, tc, g, False)
-    src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
+    src = "".join(p.read_text() for p in _kernel_sources())  # the .cu and the headers it includes
     assert "if (a.num_pairs <= 32) {" in src and "chunks += k < xk && (k & 1);" in src
     assert "const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;" in src
     assert "r.plist[mine_before + rank] = lane;" in src
@@ -717,7 +722,7 @@ def test_dynamic_items_one_each_where_the_grid_has_as_many_ctas_as_items():
         else:
             assert max(len(v) for v in done.values()) >= 2
     # the kernel implements the same rule
-    src = (Path(__file__).resolve().parents[1] / "mxfp4lab/kernels/csrc/decode_w4a16.cu").read_text()
+    src = "".join(p.read_text() for p in _kernel_sources())  # the .cu and the headers it includes
     assert "const bool one_each = DY && n_items <= static_cast<int>(gridDim.x);" in src
     assert "atomicAdd(a.sched, one_each ? 1 : kAhead)" in src and "one_each ? n_items : atomicAdd(a.sched, 1)" in src
 
@@ -917,7 +922,8 @@ def test_wide_items_run_the_split_k_epilogues_operations():
         lines = [re.sub(r"\s+", " ", ln).strip().removeprefix("const ").removeprefix("float ") for ln in body.splitlines()]
         return [ln for ln in lines if ln]
 
-    split_k, wide = (p.read_text() for p in SOURCES)
+    split_k, wide = (next(p for p in SOURCES if p.name == f"decode_w4a16_{part}.cuh").read_text()
+                     for part in ("split_k", "wide"))
     assert ops(split_k) == ops(wide) and len(ops(wide)) >= 5
     for text in (split_k, wide):
         assert re.search(r"up = bf16_round\(.*\)", text) and "up += __bfloat162float(" in text
@@ -939,3 +945,23 @@ def test_wide_items_cover_every_token_tile_and_row_block_once(tmp_path, counts, 
                 want.append((e, start + t * bn, min(bn, c - t * bn), b))
         start += c
     assert got == want and len(got) == sum(-(-c // bn) for c in counts) * blocks
+
+
+def test_the_source_digest_covers_every_file_the_library_compiles():
+    """SOURCES (whose digest the library carries and the loader checks) are the .cu and exactly the headers it and
+    they include: a header left out would let a stale library load after that header changed."""
+    import re
+
+    from mxfp4lab.kernels.decode_w4a16 import SOURCE, SOURCES
+
+    included = {name for p in SOURCES for name in re.findall(r'^#include "([^"]+)"', p.read_text(), re.M)}
+    assert SOURCES[0] == SOURCE and {p.name for p in SOURCES[1:]} == included
+    assert all(p.parent == SOURCE.parent and p.is_file() for p in SOURCES)
+    # and every one of them ships with the package (pyproject's package data), not only in a checkout
+    import fnmatch
+    import tomllib
+
+    root = SOURCE.parents[3]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mxfp4lab"]
+    rel = [p.relative_to(root / "mxfp4lab").as_posix() for p in SOURCES]
+    assert all(any(fnmatch.fnmatch(r, gl) for gl in globs) for r in rel), (rel, globs)

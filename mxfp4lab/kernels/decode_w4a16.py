@@ -1,4 +1,4 @@
-"""Host side of mxfp4lab's decode kernel (``csrc/decode_w4a16.cu``): build, load, tensors, launch.
+"""Host side of mxfp4lab's decode kernel (``csrc/decode_w4a16.cu`` and its headers): build, load, tensors, launch.
 
 The kernel is plain CUDA C++ compiled by nvcc into a small shared library (only libcudart, static), loaded
 with ctypes and launched on torch's current stream, so a forward is captured by CUDA graphs like any
@@ -42,8 +42,9 @@ from .decode_scratch import (combine_counters, combine_counters_zero, grid_barri
 from .decode_variants import VARIANTS, Variant, twin_of, unstaged_twin  # noqa: F401 - re-exported
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
-#: every file the library is compiled from: the source and the headers it includes (the wide items)
-SOURCES = (SOURCE, SOURCE.with_name("decode_w4a16_wide.cuh"))
+#: every file the library is compiled from: the source (host side, variant table) and the headers it includes: what
+#: both schedules share (arguments, helpers, routing, the combine), the split-K items, the wide items
+SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "wide")))
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
               "-lineinfo")
 #: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)
