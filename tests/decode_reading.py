@@ -1,4 +1,4 @@
-"""An independent reading of the decode kernel (``mxfp4lab/kernels/csrc/decode_w4a16.cu``) on the CPU.
+"""An independent reading of the decode kernel (``mxfp4lab/kernels/csrc/decode_w4a16*.cu*``) on the CPU.
 
 Lane by lane and MMA step by MMA step, as the GPU would: the word a lane copies from a step block, the
 kernel's own ``decode_word`` expressions (parsed out of the CUDA source and evaluated on Python ints), the

@@ -1,4 +1,4 @@
-"""The weight layout of mxfp4lab's decode kernel (``mxfp4lab/kernels/csrc/decode_w4a16.cu``) and its inverse.
+"""The weight layout of mxfp4lab's decode kernel (``mxfp4lab/kernels/csrc/decode_w4a16*.cu*``) and its inverse.
 
 Made for a kernel that streams each weight byte once with 16-byte copies and feeds ``mma.sync.m16n8k16``
 (bf16, fp32 accumulate) with the weights as the A operand (16 output rows) and up to 8 tokens as B:
