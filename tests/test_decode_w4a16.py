@@ -5,6 +5,7 @@ SM90 GPU (scripts/gpu/check_decode.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -239,7 +240,7 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
-    wide = {(v.wide, v.depth, v.ctas_per_sm) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1 and fc2 each
+    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
@@ -862,10 +863,10 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
 
 
 def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_library, monkeypatch):
-    """Wide items (variants with ``wide`` > 0): 32 ``wide`` tokens per item, the code carries ``wide``; their sums
-    run in another order than any split-K variant's, so each is its own twin (checked against the reference only);
-    the library's shared memory per CTA is the ring (D stages of 8 / wide row groups x 2176 B and 32 wide token rows
-    x 144 B) plus the routing lists; they route up to MAX_WIDE_PAIRS pairs where split-K variants stop at
+    """Wide items (variants with ``wide`` > 0): 32 ``wide`` tokens per item, the code carries ``wide`` and
+    ``wgmma``; their sums run in another order than any split-K variant's (and wgmma's inside the MMA), so each is its
+    own twin (checked against the reference only); the library's shared memory per CTA is the ring (D stages of
+    8 / wide row groups x 2176 B and 32 wide token rows x 144 B, or 128 B unpadded with wgmma) plus the routing lists; they route up to MAX_WIDE_PAIRS pairs where split-K variants stop at
     MAX_PAIRS, refuse the fused combine, and are tuned from M = 16 on."""
     import types
 
@@ -873,10 +874,12 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44}
+    assert set(wide) == {42, 43, 44, 46, 47, 48} and {i for i, v in wide.items() if v.wgmma} == {46, 47, 48}
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
-        assert k.twin_of(i) == i and v.token_groups == 4 * v.wide and v.code // 10**16 == v.wide
+        assert k.twin_of(i) == i and v.token_groups == 4 * v.wide and v.code // 10**16 == v.wide + 10 * v.wgmma
+    for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
+        assert dataclasses.replace(k.VARIANTS[i], wgmma=True) == k.VARIANTS[j]
         assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == 1
     assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j)
     assert all(set(wide) <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 16)
@@ -890,6 +893,9 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(42, 128, 4096, 0) == 4 * (8 * 2176 + 32 * 144) + lists
         assert smem(43, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 144) + lists
         assert smem(44, 128, 4096, 1) == smem(44, 128, 4096, 2) == 6 * (8 * 2176 + 32 * 144) + lists
+        assert smem(46, 128, 4096, 0) == 4 * (8 * 2176 + 32 * 128) + lists
+        assert smem(47, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
+        assert smem(48, 128, 4096, 0) == 6 * (8 * 2176 + 32 * 128) + lists
         k.check_shared_memory(k.load_library(), 42, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
             k.check_shared_memory(k.load_library(), 44, 256, 4096 * 6, 232448, 233472)
@@ -965,3 +971,23 @@ def test_the_source_digest_covers_every_file_the_library_compiles():
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mxfp4lab"]
     rel = [p.relative_to(root / "mxfp4lab").as_posix() for p in SOURCES]
     assert all(any(fnmatch.fnmatch(r, gl) for gl in globs) for r in rel), (rel, globs)
+
+
+def test_wgmma_token_tile_meets_the_decoded_fragments_k_order(tmp_path):
+    """Wide items with wgmma (variants with ``wgmma``): the decoded A fragments are the mma.sync ones, so at MMA step
+    st wgmma must read as B[k][n] token row n's chunk element 16 (k % 8 // 2) + 4 st + 2 (k // 8) + k % 2 -- the
+    element lane k % 8 // 2 feeds mma.sync at logical k (b0: k = 2t, 2t + 1; b1: 2t + 8, 2t + 9; the layout's K
+    permutation, as tile_chunk_products reads it). The kernel's copy map (WgmmaTile::dst), its descriptor and its
+    per-step start address, read through the PTX ISA's K-major no-swizzle canonical layout, must give exactly that
+    for all 32 token rows; every copied byte lands once, inside the tile's 32 x 128 bytes."""
+    dst, desc = dr.kernel_wgmma_tile(tmp_path)
+    assert len(set(dst.flatten().tolist())) == dst.size and dst.min() >= 0 and dst.max() + 4 <= 32 * 128
+    assert (desc & 0x3FFF) == 4096 >> 4 and (desc >> 49) & 0x7 == 0 and desc >> 62 == 0  # start, base offset, no swizzle
+    wide = dr.WIDE_SOURCE.read_text()
+    step_expr = "desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4)"
+    assert step_expr in wide  # the per-step start the model below applies (st = 2 h + s2)
+    lbo = ((desc >> 16) & 0x3FFF) << 4
+    got = dr.wgmma_b_reads(dst, desc, lambda st: (st * 2 * lbo) >> 4)
+    st, k, n = np.meshgrid(np.arange(4), np.arange(16), np.arange(32), indexing="ij")
+    want = n * 64 + 16 * (k % 8 // 2) + 4 * st + 2 * (k // 8) + k % 2
+    assert np.array_equal(got, want)

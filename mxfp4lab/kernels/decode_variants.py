@@ -60,6 +60,10 @@ class Variant:
     #: tokens per expert: weights decoded once per 32 tokens, activations read once per 8 / ``wide`` row groups, no
     #: cross-warp reduction. Another fp32 summation order than the split-K items (its own twin).
     wide: int = 0
+    #: wide items whose MMAs are ``wgmma.mma_async`` (A, the decoded weights, from registers; the token tile from
+    #: shared memory) instead of ``mma.sync``: a warpgroup issues one m64nNk16 per tile for its 4 warps' rows and a warp
+    #: decodes the next MMA step while the tensor cores run this one. Another summation inside the MMA (its own twin).
+    wgmma: bool = False
 
     @property
     def depth2(self) -> int:
@@ -72,7 +76,7 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12
+        return (int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12
                 + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
@@ -106,7 +110,9 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             39: Variant(2, 3, 2, 1, dynamic=3, fc1_tiles=2), 40: Variant(2, 3, 2, 1, fc1_tiles=2),
             41: Variant(1, 3, 2, 1, fc2_depth=3, fc2_token_rows=2, fc2_tiles=4),
             42: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1), 43: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2),
-            44: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1)}
+            44: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1),
+            46: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1, wgmma=True), 47: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=True),
+            48: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1, wgmma=True)}
 
 
 def unstaged_twin(variant: int) -> int:

@@ -178,28 +178,34 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //                                                          up and a gate tile), dynamic items
 //   40  2  3        2           1                0   0   variant 39 with static items
 //   41  1  3        2           1                0   0   variant 15 with fc2 items of 4 tiles, fc2 a 3-deep ring
-// WT > 0 (the last column): wide items (decode_w4a16_wide.cuh), 32 WT tokens per item (G = 4 WT), a CTA-wide ring of D
+// WT > 0 (the 15th column): wide items (decode_w4a16_wide.cuh), 32 WT tokens per item (G = 4 WT), a CTA-wide ring of D
 // stages, one CTA per SM; the other columns but CPS and D do not apply.
 //   42  4  1        4           -                -   -   wide items: 32 tokens, 8 row groups per item
 //   43  8  1        4           -                -   -   wide items: 64 tokens, 4 row groups per item
 //   44  4  1        6           -                -   -   variant 42 with a 6-deep ring
+// WG = 1 (the 16th column): the wide items' MMAs as wgmma.mma_async (A from registers, the token tile from shared memory;
+// decode_w4a16_wide.cuh), so that a warp decodes the next step while the tensor cores run this one.
+//   46  4  1        4           -                -   -   variant 42 with wgmma
+//   47  8  1        4           -                -   -   variant 43 with wgmma
+//   48  4  1        6           -                -   -   variant 44 with wgmma
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
-  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0)     \
-  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0)     \
-  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0, 0, 4, 2, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0, 4, 2, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0, 0, 4, 2, 0)     \
-  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0, 0, 4, 2, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0, 0, 4, 2, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0, 0, 4, 2, 0)  \
-  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0, 0, 4, 2, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0, 0, 4, 2, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0, 0, 4, 2, 0)  \
-  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0, 4, 2, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0, 4, 2, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0, 4, 2, 0)  \
-  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0, 4, 2, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0, 4, 2, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 2, 0)  \
-  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0, 4, 2, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0, 4, 2, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 2, 0) \
-  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1, 4, 2, 0) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3, 4, 2, 0) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2, 4, 2, 0)   \
-  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2, 4, 2, 0) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2, 4, 2, 0)                            \
-  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0, 4, 2, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0, 4, 2, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0, 4, 2, 0)   \
-  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0, 4, 2, 0) X(34, 1, 3, 2, 1, 8, 0, 6, 2, 0, 0, 0, 4, 2, 0) X(35, 1, 3, 2, 1, 8, 0, 6, 2, 0, 2, 0, 4, 2, 0)  \
-  X(36, 1, 3, 2, 1, 8, 0, 6, 2, 0, 3, 0, 4, 2, 0) X(37, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 4, 0)                            \
-  X(38, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 4, 0) X(39, 2, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 2, 2, 0)                             \
-  X(40, 2, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 2, 2, 0) X(41, 1, 3, 2, 1, 0, 0, 3, 2, 0, 0, 0, 4, 4, 0) \
-  X(42, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1) X(43, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2) X(44, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1)
+  X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
+  X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
+  X(7, 1, 3, 2, 1, 3, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(8, 1, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(9, 1, 1, 6, 2, 3, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0)     \
+  X(10, 1, 2, 3, 1, 3, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(11, 2, 2, 2, 1, 3, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(12, 1, 3, 3, 1, 0, 2, 3, 2, 0, 0, 0, 4, 2, 0, 0)  \
+  X(13, 1, 2, 5, 2, 0, 2, 5, 2, 0, 0, 0, 4, 2, 0, 0) X(14, 1, 4, 2, 1, 0, 2, 2, 2, 0, 0, 0, 4, 2, 0, 0) X(15, 1, 3, 2, 1, 0, 0, 6, 2, 0, 0, 0, 4, 2, 0, 0)  \
+  X(16, 1, 4, 2, 1, 0, 2, 4, 2, 0, 0, 0, 4, 2, 0, 0) X(17, 1, 3, 3, 1, 0, 2, 6, 2, 0, 0, 0, 4, 2, 0, 0) X(18, 1, 3, 2, 1, 0, 0, 6, 2, 1, 0, 0, 4, 2, 0, 0)  \
+  X(19, 1, 4, 2, 1, 0, 2, 4, 2, 1, 0, 0, 4, 2, 0, 0) X(20, 1, 3, 3, 1, 0, 2, 6, 2, 1, 0, 0, 4, 2, 0, 0) X(21, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 2, 0, 0)  \
+  X(22, 1, 3, 2, 1, 0, 0, 6, 2, 0, 3, 0, 4, 2, 0, 0) X(23, 1, 4, 2, 1, 0, 2, 2, 2, 0, 3, 0, 4, 2, 0, 0) X(24, 4, 1, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 2, 0, 0) \
+  X(25, 1, 2, 4, 1, 0, 2, 12, 2, 0, 1, 1, 4, 2, 0, 0) X(26, 1, 4, 2, 1, 0, 2, 7, 2, 0, 0, 3, 4, 2, 0, 0) X(27, 1, 3, 2, 1, 0, 0, 7, 2, 0, 0, 2, 4, 2, 0, 0)   \
+  X(28, 1, 3, 2, 1, 0, 2, 11, 2, 0, 0, 2, 4, 2, 0, 0) X(29, 1, 3, 3, 1, 0, 2, 8, 2, 0, 0, 2, 4, 2, 0, 0)                            \
+  X(30, 1, 3, 2, 1, 0, 0, 6, 2, 0, 2, 0, 4, 2, 0, 0) X(31, 1, 3, 3, 1, 0, 2, 6, 2, 0, 2, 0, 4, 2, 0, 0) X(32, 1, 3, 2, 1, 0, 0, 7, 1, 0, 2, 0, 4, 2, 0, 0)   \
+  X(33, 1, 3, 2, 1, 4, 0, 6, 2, 0, 0, 0, 4, 2, 0, 0) X(34, 1, 3, 2, 1, 8, 0, 6, 2, 0, 0, 0, 4, 2, 0, 0) X(35, 1, 3, 2, 1, 8, 0, 6, 2, 0, 2, 0, 4, 2, 0, 0)  \
+  X(36, 1, 3, 2, 1, 8, 0, 6, 2, 0, 3, 0, 4, 2, 0, 0) X(37, 1, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 4, 4, 0, 0)                            \
+  X(38, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 4, 0, 0) X(39, 2, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 2, 2, 0, 0)                             \
+  X(40, 2, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 2, 2, 0, 0) X(41, 1, 3, 2, 1, 0, 0, 3, 2, 0, 0, 0, 4, 4, 0, 0) \
+  X(42, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(43, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 0) X(44, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 0) \
+  X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1)
 
 }  // namespace mxfp4lab_decode
 
@@ -355,35 +361,37 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
 // No fused combine, fused launch or dynamic items.
-template <int WT, int CPS, int D>
+template <int WT, int CPS, int D, int WG>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_wide_gemm<WT, D, CPS, true>(g1, grid, stream, false);
+  cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
-  err = launch_wide_gemm<WT, D, CPS, false>(g2, grid, stream, pdl);
+  err = launch_wide_gemm<WT, D, CPS, false, WG>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
 
-template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP, int IT1, int IT2, int WT>
+template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP, int IT1, int IT2, int WT,
+          int WG>
 cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
+  static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
     static_assert(G == 4 * WT && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2, "a wide variant's table entry");
-    return launch_wide<WT, CPS, D>(d, stream);
+    return launch_wide<WT, CPS, D, WG>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }
 }
 
 // Shared-memory bytes of one CTA of fc1 (gemm = 1), fc2 (2) or the larger of the two (0).
-template <int G, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT>
+template <int G, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
   if constexpr (WT > 0) {
-    return wide_smem_bytes<WT, D>(E, P);
+    return wide_smem_bytes<WT, D, WG>(E, P);
   } else {
     const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P);
     return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);
@@ -400,9 +408,9 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
       d->grid <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
   switch (d->variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT) \
-  case ID:                                                       \
-    return static_cast<int>(launch_variant<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT>(d, stream));
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG) \
+  case ID:                                                           \
+    return static_cast<int>(launch_variant<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG>(d, stream));
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return static_cast<int>(cudaErrorInvalidValue);
@@ -414,21 +422,21 @@ int mxfp4lab_decode_w4a16_forward(const DecodeArgs* d, int64_t stream_handle) {
 int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, int64_t num_pairs, int64_t gemm) {
   int E = static_cast<int>(num_experts), P = static_cast<int>(num_pairs);
   switch (variant) {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT)                                       \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG)                                   \
   case ID:                                                                                             \
-    return variant_smem<G, D, RB, TA, D2, TA2, IT1, IT2, WT>(E, P, gemm);
+    return variant_smem<G, D, RB, TA, D2, TA2, IT1, IT2, WT, WG>(E, P, gemm);
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return -1;
   }
 }
 
-// The variant table as WT*1e16 + IT2*1e15 + IT1*1e14 + SP*1e13 + DY*1e12 + FU*1e11 + TA2*1e10 + D2*1e8 (two digits) + TA*1e7 + L2*1e6 + ID*1e4 +
+// The variant table as WG*1e17 + WT*1e16 + IT2*1e15 + IT1*1e14 + SP*1e13 + DY*1e12 + FU*1e11 + TA2*1e10 + D2*1e8 (two digits) + TA*1e7 + L2*1e6 + ID*1e4 +
 // G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
-#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT)                                           \
-  WT * 10000000000000000LL + IT2 * 1000000000000000LL + IT1 * 100000000000000LL + SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
+#define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG)                                       \
+  WG * 100000000000000000LL + WT * 10000000000000000LL + IT2 * 1000000000000000LL + IT1 * 100000000000000LL + SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
       TA * 10000000LL + \
       L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)

@@ -26,21 +26,109 @@
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
 
-template <int WT, int D>
+template <int WT, int D, int WG>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
+  static_assert(WG == 0 || D >= 3, "wgmma items copy into the slot two steps back: at least 3 stages");
   static constexpr int WR = kWarps / WT;                        // warp row groups per CTA
   static constexpr int BN = 32 * WT;                            // tokens per item
   static constexpr int kWSlot = 4 * (kTileBytes + kScaleBytes);  // one row group's step: 4 tiles, then their scales
-  static constexpr int kRowBytes = 2 * kChunkK + 16;            // one token row of a step; the pad makes a lane's
-                                                                // 16-byte reads of 8 rows x 4 lanes conflict-free
+  // one token row of a step: mma.sync reads it with 16-byte loads, padded so that 8 rows x 4 lanes are
+  // conflict-free; wgmma (WG) reads the tile as core matrices (see WgmmaTile), no pad
+  static constexpr int kRowBytes = WG ? 2 * kChunkK : 2 * kChunkK + 16;
   static constexpr int kStage = WR * kWSlot + BN * kRowBytes;
   static constexpr int kRing = D * kStage;
+  // steps in flight ahead of the one consumed: the copy at step q refills step q - 1's slot (mma.sync: its reads
+  // are done at the barrier) or, with wgmma, step q - 2's (step q - 1's last MMAs may still read theirs)
+  static constexpr int kAhead = WG ? D - 2 : D - 1;
 };
 
-template <int WT, int D>
+template <int WT, int D, int WG>
 constexpr int wide_smem_bytes(int num_experts, int num_pairs) {
-  return WideSmem<WT, D>::kRing + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + the routing
+  return WideSmem<WT, D, WG>::kRing + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + the routing
+}
+
+// ---- wgmma (WG = 1): the same decoded A fragments, fed to wgmma.mma_async with A from registers.
+// A warpgroup's 4 warps issue one m64nNk16 per tile n: rows 16 w .. 16 w + 15 of the 64 are warp w's tile n (its
+// own rows, decoded by it: the A fragment of m64nNk16 is, per warp, the m16n8k16 one), N = 8 NJ tokens of the
+// warpgroup's 32 (B from shared memory), and the accumulator fragment is, per warp, the m16n8k16 C fragments of
+// its NJ N blocks in order -- acc[n][j][i] as with mma.sync. (PTX ISA 9.7.15.5.1.)
+//
+// WgmmaTile: the token tile of a stage as B, K-major without swizzle: 8 x 16-byte core matrices, granule c of token
+// row r at ((r / 8) * 8 + c) * 128 + (r % 8) * 16 (LBO = 128 B between the two core matrices of a k16 step, SBO =
+// 1024 B between 8-row groups). The MMA's K order is the layout's (file header of decode_w4a16.cu): at MMA step
+// st = 2 h + s2 lane tl's A pairs u = 0, 1 hold chunk elements 16 tl + 8 h + 4 s2 + 2 u + {0, 1}, so granule
+// c = 2 st + u holds, at bytes 4 tl .. 4 tl + 3, those two elements of the token's row: each 16-byte piece j of
+// the row (elements 8 j ..) is copied as four 4-byte pieces p, to granule 4 (j % 2) + p at byte 4 (j / 2).
+struct WgmmaTile {
+  static constexpr uint32_t kLbo = 128, kSbo = 1024;
+  // the byte of 16-byte piece j of token row r that piece p lands at
+  static __device__ __forceinline__ uint32_t dst(int r, int j, int p) {
+    return (r >> 3) * kSbo + ((j & 1) * 4 + p) * kLbo + (r & 7) * 16 + (j >> 1) * 4;
+  }
+  // the matrix descriptor of a tile at shared address `addr` (MMA step st adds st * 2 kLbo to the address)
+  static __device__ __forceinline__ uint64_t desc(uint32_t addr) {
+    return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(kLbo >> 4) << 16) |
+           (static_cast<uint64_t>(kSbo >> 4) << 32);  // bits 62-63 = 0: no swizzle
+  }
+};
+
+// 4-byte global -> shared copy (cp.async.ca: the only cp.async below 16 bytes); valid = false writes zeros.
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
+}
+// This thread's completed writes to shared memory made visible to the async proxy (wgmma's operand reads).
+__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads and writes across the wgmma fences and waits.
+__device__ __forceinline__ void fence_acc(float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[n][j][i])::"memory");
+}
+
+// d[j][i] += A x B over one k16 step, N = 8 NJ (d: one tile's NJ N blocks; a: the m16n8k16 A fragment).
+template <int NJ>
+__device__ __forceinline__ void wgmma_bf16(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc);
+template <>
+__device__ __forceinline__ void wgmma_bf16<1>(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<2>(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<3>(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %17, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11}, {%12,%13,%14,%15}, %16, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<4>(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
 }
 
 struct WideItem {
@@ -68,7 +156,7 @@ __device__ __forceinline__ WideItem find_wide_item(const Routing& r, int E, int 
 // word is decoded once and multiplies every N block.
 template <int NJ, int WT, int D>
 __device__ __forceinline__ void wide_step(float (&acc)[4][4][4], uint32_t wb, uint32_t ab, int lane) {
-  using S = WideSmem<WT, D>;
+  using S = WideSmem<WT, D, 0>;
   const int g = lane >> 2, tl = lane & 3;
   uint32_t f_lo[4], f_hi[4];
 #pragma unroll
@@ -100,9 +188,50 @@ __device__ __forceinline__ void wide_step(float (&acc)[4][4][4], uint32_t wb, ui
   }
 }
 
-template <int WT, int D, int CPS, bool FC1>
+// wide_step with wgmma (WG = 1): per MMA step the warp decodes its 4 tiles' A fragments (as wide_step), the
+// warpgroup issues one m64n(8 NJ)k16 per tile on the token tile at `desc` (WgmmaTile, this warpgroup's 32 rows) and
+// commits them as one group, then waits for the previous step's group: the decode of step st + 1 runs while step
+// st's MMAs do, and the A registers of at most two steps are live.
+template <int NJ>
+__device__ __forceinline__ void wide_step_wgmma(float (&acc)[4][4][4], uint32_t wb, uint64_t desc, int lane) {
+  const int g = lane >> 2, tl = lane & 3;
+  uint32_t f_lo[4], f_hi[4];
+#pragma unroll
+  for (int n = 0; n < 4; ++n) {
+    const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+    f_lo[n] = scale_factor(lds8(saddr));      // row g
+    f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint2 w[4];
+#pragma unroll
+    for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
+#pragma unroll
+    for (int s2 = 0; s2 < 2; ++s2) {
+      uint32_t a[4][4];
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+        uint32_t r0, r1, r2, r3;
+        decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
+        a[n][0] = hmul2_bf16(r0, f_lo[n]);
+        a[n][1] = hmul2_bf16(r1, f_hi[n]);
+        a[n][2] = hmul2_bf16(r2, f_lo[n]);
+        a[n][3] = hmul2_bf16(r3, f_hi[n]);
+      }
+      wgmma_fence();
+      const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
+#pragma unroll
+      for (int n = 0; n < 4; ++n) wgmma_bf16<NJ>(acc[n], a[n], d);
+      wgmma_commit();
+      wgmma_wait<1>();
+    }
+  }
+}
+
+template <int WT, int D, int CPS, bool FC1, int WG>
 __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
-  using S = WideSmem<WT, D>;
+  using S = WideSmem<WT, D, WG>;
   constexpr int WR = S::WR, BN = S::BN;
   constexpr int LT = FC1 ? kNT1 : kNT2;                     // tiles of one layout group
   constexpr int kLStep = LT * (kTileBytes + kScaleBytes);   // one step of one layout group in the layout
@@ -144,8 +273,11 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   const uint32_t ring = smem_addr(smem);
   const int64_t block_stride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
   const uint32_t wdst = wr * S::kWSlot + lane * 16;                    // this lane's weight bytes in a stage
-  const uint32_t adst = WR * S::kWSlot + (tid >> 3) * S::kRowBytes + (tid & 7) * 16;  // its first activation copy's
-  constexpr uint32_t kActStride = kThreads / 8 * S::kRowBytes;        // the next copy: 32 token rows further
+  // its first activation copy's (token row tid / 8, piece tid % 8; WG: piece 0 of its four, WgmmaTile), and the next
+  // copy's: 32 token rows further
+  const uint32_t adst = WR * S::kWSlot + (WG ? WgmmaTile::dst(tid >> 3, tid & 7, 0)
+                                              : (tid >> 3) * S::kRowBytes + (tid & 7) * 16);
+  constexpr uint32_t kActStride = WG ? kThreads / 8 / 8 * WgmmaTile::kSbo : kThreads / 8 * S::kRowBytes;
 
   // ---- issue side: a cursor over the CTA's steps (item, chunk); every thread keeps its own copy of it, with its
   // sources at the next chunk. Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt;
@@ -197,7 +329,13 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
         const bool ok = cs.act[i] != nullptr && in_k;
-        cp_async16(slot + adst + i * kActStride, ok ? cs.act[i] : a.act, ok);
+        if constexpr (WG) {
+#pragma unroll
+          for (int p = 0; p < 4; ++p)
+            cp_async4(slot + adst + i * kActStride + p * WgmmaTile::kLbo, ok ? cs.act[i] + 2 * p : a.act, ok);
+        } else {
+          cp_async16(slot + adst + i * kActStride, ok ? cs.act[i] : a.act, ok);
+        }
       }
     }
     // the next chunk
@@ -210,22 +348,23 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (cs.act[i] != nullptr) cs.act[i] += kChunkK;
   };
 
-  // ---- prologue: the first D - 1 steps (fc2: their weights before it waits for fc1, their activations after)
+  // ---- prologue: the first kAhead steps (fc2: their weights before it waits for fc1, their activations after)
+  constexpr int kAhead = S::kAhead;
   if constexpr (FC1) {
 #pragma unroll
-    for (int q = 0; q < D - 1; ++q) {
+    for (int q = 0; q < kAhead; ++q) {
       issue_into(cur, 3);
       cp_async_commit();
     }
   } else {
     Cursor cur_act = cur;
 #pragma unroll
-    for (int q = 0; q < D - 1; ++q) issue_into(cur, 1);
+    for (int q = 0; q < kAhead; ++q) issue_into(cur, 1);
     pdl_wait();  // h (fc1's output) is complete and visible after this
 #pragma unroll
-    for (int q = 0; q < D - 1; ++q) issue_into(cur_act, 2);
+    for (int q = 0; q < kAhead; ++q) issue_into(cur_act, 2);
     cp_async_commit();
-    cp_async_wait<0>();  // steps 0 .. D-2 complete: the main loop's wait<D-2> then holds as for fc1
+    cp_async_wait<0>();  // steps 0 .. kAhead - 1 complete: the main loop's wait<kAhead - 1> then holds as for fc1
   }
   if (threadIdx.x == 0) {
     MXFP4LAB_STAMP(a, kTraceReady);
@@ -238,6 +377,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     const int rg = ci.block * WR + wr, tw0 = wt * 32;
     // N blocks of this warp with tokens (warp-uniform; 0: a row group past the layer's, or no tokens here)
     const int nj = rg < wgroups ? min(4, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
+    // wgmma: the warpgroup's N blocks (its 4 warps share the token rows; a warp whose row group is past the layer's
+    // still takes part, on its slot's stale bytes, and stores nothing; 0: none of the 4 row groups is the layer's)
+    int nj_mma = nj;
+    if constexpr (WG) nj_mma = ci.block * WR + (warp & ~3) % WR < wgroups ? min(4, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
     float acc[4][4][4];
 #pragma unroll
     for (int n = 0; n < 4; ++n)
@@ -245,22 +388,40 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       for (int j = 0; j < 4; ++j)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[n][j][i] = 0.f;
+    if constexpr (WG) fence_acc(acc);
 
     for (int c = 0; c < chunks; ++c, ++q) {
-      cp_async_wait<D - 2>();
-      __syncthreads();  // step q landed for every thread's copies, and every warp is done with step q - 1's slot
-      issue_into(cur, 3);  // step q + D - 1, into step q - 1's slot
+      cp_async_wait<kAhead - 1>();
+      if constexpr (WG) fence_proxy_async_shared();  // this thread's landed bytes, for the wgmma reads
+      // step q landed for every thread's copies, and every warp is done with step q - kAhead's slot (wgmma: this
+      // warp's MMAs of step q - 2 ended at its wait in step q - 1)
+      __syncthreads();
+      issue_into(cur, 3);  // step q + kAhead, into that slot
       cp_async_commit();
-      if (nj == 0) continue;
+      if (nj_mma == 0) continue;
       const uint32_t slot = ring + static_cast<unsigned>(q) % D * S::kStage;
       const uint32_t wb = slot + wr * S::kWSlot;
-      const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
-      switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
-        case 1: wide_step<1, WT, D>(acc, wb, ab, lane); break;
-        case 2: wide_step<2, WT, D>(acc, wb, ab, lane); break;
-        case 3: wide_step<3, WT, D>(acc, wb, ab, lane); break;
-        default: wide_step<4, WT, D>(acc, wb, ab, lane); break;
+      if constexpr (WG) {
+        const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot + wt * 4 * WgmmaTile::kSbo);
+        switch (nj_mma) {  // warpgroup-uniform
+          case 1: wide_step_wgmma<1>(acc, wb, desc, lane); break;
+          case 2: wide_step_wgmma<2>(acc, wb, desc, lane); break;
+          case 3: wide_step_wgmma<3>(acc, wb, desc, lane); break;
+          default: wide_step_wgmma<4>(acc, wb, desc, lane); break;
+        }
+      } else {
+        const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
+        switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
+          case 1: wide_step<1, WT, D>(acc, wb, ab, lane); break;
+          case 2: wide_step<2, WT, D>(acc, wb, ab, lane); break;
+          case 3: wide_step<3, WT, D>(acc, wb, ab, lane); break;
+          default: wide_step<4, WT, D>(acc, wb, ab, lane); break;
+        }
       }
+    }
+    if constexpr (WG) {  // the item's last MMAs
+      wgmma_wait<0>();
+      fence_acc(acc);
     }
 
     // ---- epilogue from registers: lane (g, tl) holds rows g, g + 8 of each tile and tokens 2 tl, 2 tl + 1 of each
@@ -317,10 +478,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 #endif
 }
 
-template <int WT, int D, int CPS, bool FC1>
+template <int WT, int D, int CPS, bool FC1, int WG>
 cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = wide_kernel<WT, D, CPS, FC1>;
-  const int smem = wide_smem_bytes<WT, D>(a.num_experts, a.num_pairs);
+  auto kernel = wide_kernel<WT, D, CPS, FC1, WG>;
+  const int smem = wide_smem_bytes<WT, D, WG>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
