@@ -175,13 +175,13 @@ int main() {{
 def kernel_wgmma_tile(tmp_path):
     """WgmmaTile (the wide kernel's token tile as wgmma's B operand, host-compiled from the CUDA source): the byte
     each 4-byte piece ``p`` of 16-byte piece ``j`` of token row ``r`` is copied to (``dst``), and the descriptor of a
-    tile at shared address 4096. Returns ``(dst[r][j][p] for r < 32, j < 8, p < 4, desc)``."""
+    tile at shared address 4096. Returns ``(dst[r][j][p] for r < 64, j < 8, p < 4, desc)`` (64 rows: split tiles)."""
     wide = WIDE_SOURCE.read_text()
     start = wide.index("struct WgmmaTile {")
     tile = wide[start : wide.index("\n};\n", start) + 4]
     prog = ("#include <cstdint>\n#include <cstdio>\n#define __device__\n#define __forceinline__ inline\n" + tile + r"""
 int main() {
-  for (int r = 0; r < 32; ++r)
+  for (int r = 0; r < 64; ++r)
     for (int j = 0; j < 8; ++j)
       for (int p = 0; p < 4; ++p) std::printf("%u ", WgmmaTile::dst(r, j, p));
   std::printf("\n%llu\n", static_cast<unsigned long long>(WgmmaTile::desc(4096)));
@@ -193,28 +193,29 @@ int main() {
     subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
                    capture_output=True)
     dst, desc = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")[:2]
-    return np.array(list(map(int, dst.split()))).reshape(32, 8, 4), int(desc)
+    return np.array(list(map(int, dst.split()))).reshape(64, 8, 4), int(desc)
 
 
 def wgmma_b_reads(dst, desc, step_offset):
     """What wgmma reads as B[k][n] (k < 16, n < 32) at each MMA step of a chunk, from a tile the kernel copied with
     ``dst``: the PTX ISA's K-major, no-swizzle canonical layout ((8, m), (T, 2k)) : ((1T, SBO), (1, LBO)) in 16-byte
     units (9.7.15.5.1.2), with LBO and SBO taken from the descriptor's fields (bits 16-29, 32-45, in 16-byte units)
-    and the start address from bits 0-13 plus ``step_offset(st)`` (descriptor units). Returns ``[4, 16, 32]`` pairs
+    and the start address from bits 0-13 plus ``step_offset(st)`` (descriptor units). Returns ``[4, 16, rows]`` pairs
     (token row, chunk element) read, as ``row * 64 + element``; -1 where no copy wrote the byte."""
     lbo, sbo = ((desc >> 16) & 0x3FFF) << 4, ((desc >> 32) & 0x3FFF) << 4
     base = ((desc & 0x3FFF) << 4) - 4096
     image = {}
-    for r in range(32):
+    rows = dst.shape[0]
+    for r in range(rows):
         for j in range(8):
             for p in range(4):
                 for b in range(4):  # piece p: elements 8 j + 2 p, + 1 (bf16), bytes 4 p .. 4 p + 3 of the 16
                     image[int(dst[r, j, p]) + b] = r * 64 + 8 * j + 2 * p + b // 2
-    out = np.full((4, 16, 32), -1)
+    out = np.full((4, 16, rows), -1)
     for st in range(4):
         start = base + (step_offset(st) << 4)
         for k in range(16):
-            for n in range(32):
+            for n in range(rows):
                 addr = start + (n // 8) * sbo + (n % 8) * 16 + (k // 8) * lbo + (k % 8) * 2
                 if image.get(addr) == image.get(addr + 1, -2) and image.get(addr, -1) >= 0:
                     out[st, k, n] = image[addr]

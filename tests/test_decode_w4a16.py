@@ -874,13 +874,15 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, 46, 47, 48} and {i for i, v in wide.items() if v.wgmma} == {46, 47, 48}
+    assert set(wide) == {42, 43, 44, 46, 47, 48, 49, 50} and {i for i, v in wide.items() if v.wgmma} == {46, 47, 48, 49, 50}
+    assert all(v.wide == 2 for v in wide.values() if v.wgmma == 2)  # split tiles: two warps per row group
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         assert k.twin_of(i) == i and v.token_groups == 4 * v.wide and v.code // 10**16 == v.wide + 10 * v.wgmma
-    for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
-        assert dataclasses.replace(k.VARIANTS[i], wgmma=True) == k.VARIANTS[j]
         assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == 1
+    for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
+        assert dataclasses.replace(k.VARIANTS[i], wgmma=1) == k.VARIANTS[j]
+    assert dataclasses.replace(k.VARIANTS[47], wgmma=2) == k.VARIANTS[49]
     assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j)
     assert all(set(wide) <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 16)
     assert not set(wide) & set(CANDIDATES[8])
@@ -896,6 +898,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(46, 128, 4096, 0) == 4 * (8 * 2176 + 32 * 128) + lists
         assert smem(47, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
         assert smem(48, 128, 4096, 0) == 6 * (8 * 2176 + 32 * 128) + lists
+        assert smem(49, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
+        assert smem(50, 128, 4096, 0) == 6 * (4 * 2176 + 64 * 128) + lists
         k.check_shared_memory(k.load_library(), 42, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
             k.check_shared_memory(k.load_library(), 44, 256, 4096 * 6, 232448, 233472)
@@ -979,15 +983,16 @@ def test_wgmma_token_tile_meets_the_decoded_fragments_k_order(tmp_path):
     element lane k % 8 // 2 feeds mma.sync at logical k (b0: k = 2t, 2t + 1; b1: 2t + 8, 2t + 9; the layout's K
     permutation, as tile_chunk_products reads it). The kernel's copy map (WgmmaTile::dst), its descriptor and its
     per-step start address, read through the PTX ISA's K-major no-swizzle canonical layout, must give exactly that
-    for all 32 token rows; every copied byte lands once, inside the tile's 32 x 128 bytes."""
+    for all 64 token rows (split tiles read all 64 at once, the other wgmma variants 32 per warpgroup, from row 32 4
+    SBO further); every copied byte lands once, inside the tile's 64 x 128 bytes."""
     dst, desc = dr.kernel_wgmma_tile(tmp_path)
-    assert len(set(dst.flatten().tolist())) == dst.size and dst.min() >= 0 and dst.max() + 4 <= 32 * 128
+    assert len(set(dst.flatten().tolist())) == dst.size and dst.min() >= 0 and dst.max() + 4 <= 64 * 128
     assert (desc & 0x3FFF) == 4096 >> 4 and (desc >> 49) & 0x7 == 0 and desc >> 62 == 0  # start, base offset, no swizzle
     wide = dr.WIDE_SOURCE.read_text()
     step_expr = "desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4)"
     assert step_expr in wide  # the per-step start the model below applies (st = 2 h + s2)
     lbo = ((desc >> 16) & 0x3FFF) << 4
     got = dr.wgmma_b_reads(dst, desc, lambda st: (st * 2 * lbo) >> 4)
-    st, k, n = np.meshgrid(np.arange(4), np.arange(16), np.arange(32), indexing="ij")
+    st, k, n = np.meshgrid(np.arange(4), np.arange(16), np.arange(64), indexing="ij")
     want = n * 64 + 16 * (k % 8 // 2) + 4 * st + 2 * (k // 8) + k % 2
     assert np.array_equal(got, want)

@@ -63,7 +63,10 @@ class Variant:
     #: wide items whose MMAs are ``wgmma.mma_async`` (A, the decoded weights, from registers; the token tile from
     #: shared memory) instead of ``mma.sync``: a warpgroup issues one m64nNk16 per tile for its 4 warps' rows and a warp
     #: decodes the next MMA step while the tensor cores run this one. Another summation inside the MMA (its own twin).
-    wgmma: bool = False
+    #: 2: split tiles (``wide`` = 2): the two warps of a row group each own 2 of its 4 tiles (fc1: an up and a gate
+    #: tile; fc2: one layout group) and all 64 tokens, so a weight is decoded once per 64 tokens and the MMA's N is the
+    #: item's tokens (up to 64) instead of 32 per warp.
+    wgmma: int = 0
 
     @property
     def depth2(self) -> int:
@@ -111,8 +114,9 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             41: Variant(1, 3, 2, 1, fc2_depth=3, fc2_token_rows=2, fc2_tiles=4),
             42: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1), 43: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2),
             44: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1),
-            46: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1, wgmma=True), 47: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=True),
-            48: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1, wgmma=True)}
+            46: Variant(4, 1, 4, 1, fc2_tiles=4, wide=1, wgmma=1), 47: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=1),
+            48: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1, wgmma=1),
+            49: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 50: Variant(8, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=2)}
 
 
 def unstaged_twin(variant: int) -> int:

@@ -188,6 +188,11 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   46  4  1        4           -                -   -   variant 42 with wgmma
 //   47  8  1        4           -                -   -   variant 43 with wgmma
 //   48  4  1        6           -                -   -   variant 44 with wgmma
+// WG = 2: wgmma with split tiles: a warp owns 2 of its row group's 4 tiles (fc1: an up and a gate tile; fc2: one layout
+// group) and all 64 tokens of the item, so a weight is decoded once per 64 tokens and the MMA's N follows the item's
+// tokens up to 64.
+//   49  8  1        4           -                -   -   split tiles, 64 tokens, 4 row groups per item
+//   50  8  1        6           -                -   -   variant 49 with a 6-deep ring
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -205,7 +210,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(38, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 4, 0, 0) X(39, 2, 3, 2, 1, 0, 0, 2, 0, 0, 3, 0, 2, 2, 0, 0)                             \
   X(40, 2, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 2, 2, 0, 0) X(41, 1, 3, 2, 1, 0, 0, 3, 2, 0, 0, 0, 4, 4, 0, 0) \
   X(42, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(43, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 0) X(44, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 0) \
-  X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1)
+  X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1) \
+  X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2)
 
 }  // namespace mxfp4lab_decode
 

@@ -30,6 +30,7 @@ template <int WT, int D, int WG>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
   static_assert(WG == 0 || D >= 3, "wgmma items copy into the slot two steps back: at least 3 stages");
+  static_assert(WG != 2 || WT == 2, "split tiles: two warps per row group, 64 tokens");
   static constexpr int WR = kWarps / WT;                        // warp row groups per CTA
   static constexpr int BN = 32 * WT;                            // tokens per item
   static constexpr int kWSlot = 4 * (kTileBytes + kScaleBytes);  // one row group's step: 4 tiles, then their scales
@@ -188,6 +189,45 @@ __device__ __forceinline__ void wide_step(float (&acc)[4][4][4], uint32_t wb, ui
   }
 }
 
+// The same for N = 8 NJ up to 64 tokens (split tiles, WG = 2): d holds 8 N blocks; NJ <= 4 is wgmma_bf16 on the first 4.
+template <int NJ>
+__device__ __forceinline__ void wgmma_bf16_wide(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  static_assert(NJ >= 1 && NJ <= 4, "N = 40 .. 64: the specializations below");
+  wgmma_bf16<NJ>(reinterpret_cast<float(&)[4][4]>(d), a, desc);
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16_wide<5>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n40k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19}, {%20,%21,%22,%23}, %24, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16_wide<6>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23}, {%24,%25,%26,%27}, %28, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16_wide<7>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %33, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n56k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27}, {%28,%29,%30,%31}, %32, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16_wide<8>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+
 // wide_step with wgmma (WG = 1): per MMA step the warp decodes its 4 tiles' A fragments (as wide_step), the
 // warpgroup issues one m64n(8 NJ)k16 per tile on the token tile at `desc` (WgmmaTile, this warpgroup's 32 rows) and
 // commits them as one group, then waits for the previous step's group: the decode of step st + 1 runs while step
@@ -223,6 +263,48 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[4][4][4], uint32_t 
       const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
 #pragma unroll
       for (int n = 0; n < 4; ++n) wgmma_bf16<NJ>(acc[n], a[n], d);
+      wgmma_commit();
+      wgmma_wait<1>();
+    }
+  }
+}
+
+// wide_step_wgmma for split tiles (WG = 2, 64 tokens): the warp decodes 2 of its row group's 4 tiles, t0 and t1 (fc1: the
+// up and the gate tile of the same 16 rows; fc2: one layout group), and the warpgroup issues one m64n(8 NJ)k16 per tile
+// slot on all 64 token rows: a weight decoded once per 64 tokens, the MMA's N as wide as the item's tokens.
+template <int NJ>
+__device__ __forceinline__ void wide_step_wgmma2(float (&acc)[2][8][4], uint32_t wb, uint64_t desc, int lane, int t0,
+                                                 int t1) {
+  const int g = lane >> 2, tl = lane & 3;
+  const int tile[2] = {t0, t1};
+  uint32_t f_lo[2], f_hi[2];
+#pragma unroll
+  for (int n = 0; n < 2; ++n) {
+    const uint32_t saddr = wb + 4 * kTileBytes + tile[n] * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+    f_lo[n] = scale_factor(lds8(saddr));      // row g
+    f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint2 w[2];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) w[n] = lds64(wb + tile[n] * kTileBytes + lane * 16 + h * 8);
+#pragma unroll
+    for (int s2 = 0; s2 < 2; ++s2) {
+      uint32_t a[2][4];
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+        uint32_t r0, r1, r2, r3;
+        decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
+        a[n][0] = hmul2_bf16(r0, f_lo[n]);
+        a[n][1] = hmul2_bf16(r1, f_hi[n]);
+        a[n][2] = hmul2_bf16(r2, f_lo[n]);
+        a[n][3] = hmul2_bf16(r3, f_hi[n]);
+      }
+      wgmma_fence();
+      const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
+#pragma unroll
+      for (int n = 0; n < 2; ++n) wgmma_bf16_wide<NJ>(acc[n], a[n], d);
       wgmma_commit();
       wgmma_wait<1>();
     }
@@ -374,13 +456,15 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   int q = 0;
   for (int it = 0; it < my_items; ++it) {
     const WideItem ci = find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks);
-    const int rg = ci.block * WR + wr, tw0 = wt * 32;
+    // split tiles (WG = 2): wt is the warp's tile half and it holds all 64 tokens (8 N blocks)
+    constexpr int kJ = WG == 2 ? 8 : 4;
+    const int rg = ci.block * WR + wr, tw0 = WG == 2 ? 0 : wt * 32;
     // N blocks of this warp with tokens (warp-uniform; 0: a row group past the layer's, or no tokens here)
-    const int nj = rg < wgroups ? min(4, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
+    const int nj = rg < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
     // wgmma: the warpgroup's N blocks (its 4 warps share the token rows; a warp whose row group is past the layer's
     // still takes part, on its slot's stale bytes, and stores nothing; 0: none of the 4 row groups is the layer's)
     int nj_mma = nj;
-    if constexpr (WG) nj_mma = ci.block * WR + (warp & ~3) % WR < wgroups ? min(4, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
+    if constexpr (WG) nj_mma = ci.block * WR + (warp & ~3) % WR < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
     float acc[4][4][4];
 #pragma unroll
     for (int n = 0; n < 4; ++n)
@@ -401,7 +485,21 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (nj_mma == 0) continue;
       const uint32_t slot = ring + static_cast<unsigned>(q) % D * S::kStage;
       const uint32_t wb = slot + wr * S::kWSlot;
-      if constexpr (WG) {
+      if constexpr (WG == 2) {  // this warp's tiles: fc1 up and gate tile wt, fc2 layout group wt of the row group's two
+        const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot);
+        auto& acc2 = reinterpret_cast<float(&)[2][8][4]>(acc);
+        const int t0 = FC1 ? wt : 2 * wt, t1 = FC1 ? wt + 2 : 2 * wt + 1;
+        switch (nj_mma) {  // warpgroup-uniform
+          case 1: wide_step_wgmma2<1>(acc2, wb, desc, lane, t0, t1); break;
+          case 2: wide_step_wgmma2<2>(acc2, wb, desc, lane, t0, t1); break;
+          case 3: wide_step_wgmma2<3>(acc2, wb, desc, lane, t0, t1); break;
+          case 4: wide_step_wgmma2<4>(acc2, wb, desc, lane, t0, t1); break;
+          case 5: wide_step_wgmma2<5>(acc2, wb, desc, lane, t0, t1); break;
+          case 6: wide_step_wgmma2<6>(acc2, wb, desc, lane, t0, t1); break;
+          case 7: wide_step_wgmma2<7>(acc2, wb, desc, lane, t0, t1); break;
+          default: wide_step_wgmma2<8>(acc2, wb, desc, lane, t0, t1); break;
+        }
+      } else if constexpr (WG) {
         const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot + wt * 4 * WgmmaTile::kSbo);
         switch (nj_mma) {  // warpgroup-uniform
           case 1: wide_step_wgmma<1>(acc, wb, desc, lane); break;
@@ -425,11 +523,13 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     }
 
     // ---- epilogue from registers: lane (g, tl) holds rows g, g + 8 of each tile and tokens 2 tl, 2 tl + 1 of each
-    // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32)
+    // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32; split tiles: N block j of
+    // tile slot n is acc[2 n + j / 4][j % 4], the up tile's in slot 0 and the gate tile's in slot 1)
     if (nj == 0) continue;
+    auto at = [&](int n, int j, int i) -> float& { return WG == 2 ? acc[2 * n + j / 4][j % 4][i] : acc[n][j][i]; };
     auto each_output = [&](auto&& store) {  // store(j, i, pair) for this lane's outputs with a token
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < kJ; ++j) {
         if (j >= nj) break;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -445,10 +545,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ci.e) * 2 * a.bias_ld : nullptr;
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
-          const int row = rg * 32 + t * 16 + g + 8 * (i >> 1);
+        for (int t = 0; t < (WG == 2 ? 1 : 2); ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
+          const int row = rg * 32 + (WG == 2 ? wt : t) * 16 + g + 8 * (i >> 1);
           if (row >= a.out_rows) continue;
-          float up = bf16_round(acc[t][j][i]), gate = bf16_round(acc[t + 2][j][i]);
+          float up = bf16_round(WG == 2 ? at(0, j, i) : acc[t][j][i]), gate = bf16_round(WG == 2 ? at(1, j, i) : acc[t + 2][j][i]);
           if (bias) {
             up += __bfloat162float(bias[row]);
             gate += __bfloat162float(bias[a.bias_ld + row]);
@@ -464,9 +564,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     } else {
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int n = 0; n < 4; ++n) {  // rows 64 rg + 16 n + ...: tiles 0, 1 of group 2 rg, then of group 2 rg + 1
-          const int row = rg * 64 + n * 16 + g + 8 * (i >> 1);
-          if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(acc[n][j][i]);
+        for (int n = 0; n < (WG == 2 ? 2 : 4); ++n) {  // rows 64 rg + 16 n + ...: tiles 0, 1 of group 2 rg, then of
+                                                       // group 2 rg + 1 (split tiles: tiles n of group 2 rg + wt)
+          const int row = rg * 64 + (WG == 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
+          if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(WG == 2 ? at(n, j, i) : acc[n][j][i]);
         }
       });
     }
