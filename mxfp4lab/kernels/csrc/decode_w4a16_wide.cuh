@@ -228,72 +228,33 @@ __device__ __forceinline__ void wgmma_bf16_wide<8>(float (&d)[8][4], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
 }
 
-// wide_step with wgmma (WG = 1): per MMA step the warp decodes its 4 tiles' A fragments (as wide_step), the
-// warpgroup issues one m64n(8 NJ)k16 per tile on the token tile at `desc` (WgmmaTile, this warpgroup's 32 rows) and
+// wide_step with wgmma: per MMA step the warp decodes its NT tiles' A fragments (as wide_step; tile n of the row group's
+// slot is tile[n]), the warpgroup issues one m64n(8 NJ)k16 per tile slot on the token tile at `desc` (WgmmaTile) and
 // commits them as one group, then waits for the previous step's group: the decode of step st + 1 runs while step
-// st's MMAs do, and the A registers of at most two steps are live.
-template <int NJ>
-__device__ __forceinline__ void wide_step_wgmma(float (&acc)[4][4][4], uint32_t wb, uint64_t desc, int lane) {
+// st's MMAs do, and the A registers of at most two steps are live. WG = 1: the warp's 4 tiles, R = 4 N blocks each
+// (the warpgroup's 32 tokens); split tiles (WG = 2): 2 tiles, fc1 the up and the gate tile of the same 16 rows, fc2
+// one layout group, R = 8 N blocks (all 64 tokens): a weight decoded once per 64 tokens, N as wide as the item's.
+template <int NJ, int NT, int R>
+__device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t wb, uint64_t desc, int lane,
+                                                const int (&tile)[NT]) {
   const int g = lane >> 2, tl = lane & 3;
-  uint32_t f_lo[4], f_hi[4];
+  uint32_t f_lo[NT], f_hi[NT];
 #pragma unroll
-  for (int n = 0; n < 4; ++n) {
-    const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
-    f_lo[n] = scale_factor(lds8(saddr));      // row g
-    f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
-  }
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    uint2 w[4];
-#pragma unroll
-    for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
-#pragma unroll
-    for (int s2 = 0; s2 < 2; ++s2) {
-      uint32_t a[4][4];
-#pragma unroll
-      for (int n = 0; n < 4; ++n) {
-        uint32_t r0, r1, r2, r3;
-        decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
-        a[n][0] = hmul2_bf16(r0, f_lo[n]);
-        a[n][1] = hmul2_bf16(r1, f_hi[n]);
-        a[n][2] = hmul2_bf16(r2, f_lo[n]);
-        a[n][3] = hmul2_bf16(r3, f_hi[n]);
-      }
-      wgmma_fence();
-      const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
-#pragma unroll
-      for (int n = 0; n < 4; ++n) wgmma_bf16<NJ>(acc[n], a[n], d);
-      wgmma_commit();
-      wgmma_wait<1>();
-    }
-  }
-}
-
-// wide_step_wgmma for split tiles (WG = 2, 64 tokens): the warp decodes 2 of its row group's 4 tiles, t0 and t1 (fc1: the
-// up and the gate tile of the same 16 rows; fc2: one layout group), and the warpgroup issues one m64n(8 NJ)k16 per tile
-// slot on all 64 token rows: a weight decoded once per 64 tokens, the MMA's N as wide as the item's tokens.
-template <int NJ>
-__device__ __forceinline__ void wide_step_wgmma2(float (&acc)[2][8][4], uint32_t wb, uint64_t desc, int lane, int t0,
-                                                 int t1) {
-  const int g = lane >> 2, tl = lane & 3;
-  const int tile[2] = {t0, t1};
-  uint32_t f_lo[2], f_hi[2];
-#pragma unroll
-  for (int n = 0; n < 2; ++n) {
+  for (int n = 0; n < NT; ++n) {
     const uint32_t saddr = wb + 4 * kTileBytes + tile[n] * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
     f_lo[n] = scale_factor(lds8(saddr));      // row g
     f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
   }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    uint2 w[2];
+    uint2 w[NT];
 #pragma unroll
-    for (int n = 0; n < 2; ++n) w[n] = lds64(wb + tile[n] * kTileBytes + lane * 16 + h * 8);
+    for (int n = 0; n < NT; ++n) w[n] = lds64(wb + tile[n] * kTileBytes + lane * 16 + h * 8);
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
-      uint32_t a[2][4];
+      uint32_t a[NT][4];
 #pragma unroll
-      for (int n = 0; n < 2; ++n) {
+      for (int n = 0; n < NT; ++n) {
         uint32_t r0, r1, r2, r3;
         decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
         a[n][0] = hmul2_bf16(r0, f_lo[n]);
@@ -304,7 +265,13 @@ __device__ __forceinline__ void wide_step_wgmma2(float (&acc)[2][8][4], uint32_t
       wgmma_fence();
       const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
 #pragma unroll
-      for (int n = 0; n < 2; ++n) wgmma_bf16_wide<NJ>(acc[n], a[n], d);
+      for (int n = 0; n < NT; ++n) {
+        if constexpr (R == 4) {
+          wgmma_bf16<NJ>(acc[n], a[n], d);
+        } else {
+          wgmma_bf16_wide<NJ>(acc[n], a[n], d);
+        }
+      }
       wgmma_commit();
       wgmma_wait<1>();
     }
@@ -488,24 +455,25 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if constexpr (WG == 2) {  // this warp's tiles: fc1 up and gate tile wt, fc2 layout group wt of the row group's two
         const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot);
         auto& acc2 = reinterpret_cast<float(&)[2][8][4]>(acc);
-        const int t0 = FC1 ? wt : 2 * wt, t1 = FC1 ? wt + 2 : 2 * wt + 1;
+        const int tiles[2] = {FC1 ? wt : 2 * wt, FC1 ? wt + 2 : 2 * wt + 1};
         switch (nj_mma) {  // warpgroup-uniform
-          case 1: wide_step_wgmma2<1>(acc2, wb, desc, lane, t0, t1); break;
-          case 2: wide_step_wgmma2<2>(acc2, wb, desc, lane, t0, t1); break;
-          case 3: wide_step_wgmma2<3>(acc2, wb, desc, lane, t0, t1); break;
-          case 4: wide_step_wgmma2<4>(acc2, wb, desc, lane, t0, t1); break;
-          case 5: wide_step_wgmma2<5>(acc2, wb, desc, lane, t0, t1); break;
-          case 6: wide_step_wgmma2<6>(acc2, wb, desc, lane, t0, t1); break;
-          case 7: wide_step_wgmma2<7>(acc2, wb, desc, lane, t0, t1); break;
-          default: wide_step_wgmma2<8>(acc2, wb, desc, lane, t0, t1); break;
+          case 1: wide_step_wgmma<1>(acc2, wb, desc, lane, tiles); break;
+          case 2: wide_step_wgmma<2>(acc2, wb, desc, lane, tiles); break;
+          case 3: wide_step_wgmma<3>(acc2, wb, desc, lane, tiles); break;
+          case 4: wide_step_wgmma<4>(acc2, wb, desc, lane, tiles); break;
+          case 5: wide_step_wgmma<5>(acc2, wb, desc, lane, tiles); break;
+          case 6: wide_step_wgmma<6>(acc2, wb, desc, lane, tiles); break;
+          case 7: wide_step_wgmma<7>(acc2, wb, desc, lane, tiles); break;
+          default: wide_step_wgmma<8>(acc2, wb, desc, lane, tiles); break;
         }
       } else if constexpr (WG) {
         const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot + wt * 4 * WgmmaTile::kSbo);
+        constexpr int kAllTiles[4] = {0, 1, 2, 3};
         switch (nj_mma) {  // warpgroup-uniform
-          case 1: wide_step_wgmma<1>(acc, wb, desc, lane); break;
-          case 2: wide_step_wgmma<2>(acc, wb, desc, lane); break;
-          case 3: wide_step_wgmma<3>(acc, wb, desc, lane); break;
-          default: wide_step_wgmma<4>(acc, wb, desc, lane); break;
+          case 1: wide_step_wgmma<1>(acc, wb, desc, lane, kAllTiles); break;
+          case 2: wide_step_wgmma<2>(acc, wb, desc, lane, kAllTiles); break;
+          case 3: wide_step_wgmma<3>(acc, wb, desc, lane, kAllTiles); break;
+          default: wide_step_wgmma<4>(acc, wb, desc, lane, kAllTiles); break;
         }
       } else {
         const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
