@@ -874,12 +874,12 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, 46, 47, 48, 49, 50} and {i for i, v in wide.items() if v.wgmma} == {46, 47, 48, 49, 50}
+    assert set(wide) == {42, 43, 44, *range(46, 54)} and {i for i, v in wide.items() if v.wgmma} == set(range(46, 54))
     assert all(v.wide == 2 for v in wide.values() if v.wgmma == 2)  # split tiles: two warps per row group
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         assert k.twin_of(i) == i and v.token_groups == 4 * v.wide and v.code // 10**16 == v.wide + 10 * v.wgmma
-        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == 1
+        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == (2 if i > 50 else 1)
     for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
         assert dataclasses.replace(k.VARIANTS[i], wgmma=1) == k.VARIANTS[j]
     assert dataclasses.replace(k.VARIANTS[47], wgmma=2) == k.VARIANTS[49]
@@ -900,6 +900,10 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(48, 128, 4096, 0) == 6 * (8 * 2176 + 32 * 128) + lists
         assert smem(49, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
         assert smem(50, 128, 4096, 0) == 6 * (4 * 2176 + 64 * 128) + lists
+        assert smem(51, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
+        k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
+        with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
+            k.check_shared_memory(k.load_library(), 51, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096
         k.check_shared_memory(k.load_library(), 42, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
             k.check_shared_memory(k.load_library(), 44, 256, 4096 * 6, 232448, 233472)
