@@ -118,8 +118,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             48: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1, wgmma=1),
             49: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 50: Variant(8, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=2),
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
-            53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2), 54: Variant(8, 2, 5, 1, fc2_tiles=4, wide=2, wgmma=2),
-            55: Variant(4, 2, 4, 1, fc2_tiles=4, wide=1, wgmma=1)}
+            53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2)}
 
 
 def unstaged_twin(variant: int) -> int:
