@@ -205,7 +205,12 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 # With many tokens per expert (M >= 128-256) the kernel reads the same blocks another way ("wide items"): a warp
 # takes one fc1 group (or two fc2 groups) and 32 tokens and walks the group's blocks chunk by chunk over the whole
 # K, so each 16-byte lane word is decoded once and multiplies four N blocks of 8 tokens
-# (`docs/findings/2026-12-03-decode-wide-items.md`).
+# (`docs/findings/2026-12-03-decode-wide-items.md`). Its wgmma variants feed the same decoded registers to
+# `wgmma.mma_async` as A (per warp the A fragment of m64nNk16 is this m16n8k16 one, so the layout is unchanged) and
+# read the tokens from shared memory as wgmma's B: K-major core matrices of 8 tokens x 8 K, into which each 16-byte
+# piece of a token row is copied as four 4-byte pieces, so that core matrix u of step s holds, at lane t's 4 bytes,
+# the same K 16 t + 4 s + 2 u .. + 1 the table above gives lane t's registers
+# (`docs/findings/2026-12-03-decode-wgmma.md`).
 
 # %%
 figures.plot_decode_lanes(study.layout_decode_tile_map(), highlight=(trace_fc1_row(row, config)["w13_row"] % 16, k % 64));
