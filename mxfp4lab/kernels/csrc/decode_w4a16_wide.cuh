@@ -1,6 +1,7 @@
 // mxfp4lab decode_w4a16, wide items: the two GEMMs for many tokens per expert (large batches, prefill).
 // Included by decode_w4a16.cu inside namespace mxfp4lab_decode (its copy, decode, MMA and routing helpers, its
-// weight layout and its combine launch); selected by the variants whose last column WT is not 0.
+// weight layout and its combine launch); selected by the variants whose 15th column WT is not 0 (the 16th, WG, picks
+// mma.sync or wgmma).
 //
 // Why a second schedule. The split-K items of gemm_phase are made for a few tokens per expert: an item is 4 tiles
 // x 8 G tokens, its K split over the CTA's 8 warps and reduced in shared memory. With tens of tokens per expert
@@ -49,7 +50,7 @@ constexpr int wide_smem_bytes(int num_experts, int num_pairs) {
   return WideSmem<WT, D, WG>::kRing + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + the routing
 }
 
-// ---- wgmma (WG = 1): the same decoded A fragments, fed to wgmma.mma_async with A from registers.
+// ---- wgmma (WG > 0): the same decoded A fragments, fed to wgmma.mma_async with A from registers.
 // A warpgroup's 4 warps issue one m64nNk16 per tile n: rows 16 w .. 16 w + 15 of the 64 are warp w's tile n (its
 // own rows, decoded by it: the A fragment of m64nNk16 is, per warp, the m16n8k16 one), N = 8 NJ tokens of the
 // warpgroup's 32 (B from shared memory), and the accumulator fragment is, per warp, the m16n8k16 C fragments of
