@@ -79,7 +79,8 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14 + self.split * 10**13 + int(self.dynamic) * 10**12
+        return (int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14
+                + self.split * 10**13 + int(self.dynamic) * 10**12
                 + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
