@@ -29,6 +29,19 @@ from mxfp4lab.synthetic import make_inputs, random_layer  # noqa: E402
 OFF = 2e-2
 
 
+def locate(out: torch.Tensor, ref: torch.Tensor) -> dict:
+    """Where ``out`` [M, H] is off the reference ``ref`` [M, H] (both fp32): the fraction of elements off (relative to
+    each row's largest reference magnitude, or NaN), NaN, by token, by token index mod 32 and by 64-column block."""
+    m = out.shape[0]
+    scale = ref.abs().amax(dim=1, keepdim=True).clamp_min(1e-6)
+    off = ((out - ref).abs() / scale > OFF) | torch.isnan(out)
+    blocks = off.view(m, -1, 64).float().mean(dim=(0, 2)) if off.shape[1] % 64 == 0 else off.float().mean(0)
+    return {"off_frac": float(off.float().mean()), "nan_frac": float(torch.isnan(out).float().mean()),
+            "off_by_token": [round(float(f), 3) for f in off.float().mean(1)],
+            "off_by_token_mod32": [round(float(off[t::32].float().mean()), 3) for t in range(min(32, m))],
+            "off_by_block64": [round(float(f), 3) for f in blocks]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="gpt-oss-20b")
@@ -44,20 +57,13 @@ def main(argv=None) -> int:
     layout = dk.DecodeLayout.from_logical(logical)
     x, ids, w = make_inputs(cfg, a.m, 1, "uniform", seed=7)[0]
     ref = moe_reference(x, ids, w, expert_weights_from_logical(logical), mode="kernel", **cfg.swiglu_kwargs).float()
-    scale = ref.abs().amax(dim=1, keepdim=True).clamp_min(1e-6)
     rows = []
     for v in (int(s) for s in a.variants.split(",")):
         outs = [dk.forward(x, ids, w, layout, dk.LaunchConfig(variant=v), workspace_fill=float("nan")).float()
                 for _ in range(3)]
         torch.cuda.synchronize()
-        off = ((outs[0] - ref).abs() / scale > OFF) | torch.isnan(outs[0])
-        blocks = off.view(a.m, -1, 64).float().mean(dim=(0, 2)) if off.shape[1] % 64 == 0 else off.float().mean(0)
-        row = {"variant": v, "m": a.m, "shape": a.shape, "off_frac": float(off.float().mean()),
-               "nan_frac": float(torch.isnan(outs[0]).float().mean()),
-               "runs_equal": all(torch.equal(outs[0], o) for o in outs[1:]),
-               "off_by_token": [round(float(f), 3) for f in off.float().mean(1)],
-               "off_by_token_mod32": [round(float(off[t::32].float().mean()), 3) for t in range(min(32, a.m))],
-               "off_by_block64": [round(float(f), 3) for f in blocks]}
+        row = {"variant": v, "m": a.m, "shape": a.shape, **locate(outs[0], ref),
+               "runs_equal": all(torch.equal(outs[0], o) for o in outs[1:])}
         rows.append(row)
         print(f"v{v}: off {row['off_frac']:.3f} nan {row['nan_frac']:.3f} runs_equal {row['runs_equal']}")
         print("  by token mod 32:", row["off_by_token_mod32"])
