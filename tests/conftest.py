@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -34,3 +37,12 @@ def tokens(cfg, m=24, seed=0):
     logits = torch.randn(m, cfg.num_experts, generator=g)
     ids, w = route(logits, cfg)
     return x, ids, w
+
+
+def load_script(relpath: str):
+    """A script of the repository (e.g. ``scripts/gpu/check_peers.py``) imported as a module, for its CPU-side logic."""
+    path = Path(__file__).resolve().parents[1] / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

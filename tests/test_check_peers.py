@@ -1,21 +1,16 @@
 """CPU-side logic of scripts/gpu/check_peers.py: the verdict, the table, using a staged folder, no-GPU exit."""
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def cp():
-    spec = importlib.util.spec_from_file_location("check_peers", ROOT / "scripts" / "gpu" / "check_peers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/gpu/check_peers.py")
 
 
 def test_verdict_needs_every_element_written_the_fp32_match_and_a_faithful_replay(cp):

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "compare_variants.py"
+from conftest import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("compare_variants", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/gpu/compare_variants.py")
 
 
 def test_locate_names_the_tokens_and_column_blocks_that_are_off():

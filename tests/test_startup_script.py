@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+from conftest import load_script
 from mxfp4lab import results
 from mxfp4lab.studies.startup import recorded_times
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "startup_time.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("startup_time", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/gpu/startup_time.py")
 
 
 def _rec(child, had, first, medians, table):
