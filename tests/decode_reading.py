@@ -175,13 +175,14 @@ int main() {{
 def kernel_wgmma_tile(tmp_path):
     """WgmmaTile (the wide kernel's token tile as wgmma's B operand, host-compiled from the CUDA source): the byte
     each 4-byte piece ``p`` of 16-byte piece ``j`` of token row ``r`` is copied to (``dst``), and the descriptor of a
-    tile at shared address 4096. Returns ``(dst[r][j][p] for r < 64, j < 8, p < 4, desc)`` (64 rows: split tiles)."""
+    tile at shared address 4096. Returns ``(dst[r][j][p] for r < 128, j < 8, p < 4, desc)`` (128 rows: split tiles of
+    128 tokens)."""
     wide = WIDE_SOURCE.read_text()
     start = wide.index("struct WgmmaTile {")
     tile = wide[start : wide.index("\n};\n", start) + 4]
     prog = ("#include <cstdint>\n#include <cstdio>\n#define __device__\n#define __forceinline__ inline\n" + tile + r"""
 int main() {
-  for (int r = 0; r < 64; ++r)
+  for (int r = 0; r < 128; ++r)
     for (int j = 0; j < 8; ++j)
       for (int p = 0; p < 4; ++p) std::printf("%u ", WgmmaTile::dst(r, j, p));
   std::printf("\n%llu\n", static_cast<unsigned long long>(WgmmaTile::desc(4096)));
@@ -193,12 +194,12 @@ int main() {
     subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
                    capture_output=True)
     dst, desc = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")[:2]
-    return np.array(list(map(int, dst.split()))).reshape(64, 8, 4), int(desc)
+    return np.array(list(map(int, dst.split()))).reshape(128, 8, 4), int(desc)
 
 
 def wgmma_b_reads(dst, desc, step_offset):
-    """What wgmma reads as B[k][n] (k < 16, n < 32) at each MMA step of a chunk, from a tile the kernel copied with
-    ``dst``: the PTX ISA's K-major, no-swizzle canonical layout ((8, m), (T, 2k)) : ((1T, SBO), (1, LBO)) in 16-byte
+    """What wgmma reads as B[k][n] (k < 16, n < the copied rows) at each MMA step of a chunk, from a tile the kernel
+    copied with ``dst``: the PTX ISA's K-major, no-swizzle canonical layout ((8, m), (T, 2k)) : ((1T, SBO), (1, LBO)) in 16-byte
     units (9.7.15.5.1.2), with LBO and SBO taken from the descriptor's fields (bits 16-29, 32-45, in 16-byte units)
     and the start address from bits 0-13 plus ``step_offset(st)`` (descriptor units). Returns ``[4, 16, rows]`` pairs
     (token row, chunk element) read, as ``row * 64 + element``; -1 where no copy wrote the byte."""

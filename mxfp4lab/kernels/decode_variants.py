@@ -65,7 +65,8 @@ class Variant:
     #: decodes the next MMA step while the tensor cores run this one. Another summation inside the MMA (its own twin).
     #: 2: split tiles (``wide`` = 2): the two warps of a row group each own 2 of its 4 tiles (fc1: an up and a gate
     #: tile; fc2: one layout group) and all 64 tokens, so a weight is decoded once per 64 tokens and the MMA's N is the
-    #: item's tokens (up to 64) instead of 32 per warp.
+    #: item's tokens (up to 64) instead of 32 per warp. 3: split tiles of 128 tokens (``token_groups`` = 16): a weight
+    #: decoded once per 128 tokens, 128 accumulators per lane, N above 64 rounded up to 96 or 128.
     wgmma: int = 0
 
     @property
@@ -79,10 +80,10 @@ class Variant:
     @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
-        return (int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14
+        return (self.token_groups // 10 * 10**18 + int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14
                 + self.split * 10**13 + int(self.dynamic) * 10**12
                 + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
-                + self.token_groups * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
+                + self.token_groups % 10 * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
 VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 2), 4: Variant(4, 1, 2, 1),
@@ -119,7 +120,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             48: Variant(4, 1, 6, 1, fc2_tiles=4, wide=1, wgmma=1),
             49: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 50: Variant(8, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=2),
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
-            53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2)}
+            53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
+            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3)}
 
 
 def unstaged_twin(variant: int) -> int:

@@ -288,6 +288,10 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     check_shared_memory(lib, cfg.variant, layout.num_local_experts, m * k, props.shared_memory_per_block_optin,
                         props.shared_memory_per_multiprocessor)
     x = x.contiguous()
+    if var.wgmma == 3 and max(m * x.stride(0), m * k * layout.w13.shape[1] * 32) >= 1 << 31:
+        raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * hidden = "
+                                f"{m * x.stride(0)} and M * top_k * intermediate = {m * k * layout.w13.shape[1] * 32} "
+                                "must stay below 2^31")
     ids = topk_ids.to(torch.int32).contiguous()
     tw = topk_weights.to(torch.float32).contiguous()
     i32 = layout.w13.shape[1] * 32

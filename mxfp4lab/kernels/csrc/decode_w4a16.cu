@@ -198,6 +198,10 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   51  8  2        4           -                -   -   variant 49 at two CTAs per SM
 //   52  4  2        3           -                -   -   variant 46 at two CTAs per SM, a 3-deep ring
 //   53  8  2        3           -                -   -   variant 49 at two CTAs per SM, a 3-deep ring (more routing lists)
+// WG = 3: split tiles of 128 tokens (G = 16): a weight decoded once per 128 tokens, N up to 128 (above 64 rounded up to
+// 96 or 128), 128 accumulators per lane, one CTA per SM.
+//   56 16  1        4           -                -   -   split tiles, 128 tokens, 4 row groups per item
+//   57 16  1        3           -                -   -   variant 56 with a 3-deep ring
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -217,7 +221,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(42, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(43, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 0) X(44, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 0) \
   X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1) \
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
-  X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2)
+  X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
+  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3)
 
 }  // namespace mxfp4lab_decode
 
@@ -376,6 +381,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 template <int WT, int CPS, int D, int WG>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
+  // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
+  if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
+    return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
@@ -392,7 +400,7 @@ template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU
 cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
-    static_assert(G == 4 * WT && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2, "a wide variant's table entry");
+    static_assert(G == (WG == 3 ? 16 : 4 * WT) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2, "a wide variant's table entry");
     return launch_wide<WT, CPS, D, WG>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
@@ -443,14 +451,14 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
   }
 }
 
-// The variant table as WG*1e17 + WT*1e16 + IT2*1e15 + IT1*1e14 + SP*1e13 + DY*1e12 + FU*1e11 + TA2*1e10 + D2*1e8 (two digits) + TA*1e7 + L2*1e6 + ID*1e4 +
-// G*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
+// The variant table as (G / 10)*1e18 + WG*1e17 + WT*1e16 + IT2*1e15 + IT1*1e14 + SP*1e13 + DY*1e12 + FU*1e11 + TA2*1e10 + D2*1e8 (two digits) + TA*1e7 + L2*1e6 + ID*1e4 +
+// (G % 10)*1000 + CPS*100 + D*10 + RB per entry, for the host to check.
 int64_t mxfp4lab_decode_w4a16_variant(int64_t index) {
   const int64_t table[] = {
 #define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG)                                       \
-  WG * 100000000000000000LL + WT * 10000000000000000LL + IT2 * 1000000000000000LL + IT1 * 100000000000000LL + SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
+  G / 10 * 1000000000000000000LL + WG * 100000000000000000LL + WT * 10000000000000000LL + IT2 * 1000000000000000LL + IT1 * 100000000000000LL + SP * 10000000000000LL + DY * 1000000000000LL + FU * 100000000000LL + TA2 * 10000000000LL + D2 * 100000000LL + \
       TA * 10000000LL + \
-      L2 * 1000000 + ID * 10000 + G * 1000 + CPS * 100 + D * 10 + RB,
+      L2 * 1000000 + ID * 10000 + G % 10 * 1000 + CPS * 100 + D * 10 + RB,
       MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
   };

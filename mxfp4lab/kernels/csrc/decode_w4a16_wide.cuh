@@ -31,9 +31,9 @@ template <int WT, int D, int WG>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
   static_assert(WG == 0 || D >= 3, "wgmma items copy into the slot two steps back: at least 3 stages");
-  static_assert(WG != 2 || WT == 2, "split tiles: two warps per row group, 64 tokens");
+  static_assert(WG < 2 || WT == 2, "split tiles: two warps per row group");
   static constexpr int WR = kWarps / WT;                        // warp row groups per CTA
-  static constexpr int BN = 32 * WT;                            // tokens per item
+  static constexpr int BN = WG == 3 ? 128 : 32 * WT;            // tokens per item (split tiles, WG = 3: 128)
   static constexpr int kWSlot = 4 * (kTileBytes + kScaleBytes);  // one row group's step: 4 tiles, then their scales
   // one token row of a step: mma.sync reads it with 16-byte loads, padded so that 8 rows x 4 lanes are
   // conflict-free; wgmma (WG) reads the tile as core matrices (see WgmmaTile), no pad
@@ -88,11 +88,12 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 // Keeps the compiler from moving accumulator reads and writes across the wgmma fences and waits.
-__device__ __forceinline__ void fence_acc(float (&acc)[4][4][4]) {
+template <int J>
+__device__ __forceinline__ void fence_acc(float (&acc)[4][J][4]) {
 #pragma unroll
   for (int n = 0; n < 4; ++n)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < J; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[n][j][i])::"memory");
 }
@@ -132,6 +133,26 @@ __device__ __forceinline__ void wgmma_bf16<4>(float (&d)[4][4], const uint32_t (
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
 }
+
+// An activation copy's source row at the chunk's column: a pointer (null: no token), or with 128 accumulators per lane
+// (WG = 3) an element offset from the activations (-1: no token) -- 4 registers fewer, so that the kernel does not
+// spill; the host keeps the offsets below 2^31 (launch_wide).
+template <bool Offset>
+struct ActRef {
+  using T = const __nv_bfloat16*;
+  static __device__ __forceinline__ T make(const __nv_bfloat16* base, int64_t off) { return base + off; }
+  static __device__ __forceinline__ T none() { return nullptr; }
+  static __device__ __forceinline__ bool has(T r) { return r != nullptr; }
+  static __device__ __forceinline__ const __nv_bfloat16* at(const __nv_bfloat16*, T r) { return r; }
+};
+template <>
+struct ActRef<true> {
+  using T = int;
+  static __device__ __forceinline__ T make(const __nv_bfloat16*, int64_t off) { return static_cast<int>(off); }
+  static __device__ __forceinline__ T none() { return -1; }
+  static __device__ __forceinline__ bool has(T r) { return r >= 0; }
+  static __device__ __forceinline__ const __nv_bfloat16* at(const __nv_bfloat16* base, T r) { return base + r; }
+};
 
 struct WideItem {
   int e, tok0, ntok, block;
@@ -229,12 +250,38 @@ __device__ __forceinline__ void wgmma_bf16_wide<8>(float (&d)[8][4], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
 }
 
+// The same for N = 8 NJ up to 128 tokens (split tiles of 128 tokens, WG = 3): d holds 16 N blocks; NJ <= 8 is
+// wgmma_bf16_wide on the first 8, and above 64 tokens N is 96 or 128 (the caller rounds NJ up to 12 or 16: the token
+// tile's rows past the item's tokens are zeros, their sums are not stored).
+template <int NJ>
+__device__ __forceinline__ void wgmma_bf16_128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+  static_assert(NJ >= 1 && NJ <= 8, "N = 96, 128: the specializations below");
+  wgmma_bf16_wide<NJ>(reinterpret_cast<float(&)[8][4]>(d), a, desc);
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16_128<12>(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47}, {%48,%49,%50,%51}, %52, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16_128<16>(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+
 // wide_step with wgmma: per MMA step the warp decodes its NT tiles' A fragments (as wide_step; tile n of the row group's
 // slot is tile[n]), the warpgroup issues one m64n(8 NJ)k16 per tile slot on the token tile at `desc` (WgmmaTile) and
 // commits them as one group, then waits for the previous step's group: the decode of step st + 1 runs while step
 // st's MMAs do, and the A registers of at most two steps are live. WG = 1: the warp's 4 tiles, R = 4 N blocks each
 // (the warpgroup's 32 tokens); split tiles (WG = 2): 2 tiles, fc1 the up and the gate tile of the same 16 rows, fc2
-// one layout group, R = 8 N blocks (all 64 tokens): a weight decoded once per 64 tokens, N as wide as the item's.
+// one layout group, R = 8 N blocks (all 64 tokens): a weight decoded once per 64 tokens, N as wide as the item's;
+// WG = 3: the same with R = 16 (128 tokens, a weight decoded once per 128).
 template <int NJ, int NT, int R>
 __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t wb, uint64_t desc, int lane,
                                                 const int (&tile)[NT]) {
@@ -269,8 +316,10 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
       for (int n = 0; n < NT; ++n) {
         if constexpr (R == 4) {
           wgmma_bf16<NJ>(acc[n], a[n], d);
-        } else {
+        } else if constexpr (R == 8) {
           wgmma_bf16_wide<NJ>(acc[n], a[n], d);
+        } else {
+          wgmma_bf16_128<NJ>(acc[n], a[n], d);
         }
       }
       wgmma_commit();
@@ -333,13 +382,14 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   // sources at the next chunk. Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt;
   // token warp 0's lanes 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the
   // tile's token rows: token rows tid / 8 + 32 i, elements 8 (tid % 8) .. of the chunk).
+  using Act = ActRef<WG == 3>;
   struct Cursor {
     int left, item, c, slot;
     const uint8_t* w;   // this lane's 16 bytes of tile 0 of the row group's first layout group; null: no row group
     int second;         // fc2: bytes to the second layout group (0: the layer's last odd group reads itself twice)
     int scales;         // bytes from w to this lane's 16 scale bytes (lanes 0..7 of token warp 0)
     int col;            // the chunk's first activation column of this thread's copies
-    const __nv_bfloat16* act[kActCopies];  // the activation row of each copy at col (null: no token, zero fill)
+    typename Act::T act[kActCopies];  // the activation row of each copy at col (none: no token, zero fill)
   };
   Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, nullptr, 0, 0, 0, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
@@ -360,9 +410,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
         const int tok = (tid >> 3) + i * (kThreads / 8);
-        cs.act[i] = tok < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + tok] / a.act_row_div) * a.ld_act +
-                                        cs.col
-                                  : nullptr;
+        cs.act[i] = tok < it.ntok ? Act::make(a.act, static_cast<int64_t>(rt.plist[it.tok0 + tok] / a.act_row_div) *
+                                                         a.ld_act + cs.col)
+                                  : Act::none();
       }
     }
     const uint32_t slot = ring + cs.slot * S::kStage;
@@ -378,13 +428,14 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
-        const bool ok = cs.act[i] != nullptr && in_k;
+        const bool ok = Act::has(cs.act[i]) && in_k;
         if constexpr (WG) {
 #pragma unroll
           for (int p = 0; p < 4; ++p)
-            cp_async4(slot + adst + i * kActStride + p * WgmmaTile::kLbo, ok ? cs.act[i] + 2 * p : a.act, ok);
+            cp_async4(slot + adst + i * kActStride + p * WgmmaTile::kLbo, ok ? Act::at(a.act, cs.act[i]) + 2 * p : a.act,
+                      ok);
         } else {
-          cp_async16(slot + adst + i * kActStride, ok ? cs.act[i] : a.act, ok);
+          cp_async16(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
         }
       }
     }
@@ -395,7 +446,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     cs.col += kChunkK;
 #pragma unroll
     for (int i = 0; i < kActCopies; ++i)
-      if (cs.act[i] != nullptr) cs.act[i] += kChunkK;
+      if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
   };
 
   // ---- prologue: the first kAhead steps (fc2: their weights before it waits for fc1, their activations after)
@@ -424,20 +475,21 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   int q = 0;
   for (int it = 0; it < my_items; ++it) {
     const WideItem ci = find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks);
-    // split tiles (WG = 2): wt is the warp's tile half and it holds all 64 tokens (8 N blocks)
-    constexpr int kJ = WG == 2 ? 8 : 4;
-    const int rg = ci.block * WR + wr, tw0 = WG == 2 ? 0 : wt * 32;
+    // split tiles (WG >= 2): wt is the warp's tile half and it holds all the item's tokens (8 or 16 N blocks)
+    constexpr int kJ = WG == 3 ? 16 : WG == 2 ? 8 : 4;
+    const int rg = ci.block * WR + wr, tw0 = WG >= 2 ? 0 : wt * 32;
     // N blocks of this warp with tokens (warp-uniform; 0: a row group past the layer's, or no tokens here)
     const int nj = rg < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
     // wgmma: the warpgroup's N blocks (its 4 warps share the token rows; a warp whose row group is past the layer's
     // still takes part, on its slot's stale bytes, and stores nothing; 0: none of the 4 row groups is the layer's)
     int nj_mma = nj;
     if constexpr (WG) nj_mma = ci.block * WR + (warp & ~3) % WR < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
-    float acc[4][4][4];
+    constexpr int kAccJ = WG == 3 ? 8 : 4;  // 64 fp32 accumulators per lane (WG = 3: 128)
+    float acc[4][kAccJ][4];
 #pragma unroll
     for (int n = 0; n < 4; ++n)
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
+      for (int j = 0; j < kAccJ; ++j)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[n][j][i] = 0.f;
     if constexpr (WG) fence_acc(acc);
@@ -453,7 +505,23 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (nj_mma == 0) continue;
       const uint32_t slot = ring + static_cast<unsigned>(q) % D * S::kStage;
       const uint32_t wb = slot + wr * S::kWSlot;
-      if constexpr (WG == 2) {  // this warp's tiles: fc1 up and gate tile wt, fc2 layout group wt of the row group's two
+      if constexpr (WG == 3) {  // split tiles of 128 tokens: N rounded up to 96 or 128 above 64
+        const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot);
+        auto& acc2 = reinterpret_cast<float(&)[2][16][4]>(acc);
+        const int tiles[2] = {FC1 ? wt : 2 * wt, FC1 ? wt + 2 : 2 * wt + 1};
+        switch (nj_mma) {  // warpgroup-uniform
+          case 1: wide_step_wgmma<1>(acc2, wb, desc, lane, tiles); break;
+          case 2: wide_step_wgmma<2>(acc2, wb, desc, lane, tiles); break;
+          case 3: wide_step_wgmma<3>(acc2, wb, desc, lane, tiles); break;
+          case 4: wide_step_wgmma<4>(acc2, wb, desc, lane, tiles); break;
+          case 5: wide_step_wgmma<5>(acc2, wb, desc, lane, tiles); break;
+          case 6: wide_step_wgmma<6>(acc2, wb, desc, lane, tiles); break;
+          case 7: wide_step_wgmma<7>(acc2, wb, desc, lane, tiles); break;
+          case 8: wide_step_wgmma<8>(acc2, wb, desc, lane, tiles); break;
+          case 9: case 10: case 11: case 12: wide_step_wgmma<12>(acc2, wb, desc, lane, tiles); break;
+          default: wide_step_wgmma<16>(acc2, wb, desc, lane, tiles); break;
+        }
+      } else if constexpr (WG == 2) {  // this warp's tiles: fc1 up and gate tile wt, fc2 layout group wt of the row group's two
         const uint64_t desc = WgmmaTile::desc(slot + WR * S::kWSlot);
         auto& acc2 = reinterpret_cast<float(&)[2][8][4]>(acc);
         const int tiles[2] = {FC1 ? wt : 2 * wt, FC1 ? wt + 2 : 2 * wt + 1};
@@ -490,34 +558,41 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       wgmma_wait<0>();
       fence_acc(acc);
     }
+    // the epilogue's item, row group and N blocks; WG = 3 finds the item again, so that it is not live over the chunks
+    // beside 128 accumulators
+    const WideItem ce = WG == 3 ? find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks) : ci;
+    const int rge = WG == 3 ? ce.block * WR + wr : rg;
+    const int nje = WG == 3 ? (rge < wgroups ? min(kJ, max(0, (ce.ntok - tw0 + 7) / 8)) : 0) : nj;
 
     // ---- epilogue from registers: lane (g, tl) holds rows g, g + 8 of each tile and tokens 2 tl, 2 tl + 1 of each
     // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32; split tiles: N block j of
-    // tile slot n is acc[2 n + j / 4][j % 4], the up tile's in slot 0 and the gate tile's in slot 1)
-    if (nj == 0) continue;
-    auto at = [&](int n, int j, int i) -> float& { return WG == 2 ? acc[2 * n + j / 4][j % 4][i] : acc[n][j][i]; };
+    // tile slot n is acc[2 n + j / kAccJ][j % kAccJ], the up tile's in slot 0 and the gate tile's in slot 1)
+    if (nje == 0) continue;
+    auto at = [&](int n, int j, int i) -> float& {
+      return WG >= 2 ? acc[2 * n + j / kAccJ][j % kAccJ][i] : acc[n][j][i];
+    };
     auto each_output = [&](auto&& store) {  // store(j, i, pair) for this lane's outputs with a token
 #pragma unroll
       for (int j = 0; j < kJ; ++j) {
-        if (j >= nj) break;
+        if (j >= nje) break;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
-          if (tok < ci.ntok) store(j, i, static_cast<int64_t>(rt.plist[ci.tok0 + tok]));
+          if (tok < ce.ntok) store(j, i, static_cast<int64_t>(rt.plist[ce.tok0 + tok]));
         }
       }
     };
     if constexpr (FC1) {  // gemm_phase's SwiGLU epilogue, operation for operation (bf16 sums, bias, clamp, fp32 SwiGLU)
-      const float alpha = a.alpha ? a.alpha[ci.e] : a.alpha_s;
-      const float beta = a.beta ? a.beta[ci.e] : a.beta_s;
-      const float limit = a.limit ? a.limit[ci.e] : a.limit_s;
-      const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ci.e) * 2 * a.bias_ld : nullptr;
+      const float alpha = a.alpha ? a.alpha[ce.e] : a.alpha_s;
+      const float beta = a.beta ? a.beta[ce.e] : a.beta_s;
+      const float limit = a.limit ? a.limit[ce.e] : a.limit_s;
+      const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ce.e) * 2 * a.bias_ld : nullptr;
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int t = 0; t < (WG == 2 ? 1 : 2); ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
-          const int row = rg * 32 + (WG == 2 ? wt : t) * 16 + g + 8 * (i >> 1);
+        for (int t = 0; t < (WG >= 2 ? 1 : 2); ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
+          const int row = rge * 32 + (WG >= 2 ? wt : t) * 16 + g + 8 * (i >> 1);
           if (row >= a.out_rows) continue;
-          float up = bf16_round(WG == 2 ? at(0, j, i) : acc[t][j][i]), gate = bf16_round(WG == 2 ? at(1, j, i) : acc[t + 2][j][i]);
+          float up = bf16_round(WG >= 2 ? at(0, j, i) : acc[t][j][i]), gate = bf16_round(WG >= 2 ? at(1, j, i) : acc[t + 2][j][i]);
           if (bias) {
             up += __bfloat162float(bias[row]);
             gate += __bfloat162float(bias[a.bias_ld + row]);
@@ -533,10 +608,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     } else {
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int n = 0; n < (WG == 2 ? 2 : 4); ++n) {  // rows 64 rg + 16 n + ...: tiles 0, 1 of group 2 rg, then of
-                                                       // group 2 rg + 1 (split tiles: tiles n of group 2 rg + wt)
-          const int row = rg * 64 + (WG == 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
-          if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(WG == 2 ? at(n, j, i) : acc[n][j][i]);
+        for (int n = 0; n < (WG >= 2 ? 2 : 4); ++n) {  // rows 64 rge + 16 n + ...: tiles 0, 1 of group 2 rge, then of
+                                                       // group 2 rge + 1 (split tiles: tiles n of group 2 rge + wt)
+          const int row = rge * 64 + (WG >= 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
+          if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(WG >= 2 ? at(n, j, i) : acc[n][j][i]);
         }
       });
     }
