@@ -959,6 +959,14 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     with pytest.raises(k.DecodeKernelError, match=r"32770 \(token, expert\) pairs > 32768, the most one call of variant 42"):
         k.forward(torch.zeros(16385, 64, dtype=torch.bfloat16), big, torch.ones(16385, 2), layout,
                   k.LaunchConfig(variant=42))
+    # the 128-token items address activation rows by 32-bit offsets (an expanded x: no memory behind its 2^31 elements)
+    wide_x = torch.zeros(1, 1, dtype=torch.bfloat16).expand(32768, 65536)
+    wide_layout = types.SimpleNamespace(hidden_size=65536, intermediate_size=64, num_local_experts=8,
+                                        w13=types.SimpleNamespace(shape=(8, 2)))
+    refusal = r"variant 56 addresses activation rows by 32-bit offsets: M \* hidden = 2147483648"
+    with pytest.raises(k.DecodeKernelError, match=refusal):
+        k.forward(wide_x, torch.zeros(32768, 1, dtype=torch.int32), torch.ones(32768, 1), wide_layout,
+                  k.LaunchConfig(variant=56))
 
 
 def test_wide_items_run_the_split_k_epilogues_operations():

@@ -280,6 +280,10 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     if m * k > max_pairs:
         raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {max_pairs}, the most one call of variant "
                                 f"{cfg.variant} routes")
+    if VARIANTS[cfg.variant].wgmma == 3 and max(m * x.shape[1], m * k * layout.w13.shape[1] * 32) >= 1 << 31:
+        raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * hidden = "
+                                f"{m * x.shape[1]} and M * top_k * intermediate = {m * k * layout.w13.shape[1] * 32} "
+                                "must stay below 2^31")
     dev = x.device
     lib = load_library(traced=trace is not None)
     var = VARIANTS[cfg.variant]
@@ -288,10 +292,6 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     check_shared_memory(lib, cfg.variant, layout.num_local_experts, m * k, props.shared_memory_per_block_optin,
                         props.shared_memory_per_multiprocessor)
     x = x.contiguous()
-    if var.wgmma == 3 and max(m * x.stride(0), m * k * layout.w13.shape[1] * 32) >= 1 << 31:
-        raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * hidden = "
-                                f"{m * x.stride(0)} and M * top_k * intermediate = {m * k * layout.w13.shape[1] * 32} "
-                                "must stay below 2^31")
     ids = topk_ids.to(torch.int32).contiguous()
     tw = topk_weights.to(torch.float32).contiguous()
     i32 = layout.w13.shape[1] * 32
