@@ -142,11 +142,13 @@ int main() { std::printf("{"); dump<4, 4>(true); dump<2, 4>(false); dump<2, 2>(f
 
 def kernel_wide_items(tmp_path, counts, bn, blocks):
     """find_wide_item (the wide kernel's item -> (expert, token tile, row block), host-compiled from the CUDA source
-    with the source's Routing struct) over every item of a routing with these pair counts per expert: start and
+    with the source's routing struct) over every item of a routing with these pair counts per expert: start and
     istart as the kernel's scan writes them (exclusive prefixes of the counts and of ceil(count / bn) * blocks).
     Returns [(e, tok0, ntok, block)] in item order."""
     src, wide = COMMON_SOURCE.read_text(), WIDE_SOURCE.read_text()
-    routing = src[src.index("struct Routing {") : src.index("};", src.index("struct Routing {")) + 2]
+    first = src.index("template <typename L = int>\nstruct RoutingT {")
+    last = "using Routing = RoutingT<int>;"
+    routing = src[first : src.index(last) + len(last)]
     start = wide.index("struct WideItem {")
     item = wide[start : wide.index("\n}\n", wide.index("find_wide_item", start)) + 3]
     e = len(counts)

@@ -735,7 +735,7 @@ def test_one_warp_routing_builds_the_block_wide_arrays():
     src = "".join(p.read_text() for p in _kernel_sources())  # the .cu and the headers it includes
     assert "if (a.num_pairs <= 32) {" in src and "chunks += k < xk && (k & 1);" in src
     assert "const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;" in src
-    assert "r.plist[mine_before + rank] = lane;" in src
+    assert "r.plist[mine_before + rank] = static_cast<L>(lane);" in src
 
 
 def test_dynamic_items_one_each_where_the_grid_has_as_many_ctas_as_items():
@@ -900,7 +900,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     """Wide items (variants with ``wide`` > 0): 32 ``wide`` tokens per item (split tiles of 128 tokens, ``wgmma`` = 3:
     128), the code carries ``wide`` and ``wgmma`` (and the tens of ``token_groups`` above them); their sums run in another order than any split-K variant's (and wgmma's inside the MMA), so each is its
     own twin (checked against the reference only); the library's shared memory per CTA is the ring (D stages of
-    8 / wide row groups x 2176 B and the item's token rows x 144 B, or 128 B unpadded with wgmma) plus the routing lists; they route up to MAX_WIDE_PAIRS pairs where split-K variants stop at
+    8 / wide row groups x 2176 B and the item's token rows x 144 B, or 128 B unpadded with wgmma) plus the routing lists
+    (16-bit pair ids at two CTAs per SM, so that 51 and 53 fit at M = 4096); they route up to MAX_WIDE_PAIRS pairs where split-K variants stop at
     MAX_PAIRS, refuse the fused combine, and are tuned from M = 16 on (128 tokens per item from M = 128)."""
     import types
 
@@ -938,12 +939,16 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(48, 128, 4096, 0) == 6 * (8 * 2176 + 32 * 128) + lists
         assert smem(49, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
         assert smem(50, 128, 4096, 0) == 6 * (4 * 2176 + 64 * 128) + lists
-        assert smem(51, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists
+        # two CTAs per SM: 16-bit pair ids in the lists (2 bytes per pair instead of 4)
+        assert smem(51, 128, 4096, 0) == 4 * (4 * 2176 + 64 * 128) + lists - 2 * 4096
+        assert smem(53, 256, 4096 * 6 + 1, 0) == 3 * (4 * 2176 + 64 * 128) + (5 * 256 + 50) * 4 + (2 * 24577 + 3) // 4 * 4
         assert smem(56, 128, 4096, 0) == 4 * (4 * 2176 + 128 * 128) + lists
         assert smem(57, 128, 4096, 0) == 3 * (4 * 2176 + 128 * 128) + lists
         k.check_shared_memory(k.load_library(), 56, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096        k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
+        k.check_shared_memory(k.load_library(), 51, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096, two per SM
+        k.check_shared_memory(k.load_library(), 53, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
-            k.check_shared_memory(k.load_library(), 51, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096
+            k.check_shared_memory(k.load_library(), 51, 256, 4096 * 6, 232448, 233472)
         k.check_shared_memory(k.load_library(), 42, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):
             k.check_shared_memory(k.load_library(), 44, 256, 4096 * 6, 232448, 233472)

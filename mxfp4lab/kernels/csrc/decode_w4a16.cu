@@ -408,10 +408,10 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
 }
 
 // Shared-memory bytes of one CTA of fc1 (gemm = 1), fc2 (2) or the larger of the two (0).
-template <int G, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
+template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
   if constexpr (WT > 0) {
-    return wide_smem_bytes<WT, D, WG>(E, P);
+    return wide_smem_bytes<WT, D, WG, CPS>(E, P);
   } else {
     const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P);
     return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);
@@ -444,7 +444,7 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
   switch (variant) {
 #define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG)                                   \
   case ID:                                                                                             \
-    return variant_smem<G, D, RB, TA, D2, TA2, IT1, IT2, WT, WG>(E, P, gemm);
+    return variant_smem<G, CPS, D, RB, TA, D2, TA2, IT1, IT2, WT, WG>(E, P, gemm);
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return -1;

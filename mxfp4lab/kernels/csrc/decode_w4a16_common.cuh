@@ -211,12 +211,15 @@ __device__ __forceinline__ int valid_slots(const int32_t* ids, int m, int top_k,
 // ------------------------------------------------------------------------------------------------
 // Routing in shared memory: per local expert the number of pairs, the pair list, and the item offsets.
 // ------------------------------------------------------------------------------------------------
-struct Routing {
+// L: a pair id in the list (int; the wide items at two CTAs per SM: 16 bits, so that their lists fit at M = 4096).
+template <typename L = int>
+struct RoutingT {
   int* count;   // [E]
   int* start;   // [E + 1] offsets into plist
   int* istart;  // [E + 1] item offsets
-  int* plist;   // [P]
+  L* plist;     // [P]
 };
+using Routing = RoutingT<int>;
 
 // Block-wide exclusive scans of a pair count per expert (a, length n <= kMaxExperts, in shared memory) and of
 // its items b = ceil(a / chunk) * groups (computed here, not stored); writes out_a[0..n], out_b[0..n] (element
@@ -257,7 +260,8 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
 // 0 lists the pairs: a pair's slot is the start of its expert plus its rank (pair order inside an expert, as in
 // the walk). One block barrier. (Every warp computing it all -- 32 shuffles each, 24 warps per SM -- took longer
 // than the block-wide build.)
-__device__ void build_routing_warp(const GemmArgs& a, const Routing& r, int token_chunk, int groups) {
+template <typename L>
+__device__ void build_routing_warp(const GemmArgs& a, const RoutingT<L>& r, int token_chunk, int groups) {
   const int lane = threadIdx.x & 31, E = a.num_experts, P = a.num_pairs;
   if ((threadIdx.x & ~31u) < static_cast<unsigned>(E) || E > kThreads) {  // warp-uniform: warps with experts
     int e = lane < P ? a.topk_ids[lane] - a.expert_offset : -1;
@@ -288,7 +292,7 @@ __device__ void build_routing_warp(const GemmArgs& a, const Routing& r, int toke
           r.istart[E] = (chunks + (own + token_chunk - 1) / token_chunk) * groups;
         }
       }
-      if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[mine_before + rank] = lane;
+      if (x0 == 0 && threadIdx.x < 32 && mine) r.plist[mine_before + rank] = static_cast<L>(lane);
     }
   }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
@@ -297,7 +301,8 @@ __device__ void build_routing_warp(const GemmArgs& a, const Routing& r, int toke
 
 // items(e) = ceil(count(e) / token_chunk) * groups. `spare`: shared memory that is free while the routing is
 // built (the copy ring and the partial sums), `spare_ints` ints of it.
-__device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int token_chunk, int groups, int* spare,
+template <typename L>
+__device__ void build_routing(const GemmArgs& a, RoutingT<L>& r, int* scratch, int token_chunk, int groups, int* spare,
                               int spare_ints) {
   const int E = a.num_experts, P = a.num_pairs;
   int* fill = scratch;            // [E]  (scratch + E .. 2E: free)
@@ -341,7 +346,7 @@ __device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int t
       if (mine) {
         int base = fill[e];
         for (int w = 0; w < warp; ++w) base += hist[w * E + e];
-        r.plist[r.start[e] + base + rank] = p;
+        r.plist[r.start[e] + base + rank] = static_cast<L>(p);
       }
       __syncthreads();  // every pair of the chunk has read fill (and hist) before they change
       if (mine && rank == 0) atomicAdd(&fill[e], size);
@@ -356,7 +361,7 @@ __device__ void build_routing(const GemmArgs& a, Routing& r, int* scratch, int t
       const unsigned peers = __match_any_sync(0xffffffffu, e);
       if (mine) {
         const int base = fill[e];
-        r.plist[r.start[e] + base + __popc(peers & lt)] = p;
+        r.plist[r.start[e] + base + __popc(peers & lt)] = static_cast<L>(p);
       }
       __syncwarp();
       if (mine && (peers >> threadIdx.x) == 1u) fill[e] += __popc(peers);  // the group's highest lane

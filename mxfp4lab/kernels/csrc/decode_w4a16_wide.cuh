@@ -45,9 +45,23 @@ struct WideSmem {
   static constexpr int kAhead = WG ? D - 2 : D - 1;
 };
 
-template <int WT, int D, int WG>
+// A pair id in the routing lists: 16 bits at two CTAs per SM (their lists then fit beside the ring up to 16384
+// pairs on 128 experts), else an int.
+template <bool Short>
+struct PairId {
+  using T = int;
+};
+template <>
+struct PairId<true> {
+  using T = uint16_t;
+};
+static_assert(kMaxWidePairs <= 65536, "16-bit pair ids");
+
+template <int WT, int D, int WG, int CPS>
 constexpr int wide_smem_bytes(int num_experts, int num_pairs) {
-  return WideSmem<WT, D, WG>::kRing + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;  // + the routing
+  constexpr int kId = sizeof(typename PairId<CPS == 2>::T);
+  return WideSmem<WT, D, WG>::kRing + (5 * num_experts + 2 + 2 * kWarps + 32) * 4 +  // + the routing
+         (kId * num_pairs + 3) / 4 * 4;
 }
 
 // ---- wgmma (WG > 0): the same decoded A fragments, fed to wgmma.mma_async with A from registers.
@@ -158,7 +172,8 @@ struct WideItem {
   int e, tok0, ntok, block;
 };
 // Item -> (expert, token tile, row block): items(e) = ceil(count / bn) * blocks, row block-major, token tile fastest.
-__device__ __forceinline__ WideItem find_wide_item(const Routing& r, int E, int item, int bn, int blocks) {
+template <typename L>
+__device__ __forceinline__ WideItem find_wide_item(const RoutingT<L>& r, int E, int item, int bn, int blocks) {
   int lo = 0, hi = E;  // largest e with istart[e] <= item
   while (hi - lo > 1) {
     const int mid = (lo + hi) >> 1;
@@ -338,12 +353,13 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int E = a.num_experts;
   int* rbase = reinterpret_cast<int*>(smem + S::kRing);
-  Routing rt;
+  using L = typename PairId<CPS == 2>::T;
+  RoutingT<L> rt;
   rt.count = rbase;
   rt.start = rbase + E;
   rt.istart = rbase + 2 * E + 1;
   int* scratch = rbase + 3 * E + 2;
-  rt.plist = scratch + 2 * E + 2 * kWarps;
+  rt.plist = reinterpret_cast<L*>(scratch + 2 * E + 2 * kWarps);
   const int wgroups = FC1 ? a.groups : (a.groups + 1) / 2;  // warp row groups per expert
   const int blocks = (wgroups + WR - 1) / WR;               // row blocks per expert
 
@@ -626,7 +642,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 template <int WT, int D, int CPS, bool FC1, int WG>
 cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
   auto kernel = wide_kernel<WT, D, CPS, FC1, WG>;
-  const int smem = wide_smem_bytes<WT, D, WG>(a.num_experts, a.num_pairs);
+  const int smem = wide_smem_bytes<WT, D, WG, CPS>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
