@@ -55,10 +55,11 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
 #: from M = 1024 on and the only ones above 8192 pairs. On the H200 the tuner picks them from M = 128 on GPT-OSS-20b and
 #: M = 256 on the other shapes (faster than the split-K items there), and they are 2.1-2.7x faster than those at M = 1024
 #: (docs/findings/2026-12-03-decode-wide-items.md). 46-48: the same with wgmma; 49, 50: wgmma with split tiles (a
-#: weight decoded once per 64 tokens); 51-53: wgmma at two CTAs per SM. On the H200 the tuner picks 51-53 at M = 256-1024
-#: (1.2-1.3x the mma.sync wide items at M = 1024) and 49 / 46 at M = 4096, where the two-CTA variants' routing lists do
-#: not fit (docs/findings/2026-12-03-decode-wgmma.md). 56, 57: split tiles of 128 tokens (a weight decoded once per 128
-#: tokens), candidates from M = 128 on (below, no expert has more than 64 tokens on these shapes).
+#: weight decoded once per 64 tokens); 51-53: wgmma at two CTAs per SM (16-bit pair ids, so that 51 and 53 fit at
+#: M = 4096 on GPT-OSS, 53 on DeepSeek-V4). 56, 57: split tiles of 128 tokens (a weight decoded once per 128 tokens),
+#: candidates from M = 128 on (below, no expert has more than 64 tokens on these shapes). On the H200 the tuner picks
+#: 51-53 at M = 256-1024 (1.2-1.3x the mma.sync wide items at M = 1024) and GPT-OSS-120b M = 4096 (51), 56 at M = 4096
+#: on the other shapes (docs/findings/2026-12-03-decode-wgmma.md, docs/findings/2026-12-03-decode-wgmma-128.md).
 _WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 4, 3, 6, 24)
 #: one bucket per power of two up to 8192: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
