@@ -309,6 +309,32 @@ def test_ncu_csv_is_parsed_per_launch_in_base_units():
     assert rows[0]["dram__bytes_read.sum"] == 35.2e6 and rows[0]["duration_us"] == 10.0
     assert rows[0]["dram_read_GBps"] == pytest.approx(3520.0)  # 35.2 MB in 10 us
     assert rows[1]["duration_us"] == 2.5 and "dram_read_GBps" not in rows[1]
+    assert "issue_floor_us" not in rows[0]  # no instruction counters recorded
+
+
+def test_ncu_units_scale_to_base_units_and_give_the_issue_floor():
+    """ncu scales units by magnitude ("Kinst", "Mcycle", "usecond", "ns"): each becomes its base unit; the issue
+    floor is the duration times the scheduler's instructions over its elapsed cycles; an unknown unit is named."""
+    from mxfp4lab.bench.launches import parse_ncu_csv, unit_scale
+
+    assert [unit_scale(u) for u in ("byte", "Kbyte", "MB", "inst", "Kinst", "Mcycle", "cycle", "%")] == \
+        [1, 1e3, 1e6, 1, 1e3, 1e6, 1, 1]
+    assert unit_scale("nsecond") == pytest.approx(1e-3) and unit_scale("ms") == pytest.approx(1e3)
+    assert unit_scale("usecond") == unit_scale("us") == 1.0
+    for bad in ("furlong", "K%", "Kfurlong"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            unit_scale(bad)
+    head = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size",'
+            '"Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"')
+    row = '"0","1","python","h","gemm_kernel<2, 1>","1","7","(256, 1, 1)","(396, 1, 1)","0","9.0","","{}","{}","{}"'
+    text = "\n".join([head, row.format("gpu__time_duration.sum", "usecond", "14.94"),
+                      row.format("smsp__inst_executed.avg", "Kinst", "9.50"),
+                      row.format("smsp__cycles_elapsed.avg", "Kcycle", "28.40")])
+    (r,) = parse_ncu_csv(text)
+    assert r["smsp__inst_executed.avg"] == 9500.0 and r["smsp__cycles_elapsed.avg"] == 28400.0
+    assert r["issue_floor_us"] == pytest.approx(14.94 * 9500 / 28400)  # a third of the cycles issue
+    with pytest.raises(ValueError, match="smsp__inst_executed.avg.*'Kwarp'"):
+        parse_ncu_csv("\n".join([head, row.format("smsp__inst_executed.avg", "Kwarp", "1")]))
 
 
 def test_element_location_agrees_with_the_layout_bits():

@@ -8,8 +8,13 @@ Two sources, because no one tool gives all of it on these machines:
   gap is from the replay's first kernel, so the sum of durations + gaps = the replay's device span);
 * **counters** (``ncu``): this module re-runs itself under Nsight Compute (``--clock-control none``,
   the card's own clocks) with ``dram__bytes_read.sum`` and ``gpu__time_duration.sum`` per kernel, for
-  the DRAM bytes each launch really read. ncu serialises and replays kernels, so its durations are
-  per-launch, with no overlap between launches.
+  the DRAM bytes each launch really read, and its warp instructions per scheduler over the scheduler's elapsed
+  cycles, for its issue floor (the time its instructions take where every scheduler issues one per cycle).
+  ncu serialises and replays kernels, so its durations are per-launch, with no overlap between launches.
+
+A launch whose duration is far above both floors -- its bytes over the copy bandwidth and its issue floor --
+is bound by latency (fill, drain, waits, too few warps in flight); one near its issue floor, by the instructions
+it issues per weight.
 
     mxfp4lab bench launches --backend decode_w4a16 --shape gpt-oss-120b --m 1,64 --ncu
 """
@@ -29,7 +34,10 @@ import torch
 
 NCU_METRICS = ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum",
                "sm__throughput.avg.pct_of_peak_sustained_elapsed",
-               "smsp__issue_active.avg.pct_of_peak_sustained_active")
+               "smsp__issue_active.avg.pct_of_peak_sustained_active",
+               # warp instructions per scheduler (SMSP) and its elapsed cycles: the launch's issue floor, the time its
+               # instructions take where every scheduler issues one per cycle from start to end (:func:`parse_ncu_csv`)
+               "smsp__inst_executed.avg", "smsp__cycles_elapsed.avg")
 #: what a warp waits on, per issued instruction (ncu's warp-state sampling, averaged over the launch), and
 #: how busy the integer (ALU) and FP32/IMAD (FMA) pipes are: read by a second ncu pass (:func:`ncu_stalls`)
 STALL_REASONS = ("long_scoreboard", "short_scoreboard", "wait", "barrier", "math_pipe_throttle", "mio_throttle",
@@ -83,9 +91,21 @@ def timeline(fn: Callable, inputs: tuple, replays: int = 20) -> List[dict]:
     return per_launch
 
 
-#: ncu's unit strings -> factor to bytes / microseconds / percent (ncu 2025 writes "ns", older "nsecond")
-_UNITS = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9,
-          "nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "ns": 1e-3, "us": 1.0, "ms": 1e3, "%": 1.0, "": 1.0}
+#: ncu's unit strings: a base unit (bytes, time -> microseconds, instructions, cycles, percent) after an optional SI
+#: prefix (ncu scales units by magnitude: "Mbyte", "usecond", "Kinst"; ncu 2025 writes "ns", older "nsecond")
+_BASE_UNITS = {"byte": 1.0, "B": 1.0, "second": 1e6, "s": 1e6, "inst": 1.0, "cycle": 1.0, "%": 1.0, "": 1.0}
+_PREFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def unit_scale(unit: str) -> float:
+    """The factor from ncu's ``unit`` to bytes / microseconds / instructions / cycles / percent; ``ValueError``
+    naming the unit where it is none of those."""
+    if unit in _BASE_UNITS:
+        return _BASE_UNITS[unit]
+    if unit[:1] in _PREFIXES and unit[1:] in _BASE_UNITS and unit[1:] not in ("%", ""):
+        return _PREFIXES[unit[:1]] * _BASE_UNITS[unit[1:]]
+    raise ValueError(f"ncu unit {unit!r} is not a base unit ({sorted(_BASE_UNITS)}) after an SI prefix "
+                     f"({sorted(_PREFIXES)})")
 
 
 def parse_ncu_csv(text: str) -> List[dict]:
@@ -97,15 +117,20 @@ def parse_ncu_csv(text: str) -> List[dict]:
         key = int(r["ID"])
         d = launches.setdefault(key, {"launch_id": key, "kernel": r["Kernel Name"][:160]})
         unit, val = r.get("Metric Unit", ""), float(r["Metric Value"].replace(",", "") or "nan")
-        if unit not in _UNITS:
-            raise ValueError(f"ncu metric {r['Metric Name']!r} has unit {unit!r}, not one of {sorted(_UNITS)}")
-        scale = _UNITS[unit]
+        try:
+            scale = unit_scale(unit)
+        except ValueError as exc:
+            raise ValueError(f"ncu metric {r['Metric Name']!r}: {exc}") from None
         name = r["Metric Name"]
         d[{"gpu__time_duration.sum": "duration_us"}.get(name, name)] = val * scale
     rows = [launches[k] for k in sorted(launches)]
     for d in rows:
         if "dram__bytes_read.sum" in d and d.get("duration_us"):
             d["dram_read_GBps"] = d["dram__bytes_read.sum"] / d["duration_us"] / 1e3
+        inst, cycles = d.get("smsp__inst_executed.avg"), d.get("smsp__cycles_elapsed.avg")
+        if inst is not None and cycles and d.get("duration_us"):
+            # every scheduler issuing one warp instruction per cycle: the launch's instructions over its clock
+            d["issue_floor_us"] = d["duration_us"] * inst / cycles
     return rows
 
 
@@ -228,7 +253,8 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
         for x in entry.get("ncu", []):
             log(f"  ncu #{x['launch_id']} {x.get('duration_us', 0):8.1f} us  DRAM read "
                 f"{x.get('dram__bytes_read.sum', 0) / 1e6:8.2f} MB  {x.get('dram_read_GBps', 0):7.0f} GB/s  "
-                f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  {x['kernel'][:60]}")
+                f"issue {x.get('smsp__issue_active.avg.pct_of_peak_sustained_active', 0):5.1f}%  issue floor "
+                f"{x.get('issue_floor_us', float('nan')):7.1f} us  {x['kernel'][:60]}")
         if out:
             write(out, "moe_launches", rows, partial=True)
     if out:

@@ -12,12 +12,30 @@ from .. import results
 from ..bench.launches import top_stalls
 
 
+def copy_bandwidth(path) -> float | None:
+    """The copy bandwidth (bytes/s) measured on the GPU of the launches file at ``path``: the ``ceilings`` of the
+    latency sweep of the same GPU in the same results tree (``<root>/latency/<gpu>.json``), or None where there
+    is none."""
+    p = Path(path)
+    sweep = p.parent.parent / "latency" / p.name
+    if not sweep.is_file():
+        return None
+    return (results.load(sweep).meta.get("ceilings") or {}).get("copy_bytes_per_s")
+
+
 def latency_launches(path=None) -> pd.DataFrame:
     """Launch-by-launch breakdown of recorded forwards (``mxfp4lab bench launches``; default
     ``data/results/launches/<gpu>.json``): one row per (backend, shape, M, launch) with the graph-replay
     timeline (``start_us``, ``end_us``) and, where ncu ran, its serialised ``ncu_us``, ``dram_read_MB``,
     ``dram_read_GBps`` and ``issue_active_pct``, and where the stall pass ran ``top_stalls`` (the four largest
-    warp-stall reasons, warps per issued instruction) and ``alu_pipe_pct``. ncu's launches are matched to the
+    warp-stall reasons, warps per issued instruction), ``alu_pipe_pct`` and ``tensor_pipe_pct``. The floors of
+    each launch: ``dram_floor_us`` (its DRAM bytes over the copy bandwidth measured in the latency sweep of the
+    same GPU, :func:`copy_bandwidth`), ``issue_floor_us`` (its instructions with every scheduler issuing one per
+    cycle; runs that recorded the instruction counters), ``tensor_floor_us`` (the tensor pipe's busy share of the
+    launch's active cycles times its duration: its MMAs back to back, padding tokens included), ``floor_us``
+    (the largest), ``bound`` ("DRAM", "issue" or "tensor") and ``floor_frac`` (``floor_us`` / ``ncu_us``: near 1,
+    the launch runs at its bound; far below, latency -- fill, drain, waits, too few warps in flight -- takes the
+    rest). ncu's launches are matched to the
     timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own
     process, whose tuner may pick another launch variant, so ``ncu_kernel`` names what ncu measured and
     ``ncu_same_kernel`` says whether it is the timeline's kernel. ``run``: the run a row was merged from (None: the
@@ -28,6 +46,7 @@ def latency_launches(path=None) -> pd.DataFrame:
         return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
     rows = []
     doc = results.load(p, kind="moe_launches")
+    bw = copy_bandwidth(p)
     for entry in doc.rows:
         tl = entry.get("timeline", [])
         ncu = first_forward(entry.get("ncu", []), tl)
@@ -40,14 +59,28 @@ def latency_launches(path=None) -> pd.DataFrame:
                 r.update(ncu_kernel=n["kernel"], ncu_same_kernel=_kernel_key(n["kernel"]) == _kernel_key(x["kernel"]),
                          ncu_us=n.get("duration_us"), dram_read_MB=n.get("dram__bytes_read.sum", 0) / 1e6,
                          dram_read_GBps=n.get("dram_read_GBps"),
-                         issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"))
+                         issue_active_pct=n.get("smsp__issue_active.avg.pct_of_peak_sustained_active"),
+                         issue_floor_us=n.get("issue_floor_us"))
+                if bw:
+                    r["dram_floor_us"] = n.get("dram__bytes_read.sum", 0) / bw * 1e6
             if i < len(stalls):
                 r.update(top_stalls=top_stalls(stalls[i]),
-                         alu_pipe_pct=stalls[i].get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active"))
+                         alu_pipe_pct=stalls[i].get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active"),
+                         tensor_pipe_pct=stalls[i].get("sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active"))
+                if r.get("ncu_us") is not None and r["tensor_pipe_pct"] is not None:
+                    r["tensor_floor_us"] = r["ncu_us"] * r["tensor_pipe_pct"] / 100.0
             rows.append(r)
     out = pd.DataFrame(rows)
+    if "ncu_us" in out:
+        names = {"dram_floor_us": "DRAM", "issue_floor_us": "issue", "tensor_floor_us": "tensor"}
+        floors = out.reindex(columns=list(names)).astype(float)
+        out["floor_us"] = floors.max(axis=1, skipna=True)
+        out["bound"] = [max(((v, names[k]) for k, v in f.items() if pd.notna(v)), default=(None, None))[1]
+                        for f in floors.to_dict("records")]
+        out["floor_frac"] = out["floor_us"] / out["ncu_us"]
     out.attrs["provenance"] = doc.provenance
     out.attrs["runs"] = doc.runs()
+    out.attrs["copy_bytes_per_s"] = bw
     return out
 
 
