@@ -13,6 +13,7 @@
 #     - crossovers
 #     - dispatch_speedup
 #     - claim_check
+#     - launch_bounds
 #     - findings
 #     - parallel_recorded
 #     - parallel_source
@@ -182,6 +183,12 @@ else:
 # instruction) and how busy the ALU pipe was. Where waiting on the copy ring ("long_scoreboard") and
 # barriers lead, a launch is bound by latency (few steps per warp, fill and drain); where "not_selected" and
 # "math_pipe_throttle" lead with a busy ALU pipe, by the instructions it issues per weight.
+#
+# Each launch's floors say the same in microseconds: `dram_floor_us` (its DRAM bytes over the copy bandwidth
+# measured beside the sweep), `issue_floor_us` (its warp instructions with every scheduler issuing one per
+# cycle, from ncu's instruction counters; runs that recorded them) and `tensor_floor_us` (the tensor pipe's busy
+# share of its duration). `bound` names the largest and `floor_frac` is that floor over ncu's duration: near 1
+# the launch runs at its bound; far below it, latency (fill, drain, waits, too few warps in flight) takes the rest.
 
 # %%
 from mxfp4lab.studies import launches as launch_study
@@ -194,7 +201,12 @@ if len(launches):
     cols = ["shape", "m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps", "issue_active_pct",
             "alu_pipe_pct", "top_stalls"]
     display(launches[[c for c in cols if c in launches]].round(1))
+    floors = ["shape", "m", "launch", "ncu_us", "dram_floor_us", "issue_floor_us", "tensor_floor_us", "bound",
+              "floor_frac"]
+    display(launches[[c for c in floors if c in launches]].round(2))
+    report.record("launch_bounds", launch_study.launch_bounds(launches))
 else:
+    report.record("launch_bounds", [])
     print("no launch breakdown recorded: mxfp4lab bench launches --ncu on a Hopper GPU")
 
 # %% [markdown]
@@ -227,7 +239,7 @@ else:
 # %%
 tails = launch_study.latency_tails()
 if len(tails):
-    display(tails.drop(columns=["backend", "variant"]).set_index(["shape", "m", "launch"]).round(2))
+    display(tails.drop(columns=["backend", "variant", "run"]).set_index(["shape", "m", "launch"]).round(2))
 else:
     print("no tail views recorded: mxfp4lab bench launches --phases on a Hopper GPU")
 

@@ -248,6 +248,12 @@ def test_launch_floors_name_what_bounds_each_launch(tmp_path):
     assert list(d["bound"]) == ["DRAM", "tensor", "DRAM"]
     assert d["floor_us"].tolist() == pytest.approx([8.75, 6.0, 0.015])
     assert d.loc[0, "floor_frac"] == pytest.approx(8.75 / 17.0)
+    from mxfp4lab.studies.launches import launch_bounds
+
+    b = launch_bounds(latency_launches(path))  # the GEMMs only: the combine (launch 2) is left out
+    assert b == [{"shape": "gpt-oss-120b", "m": 1, "launch": 0, "bound": "DRAM", "floor_frac": round(8.75 / 17.0, 3)},
+                 {"shape": "gpt-oss-120b", "m": 1, "launch": 1, "bound": "tensor", "floor_frac": 0.4}]
+    assert launch_bounds(latency_launches(tmp_path / "launches" / "none.json")) == []
 
 
 def test_phase_stamps_of_the_recorded_forwards_are_in_launch_order():

@@ -3,7 +3,8 @@
 :func:`findings` reads the results dict (as in ``results.json``): ``source``, ``recorded``, ``claim_check``
 (rows ``m, regime, fi_faster, within_claim``), ``fastest`` (shape -> ``[[m, backend], ...]``),
 ``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``, ``decode_goals``
-(``{"met", "count"}``), ``shape_aliases``. Missing keys give ``missing`` findings, never an error.
+(``{"met", "count"}``), ``launch_bounds`` (the decode kernel's GEMM launches: ``shape, m, launch, bound,
+floor_frac``), ``shape_aliases``. Missing keys give ``missing`` findings, never an error.
 """
 
 from __future__ import annotations
@@ -61,6 +62,32 @@ def _fastest_findings(fastest: dict[str, list[list[Any]]], aliases: dict[str, st
     return out
 
 
+#: the M ranges the launch-bound finding speaks of: decode (few tokens per expert) and many tokens per expert
+_LAUNCH_RANGES = (("M <= 64", 1, 64), ("M = 128..512", 128, 512), ("M >= 1024", 1024, 1 << 62))
+
+
+def _launch_findings(rows: list[dict[str, Any]]) -> list[Finding]:
+    """Per M range, how close the decode kernel's GEMM launches run to their floor and which floor bounds them."""
+    parts, fracs = [], []
+    for name, lo, hi in _LAUNCH_RANGES:
+        r = [x for x in rows if lo <= int(x["m"]) <= hi]
+        if not r:
+            continue
+        f = [float(x["floor_frac"]) for x in r]
+        fracs += f
+        bounds = sorted({x["bound"] for x in r})
+        parts.append(f"{name}: {pct_range(f)} of their {' / '.join(bounds)} floor ({len(r)} launches)")
+    if not parts:
+        return [Finding("what bounds mxfp4lab's decode kernel launch by launch", "not measured",
+                        "no launch breakdown with floors recorded: mxfp4lab bench launches --ncu", "missing")]
+    low = [x for x in rows if float(x["floor_frac"]) < 0.5]
+    verdict = parts[0] if len(parts) == 1 else "; ".join(parts[:1] + parts[-1:])
+    detail = "; ".join(parts) + (f". Below half their floor (latency: fill, drain, waits, warps in flight): "
+                                 f"{', '.join(f'{s} M {m}' for s, m in sorted({(x['shape'], int(x['m'])) for x in low}))}" if low else "")
+    return [Finding("what bounds mxfp4lab's decode kernel launch by launch (fc1, fc2 against their DRAM, issue and "
+                    "tensor floors)", verdict, detail, "good" if min(fracs) >= 0.8 else "mixed")]
+
+
 def findings(results: dict[str, Any]) -> list[Finding]:
     """The latency report's findings (module docstring); with a checkpoint, its routing findings first."""
     from .checkpoint_findings import findings as checkpoint_findings
@@ -110,4 +137,6 @@ def findings(results: dict[str, Any]) -> list[Finding]:
                            f"M >= 1024: within 1.1x of the best peer. Fastest of all at {dg.get('fastest', 0)} of "
                            f"{dg.get('small_m', 0)} points with M <= 64",
                            "good" if met == n else "bad" if met == 0 else "mixed"))
+    if "launch_bounds" in results:
+        out += _launch_findings(results.get("launch_bounds") or [])
     return out

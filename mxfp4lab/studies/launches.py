@@ -84,6 +84,17 @@ def latency_launches(path=None) -> pd.DataFrame:
     return out
 
 
+def launch_bounds(launches: pd.DataFrame, backend: str = "decode_w4a16") -> list[dict]:
+    """The GEMM launches of ``backend``'s recorded forwards (:func:`latency_launches`; launches 0 and 1, fc1 and
+    fc2) with a floor: ``shape, m, launch, bound, floor_frac`` records, for the report's findings."""
+    need = {"bound", "floor_frac"}
+    if launches.empty or not need <= set(launches):
+        return []
+    d = launches[(launches["backend"] == backend) & launches["launch"].isin([0, 1]) & launches["floor_frac"].notna()]
+    return [{"shape": r["shape"], "m": int(r["m"]), "launch": int(r["launch"]), "bound": r["bound"],
+             "floor_frac": round(float(r["floor_frac"]), 3)} for _, r in d.iterrows()]
+
+
 def _launches_doc(path=None):
     """The launches file at ``path`` (default ``data/results/launches/<gpu>.json``), or None where there is none."""
     p = Path(path) if path is not None else results.find("launches")
@@ -100,8 +111,10 @@ def _traced_launches(doc, names):
         for name in names if ph else ():
             s = ph["launches"].get(name)
             if s:
+                # the run the stamps come from: a row re-measured without stamps keeps its predecessor's (phases_run)
+                run = entry["phases_run"] if "phases_run" in entry else entry.get("run")
                 yield {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"],
-                       "variant": ph["variant"], "launch": name}, s
+                       "variant": ph["variant"], "launch": name, "run": run}, s
 
 
 def latency_phases(path=None) -> pd.DataFrame:
@@ -111,11 +124,11 @@ def latency_phases(path=None) -> pd.DataFrame:
     Empty frame when no forward was traced."""
     from ..bench.phases import LAUNCHES, PHASE_KEYS
 
-    cols = ["backend", "shape", "m", "variant", "launch", *PHASE_KEYS, "ctas", "busy", "max_items"]
+    cols = ["backend", "shape", "m", "variant", "launch", "run", *PHASE_KEYS, "ctas", "busy", "max_items"]
     doc = _launches_doc(path)
     if doc is None:
         return pd.DataFrame(columns=cols)
-    rows = [{**key, **{k: s.get(k) for k in cols[5:]}} for key, s in _traced_launches(doc, LAUNCHES)]
+    rows = [{**key, **{k: s.get(k) for k in cols[6:]}} for key, s in _traced_launches(doc, LAUNCHES)]
     out = pd.DataFrame(rows, columns=cols)
     for c in ("ctas", "busy", "max_items"):  # counts (medians over replays of whole numbers)
         out[c] = out[c].round().astype("Int64")
@@ -151,7 +164,7 @@ def latency_tails(path=None) -> pd.DataFrame:
     ``last_exit``, the median CTA's ``first_step``, ``stream`` and ``epilogue`` beside those of the latest 5 % of
     CTAs (``late_*``, and ``late_entry``: when they entered), and ``exit_by_load`` ("n: us" per number of busy
     CTAs on an SM). Empty frame when no recorded forward has these views (files before they were recorded)."""
-    cols = ["backend", "shape", "m", "variant", "launch", "median_exit", "last_exit", "late_entry", "first_step",
+    cols = ["backend", "shape", "m", "variant", "launch", "run", "median_exit", "last_exit", "late_entry", "first_step",
             "late_first_step", "stream", "late_stream", "epilogue", "late_epilogue", "exit_by_load"]
     doc = _launches_doc(path)
     if doc is None:
