@@ -151,3 +151,24 @@ def test_layout_colour_bars_have_one_colour_per_value_and_fold_labels_are_readab
     fig2 = layfig.plot_scale_fold(lay.layout_scale_fold())
     sizes = [t.get_fontsize() for ax in fig2.axes for t in ax.texts]
     assert sizes and min(sizes) >= 9
+
+
+def test_launch_panels_name_their_run_and_the_provenance_label_is_written_once():
+    """plot_launches: a panel's title names its run (not the whole provenance label, which squeezed every panel when
+    a merged file had many runs); the label is one wrapped text under the panels."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from mxfp4lab.studies.latency_figures import plot_launches
+
+    rows = [{"backend": "decode_w4a16", "shape": s, "m": m, "launch": i, "kernel": f"k{i}(Args)", "start_us": 2.0 * i,
+             "end_us": 2.0 * i + 10.0, "run": run} for s, m, run in (("gpt-oss-120b", 1, None), ("gpt-oss-20b", 64, "floors"))
+            for i in range(3)]
+    label = "recorded on NVIDIA H200 2026-12-03, commit 8cd24d3f49" + "; run r: 2026-12-04, commit 65ea218fc6" * 20
+    fig = plot_launches(pd.DataFrame(rows), label=label)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["decode_w4a16, gpt-oss-120b, M = 1: span 14.0 us",
+                      "decode_w4a16, gpt-oss-20b, M = 64: span 14.0 us  (run floors)"]
+    texts = [t.get_text() for t in fig.texts]
+    assert len(texts) == 1 and texts[0].replace("\n", " ") == label and max(map(len, texts[0].split("\n"))) <= 180
+    plt.close(fig)

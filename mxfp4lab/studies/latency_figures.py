@@ -311,15 +311,19 @@ def plot_parallel_allreduce_share(best: pd.DataFrame, *, label: str = "", figsiz
     return fig
 
 
-def plot_launches(launches: pd.DataFrame, *, label: str = "", figsize=(13, 3.2)) -> plt.Figure:
+def plot_launches(launches: pd.DataFrame, *, label: str = "", figsize=(13, 2.2)) -> plt.Figure:
     """One forward's launches on the GPU timeline (a CUDA-graph replay), one panel per (backend, shape, M):
     a bar per launch from its start to its end, labelled with ncu's serialised duration, DRAM bytes and
     bandwidth where recorded. Overlapping bars are programmatic dependent launch: a kernel starts early,
-    does its routing and waits for its predecessor's output."""
+    does its routing and waits for its predecessor's output. Each panel's title names its run (a merged file's
+    rows come from several); ``label`` (where and when each run was recorded) is written once, under the panels."""
+    import textwrap
+
     keys = list(dict.fromkeys(zip(launches["backend"], launches["shape"], launches["m"])))
     fig, axes = plt.subplots(len(keys), 1, figsize=(figsize[0], figsize[1] * max(1, len(keys))), squeeze=False)
     for ax, (b, s, m) in zip(axes[:, 0], keys):
         d = launches[(launches["backend"] == b) & (launches["shape"] == s) & (launches["m"] == m)]
+        run = d["run"].iloc[0] if "run" in d and pd.notna(d["run"].iloc[0]) else None
         for _, r in d.iterrows():
             ax.barh(r["launch"], r["end_us"] - r["start_us"], left=r["start_us"], color=sns.color_palette("deep")[r["launch"] % 10])
             name = r["kernel"].split("(")[0].split("::")[-1][:40]
@@ -332,6 +336,9 @@ def plot_launches(launches: pd.DataFrame, *, label: str = "", figsize=(13, 3.2))
         ax.set_yticks([])
         ax.invert_yaxis()
         ax.set_xlabel("us from the first kernel's start")
-        ax.set_title(f"{b}, {s}, M = {m}: span {d['end_us'].max():.1f} us" + (f"  ({label})" if label else ""), fontsize=11)
+        ax.set_title(f"{b}, {s}, M = {m}: span {d['end_us'].max():.1f} us" + (f"  (run {run})" if run else ""),
+                     fontsize=11)
+    if label:
+        fig.text(0.01, 0.0, textwrap.fill(label, 180), fontsize=8, va="top", ha="left")
     fig.tight_layout()
     return fig
