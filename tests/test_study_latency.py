@@ -302,7 +302,14 @@ def test_tails_of_a_recorded_forward_name_the_latest_ctas_phases(tmp_path):
     t = latency_tails(path)
     assert list(t["launch"]) == ["fc1", "fc2"] and t.loc[0, "late_first_step"] == 4.59
     assert t.loc[0, "first_step"] == 2.85 and t.loc[0, "exit_by_load"] == "1: 11.9, 2: 12.3, 3: 13.7"
-    assert t.loc[1, "exit_by_load"] == ""
+    assert t.loc[1, "exit_by_load"] == "" and t["run"].isna().all()
+    # a row re-measured without stamps keeps its predecessor's, named by the run they came from
+    results.write(path, "moe_launches", [{**row, "run": "floors", "phases_run": "item_tiles"}])
+    assert set(latency_tails(path)["run"]) == {"item_tiles"}
+    from mxfp4lab.studies.launches import latency_phases
+
+    assert set(latency_phases(path)["run"]) == {"item_tiles"}
+    results.write(path, "moe_launches", [row])
     doc = json.loads(path.read_text())
     for name in ("fc1", "fc2"):
         del doc["rows"][0]["phases"]["launches"][name]["late"]
