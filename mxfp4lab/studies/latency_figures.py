@@ -4,6 +4,7 @@ figure carries the label of where its numbers come from (GPU, date, commit)."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Dict, List, Optional, Tuple
 
 import matplotlib.pyplot as plt
@@ -317,8 +318,6 @@ def plot_launches(launches: pd.DataFrame, *, label: str = "", figsize=(13, 2.2))
     bandwidth where recorded. Overlapping bars are programmatic dependent launch: a kernel starts early,
     does its routing and waits for its predecessor's output. Each panel's title names its run (a merged file's
     rows come from several); ``label`` (where and when each run was recorded) is written once, under the panels."""
-    import textwrap
-
     keys = list(dict.fromkeys(zip(launches["backend"], launches["shape"], launches["m"])))
     fig, axes = plt.subplots(len(keys), 1, figsize=(figsize[0], figsize[1] * max(1, len(keys))), squeeze=False)
     for ax, (b, s, m) in zip(axes[:, 0], keys):

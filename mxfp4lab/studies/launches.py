@@ -75,8 +75,11 @@ def latency_launches(path=None) -> pd.DataFrame:
         names = {"dram_floor_us": "DRAM", "issue_floor_us": "issue", "tensor_floor_us": "tensor"}
         floors = out.reindex(columns=list(names)).astype(float)
         out["floor_us"] = floors.max(axis=1, skipna=True)
-        out["bound"] = [max(((v, names[k]) for k, v in f.items() if pd.notna(v)), default=(None, None))[1]
-                        for f in floors.to_dict("records")]
+        def bound(f: dict):  # the name of the largest floor recorded, or None
+            present = {names[k]: v for k, v in f.items() if pd.notna(v)}
+            return max(present, key=present.get) if present else None
+
+        out["bound"] = [bound(f) for f in floors.to_dict("records")]
         out["floor_frac"] = out["floor_us"] / out["ncu_us"]
     out.attrs["provenance"] = doc.provenance
     out.attrs["runs"] = doc.runs()
