@@ -231,9 +231,9 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     entries = report.count("Compiling entry function")
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
-    # gemm_kernel instances: fc1 per (configuration, staging bits, dynamic items, ready counters); fc2 per
-    # (configuration, dynamic items: never for a split grid's fc2, ready counters) and fc2 with the fused combine per
-    # configuration (static; never with ready counters); one fused_kernel per fused configuration; the combine
+    # gemm_kernel instances: fc1 per (configuration, staging bits, dynamic items); fc2 per (configuration, dynamic
+    # items: never for a split grid's fc2) and fc2 with the fused combine per configuration (static); one
+    # fused_kernel per fused configuration; the combine
     def cfg1(v):
         return v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.fc1_tiles
 
@@ -242,9 +242,9 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
     wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
-    fc1 = {cfg1(v) + (v.l2, v.dynamic & 1, v.ready) for v in two}
-    fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split, v.ready) for v in two}
-    cmb = {cfg2(v) for v in two if not v.ready}
+    fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
+    fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
+    cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
     assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 1, report[-2000:]
@@ -580,7 +580,7 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     assert {i: twin_of(i) for i in (5, 7, 15)} == {5: 5, 7: 5, 15: 15}
     # dynamic items: the same per-item arithmetic as the static twin (32: fc2's other ring, the same sums); fc1's
     # tuned from M = 2 on (at M = 1 a CTA has at most one item, nothing to balance)
-    assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not (v.split or v.ready)} == {
+    assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not v.split} == {
         21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5, 35: 15, 36: 15, 37: 38, 39: 40}
     for b, cands in CANDIDATES.items():
         assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
@@ -589,53 +589,6 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
         assert any(VARIANTS[v].dynamic == 2 for v in cands) == (b <= 64)
     # fc2's whole item before the wait (32): slower than 15 at M = 1 on the H200, not tuned
     assert not any(32 in cands for cands in CANDIDATES.values())
-
-
-def test_ready_counter_variants_are_twins_of_the_grid_wait_ones():
-    """A ready-counter variant is a grid-wait variant whose fc2 waits per (expert, 32 columns of h) instead of for
-    fc1's grid: the same kernels' arithmetic, so its twin is that variant's; its table code carries FU = 2; it never
-    runs with the fused combine (the combine launch resets the counters) and is tuned where a CTA has few items."""
-    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
-    from mxfp4lab.kernels.decode_w4a16 import VARIANTS, twin_of
-
-    ready = {i: v for i, v in VARIANTS.items() if v.ready}
-    assert sorted(ready) == [60, 61, 62, 63]
-    base = {i: next(j for j, u in VARIANTS.items() if u == dataclasses.replace(v, ready=False)) for i, v in ready.items()}
-    assert base == {60: 15, 61: 30, 62: 38, 63: 37}
-    assert {i: twin_of(i) for i in ready} == {60: 15, 61: 15, 62: 5, 63: 38}
-    assert all(v.code // 10**11 % 10 == 2 and VARIANTS[base[i]].code // 10**11 % 10 == 0 for i, v in ready.items())
-    assert all(not (v.fused or v.split or v.wide) and v.fc1_tiles == 4 for v in ready.values())
-    assert {b for b, cands in CANDIDATES.items() if set(cands) & set(ready)} == {1, 2, 4, 8, 16, 32, 64}
-
-
-def test_ready_counters_cover_exactly_the_columns_each_fc2_warp_reads():
-    """A model of the ready counters (gemm_phase, SYNC = 2) on every study shape and a few M: fc1's items (expert-major,
-    token chunks of up to 8 tokens, one per 32-column tile group) add their tokens to (expert, group), so every
-    counter of an expert ends at the expert's token count -- the ``need`` fc2 waits for; and the blocks a warp of fc2
-    waits on (``2 c_begin .. min(2 c_end, groups1)``) are exactly the 32-column blocks of h its chunks read."""
-    from mxfp4lab.models import STUDY_SHAPES, get_model
-
-    warps = 8  # kWarps: a CTA's warps split K (fc2: the chunks of h)
-
-    for name in STUDY_SHAPES:
-        cfg = get_model(name)
-        inter = cfg.intermediate_size
-        groups1 = -(-inter // 32)  # the layout's fc1 groups (I32 / 32)
-        chunks2 = -(-inter // 64)  # fc2's K chunks (I64 / 64)
-        for m in (1, 3, 17):
-            gen = torch.Generator().manual_seed(m)
-            ids = torch.stack([torch.randperm(cfg.num_experts, generator=gen)[:cfg.top_k] for _ in range(m)])
-            count = torch.bincount(ids.flatten(), minlength=cfg.num_experts)
-            ready = torch.zeros(cfg.num_experts, groups1, dtype=torch.int64)
-            for e in range(cfg.num_experts):
-                for tok0 in range(0, int(count[e]), 8):  # fc1's items of expert e: token chunks x groups
-                    ready[e] += min(8, int(count[e]) - tok0)
-            assert torch.equal(ready, count[:, None].expand(-1, groups1))
-            for w in range(warps):
-                c_begin, c_end = w * chunks2 // warps, (w + 1) * chunks2 // warps
-                waited = set(range(2 * c_begin, min(2 * c_end, groups1)))
-                read = {col // 32 for col in range(64 * c_begin, min(64 * c_end, inter))}
-                assert waited == read, (name, w)
 
 
 def test_split_grid_variants_share_every_sm_between_fc1_and_fc2():

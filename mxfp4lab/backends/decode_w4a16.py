@@ -44,15 +44,12 @@ from .base import MoEBackend, fastest_agreeing
 #: 39, 40 (fc1 items of half a group, 16 tokens per item at three CTAs per SM, so that an expert with 9-16 tokens
 #: decodes its weights once): 1.5x slower than 37 at GPT-OSS-20b M = 64 (325.5 vs 209.4 us): the per-step work over
 #: 2 tiles, and activation copies of 16 token rows per 1 KB of weights.
-#: 60-63: 15, 30, 38 and 37 with ready counters (fc2's warps wait for the h columns of their own chunks, counted up by
-#: fc1 per expert and 32 columns as it stores them, instead of for fc1's whole grid): where a CTA has one or a few
-#: items, fc2's items whose h is done run while fc1's slowest CTAs still stream.
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41, 60, 61, 62)
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41, 42, 43, 44,
-        46, 47, 48, 49, 50, 51, 52, 53, 62, 63)
+        46, 47, 48, 49, 50, 51, 52, 53)
 _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57)
 #: 42-44: wide items (each warp 4 tiles x 32 tokens over the whole K; docs/decode-kernel.md), the first candidates
 #: from M = 1024 on and the only ones above 8192 pairs. On the H200 the tuner picks them from M = 128 on GPT-OSS-20b and

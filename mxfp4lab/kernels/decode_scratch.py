@@ -54,22 +54,11 @@ def item_counters(device: torch.device, stream_handle: int) -> torch.Tensor:
     return _stream_buffer(_ITEM_COUNTERS, device, stream_handle, 4, 4)
 
 
-#: (device index, stream handle) -> ready counters (int32 [local experts, fc1 tile groups]: tokens whose h columns
-#: of that expert and 32-column block fc1 has stored), zeroed once; the combine launch resets the counters of the
-#: experts it routed, so they are zero between calls
-_READY: dict = {}
-
-
-def ready_counters(device: torch.device, stream_handle: int, n: int) -> torch.Tensor:
-    """At least ``n`` zero int32 ready counters for forwards on this device and stream."""
-    return _stream_buffer(_READY, device, stream_handle, n, 16384)
-
-
 def grid_barriers_idle() -> bool:
-    """Whether every fused launch's grid barrier has no arrival left and every dynamic-items counter and ready
-    counter is back at zero, in this process (synchronises the GPU)."""
+    """Whether every fused launch's grid barrier has no arrival left and every dynamic-items counter is back at
+    zero, in this process (synchronises the GPU)."""
     return all(int(b[0]) == 0 for b in _BARRIERS.values()) and all(
-        int(b.count_nonzero()) == 0 for b in (*_ITEM_COUNTERS.values(), *_READY.values()))
+        int(b.count_nonzero()) == 0 for b in _ITEM_COUNTERS.values())
 
 
 def combine_counters_zero() -> bool:

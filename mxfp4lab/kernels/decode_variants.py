@@ -39,9 +39,6 @@ class Variant:
     #: fc1 and fc2 as one cooperative launch with a grid barrier between them: a CTA done with fc1 copies its
     #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary)
     fused: bool = False
-    #: ready counters: fc1 counts the tokens of each (expert, 32 columns of h) it has stored, and each warp of fc2
-    #: waits for the columns of its own chunks instead of for fc1's whole grid (two launches, the same sums)
-    ready: bool = False
     #: dynamic items, bit 0 in fc1 and bit 1 in fc2 (3: both): CTAs claim items from a counter shared by the grid
     #: (one atomic per item) instead of a fixed contiguous range, so CTAs on faster-streaming SMs take more and
     #: the grid ends together; in fc2, whose CTAs start as fc1's leave, the CTAs that start first take the items
@@ -85,7 +82,7 @@ class Variant:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
         return (self.token_groups // 10 * 10**18 + int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14
                 + self.split * 10**13 + int(self.dynamic) * 10**12
-                + (1 if self.fused else 2 if self.ready else 0) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+                + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups % 10 * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
@@ -124,10 +121,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             49: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 50: Variant(8, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=2),
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
-            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            60: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, ready=True),
-            61: Variant(1, 3, 2, 1, fc2_depth=6, fc2_token_rows=2, dynamic=2, ready=True),
-            62: Variant(1, 3, 2, 1, fc2_tiles=4, ready=True), 63: Variant(1, 3, 2, 1, dynamic=3, fc2_tiles=4, ready=True)}
+            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3)}
 
 
 def unstaged_twin(variant: int) -> int:
@@ -147,11 +141,9 @@ def twin_of(variant: int) -> int:
     v = VARIANTS[variant]
     if v.wide:  # another summation order than every split-K variant
         return variant
-    if v.ready:  # when fc2 reads h changes no sum: the twin of the same variant without the counters
-        return twin_of(next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, ready=False)))
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid
-        return not (w.fused or w.dynamic or w.split or w.l2 or w.ready)
+        return not (w.fused or w.dynamic or w.split or w.l2)
 
     def plain_like(u: Variant) -> int:  # the first plain variant of the layout's tiles with u's token rows per item
         return next(i for i, w in VARIANTS.items() if plain(w) and (w.fc1_tiles, w.fc2_tiles) == (FC1_TILES, FC2_TILES)

@@ -38,7 +38,7 @@ import torch
 from ..layout.decode_w4a16 import FC1_TILES, FC2_TILES, fc1_to_decode, fc2_to_decode, padded_sizes
 from ..moe_tensors import MoEInfo
 from .decode_scratch import (combine_counters, combine_counters_zero, grid_barrier,  # noqa: F401 - re-exported
-                             grid_barriers_idle, item_counters, ready_counters)
+                             grid_barriers_idle, item_counters)
 from .decode_variants import VARIANTS, Variant, twin_of, unstaged_twin  # noqa: F401 - re-exported
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
@@ -137,7 +137,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "ready", "trace")] + [
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")] + [
         ("out_scale", ctypes.c_double)]
 
 
@@ -325,10 +325,6 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
                                 "ranges")
     sched = item_counters(dev, stream) if var.dynamic else None
-    if var.ready and cfg.fused_combine:
-        raise DecodeKernelError(f"variant {cfg.variant} waits on ready counters that the combine launch resets; the "
-                                "fused combine has no such launch")
-    ready = ready_counters(dev, stream, layout.num_local_experts * layout.w13.shape[1]) if var.ready else None
     if var.wide and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} runs wide items; the fused combine runs only with split-K "
                                 "items")
@@ -343,7 +339,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 5 else 0, counters=ptr(counters),
-        barrier=ptr(barrier), sched=ptr(sched), ready=ptr(ready), trace=ptr(trace), out_scale=s)
+        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace), out_scale=s)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")

@@ -5,8 +5,8 @@ give the same bits. An L2-staged variant must also give exactly the bits of its 
 changes no arithmetic), a fused-launch, dynamic-items or split-grid variant the bits of its twin (twin_of), the
 fused combine exactly the bits of the three-launch path, the routed scaling factor applied by the combine (the
 model's, or DeepSeek-V4's 1.5 where it has none) exactly the bits of the multiply after the kernel (both combines),
-and every fused-combine arrival counter, every grid barrier's arrival count and every ready counter must be back at
-zero after the calls. Prints a table and writes JSON (with provenance) as it goes.
+and every fused-combine arrival counter and every grid barrier's arrival count must be back at zero after the
+calls. Prints a table and writes JSON (with provenance) as it goes.
 
     python scripts/gpu/check_decode.py --out data/results/decode_check/h200.json [--shapes ...] [--m ...]
 """
@@ -77,8 +77,7 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         outs_s = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"), routed_scaling_factor=s)
         # fc2's fused combine against the three-launch path (default): the same bits, scaled or not; and every
         # arrival counter is back at zero after the calls
-        v = dk.VARIANTS[g]
-        if not (v.fused or v.dynamic or v.wide or v.ready):  # (they have no fused combine)
+        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic or dk.VARIANTS[g].wide):  # (they have no fused combine)
             fused = dataclasses.replace(cfg_l, fused_combine=True)
             out3 = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"))
             out3s = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"),

@@ -103,9 +103,9 @@ cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaS
 
 // shared: ask for the SM's largest shared-memory carveout (split grids: the driver sizes an SM's carveout for the
 // first kernel it runs, which would leave no room for the other GEMM's CTAs).
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY, int RDY = 0>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY>
 cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl, bool shared = false) {
-  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA, DY, RDY>;
+  auto kernel = gemm_kernel<NT, G, D, RB, CPS, FC1, L2, CMB, TA, DY>;
   int smem = smem_bytes<NT, G, D, RB, TA>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
@@ -127,9 +127,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // fc2 may run its own ring depth D2 and token rows TA2 (its items are enumerated independently of fc1's; it
 // copies the weights of its first D2 - 1 steps before waiting for fc1, so a deeper fc2 ring streams more of
 // fc2's weights while fc1 ends). FU = 1: fc1 and fc2 run as one cooperative launch with a grid barrier
-// between them (fused_kernel); FU = 2: two launches, but fc2 waits per (expert, 32 columns of h) on ready counters
-// that fc1 counts up as it stores h (each warp of fc2 for its own chunks' columns), not for fc1's whole grid, so that
-// fc2's items whose h is done run while fc1's last CTAs stream. DY: dynamic items (gemm_phase), bit 0 in fc1, bit 1 in fc2. SP > 0: a split grid (launch_forward): fc1
+// between them (fused_kernel). DY: dynamic items (gemm_phase), bit 0 in fc1, bit 1 in fc2. SP > 0: a split grid (launch_forward): fc1
 // takes SP of the CPS CTA slots per SM and fc2 the rest, so fc2's CTAs are resident from fc1's start and copy
 // the weights of their first D2 - 1 steps while fc1 streams (not only while it ends); their items stay static.
 // IT1, IT2: tiles per item of fc1 and fc2 (ItemTiles: kNT1 = 4 and kNT2 = 2, the layout's groups, unless stated;
@@ -180,11 +178,6 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //                                                          up and a gate tile), dynamic items
 //   40  2  3        2           1                0   0   variant 39 with static items
 //   41  1  3        2           1                0   0   variant 15 with fc2 items of 4 tiles, fc2 a 3-deep ring
-// FU = 2: ready counters (fc2 reads h per expert and 32 columns as fc1 stores them, not after fc1's whole grid):
-//   60  1  3        2           1                0   0   variant 15 with ready counters
-//   61  1  3        2           1                0   0   variant 30 with ready counters (dynamic items in fc2)
-//   62  1  3        2           1                0   0   variant 38 with ready counters
-//   63  1  3        2           1                0   0   variant 37 with ready counters
 // WT > 0 (the 15th column): wide items (decode_w4a16_wide.cuh), 32 WT tokens per item (G = 4 WT), a CTA-wide ring of D
 // stages, one CTA per SM; the other columns but CPS and D do not apply.
 //   42  4  1        4           -                -   -   wide items: 32 tokens, 8 row groups per item
@@ -229,9 +222,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1) \
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
-  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(60, 1, 3, 2, 1, 0, 0, 6, 2, 2, 0, 0, 4, 2, 0, 0) X(61, 1, 3, 2, 1, 0, 0, 6, 2, 2, 2, 0, 4, 2, 0, 0) \
-  X(62, 1, 3, 2, 1, 0, 0, 2, 0, 2, 0, 0, 4, 4, 0, 0) X(63, 1, 3, 2, 1, 0, 0, 2, 0, 2, 3, 0, 4, 4, 0, 0)
+  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3)
 
 }  // namespace mxfp4lab_decode
 
@@ -260,7 +251,6 @@ struct DecodeArgs {
   int64_t barrier;                 // fused launch (FU): uint32 [2], the grid barrier (zero before the first call, left
                                    // reusable), or 0
   int64_t sched;                   // dynamic items (DY): int32 [4], fc1's and fc2's counters (zero, left zero), or 0
-  int64_t ready;                   // ready counters (FU = 2): int32 [num_experts, groups1] (zero, left zero), or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
   double out_scale;                // the routed scaling factor the combine applies to each token's output (1: none)
@@ -283,8 +273,6 @@ cudaError_t launch_combine(const DecodeArgs* d, const GemmArgs& g1, cudaStream_t
   c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
   c.ld_out = d->ld_out;
   c.out_scale = static_cast<float>(d->out_scale);
-  c.ready = reinterpret_cast<int*>(d->ready);
-  c.ready_blocks = static_cast<int>(d->groups1);
   if (d->trace != 0) c.trace = reinterpret_cast<unsigned long long*>(d->trace) + 2 * d->grid * kTraceSlots;
   const int64_t threads = d->m * (d->hidden / 8);
   return launch_pdl(combine_kernel, static_cast<int>((threads + 255) / 256), 256, 0, stream, pdl, c);
@@ -338,10 +326,9 @@ static void gemm_args(const DecodeArgs* d, GemmArgs& g1, GemmArgs& g2) {
 template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP, int IT1, int IT2>
 cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(SP == 0 || (SP < CPS && FU == 0 && L2 == 0), "a split grid: SP of the CPS CTAs per SM run fc1");
-  static_assert(FU != 1 || (IT1 == kNT1 && IT2 == kNT2), "the fused launch runs whole layout groups");
-  static_assert(FU != 2 || (IT1 == kNT1 && SP == 0), "ready counters: fc1 items of whole layout groups, one grid each");
+  static_assert(FU == 0 || (IT1 == kNT1 && IT2 == kNT2), "the fused launch runs whole layout groups");
   static_assert((L2 & 5) == 0 || IT2 == kNT2, "L2 staging enumerates fc2's items as whole layout groups");
-  if (d->m * d->top_k > kMaxPairs || (FU == 2) != (d->ready != 0)) return cudaErrorInvalidValue;
+  if (d->m * d->top_k > kMaxPairs) return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   if ((L2 & 5) && d->l2_prefetch_bytes > 0) {
@@ -358,7 +345,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   const int grid1 = SP ? max(1, grid * SP / CPS) : grid, grid2 = SP ? max(1, grid - grid1) : grid;
   const bool pdl = d->pdl != 0;
   cudaError_t err;
-  if constexpr (FU == 1) {  // fc1 and fc2 in one cooperative grid; the combine follows
+  if constexpr (FU) {  // fc1 and fc2 in one cooperative grid; the combine follows
     if (d->barrier == 0 || d->counters != 0) return cudaErrorInvalidValue;
     g2.barrier = reinterpret_cast<unsigned*>(d->barrier);
     err = launch_fused<G, CPS, D, RB, TA, D2, TA2>(g1, g2, grid, stream);
@@ -369,16 +356,6 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
     if (d->sched == 0 || d->counters != 0) return cudaErrorInvalidValue;
     g1.sched = reinterpret_cast<int*>(d->sched);
     g2.sched = g1.sched + 2;
-  }
-  if constexpr (FU == 2) {  // fc1 counts h up per (expert, block), fc2 waits on the counts, the combine resets them
-    if (d->ready == 0 || d->counters != 0) return cudaErrorInvalidValue;
-    g1.ready = g2.ready = reinterpret_cast<int*>(d->ready);
-    g1.ready_blocks = g2.ready_blocks = static_cast<int>(d->groups1);
-    err = launch_gemm<IT1, G, D, RB, CPS, true, L2, false, TA, DY & 1, 1>(g1, grid1, stream, false);
-    if (err != cudaSuccess) return err;
-    err = launch_gemm<IT2, G, D2, RB, CPS, false, 0, false, TA2, (DY >> 1) & 1, 1>(g2, grid2, stream, pdl);
-    if (err != cudaSuccess) return err;
-    return launch_combine(d, g1, stream, pdl);
   }
   err = launch_gemm<IT1, G, D, RB, CPS, true, L2, false, TA, DY & 1>(g1, grid1, stream, false, SP > 0);
   if (err != cudaSuccess) return err;
@@ -403,7 +380,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 // No fused combine, fused launch or dynamic items.
 template <int WT, int CPS, int D, int WG>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
-  if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || d->ready != 0) return cudaErrorInvalidValue;
+  if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
   // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
   if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;

@@ -64,11 +64,6 @@ struct GemmArgs {
   int* counters;             // [M, groups] arrivals per (token, tile group); all zero between calls
   unsigned* barrier;         // fused launch: the grid barrier's counter and generation (fc2's args)
   int* sched;                // dynamic items (DY): [next item, CTAs done], zero between calls
-  // ready counters (FU = 2): [E, ready_blocks] h columns done per (local expert, 32-column block): fc1 adds an
-  // item's tokens once its h columns are stored, fc2 reads a chunk's h once both its blocks hold every token of
-  // the expert; zero between calls (the combine resets them)
-  int* ready;
-  int ready_blocks;
   unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots] (see TraceSlot), or null
 };
 
@@ -83,8 +78,6 @@ struct CombineArgs {
   __nv_bfloat16* out;  // [M, ld_out]
   int64_t ld_out;
   float out_scale;     // routed scaling factor (see final_bf16)
-  int* ready;          // FU = 2: the ready counters [E, ready_blocks], reset here once fc2 is complete, or null
-  int ready_blocks;
   unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots], or null
 };
 
@@ -421,13 +414,6 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
   }
   pdl_wait();
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
-  if (a.ready != nullptr) {  // fc2 is complete (and fc1 before it): zero the counters of this token's experts
-    for (int j = 0; active && j < a.top_k && c0 < 8 * a.ready_blocks; ++j) {
-      const int e = a.topk_ids[m * a.top_k + j] - a.expert_offset;
-      if (static_cast<unsigned>(e) >= static_cast<unsigned>(a.num_experts)) continue;
-      for (int u = c0 / 8; u < a.ready_blocks; u += per_row) a.ready[static_cast<int64_t>(e) * a.ready_blocks + u] = 0;
-    }
-  }
   if (!active) return;
   float acc[8];
 #pragma unroll

@@ -142,27 +142,9 @@ __device__ __forceinline__ void grid_wait(const unsigned* bar, unsigned gen0) { 
   while (load_acquire(&bar[1]) == gen0) __nanosleep(64);
 }
 
-// Ready counters (FU = 2): fc2 reads h per (expert, 32-column block) as soon as fc1 has stored it, instead of after
-// fc1's whole grid. fc1 (thread 0, after the barrier that ends an item's stores) adds the item's tokens to its block;
-// a warp of fc2 waits once per item until every block its chunks read (blocks 2 c_begin .. 2 c_end - 1) holds all
-// `need` tokens of the expert -- one counter per lane, polled together, so the wait costs one L2 round trip per poll.
-__device__ __forceinline__ void ready_arrive(int* counter, int tokens) {  // thread 0, after __syncthreads
-  __threadfence();  // the CTA's h stores (ordered before thread 0 by the barrier) are visible device-wide
-  atomicAdd(counter, tokens);
-}
-__device__ __forceinline__ void ready_wait(const int* counters, int b_begin, int b_end, int need, int lane) {
-  for (int b0 = b_begin; b0 < b_end; b0 += 32) {
-    const int b = b0 + lane;
-    while (!__all_sync(0xffffffffu, b >= b_end || static_cast<int>(load_acquire(
-                                                      reinterpret_cast<const unsigned*>(counters + b))) >= need))
-      __nanosleep(32);
-  }
-}
-
 // The body of one GEMM (a GEMM kernel, or one phase of the fused launch). SYNC: how fc2 waits for h:
 // 0 = griddepcontrol.wait (fc1 was the previous launch), 1 = the fused launch's grid barrier (a.barrier, the
-// generation thread 0 read at kernel entry in gen0), 2 = the ready counters (a.ready: per expert and 32 columns of
-// h, each warp for the columns of its own chunks; fc1 with SYNC = 2 counts them up).
+// generation thread 0 read at kernel entry in gen0).
 // DY = 1: dynamic items. Instead of a fixed contiguous range, a CTA claims its items from a counter shared by
 // the grid (a.sched[0], one atomicAdd per item, kAhead positions ahead so that the copy ring never waits for a
 // claim), so CTAs whose SM streams faster take more items and the grid ends together. Every item is computed
@@ -173,9 +155,8 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   static_assert(FC1 || L2 == 0, "L2 staging is done by fc1");
   static_assert((L2 & 4) == 0 || DY == 0, "late staging follows a static item range (its last item is known)");
   static_assert(!(FC1 && CMB), "the combine follows fc2");
-  static_assert(SYNC != 1 || (!FC1 && L2 == 0 && !CMB), "the fused launch's fc2 waits on the grid barrier");
-  static_assert(SYNC != 2 || (!CMB && (!FC1 || NT == kNT1)), "ready counters: whole fc1 groups, the unfused combine");
-  static_assert(DY == 0 || (!CMB && SYNC != 1), "dynamic items use the fused combine's scratch (done_m)");
+  static_assert(SYNC == 0 || (!FC1 && L2 == 0 && !CMB), "the fused launch's fc2 waits on the grid barrier");
+  static_assert(DY == 0 || (!CMB && SYNC == 0), "dynamic items use the fused combine's scratch (done_m)");
   using S = Smem<NT, G, D, RB, TA>;
   using T = ItemTiles<NT, FC1 ? kNT1 : kNT2>;
   static_assert(!(T::kPair && FC1) && !(T::kHalf && !FC1), "pairs of layout groups in fc2, halves in fc1");
@@ -276,10 +257,8 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     int scales;                      // pair, half: bytes from w to this lane's scale bytes (scale lanes)
     const uint8_t* w;                // this lane's 16 bytes of the item's first step's first tile (a half: of its half)
     const __nv_bfloat16* act[G];     // this lane's activation row per token group, or null
-    const int* ready;                // SYNC = 2 (fc2): the item's expert's ready counters
-    int need;                        // SYNC = 2: its tokens (pairs routed to the expert)
   };
-  Cursor cur{total_steps, first - 1, ncw, -1, 0, 0, nullptr, {}, nullptr, 0};
+  Cursor cur{total_steps, first - 1, ncw, -1, 0, 0, nullptr, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
     if (cs.left > 0) {
       --cs.left;
@@ -301,10 +280,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
                     (T::kPair && lane >= 2 * T::kLayoutTiles ? cs.second : 0);
         cs.w = a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * a.chunks + c_begin) * T::kLayoutStep + lane * 16 +
                shift;
-        if constexpr (SYNC == 2 && !FC1) {
-          cs.ready = a.ready + static_cast<int64_t>(it.e) * a.ready_blocks;
-          cs.need = rt.count[it.e];
-        }
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
           int j = gi * 8 + g;
@@ -334,9 +309,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
         }
       }
       if (parts & 2) {
-        if constexpr (SYNC == 2 && !FC1) {  // the item's first activation copy: h of this warp's chunks is stored
-          if (cs.c == 0) ready_wait(cs.ready, 2 * c_begin, min(2 * c_end, a.ready_blocks), cs.need, lane);
-        }
         const int col = (c_begin + cs.c) * kChunkK + 16 * tl;
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
@@ -369,10 +341,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     for (int q = 0; q < D - 1; ++q) issue_into(cur, 1);
     if constexpr (SYNC == 0) {
       pdl_wait();  // h (fc1's output) is complete and visible after this
-    } else if constexpr (SYNC == 1) {
+    } else {
       if (threadIdx.x == 0) grid_wait(a.barrier, gen0);  // every CTA's fc1 stores are visible after this
       __syncthreads();
-    }  // SYNC = 2: each warp waits for its own h columns (ready_wait, in its first activation copy of an item)
+    }
   }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceReady);
   if constexpr (CMB) {  // tokens none of whose slots is in this shard: zeros (nobody arrives for them)
@@ -389,7 +361,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     }
     cp_async_wait<0>();
     finish_dynamic();
-    if constexpr (SYNC == 2 && !FC1) pdl_wait();  // as at the end below
     if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
     return;
   }
@@ -525,10 +496,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
         int p = rt.plist[cur.tok0 + tok];
         a.out[static_cast<int64_t>(p) * a.ld_out + row] = __float2bfloat16_rn(act);
       }
-      if constexpr (SYNC == 2) {  // this item's h columns are stored: count its tokens at its block
-        __syncthreads();
-        if (threadIdx.x == 0) ready_arrive(a.ready + static_cast<int64_t>(cur.e) * a.ready_blocks + cur.group, cur.ntok);
-      }
     } else {
       for (int o = threadIdx.x; o < NT * 16 * TC; o += kThreads) {
         int tok = o / (NT * 16), rr = o % (NT * 16);
@@ -580,10 +547,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   }
   cp_async_wait<0>();
   finish_dynamic();
-  // SYNC = 2: fc2 never waited for fc1's grid; waiting at its end (fc1 has stored everything fc2 read, so this costs
-  // nothing but the last CTAs' exit) makes fc2's completion follow fc1's, so that the combine, which waits for fc2,
-  // finds both done before it resets the ready counters
-  if constexpr (SYNC == 2 && !FC1) pdl_wait();
 #ifdef MXFP4LAB_DECODE_TRACE
   if constexpr (DY) {
     if (threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, it);
@@ -593,11 +556,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
 #endif
 }
 
-// RDY = 1: the ready counters (FU = 2) -- fc1 counts its items' h columns up, fc2 waits for them instead of fc1's grid.
-template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY, int RDY>
+template <int NT, int G, int D, int RB, int CPS, bool FC1, int L2, bool CMB, int TA, int DY>
 __global__ void __launch_bounds__(kThreads, CPS) gemm_kernel(const GemmArgs a) {
   extern __shared__ __align__(16) uint8_t smem[];
-  gemm_phase<NT, G, D, RB, CPS, FC1, L2, CMB, TA, RDY ? 2 : 0, DY>(a, smem, 0u);
+  gemm_phase<NT, G, D, RB, CPS, FC1, L2, CMB, TA, 0, DY>(a, smem, 0u);
 }
 
 // The fused launch: fc1 and fc2 in one cooperative grid (every CTA resident), separated by a grid barrier.
