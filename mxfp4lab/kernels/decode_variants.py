@@ -162,8 +162,6 @@ def twin_of(variant: int) -> int:
         ring = dict(schedule, fc2_depth=v.fc2_depth, fc2_token_rows=v.fc2_token_rows)
         exact = [i for i, u in plains.items() if dataclasses.replace(u, **schedule) == v]
         return (exact or [i for i, u in plains.items() if dataclasses.replace(u, **ring) == v])[0]
-    if v.l2:  # staging changes no arithmetic: the unstaged twin (45: 38, whose items hold other tiles)
-        return unstaged_twin(variant)
     if (v.fc1_tiles, v.fc2_tiles) != (FC1_TILES, FC2_TILES):  # the layout's tile groups per item
         whole = dataclasses.replace(v, fc1_tiles=FC1_TILES, fc2_tiles=FC2_TILES)
         return next((i for i, u in VARIANTS.items() if u == whole), None) or plain_like(v)
