@@ -213,6 +213,10 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
     __syncthreads();
   }
   const int my_items = DY ? (claims[0] < n_items ? 0x7fffffff : 0) : max(0, last - first);  // DY: until a claim runs out
+  if constexpr ((L2 & 8) != 0) {  // fc1: the first item's epilogue inputs into L1 while its weights stream
+    if (my_items > 0 && threadIdx.x < 5) prefetch_epilogue_inputs(a, find_item(rt, E, DY ? claims[0] : first, TC,
+                                                                               groups), NT / 2 * 16);
+  }
   auto finish_dynamic = [&]() {  // DY: count this CTA done; the last one resets the counters for the next call
     if constexpr (DY) {
       __syncthreads();
@@ -363,10 +367,6 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
   if constexpr (FC1) {
 #pragma unroll
     for (int q = 0; q < D - 1; ++q) issue();
-    if constexpr ((L2 & 8) != 0) {  // the first item's epilogue inputs into L1 while its weights stream: behind the
-      // ring's first copies (issued before them, the first step waited as much longer as the epilogue got shorter)
-      if (threadIdx.x < 5) prefetch_epilogue_inputs(a, find_item(rt, E, DY ? claims[0] : first, TC, groups), NT / 2 * 16);
-    }
   } else {
 #pragma unroll
     for (int q = 0; q < D - 1; ++q) issue_into(cur_act, 2);
