@@ -186,8 +186,9 @@ else:
 #
 # Each launch's floors say the same in microseconds: `dram_floor_us` (its DRAM bytes over the copy bandwidth
 # measured beside the sweep), `issue_floor_us` (its warp instructions with every scheduler issuing one per
-# cycle, from ncu's instruction counters; runs that recorded them) and `tensor_floor_us` (the tensor pipe's busy
-# share of its duration). `bound` names the largest and `floor_frac` is that floor over ncu's duration: near 1
+# cycle, from ncu's instruction counters; runs that recorded them), `alu_floor_us` (the ALU pipe's busy share of its
+# duration: the decode's logic and funnel-shift instructions take two of that pipe's cycles each, so it can bound
+# before the issue does) and `tensor_floor_us` (the tensor pipe's busy share). `bound` names the largest and `floor_frac` is that floor over ncu's duration: near 1
 # the launch runs at its bound; far below it, latency (fill, drain, waits, too few warps in flight) takes the rest.
 
 # %%
@@ -201,8 +202,8 @@ if len(launches):
     cols = ["shape", "m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps", "issue_active_pct",
             "alu_pipe_pct", "top_stalls"]
     display(launches[[c for c in cols if c in launches]].round(1))
-    floors = ["shape", "m", "launch", "ncu_us", "dram_floor_us", "issue_floor_us", "tensor_floor_us", "bound",
-              "floor_frac"]
+    floors = ["shape", "m", "launch", "ncu_us", "dram_floor_us", "issue_floor_us", "alu_floor_us", "tensor_floor_us",
+              "bound", "floor_frac"]
     display(launches[[c for c in floors if c in launches]].round(2))
     report.record("launch_bounds", launch_study.launch_bounds(launches))
 else:

@@ -61,14 +61,15 @@ def test_launch_bound_finding_ranges_the_floor_fractions_per_m_range():
     of its floor; recorded but empty gives 'missing', unrecorded gives no finding."""
     rows = [{"shape": "gpt-oss-120b", "m": 1, "launch": 0, "bound": "DRAM", "floor_frac": 0.47},
             {"shape": "gpt-oss-120b", "m": 1, "launch": 1, "bound": "issue", "floor_frac": 0.39},
+            {"shape": "seed-bench", "m": 1, "launch": 1, "bound": "ALU", "floor_frac": 0.5},
             {"shape": "gpt-oss-20b", "m": 64, "launch": 0, "bound": "issue", "floor_frac": 0.63},
             {"shape": "gpt-oss-20b", "m": 4096, "launch": 0, "bound": "issue", "floor_frac": 0.34},
             {"shape": "gpt-oss-20b", "m": 1024, "launch": 1, "bound": "tensor", "floor_frac": 0.45}]
-    q = ("what bounds mxfp4lab's decode kernel launch by launch (fc1, fc2 against their DRAM, issue and tensor "
+    q = ("what bounds mxfp4lab's decode kernel launch by launch (fc1, fc2 against their DRAM, issue, ALU and tensor "
          "floors)")
     (f,) = [x for x in latency_findings.findings({**_latency_results([-0.13] * 4), "launch_bounds": rows})
             if x.question == q]
-    assert f.verdict == ("M <= 64: 39-63% of their DRAM / issue floor (3 launches); M >= 1024: 34-45% of their "
+    assert f.verdict == ("M <= 64: 39-63% of their ALU / DRAM / issue floor (4 launches); M >= 1024: 34-45% of their "
                          "issue / tensor floor (2 launches)")
     assert f.detail.endswith("gpt-oss-120b M 1, gpt-oss-20b M 1024, gpt-oss-20b M 4096") and f.status == "mixed"
     at_floor = [dict(r, floor_frac=0.9) for r in rows]

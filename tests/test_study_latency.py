@@ -218,7 +218,7 @@ def test_launch_breakdown_of_the_recorded_forwards():
 
 def test_launch_floors_name_what_bounds_each_launch(tmp_path):
     """latency_launches: each launch's DRAM floor (its bytes over the copy bandwidth of the same GPU's latency sweep),
-    issue floor (ncu's instruction counters) and tensor floor (the tensor pipe's busy share), the largest as its
+    issue floor (ncu's instruction counters), ALU and tensor floors (the pipes' busy shares), the largest as its
     bound, and the floor's share of its duration; without a sweep of that GPU, no DRAM floor."""
     from mxfp4lab import results
     from mxfp4lab.studies.launches import copy_bandwidth, latency_launches
@@ -229,15 +229,16 @@ def test_launch_floors_name_what_bounds_each_launch(tmp_path):
            for i, (x, d, b, extra) in enumerate(zip(tl, (17.0, 15.0, 5.0), (35e6, 17.5e6, 6e4),
                                                     ({"issue_floor_us": 6.0}, {"issue_floor_us": 5.0}, {})))]
     stalls = [{"launch_id": i, "kernel": x["kernel"], "stall_wait": 1.0,
-               "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active": t} for i, (x, t) in enumerate(
-               zip(tl, (12.0, 40.0, 0.2)))]
+               "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active": u,
+               "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active": t} for i, (x, t, u) in enumerate(
+               zip(tl, (12.0, 40.0, 0.2), (30.0, 20.0, 80.0)))]
     row = {"backend": "decode_w4a16", "shape": "gpt-oss-120b", "m": 1, "timeline": tl, "ncu": ncu, "ncu_stalls": stalls}
     path = tmp_path / "launches" / "h200.json"
     path.parent.mkdir()
     results.write(path, "moe_launches", [row])
     d = latency_launches(path)
     assert copy_bandwidth(path) is None and "dram_floor_us" not in d
-    assert list(d["bound"]) == ["issue", "tensor", "tensor"]  # no DRAM floor without the sweep's bandwidth
+    assert list(d["bound"]) == ["issue", "tensor", "ALU"]  # no DRAM floor without the sweep's bandwidth
     (tmp_path / "latency").mkdir()
     results.write(tmp_path / "latency" / "h200.json", "latency_sweep", [],
                   ceilings={"copy_bytes_per_s": 4e12, "bf16_flops_per_s": 7e14})
@@ -245,8 +246,9 @@ def test_launch_floors_name_what_bounds_each_launch(tmp_path):
     assert copy_bandwidth(path) == 4e12 and d.attrs["copy_bytes_per_s"] == 4e12
     assert d["dram_floor_us"].tolist() == pytest.approx([8.75, 4.375, 0.015])  # bytes / 4 TB/s
     assert d["tensor_floor_us"].tolist() == pytest.approx([2.04, 6.0, 0.01])  # 12 % of 17 us, 40 % of 15, 0.2 % of 5
-    assert list(d["bound"]) == ["DRAM", "tensor", "DRAM"]
-    assert d["floor_us"].tolist() == pytest.approx([8.75, 6.0, 0.015])
+    assert d["alu_floor_us"].tolist() == pytest.approx([5.1, 3.0, 4.0])  # 30 % of 17 us, 20 % of 15, 80 % of 5
+    assert list(d["bound"]) == ["DRAM", "tensor", "ALU"]
+    assert d["floor_us"].tolist() == pytest.approx([8.75, 6.0, 4.0])
     assert d.loc[0, "floor_frac"] == pytest.approx(8.75 / 17.0)
     from mxfp4lab.studies.launches import launch_bounds
 

@@ -84,8 +84,8 @@ def _launch_findings(rows: list[dict[str, Any]]) -> list[Finding]:
     verdict = parts[0] if len(parts) == 1 else "; ".join(parts[:1] + parts[-1:])
     detail = "; ".join(parts) + (f". Below half their floor (latency: fill, drain, waits, warps in flight): "
                                  f"{', '.join(f'{s} M {m}' for s, m in sorted({(x['shape'], int(x['m'])) for x in low}))}" if low else "")
-    return [Finding("what bounds mxfp4lab's decode kernel launch by launch (fc1, fc2 against their DRAM, issue and "
-                    "tensor floors)", verdict, detail, "good" if min(fracs) >= 0.8 else "mixed")]
+    return [Finding("what bounds mxfp4lab's decode kernel launch by launch (fc1, fc2 against their DRAM, issue, ALU "
+                    "and tensor floors)", verdict, detail, "good" if min(fracs) >= 0.8 else "mixed")]
 
 
 def findings(results: dict[str, Any]) -> list[Finding]:

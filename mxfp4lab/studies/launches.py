@@ -31,9 +31,11 @@ def latency_launches(path=None) -> pd.DataFrame:
     warp-stall reasons, warps per issued instruction), ``alu_pipe_pct`` and ``tensor_pipe_pct``. The floors of
     each launch: ``dram_floor_us`` (its DRAM bytes over the copy bandwidth measured in the latency sweep of the
     same GPU, :func:`copy_bandwidth`), ``issue_floor_us`` (its instructions with every scheduler issuing one per
-    cycle; runs that recorded the instruction counters), ``tensor_floor_us`` (the tensor pipe's busy share of the
+    cycle; runs that recorded the instruction counters), ``alu_floor_us`` (the ALU pipe's busy share times the
+    duration: its logic, shift and conversion instructions back to back -- the decode's LOP3 and funnel shifts, two
+    cycles per warp instruction on that pipe), ``tensor_floor_us`` (the tensor pipe's busy share of the
     launch's active cycles times its duration: its MMAs back to back, padding tokens included), ``floor_us``
-    (the largest), ``bound`` ("DRAM", "issue" or "tensor") and ``floor_frac`` (``floor_us`` / ``ncu_us``: near 1,
+    (the largest), ``bound`` ("DRAM", "issue", "ALU" or "tensor") and ``floor_frac`` (``floor_us`` / ``ncu_us``: near 1,
     the launch runs at its bound; far below, latency -- fill, drain, waits, too few warps in flight -- takes the
     rest). ncu's launches are matched to the
     timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own
@@ -67,12 +69,13 @@ def latency_launches(path=None) -> pd.DataFrame:
                 r.update(top_stalls=top_stalls(stalls[i]),
                          alu_pipe_pct=stalls[i].get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active"),
                          tensor_pipe_pct=stalls[i].get("sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active"))
-                if r.get("ncu_us") is not None and r["tensor_pipe_pct"] is not None:
-                    r["tensor_floor_us"] = r["ncu_us"] * r["tensor_pipe_pct"] / 100.0
+                for pipe in ("alu", "tensor"):  # a pipe's busy share of the launch, as time
+                    if r.get("ncu_us") is not None and r[f"{pipe}_pipe_pct"] is not None:
+                        r[f"{pipe}_floor_us"] = r["ncu_us"] * r[f"{pipe}_pipe_pct"] / 100.0
             rows.append(r)
     out = pd.DataFrame(rows)
     if "ncu_us" in out:
-        names = {"dram_floor_us": "DRAM", "issue_floor_us": "issue", "tensor_floor_us": "tensor"}
+        names = {"dram_floor_us": "DRAM", "issue_floor_us": "issue", "alu_floor_us": "ALU", "tensor_floor_us": "tensor"}
         floors = out.reindex(columns=list(names)).astype(float)
         out["floor_us"] = floors.max(axis=1, skipna=True)
         def bound(f: dict):  # the name of the largest floor recorded, or None
