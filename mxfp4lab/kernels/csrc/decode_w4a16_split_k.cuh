@@ -509,18 +509,14 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
       }
       if constexpr (CMB) {
         int* done_m = rt.plist + a.num_pairs;  // [TC] token of each item slot whose combine this CTA does, or -1
-        // One fence per arrival, not per thread: the barrier orders every thread's y stores before the arriving
-        // thread's fence, which (cumulative) makes them visible device-wide before its count; the thread that counts
-        // a token's last arrival fences again (acquire), and the barrier below passes that on to the CTA's readers.
-        __syncthreads();
+        __threadfence();               // this thread's y stores are visible device-wide ...
+        __syncthreads();               // ... before any arrival of this item is counted
         if (threadIdx.x < TC) {
           int m = -1;
           if (threadIdx.x < cur.ntok) {
             m = rt.plist[cur.tok0 + threadIdx.x] / a.top_k;
             int* c = a.counters + static_cast<int64_t>(m) * groups + cur.group;
-            __threadfence();
             if (atomicAdd(c, 1) == valid_slots(a.topk_ids, m, a.top_k, a.expert_offset, E) - 1) {
-              __threadfence();
               *c = 0;  // the last arrival: all slots of (m, group) are stored; ready for the next call
             } else {
               m = -1;
@@ -529,6 +525,7 @@ __device__ __forceinline__ void gemm_phase(const GemmArgs& a, uint8_t* smem, uns
           done_m[threadIdx.x] = m;
         }
         __syncthreads();
+        __threadfence();
         for (int o = threadIdx.x; o < NT * 16 * TC; o += kThreads) {
           int tok = o / (NT * 16), rr = o % (NT * 16);
           int row = cur.group * NT * 16 + rr;
