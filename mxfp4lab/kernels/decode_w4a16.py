@@ -292,10 +292,6 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     var = VARIANTS[cfg.variant]
     props = torch.cuda.get_device_properties(dev)
     grid = cfg.grid or var.ctas_per_sm * props.multi_processor_count
-    if var.slices and not cfg.grid:  # at most one CTA per item: the hardware then spreads the items over the SMs evenly
-        slots = layout.w2.shape[2] if var.fc1_tiles == 2 * FC1_TILES else layout.w13.shape[1]
-        chunks = min(m * k, layout.num_local_experts * -(-m // var.token_rows))  # token chunks: at most one per pair
-        grid = min(grid, chunks * slots)
     check_shared_memory(lib, cfg.variant, layout.num_local_experts, m * k, props.shared_memory_per_block_optin,
                         props.shared_memory_per_multiprocessor)
     x = x.contiguous()

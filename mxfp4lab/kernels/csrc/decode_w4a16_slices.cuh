@@ -276,18 +276,17 @@ __global__ void __launch_bounds__(kThreads) combine_slices_kernel(const CombineA
   for (int j = 0; j < kK; ++j)
     valid[j] = j < a.top_k &&
                static_cast<unsigned>(a.topk_ids[m * a.top_k + j] - a.expert_offset) < static_cast<unsigned>(a.num_experts);
-  const int64_t stride = P * h32;  // from one chunk's partials to the next's
   pdl_wait();
   float s[kK];
 #pragma unroll
   for (int j = 0; j < kK; ++j) s[j] = 0.f;
   for (int cb = c0; cb < c1; cb += kC) {  // every load of a block of chunks in flight at once (one pass on the shapes)
-    const float* base = part + (cb * P + m * a.top_k) * h32 + row;  // slot j: + j h32; chunk cb + i: + i stride
     float v[kK][kC];
 #pragma unroll
     for (int j = 0; j < kK; ++j)
 #pragma unroll
-      for (int i = 0; i < kC; ++i) v[j][i] = valid[j] && cb + i < c1 ? __ldcg(base + j * h32 + i * stride) : 0.f;
+      for (int i = 0; i < kC; ++i)
+        v[j][i] = valid[j] && cb + i < c1 ? __ldcg(part + ((cb + i) * P + m * a.top_k + j) * h32 + row) : 0.f;
 #pragma unroll
     for (int j = 0; j < kK; ++j)
 #pragma unroll
