@@ -451,8 +451,7 @@ def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
 def test_only_the_traced_build_reads_the_global_timer(kernel_ptx):
     """The phase stamps are compiled only with TRACE_FLAG: the production kernels never touch the timer, and in
-    the traced build every GEMM kernel stamps (entry .. exit) and so does the combine -- but the fused slices' two
-    kernels, which are never traced (the forward refuses a trace for them)."""
+    the traced build every GEMM kernel stamps (entry .. exit) and so does the combine."""
     import re
 
     for traced in (False, True):
@@ -461,7 +460,7 @@ def test_only_the_traced_build_reads_the_global_timer(kernel_ptx):
         for body in bodies:
             name = re.match(r"\.visible \.entry (\w+)", body).group(1)
             stamps = body.count("%globaltimer")
-            if not traced or "slices" in name:
+            if not traced:
                 assert stamps == 0, name
             else:  # entry, routed, ready, first step, streamed, exit (+ the early exit); combine: entry, ready, exit
                 assert stamps >= (3 if "combine" in name else 6), (name, stamps)
@@ -594,42 +593,6 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
         assert any(VARIANTS[v].dynamic == 2 for v in cands) == (b <= 64)
     # fc2's whole item before the wait (32): slower than 15 at M = 1 on the H200, not tuned
     assert not any(32 in cands for cands in CANDIDATES.values())
-
-
-def test_fused_slice_variants_write_every_partial_once_and_are_their_own_twins():
-    """Fused slices (64: items of two fc1 layout groups, 65: of one): a model of slices_kernel's items on every study
-    shape -- expert-major, token chunks of up to ``token_rows`` tokens, one item per slot q -- writes each (slot, pair)
-    of the partial sums exactly once, and the slots' columns of h (64 q.. or 32 q..; a 32-column item is half hf = q & 1
-    of fc2's chunk q >> 1) tile the intermediate dimension, so the combine's sum over the slots is fc2's whole K. They
-    sum fc2's K in another order than the split-K items (their own twins), carry FU = 2 in the table code and are tuned
-    at M <= 8 (their partial sums grow with the pairs)."""
-    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
-    from mxfp4lab.kernels.decode_w4a16 import VARIANTS, twin_of
-    from mxfp4lab.models import STUDY_SHAPES, get_model
-
-    slices = {i: v for i, v in VARIANTS.items() if v.slices}
-    assert {i: (v.fc1_tiles, v.token_rows, v.ctas_per_sm) for i, v in slices.items()} == {64: (8, 2, 2), 65: (4, 2, 3)}
-    assert all(twin_of(i) == i and v.code // 10**11 % 10 == 2 for i, v in slices.items())
-    assert {b for b, cands in CANDIDATES.items() if set(cands) & set(slices)} == {1, 2, 4, 8}
-    for name in STUDY_SHAPES:
-        cfg = get_model(name)
-        groups1 = -(-cfg.intermediate_size // 32)
-        for i, v in slices.items():
-            cols = 8 * v.fc1_tiles  # columns of h per item
-            slots = -(-groups1 // 2) if v.fc1_tiles == 8 else groups1
-            covered = sorted(c for q in range(slots) for c in range(cols * q, cols * (q + 1)) if c < cfg.intermediate_size)
-            assert covered == list(range(cfg.intermediate_size)), (name, i)
-            if v.fc1_tiles == 4:  # half hf of fc2's chunk q >> 1 is columns 64 (q >> 1) + 32 hf
-                assert all(64 * (q >> 1) + 32 * (q & 1) == cols * q for q in range(slots))
-            gen = torch.Generator().manual_seed(i)
-            ids = torch.stack([torch.randperm(cfg.num_experts, generator=gen)[:cfg.top_k] for _ in range(5)]).flatten()
-            writes = torch.zeros(slots, ids.numel(), dtype=torch.int64)
-            for e in range(cfg.num_experts):
-                pairs = (ids == e).nonzero().flatten().tolist()  # the pair list of e, in pair order
-                for t0 in range(0, len(pairs), v.token_rows):
-                    for q in range(slots):
-                        writes[q, pairs[t0:t0 + v.token_rows]] += 1
-            assert torch.equal(writes, torch.ones_like(writes)), (name, i)
 
 
 def test_split_grid_variants_share_every_sm_between_fc1_and_fc2():
@@ -879,7 +842,7 @@ def test_item_tile_variants_twin_the_layouts_groups_and_carry_their_tiles_in_the
     from mxfp4lab.layout.decode_w4a16 import FC1_TILES, FC2_TILES
 
     tiles = {i: (v.fc1_tiles, v.fc2_tiles) for i, v in VARIANTS.items()
-             if (v.fc1_tiles, v.fc2_tiles) != (4, 2) and not v.wide and not v.slices}  # (wide items, slices: their own)
+             if (v.fc1_tiles, v.fc2_tiles) != (4, 2) and not v.wide}  # (wide items: their own test)
     assert tiles == {37: (4, 4), 38: (4, 4), 39: (2, 2), 40: (2, 2), 41: (4, 4)}
     assert (FC1_TILES, FC2_TILES) == (4, 2)
     assert {i: twin_of(i) for i in tiles} == {37: 38, 38: 5, 39: 40, 40: 3, 41: 15}

@@ -127,8 +127,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
             56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            64: Variant(1, 2, 2, 1, token_rows=2, fc2_depth=8, fc2_token_rows=2, fc1_tiles=8, slices=True),
-            65: Variant(1, 3, 3, 1, token_rows=2, fc2_depth=6, fc2_token_rows=2, slices=True)}
+            64: Variant(1, 2, 2, 1, token_rows=2, fc2_depth=8, fc2_token_rows=2, fc1_tiles=8, slices=True)}
 
 
 def unstaged_twin(variant: int) -> int:

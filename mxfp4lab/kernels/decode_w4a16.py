@@ -44,7 +44,7 @@ from .decode_variants import VARIANTS, Variant, twin_of, unstaged_twin  # noqa: 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
 #: every file the library is compiled from: the source (host side, variant table) and the headers it includes: what
 #: both schedules share (arguments, helpers, routing, the combine), the split-K items, the wide items
-SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "slices", "wide")))
+SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "wide")))
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
               "-lineinfo")
 #: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)
@@ -56,9 +56,9 @@ TRACE_SLOTS = ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm
 MAX_PAIRS = 8192
 MAX_WIDE_PAIRS = 32768
 MAX_EXPERTS = 1024
-#: fused slices (Variant.slices): pairs one call takes -- their fc2 partial sums are (item groups) x pairs x hidden fp32
-#: (GPT-OSS, one layout group per item: 66 MB at 64 pairs); the variants are made for one or two tokens per expert
-MAX_SLICE_PAIRS = 64
+#: fused slices (Variant.slices): pairs one call takes -- their fc2 partial sums are chunks x pairs x hidden fp32
+#: (GPT-OSS: 23 MB at 256 pairs); the variants are made for one or two tokens per expert
+MAX_SLICE_PAIRS = 256
 
 
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
@@ -337,8 +337,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             raise DecodeKernelError(f"variant {cfg.variant} runs fused slices: at most {MAX_SLICE_PAIRS} (token, expert) "
                                     f"pairs and top_k <= 8 (its partial sums take chunks x pairs x hidden fp32), got "
                                     f"M * top_k = {m * k}, top_k = {k}")
-        slots = layout.w2.shape[2] if var.fc1_tiles == 2 * FC1_TILES else layout.w13.shape[1]  # partials per row
-        part = torch.empty(slots * m * k * h32, dtype=torch.float32, device=dev)
+        part = torch.empty(layout.w2.shape[2] * m * k * h32, dtype=torch.float32, device=dev)
     if var.wide and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} runs wide items; the fused combine runs only with split-K "
                                 "items")

@@ -180,12 +180,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //                                                          up and a gate tile), dynamic items
 //   40  2  3        2           1                0   0   variant 39 with static items
 //   41  1  3        2           1                0   0   variant 15 with fc2 items of 4 tiles, fc2 a 3-deep ring
-// FU = 2: fused slices (decode_w4a16_slices.cuh): fc1 items of two layout groups (64 columns of h, IT1 = 8) or one
-// (IT1 = 4) and, in the same CTA, fc2's product of those columns with every output row (D2: the slice's ring depth),
-// then the partials' combine
+// FU = 2: fused slices (decode_w4a16_slices.cuh): fc1 items of two layout groups (64 columns of h, IT1 = 8) and, in the
+// same CTA, fc2's product of those columns with every output row (D2: the slice's ring depth), then the partials' combine
 //   64  1  2        2           -                -   2   fused slices, up to 2 tokens per item, an 8-deep slice ring
-//   65  1  3        3           -                -   2   fused slices of one layout group (32 columns: half a chunk) per
-//                                                          item, three CTAs per SM, a 6-deep slice ring
 // WT > 0 (the 15th column): wide items (decode_w4a16_wide.cuh), 32 WT tokens per item (G = 4 WT), a CTA-wide ring of D
 // stages, one CTA per SM; the other columns but CPS and D do not apply.
 //   42  4  1        4           -                -   -   wide items: 32 tokens, 8 row groups per item
@@ -231,7 +228,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(64, 1, 2, 2, 1, 0, 2, 8, 2, 2, 0, 0, 8, 2, 0, 0) X(65, 1, 3, 3, 1, 0, 2, 6, 2, 2, 0, 0, 4, 2, 0, 0)
+  X(64, 1, 2, 2, 1, 0, 2, 8, 2, 2, 0, 0, 8, 2, 0, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -387,16 +384,15 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 }
 
 // A fused-slices variant (FU = 2, decode_w4a16_slices.cuh): slices_kernel, then combine_slices_kernel (PDL).
-template <int NTI, int TC, int CPS, int D, int DS>
+template <int TC, int CPS, int D, int DS>
 cudaError_t launch_slices(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || d->trace != 0 || d->part == 0 || d->top_k > 8)
     return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   float* part = reinterpret_cast<float*>(d->part);
-  auto kernel = slices_kernel<NTI, TC, D, DS, CPS>;
-  const int smem = slices_smem_bytes<NTI, TC, D, DS>(g1.num_experts, g1.num_pairs);
-  const int slots = NTI == 2 * kNT1 ? static_cast<int>(d->chunks2) : static_cast<int>(d->groups1);  // partials per row
+  auto kernel = slices_kernel<TC, D, DS, CPS>;
+  const int smem = slices_smem_bytes<TC, D, DS>(g1.num_experts, g1.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   cudaLaunchAttribute attr = {};
@@ -420,7 +416,7 @@ cudaError_t launch_slices(const DecodeArgs* d, cudaStream_t stream) {
   c.out_scale = static_cast<float>(d->out_scale);
   attr.val.programmaticStreamSerializationAllowed = d->pdl != 0 ? 1 : 0;
   return launch_with(combine_slices_kernel, static_cast<int>(d->m * (d->ld_y / 32)), kThreads, 0, stream, attr, c,
-                     static_cast<const float*>(part), slots, static_cast<int64_t>(d->ld_y));
+                     static_cast<const float*>(part), static_cast<int>(d->chunks2), static_cast<int64_t>(d->ld_y));
 }
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
@@ -450,9 +446,9 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
     static_assert(G == (WG == 3 ? 16 : 4 * WT) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2, "a wide variant's table entry");
     return launch_wide<WT, CPS, D, WG>(d, stream);
   } else if constexpr (FU == 2) {
-    static_assert(G == 1 && TA > 0 && TA2 == TA && (IT1 == kNT1 || IT1 == 2 * kNT1) && IT2 == kNT2 && DY == 0 && SP == 0 &&
-                  L2 == 0, "a fused-slices variant's table entry");
-    return launch_slices<IT1, TA, CPS, D, D2>(d, stream);
+    static_assert(G == 1 && TA > 0 && TA2 == TA && IT1 == 2 * kNT1 && IT2 == kNT2 && DY == 0 && SP == 0 && L2 == 0,
+                  "a fused-slices variant's table entry");
+    return launch_slices<TA, CPS, D, D2>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }
@@ -464,7 +460,7 @@ int64_t variant_smem(int E, int P, int64_t gemm) {
   if constexpr (WT > 0) {
     return wide_smem_bytes<WT, D, WG, CPS>(E, P);
   } else if constexpr (FU == 2) {
-    return slices_smem_bytes<IT1, TA, D, D2>(E, P);
+    return slices_smem_bytes<TA, D, D2>(E, P);
   } else {
     const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P);
     return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);

@@ -16,13 +16,9 @@
 // GEMM grid whose CTAs start as fc1's leave and wait for fc1's last one. Another fp32 summation order than the
 // split-K items (fc2's K summed per chunk, then over chunks): its own twin.
 
-// NTI: tiles per fc1 item -- 8 (a pair of layout groups: the 64 columns of h of one fc2 chunk) or 4 (one layout
-// group, 32 columns: half an fc2 chunk; its slice copies the lanes of that half, the other lanes' weights are zero,
-// so the slice decodes twice the words it uses -- for three CTAs per SM and twice the items to balance over the SMs).
-template <int NTI, int TC, int D, int DS>
+template <int TC, int D, int DS>
 struct SliceSmem {
-  static_assert(NTI == kNT1 || NTI == 2 * kNT1, "an item is one fc1 layout group or two");
-  static constexpr int kNT = NTI;
+  static constexpr int kNT = 2 * kNT1;                                // 8 tiles: two fc1 layout groups
   static constexpr int kLayoutStep1 = kNT1 * (kTileBytes + kScaleBytes);  // one step of one fc1 layout group
   static constexpr int kStep = kNT * (kTileBytes + kScaleBytes);     // a ring slot's weights and scales
   static constexpr int kActHalf = TC * 64;                            // [half][lane < 4 TC][16 B]
@@ -35,18 +31,16 @@ struct SliceSmem {
   static constexpr int kFixed = kRing + kRed + kH;
 };
 
-template <int NTI, int TC, int D, int DS>
+template <int TC, int D, int DS>
 constexpr int slices_smem_bytes(int num_experts, int num_pairs) {
-  return SliceSmem<NTI, TC, D, DS>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;
+  return SliceSmem<TC, D, DS>::kFixed + (5 * num_experts + 2 + 2 * kWarps + num_pairs + 32) * 4;
 }
 
 // a: fc1 (x, w13, the SwiGLU epilogue); b: fc2 (w2: groups, chunks; out_rows = hidden); part: fp32
-// [item groups][a.num_pairs][32 b.groups] (item groups: fc2's chunks for NTI = 8, fc1's layout groups for NTI = 4).
-template <int NTI, int TC, int D, int DS, int CPS>
+// [b.chunks][a.num_pairs][32 b.groups].
+template <int TC, int D, int DS, int CPS>
 __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a, const GemmArgs b, float* part) {
-  using S = SliceSmem<NTI, TC, D, DS>;
-  constexpr bool kPair = NTI == 2 * kNT1;
-  constexpr int kCols = NTI * 8;  // columns of h per item: 64 or 32
+  using S = SliceSmem<TC, D, DS>;
   static_assert(TC >= 1 && TC <= 4, "one m16n8 token block, at most 4 token rows per activation slot");
   extern __shared__ __align__(16) uint8_t smem[];
   const int E = a.num_experts;
@@ -57,7 +51,7 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
   rt.istart = rbase + 2 * E + 1;
   int* scratch = rbase + 3 * E + 2;
   rt.plist = scratch + 2 * E + 2 * kWarps;
-  const int pairs = kPair ? (a.groups + 1) / 2 : a.groups;  // items per (expert, token chunk)
+  const int pairs = (a.groups + 1) / 2;  // items per (expert, token chunk)
   pdl_launch_dependents();  // the combine's CTAs may start (and wait) as this grid's SMs free up
   if (a.num_pairs <= 32) {
     build_routing_warp(a, rt, TC, pairs);
@@ -80,13 +74,9 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
 
   for (int item = first; item < last; ++item) {
     const Item it = find_item(rt, E, item, TC, pairs);
-    const int q = it.group;                       // the item's slot of partial sums
-    const int chunk2 = kPair ? q : q >> 1;        // fc2's chunk its columns are in
-    const int hf = kPair ? 0 : q & 1;             // NTI = 4: which half of the chunk (lanes with t >> 1 == hf)
-    const int col0 = kCols * q;                   // its first column of h
-    const int64_t second = kPair && 2 * q + 1 < a.groups ? block1 : 0;  // an odd last group: its tiles twice (never kept)
-    const uint8_t* w1 = a.wq + ((static_cast<int64_t>(it.e) * a.groups + (kPair ? 2 * q : q)) * a.chunks + c_begin) *
-                                   S::kLayoutStep1;
+    const int q = it.group;
+    const int64_t second = 2 * q + 1 < a.groups ? block1 : 0;  // an odd last group: its tiles twice (rows never kept)
+    const uint8_t* w1 = a.wq + ((static_cast<int64_t>(it.e) * a.groups + 2 * q) * a.chunks + c_begin) * S::kLayoutStep1;
     const __nv_bfloat16* xrow =
         g < it.ntok ? a.act + static_cast<int64_t>(rt.plist[it.tok0 + g] / a.act_row_div) * a.ld_act : nullptr;
     auto issue1 = [&](int j) {  // this warp's fc1 step j (chunk c_begin + j) into slot j % D
@@ -95,13 +85,12 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
         const uint8_t* src = w1 + static_cast<int64_t>(j) * S::kLayoutStep1;
 #pragma unroll
         for (int n = 0; n < S::kNT; ++n)
-          cp_async16(slot + n * kTileBytes + lane * 16, src + (kPair && n >= kNT1 ? second : 0) + (n % kNT1) * kTileBytes +
-                     lane * 16, true);
+          cp_async16(slot + n * kTileBytes + lane * 16, src + (n >= kNT1 ? second : 0) + (n % kNT1) * kTileBytes + lane * 16,
+                     true);
         if (lane < 2 * S::kNT) {  // scale lane l: half (l & 1) of tile l / 2's 32 bytes
           const int n = lane >> 1;
           cp_async16(slot + S::kNT * kTileBytes + lane * 16,
-                     src + (kPair && n >= kNT1 ? second : 0) + kNT1 * kTileBytes + (n % kNT1) * kScaleBytes + (lane & 1) * 16,
-                     true);
+                     src + (n >= kNT1 ? second : 0) + kNT1 * kTileBytes + (n % kNT1) * kScaleBytes + (lane & 1) * 16, true);
         }
         if (g < TC) {
           const int col = (c_begin + j) * kChunkK + 16 * tl;
@@ -113,14 +102,13 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
       }
       cp_async_commit();
     };
-    const uint8_t* w2 = b.wq + (static_cast<int64_t>(it.e) * b.groups * b.chunks + chunk2) * S::kStep2;  // group 0
-    const bool mine = kPair || (tl >> 1) == hf;  // this lane's 16 bytes of a tile are in the item's columns
+    const uint8_t* w2 = b.wq + (static_cast<int64_t>(it.e) * b.groups * b.chunks + q) * S::kStep2;  // group 0, chunk q
     auto issue2 = [&](int s) {  // this warp's fc2 step s (layout group warp + 8 s, chunk q) into slot s % DS
       if (s < nsteps2) {
         const uint32_t slot = wring + (s % DS) * S::kStep2;
         const uint8_t* src = w2 + static_cast<int64_t>(warp + kWarps * s) * b.chunks * S::kStep2;
-        cp_async16(slot + lane * 16, src + lane * 16, mine);  // (not mine: zeros, nothing read)
-        cp_async16(slot + kTileBytes + lane * 16, src + kTileBytes + lane * 16, mine);
+        cp_async16(slot + lane * 16, src + lane * 16, true);
+        cp_async16(slot + kTileBytes + lane * 16, src + kTileBytes + lane * 16, true);
         if (lane < 2 * kNT2) cp_async16(slot + kNT2 * kTileBytes + lane * 16, src + kNT2 * kTileBytes + lane * 16, true);
       }
       cp_async_commit();
@@ -184,13 +172,12 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
       const float beta = a.beta ? a.beta[it.e] : a.beta_s;
       const float limit = a.limit ? a.limit[it.e] : a.limit_s;
       for (int o = threadIdx.x; o < 64 * TC; o += kThreads) {
-        const int tok = o / 64, k = o % 64;  // column k of fc2's chunk for the item's token tok
-        const int rr = k - kCols * hf;       // the item's column (NTI = 4: the other half of the chunk stays zero)
+        const int tok = o / 64, rr = o % 64;  // h column 64 q + rr of the item's token tok
         const int grp = rr / 32, r16 = rr % 16;
         const int nu = grp * kNT1 + (rr % 32) / 16, ng = nu + kNT1 / 2;  // the group's up tile and its gate tile
-        const int row = col0 + rr;
+        const int row = 64 * q + rr;
         float v = 0.f;  // tokens past the item's and columns past the layer's: zero (fc2's K padding)
-        if (tok < it.ntok && rr >= 0 && rr < kCols && row < a.out_rows) {
+        if (tok < it.ntok && row < a.out_rows) {
           float up = 0.f, gate = 0.f;
           for (int w = 0; w < kWarps; ++w) {
             up += red[((w * S::kNT + nu) * 16 + r16) * TC + tok];
@@ -209,8 +196,8 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
           }
           v = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
         }
-        // activation slot layout: half (k % 16) / 8 of lane 4 tok + k / 16, element k % 8
-        reinterpret_cast<__nv_bfloat16*>(hbytes + ((k % 16) / 8) * S::kActHalf + (4 * tok + k / 16) * 16)[k % 8] =
+        // activation slot layout: half (rr % 16) / 8 of lane 4 tok + rr / 16, element rr % 8
+        reinterpret_cast<__nv_bfloat16*>(hbytes + ((rr % 16) / 8) * S::kActHalf + (4 * tok + rr / 16) * 16)[rr % 8] =
             __float2bfloat16_rn(v);
       }
     }
@@ -265,35 +252,19 @@ __global__ void __launch_bounds__(kThreads, CPS) slices_kernel(const GemmArgs a,
 // bf16, then the slots are combined as in combine_kernel (combine_step, final_bf16).
 __global__ void __launch_bounds__(kThreads) combine_slices_kernel(const CombineArgs a, const float* part, int chunks,
                                                                    int64_t h32) {
-  constexpr int kK = 8, kC = 12;  // slots (the host allows top_k <= 8) and chunks per warp loaded at once
-  __shared__ float red[kWarps][kK][32];  // [warp][slot][row]
+  __shared__ float red[kWarps][8][32];  // [warp][slot][row]; the host allows top_k <= 8
   const int nb = static_cast<int>(h32 / 32);
   const int m = blockIdx.x / nb, row = (blockIdx.x % nb) * 32 + (threadIdx.x & 31), warp = threadIdx.x >> 5;
   const int c0 = (warp * chunks) / kWarps, c1 = ((warp + 1) * chunks) / kWarps;
   const int64_t P = static_cast<int64_t>(a.m) * a.top_k;
-  bool valid[kK];
-#pragma unroll
-  for (int j = 0; j < kK; ++j)
-    valid[j] = j < a.top_k &&
-               static_cast<unsigned>(a.topk_ids[m * a.top_k + j] - a.expert_offset) < static_cast<unsigned>(a.num_experts);
   pdl_wait();
-  float s[kK];
-#pragma unroll
-  for (int j = 0; j < kK; ++j) s[j] = 0.f;
-  for (int cb = c0; cb < c1; cb += kC) {  // every load of a block of chunks in flight at once (one pass on the shapes)
-    float v[kK][kC];
-#pragma unroll
-    for (int j = 0; j < kK; ++j)
-#pragma unroll
-      for (int i = 0; i < kC; ++i)
-        v[j][i] = valid[j] && cb + i < c1 ? __ldcg(part + ((cb + i) * P + m * a.top_k + j) * h32 + row) : 0.f;
-#pragma unroll
-    for (int j = 0; j < kK; ++j)
-#pragma unroll
-      for (int i = 0; i < kC; ++i) s[j] += v[j][i];
+  for (int j = 0; j < a.top_k; ++j) {
+    const int e = a.topk_ids[m * a.top_k + j] - a.expert_offset;
+    float s = 0.f;
+    if (static_cast<unsigned>(e) < static_cast<unsigned>(a.num_experts))
+      for (int c = c0; c < c1; ++c) s += part[(c * P + m * a.top_k + j) * h32 + row];
+    red[warp][j][threadIdx.x & 31] = s;
   }
-#pragma unroll
-  for (int j = 0; j < kK; ++j) red[warp][j][threadIdx.x & 31] = s[j];
   __syncthreads();
   if (warp != 0 || row >= a.hidden) return;
   float acc = 0.f;
