@@ -240,18 +240,14 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     def cfg2(v):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
-    two = [v for v in VARIANTS.values() if not v.fused and not v.wide and not v.slices]
-    slices = {(v.token_rows, v.depth, v.depth2, v.ctas_per_sm) for v in VARIANTS.values() if v.slices}
+    two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
     wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    # fused slices: one slices_kernel per configuration and their one combine_slices_kernel
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + len(slices) + (1 if slices else 0) + 1, \
-        report[-2000:]
-    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode13slices_kernel") == len(slices) > 0
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 1, report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == 2 * len(wide) > 0
     with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
@@ -440,7 +436,7 @@ def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
 
     # (tiles per item, G, CTAs per SM, depth, buffers): the kernel name's first five template arguments
-    split_k = [v for v in VARIANTS.values() if not (v.wide or v.slices)]  # (wide and slices kernels have no staging bits)
+    split_k = [v for v in VARIANTS.values() if not v.wide]  # (wide_kernel has no staging bits)
     configs = {(v.fc1_tiles, v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers) for v in split_k}
     configs2 = {(v.fc2_tiles, v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers) for v in split_k}
     staged = {(v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.l2) for v in VARIANTS.values() if v.l2}

@@ -44,9 +44,7 @@ from .base import MoEBackend, fastest_agreeing
 #: 39, 40 (fc1 items of half a group, 16 tokens per item at three CTAs per SM, so that an expert with 9-16 tokens
 #: decodes its weights once): 1.5x slower than 37 at GPT-OSS-20b M = 64 (325.5 vs 209.4 us): the per-step work over
 #: 2 tiles, and activation copies of 16 token rows per 1 KB of weights.
-#: 64: fused slices (fc2's product of each fc1 item's 64 columns of h computed by that item's CTA, fp32 partials summed
-#: by the slices' combine), for one or two tokens per expert: what follows fc1's last item is its own slice.
-_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41, 64)
+_SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: M = 2..8: a CTA has 2-7 items (GPT-OSS-120b M = 4: 1440 fc1 items on 396 CTAs, up to 4 each statically),
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)

@@ -39,11 +39,6 @@ class Variant:
     #: fc1 and fc2 as one cooperative launch with a grid barrier between them: a CTA done with fc1 copies its
     #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary)
     fused: bool = False
-    #: fused slices (``decode_w4a16_slices.cuh``): fc1 items of two layout groups (``fc1_tiles`` = 8: 64 columns of h)
-    #: and, in the same CTA right after their SwiGLU, fc2's product of those columns with every output row, streamed
-    #: through a ring of ``fc2_depth`` steps; fp32 partial sums per chunk, summed in a fixed order by the slices'
-    #: combine. Another fp32 summation order than the split-K items (its own twin); up to ``token_rows`` tokens per item.
-    slices: bool = False
     #: dynamic items, bit 0 in fc1 and bit 1 in fc2 (3: both): CTAs claim items from a counter shared by the grid
     #: (one atomic per item) instead of a fixed contiguous range, so CTAs on faster-streaming SMs take more and
     #: the grid ends together; in fc2, whose CTAs start as fc1's leave, the CTAs that start first take the items
@@ -87,7 +82,7 @@ class Variant:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
         return (self.token_groups // 10 * 10**18 + int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14
                 + self.split * 10**13 + int(self.dynamic) * 10**12
-                + (2 if self.slices else int(self.fused)) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
+                + int(self.fused) * 10**11 + self.token_rows2 * 10**10 + self.depth2 * 10**8 + self.token_rows * 10**7 + self.l2 * 10**6
                 + self.token_groups % 10 * 1000 + self.ctas_per_sm * 100 + self.depth * 10 + self.red_buffers)
 
 
@@ -126,8 +121,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             49: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 50: Variant(8, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=2),
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
-            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            64: Variant(1, 2, 2, 1, token_rows=2, fc2_depth=8, fc2_token_rows=2, fc1_tiles=8, slices=True)}
+            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3)}
 
 
 def unstaged_twin(variant: int) -> int:
@@ -145,7 +139,7 @@ def twin_of(variant: int) -> int:
     variant whose items hold other tiles than the layout's groups the same variant with the layout's (else the
     first plain one with its token rows): which tiles an item holds changes no sum."""
     v = VARIANTS[variant]
-    if v.wide or v.slices:  # another summation order than every split-K variant
+    if v.wide:  # another summation order than every split-K variant
         return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid

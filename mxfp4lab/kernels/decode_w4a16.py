@@ -56,9 +56,6 @@ TRACE_SLOTS = ("entry", "routed", "ready", "first_step", "streamed", "exit", "sm
 MAX_PAIRS = 8192
 MAX_WIDE_PAIRS = 32768
 MAX_EXPERTS = 1024
-#: fused slices (Variant.slices): pairs one call takes -- their fc2 partial sums are chunks x pairs x hidden fp32
-#: (GPT-OSS: 23 MB at 256 pairs); the variants are made for one or two tokens per expert
-MAX_SLICE_PAIRS = 256
 
 
 #: fraction of the GPU's L2 that fc1 fills with fc2's weights (L2 staging bit 1); the rest holds fc1's own
@@ -140,7 +137,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "part", "trace")] + [
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")] + [
         ("out_scale", ctypes.c_double)]
 
 
@@ -328,16 +325,6 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
                                 "ranges")
     sched = item_counters(dev, stream) if var.dynamic else None
-    part = None
-    if var.slices:  # fc2's partial sums per chunk of h: fp32 [chunks2, M * k, H32]
-        if cfg.fused_combine or trace is not None:
-            raise DecodeKernelError(f"variant {cfg.variant} runs fused slices, whose own combine sums fc2's partials: no "
-                                    "fused combine, no traced build")
-        if m * k > MAX_SLICE_PAIRS or k > 8:
-            raise DecodeKernelError(f"variant {cfg.variant} runs fused slices: at most {MAX_SLICE_PAIRS} (token, expert) "
-                                    f"pairs and top_k <= 8 (its partial sums take chunks x pairs x hidden fp32), got "
-                                    f"M * top_k = {m * k}, top_k = {k}")
-        part = torch.empty(layout.w2.shape[2] * m * k * h32, dtype=torch.float32, device=dev)
     if var.wide and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} runs wide items; the fused combine runs only with split-K "
                                 "items")
@@ -352,7 +339,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 5 else 0, counters=ptr(counters),
-        barrier=ptr(barrier), sched=ptr(sched), part=ptr(part), trace=ptr(trace), out_scale=s)
+        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace), out_scale=s)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")

@@ -77,8 +77,7 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         outs_s = dk.forward(x, ids, w, layout, cfg_l, out=poisoned(), workspace_fill=float("nan"), routed_scaling_factor=s)
         # fc2's fused combine against the three-launch path (default): the same bits, scaled or not; and every
         # arrival counter is back at zero after the calls
-        v = dk.VARIANTS[g]
-        if not (v.fused or v.dynamic or v.wide or v.slices):  # (they have no fused combine)
+        if not (dk.VARIANTS[g].fused or dk.VARIANTS[g].dynamic or dk.VARIANTS[g].wide):  # (they have no fused combine)
             fused = dataclasses.replace(cfg_l, fused_combine=True)
             out3 = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"))
             out3s = dk.forward(x, ids, w, layout, fused, out=poisoned(), workspace_fill=float("nan"),

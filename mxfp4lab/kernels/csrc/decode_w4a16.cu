@@ -2,8 +2,7 @@
 // decode (few tokens per expert), where an MoE layer is bound by the bytes of the active experts.
 // This file: the host side (launches, the variant table, the C entry points). Included below, inside the namespace:
 // decode_w4a16_common.cuh (arguments, copy / decode / MMA helpers, the routing, the combine kernel),
-// decode_w4a16_split_k.cuh (the split-K items: gemm_phase, its L2 staging, the fused launch),
-// decode_w4a16_slices.cuh (fused slices: fc2's product of each fc1 item's columns in fc1's CTA) and
+// decode_w4a16_split_k.cuh (the split-K items: gemm_phase, its L2 staging, the fused launch) and
 // decode_w4a16_wide.cuh (the wide items).
 //
 // Three launches per forward (two with the fused combine), chained with programmatic dependent
@@ -53,7 +52,6 @@ namespace mxfp4lab_decode {
 
 #include "decode_w4a16_common.cuh"
 #include "decode_w4a16_split_k.cuh"
-#include "decode_w4a16_slices.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // Host side
@@ -180,9 +178,6 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //                                                          up and a gate tile), dynamic items
 //   40  2  3        2           1                0   0   variant 39 with static items
 //   41  1  3        2           1                0   0   variant 15 with fc2 items of 4 tiles, fc2 a 3-deep ring
-// FU = 2: fused slices (decode_w4a16_slices.cuh): fc1 items of two layout groups (64 columns of h, IT1 = 8) and, in the
-// same CTA, fc2's product of those columns with every output row (D2: the slice's ring depth), then the partials' combine
-//   64  1  2        2           -                -   2   fused slices, up to 2 tokens per item, an 8-deep slice ring
 // WT > 0 (the 15th column): wide items (decode_w4a16_wide.cuh), 32 WT tokens per item (G = 4 WT), a CTA-wide ring of D
 // stages, one CTA per SM; the other columns but CPS and D do not apply.
 //   42  4  1        4           -                -   -   wide items: 32 tokens, 8 row groups per item
@@ -227,8 +222,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1) \
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
-  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(64, 1, 2, 2, 1, 0, 2, 8, 2, 2, 0, 0, 8, 2, 0, 0)
+  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3)
 
 }  // namespace mxfp4lab_decode
 
@@ -257,7 +251,6 @@ struct DecodeArgs {
   int64_t barrier;                 // fused launch (FU): uint32 [2], the grid barrier (zero before the first call, left
                                    // reusable), or 0
   int64_t sched;                   // dynamic items (DY): int32 [4], fc1's and fc2's counters (zero, left zero), or 0
-  int64_t part;                    // fused slices (FU = 2): fp32 [chunks2, m * top_k, ld_y] fc2's partial sums, or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
   double out_scale;                // the routed scaling factor the combine applies to each token's output (1: none)
@@ -335,7 +328,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(SP == 0 || (SP < CPS && FU == 0 && L2 == 0), "a split grid: SP of the CPS CTAs per SM run fc1");
   static_assert(FU == 0 || (IT1 == kNT1 && IT2 == kNT2), "the fused launch runs whole layout groups");
   static_assert((L2 & 5) == 0 || IT2 == kNT2, "L2 staging enumerates fc2's items as whole layout groups");
-  if (d->m * d->top_k > kMaxPairs || d->part != 0) return cudaErrorInvalidValue;
+  if (d->m * d->top_k > kMaxPairs) return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   if ((L2 & 5) && d->l2_prefetch_bytes > 0) {
@@ -383,47 +376,11 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   return launch_combine(d, g1, stream, pdl);
 }
 
-// A fused-slices variant (FU = 2, decode_w4a16_slices.cuh): slices_kernel, then combine_slices_kernel (PDL).
-template <int TC, int CPS, int D, int DS>
-cudaError_t launch_slices(const DecodeArgs* d, cudaStream_t stream) {
-  if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || d->trace != 0 || d->part == 0 || d->top_k > 8)
-    return cudaErrorInvalidValue;
-  GemmArgs g1, g2;
-  gemm_args(d, g1, g2);
-  float* part = reinterpret_cast<float*>(d->part);
-  auto kernel = slices_kernel<TC, D, DS, CPS>;
-  const int smem = slices_smem_bytes<TC, D, DS>(g1.num_experts, g1.num_pairs);
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
-  cudaLaunchAttribute attr = {};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 0;
-  err = launch_with(kernel, static_cast<int>(d->grid), kThreads, smem, stream, attr, g1, g2, part);
-  if (err != cudaSuccess) return err;
-  CombineArgs c = {};
-  c.ld_y = d->ld_y;
-  c.topk_ids = g1.topk_ids;
-  c.topk_w = reinterpret_cast<const float*>(d->topk_w);
-  c.b2 = reinterpret_cast<const __nv_bfloat16*>(d->b2);
-  c.ld_b2 = d->ld_b2;
-  c.m = static_cast<int>(d->m);
-  c.top_k = static_cast<int>(d->top_k);
-  c.hidden = static_cast<int>(d->hidden);
-  c.expert_offset = g1.expert_offset;
-  c.num_experts = g1.num_experts;
-  c.out = reinterpret_cast<__nv_bfloat16*>(d->out);
-  c.ld_out = d->ld_out;
-  c.out_scale = static_cast<float>(d->out_scale);
-  attr.val.programmaticStreamSerializationAllowed = d->pdl != 0 ? 1 : 0;
-  return launch_with(combine_slices_kernel, static_cast<int>(d->m * (d->ld_y / 32)), kThreads, 0, stream, attr, c,
-                     static_cast<const float*>(part), static_cast<int>(d->chunks2), static_cast<int64_t>(d->ld_y));
-}
-
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
 // No fused combine, fused launch or dynamic items.
 template <int WT, int CPS, int D, int WG>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
-  if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || d->part != 0) return cudaErrorInvalidValue;
+  if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
   // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
   if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;
@@ -445,22 +402,16 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   if constexpr (WT > 0) {
     static_assert(G == (WG == 3 ? 16 : 4 * WT) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2, "a wide variant's table entry");
     return launch_wide<WT, CPS, D, WG>(d, stream);
-  } else if constexpr (FU == 2) {
-    static_assert(G == 1 && TA > 0 && TA2 == TA && IT1 == 2 * kNT1 && IT2 == kNT2 && DY == 0 && SP == 0 && L2 == 0,
-                  "a fused-slices variant's table entry");
-    return launch_slices<TA, CPS, D, D2>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }
 }
 
 // Shared-memory bytes of one CTA of fc1 (gemm = 1), fc2 (2) or the larger of the two (0).
-template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int FU, int IT1, int IT2, int WT, int WG>
+template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
   if constexpr (WT > 0) {
     return wide_smem_bytes<WT, D, WG, CPS>(E, P);
-  } else if constexpr (FU == 2) {
-    return slices_smem_bytes<TA, D, D2>(E, P);
   } else {
     const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P);
     return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);
@@ -493,7 +444,7 @@ int64_t mxfp4lab_decode_w4a16_smem_bytes(int64_t variant, int64_t num_experts, i
   switch (variant) {
 #define X(ID, G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2, WT, WG)                                   \
   case ID:                                                                                             \
-    return variant_smem<G, CPS, D, RB, TA, D2, TA2, FU, IT1, IT2, WT, WG>(E, P, gemm);
+    return variant_smem<G, CPS, D, RB, TA, D2, TA2, IT1, IT2, WT, WG>(E, P, gemm);
     MXFP4LAB_DECODE_VARIANTS(X)
 #undef X
     default: return -1;
