@@ -188,8 +188,9 @@ else:
 # measured beside the sweep), `issue_floor_us` (its warp instructions with every scheduler issuing one per
 # cycle, from ncu's instruction counters; runs that recorded them), `alu_floor_us` (the ALU pipe's busy share of its
 # duration: the decode's logic and funnel-shift instructions take two of that pipe's cycles each, so it can bound
-# before the issue does) and `tensor_floor_us` (the tensor pipe's busy share). `bound` names the largest and `floor_frac` is that floor over ncu's duration: near 1
-# the launch runs at its bound; far below it, latency (fill, drain, waits, too few warps in flight) takes the rest.
+# before the issue does) and `tensor_floor_us` (the tensor pipe's busy share). `bound` names the largest and
+# `floor_frac` is that floor over ncu's duration: near 1 the launch runs at its bound; far below it, latency (fill,
+# drain, waits, too few warps in flight) takes the rest.
 
 # %%
 from mxfp4lab.studies import launches as launch_study

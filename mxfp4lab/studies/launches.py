@@ -32,7 +32,7 @@ def latency_launches(path=None) -> pd.DataFrame:
     each launch: ``dram_floor_us`` (its DRAM bytes over the copy bandwidth measured in the latency sweep of the
     same GPU, :func:`copy_bandwidth`), ``issue_floor_us`` (its instructions with every scheduler issuing one per
     cycle; runs that recorded the instruction counters), ``alu_floor_us`` (the ALU pipe's busy share times the
-    duration: its logic, shift and conversion instructions back to back -- the decode's LOP3 and funnel shifts, two
+    duration: its logic and shift instructions back to back -- the decode's LOP3 and funnel shifts, two
     cycles per warp instruction on that pipe), ``tensor_floor_us`` (the tensor pipe's busy share of the
     launch's active cycles times its duration: its MMAs back to back, padding tokens included), ``floor_us``
     (the largest), ``bound`` ("DRAM", "issue", "ALU" or "tensor") and ``floor_frac`` (``floor_us`` / ``ncu_us``: near 1,
