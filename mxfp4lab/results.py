@@ -71,6 +71,9 @@ KINDS: Dict[str, str] = {
                         "timing, and the sharded roofline with the all-reduce bandwidth measured in the same run",
     "peer_check": "the field's MoE libraries run as mxfp4lab backends (triton_kernels, Humming): output against "
                   "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
+    "harness_floor": "what the timing harness (CUDA events around one CUDA-graph replay, the host's submission "
+                     "hidden) measures for graphs of one and of three dependent tiny kernels: its fixed cost per "
+                     "replay and per launch, the same for every backend",
     "startup_time": "time to the first MoE call: cold build of the W4A16-only FlashInfer module, "
                     "fresh-process "
                     "first tuned call with persisted tactics (warm start), with tuning and with the plain "
