@@ -518,9 +518,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 
     for (int c = 0; c < chunks; ++c, ++q) {
       cp_async_wait<kAhead - 1>();
-#ifndef MXFP4LAB_DECODE_NO_PROXY_FENCE  // diagnostic build only: what the per-chunk fence (MEMBAR.ALL.CTA) costs
       if constexpr (WG) fence_proxy_async_shared();  // this thread's landed bytes, for the wgmma reads
-#endif
       // step q landed for every thread's copies, and every warp is done with step q - kAhead's slot (wgmma: this
       // warp's MMAs of step q - 2 ended at its wait in step q - 1)
       __syncthreads();
