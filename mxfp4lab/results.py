@@ -71,6 +71,8 @@ KINDS: Dict[str, str] = {
                         "timing, and the sharded roofline with the all-reduce bandwidth measured in the same run",
     "peer_check": "the field's MoE libraries run as mxfp4lab backends (triton_kernels, Humming): output against "
                   "the fp32 reference with poisoned buffers, CUDA-graph replay, a first timing, their GEMM kernels",
+    "sass_stalls": "Nsight Compute's sampled warp stalls and executed instructions of one kernel, summed over the "
+                   "regions of its SASS (source counters): where the launch's warps wait",
     "harness_floor": "what the timing harness (CUDA events around one CUDA-graph replay, the host's submission "
                      "hidden) measures for graphs of one and of three dependent tiny kernels: its fixed cost per "
                      "replay and per launch, the same for every backend",

@@ -7,7 +7,8 @@
 #   scripts/gpu/job.sh follow OUT [SECONDS]     # print the job's new log lines until it ends or SECONDS pass
 #
 # STEPS: a text file with one step per line, `NAME COMMAND...` (blank lines and # comments are skipped).
-# In COMMAND, {out} is replaced by OUT/NAME.json (give it to the step's --out) and {dir} by OUT/NAME/.
+# In COMMAND, {out} is replaced by OUT/NAME.json (give it to the step's --out) and {dir} by OUT/NAME (a folder,
+# made before the step; no trailing slash: write {dir}/FILE).
 # Example (docs/gpu.md, "Run a job"):
 #     check      python3 scripts/gpu/check_sm90.py all --out {dir}
 #     latency    python3 -m mxfp4lab bench moe --backends flashinfer_sm90,marlin_mxfp4 --out {out}
