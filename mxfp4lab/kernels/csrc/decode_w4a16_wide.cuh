@@ -598,9 +598,12 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       for (int j = 0; j < kJ; ++j) {
         if (j >= nje) break;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int tok = tw0 + 8 * j + 2 * tl + (i & 1);
-          if (tok < ce.ntok) store(j, i, static_cast<int64_t>(rt.plist[ce.tok0 + tok]));
+        for (int u = 0; u < 2; ++u) {  // token 8 j + 2 tl + u: its pair id read once for rows g (i = u) and g + 8
+          const int tok = tw0 + 8 * j + 2 * tl + u;
+          if (tok >= ce.ntok) continue;
+          const int64_t p = rt.plist[ce.tok0 + tok];
+          store(j, u, p);
+          store(j, u + 2, p);
         }
       }
     };
@@ -609,15 +612,30 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const float beta = a.beta ? a.beta[ce.e] : a.beta_s;
       const float limit = a.limit ? a.limit[ce.e] : a.limit_s;
       const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ce.e) * 2 * a.bias_ld : nullptr;
+      constexpr int kT = WG >= 2 ? 1 : 2;
+      // this lane's rows' up and gate biases, read once per item (not per output: the stores to h may alias them)
+      float b_up[kT][2] = {}, b_gate[kT][2] = {};
+      if (bias) {
+#pragma unroll
+        for (int t = 0; t < kT; ++t)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int row = rge * 32 + (WG >= 2 ? wt : t) * 16 + g + 8 * r;
+            if (row < a.out_rows) {
+              b_up[t][r] = __bfloat162float(bias[row]);
+              b_gate[t][r] = __bfloat162float(bias[a.bias_ld + row]);
+            }
+          }
+      }
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int t = 0; t < (WG >= 2 ? 1 : 2); ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
+        for (int t = 0; t < kT; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
           const int row = rge * 32 + (WG >= 2 ? wt : t) * 16 + g + 8 * (i >> 1);
           if (row >= a.out_rows) continue;
           float up = bf16_round(WG >= 2 ? at(0, j, i) : acc[t][j][i]), gate = bf16_round(WG >= 2 ? at(1, j, i) : acc[t + 2][j][i]);
           if (bias) {
-            up += __bfloat162float(bias[row]);
-            gate += __bfloat162float(bias[a.bias_ld + row]);
+            up += b_up[t][i >> 1];
+            gate += b_gate[t][i >> 1];
           }
           if (a.use_limit) {
             gate = fminf(gate, limit);
