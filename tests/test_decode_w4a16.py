@@ -1019,7 +1019,12 @@ def test_wide_items_run_the_split_k_epilogues_operations():
                      for part in ("split_k", "wide"))
     assert ops(split_k) == ops(wide) and len(ops(wide)) >= 5
     for text in (split_k, wide):
-        assert re.search(r"up = bf16_round\(.*\)", text) and "up += __bfloat162float(" in text
+        assert re.search(r"up = bf16_round\(.*\)", text)
+    # the bias, bf16 -> fp32, added to the rounded sum: in place in gemm_phase, read once per item in the wide kernel
+    assert "up += __bfloat162float(" in split_k and "gate += __bfloat162float(" in split_k
+    assert re.search(r"b_up\[t\]\[r\] = __bfloat162float\(bias\[row\]\)", wide)
+    assert re.search(r"b_gate\[t\]\[r\] = __bfloat162float\(bias\[a\.bias_ld \+ row\]\)", wide)
+    assert "up += b_up[t][i >> 1]" in wide and "gate += b_gate[t][i >> 1]" in wide
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")
