@@ -81,6 +81,16 @@ def test_launch_bound_finding_ranges_the_floor_fractions_per_m_range():
     assert not [x for x in latency_findings.findings(_latency_results([-0.13] * 4)) if x.question.startswith("what bounds")]
 
 
+def test_harness_finding_states_the_fixed_cost_only_where_recorded():
+    base = _latency_results([-0.13] * 4)
+    hf = {"one_kernel_us": 2.816, "per_launch_us": 1.216, "entry_exit_us": 1.6, "source": "data/results/harness/h200.json"}
+    (f,) = [x for x in latency_findings.findings({**base, "harness_floor": hf}) if x.question == "the timing harness's own cost"]
+    assert f.verdict == "2.82 us for a CUDA graph of one tiny kernel" and f.status == "info"
+    assert f.detail.startswith("1.2 us per further dependent launch, ~1.6 us the graph's entry and exit")
+    assert f.detail.endswith("data/results/harness/h200.json")
+    assert not [x for x in latency_findings.findings({**base, "harness_floor": None}) if "harness" in x.question]
+
+
 def test_accuracy_and_layout_findings():
     res = {"accuracy_table": {"gaussian": {"ocp": 0.11, "round_up": 0.12}, "heavy": {"ocp": 0.14, "round_up": 0.15}},
                "clipped_frac": {"ocp": 0.018, "round_up": 0.0},

@@ -370,3 +370,21 @@ def test_ncu_rows_of_the_first_forward_skip_what_runs_around_it():
            {"kernel": "ns::combine_kernel(A)"}, {"kernel": "void ns::gemm_kernel<4, 1, 6, 2, 1, 1>(ns::GemmArgs)"}]
     assert [n["kernel"] for n in first_forward(ncu, tl)] == [n["kernel"] for n in ncu[2:5]]
     assert first_forward(ncu[:2], tl) == [] and first_forward(ncu, []) == []
+
+
+def test_harness_floor_splits_the_graphs_cost_into_launches_and_entry(tmp_path):
+    """The harness's own cost from a harness_floor file: the one-kernel graph, half the three-kernel graph's extra time
+    per further launch, the rest the graph's entry and exit; nothing recorded gives None, a file without one of the
+    two graphs an error naming it. The recorded H200 file reads back."""
+    path = tmp_path / "harness" / "h200.json"
+    rows = [{"kernel_calls": "one", "kernels": 1, "median_us": 3.0}, {"kernel_calls": "three", "kernels": 3, "median_us": 5.5}]
+    results.write(path, "harness_floor", rows, prov={"gpu": "NVIDIA H200", "date": "2026-12-04", "mxfp4lab_commit": "abc"})
+    hf = ex.latency_harness_floor(path)
+    assert (hf["one_kernel_us"], hf["per_launch_us"], hf["entry_exit_us"]) == (3.0, 1.25, 1.75)
+    assert "recorded on NVIDIA H200 2026-12-04" in hf["source"]
+    assert ex.latency_harness_floor(tmp_path / "none.json") is None
+    results.write(path, "harness_floor", rows[:1], prov={"gpu": "NVIDIA H200"})
+    with pytest.raises(ValueError, match="kernels = 1, 3"):
+        ex.latency_harness_floor(path)
+    recorded = ex.latency_harness_floor()
+    assert recorded is not None and 1.0 < recorded["one_kernel_us"] < 10.0 and recorded["per_launch_us"] > 0

@@ -328,6 +328,27 @@ def latency_best_fraction(df: pd.DataFrame, routing: str = "uniform") -> Dict[st
     return {s: {int(r.m): float(r.best_fraction_of_floor) for r in g.itertuples()} for s, g in t.groupby("shape")}
 
 
+#: where ``scripts/gpu/harness_floor.py`` records what the timing harness itself measures
+HARNESS_STUDY = "harness"
+
+
+def latency_harness_floor(path=None) -> Optional[Dict[str, Any]]:
+    """What the timing harness measures with nothing of a backend in it (``scripts/gpu/harness_floor.py``): a CUDA
+    graph of one tiny kernel (``one_kernel_us``), each further dependent launch (``per_launch_us``: half the three-kernel
+    graph's extra time), the graph's entry and exit (``entry_exit_us``: the one-kernel graph less one launch), and
+    ``source``; None where nothing is recorded. Raises ``ValueError`` naming the file when it lacks either graph."""
+    p = Path(path) if path is not None else results.find(HARNESS_STUDY)
+    if p is None or not p.is_file():
+        return None
+    r = results.load(p, kind="harness_floor")
+    us = {int(x["kernels"]): float(x["median_us"]) for x in r.rows}
+    if not {1, 3} <= set(us):
+        raise ValueError(f"{display_path(p)}: needs the rows of 1 and 3 kernels (kernels = 1, 3), has {sorted(us)}")
+    per = (us[3] - us[1]) / 2
+    return {"one_kernel_us": us[1], "per_launch_us": per, "entry_exit_us": us[1] - per,
+            "source": f"{display_path(p)}, {latency_source_label(r.provenance)}"}
+
+
 def display_path(path) -> str:
     """``path`` relative to the checkout when inside it (what a report prints), else as given."""
     from ..provenance import REPO_ROOT

@@ -4,7 +4,8 @@
 (rows ``m, regime, fi_faster, within_claim``), ``fastest`` (shape -> ``[[m, backend], ...]``),
 ``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``, ``decode_goals``
 (``{"met", "count"}``), ``launch_bounds`` (the decode kernel's GEMM launches: ``shape, m, launch, bound,
-floor_frac``), ``shape_aliases``. Missing keys give ``missing`` findings, never an error.
+floor_frac``), ``harness_floor`` (:func:`~mxfp4lab.studies.latency.latency_harness_floor`), ``shape_aliases``.
+Missing keys give ``missing`` findings, never an error.
 """
 
 from __future__ import annotations
@@ -137,6 +138,13 @@ def findings(results: dict[str, Any]) -> list[Finding]:
                            f"M >= 1024: within 1.1x of the best peer. Fastest of all at {dg.get('fastest', 0)} of "
                            f"{dg.get('small_m', 0)} points with M <= 64",
                            "good" if met == n else "bad" if met == 0 else "mixed"))
+    hf = results.get("harness_floor")
+    if isinstance(hf, dict):
+        out.append(Finding("the timing harness's own cost", f"{hf['one_kernel_us']:.2f} us for a CUDA graph of one "
+                                                            "tiny kernel",
+                           f"{hf['per_launch_us']:.1f} us per further dependent launch, ~{hf['entry_exit_us']:.1f} us "
+                           "the graph's entry and exit: in every backend's time, and in the M = 1 goal (<= 2x the "
+                           f"floor); {hf['source']}", "info"))
     if "launch_bounds" in results:
         out += _launch_findings(results.get("launch_bounds") or [])
     return out
