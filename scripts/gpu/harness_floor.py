@@ -20,20 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: (what the graph runs, dependent kernels in it)
-CASES = (("x.add_(1) on 8 floats", 1), ("x.add_(1), x.mul_(1), x.add_(-1) on 8 floats", 3))
-
-
 def measure(reps: int = 400, warmup: int = 20) -> list:
     import torch
 
     from mxfp4lab.bench.harness import time_cuda
 
     x = torch.zeros(8, device="cuda")
-    calls = {1: lambda: x.add_(1), 3: lambda: (x.add_(1), x.mul_(1), x.add_(-1))}
+    cases = (("x.add_(1) on 8 floats", 1, lambda: x.add_(1)),  # (what the graph runs, dependent kernels, the call)
+             ("x.add_(1), x.mul_(1), x.add_(-1) on 8 floats", 3, lambda: (x.add_(1), x.mul_(1), x.add_(-1))))
     rows = []
-    for name, kernels in CASES:
-        t = time_cuda(calls[kernels], [()], warmup=warmup, reps=reps)
+    for name, kernels, call in cases:
+        t = time_cuda(call, [()], warmup=warmup, reps=reps)
         rows.append({"kernel_calls": name, "kernels": kernels, **t.as_dict()})
         print(f"{kernels} kernel(s): {t.median_us:.2f} us (p10 {t.p10_us:.2f}, p90 {t.p90_us:.2f})", flush=True)
     return rows
