@@ -480,10 +480,18 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     if (parts & 2) {
       if constexpr (WG) {  // the granule's bytes that hold columns below k_valid (the chunk starts 8 apiece before col)
         const int bytes = WgmmaTile::valid_bytes(a.k_valid - cs.col + 8 * apiece, apiece);
+        if (bytes == 16) {  // every chunk but a partial last one: whole granules or zeros (no source offset per copy)
 #pragma unroll
-        for (int i = 0; i < kActCopies; ++i) {
-          const bool ok = Act::has(cs.act[i]);
-          cp_async16_part(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok ? bytes : 0);
+          for (int i = 0; i < kActCopies; ++i) {
+            const bool ok = Act::has(cs.act[i]);
+            cp_async16(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < kActCopies; ++i) {
+            const bool ok = Act::has(cs.act[i]);
+            cp_async16_part(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok ? bytes : 0);
+          }
         }
       } else {
         const bool in_k = cs.col + 8 <= a.k_valid;
@@ -661,6 +669,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
             }
           }
       }
+      int hcol[kT];  // wgmma: the column of h that holds this lane's row g of tile t (WgmmaTile::col)
+#pragma unroll
+      for (int t = 0; t < kT; ++t) hcol[t] = WgmmaTile::col(rge * 32 + (WG >= 2 ? wt : t) * 16 + g);
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
         for (int t = 0; t < kT; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
@@ -676,7 +687,8 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
             up = fmaxf(fminf(up, limit), -limit);
           }
           const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
-          a.out[p * a.ld_out + (WG ? WgmmaTile::col(row) : row)] = __float2bfloat16_rn(act);  // wgmma: fc2's K order
+          // wgmma: h in fc2's K order; row - 8 (i >> 1) is a multiple of 16 plus g, so row + 8 is 32 columns further
+          a.out[p * a.ld_out + (WG ? hcol[t] + 32 * (i >> 1) : row)] = __float2bfloat16_rn(act);
         }
       });
     } else {
