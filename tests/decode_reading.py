@@ -176,22 +176,17 @@ int main() {{
 
 def kernel_wgmma_tile(tmp_path):
     """WgmmaTile (the wide kernel's token tile as wgmma's B operand, host-compiled from the CUDA source): the byte
-    granule ``c`` of token row ``r`` is copied to (``dst``), the column in the wgmma K order of each column ``k`` of a
-    row (``col``), the bytes of granule ``c`` copied with ``rem`` columns left in the row (``valid_bytes``), and the
-    descriptor of a tile at shared address 4096. Returns ``(dst[r][c] for r < 128, c < 8; col[k] for k < 128;
-    valid[rem // 2][c] for even rem <= 80; desc)`` (128 rows: split tiles of 128 tokens)."""
+    each 4-byte piece ``p`` of 16-byte piece ``j`` of token row ``r`` is copied to (``dst``), and the descriptor of a
+    tile at shared address 4096. Returns ``(dst[r][j][p] for r < 128, j < 8, p < 4, desc)`` (128 rows: split tiles of
+    128 tokens)."""
     wide = WIDE_SOURCE.read_text()
     start = wide.index("struct WgmmaTile {")
     tile = wide[start : wide.index("\n};\n", start) + 4]
     prog = ("#include <cstdint>\n#include <cstdio>\n#define __device__\n#define __forceinline__ inline\n" + tile + r"""
 int main() {
   for (int r = 0; r < 128; ++r)
-    for (int c = 0; c < 8; ++c) std::printf("%u ", WgmmaTile::dst(r, c));
-  std::printf("\n");
-  for (int k = 0; k < 128; ++k) std::printf("%d ", WgmmaTile::col(k));
-  std::printf("\n");
-  for (int rem = 0; rem <= 80; rem += 2)
-    for (int c = 0; c < 8; ++c) std::printf("%d ", WgmmaTile::valid_bytes(rem, c));
+    for (int j = 0; j < 8; ++j)
+      for (int p = 0; p < 4; ++p) std::printf("%u ", WgmmaTile::dst(r, j, p));
   std::printf("\n%llu\n", static_cast<unsigned long long>(WgmmaTile::desc(4096)));
 }
 """)
@@ -200,26 +195,25 @@ int main() {
     exe = Path(tmp_path) / "wgmma_tile"
     subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
                    capture_output=True)
-    dst, col, valid, desc = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")[:4]
-    return (np.array(list(map(int, dst.split()))).reshape(128, 8), np.array(list(map(int, col.split()))),
-            np.array(list(map(int, valid.split()))).reshape(41, 8), int(desc))
+    dst, desc = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")[:2]
+    return np.array(list(map(int, dst.split()))).reshape(128, 8, 4), int(desc)
 
 
-def wgmma_b_reads(dst, col, desc, step_offset):
+def wgmma_b_reads(dst, desc, step_offset):
     """What wgmma reads as B[k][n] (k < 16, n < the copied rows) at each MMA step of a chunk, from a tile the kernel
-    copied with ``dst`` from token rows in the wgmma K order ``col``: the PTX ISA's K-major, no-swizzle canonical layout ((8, m), (T, 2k)) : ((1T, SBO), (1, LBO)) in 16-byte
+    copied with ``dst``: the PTX ISA's K-major, no-swizzle canonical layout ((8, m), (T, 2k)) : ((1T, SBO), (1, LBO)) in 16-byte
     units (9.7.15.5.1.2), with LBO and SBO taken from the descriptor's fields (bits 16-29, 32-45, in 16-byte units)
     and the start address from bits 0-13 plus ``step_offset(st)`` (descriptor units). Returns ``[4, 16, rows]`` pairs
     (token row, chunk element) read, as ``row * 64 + element``; -1 where no copy wrote the byte."""
     lbo, sbo = ((desc >> 16) & 0x3FFF) << 4, ((desc >> 32) & 0x3FFF) << 4
     base = ((desc & 0x3FFF) << 4) - 4096
-    natural = {int(p): k for k, p in enumerate(col[:64])}  # the chunk element at each column of the wgmma K order
     image = {}
     rows = dst.shape[0]
     for r in range(rows):
-        for c in range(8):
-            for b in range(16):  # granule c: columns 8 c .. 8 c + 7 of the row in the wgmma K order, 2 bytes each
-                image[int(dst[r, c]) + b] = r * 64 + natural[8 * c + b // 2]
+        for j in range(8):
+            for p in range(4):
+                for b in range(4):  # piece p: elements 8 j + 2 p, + 1 (bf16), bytes 4 p .. 4 p + 3 of the 16
+                    image[int(dst[r, j, p]) + b] = r * 64 + 8 * j + 2 * p + b // 2
     out = np.full((4, 16, rows), -1)
     for st in range(4):
         start = base + (step_offset(st) << 4)

@@ -233,7 +233,7 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
 
     # gemm_kernel instances: fc1 per (configuration, staging bits, dynamic items); fc2 per (configuration, dynamic
     # items: never for a split grid's fc2) and fc2 with the fused combine per configuration (static); one
-    # fused_kernel per fused configuration; the combine; the wgmma variants' activation permute (act_to_wgmma_kernel)
+    # fused_kernel per fused configuration; the combine
     def cfg1(v):
         return v.token_groups, v.ctas_per_sm, v.depth, v.red_buffers, v.token_rows, v.fc1_tiles
 
@@ -247,8 +247,7 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 2, report[-2000:]
-    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode19act_to_wgmma_kernel") == 1
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 1, report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == 2 * len(wide) > 0
     with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
@@ -448,8 +447,7 @@ def test_only_staged_kernels_carry_the_l2_staging(kernel_ptx):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
 def test_only_the_traced_build_reads_the_global_timer(kernel_ptx):
     """The phase stamps are compiled only with TRACE_FLAG: the production kernels never touch the timer, and in
-    the traced build every GEMM kernel stamps (entry .. exit) and so does the combine. The wgmma variants'
-    activation permute (act_to_wgmma_kernel, before fc1) has no trace rows: it never stamps."""
+    the traced build every GEMM kernel stamps (entry .. exit) and so does the combine."""
     import re
 
     for traced in (False, True):
@@ -458,7 +456,7 @@ def test_only_the_traced_build_reads_the_global_timer(kernel_ptx):
         for body in bodies:
             name = re.match(r"\.visible \.entry (\w+)", body).group(1)
             stamps = body.count("%globaltimer")
-            if not traced or "act_to_wgmma_kernel" in name:
+            if not traced:
                 assert stamps == 0, name
             else:  # entry, routed, ready, first step, streamed, exit (+ the early exit); combine: entry, ready, exit
                 assert stamps >= (3 if "combine" in name else 6), (name, stamps)
@@ -995,9 +993,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     # the 128-token items address activation rows by 32-bit offsets (an expanded x: no memory behind its 2^31 elements)
     wide_x = torch.zeros(1, 1, dtype=torch.bfloat16).expand(32768, 65536)
     wide_layout = types.SimpleNamespace(hidden_size=65536, intermediate_size=64, num_local_experts=8,
-                                        w13=types.SimpleNamespace(shape=(8, 2, 1024)),
-                                        w2=types.SimpleNamespace(shape=(8, 2048, 1)))
-    refusal = r"variant 56 addresses activation rows by 32-bit offsets: M \* H64 = 2147483648"
+                                        w13=types.SimpleNamespace(shape=(8, 2)))
+    refusal = r"variant 56 addresses activation rows by 32-bit offsets: M \* hidden = 2147483648"
     with pytest.raises(k.DecodeKernelError, match=refusal):
         k.forward(wide_x, torch.zeros(32768, 1, dtype=torch.int32), torch.ones(32768, 1), wide_layout,
                   k.LaunchConfig(variant=56))
@@ -1072,49 +1069,18 @@ def test_wgmma_token_tile_meets_the_decoded_fragments_k_order(tmp_path):
     """Wide items with wgmma (variants with ``wgmma``): the decoded A fragments are the mma.sync ones, so at MMA step
     st wgmma must read as B[k][n] token row n's chunk element 16 (k % 8 // 2) + 4 st + 2 (k // 8) + k % 2 -- the
     element lane k % 8 // 2 feeds mma.sync at logical k (b0: k = 2t, 2t + 1; b1: 2t + 8, 2t + 9; the layout's K
-    permutation, as tile_chunk_products reads it). The kernel reads its token rows in the wgmma K order
-    (WgmmaTile::col, the layout module's to_wgmma_k_order) and copies 16-byte granules of them (WgmmaTile::dst);
-    that order, the copy map, the descriptor and its per-step start address, read through the PTX ISA's K-major
-    no-swizzle canonical layout, must give exactly that for all 128 token rows (split tiles read all 64 or 128 at
-    once, the other wgmma variants 32 per warpgroup, from row 32 4 SBO further); every copied byte lands once,
-    inside the tile's 128 x 128 bytes."""
-    dst, col, _, desc = dr.kernel_wgmma_tile(tmp_path)
-    assert len(set(dst.flatten().tolist())) == dst.size and dst.min() >= 0 and dst.max() + 16 <= 128 * 128
-    assert (dst % 16 == 0).all()  # 16-byte copies
-    assert sorted(col[:64]) == list(range(64)) and (col[64:] == col[:64] + 64).all()  # a permutation inside a chunk
+    permutation, as tile_chunk_products reads it). The kernel's copy map (WgmmaTile::dst), its descriptor and its
+    per-step start address, read through the PTX ISA's K-major no-swizzle canonical layout, must give exactly that
+    for all 128 token rows (split tiles read all 64 or 128 at once, the other wgmma variants 32 per warpgroup, from row
+    32 4 SBO further); every copied byte lands once, inside the tile's 128 x 128 bytes."""
+    dst, desc = dr.kernel_wgmma_tile(tmp_path)
+    assert len(set(dst.flatten().tolist())) == dst.size and dst.min() >= 0 and dst.max() + 4 <= 128 * 128
     assert (desc & 0x3FFF) == 4096 >> 4 and (desc >> 49) & 0x7 == 0 and desc >> 62 == 0  # start, base offset, no swizzle
     wide = dr.WIDE_SOURCE.read_text()
     step_expr = "desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4)"
     assert step_expr in wide  # the per-step start the model below applies (st = 2 h + s2)
     lbo = ((desc >> 16) & 0x3FFF) << 4
-    got = dr.wgmma_b_reads(dst, col, desc, lambda st: (st * 2 * lbo) >> 4)
+    got = dr.wgmma_b_reads(dst, desc, lambda st: (st * 2 * lbo) >> 4)
     st, k, n = np.meshgrid(np.arange(4), np.arange(16), np.arange(128), indexing="ij")
     want = n * 64 + 16 * (k % 8 // 2) + 4 * st + 2 * (k // 8) + k % 2
     assert np.array_equal(got, want)
-
-
-def test_wgmma_k_order_is_the_kernels_and_the_copies_read_only_real_columns(tmp_path):
-    """The layout module's to_wgmma_k_order puts column k where the kernel's WgmmaTile::col says (act_to_wgmma_kernel
-    and fc1's epilogue write by it), and from_wgmma_k_order inverts it bit for bit (padding K to whole chunks with
-    zeros). A granule's copy reads WgmmaTile::valid_bytes of it: with rem columns left in the row (rem even, the
-    kernel's K is a multiple of 8), exactly the bytes that hold columns below rem -- always a prefix, which cp.async's
-    zero fill needs."""
-    from mxfp4lab.layout.decode_w4a16 import from_wgmma_k_order, to_wgmma_k_order
-
-    _, col, valid, _ = dr.kernel_wgmma_tile(tmp_path)
-    natural = torch.arange(128, dtype=torch.float32).view(1, 128)
-    xp = to_wgmma_k_order(natural)
-    assert torch.equal(xp[0, torch.as_tensor(col)], natural[0])
-    x = torch.randn(3, 136).to(torch.bfloat16)
-    xp = to_wgmma_k_order(x)
-    assert xp.shape == (3, 192) and not from_wgmma_k_order(xp, 192)[:, 136:].any()  # the padding: zeros
-    assert torch.equal(from_wgmma_k_order(xp, 136), x)
-    with pytest.raises(MXFormatError, match="must be a multiple of 2"):
-        to_wgmma_k_order(x[:, :135])
-    with pytest.raises(MXFormatError, match="whole 64-element chunks"):
-        from_wgmma_k_order(xp, 100)
-    for rem in range(0, 81, 2):
-        real = to_wgmma_k_order((torch.arange(64) < rem).to(torch.float32).view(1, 64))[0].view(8, 8)  # [granule, col]
-        for c in range(8):
-            n = int(valid[rem // 2, c]) // 2  # columns the copy reads
-            assert real[c, :n].all() and not real[c, n:].any(), (rem, c, n)

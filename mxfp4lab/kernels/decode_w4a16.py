@@ -138,7 +138,7 @@ class DecodeArgs(ctypes.Structure):
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
             "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")] + [
-        ("out_scale", ctypes.c_double), ("xp", ctypes.c_int64)]
+        ("out_scale", ctypes.c_double)]
 
 
 @functools.lru_cache(maxsize=2)
@@ -280,11 +280,10 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     if m * k > max_pairs:
         raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {max_pairs}, the most one call of variant "
                                 f"{cfg.variant} routes")
-    # (its activation rows, in the wgmma K order: xp [M, H64], h [M * top_k, I64])
-    x_elems, h_elems = m * layout.w13.shape[2] * 64, m * k * layout.w2.shape[2] * 64
-    if VARIANTS[cfg.variant].wgmma == 3 and max(x_elems, h_elems) >= 1 << 31:
-        raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * H64 = "
-                                f"{x_elems} and M * top_k * I64 = {h_elems} must stay below 2^31")
+    if VARIANTS[cfg.variant].wgmma == 3 and max(m * x.shape[1], m * k * layout.w13.shape[1] * 32) >= 1 << 31:
+        raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * hidden = "
+                                f"{m * x.shape[1]} and M * top_k * intermediate = {m * k * layout.w13.shape[1] * 32} "
+                                "must stay below 2^31")
     dev = x.device
     lib = load_library(traced=trace is not None)
     var = VARIANTS[cfg.variant]
@@ -297,17 +296,11 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     tw = topk_weights.to(torch.float32).contiguous()
     i32 = layout.w13.shape[1] * 32
     h32 = layout.w2.shape[1] * 32
-    # wgmma variants read their activations in the wgmma K order (a chunk's 32 words as 4 x 8, transposed;
-    # mxfp4lab.layout.decode_w4a16.to_wgmma_k_order): x through xp, h stored so by fc1, both rows whole chunks wide
-    wgmma = var.wgmma > 0
-    ld_h = layout.w2.shape[2] * 64 if wgmma else i32
-    hbuf = torch.empty(m * k, ld_h, dtype=torch.bfloat16, device=dev)
+    hbuf = torch.empty(m * k, i32, dtype=torch.bfloat16, device=dev)
     ybuf = torch.empty(m * k, h32, dtype=torch.bfloat16, device=dev)
-    xp = torch.empty(m, layout.w13.shape[2] * 64, dtype=torch.bfloat16, device=dev) if wgmma else None
     if workspace_fill is not None:
-        for t in (hbuf, ybuf, xp):
-            if t is not None:
-                t.fill_(workspace_fill)
+        hbuf.fill_(workspace_fill)
+        ybuf.fill_(workspace_fill)
     if out is None:
         out = torch.empty(m, h, dtype=torch.bfloat16, device=dev)
     for name, t in (("x", x), ("out", out), ("h", hbuf), ("y", ybuf)):
@@ -341,12 +334,12 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         b13=ptr(layout.b13), b2=ptr(layout.b2), alpha=ptr(layout.swiglu_alpha), beta=ptr(layout.swiglu_beta),
         limit=ptr(layout.swiglu_limit), alpha_s=1.0, beta_s=0.0, limit_s=0.0,
         use_limit=int(layout.swiglu_limit is not None), h=ptr(hbuf), y=ptr(ybuf), out=ptr(out), m=m, top_k=k,
-        hidden=h, inter=i, ld_x=x.stride(0), ld_h=ld_h, ld_y=h32, ld_out=out.stride(0),
+        hidden=h, inter=i, ld_x=x.stride(0), ld_h=i32, ld_y=h32, ld_out=out.stride(0),
         ld_b13=i32, ld_b2=h32, groups1=layout.w13.shape[1], groups2=layout.w2.shape[1],
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 5 else 0, counters=ptr(counters),
-        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace), out_scale=s, xp=ptr(xp))
+        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace), out_scale=s)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")

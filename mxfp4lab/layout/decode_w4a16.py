@@ -277,33 +277,3 @@ def element_location(row: int, k: int) -> dict:
     return {"tile": tile, "chunk": chunk, "lane": 4 * g + t, "word": s, "half": i, "register": f"a{j}",
             "frag_row": g + 8 * hi8, "frag_k": 2 * t + 8 * h + i, "sign_bit": sign,
             "mag_bits": [source_bit(j, i, f) for f in range(3)], "byte": 4 * s + sign // 8, "bit": sign % 8}
-
-
-# --------------------------------------------------------------------------------------------
-# Activations in the wgmma K order (the wide kernel's wgmma items)
-# --------------------------------------------------------------------------------------------
-def to_wgmma_k_order(x: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[rows, K]`` (K even) -> ``[rows, K64]`` in the order the wide kernel's wgmma items read activations
-    (``act_to_wgmma_kernel`` writes x so, fc1's epilogue stores h so): per 64-element chunk, its 32 element pairs as a
-    ``[4, 8]`` matrix -- pair ``8 t + c`` is pair ``c`` of lane ``t``'s 16 elements ``16 t ..`` (see "K permutation")
-    -- transposed to ``[8, 4]``. The 16 bytes ``16 c ..`` of a chunk then hold pair ``c`` of every lane's run, which
-    is what wgmma's K-major B core matrix ``c % 2`` of MMA step ``c // 2`` holds, lane ``t`` at bytes ``4 t ..``; so
-    the kernel copies whole 16-byte pieces. Columns past K are zeros. Inverse: :func:`from_wgmma_k_order`."""
-    if x.dim() != 2:
-        raise MXFormatError(f"x must be [rows, K], got shape {tuple(x.shape)}")
-    rows, k = x.shape
-    check_multiple(k, 2, "x columns K", "the kernel moves element pairs")
-    k64 = _round_up(k, CHUNK_K)
-    padded = torch.nn.functional.pad(x, (0, k64 - k))
-    # axes: rows, chunk, lane t, pair c, element of the pair -> rows, chunk, pair c, lane t, element
-    return padded.view(rows, k64 // CHUNK_K, 4, 8, 2).transpose(2, 3).reshape(rows, k64)
-
-
-def from_wgmma_k_order(xp: torch.Tensor, k: int) -> torch.Tensor:
-    """The inverse of :func:`to_wgmma_k_order`: ``xp`` ``[rows, K64]`` -> ``[rows, k]`` in the natural order."""
-    rows, k64 = xp.shape
-    if k64 % CHUNK_K or not k64 - CHUNK_K < k <= k64:
-        raise MXFormatError(f"xp has {k64} columns; a row of {k} columns in the wgmma K order has "
-                            f"{_round_up(k, CHUNK_K)} (whole 64-element chunks)")
-    # axes: rows, chunk, pair c, lane t, element -> rows, chunk, lane t, pair c, element
-    return xp.reshape(rows, k64 // CHUNK_K, 8, 4, 2).transpose(2, 3).reshape(rows, k64)[:, :k]

@@ -254,7 +254,6 @@ struct DecodeArgs {
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
   double out_scale;                // the routed scaling factor the combine applies to each token's output (1: none)
-  int64_t xp;                      // wgmma variants (WG > 0): workspace bf16 [M, chunks1 * 64], x in the wgmma K order
 };
 
 // The combine launch (after fc2, or after the fused launch), chained with PDL.
@@ -377,37 +376,19 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   return launch_combine(d, g1, stream, pdl);
 }
 
-// A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL); with
-// wgmma (WG > 0) first act_to_wgmma_kernel (x -> xp in the wgmma K order; fc1 then reads xp, and h is stored in that
-// order, its rows chunks2 x 64 wide). No fused combine, fused launch or dynamic items.
+// A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
+// No fused combine, fused launch or dynamic items.
 template <int WT, int CPS, int D, int WG>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
-  if (WG && (d->xp == 0 || d->ld_h < d->chunks2 * 64)) return cudaErrorInvalidValue;
-  const int64_t ld_act1 = WG ? d->chunks1 * 64 : d->ld_x;
   // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
-  if (WG == 3 && (d->m * ld_act1 >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
+  if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  if (WG) {
-    g1.act = reinterpret_cast<const __nv_bfloat16*>(d->xp);
-    g1.ld_act = ld_act1;
-    const int64_t granules = d->m * d->chunks1 * 8;
-    const int64_t want = (granules + 255) / 256;  // a grid-stride loop over at most 8 blocks per CTA of fc1's grid
-    const int blocks = static_cast<int>(want < 8 * int64_t{grid} ? want : 8 * int64_t{grid});
-    cudaLaunchAttribute attr = {};  // after the previous kernel on the stream, which may write x
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 0;
-    cudaError_t err = launch_with(act_to_wgmma_kernel, blocks, 256, 0, stream, attr,
-                                  reinterpret_cast<const __nv_bfloat16*>(d->x), d->ld_x, static_cast<int>(d->hidden),
-                                  static_cast<int>(d->chunks1), reinterpret_cast<__nv_bfloat16*>(d->xp),
-                                  static_cast<int>(d->m));
-    if (err != cudaSuccess) return err;
-  }
-  cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG>(g1, grid, stream, WG ? pdl : false);
+  cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
   err = launch_wide_gemm<WT, D, CPS, false, WG>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;

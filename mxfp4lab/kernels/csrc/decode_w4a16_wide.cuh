@@ -74,24 +74,13 @@ constexpr int wide_smem_bytes(int num_experts, int num_pairs) {
 // row r at ((r / 8) * 8 + c) * 128 + (r % 8) * 16 (LBO = 128 B between the two core matrices of a k16 step, SBO =
 // 1024 B between 8-row groups). The MMA's K order is the layout's (file header of decode_w4a16.cu): at MMA step
 // st = 2 h + s2 lane tl's A pairs u = 0, 1 hold chunk elements 16 tl + 8 h + 4 s2 + 2 u + {0, 1}, so granule
-// c = 2 st + u must hold, at bytes 4 tl .. 4 tl + 3, those two elements of the token's row. In 32-bit words (element
-// pairs): word tl of granule c is the chunk's word 8 tl + c -- a chunk's 32 words as a 4 x 8 matrix, transposed.
-// The wgmma items therefore read their activations in that order (the WGMMA K ORDER): fc1 reads x through
-// act_to_wgmma_kernel, which writes each row's chunks so permuted, and fc1's epilogue stores h so permuted for fc2;
-// a granule is then 16 contiguous bytes of the row, one 16-byte cp.async (four 4-byte ones from the natural order).
+// c = 2 st + u holds, at bytes 4 tl .. 4 tl + 3, those two elements of the token's row: each 16-byte piece j of
+// the row (elements 8 j ..) is copied as four 4-byte pieces p, to granule 4 (j % 2) + p at byte 4 (j / 2).
 struct WgmmaTile {
   static constexpr uint32_t kLbo = 128, kSbo = 1024;
-  // the byte of granule c of token row r
-  static __device__ __forceinline__ uint32_t dst(int r, int c) { return (r >> 3) * kSbo + c * kLbo + (r & 7) * 16; }
-  // the column of a row in the wgmma K order that holds its column k (the same chunk; words 8 tl + c -> 4 c + tl)
-  static __device__ __forceinline__ int col(int k) {
-    return (k & ~63) | ((k >> 1) & 7) << 3 | ((k >> 4) & 3) << 1 | (k & 1);
-  }
-  // the bytes of granule c of a chunk with `rem` columns left in the row (rem even) that hold columns below it: its
-  // words tl hold columns 16 tl + 2 c, + 1, so a prefix of ceil((rem - 2 c) / 16) words (cp.async zero-fills the rest)
-  static __device__ __forceinline__ int valid_bytes(int rem, int c) {
-    const int w = (rem - 2 * c + 15) >> 4;
-    return w <= 0 ? 0 : w >= 4 ? 16 : 4 * w;
+  // the byte of 16-byte piece j of token row r that piece p lands at
+  static __device__ __forceinline__ uint32_t dst(int r, int j, int p) {
+    return (r >> 3) * kSbo + ((j & 1) * 4 + p) * kLbo + (r & 7) * 16 + (j >> 1) * 4;
   }
   // the matrix descriptor of a tile at shared address `addr` (MMA step st adds st * 2 kLbo to the address)
   static __device__ __forceinline__ uint64_t desc(uint32_t addr) {
@@ -100,38 +89,19 @@ struct WgmmaTile {
   }
 };
 
-// A 16-byte copy of which the first `bytes` come from src and the rest are zeros (0: nothing is read); through L1
-// (.ca), as the four-byte copies of the natural order went.
-__device__ __forceinline__ void cp_async16_part(uint32_t dst, const void* src, int bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+// The four 4-byte pieces of a 16-byte piece of a token row into a WgmmaTile (piece p at dst + p kLbo; cp.async.ca: the
+// only cp.async below 16 bytes; valid = false writes zeros), from one source address with immediate offsets: one
+// address and zero-fill select per 16 bytes, not per piece (a chunk's copies at 128 tokens per item: ~95 SASS
+// instructions per thread instead of ~190).
+__device__ __forceinline__ void cp_async4x4(uint32_t dst, const void* src, bool valid) {
+  asm volatile(
+      "cp.async.ca.shared.global [%0], [%1], 4, %2;\n"
+      "cp.async.ca.shared.global [%0+%3], [%1+4], 4, %2;\n"
+      "cp.async.ca.shared.global [%0+%4], [%1+8], 4, %2;\n"
+      "cp.async.ca.shared.global [%0+%5], [%1+12], 4, %2;\n" ::"r"(dst),
+      "l"(src), "r"(valid ? 4 : 0), "n"(WgmmaTile::kLbo), "n"(2 * WgmmaTile::kLbo), "n"(3 * WgmmaTile::kLbo)
+      : "memory");
 }
-__device__ __forceinline__ void cp_async16_ca(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-
-// x [rows, ld_x] -> xp [rows, chunks * 64] in the wgmma K order (WgmmaTile), columns >= k_valid as zeros: one thread
-// per 16-byte granule of xp (four 4-byte loads). It lets fc1 start at once (PDL): fc1 copies its first steps' weights,
-// then waits for this grid before it copies xp.
-__global__ void __launch_bounds__(256) act_to_wgmma_kernel(const __nv_bfloat16* x, int64_t ld_x, int k_valid, int chunks,
-                                                           __nv_bfloat16* xp, int rows) {
-  pdl_launch_dependents();
-  const int64_t n = static_cast<int64_t>(rows) * chunks * 8;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int c = static_cast<int>(t & 7);
-    const int64_t rc = t >> 3;  // row * chunks + chunk
-    const int64_t row = rc / chunks;
-    const int k0 = static_cast<int>(rc - row * chunks) * 64 + 2 * c;  // word tl of the granule: column k0 + 16 tl
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(x + row * ld_x + k0);
-    uint4 v;
-    v.x = k0 < k_valid ? src[0] : 0u;
-    v.y = k0 + 16 < k_valid ? src[8] : 0u;
-    v.z = k0 + 32 < k_valid ? src[16] : 0u;
-    v.w = k0 + 48 < k_valid ? src[24] : 0u;
-    reinterpret_cast<uint4*>(xp)[t] = v;
-  }
-}
-
 // This thread's completed writes to shared memory made visible to the async proxy (wgmma's operand reads).
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -427,18 +397,16 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   const uint32_t ring = smem_addr(smem);
   const int64_t block_stride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
   const uint32_t wdst = wr * S::kWSlot + lane * 16;                    // this lane's weight bytes in a stage
-  // its activation copies: token row arow + 32 i, 16-byte piece apiece of the chunk (mma.sync: row tid / 8, piece
-  // tid % 8; wgmma: granule (tid / 8) % 8 of row 8 (tid / 64) + tid % 8, so that 8 neighbouring threads fill 128
-  // contiguous bytes of the WgmmaTile), the first one's byte in a stage and the next one's, 32 token rows further
-  const int arow = WG ? (tid >> 6) * 8 + (tid & 7) : tid >> 3, apiece = WG ? (tid >> 3) & 7 : tid & 7;
-  const uint32_t adst = WR * S::kWSlot + (WG ? WgmmaTile::dst(arow, apiece) : arow * S::kRowBytes + apiece * 16);
+  // its first activation copy's (token row tid / 8, piece tid % 8; WG: piece 0 of its four, WgmmaTile), and the next
+  // copy's: 32 token rows further
+  const uint32_t adst = WR * S::kWSlot + (WG ? WgmmaTile::dst(tid >> 3, tid & 7, 0)
+                                              : (tid >> 3) * S::kRowBytes + (tid & 7) * 16);
   constexpr uint32_t kActStride = WG ? kThreads / 8 / 8 * WgmmaTile::kSbo : kThreads / 8 * S::kRowBytes;
 
   // ---- issue side: a cursor over the CTA's steps (item, chunk); every thread keeps its own copy of it, with its
   // sources at the next chunk. Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt;
   // token warp 0's lanes 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the
-  // tile's token rows: token rows arow + 32 i, elements 8 apiece .. of the chunk; wgmma: of the chunk in the
-  // wgmma K order).
+  // tile's token rows: token rows tid / 8 + 32 i, elements 8 (tid % 8) .. of the chunk).
   using Act = ActRef<WG == 3>;
   struct Cursor {
     int left, item, c, slot;
@@ -463,10 +431,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const int sn = (lane >> 1) & 3;  // scale lanes: half (lane & 1) of tile sn's 32 bytes
       cs.scales = FC1 ? 4 * kTileBytes : (sn >> 1) * cs.second + 2 * kTileBytes + (sn & 1) * kScaleBytes + (lane & 1) * 16 -
                                              lane * 16;
-      cs.col = apiece * 8;
+      cs.col = (tid & 7) * 8;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
-        const int tok = arow + i * (kThreads / 8);
+        const int tok = (tid >> 3) + i * (kThreads / 8);
         cs.act[i] = tok < it.ntok ? Act::make(a.act, static_cast<int64_t>(rt.plist[it.tok0 + tok] / a.act_row_div) *
                                                          a.ld_act + cs.col)
                                   : Act::none();
@@ -482,26 +450,13 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
     }
     if (parts & 2) {
-      if constexpr (WG) {  // the granule's bytes that hold columns below k_valid (the chunk starts 8 apiece before col)
-        const int bytes = WgmmaTile::valid_bytes(a.k_valid - cs.col + 8 * apiece, apiece);
-        if (bytes == 16) {  // every chunk but a partial last one: whole granules or zeros (no source offset per copy)
+      const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
-          for (int i = 0; i < kActCopies; ++i) {
-            const bool ok = Act::has(cs.act[i]);
-            cp_async16_ca(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
-          }
+      for (int i = 0; i < kActCopies; ++i) {
+        const bool ok = Act::has(cs.act[i]) && in_k;
+        if constexpr (WG) {
+          cp_async4x4(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
         } else {
-#pragma unroll
-          for (int i = 0; i < kActCopies; ++i) {
-            const bool ok = Act::has(cs.act[i]);
-            cp_async16_part(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok ? bytes : 0);
-          }
-        }
-      } else {
-        const bool in_k = cs.col + 8 <= a.k_valid;
-#pragma unroll
-        for (int i = 0; i < kActCopies; ++i) {
-          const bool ok = Act::has(cs.act[i]) && in_k;
           cp_async16(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
         }
       }
@@ -516,10 +471,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
   };
 
-  // ---- prologue: the first kAhead steps (fc2, and fc1 with wgmma: their weights before it waits for the previous
-  // launch -- fc1 or act_to_wgmma_kernel --, their activations after)
+  // ---- prologue: the first kAhead steps (fc2: their weights before it waits for fc1, their activations after)
   constexpr int kAhead = S::kAhead;
-  if constexpr (FC1 && !WG) {
+  if constexpr (FC1) {
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) {
       issue_into(cur, 3);
@@ -529,7 +483,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     Cursor cur_act = cur;
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) issue_into(cur, 1);
-    pdl_wait();  // h (fc1's output) or xp (act_to_wgmma_kernel's) is complete and visible after this
+    pdl_wait();  // h (fc1's output) is complete and visible after this
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) issue_into(cur_act, 2);
     cp_async_commit();
@@ -673,9 +627,6 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
             }
           }
       }
-      int hcol[kT];  // wgmma: the column of h that holds this lane's row g of tile t (WgmmaTile::col)
-#pragma unroll
-      for (int t = 0; t < kT; ++t) hcol[t] = WgmmaTile::col(rge * 32 + (WG >= 2 ? wt : t) * 16 + g);
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
         for (int t = 0; t < kT; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
@@ -691,8 +642,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
             up = fmaxf(fminf(up, limit), -limit);
           }
           const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
-          // wgmma: h in fc2's K order; row - 8 (i >> 1) is a multiple of 16 plus g, so row + 8 is 32 columns further
-          a.out[p * a.ld_out + (WG ? hcol[t] + 32 * (i >> 1) : row)] = __float2bfloat16_rn(act);
+          a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
         }
       });
     } else {
