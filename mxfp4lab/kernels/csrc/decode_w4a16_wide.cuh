@@ -27,6 +27,13 @@
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
 
+// DIAGNOSTIC ONLY (never shipped): MXFP4LAB_ABLATE = 1 skips the wgmma items' epilogues, 2 their activation copies,
+// 4 their decode (the A fragments are the raw words), 5 their wgmma (the fragments are only kept alive); 0 (the default)
+// compiles the kernels as they are. The outputs of an ablated build are wrong; it exists to time what is left.
+#ifndef MXFP4LAB_ABLATE
+#define MXFP4LAB_ABLATE 0
+#endif
+
 template <int WT, int D, int WG>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
@@ -327,17 +334,27 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
       uint32_t a[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
+#if MXFP4LAB_ABLATE == 4
+        a[n][0] = s2 ? w[n].y : w[n].x;
+        a[n][1] = a[n][0] ^ f_lo[n];
+        a[n][2] = a[n][0] ^ f_hi[n];
+        a[n][3] = a[n][0] + 1u;
+#else
         uint32_t r0, r1, r2, r3;
         decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
         a[n][0] = hmul2_bf16(r0, f_lo[n]);
         a[n][1] = hmul2_bf16(r1, f_hi[n]);
         a[n][2] = hmul2_bf16(r2, f_lo[n]);
         a[n][3] = hmul2_bf16(r3, f_hi[n]);
+#endif
       }
       wgmma_fence();
       const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
+#if MXFP4LAB_ABLATE == 5
+        asm volatile("" ::"r"(a[n][0]), "r"(a[n][1]), "r"(a[n][2]), "r"(a[n][3]), "l"(d));
+#else
         if constexpr (R == 4) {
           wgmma_bf16<NJ>(acc[n], a[n], d);
         } else if constexpr (R == 8) {
@@ -345,6 +362,7 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
         } else {
           wgmma_bf16_128<NJ>(acc[n], a[n], d);
         }
+#endif
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -449,7 +467,11 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
                      true);
       if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
     }
+#if MXFP4LAB_ABLATE == 2
+    if ((parts & 2) && !WG) {
+#else
     if (parts & 2) {
+#endif
       const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
@@ -590,6 +612,19 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32; split tiles: N block j of
     // tile slot n is acc[2 n + j / kAccJ][j % kAccJ], the up tile's in slot 0 and the gate tile's in slot 1)
     if (nje == 0) continue;
+#if MXFP4LAB_ABLATE == 1
+    if constexpr (WG) {  // the sums stay live (ptxas drops MMAs whose sums are dead): one FADD each, never stored
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 4; ++n)
+#pragma unroll
+        for (int j = 0; j < kAccJ; ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) sum += acc[n][j][i];
+      if (a.num_pairs < 0) a.out[0] = __float2bfloat16_rn(sum);
+      continue;
+    }
+#endif
     auto at = [&](int n, int j, int i) -> float& {
       return WG >= 2 ? acc[2 * n + j / kAccJ][j % kAccJ][i] : acc[n][j][i];
     };
