@@ -334,11 +334,12 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
       uint32_t a[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-#if MXFP4LAB_ABLATE == 4
-        a[n][0] = s2 ? w[n].y : w[n].x;
-        a[n][1] = a[n][0] ^ f_lo[n];
-        a[n][2] = a[n][0] ^ f_hi[n];
-        a[n][3] = a[n][0] + 1u;
+#if MXFP4LAB_ABLATE == 4  // the raw word's mantissas under exponent 126: finite values in [0.5, 1) (one LOP3 each)
+        const uint32_t q = s2 ? w[n].y : w[n].x;
+        a[n][0] = (q & 0x007F007Fu) | 0x3F003F00u;
+        a[n][1] = (q & 0x003F003Fu) | 0x3F003F00u;
+        a[n][2] = (q & 0x001F001Fu) | 0x3F003F00u;
+        a[n][3] = (q & 0x000F000Fu) | 0x3F003F00u;
 #else
         uint32_t r0, r1, r2, r3;
         decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
@@ -493,6 +494,14 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
   };
 
+#if MXFP4LAB_ABLATE == 2
+  if constexpr (WG) {  // no activation copies: the token tiles hold zeros
+    for (int s = 0; s < D; ++s)
+      for (int b = tid * 16; b < BN * S::kRowBytes; b += kThreads * 16)
+        *reinterpret_cast<uint4*>(smem + s * S::kStage + WR * S::kWSlot + b) = make_uint4(0, 0, 0, 0);
+    __syncthreads();
+  }
+#endif
   // ---- prologue: the first kAhead steps (fc2: their weights before it waits for fc1, their activations after)
   constexpr int kAhead = S::kAhead;
   if constexpr (FC1) {
