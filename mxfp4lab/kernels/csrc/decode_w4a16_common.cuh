@@ -432,14 +432,7 @@ __global__ void __launch_bounds__(256) combine_kernel(const CombineArgs a) {
       for (int i = 0; i < 8; ++i) bb[i] = __bfloat162float(b[i]);
     }
 #pragma unroll
-#if defined(MXFP4LAB_ABLATE) && MXFP4LAB_ABLATE == 1  // DIAGNOSTIC: y is never written there, read it as finite
-    for (int i = 0; i < 8; ++i) {
-      const float v = __bfloat162float(yy[i]);
-      acc[i] = combine_step(acc[i], w, isfinite(v) ? v : 0.f, bb[i]);
-    }
-#else
     for (int i = 0; i < 8; ++i) acc[i] = combine_step(acc[i], w, __bfloat162float(yy[i]), bb[i]);
-#endif
   }
   uint4 ov;
   __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&ov);

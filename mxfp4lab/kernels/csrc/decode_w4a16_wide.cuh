@@ -27,13 +27,6 @@
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
 
-// DIAGNOSTIC ONLY (never shipped): MXFP4LAB_ABLATE = 1 skips the wgmma items' epilogues, 2 their activation copies,
-// 4 their decode (the A fragments are the raw words), 5 their wgmma (the fragments are only kept alive); 0 (the default)
-// compiles the kernels as they are. The outputs of an ablated build are wrong; it exists to time what is left.
-#ifndef MXFP4LAB_ABLATE
-#define MXFP4LAB_ABLATE 0
-#endif
-
 template <int WT, int D, int WG>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
@@ -334,28 +327,17 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
       uint32_t a[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-#if MXFP4LAB_ABLATE == 4  // the raw word's mantissas under exponent 126: finite values in [0.5, 1) (one LOP3 each)
-        const uint32_t q = s2 ? w[n].y : w[n].x;
-        a[n][0] = (q & 0x007F007Fu) | 0x3F003F00u;
-        a[n][1] = (q & 0x003F003Fu) | 0x3F003F00u;
-        a[n][2] = (q & 0x001F001Fu) | 0x3F003F00u;
-        a[n][3] = (q & 0x000F000Fu) | 0x3F003F00u;
-#else
         uint32_t r0, r1, r2, r3;
         decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
         a[n][0] = hmul2_bf16(r0, f_lo[n]);
         a[n][1] = hmul2_bf16(r1, f_hi[n]);
         a[n][2] = hmul2_bf16(r2, f_lo[n]);
         a[n][3] = hmul2_bf16(r3, f_hi[n]);
-#endif
       }
       wgmma_fence();
       const uint64_t d = desc + (((2 * h + s2) * 2 * WgmmaTile::kLbo) >> 4);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-#if MXFP4LAB_ABLATE == 5
-        asm volatile("" ::"r"(a[n][0]), "r"(a[n][1]), "r"(a[n][2]), "r"(a[n][3]), "l"(d));
-#else
         if constexpr (R == 4) {
           wgmma_bf16<NJ>(acc[n], a[n], d);
         } else if constexpr (R == 8) {
@@ -363,7 +345,6 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
         } else {
           wgmma_bf16_128<NJ>(acc[n], a[n], d);
         }
-#endif
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -468,11 +449,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
                      true);
       if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
     }
-#if MXFP4LAB_ABLATE == 2
-    if ((parts & 2) && !WG) {
-#else
     if (parts & 2) {
-#endif
       const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
@@ -494,14 +471,6 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
   };
 
-#if MXFP4LAB_ABLATE == 2
-  if constexpr (WG) {  // no activation copies: the token tiles hold zeros
-    for (int s = 0; s < D; ++s)
-      for (int b = tid * 16; b < BN * S::kRowBytes; b += kThreads * 16)
-        *reinterpret_cast<uint4*>(smem + s * S::kStage + WR * S::kWSlot + b) = make_uint4(0, 0, 0, 0);
-    __syncthreads();
-  }
-#endif
   // ---- prologue: the first kAhead steps (fc2: their weights before it waits for fc1, their activations after)
   constexpr int kAhead = S::kAhead;
   if constexpr (FC1) {
@@ -621,19 +590,6 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32; split tiles: N block j of
     // tile slot n is acc[2 n + j / kAccJ][j % kAccJ], the up tile's in slot 0 and the gate tile's in slot 1)
     if (nje == 0) continue;
-#if MXFP4LAB_ABLATE == 1
-    if constexpr (WG) {  // the sums stay live (ptxas drops MMAs whose sums are dead): one FADD each, never stored
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-#pragma unroll
-        for (int j = 0; j < kAccJ; ++j)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) sum += acc[n][j][i];
-      if (a.num_pairs < 0) a.out[0] = __float2bfloat16_rn(sum);
-      continue;
-    }
-#endif
     auto at = [&](int n, int j, int i) -> float& {
       return WG >= 2 ? acc[2 * n + j / kAccJ][j % kAccJ][i] : acc[n][j][i];
     };
