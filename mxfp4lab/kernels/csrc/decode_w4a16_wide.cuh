@@ -27,12 +27,6 @@
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
 
-// DIAGNOSTIC ONLY (never shipped): MXFP4LAB_ABLATE = 3 copies only the first half of the wgmma items' token tiles
-// (token rows 0..63 of 128; the rest hold zeros); 0 (the default) compiles the kernels as they are.
-#ifndef MXFP4LAB_ABLATE
-#define MXFP4LAB_ABLATE 0
-#endif
-
 template <int WT, int D, int WG>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
@@ -459,9 +453,6 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
-#if MXFP4LAB_ABLATE == 3
-        if (WG && 2 * i >= kActCopies) continue;
-#endif
         const bool ok = Act::has(cs.act[i]) && in_k;
         if constexpr (WG) {
           cp_async4x4(slot + adst + i * kActStride, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
@@ -480,14 +471,6 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
   };
 
-#if MXFP4LAB_ABLATE == 3
-  if constexpr (WG) {  // the token rows never copied hold zeros
-    for (int s = 0; s < D; ++s)
-      for (int b = tid * 16; b < BN * S::kRowBytes; b += kThreads * 16)
-        *reinterpret_cast<uint4*>(smem + s * S::kStage + WR * S::kWSlot + b) = make_uint4(0, 0, 0, 0);
-    __syncthreads();
-  }
-#endif
   // ---- prologue: the first kAhead steps (fc2: their weights before it waits for fc1, their activations after)
   constexpr int kAhead = S::kAhead;
   if constexpr (FC1) {
