@@ -76,6 +76,8 @@ KINDS: Dict[str, str] = {
     "harness_floor": "what the timing harness (CUDA events around one CUDA-graph replay, the host's submission "
                      "hidden) measures for graphs of one and of three dependent tiny kernels: its fixed cost per "
                      "replay and per launch, the same for every backend",
+    "part_costs": "the decode kernel's forward timed with one part of its wide items removed (diagnostic builds, "
+                  "never shipped) beside the shipped kernels in the same run: what each part holds",
     "startup_time": "time to the first MoE call: cold build of the W4A16-only FlashInfer module, "
                     "fresh-process "
                     "first tuned call with persisted tactics (warm start), with tuning and with the plain "

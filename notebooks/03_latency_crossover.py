@@ -167,6 +167,7 @@ else:
 dgoals = study.latency_decode_goals(df, routing=routing) if recorded else None
 report.record("decode_goals", study.latency_decode_goal_counts(dgoals))
 report.record("harness_floor", study.latency_harness_floor())  # the harness's own cost, in every time
+report.record("part_costs", study.latency_part_costs())  # the wide items timed with one part removed
 if dgoals is not None and len(dgoals):
     display(dgoals[["shape", "m", "decode_us", "best_peer", "peer_us", "speedup", "floor_us", "floor_fraction",
                     "met"]].round(3))  # 3 decimals: a speedup of 1.148 misses the 1.15x goal

@@ -91,6 +91,18 @@ def test_harness_finding_states_the_fixed_cost_only_where_recorded():
     assert not [x for x in latency_findings.findings({**base, "harness_floor": None}) if "harness" in x.question]
 
 
+def test_part_costs_finding_lists_each_removal_per_variant_and_m():
+    base = _latency_results([-0.13] * 4)
+    pc = {"rows": [{"variant": 56, "m": 4096, "removed": "wgmma", "saved_lo": 0.30, "saved_hi": 0.319, "points": 2},
+                   {"variant": 56, "m": 4096, "removed": "decode", "saved_lo": -0.0053, "saved_hi": 0.0042, "points": 2},
+                   {"variant": 51, "m": 1024, "removed": "epilogue", "saved_lo": 0.039, "saved_hi": 0.039, "points": 1}],
+          "source": "data/results/part_costs/h200.json"}
+    (f,) = [x for x in latency_findings.findings({**base, "part_costs": pc}) if x.question.startswith("where the decode")]
+    assert f.verdict == "M = 4096 (variant 56): its MMAs 30-32 %, its decode -1 to 0 %" and f.status == "info"
+    assert f.detail.startswith("M = 1024 (variant 51): its epilogue 4 %;") and f.detail.endswith("h200.json")
+    assert not [x for x in latency_findings.findings({**base, "part_costs": None}) if x.question.startswith("where the decode")]
+
+
 def test_accuracy_and_layout_findings():
     res = {"accuracy_table": {"gaussian": {"ocp": 0.11, "round_up": 0.12}, "heavy": {"ocp": 0.14, "round_up": 0.15}},
                "clipped_frac": {"ocp": 0.018, "round_up": 0.0},

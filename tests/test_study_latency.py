@@ -372,6 +372,35 @@ def test_ncu_rows_of_the_first_forward_skip_what_runs_around_it():
     assert first_forward(ncu[:2], tl) == [] and first_forward(ncu, []) == []
 
 
+def test_part_costs_are_the_share_each_removal_saved(tmp_path):
+    """What each part of the wide items holds, from a part_costs file: per (variant, M, part) the least and most of the
+    forward's time its removal saved (1 - ablated / shipped) over the shapes, largest M first and the parts in the
+    report's order; nothing recorded gives None, an unknown part or a time that is not positive an error naming the
+    file. The recorded H200 file reads back: at M = 4096 the decode saves nothing, the MMAs and the token tiles most."""
+    path = tmp_path / "part_costs" / "h200.json"
+    prov = {"gpu": "NVIDIA H200", "date": "2026-12-04", "mxfp4lab_commit": "abc"}
+    rows = [{"variant": 51, "shape": "a", "m": 1024, "removed": "decode", "median_us": 96.0, "shipped_us": 100.0},
+            {"variant": 56, "shape": "a", "m": 4096, "removed": "epilogue", "median_us": 90.0, "shipped_us": 100.0},
+            {"variant": 56, "shape": "b", "m": 4096, "removed": "epilogue", "median_us": 180.0, "shipped_us": 200.0},
+            {"variant": 56, "shape": "b", "m": 4096, "removed": "wgmma", "median_us": 140.0, "shipped_us": 200.0}]
+    results.write(path, "part_costs", rows, prov=prov)
+    pc = ex.latency_part_costs(path)
+    got = [(r["variant"], r["m"], r["removed"], round(r["saved_lo"], 6), round(r["saved_hi"], 6), r["points"])
+           for r in pc["rows"]]
+    assert got == [(56, 4096, "wgmma", 0.3, 0.3, 1), (56, 4096, "epilogue", 0.1, 0.1, 2), (51, 1024, "decode", 0.04, 0.04, 1)]
+    assert "recorded on NVIDIA H200 2026-12-04" in pc["source"]
+    assert ex.latency_part_costs(tmp_path / "none.json") is None
+    results.write(path, "part_costs", [dict(rows[0], removed="routing")], prov=prov)
+    with pytest.raises(ValueError, match="'routing' is not one of"):
+        ex.latency_part_costs(path)
+    results.write(path, "part_costs", [dict(rows[0], shipped_us=0.0)], prov=prov)
+    with pytest.raises(ValueError, match="must be > 0"):
+        ex.latency_part_costs(path)
+    recorded = {(r["m"], r["removed"]): r for r in ex.latency_part_costs()["rows"]}
+    assert abs(recorded[4096, "decode"]["saved_hi"]) < 0.02  # run-to-run spread of one lease: ~1 %
+    assert min(recorded[4096, p]["saved_lo"] for p in ("wgmma", "token_tiles")) > 0.2
+
+
 def test_harness_floor_splits_the_graphs_cost_into_launches_and_entry(tmp_path):
     """The harness's own cost from a harness_floor file: the one-kernel graph, half the three-kernel graph's extra time
     per further launch, the rest the graph's entry and exit; nothing recorded gives None, a file without one of the

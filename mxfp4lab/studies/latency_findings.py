@@ -4,7 +4,8 @@
 (rows ``m, regime, fi_faster, within_claim``), ``fastest`` (shape -> ``[[m, backend], ...]``),
 ``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``, ``decode_goals``
 (``{"met", "count"}``), ``launch_bounds`` (the decode kernel's GEMM launches: ``shape, m, launch, bound,
-floor_frac``), ``harness_floor`` (:func:`~mxfp4lab.studies.latency.latency_harness_floor`), ``shape_aliases``.
+floor_frac``), ``harness_floor`` (:func:`~mxfp4lab.studies.latency.latency_harness_floor`), ``part_costs``
+(:func:`~mxfp4lab.studies.latency.latency_part_costs`), ``shape_aliases``.
 Missing keys give ``missing`` findings, never an error.
 """
 
@@ -145,6 +146,29 @@ def findings(results: dict[str, Any]) -> list[Finding]:
                            f"{hf['per_launch_us']:.1f} us per further dependent launch, ~{hf['entry_exit_us']:.1f} us "
                            "the graph's entry and exit: in every backend's time, and in the M = 1 goal (<= 2x the "
                            f"floor); {hf['source']}", "info"))
+    pc = results.get("part_costs")
+    if isinstance(pc, dict) and pc.get("rows"):
+        out.append(_part_costs_finding(pc))
     if "launch_bounds" in results:
         out += _launch_findings(results.get("launch_bounds") or [])
     return out
+
+
+#: how the part-cost finding names each removed part
+_PART_LABEL = {"wgmma": "its MMAs", "token_tiles": "its token tiles' copies", "half_token_tiles": "half of them",
+               "epilogue": "its epilogue", "decode": "its decode"}
+
+
+def _part_costs_finding(pc: dict[str, Any]) -> Finding:
+    """One finding: per (variant, M), the share of the forward each removed part saved (the largest M first)."""
+    def share(r):
+        lo, hi = round(100 * r["saved_lo"]) + 0, round(100 * r["saved_hi"]) + 0
+        return f"{lo} %" if lo == hi else f"{lo} to {hi} %" if lo < 0 else f"{lo}-{hi} %"
+
+    groups: dict[tuple, list] = {}
+    for r in pc["rows"]:
+        groups.setdefault((r["m"], r["variant"]), []).append(r)
+    said = [f"M = {m} (variant {v}): " + ", ".join(f"{_PART_LABEL.get(r['removed'], r['removed'])} {share(r)}"
+                                                   for r in rs) for (m, v), rs in groups.items()]
+    return Finding("where the decode kernel's wide items spend their time (each part removed in turn)", said[0],
+                   "; ".join(said[1:] + [f"the share of the forward each removal saved; {pc['source']}"]), "info")
