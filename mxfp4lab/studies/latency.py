@@ -365,7 +365,7 @@ def latency_part_costs(path=None) -> Optional[Dict[str, Any]]:
     if p is None or not p.is_file():
         return None
     r = results.load(p, kind="part_costs")
-    saved: Dict[tuple, List[float]] = {}
+    saved: dict[tuple, list[float]] = {}
     for x in r.rows:
         if x.get("removed") not in PARTS:
             raise ValueError(f"{display_path(p)}: removed = {x.get('removed')!r} is not one of {PARTS}")
