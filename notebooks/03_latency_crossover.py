@@ -62,6 +62,7 @@ from IPython.display import display
 
 from mxfp4lab import report
 from mxfp4lab.studies import latency as study
+from mxfp4lab.studies import latency_costs as costs
 from mxfp4lab.studies import latency_figures as figures
 from mxfp4lab.studies import checkpoint as ck_study
 from mxfp4lab.studies import checkpoint_figures as ck_figures
@@ -166,8 +167,8 @@ else:
 # %%
 dgoals = study.latency_decode_goals(df, routing=routing) if recorded else None
 report.record("decode_goals", study.latency_decode_goal_counts(dgoals))
-report.record("harness_floor", study.latency_harness_floor())  # the harness's own cost, in every time
-report.record("part_costs", study.latency_part_costs())  # the wide items timed with one part removed
+report.record("harness_floor", costs.latency_harness_floor())  # the harness's own cost, in every time
+report.record("part_costs", costs.latency_part_costs())  # the wide items timed with one part removed
 if dgoals is not None and len(dgoals):
     display(dgoals[["shape", "m", "decode_us", "best_peer", "peer_us", "speedup", "floor_us", "floor_fraction",
                     "met"]].round(3))  # 3 decimals: a speedup of 1.148 misses the 1.15x goal

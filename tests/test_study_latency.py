@@ -9,6 +9,7 @@ import pytest
 
 from mxfp4lab import results
 from mxfp4lab.studies import latency as ex
+from mxfp4lab.studies import latency_costs as costs
 
 MS = [1, 4, 16, 64, 256, 1024, 4096]
 M_CROSS = 300.0  # flashinfer / marlin cross here (not a recorded M)
@@ -384,19 +385,19 @@ def test_part_costs_are_the_share_each_removal_saved(tmp_path):
             {"variant": 56, "shape": "b", "m": 4096, "removed": "epilogue", "median_us": 180.0, "shipped_us": 200.0},
             {"variant": 56, "shape": "b", "m": 4096, "removed": "wgmma", "median_us": 140.0, "shipped_us": 200.0}]
     results.write(path, "part_costs", rows, prov=prov)
-    pc = ex.latency_part_costs(path)
+    pc = costs.latency_part_costs(path)
     got = [(r["variant"], r["m"], r["removed"], round(r["saved_lo"], 6), round(r["saved_hi"], 6), r["points"])
            for r in pc["rows"]]
     assert got == [(56, 4096, "wgmma", 0.3, 0.3, 1), (56, 4096, "epilogue", 0.1, 0.1, 2), (51, 1024, "decode", 0.04, 0.04, 1)]
     assert "recorded on NVIDIA H200 2026-12-04" in pc["source"]
-    assert ex.latency_part_costs(tmp_path / "none.json") is None
+    assert costs.latency_part_costs(tmp_path / "none.json") is None
     results.write(path, "part_costs", [dict(rows[0], removed="routing")], prov=prov)
     with pytest.raises(ValueError, match="'routing' is not one of"):
-        ex.latency_part_costs(path)
+        costs.latency_part_costs(path)
     results.write(path, "part_costs", [dict(rows[0], shipped_us=0.0)], prov=prov)
     with pytest.raises(ValueError, match="must be > 0"):
-        ex.latency_part_costs(path)
-    recorded = {(r["m"], r["removed"]): r for r in ex.latency_part_costs()["rows"]}
+        costs.latency_part_costs(path)
+    recorded = {(r["m"], r["removed"]): r for r in costs.latency_part_costs()["rows"]}
     assert abs(recorded[4096, "decode"]["saved_hi"]) < 0.02  # run-to-run spread of one lease: ~1 %
     assert min(recorded[4096, p]["saved_lo"] for p in ("wgmma", "token_tiles")) > 0.2
 
@@ -408,12 +409,12 @@ def test_harness_floor_splits_the_graphs_cost_into_launches_and_entry(tmp_path):
     path = tmp_path / "harness" / "h200.json"
     rows = [{"kernel_calls": "one", "kernels": 1, "median_us": 3.0}, {"kernel_calls": "three", "kernels": 3, "median_us": 5.5}]
     results.write(path, "harness_floor", rows, prov={"gpu": "NVIDIA H200", "date": "2026-12-04", "mxfp4lab_commit": "abc"})
-    hf = ex.latency_harness_floor(path)
+    hf = costs.latency_harness_floor(path)
     assert (hf["one_kernel_us"], hf["per_launch_us"], hf["entry_exit_us"]) == (3.0, 1.25, 1.75)
     assert "recorded on NVIDIA H200 2026-12-04" in hf["source"]
-    assert ex.latency_harness_floor(tmp_path / "none.json") is None
+    assert costs.latency_harness_floor(tmp_path / "none.json") is None
     results.write(path, "harness_floor", rows[:1], prov={"gpu": "NVIDIA H200"})
     with pytest.raises(ValueError, match="kernels = 1, 3"):
-        ex.latency_harness_floor(path)
-    recorded = ex.latency_harness_floor()
+        costs.latency_harness_floor(path)
+    recorded = costs.latency_harness_floor()
     assert recorded is not None and 1.0 < recorded["one_kernel_us"] < 10.0 and recorded["per_launch_us"] > 0

@@ -4,8 +4,8 @@
 (rows ``m, regime, fi_faster, within_claim``), ``fastest`` (shape -> ``[[m, backend], ...]``),
 ``dispatch_speedup``, ``best_fraction_of_floor`` (shape -> {m: fraction}), ``triton_goals``, ``decode_goals``
 (``{"met", "count"}``), ``launch_bounds`` (the decode kernel's GEMM launches: ``shape, m, launch, bound,
-floor_frac``), ``harness_floor`` (:func:`~mxfp4lab.studies.latency.latency_harness_floor`), ``part_costs``
-(:func:`~mxfp4lab.studies.latency.latency_part_costs`), ``shape_aliases``.
+floor_frac``), ``harness_floor`` (:func:`~mxfp4lab.studies.latency_costs.latency_harness_floor`), ``part_costs``
+(:func:`~mxfp4lab.studies.latency_costs.latency_part_costs`), ``shape_aliases``.
 Missing keys give ``missing`` findings, never an error.
 """
 
