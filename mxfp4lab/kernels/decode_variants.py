@@ -78,6 +78,12 @@ class Variant:
         return self.token_rows if self.fc2_token_rows is None else self.fc2_token_rows
 
     @property
+    def act_offsets(self) -> bool:
+        """Whether the kernel addresses activation rows by 32-bit element offsets (M x hidden and M x top_k x
+        intermediate must stay below 2^31): the split tiles of 128 tokens and the wide items at three CTAs per SM."""
+        return self.wgmma == 3 or (self.wide > 0 and self.ctas_per_sm == 3)
+
+    @property
     def code(self) -> int:
         """This variant's entry of the library's table (``mxfp4lab_decode_w4a16_variant``), less the id."""
         return (self.token_groups // 10 * 10**18 + int(self.wgmma) * 10**17 + self.wide * 10**16 + self.fc2_tiles * 10**15 + self.fc1_tiles * 10**14
@@ -121,7 +127,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             49: Variant(8, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 50: Variant(8, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=2),
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
-            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3)}
+            56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
+            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1), 71: Variant(2, 3, 3, 1, fc2_tiles=4, wide=1)}
 
 
 def unstaged_twin(variant: int) -> int:

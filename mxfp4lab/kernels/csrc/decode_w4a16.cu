@@ -222,7 +222,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(46, 4, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 1) X(47, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 1) X(48, 4, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 1, 1) \
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
-  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3)
+  X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
+  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(71, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -378,19 +379,19 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
 // No fused combine, fused launch or dynamic items.
-template <int WT, int CPS, int D, int WG>
+template <int WT, int CPS, int D, int WG, int G>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
-  // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
-  if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
+  // WG = 3 and three CTAs per SM address the activation rows by 32-bit element offsets (ActRef)
+  if ((WG == 3 || CPS == 3) && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG>(g1, grid, stream, false);
+  cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG, G>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
-  err = launch_wide_gemm<WT, D, CPS, false, WG>(g2, grid, stream, pdl);
+  err = launch_wide_gemm<WT, D, CPS, false, WG, G>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
@@ -400,8 +401,9 @@ template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU
 cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
-    static_assert(G == (WG == 3 ? 16 : 4 * WT) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2, "a wide variant's table entry");
-    return launch_wide<WT, CPS, D, WG>(d, stream);
+    static_assert((G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2,
+                  "a wide variant's table entry");
+    return launch_wide<WT, CPS, D, WG, G>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }
@@ -411,7 +413,7 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
 template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
   if constexpr (WT > 0) {
-    return wide_smem_bytes<WT, D, WG, CPS>(E, P);
+    return wide_smem_bytes<WT, D, WG, CPS, G>(E, P);
   } else {
     const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P);
     return gemm == 1 ? s1 : gemm == 2 ? s2 : max(s1, s2);

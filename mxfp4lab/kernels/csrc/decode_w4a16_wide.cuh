@@ -27,13 +27,15 @@
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
 
-template <int WT, int D, int WG>
+template <int WT, int D, int WG, int G>
 struct WideSmem {
-  static_assert(WT == 1 || WT == 2, "32 or 64 tokens per wide item");
+  static_assert(WT == 1 || WT == 2, "one or two token warps per row group");
   static_assert(WG == 0 || D >= 3, "wgmma items copy into the slot two steps back: at least 3 stages");
   static_assert(WG < 2 || WT == 2, "split tiles: two warps per row group");
+  static_assert(G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT), "32 or 16 (mma.sync) tokens per token warp");
   static constexpr int WR = kWarps / WT;                        // warp row groups per CTA
-  static constexpr int BN = WG == 3 ? 128 : 32 * WT;            // tokens per item (split tiles, WG = 3: 128)
+  static constexpr int BN = 8 * G;                              // tokens per item (split tiles, WG = 3: 128)
+  static constexpr int NJ = WG >= 2 ? BN / 8 : G / WT;          // N blocks of 8 tokens per warp
   static constexpr int kWSlot = 4 * (kTileBytes + kScaleBytes);  // one row group's step: 4 tiles, then their scales
   // one token row of a step: mma.sync reads it with 16-byte loads, padded so that 8 rows x 4 lanes are
   // conflict-free; wgmma (WG) reads the tile as core matrices (see WgmmaTile), no pad
@@ -57,10 +59,10 @@ struct PairId<true> {
 };
 static_assert(kMaxWidePairs <= 65536, "16-bit pair ids");
 
-template <int WT, int D, int WG, int CPS>
+template <int WT, int D, int WG, int CPS, int G>
 constexpr int wide_smem_bytes(int num_experts, int num_pairs) {
   constexpr int kId = sizeof(typename PairId<CPS == 2>::T);
-  return WideSmem<WT, D, WG>::kRing + (5 * num_experts + 2 + 2 * kWarps + 32) * 4 +  // + the routing
+  return WideSmem<WT, D, WG, G>::kRing + (5 * num_experts + 2 + 2 * kWarps + 32) * 4 +  // + the routing
          (kId * num_pairs + 3) / 4 * 4;
 }
 
@@ -198,12 +200,13 @@ __device__ __forceinline__ WideItem find_wide_item(const RoutingT<L>& r, int E, 
   return it;
 }
 
-// One K chunk of one warp: its 4 tiles' weights and scales at wb (a stage's row-group slot), its NJ N blocks of 8 token
-// rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kRowBytes apart). Each weight
-// word is decoded once and multiplies every N block.
-template <int NJ, int WT, int D>
-__device__ __forceinline__ void wide_step(float (&acc)[4][4][4], uint32_t wb, uint32_t ab, int lane) {
-  using S = WideSmem<WT, D, 0>;
+// One K chunk of one warp: its 4 tiles' weights and scales at wb (a stage's row-group slot), its NJ (of J) N blocks of 8
+// token rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kRowBytes apart). Each
+// weight word is decoded once and multiplies every N block.
+template <int NJ, int J>
+__device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, uint32_t ab, int lane) {
+  static_assert(NJ >= 1 && NJ <= J, "N blocks with tokens");
+  constexpr int kRowBytes = 2 * kChunkK + 16;  // WideSmem's mma.sync token row
   const int g = lane >> 2, tl = lane & 3;
   uint32_t f_lo[4], f_hi[4];
 #pragma unroll
@@ -219,7 +222,7 @@ __device__ __forceinline__ void wide_step(float (&acc)[4][4][4], uint32_t wb, ui
     for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
     uint4 b[NJ];
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * S::kRowBytes + h * 16);
+    for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * kRowBytes + h * 16);
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
@@ -352,13 +355,15 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
   }
 }
 
-template <int WT, int D, int CPS, bool FC1, int WG>
+template <int WT, int D, int CPS, bool FC1, int WG, int G>
 __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
-  using S = WideSmem<WT, D, WG>;
+  using S = WideSmem<WT, D, WG, G>;
   constexpr int WR = S::WR, BN = S::BN;
   constexpr int LT = FC1 ? kNT1 : kNT2;                     // tiles of one layout group
   constexpr int kLStep = LT * (kTileBytes + kScaleBytes);   // one step of one layout group in the layout
-  constexpr int kActCopies = BN * (2 * kChunkK / 16) / kThreads;  // 16-byte activation copies per thread per step
+  // 16-byte activation copies per thread per step (16 tokens per item: one, by the first 128 threads)
+  constexpr int kActCopies = (BN * (2 * kChunkK / 16) + kThreads - 1) / kThreads;
+  constexpr bool kAllCopy = BN * (2 * kChunkK / 16) >= kThreads;
   extern __shared__ __align__(16) uint8_t smem[];
   const int E = a.num_experts;
   int* rbase = reinterpret_cast<int*>(smem + S::kRing);
@@ -407,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   // sources at the next chunk. Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt;
   // token warp 0's lanes 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the
   // tile's token rows: token rows tid / 8 + 32 i, elements 8 (tid % 8) .. of the chunk).
-  using Act = ActRef<WG == 3>;
+  using Act = ActRef<WG == 3 || CPS == 3>;  // 32-bit offsets where registers are scarcest (launch_wide keeps them < 2^31)
   struct Cursor {
     int left, item, c, slot;
     const uint8_t* w;   // this lane's 16 bytes of tile 0 of the row group's first layout group; null: no row group
@@ -449,7 +454,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
                      true);
       if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
     }
-    if (parts & 2) {
+    if ((parts & 2) && (kAllCopy || tid < BN * (2 * kChunkK / 16))) {
       const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
@@ -498,15 +503,15 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   for (int it = 0; it < my_items; ++it) {
     const WideItem ci = find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks);
     // split tiles (WG >= 2): wt is the warp's tile half and it holds all the item's tokens (8 or 16 N blocks)
-    constexpr int kJ = WG == 3 ? 16 : WG == 2 ? 8 : 4;
-    const int rg = ci.block * WR + wr, tw0 = WG >= 2 ? 0 : wt * 32;
+    constexpr int kJ = S::NJ;
+    const int rg = ci.block * WR + wr, tw0 = WG >= 2 ? 0 : wt * 8 * kJ;
     // N blocks of this warp with tokens (warp-uniform; 0: a row group past the layer's, or no tokens here)
     const int nj = rg < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
     // wgmma: the warpgroup's N blocks (its 4 warps share the token rows; a warp whose row group is past the layer's
     // still takes part, on its slot's stale bytes, and stores nothing; 0: none of the 4 row groups is the layer's)
     int nj_mma = nj;
     if constexpr (WG) nj_mma = ci.block * WR + (warp & ~3) % WR < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
-    constexpr int kAccJ = WG == 3 ? 8 : 4;  // 64 fp32 accumulators per lane (WG = 3: 128)
+    constexpr int kAccJ = WG == 3 ? 8 : WG == 2 ? 4 : kJ;  // 64 fp32 accumulators per lane (WG = 3: 128; 16 tokens per warp: 32)
     float acc[4][kAccJ][4];
 #pragma unroll
     for (int n = 0; n < 4; ++n)
@@ -568,11 +573,15 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
         }
       } else {
         const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
-        switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
-          case 1: wide_step<1, WT, D>(acc, wb, ab, lane); break;
-          case 2: wide_step<2, WT, D>(acc, wb, ab, lane); break;
-          case 3: wide_step<3, WT, D>(acc, wb, ab, lane); break;
-          default: wide_step<4, WT, D>(acc, wb, ab, lane); break;
+        if constexpr (kJ == 2) {  // 16 tokens per warp
+          if (nj == 1) wide_step<1>(acc, wb, ab, lane); else wide_step<2>(acc, wb, ab, lane);
+        } else {
+          switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
+            case 1: wide_step<1>(acc, wb, ab, lane); break;
+            case 2: wide_step<2>(acc, wb, ab, lane); break;
+            case 3: wide_step<3>(acc, wb, ab, lane); break;
+            default: wide_step<4>(acc, wb, ab, lane); break;
+          }
         }
       }
     }
@@ -663,10 +672,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 #endif
 }
 
-template <int WT, int D, int CPS, bool FC1, int WG>
+template <int WT, int D, int CPS, bool FC1, int WG, int G>
 cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = wide_kernel<WT, D, CPS, FC1, WG>;
-  const int smem = wide_smem_bytes<WT, D, WG, CPS>(a.num_experts, a.num_pairs);
+  auto kernel = wide_kernel<WT, D, CPS, FC1, WG, G>;
+  const int smem = wide_smem_bytes<WT, D, WG, CPS, G>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
