@@ -241,7 +241,7 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
-    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
+    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
@@ -924,7 +924,7 @@ def test_item_tiles_gather_the_rows_each_item_stands_for(tmp_path):
 
 def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_library, monkeypatch):
     """Wide items (variants with ``wide`` > 0): 32 ``wide`` tokens per item (split tiles of 128 tokens, ``wgmma`` = 3:
-    128), the code carries ``wide`` and ``wgmma`` (and the tens of ``token_groups`` above them); their sums run in another order than any split-K variant's (and wgmma's inside the MMA), so each is its
+    128; 70, mma.sync at two CTAs per SM: 16), the code carries ``wide`` and ``wgmma`` (and the tens of ``token_groups`` above them); their sums run in another order than any split-K variant's (and wgmma's inside the MMA), so each is its
     own twin (checked against the reference only); the library's shared memory per CTA is the ring (D stages of
     8 / wide row groups x 2176 B and the item's token rows x 144 B, or 128 B unpadded with wgmma) plus the routing lists
     (16-bit pair ids at two CTAs per SM, so that 51 and 53 fit at M = 4096); they route up to MAX_WIDE_PAIRS pairs where split-K variants stop at
@@ -935,18 +935,21 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57}
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70}
     assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma >= 2)  # split tiles: two warps per row group
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
-        assert k.twin_of(i) == i and v.token_groups == (16 if v.wgmma == 3 else 4 * v.wide)
+        # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
+        assert k.twin_of(i) == i and v.token_groups in ((16,) if v.wgmma == 3 else (4 * v.wide,) if v.wgmma else
+                                                          (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
-        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == (2 if 50 < i < 54 else 1)
+        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == (2 if 50 < i < 54 or i == 70 else 1)
     for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
         assert dataclasses.replace(k.VARIANTS[i], wgmma=1) == k.VARIANTS[j]
     assert dataclasses.replace(k.VARIANTS[47], wgmma=2) == k.VARIANTS[49]
     assert dataclasses.replace(k.VARIANTS[49], token_groups=16, wgmma=3) == k.VARIANTS[56]
+    assert dataclasses.replace(k.VARIANTS[42], token_groups=2, ctas_per_sm=2) == k.VARIANTS[70]
     assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j)
     assert all({i for i, v in wide.items() if v.token_groups <= 8} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 16)
     assert all({56, 57} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 128)  # 128 tokens per item
@@ -970,7 +973,12 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(53, 256, 4096 * 6 + 1, 0) == 3 * (4 * 2176 + 64 * 128) + (5 * 256 + 50) * 4 + (2 * 24577 + 3) // 4 * 4
         assert smem(56, 128, 4096, 0) == 4 * (4 * 2176 + 128 * 128) + lists
         assert smem(57, 128, 4096, 0) == 3 * (4 * 2176 + 128 * 128) + lists
-        k.check_shared_memory(k.load_library(), 56, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096        k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
+        assert smem(70, 128, 4096, 0) == 4 * (8 * 2176 + 16 * 144) + lists - 2 * 4096  # 16 token rows, 16-bit ids
+        k.check_shared_memory(k.load_library(), 56, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
+        k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
+        k.check_shared_memory(k.load_library(), 70, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096, two per SM
+        with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):  # DeepSeek-V4 at M = 4096
+            k.check_shared_memory(k.load_library(), 70, 256, 4096 * 6, 232448, 233472)
         k.check_shared_memory(k.load_library(), 51, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096, two per SM
         k.check_shared_memory(k.load_library(), 53, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="shared memory per CTA"):

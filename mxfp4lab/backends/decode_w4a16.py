@@ -49,8 +49,8 @@ _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41, 42, 43, 44,
-        46, 47, 48, 49, 50, 51, 52, 53)
-_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57)
+        46, 47, 48, 49, 50, 51, 52, 53, 70)
+_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70)
 #: 42-44: wide items (each warp 4 tiles x 32 tokens over the whole K; docs/decode-kernel.md), the first candidates
 #: from M = 1024 on and the only ones above 8192 pairs. On the H200 the tuner picks them from M = 128 on GPT-OSS-20b and
 #: M = 256 on the other shapes (faster than the split-K items there), and they are 2.1-2.7x faster than those at M = 1024
@@ -60,7 +60,9 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
 #: candidates from M = 128 on (below, no expert has more than 64 tokens on these shapes). On the H200 the tuner picks
 #: 51-53 at M = 256-1024 (1.2-1.3x the mma.sync wide items at M = 1024) and GPT-OSS-120b M = 4096 (51), 56 at M = 4096
 #: on the other shapes (docs/findings/2026-12-03-decode-wgmma.md, docs/findings/2026-12-03-decode-wgmma-128.md).
-_WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 4, 3, 6, 24)
+#: 70: wide items of 16 tokens per warp at two CTAs per SM (an expert with 9-16 tokens decodes its weights once;
+#: the 32-token items' unused N blocks and one CTA per SM gone).
+_WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 4, 3, 6, 24)
 #: one bucket per power of two up to 8192: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
 #: 700 us when M = 64 ran M = 16's choice), so wide buckets cost more than the extra tuning; above 1024 a variant

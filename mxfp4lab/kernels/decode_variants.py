@@ -58,7 +58,9 @@ class Variant:
     #: fc2 two) and 32 tokens over the whole K, ``wide`` warps of a CTA share a row group, so an item holds 32 ``wide``
     #: tokens (``token_groups`` = 4 ``wide``) and 8 / ``wide`` row groups; a CTA-wide ring of ``depth`` stages. For many
     #: tokens per expert: weights decoded once per 32 tokens, activations read once per 8 / ``wide`` row groups, no
-    #: cross-warp reduction. Another fp32 summation order than the split-K items (its own twin).
+    #: cross-warp reduction. Another fp32 summation order than the split-K items (its own twin). ``token_groups`` =
+    #: 2 ``wide`` (mma.sync only): 16 tokens per warp (2 N blocks, 32 accumulators), so that two CTAs fit an SM and an
+    #: expert with 9-16 tokens decodes its weights once.
     wide: int = 0
     #: wide items whose MMAs are ``wgmma.mma_async`` (A, the decoded weights, from registers; the token tile from
     #: shared memory) instead of ``mma.sync``: a warpgroup issues one m64nNk16 per tile for its 4 warps' rows and a warp
@@ -76,12 +78,6 @@ class Variant:
     @property
     def token_rows2(self) -> int:
         return self.token_rows if self.fc2_token_rows is None else self.fc2_token_rows
-
-    @property
-    def act_offsets(self) -> bool:
-        """Whether the kernel addresses activation rows by 32-bit element offsets (M x hidden and M x top_k x
-        intermediate must stay below 2^31): the split tiles of 128 tokens and the wide items at three CTAs per SM."""
-        return self.wgmma == 3 or (self.wide > 0 and self.ctas_per_sm == 3)
 
     @property
     def code(self) -> int:
@@ -128,7 +124,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
             56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1), 71: Variant(2, 3, 3, 1, fc2_tiles=4, wide=1)}
+            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1)}
 
 
 def unstaged_twin(variant: int) -> int:

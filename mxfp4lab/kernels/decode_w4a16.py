@@ -280,7 +280,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     if m * k > max_pairs:
         raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {max_pairs}, the most one call of variant "
                                 f"{cfg.variant} routes")
-    if VARIANTS[cfg.variant].act_offsets and max(m * x.shape[1], m * k * layout.w13.shape[1] * 32) >= 1 << 31:
+    if VARIANTS[cfg.variant].wgmma == 3 and max(m * x.shape[1], m * k * layout.w13.shape[1] * 32) >= 1 << 31:
         raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * hidden = "
                                 f"{m * x.shape[1]} and M * top_k * intermediate = {m * k * layout.w13.shape[1] * 32} "
                                 "must stay below 2^31")

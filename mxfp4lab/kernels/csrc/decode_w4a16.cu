@@ -178,8 +178,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //                                                          up and a gate tile), dynamic items
 //   40  2  3        2           1                0   0   variant 39 with static items
 //   41  1  3        2           1                0   0   variant 15 with fc2 items of 4 tiles, fc2 a 3-deep ring
-// WT > 0 (the 15th column): wide items (decode_w4a16_wide.cuh), 32 WT tokens per item (G = 4 WT), a CTA-wide ring of D
-// stages, one CTA per SM; the other columns but CPS and D do not apply.
+// WT > 0 (the 15th column): wide items (decode_w4a16_wide.cuh), 8 G tokens per item (G = 4 WT: 32 per token warp), a
+// CTA-wide ring of D stages; the other columns but CPS and D do not apply.
 //   42  4  1        4           -                -   -   wide items: 32 tokens, 8 row groups per item
 //   43  8  1        4           -                -   -   wide items: 64 tokens, 4 row groups per item
 //   44  4  1        6           -                -   -   variant 42 with a 6-deep ring
@@ -202,6 +202,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // 96 or 128), 128 accumulators per lane, one CTA per SM.
 //   56 16  1        4           -                -   -   split tiles, 128 tokens, 4 row groups per item
 //   57 16  1        3           -                -   -   variant 56 with a 3-deep ring
+// G = 2 WT (mma.sync): wide items of 16 tokens per warp (2 N blocks, 32 accumulators), so that two CTAs fit an SM.
+//   70  2  2        4           -                -   -   wide items: 16 tokens, 8 row groups per item, two CTAs per SM
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -223,7 +225,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(71, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 0)
+  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -382,8 +384,8 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 template <int WT, int CPS, int D, int WG, int G>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
-  // WG = 3 and three CTAs per SM address the activation rows by 32-bit element offsets (ActRef)
-  if ((WG == 3 || CPS == 3) && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
+  // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
+  if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);

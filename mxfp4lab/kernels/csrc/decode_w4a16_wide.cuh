@@ -9,12 +9,14 @@
 // tokens) and a cross-warp reduction of 4 x 16 x 8 G partial sums per warp, and an expert's weights are decoded
 // once per 8 G tokens (GPT-OSS-120b at M = 1024: 3.0 ms, 7x its weights' bytes over the copy bandwidth).
 //
-// A WIDE ITEM is (local expert e, a tile of up to BN = 32 WT of e's pairs, a block of WR = 8 / WT warp row groups).
+// A WIDE ITEM is (local expert e, a tile of up to BN = 8 G = 32 WT of e's pairs, a block of WR = 8 / WT warp row groups).
 // Warp w = (row warp wr = w % WR, token warp wt = w / WR) owns 4 16-row tiles -- fc1: one layout group (2 up + 2
 // gate tiles of 32 intermediate rows); fc2: two consecutive layout groups (64 output rows; the layer's last odd
 // group reads itself twice, rows never stored) -- and the item's tokens 32 wt .. 32 wt + 31 (4 m16n8k16 N blocks),
 // and runs the whole K itself: 64 fp32 accumulators per lane, no partial sums in shared memory, fc1's SwiGLU and
-// fc2's bf16 round straight from registers. The WT warps of a row group decode the same weights, each for its own
+// fc2's bf16 round straight from registers. With G = 2 WT (mma.sync only; variant 70) a warp holds 16 tokens (2 N
+// blocks, 32 accumulators: 112-120 registers, two CTAs per SM) and an item BN = 16 WT: an expert with 9-16 tokens
+// (GPT-OSS-20b at M = 64) has its weights decoded once, as the split-K items decode them once per 8. The WT warps of a row group decode the same weights, each for its own
 // tokens; N blocks without tokens are skipped (warp-uniform). Per K chunk a CTA-wide cp.async ring stage (D
 // stages, one barrier per chunk) holds the row groups' weights (one copy each, as the layout stores a step) and the
 // token tile's activation rows (one copy, read by every row warp), so a CTA reads a weight byte once per BN tokens
@@ -412,7 +414,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   // sources at the next chunk. Bit 0 of `parts`: this lane's weight copies (its row group's tiles n with n % WT == wt;
   // token warp 0's lanes 0..7 the 128 scale bytes), bit 1: its activation copies (kActCopies 16-byte pieces of the
   // tile's token rows: token rows tid / 8 + 32 i, elements 8 (tid % 8) .. of the chunk).
-  using Act = ActRef<WG == 3 || CPS == 3>;  // 32-bit offsets where registers are scarcest (launch_wide keeps them < 2^31)
+  using Act = ActRef<WG == 3>;
   struct Cursor {
     int left, item, c, slot;
     const uint8_t* w;   // this lane's 16 bytes of tile 0 of the row group's first layout group; null: no row group
