@@ -9,15 +9,17 @@
 // tokens) and a cross-warp reduction of 4 x 16 x 8 G partial sums per warp, and an expert's weights are decoded
 // once per 8 G tokens (GPT-OSS-120b at M = 1024: 3.0 ms, 7x its weights' bytes over the copy bandwidth).
 //
-// A WIDE ITEM is (local expert e, a tile of up to BN = 8 G = 32 WT of e's pairs, a block of WR = 8 / WT warp row groups).
+// A WIDE ITEM is (local expert e, a tile of up to BN = 8 G = 32 WT of e's pairs, a block of WR = 8 / WT warp row
+// groups).
 // Warp w = (row warp wr = w % WR, token warp wt = w / WR) owns 4 16-row tiles -- fc1: one layout group (2 up + 2
 // gate tiles of 32 intermediate rows); fc2: two consecutive layout groups (64 output rows; the layer's last odd
 // group reads itself twice, rows never stored) -- and the item's tokens 32 wt .. 32 wt + 31 (4 m16n8k16 N blocks),
 // and runs the whole K itself: 64 fp32 accumulators per lane, no partial sums in shared memory, fc1's SwiGLU and
 // fc2's bf16 round straight from registers. With G = 2 WT (mma.sync only; variant 70) a warp holds 16 tokens (2 N
 // blocks, 32 accumulators: 112-120 registers, two CTAs per SM) and an item BN = 16 WT: an expert with 9-16 tokens
-// (GPT-OSS-20b at M = 64) has its weights decoded once, as the split-K items decode them once per 8. The WT warps of a row group decode the same weights, each for its own
-// tokens; N blocks without tokens are skipped (warp-uniform). Per K chunk a CTA-wide cp.async ring stage (D
+// (GPT-OSS-20b at M = 64) has its weights decoded once, where the split-K items decode them once per 8 tokens. The WT
+// warps of a row group decode the same weights, each for its own tokens; N blocks without tokens are skipped
+// (warp-uniform). Per K chunk a CTA-wide cp.async ring stage (D
 // stages, one barrier per chunk) holds the row groups' weights (one copy each, as the layout stores a step) and the
 // token tile's activation rows (one copy, read by every row warp), so a CTA reads a weight byte once per BN tokens
 // and an activation byte once per 32 WR intermediate (fc1) or 64 WR output (fc2) rows. Items are enumerated
@@ -513,7 +515,8 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     // still takes part, on its slot's stale bytes, and stores nothing; 0: none of the 4 row groups is the layer's)
     int nj_mma = nj;
     if constexpr (WG) nj_mma = ci.block * WR + (warp & ~3) % WR < wgroups ? min(kJ, max(0, (ci.ntok - tw0 + 7) / 8)) : 0;
-    constexpr int kAccJ = WG == 3 ? 8 : WG == 2 ? 4 : kJ;  // 64 fp32 accumulators per lane (WG = 3: 128; 16 tokens per warp: 32)
+    // 64 fp32 accumulators per lane (WG = 3: 128; 16 tokens per warp: 32)
+    constexpr int kAccJ = WG == 3 ? 8 : WG == 2 ? 4 : kJ;
     float acc[4][kAccJ][4];
 #pragma unroll
     for (int n = 0; n < 4; ++n)
@@ -598,8 +601,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     const int nje = WG == 3 ? (rge < wgroups ? min(kJ, max(0, (ce.ntok - tw0 + 7) / 8)) : 0) : nj;
 
     // ---- epilogue from registers: lane (g, tl) holds rows g, g + 8 of each tile and tokens 2 tl, 2 tl + 1 of each
-    // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32; split tiles: N block j of
-    // tile slot n is acc[2 n + j / kAccJ][j % kAccJ], the up tile's in slot 0 and the gate tile's in slot 1)
+    // N block (acc[n][j][i]: row g + 8 (i >> 1), token 8 j + 2 tl + (i & 1) of the warp's 32, or 16 with G = 2 WT;
+    // split tiles: N block j of tile slot n is acc[2 n + j / kAccJ][j % kAccJ], the up tile's in slot 0 and the gate
+    // tile's in slot 1)
     if (nje == 0) continue;
     auto at = [&](int n, int j, int i) -> float& {
       return WG >= 2 ? acc[2 * n + j / kAccJ][j % kAccJ][i] : acc[n][j][i];
