@@ -60,8 +60,10 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
 #: candidates from M = 128 on (below, no expert has more than 64 tokens on these shapes). On the H200 the tuner picks
 #: 51-53 at M = 256-1024 (1.2-1.3x the mma.sync wide items at M = 1024) and GPT-OSS-120b M = 4096 (51), 56 at M = 4096
 #: on the other shapes (docs/findings/2026-12-03-decode-wgmma.md, docs/findings/2026-12-03-decode-wgmma-128.md).
-#: 70: wide items of 16 tokens per warp at two CTAs per SM (an expert with 9-16 tokens decodes its weights once;
-#: the 32-token items' unused N blocks and one CTA per SM gone).
+#: 70 (in _MID, _LARGE and _WIDE): wide items of 16 tokens per warp at two CTAs per SM (an expert with 9-16 tokens
+#: decodes its weights once, with no cross-warp reduction). On the H200 the tuner picks it where an expert holds 8-16
+#: tokens: GPT-OSS-20b M = 64, GPT-OSS-120b M = 256, DeepSeek-V4-Flash M = 32-256 and seed M = 64-256 (M = 256:
+#: 12-17 % faster than 52; docs/findings/2026-12-04-decode-wide-16.md).
 _WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 4, 3, 6, 24)
 #: one bucket per power of two up to 8192: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
