@@ -241,16 +241,15 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
-    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups) for v in VARIANTS.values() if v.wide}  # wide_kernel fc1
-    wide2 = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc2_tiles) for v in VARIANTS.values() if v.wide}
+    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + len(wide) + len(wide2) + 1, report[-2000:]
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 1, report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
-    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == len(wide) + len(wide2) > 0
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == 2 * len(wide) > 0
     with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(with_cmb) == len(cmb), "one fc2 with the fused combine per fc2 configuration"
     # every entry function and the device function they call (the one-warp routing, not inlined) without a stack,
@@ -936,27 +935,23 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, 72}
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70}
     assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma >= 2)  # split tiles: two warps per row group
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
-        assert k.twin_of(i) == (70 if i == 72 else i) and v.token_groups in ((16,) if v.wgmma == 3 else (4 * v.wide,) if v.wgmma else
+        assert k.twin_of(i) == i and v.token_groups in ((16,) if v.wgmma == 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
-        assert (v.fc1_tiles, v.fc2_tiles) == (4, 2 if i == 72 else 4) and v.ctas_per_sm == (2 if 50 < i < 54 or i >= 70 else 1)
+        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == (2 if 50 < i < 54 or i == 70 else 1)
     for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
         assert dataclasses.replace(k.VARIANTS[i], wgmma=1) == k.VARIANTS[j]
     assert dataclasses.replace(k.VARIANTS[47], wgmma=2) == k.VARIANTS[49]
     assert dataclasses.replace(k.VARIANTS[49], token_groups=16, wgmma=3) == k.VARIANTS[56]
     assert dataclasses.replace(k.VARIANTS[42], token_groups=2, ctas_per_sm=2) == k.VARIANTS[70]
-    assert dataclasses.replace(k.VARIANTS[70], fc2_tiles=2) == k.VARIANTS[72]  # fc2: one layout group per warp
-    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j and (i, j) != (72, 70))
-    # (72, fc2 items of one layout group per warp: built, not yet timed on a GPU, not tuned)
-    assert all({i for i, v in wide.items() if v.token_groups <= 8 and i != 72} <= set(CANDIDATES[b]) for b in CANDIDATES
-               if b >= 16)
-    assert not any(72 in c for c in CANDIDATES.values())
+    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j)
+    assert all({i for i, v in wide.items() if v.token_groups <= 8} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 16)
     assert all({56, 57} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 128)  # 128 tokens per item
     assert not set(wide) & set(CANDIDATES[8])
 
@@ -979,7 +974,6 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(56, 128, 4096, 0) == 4 * (4 * 2176 + 128 * 128) + lists
         assert smem(57, 128, 4096, 0) == 3 * (4 * 2176 + 128 * 128) + lists
         assert smem(70, 128, 4096, 0) == 4 * (8 * 2176 + 16 * 144) + lists - 2 * 4096  # 16 token rows, 16-bit ids
-        assert smem(72, 128, 4096, 2) == smem(70, 128, 4096, 2)  # fc2's slots keep room for two groups a warp
         k.check_shared_memory(k.load_library(), 56, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
         k.check_shared_memory(k.load_library(), 70, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096, two per SM

@@ -51,8 +51,7 @@ class Variant:
     #: (:data:`FC1_TILES` = 4: 2 up + 2 gate tiles, :data:`FC2_TILES` = 2), or fc1 half of one (2: an up and a gate
     #: tile, half the accumulators, so that 16 tokens per item fit three CTAs per SM) and fc2 two of them (4: half
     #: the items, a warp's per-step work -- copies, addresses, the loop -- spread over twice the weights).
-    #: Which tiles an item holds changes no sum. Wide items: fc2's tiles per warp, 4 (two layout groups) or 2 (one:
-    #: twice the items; mma.sync only).
+    #: Which tiles an item holds changes no sum.
     fc1_tiles: int = FC1_TILES
     fc2_tiles: int = FC2_TILES
     #: wide items (``decode_w4a16_wide.cuh``; 0: the split-K items above): each warp owns 4 tiles (fc1 a layout group,
@@ -125,7 +124,7 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
             56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1), 72: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1)}
+            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1)}
 
 
 def unstaged_twin(variant: int) -> int:
@@ -143,10 +142,8 @@ def twin_of(variant: int) -> int:
     variant whose items hold other tiles than the layout's groups the same variant with the layout's (else the
     first plain one with its token rows): which tiles an item holds changes no sum."""
     v = VARIANTS[variant]
-    if v.wide:  # another summation order than every split-K variant; fc2 items of one layout group per warp (fc2_tiles
-        # = 2) sum each output as the items of two do (one warp's MMA chain over K): that variant's bits
-        whole = dataclasses.replace(v, fc2_tiles=2 * FC2_TILES)
-        return next((i for i, u in VARIANTS.items() if u == whole), variant)
+    if v.wide:  # another summation order than every split-K variant
+        return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid
         return not (w.fused or w.dynamic or w.split or w.l2)

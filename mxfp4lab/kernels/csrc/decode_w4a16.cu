@@ -204,8 +204,6 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   57 16  1        3           -                -   -   variant 56 with a 3-deep ring
 // G = 2 WT (mma.sync): wide items of 16 tokens per warp (2 N blocks, 32 accumulators), so that two CTAs fit an SM.
 //   70  2  2        4           -                -   -   wide items: 16 tokens, 8 row groups per item, two CTAs per SM
-// IT2 = 2 with wide items (mma.sync): fc2 items of one layout group per warp (32 output rows, twice the items).
-//   72  2  2        4           -                -   -   variant 70, fc2 items of one layout group per warp
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -227,7 +225,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(72, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 2, 1, 0)
+  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -383,7 +381,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
 // No fused combine, fused launch or dynamic items.
-template <int WT, int CPS, int D, int WG, int G, int IT2>
+template <int WT, int CPS, int D, int WG, int G>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
   // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
@@ -395,7 +393,7 @@ cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   const bool pdl = d->pdl != 0;
   cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG, G>(g1, grid, stream, false);
   if (err != cudaSuccess) return err;
-  err = launch_wide_gemm<WT, D, CPS, false, WG, G, IT2>(g2, grid, stream, pdl);
+  err = launch_wide_gemm<WT, D, CPS, false, WG, G>(g2, grid, stream, pdl);
   if (err != cudaSuccess) return err;
   return launch_combine(d, g1, stream, pdl);
 }
@@ -405,10 +403,9 @@ template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU
 cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
-    static_assert((G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D && IT1 == kNT1 &&
-                      (IT2 == 2 * kNT2 || (WG == 0 && IT2 == kNT2)),
+    static_assert((G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2,
                   "a wide variant's table entry");
-    return launch_wide<WT, CPS, D, WG, G, IT2>(d, stream);
+    return launch_wide<WT, CPS, D, WG, G>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }

@@ -207,15 +207,14 @@ __device__ __forceinline__ WideItem find_wide_item(const RoutingT<L>& r, int E, 
 // One K chunk of one warp: its 4 tiles' weights and scales at wb (a stage's row-group slot), its NJ (of J) N blocks of 8
 // token rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kRowBytes apart). Each
 // weight word is decoded once and multiplies every N block.
-template <int NJ, int NT, int J>
+template <int NJ, int J>
 __device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, uint32_t ab, int lane) {
-  static_assert(NT == 4 || NT == 2, "4 tiles per warp, or 2 (fc2 items of one layout group per warp)");
   static_assert(NJ >= 1 && NJ <= J, "N blocks with tokens");
   constexpr int kRowBytes = 2 * kChunkK + 16;  // WideSmem's mma.sync token row
   const int g = lane >> 2, tl = lane & 3;
   uint32_t f_lo[4], f_hi[4];
 #pragma unroll
-  for (int n = 0; n < NT; ++n) {
+  for (int n = 0; n < 4; ++n) {
     const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
     f_lo[n] = scale_factor(lds8(saddr));      // row g
     f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
@@ -224,14 +223,14 @@ __device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, ui
   for (int h = 0; h < 2; ++h) {  // MMA steps 2h, 2h + 1: words 2h, 2h + 1 of each tile (8 bytes, not 16: registers)
     uint2 w[4];
 #pragma unroll
-    for (int n = 0; n < NT; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
+    for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
     uint4 b[NJ];
 #pragma unroll
     for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * kRowBytes + h * 16);
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
-      for (int n = 0; n < NT; ++n) {
+      for (int n = 0; n < 4; ++n) {
         uint32_t r0, r1, r2, r3;
         decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
         const uint32_t a0 = hmul2_bf16(r0, f_lo[n]), a1 = hmul2_bf16(r1, f_hi[n]);
@@ -360,13 +359,9 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
   }
 }
 
-template <int WT, int D, int CPS, bool FC1, int WG, int G, int T2>
+template <int WT, int D, int CPS, bool FC1, int WG, int G>
 __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   using S = WideSmem<WT, D, WG, G>;
-  // tiles per warp: 4 (fc1: a layout group; fc2: two), or fc2 with T2 = 2: one layout group (32 output rows, twice
-  // the items; mma.sync only), its slot's other half unused
-  static_assert(T2 == 4 || (T2 == 2 && WG == 0 && !FC1), "fc2 items of one layout group per warp: mma.sync, fc2");
-  constexpr int NTW = FC1 ? 4 : T2;
   constexpr int WR = S::WR, BN = S::BN;
   constexpr int LT = FC1 ? kNT1 : kNT2;                     // tiles of one layout group
   constexpr int kLStep = LT * (kTileBytes + kScaleBytes);   // one step of one layout group in the layout
@@ -383,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   rt.istart = rbase + 2 * E + 1;
   int* scratch = rbase + 3 * E + 2;
   rt.plist = reinterpret_cast<L*>(scratch + 2 * E + 2 * kWarps);
-  const int wgroups = FC1 || NTW == 2 ? a.groups : (a.groups + 1) / 2;  // warp row groups per expert
+  const int wgroups = FC1 ? a.groups : (a.groups + 1) / 2;  // warp row groups per expert
   const int blocks = (wgroups + WR - 1) / WR;               // row blocks per expert
 
   if (threadIdx.x == 0) {
@@ -439,9 +434,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       cs.c = 0;
       const WideItem it = find_wide_item(rt, E, cs.item, BN, blocks);
       const int rg = it.block * WR + wr;  // this warp's row group
-      const int lg = FC1 || NTW == 2 ? rg : 2 * rg;  // its (first) layout group
+      const int lg = FC1 ? rg : 2 * rg;   // its (first) layout group
       cs.w = rg < wgroups ? a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * chunks) * kLStep + lane * 16 : nullptr;
-      cs.second = !FC1 && NTW == 4 && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
+      cs.second = !FC1 && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
       const int sn = (lane >> 1) & 3;  // scale lanes: half (lane & 1) of tile sn's 32 bytes
       cs.scales = FC1 ? 4 * kTileBytes : (sn >> 1) * cs.second + 2 * kTileBytes + (sn & 1) * kScaleBytes + (lane & 1) * 16 -
                                              lane * 16;
@@ -458,10 +453,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     if ((parts & 1) && cs.w != nullptr) {
 #pragma unroll
       for (int n = 0; n < 4; ++n)  // tile n: fc1 tile n of the group; fc2 tile n % 2 of group n / 2
-        if (n < NTW && (WT == 1 || n % WT == wt))
+        if (WT == 1 || n % WT == wt)
           cp_async16(slot + wdst + n * kTileBytes, cs.w + (FC1 ? n * kTileBytes : (n >> 1) * cs.second + (n & 1) * kTileBytes),
                      true);
-      if (wt == 0 && lane < 2 * NTW) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);  // 32 B a tile
+      if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
     }
     if ((parts & 2) && (kAllCopy || tid < BN * (2 * kChunkK / 16))) {
       const bool in_k = cs.col + 8 <= a.k_valid;
@@ -584,13 +579,13 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       } else {
         const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
         if constexpr (kJ == 2) {  // 16 tokens per warp
-          if (nj == 1) wide_step<1, NTW>(acc, wb, ab, lane); else wide_step<2, NTW>(acc, wb, ab, lane);
+          if (nj == 1) wide_step<1>(acc, wb, ab, lane); else wide_step<2>(acc, wb, ab, lane);
         } else {
           switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
-            case 1: wide_step<1, NTW>(acc, wb, ab, lane); break;
-            case 2: wide_step<2, NTW>(acc, wb, ab, lane); break;
-            case 3: wide_step<3, NTW>(acc, wb, ab, lane); break;
-            default: wide_step<4, NTW>(acc, wb, ab, lane); break;
+            case 1: wide_step<1>(acc, wb, ab, lane); break;
+            case 2: wide_step<2>(acc, wb, ab, lane); break;
+            case 3: wide_step<3>(acc, wb, ab, lane); break;
+            default: wide_step<4>(acc, wb, ab, lane); break;
           }
         }
       }
@@ -668,9 +663,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     } else {
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int n = 0; n < (WG >= 2 ? 2 : NTW); ++n) {  // rows 64 rge + 16 n + ...: tiles 0, 1 of group 2 rge, then of
+        for (int n = 0; n < (WG >= 2 ? 2 : 4); ++n) {  // rows 64 rge + 16 n + ...: tiles 0, 1 of group 2 rge, then of
                                                        // group 2 rge + 1 (split tiles: tiles n of group 2 rge + wt)
-          const int row = rge * (NTW == 4 ? 64 : 32) + (WG >= 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
+          const int row = rge * 64 + (WG >= 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
           if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(WG >= 2 ? at(n, j, i) : acc[n][j][i]);
         }
       });
@@ -683,9 +678,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 #endif
 }
 
-template <int WT, int D, int CPS, bool FC1, int WG, int G, int T2 = 4>
+template <int WT, int D, int CPS, bool FC1, int WG, int G>
 cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = wide_kernel<WT, D, CPS, FC1, WG, G, T2>;
+  auto kernel = wide_kernel<WT, D, CPS, FC1, WG, G>;
   const int smem = wide_smem_bytes<WT, D, WG, CPS, G>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
