@@ -1036,7 +1036,8 @@ def test_wide_items_run_the_split_k_epilogues_operations():
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")
-@pytest.mark.parametrize("counts,bn,blocks", [([33, 0, 1, 64, 65, 32], 32, 12), ([7, 0, 0, 130], 64, 23), ([0, 5], 32, 6)])
+@pytest.mark.parametrize("counts,bn,blocks", [([33, 0, 1, 64, 65, 32], 32, 12), ([7, 0, 0, 130], 64, 23), ([0, 5], 32, 6),
+                                               ([9, 16, 17, 0, 33, 1], 16, 12)])  # 16: variant 70
 def test_wide_items_cover_every_token_tile_and_row_block_once(tmp_path, counts, bn, blocks):
     """The wide kernel's find_wide_item (its own source, host-compiled): the items of a routing are every (expert,
     token tile, row block) exactly once, expert-major, row block-major inside an expert with its token tiles
