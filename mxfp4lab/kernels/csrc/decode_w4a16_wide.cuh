@@ -31,6 +31,10 @@
 // The sums: each output is one warp's MMA chain over K in chunk order (no cross-warp reduction), so the bits differ
 // from gemm_phase's (same products, another fp32 summation order); the rounding points are the same.
 
+// One token row of a ring stage as mma.sync reads it (16-byte loads): a chunk's 64 bf16, padded so that 8 rows x 4
+// lanes are conflict-free.
+constexpr int kMmaRowBytes = 2 * kChunkK + 16;
+
 template <int WT, int D, int WG, int G>
 struct WideSmem {
   static_assert(WT == 1 || WT == 2, "one or two token warps per row group");
@@ -41,9 +45,9 @@ struct WideSmem {
   static constexpr int BN = 8 * G;                              // tokens per item (split tiles, WG = 3: 128)
   static constexpr int NJ = WG >= 2 ? BN / 8 : G / WT;          // N blocks of 8 tokens per warp
   static constexpr int kWSlot = 4 * (kTileBytes + kScaleBytes);  // one row group's step: 4 tiles, then their scales
-  // one token row of a step: mma.sync reads it with 16-byte loads, padded so that 8 rows x 4 lanes are
-  // conflict-free; wgmma (WG) reads the tile as core matrices (see WgmmaTile), no pad
-  static constexpr int kRowBytes = WG ? 2 * kChunkK : 2 * kChunkK + 16;
+  // one token row of a step: kMmaRowBytes for mma.sync; wgmma (WG) reads the tile as core matrices (see WgmmaTile),
+  // no pad
+  static constexpr int kRowBytes = WG ? 2 * kChunkK : kMmaRowBytes;
   static constexpr int kStage = WR * kWSlot + BN * kRowBytes;
   static constexpr int kRing = D * kStage;
   // steps in flight ahead of the one consumed: the copy at step q refills step q - 1's slot (mma.sync: its reads
@@ -205,12 +209,11 @@ __device__ __forceinline__ WideItem find_wide_item(const RoutingT<L>& r, int E, 
 }
 
 // One K chunk of one warp: its 4 tiles' weights and scales at wb (a stage's row-group slot), its NJ (of J) N blocks of 8
-// token rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kRowBytes apart). Each
-// weight word is decoded once and multiplies every N block.
+// token rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kMmaRowBytes apart).
+// Each weight word is decoded once and multiplies every N block.
 template <int NJ, int J>
 __device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, uint32_t ab, int lane) {
   static_assert(NJ >= 1 && NJ <= J, "N blocks with tokens");
-  constexpr int kRowBytes = 2 * kChunkK + 16;  // WideSmem's mma.sync token row
   const int g = lane >> 2, tl = lane & 3;
   uint32_t f_lo[4], f_hi[4];
 #pragma unroll
@@ -226,7 +229,7 @@ __device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, ui
     for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
     uint4 b[NJ];
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * kRowBytes + h * 16);
+    for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * kMmaRowBytes + h * 16);
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
