@@ -591,6 +591,33 @@ def _cmd_provenance(a) -> int:
     return 0
 
 
+def _add_results_parser(sub) -> None:
+    p = sub.add_parser("results", help="recorded results: merge a run's file into a study file")
+    res = p.add_subparsers(dest="results", metavar="ACTION", required=True)
+    m = res.add_parser("merge", help="put a run's rows (a GPU job's file) into a study file under a run name; the "
+                                     "rows they replace move to archive/<study>/<gpu>-LABEL.json")
+    m.add_argument("run", help="the run's result file (e.g. OUT/latency.json from scripts/gpu/job.sh)")
+    m.add_argument("--into", required=True, help="the study file, e.g. data/results/latency/h200.json")
+    m.add_argument("--name", required=True, help="the run's name in the file (new; lower-case, digits, '_')")
+    m.add_argument("--key", required=True,
+                   help="comma-separated fields that say which rows a new row replaces, e.g. backend,shape,m,routing")
+    m.add_argument("--label", required=True, help="the archive file's label for the replaced rows, e.g. "
+                                                  "2026-12-05-before-one-grid")
+    m.add_argument("--what", default=None, help="one sentence on the archived rows (their note and index line)")
+    m.set_defaults(func=_cmd_results_merge)
+
+
+def _cmd_results_merge(a) -> int:
+    from . import results
+
+    key = [k.strip() for k in a.key.split(",") if k.strip()]
+    target, arch = results.merge_run(a.into, a.run, a.name, key=key, label=a.label, what=a.what)
+    r = results.load(target)
+    print(f"{target}: {sum(1 for x in r.rows if x.get('run') == a.name)} rows of run {a.name}"
+          + (f"; the rows they replaced: {arch}" if arch else "; no row replaced"))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mxfp4lab", description="MXFP4 MoE on Hopper: layouts, builds, reports")
@@ -603,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sass_parser(sub)
     _add_provenance_parser(sub)
     _add_checkpoint_parser(sub)
+    _add_results_parser(sub)
     return parser
 
 

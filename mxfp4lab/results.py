@@ -297,5 +297,69 @@ def archive(path: PathLike, label: str, *, what: Optional[str] = None) -> Path:
     return dst
 
 
+def merge_run(target: PathLike, run: PathLike, name: str, *, key: Sequence[str], label: str,
+              what: Optional[str] = None, keep_meta: Sequence[str] = ("ceilings",)) -> tuple:
+    """Record one run's file (``run``, e.g. what a GPU job wrote) in a study file (``target``) as the run ``name``.
+
+    Its rows go in with ``run = name``; the rows of ``target`` with the same values of the ``key`` fields (e.g.
+    backend, shape, m, routing) leave it for ``archive/<study>/<gpu>-<label>.json``, together with their runs'
+    entries and ``what`` as its note and index line. ``target``'s ``runs`` gains ``name`` (the run's provenance and
+    its ``keep_meta`` fields) and loses every run none of whose rows is left. Nothing is written unless both files
+    validate, their kinds agree, ``name`` is new, every new row carries the key and the archive label is unused.
+    Returns ``(target, archive path or None)``."""
+    target, run = Path(target), Path(run)
+    old, new = load(target), load(run)
+    where = f"merging {run} into {target}"
+    if old.kind != new.kind:
+        raise ResultsError(f"{where}: kinds differ ({new.kind} into {old.kind})")
+    runs = dict(old.meta.get("runs") or {})
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or name == "main" or name in runs:
+        raise ResultsError(f"{where}: run name {name!r} must be new, not 'main', lower-case letters, digits and '_'")
+    if not key:
+        raise ResultsError(f"{where}: name the key fields that say which rows a new row replaces")
+
+    def row_key(row, i, src):
+        missing = [k for k in key if k not in row]
+        if missing:
+            raise ResultsError(f"{where}: row {i} of {src} has no {missing} (the key is {list(key)})")
+        return tuple(json.dumps(row[k], sort_keys=True) for k in key)
+
+    incoming = {row_key(r, i, run): {**r, "run": name} for i, r in enumerate(new.rows)}
+    if len(incoming) != len(new.rows):
+        raise ResultsError(f"{where}: the run has several rows with one key {list(key)}")
+    kept, gone, rows, placed = [], [], [], set()
+    for i, r in enumerate(old.rows):
+        k = row_key(r, i, target)
+        if k not in incoming:
+            kept.append(r)
+            rows.append(r)
+            continue
+        gone.append(r)
+        if k not in placed:  # the new row takes the place of the first it replaces
+            rows.append(incoming[k])
+            placed.add(k)
+    rows += [r for k, r in incoming.items() if k not in placed]
+    used = {r.get("run", "main") for r in kept} | {name}
+    runs[name] = {"provenance": new.provenance, **{m: new.meta[m] for m in keep_meta if m in new.meta}}
+    meta = {**old.meta, "runs": {k: v for k, v in runs.items() if k in used or k == "main"}}
+    dst = None
+    if gone:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", label):
+            raise ResultsError(f"archive label {label!r} must be lower-case letters, digits, '_' and '-'")
+        dst = _tree_root(target) / ARCHIVE_DIR / target.parent.name / f"{target.stem}-{label}.json"
+        if dst.exists():
+            raise ResultsError(f"{dst} exists: archive labels are never reused")
+        gone_runs = {k: v for k, v in (old.meta.get("runs") or {}).items() if k in {r.get("run", "main") for r in gone}}
+        arch = {"kind": old.kind, "schema": SCHEMA, "provenance": old.provenance, "rows": gone, "runs": gone_runs,
+                "note": what or f"The rows of {target.parent.name}/{target.name} that run {name} replaced."}
+        validate(arch, str(dst))
+    validate({"kind": old.kind, "schema": SCHEMA, "provenance": old.provenance, "rows": rows, **meta}, str(target))
+    if dst is not None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write(dst, old.kind, gone, prov=old.provenance, what=what or arch["note"], runs=gone_runs, note=arch["note"])
+    write(target, old.kind, rows, prov=old.provenance, **meta)
+    return target, dst
+
+
 __all__ = ["KINDS", "RESULTS_DIR", "Result", "ResultsError", "SCHEMA", "archive", "files", "find", "gpu_slug",
-           "load", "read_index", "result_path", "validate", "write"]
+           "load", "merge_run", "read_index", "result_path", "validate", "write"]
