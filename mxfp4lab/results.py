@@ -279,17 +279,23 @@ def _index_entry(path: Path, kind: Optional[str], what: Optional[str]) -> None:
                                          indent=1) + "\n")
 
 
+def _archive_path(src: Path, label: str) -> Path:
+    """``<root>/archive/<study>/<gpu>-<label>.json`` for ``<root>/<study>/<gpu>.json``: a label of lower-case
+    letters, digits, '_' and '-', never used before."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", label):
+        raise ResultsError(f"archive label {label!r} must be lower-case letters, digits, '_' and '-'")
+    dst = _tree_root(src) / ARCHIVE_DIR / src.parent.name / f"{src.stem}-{label}.json"
+    if dst.exists():
+        raise ResultsError(f"{dst} exists: archive labels are never reused")
+    return dst
+
+
 def archive(path: PathLike, label: str, *, what: Optional[str] = None) -> Path:
     """Move ``<root>/<study>/<gpu>.json`` to ``<root>/archive/<study>/<gpu>-<label>.json`` (a superseded
     run; the index follows). Returns the new path."""
     src = Path(path)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", label):
-        raise ResultsError(f"archive label {label!r} must be lower-case letters, digits, '_' and '-'")
+    dst = _archive_path(src, label)
     doc = load(src)
-    root = _tree_root(src)
-    dst = root / ARCHIVE_DIR / src.parent.name / f"{src.stem}-{label}.json"
-    if dst.exists():
-        raise ResultsError(f"{dst} exists: archive labels are never reused")
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dst)
     _index_entry(src, None, None)
@@ -298,7 +304,7 @@ def archive(path: PathLike, label: str, *, what: Optional[str] = None) -> Path:
 
 
 def merge_run(target: PathLike, run: PathLike, name: str, *, key: Sequence[str], label: str,
-              what: Optional[str] = None, keep_meta: Sequence[str] = ("ceilings",)) -> tuple:
+              what: Optional[str] = None, keep_meta: Sequence[str] = ("ceilings",)) -> tuple[Path, Optional[Path]]:
     """Record one run's file (``run``, e.g. what a GPU job wrote) in a study file (``target``) as the run ``name``.
 
     Its rows go in with ``run = name``; the rows of ``target`` with the same values of the ``key`` fields (e.g.
@@ -344,11 +350,7 @@ def merge_run(target: PathLike, run: PathLike, name: str, *, key: Sequence[str],
     meta = {**old.meta, "runs": {k: v for k, v in runs.items() if k in used or k == "main"}}
     dst = None
     if gone:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", label):
-            raise ResultsError(f"archive label {label!r} must be lower-case letters, digits, '_' and '-'")
-        dst = _tree_root(target) / ARCHIVE_DIR / target.parent.name / f"{target.stem}-{label}.json"
-        if dst.exists():
-            raise ResultsError(f"{dst} exists: archive labels are never reused")
+        dst = _archive_path(target, label)
         gone_runs = {k: v for k, v in (old.meta.get("runs") or {}).items() if k in {r.get("run", "main") for r in gone}}
         arch = {"kind": old.kind, "schema": SCHEMA, "provenance": old.provenance, "rows": gone, "runs": gone_runs,
                 "note": what or f"The rows of {target.parent.name}/{target.name} that run {name} replaced."}
