@@ -185,7 +185,9 @@ else:
 # the same launch; the table adds what the warps waited on (ncu's warp-stall reasons, warps per issued
 # instruction) and how busy the ALU pipe was. Where waiting on the copy ring ("long_scoreboard") and
 # barriers lead, a launch is bound by latency (few steps per warp, fill and drain); where "not_selected" and
-# "math_pipe_throttle" lead with a busy ALU pipe, by the instructions it issues per weight.
+# "math_pipe_throttle" lead with a busy ALU pipe, by the instructions it issues per weight. `variant` is the
+# launch variant the breakdown ran, `sweep_variant` the one the latency sweep ran at that point: where they
+# differ, the breakdown is of another kernel than the sweep's time (the findings list those to re-record).
 #
 # Each launch's floors say the same in microseconds: `dram_floor_us` (its DRAM bytes over the copy bandwidth
 # measured beside the sweep), `issue_floor_us` (its warp instructions with every scheduler issuing one per
@@ -203,8 +205,8 @@ if len(launches):
     figures.plot_launches(launches, label=study.latency_source_label(launches.attrs.get("provenance"),
                                                                      launches.attrs.get("runs")))
     plt.show()
-    cols = ["shape", "m", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB", "dram_read_GBps", "issue_active_pct",
-            "alu_pipe_pct", "top_stalls"]
+    cols = ["shape", "m", "variant", "sweep_variant", "launch", "start_us", "end_us", "ncu_us", "dram_read_MB",
+            "dram_read_GBps", "issue_active_pct", "alu_pipe_pct", "top_stalls"]
     display(launches[[c for c in cols if c in launches]].round(1))
     floors = ["shape", "m", "launch", "ncu_us", "dram_floor_us", "issue_floor_us", "alu_floor_us", "tensor_floor_us",
               "bound", "floor_frac"]

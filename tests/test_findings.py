@@ -76,6 +76,13 @@ def test_launch_bound_finding_ranges_the_floor_fractions_per_m_range():
     (g,) = [x for x in latency_findings.findings({**_latency_results([-0.13] * 4), "launch_bounds": at_floor})
             if x.question == q]
     assert g.status == "good" and "Below half" not in g.detail
+    # a breakdown recorded with another launch variant than the sweep's at that point is named, once per point
+    stale = [dict(r, variant=37, sweep_variant=70 if r["m"] == 64 else 37) for r in rows]
+    (h,) = [x for x in latency_findings.findings({**_latency_results([-0.13] * 4), "launch_bounds": stale})
+            if x.question == q]
+    assert h.detail.endswith("Recorded with another launch variant than the sweep now runs there (re-record with "
+                             "mxfp4lab bench launches --ncu): gpt-oss-20b M 64 (variant 37; the sweep: 70)")
+    assert "Recorded with another" not in f.detail  # (rows without variants: nothing to compare)
     empty = latency_findings.findings({**_latency_results([-0.13] * 4), "launch_bounds": []})
     assert [x.status for x in empty if x.question.startswith("what bounds")] == ["missing"]
     assert not [x for x in latency_findings.findings(_latency_results([-0.13] * 4)) if x.question.startswith("what bounds")]

@@ -254,9 +254,46 @@ def test_launch_floors_name_what_bounds_each_launch(tmp_path):
     from mxfp4lab.studies.launches import launch_bounds
 
     b = launch_bounds(latency_launches(path))  # the GEMMs only: the combine (launch 2) is left out
-    assert b == [{"shape": "gpt-oss-120b", "m": 1, "launch": 0, "bound": "DRAM", "floor_frac": round(8.75 / 17.0, 3)},
-                 {"shape": "gpt-oss-120b", "m": 1, "launch": 1, "bound": "tensor", "floor_frac": 0.4}]
+    assert b == [{"shape": "gpt-oss-120b", "m": 1, "launch": 0, "bound": "DRAM", "floor_frac": round(8.75 / 17.0, 3),
+                  "variant": None, "sweep_variant": None},
+                 {"shape": "gpt-oss-120b", "m": 1, "launch": 1, "bound": "tensor", "floor_frac": 0.4,
+                  "variant": None, "sweep_variant": None}]
     assert launch_bounds(latency_launches(tmp_path / "launches" / "none.json")) == []
+
+
+def test_each_breakdown_names_its_launch_variant_and_the_sweeps(tmp_path):
+    """latency_launches: ``variant`` is the launch variant the breakdown ran (its describe), ``sweep_variant`` the one
+    the latency sweep of the same GPU ran at that point with uniform routing (skewed rows and other backends do not
+    count); launch_bounds carries both, so the findings can name a breakdown of another kernel than the sweep's."""
+    from mxfp4lab import results
+    from mxfp4lab.studies.launches import latency_launches, launch_bounds, sweep_variants
+
+    tl = [{"launch": i, "kernel": k, "start_us": 0.0, "end_us": 10.0} for i, k in enumerate(["a", "b", "c"])]
+    ncu = [{"launch_id": i, "kernel": k, "duration_us": 10.0, "dram__bytes_read.sum": 1e6, "issue_floor_us": 5.0}
+           for i, k in enumerate(["a", "b", "c"])]
+
+    def entry(m, variant):
+        return {"backend": "decode_w4a16", "shape": "s", "m": m, "timeline": tl, "ncu": ncu,
+                "describe": {"launch": {"variant": variant}, "tune": []}}
+
+    path = tmp_path / "launches" / "h200.json"
+    path.parent.mkdir()
+    results.write(path, "moe_launches", [entry(64, 37), entry(256, 70)])
+    d = latency_launches(path)
+    assert d["variant"].tolist() == [37] * 3 + [70] * 3 and d["sweep_variant"].isna().all()  # no sweep recorded
+    (tmp_path / "latency").mkdir()
+
+    def point(m, routing, variant, backend="decode_w4a16"):
+        return {"backend": backend, "shape": "s", "m": m, "routing": routing, "launch": {"variant": variant}}
+
+    results.write(tmp_path / "latency" / "h200.json", "latency_sweep",
+                  [point(64, "skewed", 52), point(64, "uniform", 70), point(256, "uniform", 70),
+                   point(256, "uniform", 9, backend="other")], ceilings={"copy_bytes_per_s": 4e12})
+    assert sweep_variants(path) == {("decode_w4a16", "s", 64): 70, ("decode_w4a16", "s", 256): 70,
+                                    ("other", "s", 256): 9}
+    b = launch_bounds(latency_launches(path))
+    assert [(r["m"], r["launch"], r["variant"], r["sweep_variant"]) for r in b] == [
+        (64, 0, 37, 70), (64, 1, 37, 70), (256, 0, 70, 70), (256, 1, 70, 70)]
 
 
 def test_phase_stamps_of_the_recorded_forwards_are_in_launch_order():

@@ -86,6 +86,14 @@ def _launch_findings(rows: list[dict[str, Any]]) -> list[Finding]:
     verdict = parts[0] if len(parts) == 1 else "; ".join(parts[:1] + parts[-1:])
     detail = "; ".join(parts) + (f". Below half their floor (latency: fill, drain, waits, warps in flight): "
                                  f"{', '.join(f'{s} M {m}' for s, m in sorted({(x['shape'], int(x['m'])) for x in low}))}" if low else "")
+    # a breakdown of another launch variant than the sweep's time at that point describes another kernel
+    stale = sorted({(x["shape"], int(x["m"]), x["variant"], x["sweep_variant"]) for x in rows
+                    if x.get("variant") is not None and x.get("sweep_variant") is not None
+                    and x["variant"] != x["sweep_variant"]}, key=lambda t: (t[0], t[1]))
+    if stale:
+        detail += (". Recorded with another launch variant than the sweep now runs there (re-record with mxfp4lab "
+                   "bench launches --ncu): " + ", ".join(f"{s} M {m} (variant {v}; the sweep: {w})"
+                                                         for s, m, v, w in stale))
     return [Finding("what bounds mxfp4lab's decode kernel launch by launch (fc1, fc2 against their DRAM, issue, ALU "
                     "and tensor floors)", verdict, detail, "good" if min(fracs) >= 0.8 else "mixed")]
 

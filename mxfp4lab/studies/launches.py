@@ -12,15 +12,38 @@ from .. import results
 from ..bench.launches import top_stalls
 
 
+def _sweep_of(path):
+    """The latency sweep of the GPU of the launches file at ``path``, in the same results tree
+    (``<root>/latency/<gpu>.json``), loaded, or None where there is none."""
+    p = Path(path)
+    sweep = p.parent.parent / "latency" / p.name
+    return results.load(sweep) if sweep.is_file() else None
+
+
 def copy_bandwidth(path) -> float | None:
     """The copy bandwidth (bytes/s) measured on the GPU of the launches file at ``path``: the ``ceilings`` of the
     latency sweep of the same GPU in the same results tree (``<root>/latency/<gpu>.json``), or None where there
     is none."""
-    p = Path(path)
-    sweep = p.parent.parent / "latency" / p.name
-    if not sweep.is_file():
-        return None
-    return (results.load(sweep).meta.get("ceilings") or {}).get("copy_bytes_per_s")
+    sweep = _sweep_of(path)
+    return None if sweep is None else (sweep.meta.get("ceilings") or {}).get("copy_bytes_per_s")
+
+
+def _launch_variant(describe) -> int | None:
+    """The launch variant a backend's ``describe`` names (decode_w4a16's ``launch.variant``), or None."""
+    v = ((describe or {}).get("launch") or {}).get("variant")
+    return None if v is None else int(v)
+
+
+def sweep_variants(path) -> dict:
+    """(backend, shape, m) -> the launch variant the latency sweep of the same GPU (:func:`_sweep_of`) ran at that
+    point with uniform routing -- what its tuner picked -- for the backends that name one."""
+    sweep = _sweep_of(path)
+    out = {}
+    for r in sweep.rows if sweep is not None else []:
+        v = _launch_variant(r)
+        if v is not None and r.get("routing", "uniform") == "uniform":
+            out[(r["backend"], r["shape"], int(r["m"]))] = v
+    return out
 
 
 def latency_launches(path=None) -> pd.DataFrame:
@@ -40,8 +63,10 @@ def latency_launches(path=None) -> pd.DataFrame:
     rest). ncu's launches are matched to the
     timeline's by order within the first forward ncu profiled (:func:`first_forward`); ncu profiles its own
     process, whose tuner may pick another launch variant, so ``ncu_kernel`` names what ncu measured and
-    ``ncu_same_kernel`` says whether it is the timeline's kernel. ``run``: the run a row was merged from (None: the
-    file's own). ``attrs["provenance"]``: the file's; ``attrs["runs"]``: each other run's provenance. Empty frame
+    ``ncu_same_kernel`` says whether it is the timeline's kernel. ``variant``: the launch variant the breakdown ran
+    (decode_w4a16; else None), ``sweep_variant``: the one the latency sweep of the same GPU ran at that point
+    (:func:`sweep_variants`; None where it names none) -- where they differ, the breakdown is of another kernel than
+    the sweep's time. ``run``: the run a row was merged from (None: the file's own). ``attrs["provenance"]``: the file's; ``attrs["runs"]``: each other run's provenance. Empty frame
     when nothing is recorded."""
     p = Path(path) if path is not None else results.find("launches")
     if p is None or not Path(p).is_file():
@@ -49,13 +74,17 @@ def latency_launches(path=None) -> pd.DataFrame:
     rows = []
     doc = results.load(p, kind="moe_launches")
     bw = copy_bandwidth(p)
+    picks = sweep_variants(p)
     for entry in doc.rows:
+        variant = _launch_variant(entry.get("describe"))
+        picked = picks.get((entry["backend"], entry["shape"], int(entry["m"])))
         tl = entry.get("timeline", [])
         ncu = first_forward(entry.get("ncu", []), tl)
         stalls = first_forward(entry.get("ncu_stalls", []), tl)
         for i, x in enumerate(tl):
             r = {"backend": entry["backend"], "shape": entry["shape"], "m": entry["m"], "launch": i,
-                 "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"], "run": entry.get("run")}
+                 "kernel": x["kernel"], "start_us": x["start_us"], "end_us": x["end_us"], "run": entry.get("run"),
+                 "variant": variant, "sweep_variant": picked}
             if i < len(ncu):
                 n = ncu[i]
                 r.update(ncu_kernel=n["kernel"], ncu_same_kernel=_kernel_key(n["kernel"]) == _kernel_key(x["kernel"]),
@@ -92,13 +121,18 @@ def latency_launches(path=None) -> pd.DataFrame:
 
 def launch_bounds(launches: pd.DataFrame, backend: str = "decode_w4a16") -> list[dict]:
     """The GEMM launches of ``backend``'s recorded forwards (:func:`latency_launches`; launches 0 and 1, fc1 and
-    fc2) with a floor: ``shape, m, launch, bound, floor_frac`` records, for the report's findings."""
+    fc2) with a floor: ``shape, m, launch, bound, floor_frac, variant, sweep_variant`` records, for the report's
+    findings."""
     need = {"bound", "floor_frac"}
     if launches.empty or not need <= set(launches):
         return []
     d = launches[(launches["backend"] == backend) & launches["launch"].isin([0, 1]) & launches["floor_frac"].notna()]
+    def num(v):
+        return None if v is None or pd.isna(v) else int(v)
+
     return [{"shape": r["shape"], "m": int(r["m"]), "launch": int(r["launch"]), "bound": r["bound"],
-             "floor_frac": round(float(r["floor_frac"]), 3)} for _, r in d.iterrows()]
+             "floor_frac": round(float(r["floor_frac"]), 3), "variant": num(r.get("variant")),
+             "sweep_variant": num(r.get("sweep_variant"))} for _, r in d.iterrows()]
 
 
 def _launches_doc(path=None):
