@@ -567,6 +567,28 @@ def test_the_library_table_is_the_python_table_and_the_trace_flag_is_checked(bui
         k.load_library.cache_clear()
 
 
+def test_every_variant_the_tuner_can_pick_passed_a_recorded_gpu_check():
+    """The recorded GPU check (scripts/gpu/check_decode.py: data/results/decode_check/h200.json) holds every variant
+    of the tuner's candidates, on the four study shapes, every row ok (within tolerance of the kernel-faithful
+    reference, no NaN, deterministic, every counter back at zero) and, where its twin ran beside it, equal to the twin
+    bit for bit: a variant that enters the candidates without a check recorded on the GPU fails here."""
+    from collections import defaultdict
+
+    from mxfp4lab import results
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES
+
+    rows = defaultdict(list)
+    for x in results.load("decode_check", "h200").rows:
+        rows[x["variant"]].append(x)
+    for v in sorted(set().union(*CANDIDATES.values())):
+        got = rows.get(v)
+        assert got, f"variant {v} is a tuner candidate without a recorded GPU check"
+        assert all(x["ok"] for x in got), v
+        assert all(x.get("equal_to_twin", True) for x in got), v
+        shapes = {x["label"].split()[0] for x in got if x.get("supported", True)}
+        assert {"gpt-oss-120b", "gpt-oss-20b", "dsv4-flash", "seed-bench"} <= shapes, (v, shapes)
+
+
 def test_fused_launch_variants_are_twins_of_two_launch_ones():
     """Each fused-launch variant runs the kernels' arithmetic of a two-launch variant (same G, CTAs per SM, both
     rings, token rows), so the check can ask for its bits; fused launches never combine inside fc2 and are
