@@ -589,6 +589,21 @@ def test_every_variant_the_tuner_can_pick_passed_a_recorded_gpu_check():
         assert {"gpt-oss-120b", "gpt-oss-20b", "dsv4-flash", "seed-bench"} <= shapes, (v, shapes)
 
 
+def test_the_recorded_sweeps_picks_are_todays_candidates():
+    """Every decode_w4a16 row of the recorded H200 sweep (data/results/latency/h200.json) ran a variant the library
+    compiles and its M bucket still offers: a candidate dropped, or a variant retired, while the sweep still shows it
+    as the pick would describe a tuner that no longer exists."""
+    from mxfp4lab import results
+    from mxfp4lab.backends.decode_w4a16 import CANDIDATES, bucket_of
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
+
+    picks = [(r["shape"], r["m"], r["routing"], r["launch"]["variant"]) for r in results.load("latency", "h200").rows
+             if r["backend"] == "decode_w4a16" and "launch" in r]
+    assert len(picks) >= 88  # four shapes x 11 M (1..4096) x two routings (a later sweep may add points)
+    for shape, m, routing, v in picks:
+        assert v in VARIANTS and v in CANDIDATES[bucket_of(m)], (shape, m, routing, v)
+
+
 def test_fused_launch_variants_are_twins_of_two_launch_ones():
     """Each fused-launch variant runs the kernels' arithmetic of a two-launch variant (same G, CTAs per SM, both
     rings, token rows), so the check can ask for its bits; fused launches never combine inside fc2 and are
