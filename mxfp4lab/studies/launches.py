@@ -20,12 +20,15 @@ def _sweep_of(path):
     return results.load(sweep) if sweep.is_file() else None
 
 
+def _bandwidth_of(sweep) -> float | None:
+    return None if sweep is None else (sweep.meta.get("ceilings") or {}).get("copy_bytes_per_s")
+
+
 def copy_bandwidth(path) -> float | None:
     """The copy bandwidth (bytes/s) measured on the GPU of the launches file at ``path``: the ``ceilings`` of the
     latency sweep of the same GPU in the same results tree (``<root>/latency/<gpu>.json``), or None where there
     is none."""
-    sweep = _sweep_of(path)
-    return None if sweep is None else (sweep.meta.get("ceilings") or {}).get("copy_bytes_per_s")
+    return _bandwidth_of(_sweep_of(path))
 
 
 def _launch_variant(describe) -> int | None:
@@ -34,16 +37,19 @@ def _launch_variant(describe) -> int | None:
     return None if v is None else int(v)
 
 
-def sweep_variants(path) -> dict:
-    """(backend, shape, m) -> the launch variant the latency sweep of the same GPU (:func:`_sweep_of`) ran at that
-    point with uniform routing -- what its tuner picked -- for the backends that name one."""
-    sweep = _sweep_of(path)
+def _variants_of(sweep) -> dict:
     out = {}
     for r in sweep.rows if sweep is not None else []:
         v = _launch_variant(r)
         if v is not None and r.get("routing", "uniform") == "uniform":
             out[(r["backend"], r["shape"], int(r["m"]))] = v
     return out
+
+
+def sweep_variants(path) -> dict:
+    """(backend, shape, m) -> the launch variant the latency sweep of the same GPU (:func:`_sweep_of`) ran at that
+    point with uniform routing -- what its tuner picked -- for the backends that name one."""
+    return _variants_of(_sweep_of(path))
 
 
 def latency_launches(path=None) -> pd.DataFrame:
@@ -66,15 +72,15 @@ def latency_launches(path=None) -> pd.DataFrame:
     ``ncu_same_kernel`` says whether it is the timeline's kernel. ``variant``: the launch variant the breakdown ran
     (decode_w4a16; else None), ``sweep_variant``: the one the latency sweep of the same GPU ran at that point
     (:func:`sweep_variants`; None where it names none) -- where they differ, the breakdown is of another kernel than
-    the sweep's time. ``run``: the run a row was merged from (None: the file's own). ``attrs["provenance"]``: the file's; ``attrs["runs"]``: each other run's provenance. Empty frame
-    when nothing is recorded."""
+    the sweep's time. ``run``: the run a row was merged from (None: the file's own). ``attrs["provenance"]``: the
+    file's; ``attrs["runs"]``: each other run's provenance. Empty frame when nothing is recorded."""
     p = Path(path) if path is not None else results.find("launches")
     if p is None or not Path(p).is_file():
         return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
     rows = []
     doc = results.load(p, kind="moe_launches")
-    bw = copy_bandwidth(p)
-    picks = sweep_variants(p)
+    sweep = _sweep_of(p)  # (read once: its bandwidth and its picks)
+    bw, picks = _bandwidth_of(sweep), _variants_of(sweep)
     for entry in doc.rows:
         variant = _launch_variant(entry.get("describe"))
         picked = picks.get((entry["backend"], entry["shape"], int(entry["m"])))
