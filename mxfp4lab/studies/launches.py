@@ -74,11 +74,11 @@ def latency_launches(path=None) -> pd.DataFrame:
     (:func:`sweep_variants`; None where it names none) -- where they differ, the breakdown is of another kernel than
     the sweep's time. ``run``: the run a row was merged from (None: the file's own). ``attrs["provenance"]``: the
     file's; ``attrs["runs"]``: each other run's provenance. Empty frame when nothing is recorded."""
-    p = Path(path) if path is not None else results.find("launches")
-    if p is None or not Path(p).is_file():
+    doc = _launches_doc(path)
+    if doc is None:
         return pd.DataFrame(columns=["backend", "shape", "m", "launch", "kernel", "start_us", "end_us"])
     rows = []
-    doc = results.load(p, kind="moe_launches")
+    p = doc.path
     sweep = _sweep_of(p)  # (read once: its bandwidth and its picks)
     bw, picks = _bandwidth_of(sweep), _variants_of(sweep)
     for entry in doc.rows:
