@@ -140,82 +140,38 @@ int main() { std::printf("{"); dump<4, 4>(true); dump<2, 4>(false); dump<2, 2>(f
     return json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
 
 
-def _run_host(tmp_path, name, prog):
-    """Compile a C++17 program with the system compiler and return its stdout."""
-    cpp, exe = Path(tmp_path) / f"{name}.cpp", Path(tmp_path) / name
-    cpp.write_text(prog)
-    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
-                   capture_output=True)
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-
-
-def _wide_routing_program(counts, bn, blocks, through):
-    """The head of a host program over the wide kernel's item helpers: the CUDA source's routing struct and its text
-    from ``struct WideItem`` through the function ``through``, then main()'s opening with a routing of these pair
-    counts per expert (``r``; start and istart as the kernel's scan writes them: exclusive prefixes of the counts and
-    of ceil(count / bn) * blocks)."""
+def kernel_wide_items(tmp_path, counts, bn, blocks):
+    """find_wide_item (the wide kernel's item -> (expert, token tile, row block), host-compiled from the CUDA source
+    with the source's routing struct) over every item of a routing with these pair counts per expert: start and
+    istart as the kernel's scan writes them (exclusive prefixes of the counts and of ceil(count / bn) * blocks).
+    Returns [(e, tok0, ntok, block)] in item order."""
     src, wide = COMMON_SOURCE.read_text(), WIDE_SOURCE.read_text()
     first = src.index("template <typename L = int>\nstruct RoutingT {")
     last = "using Routing = RoutingT<int>;"
     routing = src[first : src.index(last) + len(last)]
     start = wide.index("struct WideItem {")
-    item = wide[start : wide.index("\n}\n", wide.index(through, start)) + 3]
+    item = wide[start : wide.index("\n}\n", wide.index("find_wide_item", start)) + 3]
     e = len(counts)
-    return ("#include <algorithm>\n#include <cstdio>\nusing std::min;\n#define __device__\n#define __forceinline__ inline\n"
+    prog = ("#include <algorithm>\n#include <cstdio>\nusing std::min;\n#define __device__\n#define __forceinline__ inline\n"
             + routing + "\n" + item + f"""
 int main() {{
   int count[{e}] = {{{", ".join(map(str, counts))}}}, st[{e + 1}], ist[{e + 1}];
   st[0] = ist[0] = 0;
   for (int x = 0; x < {e}; ++x) {{ st[x + 1] = st[x] + count[x]; ist[x + 1] = ist[x] + (count[x] + {bn} - 1) / {bn} * {blocks}; }}
   Routing r{{count, st, ist, nullptr}};
-""")
-
-
-def kernel_wide_items(tmp_path, counts, bn, blocks):
-    """find_wide_item (the wide kernel's item -> (expert, token tile, row block), host-compiled from the CUDA source
-    with the source's routing struct) over every item of a routing with these pair counts per expert.
-    Returns [(e, tok0, ntok, block)] in item order."""
-    e = len(counts)
-    prog = _wide_routing_program(counts, bn, blocks, "find_wide_item") + f"""
   for (int i = 0; i < ist[{e}]; ++i) {{
     WideItem it = find_wide_item(r, {e}, i, {bn}, {blocks});
     std::printf("%d %d %d %d\\n", it.e, it.tok0, it.ntok, it.block);
   }}
 }}
-"""
-    out = _run_host(tmp_path, "wide_items", prog)
+""")
+    cpp = Path(tmp_path) / "wide_items.cpp"
+    cpp.write_text(prog)
+    exe = Path(tmp_path) / "wide_items"
+    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
+                   capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     return [tuple(map(int, ln.split())) for ln in out.splitlines()]
-
-
-def kernel_one_grid(tmp_path, counts, bn, blocks1, blocks2, grid):
-    """The one-grid kernel's schedule (wide_one_kernel; find_wide_item with token-tile offsets, expert_items and
-    dealt_items host-compiled from the CUDA source): for each CTA b of ``grid``, its fc1 items (dealt from position 0)
-    then its fc2 items (dealt from position n1), each as (e, tok0, ntok, block), and for each fc2 item the count its
-    expert's ready counter must reach. Returns {b: ([fc1 items], [(fc2 item, need)])}."""
-    e = len(counts)
-    prog = _wide_routing_program(counts, bn, 1, "dealt_items(int b") + f"""
-  const int n1 = ist[{e}] * {blocks1}, n2 = ist[{e}] * {blocks2};
-  for (int b = 0; b < {grid}; ++b) {{
-    ItemRange one = dealt_items(b, {grid}, 0, n1), two = dealt_items(b, {grid}, n1, n2);
-    for (int k = 0; k < one.count; ++k) {{
-      WideItem it = find_wide_item<int, true>(r, {e}, one.first + k * {grid}, {bn}, {blocks1});
-      std::printf("1 %d %d %d %d %d 0\\n", b, it.e, it.tok0, it.ntok, it.block);
-    }}
-    for (int k = 0; k < two.count; ++k) {{
-      WideItem it = find_wide_item<int, true>(r, {e}, two.first + k * {grid}, {bn}, {blocks2});
-      std::printf("2 %d %d %d %d %d %d\\n", b, it.e, it.tok0, it.ntok, it.block, expert_items(r, it.e, {blocks1}));
-    }}
-  }}
-}}
-"""
-    got = {b: ([], []) for b in range(grid)}
-    for ln in _run_host(tmp_path, "one_grid", prog).splitlines():
-        phase, b, e_, tok0, ntok, block, need = map(int, ln.split())
-        if phase == 1:
-            got[b][0].append((e_, tok0, ntok, block))
-        else:
-            got[b][1].append(((e_, tok0, ntok, block), need))
-    return got
 
 
 def kernel_wgmma_tile(tmp_path):
