@@ -140,37 +140,50 @@ int main() { std::printf("{"); dump<4, 4>(true); dump<2, 4>(false); dump<2, 2>(f
     return json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
 
 
-def kernel_wide_items(tmp_path, counts, bn, blocks):
-    """find_wide_item (the wide kernel's item -> (expert, token tile, row block), host-compiled from the CUDA source
-    with the source's routing struct) over every item of a routing with these pair counts per expert: start and
-    istart as the kernel's scan writes them (exclusive prefixes of the counts and of ceil(count / bn) * blocks).
-    Returns [(e, tok0, ntok, block)] in item order."""
+def _run_host(tmp_path, name, prog):
+    """Compile a C++17 program with the system compiler and return its stdout."""
+    cpp, exe = Path(tmp_path) / f"{name}.cpp", Path(tmp_path) / name
+    cpp.write_text(prog)
+    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
+                   capture_output=True)
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+
+
+def _wide_routing_program(counts, bn, blocks, through):
+    """The head of a host program over the wide kernel's item helpers: the CUDA source's routing struct and its text
+    from ``struct WideItem`` through the function ``through``, then main()'s opening with a routing of these pair
+    counts per expert (``r``; start and istart as the kernel's scan writes them: exclusive prefixes of the counts and
+    of ceil(count / bn) * blocks)."""
     src, wide = COMMON_SOURCE.read_text(), WIDE_SOURCE.read_text()
     first = src.index("template <typename L = int>\nstruct RoutingT {")
     last = "using Routing = RoutingT<int>;"
     routing = src[first : src.index(last) + len(last)]
     start = wide.index("struct WideItem {")
-    item = wide[start : wide.index("\n}\n", wide.index("find_wide_item", start)) + 3]
+    item = wide[start : wide.index("\n}\n", wide.index(through, start)) + 3]
     e = len(counts)
-    prog = ("#include <algorithm>\n#include <cstdio>\nusing std::min;\n#define __device__\n#define __forceinline__ inline\n"
+    return ("#include <algorithm>\n#include <cstdio>\nusing std::min;\n#define __device__\n#define __forceinline__ inline\n"
             + routing + "\n" + item + f"""
 int main() {{
   int count[{e}] = {{{", ".join(map(str, counts))}}}, st[{e + 1}], ist[{e + 1}];
   st[0] = ist[0] = 0;
   for (int x = 0; x < {e}; ++x) {{ st[x + 1] = st[x] + count[x]; ist[x + 1] = ist[x] + (count[x] + {bn} - 1) / {bn} * {blocks}; }}
   Routing r{{count, st, ist, nullptr}};
+""")
+
+
+def kernel_wide_items(tmp_path, counts, bn, blocks):
+    """find_wide_item (the wide kernel's item -> (expert, token tile, row block), host-compiled from the CUDA source
+    with the source's routing struct) over every item of a routing with these pair counts per expert.
+    Returns [(e, tok0, ntok, block)] in item order."""
+    e = len(counts)
+    prog = _wide_routing_program(counts, bn, blocks, "find_wide_item") + f"""
   for (int i = 0; i < ist[{e}]; ++i) {{
     WideItem it = find_wide_item(r, {e}, i, {bn}, {blocks});
     std::printf("%d %d %d %d\\n", it.e, it.tok0, it.ntok, it.block);
   }}
 }}
-""")
-    cpp = Path(tmp_path) / "wide_items.cpp"
-    cpp.write_text(prog)
-    exe = Path(tmp_path) / "wide_items"
-    subprocess.run([shutil.which("c++") or shutil.which("g++"), "-std=c++17", "-o", str(exe), str(cpp)], check=True,
-                   capture_output=True)
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+"""
+    out = _run_host(tmp_path, "wide_items", prog)
     return [tuple(map(int, ln.split())) for ln in out.splitlines()]
 
 

@@ -241,32 +241,70 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
-    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups) for v in VARIANTS.values() if v.wide}  # wide_kernel: fc1, fc2 each
+    sep = [v for v in VARIANTS.values() if v.wide and v.wgmma != 4]  # wide_kernel: fc1, fc2 each
+    ws = {(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 4}  # ws_kernel: fc1, fc2
+    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups) for v in sep}
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 1, report[-2000:]
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 2 * len(ws) + 1, report[-2000:]
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode9ws_kernel") == 2 * len(ws) > 0
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == 2 * len(wide) > 0
     with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(with_cmb) == len(cmb), "one fc2 with the fused combine per fc2 configuration"
     # every entry function and the device function they call (the one-warp routing, not inlined) without a stack,
-    # but the split tiles of 128 tokens (wgmma = 3: 128 fp32 accumulators per lane at 255 registers), which may spill
-    # a few per-item values -- outside the chunk loop (test_128_token_items_spill_only_outside_the_chunk_loop)
+    # but the split tiles of 128 tokens (wgmma = 3: 128 fp32 accumulators per lane at 255 registers) and the
+    # warp-specialized kernels of 640 threads (96 registers each), which may spill a few per-item values -- outside
+    # the chunk loops (test_128_token_items_spill_only_outside_the_chunk_loop, test_ws_chunk_loops_do_not_spill)
     frames = dict(re.findall(r"Function properties for (\S+)\n\s+(.*bytes stack frame.*)", report))
     assert len(frames) >= entries
-    big = {f for f in frames if WGMMA_128.search(f)}
-    assert len(big) == 2 * len({(v.depth, v.ctas_per_sm) for v in VARIANTS.values() if v.wgmma == 3}) > 0
+    big = {f for f in frames if WGMMA_128.search(f) or WS_640.search(f)}
+    assert len(big) == 2 * len({(v.depth, v.ctas_per_sm) for v in VARIANTS.values() if v.wgmma == 3}) + \
+        2 * len({v.depth for v in VARIANTS.values() if v.wgmma == 4 and v.wide == 4}) > 0
     assert {frames[f] for f in frames if f not in big} == {"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"}
-    for f in big:
+    for f in big:  # a few per-item values: two with 128 accumulators, up to six at 96 registers
         stack, stores, loads = map(int, re.findall(r"(\d+) bytes", frames[f]))
-        assert stack <= 16 and stores <= 32 and loads <= 32, (f, frames[f])
+        lim = (32, 64, 96) if WS_640.search(f) else (16, 32, 32)
+        assert all(v <= m for v, m in zip((stack, stores, loads), lim)), (f, frames[f])
 
 
 #: the wide_kernel instances of the split tiles of 128 tokens (WT = 2, any D, one CTA per SM, fc1 or fc2, WG = 3)
 WGMMA_128 = re.compile(r"wide_kernelILi2ELi\d+ELi1ELb[01]ELi3E")
+#: the warp-specialized kernels with four consumer warpgroups (640 threads: at most 96 registers per thread)
+WS_640 = re.compile(r"ws_kernelILi4ELi\d+ELb[01]E")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_ws_chunk_loops_do_not_spill(built_library):
+    """The warp-specialized kernels (wgmma = 4): in SASS no local-memory access lies in a consumer's chunk loop --
+    from its wait for a full A buffer (mbarrier try_wait) to its arrivals on the empty barriers after the wgmma -- or
+    in the producer's decode, from its first 16-byte shared load of raw weights to its last 16-byte store of A; and
+    each consumer chunk waits for the previous chunk's wgmma group only (wait_group 1), never for each wgmma."""
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
+    from mxfp4lab.kernels.sass import _tool
+
+    sass = subprocess.run([_tool("cuobjdump"), "-sass", str(built_library[0])], capture_output=True, text=True,
+                          check=True).stdout
+    funcs = dict(re.findall(r"Function : (\S+)\n(.*?)(?=\n\s+Function : |\Z)", sass, re.S))
+    ws = [f for f in funcs if "ws_kernel" in f]
+    assert len(ws) == 2 * len({(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 4}) > 0
+    local = re.compile(r"\b(LDL|STL)\b")
+    for f in ws:
+        lines = funcs[f].splitlines()
+        mma = [i for i, ln in enumerate(lines) if "HGMMA" in ln]
+        assert len(mma) >= 4 * 5, f  # four k16 steps per chunk, one loop per MMA shape
+        for i in mma:
+            start = max(j for j in range(i) if "TRYWAIT" in lines[j])
+            end = min(j for j in range(i, len(lines)) if "SYNCS.ARRIVE" in lines[j])
+            assert not [ln for ln in lines[start:end] if local.search(ln)], (f, i)
+        deps = [ln for ln in lines if "WARPGROUP.DEPBAR" in ln]
+        assert deps and all("gsb0, 0x1" in ln for ln in deps[:-1]) and len(deps) < len(mma), (f, deps[:3])
+        lds = [i for i, ln in enumerate(lines) if "LDS.128" in ln]
+        sts = [i for i, ln in enumerate(lines) if "STS.128" in ln]
+        assert lds and sts and not [ln for ln in lines[min(lds) : max(sts) + 1] if local.search(ln)], f
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
@@ -698,10 +736,11 @@ def _claim_items(n_items: int, grid: int, depth: int, chunks: int, order) -> dic
     return done
 
 
-def _pair_lists(ids, E, parallel):
+def _pair_lists(ids, E, parallel, warps=8):
     """A model of build_routing's pair lists: for each expert its pairs in pair order, at start[e] of one list;
-    ``parallel``: 256-pair chunks, each warp's 32 pairs ranked at once, a pair's slot = fill[e] + the sizes of its
-    expert's groups in the chunk's earlier warps + its rank in its warp's group (the kernel above 64 pairs)."""
+    ``parallel``: chunks of 32 ``warps`` pairs (the CTA's threads), each warp's 32 pairs ranked at once, a pair's
+    slot = fill[e] + the sizes of its expert's groups in the chunk's earlier warps + its rank in its warp's group (the
+    kernel above 64 pairs)."""
     import numpy as np
 
     P = len(ids)
@@ -715,10 +754,10 @@ def _pair_lists(ids, E, parallel):
                 plist[start[e] + fill[e]] = p
                 fill[e] += 1
         return plist
-    for c0 in range(0, P, 256):
-        hist = np.zeros((8, E), int)
+    for c0 in range(0, P, 32 * warps):
+        hist = np.zeros((warps, E), int)
         ranks = {}
-        for w in range(8):
+        for w in range(warps):
             seen = {}
             for lane in range(32):
                 p = c0 + 32 * w + lane
@@ -738,15 +777,18 @@ def _pair_lists(ids, E, parallel):
 def test_pair_lists_built_by_every_warp_equal_warp_0s_walk():
     """Above 64 pairs the kernel lists each expert's pairs with every warp at once (per-warp group sizes in the
     spare shared memory); the lists must be those of warp 0's walk, pair order within each expert, for any ids
-    (experts outside the shard skipped), so every CTA and both GEMMs agree on the token chunks."""
+    (experts outside the shard skipped), so every CTA and both GEMMs agree on the token chunks -- with the 8 warps of
+    most kernels and the 12 or 20 of the warp-specialized ones (build_routing's NT)."""
     import random
 
     rng = random.Random(1)
     for P, E in ((65, 8), (256, 128), (384, 256), (1000, 32), (600, 1024)):
         ids = [rng.randrange(-3, E + 3) for _ in range(P)]  # some outside [0, E): another shard's experts
-        assert _pair_lists(ids, E, True) == _pair_lists(ids, E, False)
+        for warps in (8, 12, 20):
+            assert _pair_lists(ids, E, True, warps) == _pair_lists(ids, E, False)
     src = "".join(p.read_text() for p in _kernel_sources())  # the .cu and the headers it includes
-    assert "if (P > kWalkPairs && kWarps * E <= spare_ints) {" in src
+    assert "if (P > kWalkPairs && (NT / 32) * E <= spare_ints) {" in src
+    assert "for (int c0 = 0; c0 < P; c0 += NT) {" in src
     assert "for (int w = 0; w < warp; ++w) base += hist[w * E + e];" in src
 
 
@@ -972,13 +1014,15 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70}
-    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57}
-    assert all(v.wide == 2 for v in wide.values() if v.wgmma >= 2)  # split tiles: two warps per row group
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, 77, 78}
+    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 77, 78}
+    assert all(v.wide == 2 for v in wide.values() if v.wgmma in (2, 3))  # split tiles: two warps per row group
+    # warp-specialized (wgmma = 4): `wide` consumer warpgroups of 64 weight rows, 128 tokens, one CTA per SM
+    assert {i: v.wide for i, v in wide.items() if v.wgmma == 4} == {77: 4, 78: 2}
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
-        # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
-        assert k.twin_of(i) == i and v.token_groups in ((16,) if v.wgmma == 3 else (4 * v.wide,) if v.wgmma else
+        # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with WG = 3 and 4
+        assert k.twin_of(i) == i and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
         assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == (2 if 50 < i < 54 or i == 70 else 1)

@@ -68,7 +68,10 @@ class Variant:
     #: 2: split tiles (``wide`` = 2): the two warps of a row group each own 2 of its 4 tiles (fc1: an up and a gate
     #: tile; fc2: one layout group) and all 64 tokens, so a weight is decoded once per 64 tokens and the MMA's N is the
     #: item's tokens (up to 64) instead of 32 per warp. 3: split tiles of 128 tokens (``token_groups`` = 16): a weight
-    #: decoded once per 128 tokens, 128 accumulators per lane, N above 64 rounded up to 96 or 128.
+    #: decoded once per 128 tokens, 128 accumulators per lane, N above 64 rounded up to 96 or 128. 4: warp-specialized
+    #: items of 128 tokens (``decode_w4a16_ws.cuh``): a producer warpgroup copies each chunk's weights and token rows
+    #: and decodes the weights into shared memory, ``wide`` consumer warpgroups (2 or 4; 64 weight rows each) run
+    #: wgmma with both operands in shared memory, 64 accumulators per lane; the chunk's natural K order in the MMA.
     wgmma: int = 0
 
     @property
@@ -124,7 +127,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
             56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1)}
+            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1),
+            77: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=4), 78: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=4)}
 
 
 def unstaged_twin(variant: int) -> int:

@@ -44,7 +44,7 @@ from .decode_variants import VARIANTS, Variant, twin_of, unstaged_twin  # noqa: 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
 #: every file the library is compiled from: the source (host side, variant table) and the headers it includes: what
 #: both schedules share (arguments, helpers, routing, the combine), the split-K items, the wide items
-SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "wide")))
+SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "wide", "ws")))
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
               "-lineinfo")
 #: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)
@@ -280,7 +280,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
     if m * k > max_pairs:
         raise DecodeKernelError(f"M * top_k = {m * k} (token, expert) pairs > {max_pairs}, the most one call of variant "
                                 f"{cfg.variant} routes")
-    if VARIANTS[cfg.variant].wgmma == 3 and max(m * x.shape[1], m * k * layout.w13.shape[1] * 32) >= 1 << 31:
+    if VARIANTS[cfg.variant].wgmma >= 3 and max(m * x.shape[1], m * k * layout.w13.shape[1] * 32) >= 1 << 31:
         raise DecodeKernelError(f"variant {cfg.variant} addresses activation rows by 32-bit offsets: M * hidden = "
                                 f"{m * x.shape[1]} and M * top_k * intermediate = {m * k * layout.w13.shape[1] * 32} "
                                 "must stay below 2^31")

@@ -117,6 +117,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 }
 
 #include "decode_w4a16_wide.cuh"
+#include "decode_w4a16_ws.cuh"
 
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
@@ -204,6 +205,10 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   57 16  1        3           -                -   -   variant 56 with a 3-deep ring
 // G = 2 WT (mma.sync): wide items of 16 tokens per warp (2 N blocks, 32 accumulators), so that two CTAs fit an SM.
 //   70  2  2        4           -                -   -   wide items: 16 tokens, 8 row groups per item, two CTAs per SM
+// WG = 4: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
+// into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane); D: ring stages.
+//   77 16  1        4           -                -   -   4 consumer warpgroups: items of 256 weight rows (640 threads)
+//   78 16  1        4           -                -   -   2 consumer warpgroups: items of 128 weight rows (384 threads)
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -225,7 +230,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0)
+  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) \
+  X(77, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 4) X(78, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 4)
 
 }  // namespace mxfp4lab_decode
 
@@ -379,23 +385,31 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   return launch_combine(d, g1, stream, pdl);
 }
 
-// A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, then the combine (PDL).
-// No fused combine, fused launch or dynamic items.
+// A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, or (WG = 4) as ws_kernel
+// (decode_w4a16_ws.cuh), then the combine (PDL). No fused combine, fused launch or dynamic items.
 template <int WT, int CPS, int D, int WG, int G>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
-  // WG = 3 addresses the activation rows by 32-bit element offsets (ActRef)
-  if (WG == 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
+  // WG >= 3 addresses the activation rows by 32-bit element offsets (ActRef)
+  if (WG >= 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;
   GemmArgs g1, g2;
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG, G>(g1, grid, stream, false);
-  if (err != cudaSuccess) return err;
-  err = launch_wide_gemm<WT, D, CPS, false, WG, G>(g2, grid, stream, pdl);
-  if (err != cudaSuccess) return err;
-  return launch_combine(d, g1, stream, pdl);
+  if constexpr (WG == 4) {  // warp-specialized: WT consumer warpgroups, a D-stage ring
+    cudaError_t err = launch_ws_gemm<WT, D, true>(g1, grid, stream, false);
+    if (err != cudaSuccess) return err;
+    err = launch_ws_gemm<WT, D, false>(g2, grid, stream, pdl);
+    if (err != cudaSuccess) return err;
+    return launch_combine(d, g1, stream, pdl);
+  } else {
+    cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG, G>(g1, grid, stream, false);
+    if (err != cudaSuccess) return err;
+    err = launch_wide_gemm<WT, D, CPS, false, WG, G>(g2, grid, stream, pdl);
+    if (err != cudaSuccess) return err;
+    return launch_combine(d, g1, stream, pdl);
+  }
 }
 
 template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU, int DY, int SP, int IT1, int IT2, int WT,
@@ -403,7 +417,10 @@ template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU
 cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
-    static_assert((G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D && IT1 == kNT1 && IT2 == 2 * kNT2,
+    static_assert(WG == 4 ? G == 16 && CPS == 1 && (WT == 2 || WT == 4) && D >= 3 && IT1 == kNT1 && IT2 == 2 * kNT2 &&
+                                FU == 0 && DY == 0 && SP == 0 && D2 == D
+                          : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D && IT1 == kNT1 &&
+                                IT2 == 2 * kNT2,
                   "a wide variant's table entry");
     return launch_wide<WT, CPS, D, WG, G>(d, stream);
   } else {
@@ -414,7 +431,9 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
 // Shared-memory bytes of one CTA of fc1 (gemm = 1), fc2 (2) or the larger of the two (0).
 template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
-  if constexpr (WT > 0) {
+  if constexpr (WG == 4) {
+    return ws_smem_bytes<WT, D>(E, P);
+  } else if constexpr (WT > 0) {
     return wide_smem_bytes<WT, D, WG, CPS, G>(E, P);
   } else {
     const int64_t s1 = smem_bytes<IT1, G, D, RB, TA>(E, P), s2 = smem_bytes<IT2, G, D2, RB, TA2>(E, P);

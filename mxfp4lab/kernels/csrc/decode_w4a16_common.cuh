@@ -223,10 +223,12 @@ using Routing = RoutingT<int>;
 
 // Block-wide exclusive scans of a pair count per expert (a, length n <= kMaxExperts, in shared memory) and of
 // its items b = ceil(a / chunk) * groups (computed here, not stored); writes out_a[0..n], out_b[0..n] (element
-// n = total). `tmp` holds 2 * kWarps ints.
+// n = total). `tmp` holds 2 * NT / 32 ints. NT: the CTA's threads (every one calls this).
+template <int NT = kThreads>
 __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* out_a, int* out_b, int* tmp) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int per = (n + kThreads - 1) / kThreads;  // consecutive elements per thread
+  constexpr int NW = NT / 32;
+  const int per = (n + NT - 1) / NT;  // consecutive elements per thread
   const int lo = min(n, tid * per), hi = min(n, lo + per);
   auto items = [&](int c) { return (c + chunk - 1) / chunk * groups; };
   int sa = 0, sb = 0;
@@ -237,17 +239,17 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
     int va = __shfl_up_sync(0xffffffffu, ia, o), vb = __shfl_up_sync(0xffffffffu, ib, o);
     if (lane >= o) { ia += va; ib += vb; }
   }
-  if (lane == 31) { tmp[warp] = ia; tmp[kWarps + warp] = ib; }
+  if (lane == 31) { tmp[warp] = ia; tmp[NW + warp] = ib; }
   __syncthreads();
   int wa = 0, wb = 0;
-  for (int w = 0; w < warp; ++w) { wa += tmp[w]; wb += tmp[kWarps + w]; }
+  for (int w = 0; w < warp; ++w) { wa += tmp[w]; wb += tmp[NW + w]; }
   int ea = wa + ia - sa, eb = wb + ib - sb;  // exclusive prefix of this thread's first element
   for (int i = lo; i < hi; ++i) {
     const int c = in_a[i];
     out_a[i] = ea; out_b[i] = eb;
     ea += c; eb += items(c);
   }
-  if (tid == kThreads - 1) { out_a[n] = ea; out_b[n] = eb; }
+  if (tid == NT - 1) { out_a[n] = ea; out_b[n] = eb; }
   __syncthreads();
 }
 
@@ -260,10 +262,10 @@ __device__ void block_scan2(const int* in_a, int chunk, int groups, int n, int* 
 // 0 lists the pairs: a pair's slot is the start of its expert plus its rank (pair order inside an expert, as in
 // the walk). One block barrier. (Every warp computing it all -- 32 shuffles each, 24 warps per SM -- took longer
 // than the block-wide build.)
-template <typename L>
+template <typename L, int NT = kThreads>
 __device__ void build_routing_warp(const GemmArgs& a, const RoutingT<L>& r, int token_chunk, int groups) {
   const int lane = threadIdx.x & 31, E = a.num_experts, P = a.num_pairs;
-  if ((threadIdx.x & ~31u) < static_cast<unsigned>(E) || E > kThreads) {  // warp-uniform: warps with experts
+  if ((threadIdx.x & ~31u) < static_cast<unsigned>(E) || E > NT) {  // warp-uniform: warps with experts
     int e = lane < P ? a.topk_ids[lane] - a.expert_offset : -1;
     const bool mine = static_cast<unsigned>(e) < static_cast<unsigned>(E);
     if (!mine) e = -1;
@@ -271,7 +273,7 @@ __device__ void build_routing_warp(const GemmArgs& a, const RoutingT<L>& r, int 
     const int rank = __popc(peers & ((1u << lane) - 1u));
     // key: expert * 2 + (opens a token chunk); a lane without a pair of this shard sorts above every expert
     const int key = mine ? e * 2 + (rank % token_chunk == 0) : 2 * kMaxExperts + 2;
-    for (int x0 = 0; x0 < E; x0 += kThreads) {
+    for (int x0 = 0; x0 < E; x0 += NT) {
       const int x = x0 + static_cast<int>(threadIdx.x);
       const int xk = 2 * x, mk = 2 * e;  // keys below xk: experts below x; below mk: below this lane's expert
       int before = 0, chunks = 0, own = 0, mine_before = 0;
@@ -301,25 +303,25 @@ __device__ void build_routing_warp(const GemmArgs& a, const RoutingT<L>& r, int 
 
 // items(e) = ceil(count(e) / token_chunk) * groups. `spare`: shared memory that is free while the routing is
 // built (the copy ring and the partial sums), `spare_ints` ints of it.
-template <typename L>
+template <typename L, int NT = kThreads>
 __device__ void build_routing(const GemmArgs& a, RoutingT<L>& r, int* scratch, int token_chunk, int groups, int* spare,
                               int spare_ints) {
   const int E = a.num_experts, P = a.num_pairs;
   int* fill = scratch;            // [E]  (scratch + E .. 2E: free)
-  int* tmp = scratch + 2 * E;     // [2 * kWarps]
+  int* tmp = scratch + 2 * E;     // [2 * NT / 32]
   // Each thread's first pair id is read before the counts are zeroed: at the start of a forward the ids come
   // from DRAM, and that latency now overlaps the zeroing and its barrier instead of following them.
   const int e_first = static_cast<int>(threadIdx.x) < P ? a.topk_ids[threadIdx.x] - a.expert_offset : -1;
-  for (int e = threadIdx.x; e < E; e += kThreads) { r.count[e] = 0; fill[e] = 0; }
+  for (int e = threadIdx.x; e < E; e += NT) { r.count[e] = 0; fill[e] = 0; }
   __syncthreads();
   if (static_cast<unsigned>(e_first) < static_cast<unsigned>(E)) atomicAdd(&r.count[e_first], 1);
-  for (int p = threadIdx.x + kThreads; p < P; p += kThreads) {
+  for (int p = threadIdx.x + NT; p < P; p += NT) {
     int e = a.topk_ids[p] - a.expert_offset;
     if (static_cast<unsigned>(e) < static_cast<unsigned>(E)) atomicAdd(&r.count[e], 1);
   }
   __syncthreads();
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceCounted);
-  block_scan2(r.count, token_chunk, groups, E, r.start, r.istart, tmp);
+  block_scan2<NT>(r.count, token_chunk, groups, E, r.start, r.istart, tmp);
   // Pair lists in pair order (the same in every CTA and in both GEMMs, so token chunks of one expert
   // never overlap across CTAs). Up to kWalkPairs pairs: warp 0 walks them 32 at a time; lanes routed to the
   // same expert rank themselves with __match_any_sync, and the group's last lane advances the expert's fill
@@ -328,12 +330,12 @@ __device__ void build_routing(const GemmArgs& a, RoutingT<L>& r, int* scratch, i
   // hist[warp][e], and a pair's slot adds the sizes of its expert's groups in the chunk's earlier warps -- the
   // same lists, in a few barriers per 256 pairs instead of 8 dependent warp steps (4-5 us at 256 pairs).
   constexpr int kWalkPairs = 64;
-  if (P > kWalkPairs && kWarps * E <= spare_ints) {
-    int* hist = spare;  // [kWarps][E]
+  if (P > kWalkPairs && (NT / 32) * E <= spare_ints) {
+    int* hist = spare;  // [NT / 32][E]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const unsigned lt = (1u << lane) - 1u;
-    for (int c0 = 0; c0 < P; c0 += kThreads) {
-      for (int i = threadIdx.x; i < kWarps * E; i += kThreads) hist[i] = 0;
+    for (int c0 = 0; c0 < P; c0 += NT) {
+      for (int i = threadIdx.x; i < (NT / 32) * E; i += NT) hist[i] = 0;
       __syncthreads();
       const int p = c0 + static_cast<int>(threadIdx.x);
       int e = p < P ? a.topk_ids[p] - a.expert_offset : -1;
