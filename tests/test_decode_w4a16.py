@@ -1090,30 +1090,35 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
 
 
 def test_wide_items_run_the_split_k_epilogues_operations():
-    """fc1's SwiGLU epilogue is written twice, in gemm_phase and in the wide kernel (a shared helper changed both
-    kernels' register allocation, so each keeps its own), and must stay the same operations: the bias added to the
-    bf16-rounded sums, the clamp, the fp32 SwiGLU. A changed formula in one of them fails here."""
+    """fc1's SwiGLU epilogue is written twice: in gemm_phase and in the macro MXFP4LAB_SWIGLU, which the wide and
+    warp-specialized kernels expand (a shared function changed both kernels' register allocation; the macro leaves
+    the wide kernels' SASS as it was). Both must stay the same operations: the bias added to the bf16-rounded sums, the
+    clamp, the fp32 SwiGLU. A changed formula in one of them fails here."""
     import re
 
     from mxfp4lab.kernels.decode_w4a16 import SOURCES
 
     def ops(text):
-        i = text.index("if (a.use_limit) {")
+        i = text.index("if (a.use_limit) {") if "if (a.use_limit) {" in text else text.index("if (use_limit) {")
         j = text.index("act = gate", i)
-        body = text[i:text.index("\n", j)]
-        lines = [re.sub(r"\s+", " ", ln).strip().removeprefix("const ").removeprefix("float ") for ln in body.splitlines()]
+        body = text[i:text.index("\n", j)].replace("\\", "").replace("a.use_limit", "use_limit")
+        lines = [re.sub(r"\s+", " ", ln).strip().removeprefix("const ").removeprefix("float ").removesuffix(";")
+                 for ln in body.splitlines()]
         return [ln for ln in lines if ln]
 
-    split_k, wide = (next(p for p in SOURCES if p.name == f"decode_w4a16_{part}.cuh").read_text()
-                     for part in ("split_k", "wide"))
-    assert ops(split_k) == ops(wide) and len(ops(wide)) >= 5
-    for text in (split_k, wide):
+    common, split_k, wide, ws = (next(p for p in SOURCES if p.name == f"decode_w4a16_{part}.cuh").read_text()
+                                 for part in ("common", "split_k", "wide", "ws"))
+    macro = common[common.index("#define MXFP4LAB_SWIGLU(") :]
+    macro = macro[: macro.index("(up + beta)") + len("(up + beta)")] + "\n"
+    assert ops(split_k) == ops(macro) and len(ops(macro)) >= 5
+    for text in (split_k, macro):
         assert re.search(r"up = bf16_round\(.*\)", text)
-    # the bias, bf16 -> fp32, added to the rounded sum: in place in gemm_phase, read once per item in the wide kernel
+    # the bias, bf16 -> fp32, added to the rounded sum: in place in gemm_phase, read once per item in the wide kernels
     assert "up += __bfloat162float(" in split_k and "gate += __bfloat162float(" in split_k
     assert re.search(r"b_up\[t\]\[r\] = __bfloat162float\(bias\[row\]\)", wide)
     assert re.search(r"b_gate\[t\]\[r\] = __bfloat162float\(bias\[a\.bias_ld \+ row\]\)", wide)
-    assert "up += b_up[t][i >> 1]" in wide and "gate += b_gate[t][i >> 1]" in wide
+    assert re.search(r"MXFP4LAB_SWIGLU\(act, [^;]*bias,\s+b_up\[t\]\[i >> 1\], b_gate\[t\]\[i >> 1\], a\.use_limit", wide)
+    assert "MXFP4LAB_SWIGLU(act, acc[j][u], acc[j][u + 2], bias, b_up, b_gate, a.use_limit" in ws
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")

@@ -191,6 +191,22 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 
 __device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
+// fc1's output `act` for one intermediate row and token from its fp32 up and gate sums, as the kernel-faithful
+// reference computes it: each sum rounded to bf16 (the GEMM's output), plus its bias (when `has_bias`), clamped
+// (use_limit: gate <= limit, |up| <= limit), then the SwiGLU in fp32. A macro, not a function: the wide kernels'
+// epilogue is these statements token for token, so its SASS does not move; the warp-specialized kernel's uses it too.
+#define MXFP4LAB_SWIGLU(act, up_sum, gate_sum, has_bias, b_up, b_gate, use_limit, limit, alpha, beta) \
+  float up = bf16_round(up_sum), gate = bf16_round(gate_sum);                                         \
+  if (has_bias) {                                                                                      \
+    up += b_up;                                                                                        \
+    gate += b_gate;                                                                                    \
+  }                                                                                                    \
+  if (use_limit) {                                                                                     \
+    gate = fminf(gate, limit);                                                                         \
+    up = fmaxf(fminf(up, limit), -limit);                                                              \
+  }                                                                                                    \
+  const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta)
+
 // One slot's term of the combine, the same instruction in combine_kernel and the fused combine.
 __device__ __forceinline__ float combine_step(float acc, float w, float y, float b) { return __fmaf_rn(w, y + b, acc); }
 // A token's output: the fp32 sum rounded to bf16, then times the routed scaling factor s in fp32 and rounded again:

@@ -650,16 +650,8 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
         for (int t = 0; t < kT; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
           const int row = rge * 32 + (WG >= 2 ? wt : t) * 16 + g + 8 * (i >> 1);
           if (row >= a.out_rows) continue;
-          float up = bf16_round(WG >= 2 ? at(0, j, i) : acc[t][j][i]), gate = bf16_round(WG >= 2 ? at(1, j, i) : acc[t + 2][j][i]);
-          if (bias) {
-            up += b_up[t][i >> 1];
-            gate += b_gate[t][i >> 1];
-          }
-          if (a.use_limit) {
-            gate = fminf(gate, limit);
-            up = fmaxf(fminf(up, limit), -limit);
-          }
-          const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
+          MXFP4LAB_SWIGLU(act, WG >= 2 ? at(0, j, i) : acc[t][j][i], WG >= 2 ? at(1, j, i) : acc[t + 2][j][i], bias,
+                          b_up[t][i >> 1], b_gate[t][i >> 1], a.use_limit, limit, alpha, beta);
           a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
         }
       });

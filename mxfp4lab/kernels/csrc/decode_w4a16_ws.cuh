@@ -465,16 +465,7 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
         const float b_up = bias ? __bfloat162float(bias[row]) : 0.f;
         const float b_gate = bias ? __bfloat162float(bias[a.bias_ld + row]) : 0.f;
         each_token([&](int j, int u, int64_t p) {
-          float up = bf16_round(acc[j][u]), gate = bf16_round(acc[j][u + 2]);
-          if (bias) {
-            up += b_up;
-            gate += b_gate;
-          }
-          if (a.use_limit) {
-            gate = fminf(gate, limit);
-            up = fmaxf(fminf(up, limit), -limit);
-          }
-          const float act = gate * (1.0f / (1.0f + expf(-gate * alpha))) * (up + beta);
+          MXFP4LAB_SWIGLU(act, acc[j][u], acc[j][u + 2], bias, b_up, b_gate, a.use_limit, limit, alpha, beta);
           a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
         });
       } else {
