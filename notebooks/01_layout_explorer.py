@@ -211,6 +211,13 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 # piece of a token row is copied as four 4-byte pieces, so that core matrix u of step s holds, at lane t's 4 bytes,
 # the same K 16 t + 4 s + 2 u .. + 1 the table above gives lane t's registers
 # (`docs/findings/2026-12-03-decode-wgmma.md`).
+#
+# The warp-specialized variants (77, 78; built and checked on the CPU, not yet measured) read the same blocks a
+# third way: a producer warpgroup decodes each lane's 16 bytes and stores the two rows' 8 + 8 elements of each
+# MMA step pair as 16-byte rows of a bf16 A tile in shared memory, back in the chunk's natural K order (granule
+# 2 t + h holds K 16 t + 8 h .. + 7), so that wgmma reads both operands from shared memory and the token rows
+# are plain 16-byte copies; fc1's up and gate rows alternate by 8 in that tile, so that one accumulator lane holds
+# both sums of an intermediate row (`docs/decode-kernel.md`, "Warp-specialized wide items").
 
 # %%
 figures.plot_decode_lanes(study.layout_decode_tile_map(), highlight=(trace_fc1_row(row, config)["w13_row"] % 16, k % 64));
