@@ -1179,3 +1179,24 @@ def test_wgmma_token_tile_meets_the_decoded_fragments_k_order(tmp_path):
     st, k, n = np.meshgrid(np.arange(4), np.arange(16), np.arange(128), indexing="ij")
     want = n * 64 + 16 * (k % 8 // 2) + 4 * st + 2 * (k // 8) + k % 2
     assert np.array_equal(got, want)
+
+
+def test_gemm_kernel_pattern_names_every_gemm_kernel_of_the_library():
+    """The GEMM-only timing mode and the launch log select the decode backend's GEMM kernels by its
+    ``gemm_kernel_pattern``: it must match every __global__ kernel the CUDA source defines but the combine (as the
+    profiler and ncu name them: namespace, template arguments, parameters) -- the split-K, fused, wide, one-grid and
+    warp-specialized kernels alike -- and not the combine, which is no GEMM."""
+    import re
+
+    from mxfp4lab.backends.decode_w4a16 import DecodeW4A16
+    from mxfp4lab.kernels.decode_w4a16 import SOURCES
+
+    names = set()
+    for p in SOURCES:
+        names |= set(re.findall(r"__global__ void(?: __launch_bounds__\([^)]*\))? (\w+)\(", p.read_text()))
+    assert {"combine_kernel", "gemm_kernel", "wide_kernel", "ws_kernel"} <= names, names
+    pat = DecodeW4A16.gemm_kernel_pattern
+    for n in names:
+        shown = f"void mxfp4lab_decode::{n}<2, 4, 1, true, 3, 16>(mxfp4lab_decode::GemmArgs)"
+        assert bool(re.search(pat, shown)) == (n != "combine_kernel"), (n, pat)
+    assert not re.search(pat, "void mxfp4lab_decode::combine_kernel(mxfp4lab_decode::CombineArgs)")

@@ -105,7 +105,9 @@ class DecodeW4A16(MoEBackend):
     #: the two GEMM kernels (fc1 with its SwiGLU epilogue, fc2); the combine is not a GEMM. With programmatic
     #: dependent launch a kernel can start before its predecessor ends and wait inside, so profiler durations
     #: of fc2 include that wait: the per-launch DRAM bytes and durations come from ncu (bench/launches.py).
-    gemm_kernel_pattern = r"mxfp4lab_decode::gemm_kernel"
+    #: Every kernel of the library but the combine: the split-K items' gemm_kernel, the fused launch's fused_kernel, the
+    #: wide items' wide_kernel, the warp-specialized ws_kernel (a CPU test reads the kernel names from the source).
+    gemm_kernel_pattern = r"mxfp4lab_decode::(?!combine_)\w+_kernel\b"
     #: the combine multiplies each token's bf16 output by the routed scaling factor (DeepSeek-V4: 1.5) in fp32 and
     #: rounds again: the bits of the multiply after the forward, without its launch
     applies_routed_scaling = True

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -206,6 +207,7 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
     :mod:`mxfp4lab.bench.phases`) per M; prints a table, writes a ``moe_launches`` result to ``out``."""
     from ..results import write
     from ..synthetic import make_inputs
+    from .modes import gemm_pattern
 
     cfg, be = _layer_backend(backend, shape)
     rows = []
@@ -245,7 +247,7 @@ def breakdown(backend: str, shape: str, ms: Sequence[int], *, ncu: bool = False,
             for line in format_phases(entry["phases"]):
                 log(line)
         for x in entry.get("ncu_stalls", []):
-            if "gemm_kernel" in x["kernel"] or "combine" in x["kernel"]:
+            if re.search(gemm_pattern(be), x["kernel"]) or "combine" in x["kernel"]:
                 alu = x.get("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", 0)
                 log(f"  stalls #{x['launch_id']} {top_stalls(x)}; ALU {alu:.0f}% "
                     f"FMA {x.get('sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active', 0):.0f}%  "
