@@ -1055,6 +1055,15 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert smem(56, 128, 4096, 0) == 4 * (4 * 2176 + 128 * 128) + lists
         assert smem(57, 128, 4096, 0) == 3 * (4 * 2176 + 128 * 128) + lists
         assert smem(70, 128, 4096, 0) == 4 * (8 * 2176 + 16 * 144) + lists - 2 * 4096  # 16 token rows, 16-bit ids
+        # warp-specialized (NC consumer warpgroups): two bf16 A buffers of 64 NC rows x 64, a 4-stage ring of the token
+        # tile (128 x 64 bf16) and the 4 NC tiles' raw steps (544 B each), 8 mbarriers, then the routing of NT / 32
+        # warps with 16-bit pair ids
+        for v, nc in ((77, 4), (78, 2)):
+            ws_lists = (5 * 128 + 2 + 2 * (nc + 1) * 4 + 32) * 4 + 2 * 4096
+            assert smem(v, 128, 4096, 0) == 2 * nc * 8192 + 4 * (16384 + 4 * nc * 544) + 8 * 8 + ws_lists, v
+        k.check_shared_memory(k.load_library(), 77, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
+        with pytest.raises(k.DecodeKernelError, match="variant 77 .*shared memory per CTA"):  # at the most pairs
+            k.check_shared_memory(k.load_library(), 77, 256, 32768, 232448, 233472)
         k.check_shared_memory(k.load_library(), 56, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
         k.check_shared_memory(k.load_library(), 70, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096, two per SM
