@@ -187,6 +187,37 @@ def kernel_wide_items(tmp_path, counts, bn, blocks):
     return [tuple(map(int, ln.split())) for ln in out.splitlines()]
 
 
+def kernel_one_grid(tmp_path, counts, bn, blocks1, blocks2, grid):
+    """The one-grid kernel's schedule (wide_one_kernel; find_wide_item with token-tile offsets, expert_items and
+    dealt_items host-compiled from the CUDA source): for each CTA b of ``grid``, its fc1 items (dealt from position 0)
+    then its fc2 items (dealt from position n1), each as (e, tok0, ntok, block), and for each fc2 item the count its
+    expert's ready counter must reach. Returns {b: ([fc1 items], [(fc2 item, need)])}."""
+    e = len(counts)
+    prog = _wide_routing_program(counts, bn, 1, "dealt_items(int b") + f"""
+  const int n1 = ist[{e}] * {blocks1}, n2 = ist[{e}] * {blocks2};
+  for (int b = 0; b < {grid}; ++b) {{
+    ItemRange one = dealt_items(b, {grid}, 0, n1), two = dealt_items(b, {grid}, n1, n2);
+    for (int k = 0; k < one.count; ++k) {{
+      WideItem it = find_wide_item<int, true>(r, {e}, one.first + k * {grid}, {bn}, {blocks1});
+      std::printf("1 %d %d %d %d %d 0\\n", b, it.e, it.tok0, it.ntok, it.block);
+    }}
+    for (int k = 0; k < two.count; ++k) {{
+      WideItem it = find_wide_item<int, true>(r, {e}, two.first + k * {grid}, {bn}, {blocks2});
+      std::printf("2 %d %d %d %d %d %d\\n", b, it.e, it.tok0, it.ntok, it.block, expert_items(r, it.e, {blocks1}));
+    }}
+  }}
+}}
+"""
+    got = {b: ([], []) for b in range(grid)}
+    for ln in _run_host(tmp_path, "one_grid", prog).splitlines():
+        phase, b, e_, tok0, ntok, block, need = map(int, ln.split())
+        if phase == 1:
+            got[b][0].append((e_, tok0, ntok, block))
+        else:
+            got[b][1].append(((e_, tok0, ntok, block), need))
+    return got
+
+
 def kernel_wgmma_tile(tmp_path):
     """WgmmaTile (the wide kernel's token tile as wgmma's B operand, host-compiled from the CUDA source): the byte
     each 4-byte piece ``p`` of 16-byte piece ``j`` of token row ``r`` is copied to (``dst``), and the descriptor of a

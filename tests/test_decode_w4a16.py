@@ -241,18 +241,24 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
-    sep = [v for v in VARIANTS.values() if v.wide and v.wgmma != 4]  # wide_kernel: fc1, fc2 each
+    sep = [v for v in VARIANTS.values() if v.wide and not v.fused and v.wgmma != 4]  # wide_kernel: fc1, fc2
     ws = {(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 4}  # ws_kernel: fc1, fc2
-    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups) for v in sep}
+    wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc1_tiles) for v in sep}
+    wide2 = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc2_tiles) for v in sep}
+    # wide_one_kernel (both GEMMs in one grid)
+    one = {(v.wide, v.depth, v.ctas_per_sm, v.token_groups, v.fc1_tiles, v.fc2_tiles) for v in VARIANTS.values()
+           if v.wide and v.fused}
     fc1 = {cfg1(v) + (v.l2, v.dynamic & 1) for v in two}
     fc2 = {cfg2(v) + (v.dynamic >> 1 & 1 and not v.split,) for v in two}
     cmb = {cfg2(v) for v in two}
-    fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused}  # the layout's tiles
+    fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused and not v.wide}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + 2 * len(wide) + 2 * len(ws) + 1, report[-2000:]
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + len(wide) + len(wide2) + len(one) + 2 * len(ws) + 1, \
+        report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode9ws_kernel") == 2 * len(ws) > 0
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode15wide_one_kernel") == len(one) > 0
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
-    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == 2 * len(wide) > 0
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == len(wide) + len(wide2) > 0
     with_cmb = [ln for ln in report.splitlines() if "Compiling entry function" in ln and "ELb0ELi0ELb1ELi" in ln]
     assert len(with_cmb) == len(cmb), "one fc2 with the fused combine per fc2 configuration"
     # every entry function and the device function they call (the one-warp routing, not inlined) without a stack,
@@ -649,7 +655,7 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     from mxfp4lab.backends.decode_w4a16 import CANDIDATES
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS, twin_of
 
-    fused = [i for i, v in VARIANTS.items() if v.fused]
+    fused = [i for i, v in VARIANTS.items() if v.fused and not v.wide]  # (the one-grid wide items: their own test)
     assert fused == [18, 19, 20]
     assert {i: twin_of(i) for i in fused} == {18: 15, 19: 16, 20: 17}
     assert {i: twin_of(i) for i in (5, 7, 15)} == {5: 5, 7: 5, 15: 15}
@@ -923,7 +929,7 @@ def test_item_tile_variants_twin_the_layouts_groups_and_carry_their_tiles_in_the
     assert {i: twin_of(i) for i in tiles} == {37: 38, 38: 5, 39: 40, 40: 3, 41: 15}
     for i, v in VARIANTS.items():
         assert v.code // 10**15 % 10 == v.fc2_tiles and v.code // 10**14 % 10 == v.fc1_tiles
-        if v.fused or v.l2 & 5:
+        if (v.fused and not v.wide) or v.l2 & 5:
             assert (v.fc1_tiles, v.fc2_tiles) == (FC1_TILES, FC2_TILES), i
         assert v.fc1_tiles in (FC1_TILES, FC1_TILES // 2) and v.fc2_tiles in (FC2_TILES, 2 * FC2_TILES), i
         assert v.fc1_tiles == FC1_TILES or v.token_groups == 2, i  # half items exist for 16 tokens per item
@@ -1014,25 +1020,38 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, 77, 78}
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 79)}
+    family = set(range(72, 77))  # 70's items cut or scheduled otherwise: 70's sums
     assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 77, 78}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma in (2, 3))  # split tiles: two warps per row group
     # warp-specialized (wgmma = 4): `wide` consumer warpgroups of 64 weight rows, 128 tokens, one CTA per SM
     assert {i: v.wide for i, v in wide.items() if v.wgmma == 4} == {77: 4, 78: 2}
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
-        # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with WG = 3 and 4
-        assert k.twin_of(i) == i and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
+        # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
+        assert k.twin_of(i) == (70 if i in family else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
-        assert (v.fc1_tiles, v.fc2_tiles) == (4, 4) and v.ctas_per_sm == (2 if 50 < i < 54 or i == 70 else 1)
+        assert (v.fc1_tiles, v.fc2_tiles) == ((2, 2) if i in (75, 76) else (4, 2) if i in (72, 74) else (4, 4))
+        assert v.ctas_per_sm == (3 if i in (75, 76) else 2 if 50 < i < 54 or 70 <= i < 77 else 1)
     for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
         assert dataclasses.replace(k.VARIANTS[i], wgmma=1) == k.VARIANTS[j]
     assert dataclasses.replace(k.VARIANTS[47], wgmma=2) == k.VARIANTS[49]
     assert dataclasses.replace(k.VARIANTS[49], token_groups=16, wgmma=3) == k.VARIANTS[56]
     assert dataclasses.replace(k.VARIANTS[42], token_groups=2, ctas_per_sm=2) == k.VARIANTS[70]
-    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j)
-    assert all({i for i, v in wide.items() if v.token_groups <= 8} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 16)
+    assert dataclasses.replace(k.VARIANTS[70], fc2_tiles=2) == k.VARIANTS[72]  # fc2: one layout group per warp
+    # 73, 74: 70 and 72 as one grid (wide_one_kernel), the same sums
+    assert [dataclasses.replace(k.VARIANTS[i], fused=True) for i in (70, 72)] == [k.VARIANTS[73], k.VARIANTS[74]]
+    # 75, 76: fc1 half a layout group and fc2 one per warp (16 accumulators) at three CTAs per SM, a 3-deep ring;
+    # 76 as one grid
+    assert dataclasses.replace(k.VARIANTS[72], fc1_tiles=2, ctas_per_sm=3, depth=3) == k.VARIANTS[75]
+    assert dataclasses.replace(k.VARIANTS[75], fused=True) == k.VARIANTS[76]
+    assert {i for i, v in wide.items() if v.fused} == {73, 74, 76}
+    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j and not (i in family and j == 70))
+    # (72-76: built, not yet timed on a GPU, not tuned)
+    assert all({i for i, v in wide.items() if v.token_groups <= 8 and i not in family} <= set(CANDIDATES[b])
+               for b in CANDIDATES if b >= 16)
+    assert not any(family & set(c) for c in CANDIDATES.values())
     assert all({56, 57} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 128)  # 128 tokens per item
     assert not set(wide) & set(CANDIDATES[8])
 
@@ -1064,6 +1083,13 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         k.check_shared_memory(k.load_library(), 77, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="variant 77 .*shared memory per CTA"):  # at the most pairs
             k.check_shared_memory(k.load_library(), 77, 256, 32768, 232448, 233472)
+        assert smem(72, 128, 4096, 2) == smem(70, 128, 4096, 2)  # fc2's slots keep room for two groups a warp
+        assert smem(73, 128, 4096, 0) == smem(74, 128, 4096, 0) == smem(70, 128, 4096, 0)  # one grid, the same ring
+        # three CTAs per SM: the same stage (4-tile slots), 3 deep, 32-bit pair ids
+        assert smem(75, 128, 4096, 0) == smem(76, 128, 4096, 0) == 3 * (8 * 2176 + 16 * 144) + lists
+        k.check_shared_memory(k.load_library(), 75, 32, 512, 232448, 233472)  # GPT-OSS-20b at M = 128, three per SM
+        with pytest.raises(k.DecodeKernelError, match="shared memory"):  # GPT-OSS at M = 4096: not three per SM
+            k.check_shared_memory(k.load_library(), 75, 128, 16384, 232448, 233472)
         k.check_shared_memory(k.load_library(), 56, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         k.check_shared_memory(k.load_library(), 52, 256, 6144, 232448, 233472)  # DeepSeek-V4 at M = 1024, two per SM
         k.check_shared_memory(k.load_library(), 70, 128, 16384, 232448, 233472)  # GPT-OSS at M = 4096, two per SM
@@ -1147,6 +1173,57 @@ def test_wide_items_cover_every_token_tile_and_row_block_once(tmp_path, counts, 
                 want.append((e, start + t * bn, min(bn, c - t * bn), b))
         start += c
     assert got == want and len(got) == sum(-(-c // bn) for c in counts) * blocks
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")
+# GPT-OSS-20b's row blocks per token tile (90 layout groups of fc1 and of fc2, 8 warps per item) on 132 SMs: 73 (fc1 a
+# group a warp, fc2 two; two CTAs per SM), 74 (fc2 one group a warp), 76 (fc1 half a group, fc2 one; three per SM)
+@pytest.mark.parametrize("blocks1, blocks2, grid, shorter", [(12, 6, 264, False), (12, 12, 264, True),
+                                                             (23, 12, 396, False)])
+def test_the_one_grid_schedule_deals_every_item_once_and_fc2_waits_for_its_experts_fc1(tmp_path, blocks1, blocks2,
+                                                                                       grid, shorter):
+    """The one-grid kernel (wide_one_kernel, host-compiled: find_wide_item over token-tile offsets, expert_items,
+    dealt_items) at GPT-OSS-20b's row blocks and 16-token tiles, 256 pairs over 32 experts drawn as a router would:
+    fc1's and fc2's items are each the wide enumeration, every item dealt to exactly one CTA at its place in one
+    round-robin sequence (fc1's, then fc2's), an fc2 item waits for exactly its expert's fc1 items, and -- with every
+    item taking one unit -- the one grid ends no later than fc2 launched after fc1's whole grid, and sooner where fc2
+    has more items than fit beside fc1's last ones (74)."""
+    counts = [int(c) for c in np.random.default_rng(0).multinomial(256, [1 / 32] * 32)]
+    bn = 16
+    got = dr.kernel_one_grid(tmp_path, counts, bn, blocks1, blocks2, grid)
+
+    def enumerate_items(blocks):  # the wide enumeration (test_wide_items_enumerate_every_tile_once)
+        out, start = [], 0
+        for e, c in enumerate(counts):
+            tiles = -(-c // bn)
+            out += [(e, start + t * bn, min(bn, c - t * bn), b) for b in range(blocks) for t in range(tiles)]
+            start += c
+        return out
+
+    want1, want2 = enumerate_items(blocks1), enumerate_items(blocks2)
+    n1 = len(want1)
+    for b, (one, two) in got.items():
+        assert one == want1[b::grid]  # fc1: sequence positions b, b + grid, ...
+        first2 = (b - n1) % grid  # fc2's item j sits at position n1 + j
+        assert [it for it, _ in two] == want2[first2::grid]
+        fc1_of = {e: sum(1 for it in want1 if it[0] == e) for e in range(len(counts))}
+        assert all(need == fc1_of[it[0]] > 0 for it, need in two)
+    assert sum(len(one) for one, _ in got.values()) == n1 and sum(len(two) for _, two in got.values()) == len(want2)
+
+    # unit-time schedule: fc1 items never wait; an fc2 item starts when its CTA is free and its expert's fc1 is done
+    done1 = {}
+    for b, (one, _) in got.items():
+        for k, it in enumerate(one):
+            done1[it[0]] = max(done1.get(it[0], 0), k + 1)
+    end_one = 0
+    for b, (one, two) in got.items():
+        t = len(one)
+        for it, _ in two:
+            t = max(t, done1[it[0]]) + 1
+        end_one = max(end_one, t)
+    rounds1, rounds2 = -(-n1 // grid), -(-len(want2) // grid)
+    assert end_one <= rounds1 + rounds2
+    assert (end_one < rounds1 + rounds2) == shorter
 
 
 def test_the_source_digest_covers_every_file_the_library_compiles():

@@ -1,5 +1,6 @@
 """Scratch buffers of the decode kernel (:mod:`mxfp4lab.kernels.decode_w4a16`) that live across calls: the fused
-combine's arrival counters, the fused launch's grid barrier and the dynamic items' counters. Each is zeroed once
+combine's arrival counters, the fused launch's grid barrier, the dynamic items' counters and the one-grid wide items'
+ready counters. Each is zeroed once
 and left zero by every call (the kernel's last arrival resets it), kept per (device, stream) so that forwards on two
 streams never share one, and never freed, because a captured CUDA graph keeps pointing at its buffer.
 """
@@ -54,11 +55,21 @@ def item_counters(device: torch.device, stream_handle: int) -> torch.Tensor:
     return _stream_buffer(_ITEM_COUNTERS, device, stream_handle, 4, 4)
 
 
+#: (device index, stream handle) -> the one-grid wide items' ready counters (int32 [local experts + 1]: fc1 items
+#: stored per expert, then the CTAs done), zeroed once; the last CTA of each call resets them
+_READY: dict = {}
+
+
+def ready_counters(device: torch.device, stream_handle: int, n: int) -> torch.Tensor:
+    """At least ``n`` zero int32 ready counters for forwards on this device and stream."""
+    return _stream_buffer(_READY, device, stream_handle, n, 1025)
+
+
 def grid_barriers_idle() -> bool:
-    """Whether every fused launch's grid barrier has no arrival left and every dynamic-items counter is back at
-    zero, in this process (synchronises the GPU)."""
+    """Whether every fused launch's grid barrier has no arrival left and every dynamic-items counter and ready
+    counter is back at zero, in this process (synchronises the GPU)."""
     return all(int(b[0]) == 0 for b in _BARRIERS.values()) and all(
-        int(b.count_nonzero()) == 0 for b in _ITEM_COUNTERS.values())
+        int(b.count_nonzero()) == 0 for b in (*_ITEM_COUNTERS.values(), *_READY.values()))
 
 
 def combine_counters_zero() -> bool:

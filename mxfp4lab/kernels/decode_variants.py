@@ -37,7 +37,10 @@ class Variant:
     fc2_depth: Optional[int] = None
     fc2_token_rows: Optional[int] = None
     #: fc1 and fc2 as one cooperative launch with a grid barrier between them: a CTA done with fc1 copies its
-    #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary)
+    #: first fc2 steps' weights while the others finish (no second launch, no kernel boundary). Wide items (mma.sync):
+    #: one cooperative grid whose CTAs run their fc1 items, then their fc2 items, each fc2 item once every fc1 item of
+    #: its expert is stored (a ready counter per expert), not after fc1's whole grid; both GEMMs' items form one
+    #: round-robin sequence, so the CTAs with fewer fc1 items take fc2's first ones (the same sums)
     fused: bool = False
     #: dynamic items, bit 0 in fc1 and bit 1 in fc2 (3: both): CTAs claim items from a counter shared by the grid
     #: (one atomic per item) instead of a fixed contiguous range, so CTAs on faster-streaming SMs take more and
@@ -51,7 +54,9 @@ class Variant:
     #: (:data:`FC1_TILES` = 4: 2 up + 2 gate tiles, :data:`FC2_TILES` = 2), or fc1 half of one (2: an up and a gate
     #: tile, half the accumulators, so that 16 tokens per item fit three CTAs per SM) and fc2 two of them (4: half
     #: the items, a warp's per-step work -- copies, addresses, the loop -- spread over twice the weights).
-    #: Which tiles an item holds changes no sum.
+    #: Which tiles an item holds changes no sum. Wide items: a warp's tiles -- fc1 4 (a layout group) or 2 (half of
+    #: one: an up and the gate tile of the same 16 rows), fc2 4 (two layout groups) or 2 (one); 2 (twice the items,
+    #: half the accumulators) with mma.sync only.
     fc1_tiles: int = FC1_TILES
     fc2_tiles: int = FC2_TILES
     #: wide items (``decode_w4a16_wide.cuh``; 0: the split-K items above): each warp owns 4 tiles (fc1 a layout group,
@@ -127,7 +132,11 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             51: Variant(8, 2, 4, 1, fc2_tiles=4, wide=2, wgmma=2), 52: Variant(4, 2, 3, 1, fc2_tiles=4, wide=1, wgmma=1),
             53: Variant(8, 2, 3, 1, fc2_tiles=4, wide=2, wgmma=2),
             56: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=3), 57: Variant(16, 1, 3, 1, fc2_tiles=4, wide=2, wgmma=3),
-            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1),
+            70: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1), 72: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1),
+            73: Variant(2, 2, 4, 1, fc2_tiles=4, wide=1, fused=True),
+            74: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True),
+            75: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1),
+            76: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True),
             77: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=4), 78: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=4)}
 
 
@@ -146,7 +155,13 @@ def twin_of(variant: int) -> int:
     variant whose items hold other tiles than the layout's groups the same variant with the layout's (else the
     first plain one with its token rows): which tiles an item holds changes no sum."""
     v = VARIANTS[variant]
-    if v.wide:  # another summation order than every split-K variant
+    if v.wide:  # another summation order than every split-K variant. With 16 tokens per warp (mma.sync) each output is
+        # one warp's MMA chain over K in chunk order whatever tiles the warp holds (fc1 half a layout group or one, fc2
+        # one or two), however many CTAs share an SM, however deep the ring, and whether both GEMMs run as one grid
+        # (fused): the bits of the first such variant with whole tiles and two launches (70)
+        if v.wgmma == 0 and v.token_groups == 2 * v.wide:
+            return next(i for i, u in VARIANTS.items() if u.wide == v.wide and u.wgmma == 0 and not u.fused
+                        and u.token_groups == v.token_groups and (u.fc1_tiles, u.fc2_tiles) == (FC1_TILES, 2 * FC2_TILES))
         return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid

@@ -38,7 +38,7 @@ import torch
 from ..layout.decode_w4a16 import FC1_TILES, FC2_TILES, fc1_to_decode, fc2_to_decode, padded_sizes
 from ..moe_tensors import MoEInfo
 from .decode_scratch import (combine_counters, combine_counters_zero, grid_barrier,  # noqa: F401 - re-exported
-                             grid_barriers_idle, item_counters)
+                             grid_barriers_idle, item_counters, ready_counters)
 from .decode_variants import VARIANTS, Variant, twin_of, unstaged_twin  # noqa: F401 - re-exported
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
@@ -137,7 +137,7 @@ class DecodeArgs(ctypes.Structure):
         (n, ctypes.c_double) for n in ("alpha_s", "beta_s", "limit_s")] + [(n, ctypes.c_int64) for n in (
             "use_limit", "h", "y", "out", "m", "top_k", "hidden", "inter", "ld_x", "ld_h", "ld_y", "ld_out",
             "ld_b13", "ld_b2", "groups1", "groups2", "chunks1", "chunks2", "expert_offset", "num_experts",
-            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "trace")] + [
+            "variant", "grid", "pdl", "l2_prefetch_bytes", "counters", "barrier", "sched", "ready", "trace")] + [
         ("out_scale", ctypes.c_double)]
 
 
@@ -320,7 +320,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         raise DecodeKernelError(f"variant {cfg.variant} fuses fc1 and fc2; the fused combine runs only with two "
                                 "GEMM launches")
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
-    barrier = grid_barrier(dev, stream) if var.fused else None
+    barrier = grid_barrier(dev, stream) if var.fused and not var.wide else None
+    # the one-grid wide items: a ready counter per local expert, then the CTAs done
+    ready = ready_counters(dev, stream, layout.num_local_experts + 1) if var.fused and var.wide else None
     if var.dynamic and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
                                 "ranges")
@@ -339,7 +341,7 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         chunks1=layout.w13.shape[2], chunks2=layout.w2.shape[2], expert_offset=layout.expert_offset,
         num_experts=layout.num_local_experts, variant=cfg.variant, grid=grid, pdl=int(cfg.pdl),
         l2_prefetch_bytes=l2_prefetch_bytes(props.L2_cache_size, grid) if var.l2 & 5 else 0, counters=ptr(counters),
-        barrier=ptr(barrier), sched=ptr(sched), trace=ptr(trace), out_scale=s)
+        barrier=ptr(barrier), sched=ptr(sched), ready=ptr(ready), trace=ptr(trace), out_scale=s)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
         raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")

@@ -85,20 +85,26 @@ cudaError_t launch_pdl(Kernel kernel, int grid, int block, int smem, cudaStream_
   return launch_with(kernel, grid, block, smem, stream, attr, args);
 }
 
-// The fused launch (fused_kernel): one cooperative grid, so that the driver starts it only with every CTA
-// resident (the grid barrier would otherwise wait for CTAs that cannot start); the shared memory is the larger
-// of the two phases'.
-template <int G, int CPS, int D, int RB, int TA, int D2, int TA2>
-cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaStream_t stream) {
-  auto kernel = fused_kernel<G, CPS, D, RB, TA, D2, TA2>;
-  const int smem = max(smem_bytes<kNT1, G, D, RB, TA>(a1.num_experts, a1.num_pairs),
-                       smem_bytes<kNT2, G, D2, RB, TA2>(a2.num_experts, a2.num_pairs));
+// A cooperative launch of both GEMMs' arguments: the driver starts it only with every CTA resident, so that a CTA
+// that waits for others' work (a grid barrier, ready counters) never holds an SM slot one of them needs.
+template <typename Kernel>
+cudaError_t launch_cooperative(Kernel kernel, int grid, int smem, cudaStream_t stream, const GemmArgs& a1,
+                               const GemmArgs& a2) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   cudaLaunchAttribute attr = {};
   attr.id = cudaLaunchAttributeCooperative;
   attr.val.cooperative = 1;
   return launch_with(kernel, grid, kThreads, smem, stream, attr, a1, a2);
+}
+
+// The fused launch (fused_kernel): one cooperative grid (the grid barrier waits for every CTA); the shared memory is
+// the larger of the two phases'.
+template <int G, int CPS, int D, int RB, int TA, int D2, int TA2>
+cudaError_t launch_fused(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaStream_t stream) {
+  const int smem = max(smem_bytes<kNT1, G, D, RB, TA>(a1.num_experts, a1.num_pairs),
+                       smem_bytes<kNT2, G, D2, RB, TA2>(a2.num_experts, a2.num_pairs));
+  return launch_cooperative(fused_kernel<G, CPS, D, RB, TA, D2, TA2>, grid, smem, stream, a1, a2);
 }
 
 // shared: ask for the SM's largest shared-memory carveout (split grids: the driver sizes an SM's carveout for the
@@ -205,6 +211,16 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   57 16  1        3           -                -   -   variant 56 with a 3-deep ring
 // G = 2 WT (mma.sync): wide items of 16 tokens per warp (2 N blocks, 32 accumulators), so that two CTAs fit an SM.
 //   70  2  2        4           -                -   -   wide items: 16 tokens, 8 row groups per item, two CTAs per SM
+// IT2 = 2 with wide items (mma.sync): fc2 items of one layout group per warp (32 output rows, twice the items).
+//   72  2  2        4           -                -   -   variant 70, fc2 items of one layout group per warp
+// FU = 1 with wide items (mma.sync): one cooperative grid (wide_one_kernel) runs fc1's items and then fc2's, each fc2
+// item after its expert's fc1 items, not after fc1's whole grid; then the combine.
+//   73  2  2        4           -                -   -   variant 70 as one grid
+//   74  2  2        4           -                -   -   variant 72 as one grid
+// IT1 = 2 with wide items (mma.sync): fc1 items of half a layout group per warp (an up and a gate tile of 16 rows), so
+// that a warp's 16 accumulators leave room for three CTAs per SM (24 warps).
+//   75  2  3        3           -                -   -   fc1 half groups, fc2 one group per warp, three CTAs per SM
+//   76  2  3        3           -                -   -   variant 75 as one grid
 // WG = 4: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
 // into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane); D: ring stages.
 //   77 16  1        4           -                -   -   4 consumer warpgroups: items of 256 weight rows (640 threads)
@@ -230,7 +246,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(49, 8, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) X(50, 8, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 2) X(51, 8, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(52, 4, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 1, 1) X(53, 8, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 2) \
   X(56, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 3) X(57, 16, 1, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 4, 2, 3) \
-  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) \
+  X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(72, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 2, 1, 0) \
+  X(73, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 4, 1, 0) X(74, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 2, 1, 0) \
+  X(75, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 2, 2, 1, 0) X(76, 2, 3, 3, 1, 0, 0, 3, 0, 1, 0, 0, 2, 2, 1, 0) \
   X(77, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 4) X(78, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 4)
 
 }  // namespace mxfp4lab_decode
@@ -260,6 +278,7 @@ struct DecodeArgs {
   int64_t barrier;                 // fused launch (FU): uint32 [2], the grid barrier (zero before the first call, left
                                    // reusable), or 0
   int64_t sched;                   // dynamic items (DY): int32 [4], fc1's and fc2's counters (zero, left zero), or 0
+  int64_t ready;                   // one-grid wide items (FU with WT): int32 [num_experts + 1] (zero, left zero), or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
   double out_scale;                // the routed scaling factor the combine applies to each token's output (1: none)
@@ -385,11 +404,12 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
   return launch_combine(d, g1, stream, pdl);
 }
 
-// A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, or (WG = 4) as ws_kernel
-// (decode_w4a16_ws.cuh), then the combine (PDL). No fused combine, fused launch or dynamic items.
-template <int WT, int CPS, int D, int WG, int G>
+// A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, or (FU) both as one grid
+// (wide_one_kernel), or (WG = 4) as ws_kernel (decode_w4a16_ws.cuh), then the combine (PDL). No fused combine or dynamic items.
+template <int WT, int CPS, int D, int WG, int G, int IT1, int IT2, int FU>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
-  if (d->counters != 0 || d->barrier != 0 || d->sched != 0) return cudaErrorInvalidValue;
+  if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || (d->ready != 0) != (FU != 0))
+    return cudaErrorInvalidValue;
   // WG >= 3 addresses the activation rows by 32-bit element offsets (ActRef)
   if (WG >= 3 && (d->m * d->ld_x >= (int64_t{1} << 31) || d->m * d->top_k * d->ld_h >= (int64_t{1} << 31)))
     return cudaErrorInvalidValue;
@@ -403,10 +423,15 @@ cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
     err = launch_ws_gemm<WT, D, false>(g2, grid, stream, pdl);
     if (err != cudaSuccess) return err;
     return launch_combine(d, g1, stream, pdl);
-  } else {
-    cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG, G>(g1, grid, stream, false);
+  } else if constexpr (FU) {
+    g1.ready = g2.ready = reinterpret_cast<int*>(d->ready);
+    cudaError_t err = launch_wide_one<WT, D, CPS, WG, G, IT1, IT2>(g1, g2, grid, stream);
     if (err != cudaSuccess) return err;
-    err = launch_wide_gemm<WT, D, CPS, false, WG, G>(g2, grid, stream, pdl);
+    return launch_combine(d, g1, stream, pdl);
+  } else {
+    cudaError_t err = launch_wide_gemm<WT, D, CPS, true, WG, G, IT1>(g1, grid, stream, false);
+    if (err != cudaSuccess) return err;
+    err = launch_wide_gemm<WT, D, CPS, false, WG, G, IT2>(g2, grid, stream, pdl);
     if (err != cudaSuccess) return err;
     return launch_combine(d, g1, stream, pdl);
   }
@@ -417,12 +442,14 @@ template <int G, int CPS, int D, int RB, int L2, int TA, int D2, int TA2, int FU
 cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
+    // (IT1, IT2: a warp's tiles -- fc1 4 = a layout group, 2 = half of one; fc2 4 = two groups, 2 = one)
     static_assert(WG == 4 ? G == 16 && CPS == 1 && (WT == 2 || WT == 4) && D >= 3 && IT1 == kNT1 && IT2 == 2 * kNT2 &&
                                 FU == 0 && DY == 0 && SP == 0 && D2 == D
-                          : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D && IT1 == kNT1 &&
-                                IT2 == 2 * kNT2,
+                          : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D &&
+                      (IT1 == kNT1 || (WG == 0 && IT1 == kNT1 / 2)) && (IT2 == 2 * kNT2 || (WG == 0 && IT2 == kNT2)) &&
+                      (FU == 0 || (FU == 1 && WG == 0)) && DY == 0 && SP == 0,
                   "a wide variant's table entry");
-    return launch_wide<WT, CPS, D, WG, G>(d, stream);
+    return launch_wide<WT, CPS, D, WG, G, IT1, IT2, FU>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }

@@ -65,6 +65,9 @@ struct GemmArgs {
   unsigned* barrier;         // fused launch: the grid barrier's counter and generation (fc2's args)
   int* sched;                // dynamic items (DY): [next item, CTAs done], zero between calls
   unsigned long long* trace;  // traced build: [gridDim.x, kTraceSlots] (see TraceSlot), or null
+  // the one-grid wide items (wide_one_kernel): [E + 1] fc1 items stored per local expert, then the CTAs done; zero
+  // between calls (the last CTA resets them)
+  int* ready;
 };
 
 struct CombineArgs {

@@ -191,16 +191,18 @@ struct WideItem {
   int e, tok0, ntok, block;
 };
 // Item -> (expert, token tile, row block): items(e) = ceil(count / bn) * blocks, row block-major, token tile fastest.
-template <typename L>
+// TP: r.istart holds each expert's first token tile, not its first item (the one-grid kernel's routing serves both
+// GEMMs, whose row blocks differ): its first item is istart[e] * blocks.
+template <typename L, bool TP = false>
 __device__ __forceinline__ WideItem find_wide_item(const RoutingT<L>& r, int E, int item, int bn, int blocks) {
   int lo = 0, hi = E;  // largest e with istart[e] <= item
   while (hi - lo > 1) {
     const int mid = (lo + hi) >> 1;
-    if (r.istart[mid] <= item) lo = mid; else hi = mid;
+    if ((TP ? r.istart[mid] * blocks : r.istart[mid]) <= item) lo = mid; else hi = mid;
   }
   WideItem it;
   it.e = lo;
-  const int rel = item - r.istart[lo], tiles = (r.count[lo] + bn - 1) / bn;
+  const int rel = item - (TP ? r.istart[lo] * blocks : r.istart[lo]), tiles = (r.count[lo] + bn - 1) / bn;
   it.block = rel / tiles;
   const int tt = rel - it.block * tiles;
   it.tok0 = r.start[lo] + tt * bn;
@@ -208,16 +210,33 @@ __device__ __forceinline__ WideItem find_wide_item(const RoutingT<L>& r, int E, 
   return it;
 }
 
+// The one-grid kernel (r.istart: token tiles): expert e's fc1 items, which its ready counter holds once all are stored.
+template <typename L>
+__device__ __forceinline__ int expert_items(const RoutingT<L>& r, int e, int blocks) {
+  return (r.istart[e + 1] - r.istart[e]) * blocks;
+}
+
+// The items j < n of a round-robin sequence whose position skip + j is dealt to CTA (skip + j) % grid: CTA b's first
+// (the j with skip + j = b mod grid) and how many it takes (the one-grid kernel: fc1's items at skip 0, fc2's at n1).
+struct ItemRange {
+  int first, count;
+};
+__device__ __forceinline__ ItemRange dealt_items(int b, int grid, int skip, int n) {
+  const int first = ((b - skip % grid) % grid + grid) % grid;
+  return {first, first < n ? (n - 1 - first) / grid + 1 : 0};
+}
+
 // One K chunk of one warp: its 4 tiles' weights and scales at wb (a stage's row-group slot), its NJ (of J) N blocks of 8
 // token rows at ab (this lane's token row g of the first block, its 32 bytes 32 tl ..; rows kMmaRowBytes apart).
 // Each weight word is decoded once and multiplies every N block.
-template <int NJ, int J>
+template <int NJ, int NT, int J>
 __device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, uint32_t ab, int lane) {
+  static_assert(NT == 4 || NT == 2, "4 tiles per warp, or 2 (fc2 items of one layout group per warp)");
   static_assert(NJ >= 1 && NJ <= J, "N blocks with tokens");
   const int g = lane >> 2, tl = lane & 3;
   uint32_t f_lo[4], f_hi[4];
 #pragma unroll
-  for (int n = 0; n < 4; ++n) {
+  for (int n = 0; n < NT; ++n) {
     const uint32_t saddr = wb + 4 * kTileBytes + n * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
     f_lo[n] = scale_factor(lds8(saddr));      // row g
     f_hi[n] = scale_factor(lds8(saddr + 1));  // row g + 8
@@ -226,14 +245,14 @@ __device__ __forceinline__ void wide_step(float (&acc)[4][J][4], uint32_t wb, ui
   for (int h = 0; h < 2; ++h) {  // MMA steps 2h, 2h + 1: words 2h, 2h + 1 of each tile (8 bytes, not 16: registers)
     uint2 w[4];
 #pragma unroll
-    for (int n = 0; n < 4; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
+    for (int n = 0; n < NT; ++n) w[n] = lds64(wb + n * kTileBytes + lane * 16 + h * 8);
     uint4 b[NJ];
 #pragma unroll
     for (int j = 0; j < NJ; ++j) b[j] = lds128(ab + j * 8 * kMmaRowBytes + h * 16);
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
-      for (int n = 0; n < 4; ++n) {
+      for (int n = 0; n < NT; ++n) {
         uint32_t r0, r1, r2, r3;
         decode_word(s2 ? w[n].y : w[n].x, r0, r1, r2, r3);
         const uint32_t a0 = hmul2_bf16(r0, f_lo[n]), a1 = hmul2_bf16(r1, f_hi[n]);
@@ -362,9 +381,22 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
   }
 }
 
-template <int WT, int D, int CPS, bool FC1, int WG, int G>
-__global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
+// One GEMM of a wide-items CTA: routing, then its items.
+// ONE = 0: the GEMM is a kernel of its own (wide_kernel): CTA b takes items b, b + grid, ...; fc2 waits for fc1's grid
+// (griddepcontrol.wait). ONE = 1: a phase of the one-grid kernel (wide_one_kernel): fc1 builds the routing with the
+// token tiles' offsets in istart (TP), which fc2 reuses from shared memory; both GEMMs' items form one round-robin
+// sequence, fc1's then fc2's; fc1 counts each item it has stored at its expert's ready counter (a.ready[e]), and fc2,
+// before the first activation copy of an item, waits until its expert's counter holds all of that expert's fc1 items
+// (token tiles x blocks1, fc1's row blocks).
+template <int WT, int D, int CPS, bool FC1, int WG, int G, int T, int ONE>
+__device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   using S = WideSmem<WT, D, WG, G>;
+  // T: tiles per warp. 4: fc1 a layout group, fc2 two. 2 (mma.sync only; twice the items, the slot's other half
+  // unused): fc1 half a layout group -- an up tile and the gate tile of the same 16 rows (layout tiles h, h + 2) --,
+  // fc2 one layout group (32 output rows)
+  static_assert(T == 4 || (T == 2 && WG == 0), "two tiles per warp: mma.sync");
+  static_assert(ONE == 0 || WG == 0, "the one-grid kernel runs mma.sync items");
+  constexpr int NTW = T;
   constexpr int WR = S::WR, BN = S::BN;
   constexpr int LT = FC1 ? kNT1 : kNT2;                     // tiles of one layout group
   constexpr int kLStep = LT * (kTileBytes + kScaleBytes);   // one step of one layout group in the layout
@@ -381,27 +413,35 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   rt.istart = rbase + 2 * E + 1;
   int* scratch = rbase + 3 * E + 2;
   rt.plist = reinterpret_cast<L*>(scratch + 2 * E + 2 * kWarps);
-  const int wgroups = FC1 ? a.groups : (a.groups + 1) / 2;  // warp row groups per expert
+  // warp row groups per expert
+  const int wgroups = FC1 ? (NTW == 2 ? 2 * a.groups : a.groups) : (NTW == 2 ? a.groups : (a.groups + 1) / 2);
   const int blocks = (wgroups + WR - 1) / WR;               // row blocks per expert
 
   if (threadIdx.x == 0) {
     MXFP4LAB_STAMP(a, kTraceEntry);
     MXFP4LAB_TRACE(a, kTraceSm, sm_id());
   }
-  pdl_launch_dependents();
-  if (a.num_pairs <= 32) {
-    build_routing_warp(a, rt, BN, blocks);
-  } else {
-    build_routing(a, rt, scratch, BN, blocks, reinterpret_cast<int*>(smem), S::kRing / 4);
+  if constexpr (!(ONE && !FC1)) {  // (the one-grid kernel's fc2: fc1's lists)
+    pdl_launch_dependents();
+    if (a.num_pairs <= 32) {
+      build_routing_warp(a, rt, BN, ONE ? 1 : blocks);
+    } else {
+      build_routing(a, rt, scratch, BN, ONE ? 1 : blocks, reinterpret_cast<int*>(smem), S::kRing / 4);
+    }
   }
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceRouted);
   // Items are dealt round-robin (CTA b: items b, b + grid, ...): the CTAs running at one time hold neighbouring items,
   // so an expert's token tiles of one row block (and a token tile's row blocks) run side by side and the second
   // read of their weights (activations) comes from L2. (Contiguous ranges put them one after the other on one CTA,
   // with a grid's worth of other weights -- ~100 MB at GPT-OSS-120b M = 1024 -- read in between: fc1 read 1.53x its
-  // weights from DRAM.)
-  const int n_items = rt.istart[E];
-  const int my_items = static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  // weights from DRAM.) ONE: the sequence is fc1's n1 items, then fc2's, so that a CTA with fewer fc1 items takes
+  // fc2's first ones: fc2's item j is the sequence's n1 + j.
+  const int n_items = ONE ? rt.istart[E] * blocks : rt.istart[E];
+  const int grid = gridDim.x;
+  const ItemRange mine = dealt_items(blockIdx.x, grid, ONE && !FC1 ? rt.istart[E] * blocks1 : 0, n_items);  // (ONE)
+  const int first = mine.first;
+  const int my_items = ONE ? mine.count
+                           : static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, tl = lane & 3, wr = warp % WR, wt = warp / WR;
   const int chunks = a.chunks;
@@ -428,21 +468,28 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     int col;            // the chunk's first activation column of this thread's copies
     typename Act::T act[kActCopies];  // the activation row of each copy at col (none: no token, zero fill)
   };
-  Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, nullptr, 0, 0, 0, {}};
+  Cursor cur{total_steps, (ONE ? first : static_cast<int>(blockIdx.x)) - static_cast<int>(gridDim.x), chunks, 0, nullptr, 0, 0, 0, {}};
   auto issue_into = [&](Cursor& cs, int parts) {
     if (cs.left <= 0) return;
     --cs.left;
     if (cs.c == chunks) {
       cs.item += gridDim.x;
       cs.c = 0;
-      const WideItem it = find_wide_item(rt, E, cs.item, BN, blocks);
+      const WideItem it = find_wide_item<L, ONE>(rt, E, cs.item, BN, blocks);
       const int rg = it.block * WR + wr;  // this warp's row group
-      const int lg = FC1 ? rg : 2 * rg;   // its (first) layout group
-      cs.w = rg < wgroups ? a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * chunks) * kLStep + lane * 16 : nullptr;
-      cs.second = !FC1 && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
-      const int sn = (lane >> 1) & 3;  // scale lanes: half (lane & 1) of tile sn's 32 bytes
-      cs.scales = FC1 ? 4 * kTileBytes : (sn >> 1) * cs.second + 2 * kTileBytes + (sn & 1) * kScaleBytes + (lane & 1) * 16 -
-                                             lane * 16;
+      // fc1 with two tiles a warp: half of a layout group, mapped as the split-K half items' (ItemTiles<2, 4>: half
+      // rg & 1 of group rg / 2, its up tile and the gate tile of the same 16 rows, their scales)
+      using Half = ItemTiles<2, kNT1>;
+      constexpr bool kHalf = FC1 && NTW == 2;
+      const int lg = kHalf ? Half::layout_group(rg) : FC1 ? rg : NTW == 2 ? rg : 2 * rg;  // its (first) layout group
+      const int shift = kHalf ? Half::half_shift(rg) : 0;
+      cs.w = rg < wgroups ? a.wq + ((static_cast<int64_t>(it.e) * a.groups + lg) * chunks) * kLStep + lane * 16 + shift
+                          : nullptr;
+      cs.second = !FC1 && NTW == 4 && lg + 1 < a.groups ? static_cast<int>(block_stride) : 0;
+      const int sn = (lane >> 1) & 3;  // scale lanes: half (lane & 1) of the 32 bytes of the slot's tile sn
+      cs.scales = kHalf ? Half::scale_src(lane) - lane * 16 + Half::half_scale(shift)
+                  : FC1 ? 4 * kTileBytes
+                        : (sn >> 1) * cs.second + 2 * kTileBytes + (sn & 1) * kScaleBytes + (lane & 1) * 16 - lane * 16;
       cs.col = (tid & 7) * 8;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
@@ -455,13 +502,22 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     const uint32_t slot = ring + cs.slot * S::kStage;
     if ((parts & 1) && cs.w != nullptr) {
 #pragma unroll
-      for (int n = 0; n < 4; ++n)  // tile n: fc1 tile n of the group; fc2 tile n % 2 of group n / 2
-        if (WT == 1 || n % WT == wt)
-          cp_async16(slot + wdst + n * kTileBytes, cs.w + (FC1 ? n * kTileBytes : (n >> 1) * cs.second + (n & 1) * kTileBytes),
+      for (int n = 0; n < 4; ++n)  // tile n: fc1 tile n of the group (a half: ItemTiles' tile n); fc2 tile n % 2 of group n / 2
+        if (n < NTW && (WT == 1 || n % WT == wt))
+          cp_async16(slot + wdst + n * kTileBytes,
+                     cs.w + (FC1 ? (NTW == 2 ? ItemTiles<2, kNT1>::tile_src(n) : n * kTileBytes)
+                                 : (n >> 1) * cs.second + (n & 1) * kTileBytes),
                      true);
-      if (wt == 0 && lane < 8) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);
+      if (wt == 0 && lane < 2 * NTW) cp_async16(slot + wdst + 4 * kTileBytes, cs.w + cs.scales, true);  // 32 B a tile
     }
     if ((parts & 2) && (kAllCopy || tid < BN * (2 * kChunkK / 16))) {
+      if constexpr (ONE && !FC1) {  // the item's first copy of h: every fc1 item of its expert has stored its rows
+        if (cs.c == 0) {
+          const int e = find_wide_item<L, true>(rt, E, cs.item, BN, blocks).e;
+          const int need = expert_items(rt, e, blocks1);
+          while (static_cast<int>(load_acquire(reinterpret_cast<const unsigned*>(a.ready + e))) < need) __nanosleep(32);
+        }
+      }
       const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
       for (int i = 0; i < kActCopies; ++i) {
@@ -495,7 +551,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     Cursor cur_act = cur;
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) issue_into(cur, 1);
-    pdl_wait();  // h (fc1's output) is complete and visible after this
+    if constexpr (!ONE) pdl_wait();  // h (fc1's output) is complete and visible after this (ONE: per item, above)
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) issue_into(cur_act, 2);
     cp_async_commit();
@@ -507,8 +563,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
   }
 
   int q = 0;
+  int prev_e = 0;  // ONE (fc1): the previous item's expert, counted ready at the next item's first barrier
   for (int it = 0; it < my_items; ++it) {
-    const WideItem ci = find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks);
+    const WideItem ci = find_wide_item<L, ONE>(rt, E, (ONE ? first + it * grid : static_cast<int>(blockIdx.x + it * gridDim.x)), BN, blocks);
     // split tiles (WG >= 2): wt is the warp's tile half and it holds all the item's tokens (8 or 16 N blocks)
     constexpr int kJ = S::NJ;
     const int rg = ci.block * WR + wr, tw0 = WG >= 2 ? 0 : wt * 8 * kJ;
@@ -535,6 +592,12 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       // step q landed for every thread's copies, and every warp is done with step q - kAhead's slot (wgmma: this
       // warp's MMAs of step q - 2 ended at its wait in step q - 1)
       __syncthreads();
+      if constexpr (ONE && FC1) {  // the previous item's h stores all precede this barrier: count it at its expert
+        if (c == 0 && it > 0 && tid == 0) {
+          __threadfence();  // the CTA's stores (ordered before thread 0 by the barrier) are visible device-wide
+          atomicAdd(a.ready + prev_e, 1);
+        }
+      }
       issue_into(cur, 3);  // step q + kAhead, into that slot
       cp_async_commit();
       if (nj_mma == 0) continue;
@@ -582,13 +645,13 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       } else {
         const uint32_t ab = slot + WR * S::kWSlot + (tw0 + g) * S::kRowBytes + tl * 32;
         if constexpr (kJ == 2) {  // 16 tokens per warp
-          if (nj == 1) wide_step<1>(acc, wb, ab, lane); else wide_step<2>(acc, wb, ab, lane);
+          if (nj == 1) wide_step<1, NTW>(acc, wb, ab, lane); else wide_step<2, NTW>(acc, wb, ab, lane);
         } else {
           switch (nj) {  // one branch per step instead of a predicate (and a warp sync) per MMA
-            case 1: wide_step<1>(acc, wb, ab, lane); break;
-            case 2: wide_step<2>(acc, wb, ab, lane); break;
-            case 3: wide_step<3>(acc, wb, ab, lane); break;
-            default: wide_step<4>(acc, wb, ab, lane); break;
+            case 1: wide_step<1, NTW>(acc, wb, ab, lane); break;
+            case 2: wide_step<2, NTW>(acc, wb, ab, lane); break;
+            case 3: wide_step<3, NTW>(acc, wb, ab, lane); break;
+            default: wide_step<4, NTW>(acc, wb, ab, lane); break;
           }
         }
       }
@@ -599,7 +662,8 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     }
     // the epilogue's item, row group and N blocks; WG = 3 finds the item again, so that it is not live over the chunks
     // beside 128 accumulators
-    const WideItem ce = WG == 3 ? find_wide_item(rt, E, static_cast<int>(blockIdx.x + it * gridDim.x), BN, blocks) : ci;
+    const WideItem ce = WG == 3 ? find_wide_item(rt, E, (ONE ? first + it * grid : static_cast<int>(blockIdx.x + it * gridDim.x)), BN, blocks) : ci;
+    if constexpr (ONE && FC1) prev_e = ci.e;
     const int rge = WG == 3 ? ce.block * WR + wr : rg;
     const int nje = WG == 3 ? (rge < wgroups ? min(kJ, max(0, (ce.ntok - tw0 + 7) / 8)) : 0) : nj;
 
@@ -630,7 +694,9 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       const float beta = a.beta ? a.beta[ce.e] : a.beta_s;
       const float limit = a.limit ? a.limit[ce.e] : a.limit_s;
       const __nv_bfloat16* bias = a.bias ? a.bias + static_cast<int64_t>(ce.e) * 2 * a.bias_ld : nullptr;
-      constexpr int kT = WG >= 2 ? 1 : 2;
+      constexpr int kT = WG >= 2 || NTW == 2 ? 1 : 2;  // up tiles per warp
+      // the first row of up tile t (T = 2: the warp's half group)
+      auto row0 = [&](int t) { return NTW == 2 ? rge * 16 : rge * 32 + (WG >= 2 ? wt : t) * 16; };
       // this lane's rows' up and gate biases, read once per item (not per output: the stores to h may alias them)
       float b_up[kT][2] = {}, b_gate[kT][2] = {};
       if (bias) {
@@ -638,7 +704,7 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
         for (int t = 0; t < kT; ++t)
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
-            const int row = rge * 32 + (WG >= 2 ? wt : t) * 16 + g + 8 * r;
+            const int row = row0(t) + g + 8 * r;
             if (row < a.out_rows) {
               b_up[t][r] = __bfloat162float(bias[row]);
               b_gate[t][r] = __bfloat162float(bias[a.bias_ld + row]);
@@ -647,10 +713,10 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
       }
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int t = 0; t < kT; ++t) {  // up tile t, gate tile t + 2: the same 16 intermediate rows
-          const int row = rge * 32 + (WG >= 2 ? wt : t) * 16 + g + 8 * (i >> 1);
+        for (int t = 0; t < kT; ++t) {  // up tile t, gate tile t + kT: the same 16 intermediate rows
+          const int row = row0(t) + g + 8 * (i >> 1);
           if (row >= a.out_rows) continue;
-          MXFP4LAB_SWIGLU(act, WG >= 2 ? at(0, j, i) : acc[t][j][i], WG >= 2 ? at(1, j, i) : acc[t + 2][j][i], bias,
+          MXFP4LAB_SWIGLU(act, WG >= 2 ? at(0, j, i) : acc[t][j][i], WG >= 2 ? at(1, j, i) : acc[t + kT][j][i], bias,
                           b_up[t][i >> 1], b_gate[t][i >> 1], a.use_limit, limit, alpha, beta);
           a.out[p * a.ld_out + row] = __float2bfloat16_rn(act);
         }
@@ -658,26 +724,71 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
     } else {
       each_output([&](int j, int i, int64_t p) {
 #pragma unroll
-        for (int n = 0; n < (WG >= 2 ? 2 : 4); ++n) {  // rows 64 rge + 16 n + ...: tiles 0, 1 of group 2 rge, then of
+        for (int n = 0; n < (WG >= 2 ? 2 : NTW); ++n) {  // rows 64 rge + 16 n + ...: tiles 0, 1 of group 2 rge, then of
                                                        // group 2 rge + 1 (split tiles: tiles n of group 2 rge + wt)
-          const int row = rge * 64 + (WG >= 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
+          const int row = rge * (NTW == 4 ? 64 : 32) + (WG >= 2 ? 2 * wt + n : n) * 16 + g + 8 * (i >> 1);
           if (row < a.out_rows) a.out[p * a.ld_out + row] = __float2bfloat16_rn(WG >= 2 ? at(n, j, i) : acc[n][j][i]);
         }
       });
     }
   }
   cp_async_wait<0>();
+  if constexpr (ONE && FC1) {  // the last item's h stores: count it
+    __syncthreads();
+    if (tid == 0 && my_items > 0) {
+      __threadfence();
+      atomicAdd(a.ready + prev_e, 1);
+    }
+  }
 #ifdef MXFP4LAB_DECODE_TRACE
   __syncthreads();
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
 #endif
 }
 
-template <int WT, int D, int CPS, bool FC1, int WG, int G>
+template <int WT, int D, int CPS, bool FC1, int WG, int G, int T>
+__global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
+  wide_gemm<WT, D, CPS, FC1, WG, G, T, 0>(a, 0);
+}
+
+// The one-grid kernel (FU = 1 with wide items): fc1's and fc2's items in one cooperative grid, so that fc2's items
+// fill the SM slots fc1's last items leave, with no kernel boundary and no wait for fc1's whole grid. The items of
+// both GEMMs form one round-robin sequence -- fc1's n1, then fc2's n2, both expert-major; CTA b takes items b, b +
+// grid, ... -- so a CTA with fewer fc1 items takes fc2's first ones. An fc2 item waits (its first copy of h) until
+// every fc1 item of its expert has counted itself at the expert's ready counter (a1.ready[e], after its h stores);
+// an expert's fc1 items precede all fc2 items of it in every CTA's order and never wait, and the cooperative launch
+// keeps every CTA resident, so the waits end. The last CTA to finish zeroes the counters and the done count
+// (a1.ready[E]) for the next call. The sums are those of the two-launch variant (the same items, other CTAs).
+template <int WT, int D, int CPS, int WG, int G, int T1, int T2>
+__global__ void __launch_bounds__(kThreads, CPS) wide_one_kernel(const GemmArgs a1, const GemmArgs a2) {
+  constexpr int WR = WideSmem<WT, D, WG, G>::WR;
+  const int blocks1 = ((T1 == 2 ? 2 * a1.groups : a1.groups) + WR - 1) / WR;  // fc1's row blocks (wide_gemm's)
+  wide_gemm<WT, D, CPS, true, WG, G, T1, 1>(a1, blocks1);
+  __syncthreads();  // every warp is done with fc1's ring slots before fc2's first copies
+  wide_gemm<WT, D, CPS, false, WG, G, T2, 1>(a2, blocks1);
+  __syncthreads();  // every thread's waits on the counters are over
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const int E = a1.num_experts;
+    if (atomicAdd(a1.ready + E, 1) == static_cast<int>(gridDim.x) - 1) {  // the last CTA: nobody reads them again
+      for (int e = 0; e <= E; ++e) a1.ready[e] = 0;
+    }
+  }
+}
+
+template <int WT, int D, int CPS, bool FC1, int WG, int G, int T = 4>
 cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = wide_kernel<WT, D, CPS, FC1, WG, G>;
+  auto kernel = wide_kernel<WT, D, CPS, FC1, WG, G, T>;
   const int smem = wide_smem_bytes<WT, D, WG, CPS, G>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   return launch_pdl(kernel, grid, kThreads, smem, stream, pdl, a);
+}
+
+// The one-grid launch (wide_one_kernel): cooperative (an fc2 item's wait would otherwise hold an SM slot that a CTA
+// with the fc1 items it waits for needs).
+template <int WT, int D, int CPS, int WG, int G, int T1, int T2>
+cudaError_t launch_wide_one(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaStream_t stream) {
+  return launch_cooperative(wide_one_kernel<WT, D, CPS, WG, G, T1, T2>, grid,
+                            wide_smem_bytes<WT, D, WG, CPS, G>(a1.num_experts, a1.num_pairs), stream, a1, a2);
 }
