@@ -77,6 +77,8 @@ class Variant:
     #: items of 128 tokens (``decode_w4a16_ws.cuh``): a producer warpgroup copies each chunk's weights and token rows
     #: and decodes the weights into shared memory, ``wide`` consumer warpgroups (2 or 4; 64 weight rows each) run
     #: wgmma with both operands in shared memory, 64 accumulators per lane; the chunk's natural K order in the MMA.
+    #: 5: 4 with the decoupled ring (token rows two chunks ahead, raw weights three; a consumer frees a chunk right
+    #: after its own MMAs): the same sums.
     wgmma: int = 0
 
     @property
@@ -137,7 +139,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             74: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True),
             75: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1),
             76: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True),
-            77: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=4), 78: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=4)}
+            77: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=4), 78: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=4),
+            79: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=5), 80: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=5)}
 
 
 def unstaged_twin(variant: int) -> int:
@@ -162,6 +165,8 @@ def twin_of(variant: int) -> int:
         if v.wgmma == 0 and v.token_groups == 2 * v.wide:
             return next(i for i, u in VARIANTS.items() if u.wide == v.wide and u.wgmma == 0 and not u.fused
                         and u.token_groups == v.token_groups and (u.fc1_tiles, u.fc2_tiles) == (FC1_TILES, 2 * FC2_TILES))
+        if v.wgmma == 5:  # the decoupled ring: the same MMAs in the same order as its warp-specialized twin
+            return next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, wgmma=4))
         return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid

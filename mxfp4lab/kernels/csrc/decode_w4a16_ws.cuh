@@ -202,7 +202,9 @@ __device__ __forceinline__ WideItem find_ws_item(const RoutingT<L>& r, int E, in
 // One item's chunks on a consumer warpgroup, from global step q on: per chunk wait for its A buffer (FULL), four
 // m64n(8 NJ)k16 from the A buffer (this warpgroup's 64 rows at a_wg) and the ring stage's token tile, commit, wait for
 // the previous chunk's group and free its A buffer and stage (EMPTY: lane 0 of each warp).
-template <int NJ, int R>
+// EARLY (the decoupled ring): wait for this chunk's own group and free its A buffer and stage at once, so that the
+// producer, two chunks later, waits on an MMA and not on this warpgroup's next FULL.
+template <int NJ, int R, bool EARLY>
 __device__ __forceinline__ void ws_consume(float (&acc)[16][4], int q, int chunks, uint32_t a_wg, int a_bytes,
                                            uint32_t ring, int stage_bytes, uint32_t full, uint32_t empty_a,
                                            uint32_t empty_r, int lane) {
@@ -217,16 +219,25 @@ __device__ __forceinline__ void ws_consume(float (&acc)[16][4], int q, int chunk
       wgmma_ss<NJ>(acc, da + o, db + o);
     }
     wgmma_commit();
-    wgmma_wait<1>();  // chunk q - 1's MMAs are done: its A buffer and ring stage are free
-    if (q >= 1 && lane == 0) {
-      mbar_arrive(empty_a + 8 * ((q - 1) & 1));
-      mbar_arrive(empty_r + 8 * ((q - 1) % R));
+    if constexpr (EARLY) {
+      wgmma_wait<0>();  // chunk q's MMAs are done: its A buffer and token rows are free
+      if (lane == 0) {
+        mbar_arrive(empty_a + 8 * b);
+        mbar_arrive(empty_r + 8 * s);
+      }
+    } else {
+      wgmma_wait<1>();  // chunk q - 1's MMAs are done: its A buffer and ring stage are free
+      if (q >= 1 && lane == 0) {
+        mbar_arrive(empty_a + 8 * ((q - 1) & 1));
+        mbar_arrive(empty_r + 8 * ((q - 1) % R));
+      }
     }
   }
 }
 
-template <int NC, int R, bool FC1>
+template <int NC, int R, bool FC1, bool EARLY>
 __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmArgs a) {
+  static_assert(!EARLY || R == 4, "the decoupled ring: token rows two chunks ahead, raw weights three, in four stages");
   using S = WsSmem<NC>;
   using Map = WsMap<NC, FC1>;
   constexpr int NT = S::kThreads, BN = S::BN;
@@ -349,6 +360,81 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
         if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
     };
 
+    if constexpr (EARLY) {
+      // The decoupled ring: chunk q's raw weights are copied at step q - 3 into stage q % 4 (free once this warp
+      // decoded chunk q - 1 from it: the raw bytes are the warp's own), its token rows at step q - 2 (free once
+      // chunk q - 2's MMAs ended: EMPTY, which the consumers arrive at right after them). Step q waits for that, copies,
+      // waits for chunk q's bytes, decodes and arrives at FULL: no wait on the consumers' next step.
+      Cursor cur_a = cur;  // the token rows' cursor, one chunk behind the weights'
+      if constexpr (FC1) {
+#pragma unroll 1
+        for (int q = 0; q < 2; ++q) {
+          issue_into(cur, 1);
+          issue_into(cur_a, 2);
+          cp_async_commit();
+        }
+        issue_into(cur, 1);
+        cp_async_commit();
+      } else {
+#pragma unroll 1
+        for (int q = 0; q < 3; ++q) issue_into(cur, 1);
+        pdl_wait();  // h (fc1's output) is complete and visible after this
+#pragma unroll 1
+        for (int q = 0; q < 2; ++q) issue_into(cur_a, 2);
+        cp_async_commit();
+        cp_async_wait<0>();
+        cp_async_commit();  // two empty groups: the loop's wait<2> then holds as for fc1
+        cp_async_commit();
+      }
+      if (threadIdx.x == 0) {
+        MXFP4LAB_STAMP(a, kTraceReady);
+        MXFP4LAB_TRACE(a, kTraceItems, my_items);
+      }
+      for (int q = 0; q < total_steps; ++q) {
+        const int b = q & 1, s = q % R;
+        if (q >= 2) {  // chunk q - 2's MMAs ended: A buffer b and stage (q + 2) % 4's token rows are free
+          mbar_wait(empty_a + 8 * b, ((q >> 1) + 1) & 1);
+          mbar_wait(empty_r + 8 * ((q - 2) % R), ((q - 2) / R) & 1);
+        }
+        __syncwarp();  // every lane of the warp read chunk q - 1's scale bytes (stage (q + 3) % 4)
+        issue_into(cur_a, 2);  // chunk q + 2's token rows
+        issue_into(cur, 1);    // chunk q + 3's raw weights
+        cp_async_commit();
+        cp_async_wait<2>();  // the group of step q - 2 (and older): chunk q's token rows and raw weights landed
+        __syncwarp();        // and the scale bytes its warp's lanes 0 .. 2 NC - 1 copied
+        const uint32_t raw = ring + s * S::kStage + S::kAct;
+        const uint32_t abase = a_buf + b * S::kA + c * (S::kA / NC);
+        uint4 wv[NC];
+        uint32_t f_lo[NC], f_hi[NC];
+#pragma unroll
+        for (int i = 0; i < NC; ++i) wv[i] = lds128(raw + (c * 4 + t0 + i) * kTileBytes + lane * 16);
+#pragma unroll
+        for (int i = 0; i < NC; ++i) {
+          const uint32_t sa = raw + S::kTiles * kTileBytes + (c * 4 + t0 + i) * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+          f_lo[i] = lds8(sa);
+          f_hi[i] = lds8(sa + 1);
+        }
+#pragma unroll
+        for (int i = 0; i < NC; ++i) {
+          const int u = t0 + i;
+          const uint32_t flo = scale_factor(f_lo[i]), fhi = scale_factor(f_hi[i]);
+          const int row0 = Map::a_row(u, 0, g), row1 = Map::a_row(u, 1, g);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            uint32_t r[4], v[4];
+            decode_word(h ? wv[i].z : wv[i].x, r[0], r[1], r[2], r[3]);
+            decode_word(h ? wv[i].w : wv[i].y, v[0], v[1], v[2], v[3]);
+            sts128(abase + Map::at(row0, 2 * tl + h), hmul2_bf16(r[0], flo), hmul2_bf16(r[2], flo),
+                   hmul2_bf16(v[0], flo), hmul2_bf16(v[2], flo));
+            sts128(abase + Map::at(row1, 2 * tl + h), hmul2_bf16(r[1], fhi), hmul2_bf16(r[3], fhi),
+                   hmul2_bf16(v[1], fhi), hmul2_bf16(v[3], fhi));
+          }
+        }
+        fence_proxy_async_shared();  // this thread's A stores and landed token rows, for the wgmma reads
+        mbar_arrive(full + 8 * b);
+      }
+      cp_async_wait<0>();
+    } else {
     // prologue: the first R - 1 chunks (fc2: their weights before the wait for fc1, their token rows after)
     if constexpr (FC1) {
 #pragma unroll 1
@@ -406,6 +492,7 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
       cp_async_commit();
     }
     cp_async_wait<0>();
+    }
   } else {
     // ================= consumers: warpgroup c = warp / 4 - 1 owns A rows 64 c .. 64 c + 63 of each item
     const int c = warp / 4 - 1, w = warp & 3, g = lane >> 2, tl = lane & 3;
@@ -425,14 +512,14 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
         for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
       switch (nj) {  // warpgroup-uniform; one chunk loop per MMA shape (a shape switch per MMA would make ptxas
                      // wait for each wgmma before the next: no accumulator may be in flight across a merge)
-        case 2: ws_consume<2, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 4: ws_consume<4, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 6: ws_consume<6, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 8: ws_consume<8, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 10: ws_consume<10, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 12: ws_consume<12, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 14: ws_consume<14, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        default: ws_consume<16, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 2: ws_consume<2, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 4: ws_consume<4, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 6: ws_consume<6, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 8: ws_consume<8, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 10: ws_consume<10, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 12: ws_consume<12, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 14: ws_consume<14, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        default: ws_consume<16, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
       }
       q += chunks;
       wgmma_wait<0>();
@@ -485,9 +572,9 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
 #endif
 }
 
-template <int NC, int R, bool FC1>
+template <int NC, int R, bool FC1, bool EARLY>
 cudaError_t launch_ws_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = ws_kernel<NC, R, FC1>;
+  auto kernel = ws_kernel<NC, R, FC1, EARLY>;
   const int smem = ws_smem_bytes<NC, R>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
