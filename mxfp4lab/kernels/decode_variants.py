@@ -78,7 +78,8 @@ class Variant:
     #: and decodes the weights into shared memory, ``wide`` consumer warpgroups (2 or 4; 64 weight rows each) run
     #: wgmma with both operands in shared memory, 64 accumulators per lane; the chunk's natural K order in the MMA.
     #: 5: 4 with the decoupled ring (token rows two chunks ahead, raw weights three; a consumer frees a chunk right
-    #: after its own MMAs): the same sums.
+    #: after its own MMAs): the same sums. 6: 5 with two producer warpgroups (``wide`` = 2: 512 threads; each
+    #: producer warp copies and decodes one tile per chunk).
     wgmma: int = 0
 
     @property
@@ -140,7 +141,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             75: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1),
             76: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True),
             77: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=4), 78: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=4),
-            79: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=5), 80: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=5)}
+            79: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=5), 80: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=5),
+            81: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=6)}
 
 
 def unstaged_twin(variant: int) -> int:
@@ -165,7 +167,8 @@ def twin_of(variant: int) -> int:
         if v.wgmma == 0 and v.token_groups == 2 * v.wide:
             return next(i for i, u in VARIANTS.items() if u.wide == v.wide and u.wgmma == 0 and not u.fused
                         and u.token_groups == v.token_groups and (u.fc1_tiles, u.fc2_tiles) == (FC1_TILES, 2 * FC2_TILES))
-        if v.wgmma == 5:  # the decoupled ring: the same MMAs in the same order as its warp-specialized twin
+        if v.wgmma in (5, 6):  # the decoupled ring (6: two producer warpgroups): the same MMAs in the same order as
+            # its warp-specialized twin
             return next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, wgmma=4))
         return variant
 

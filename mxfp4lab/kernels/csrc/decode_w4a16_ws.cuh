@@ -125,10 +125,13 @@ __device__ __forceinline__ void wgmma_ss<16>(float (&d)[16][4], uint64_t da, uin
       : "l"(da), "l"(db), "r"(1));
 }
 
-template <int NC>
+template <int NC, int PWG = 1>
 struct WsSmem {
   static_assert(NC == 2 || NC == 4, "two or four consumer warpgroups");
-  static constexpr int kThreads = 128 * (NC + 1);    // warpgroup 0 produces, 1 .. NC consume
+  // (two producers beside four consumers would be 768 threads at 80 registers: too few for a consumer's m64n128k16
+  // and its 64 accumulators -- ptxas allocates for the launch bound, whatever setmaxnreg hands over at run time)
+  static_assert(PWG == 1 || (PWG == 2 && NC == 2), "one producer warpgroup, or two beside two consumers");
+  static constexpr int kThreads = 128 * (NC + PWG);  // warpgroups 0 .. PWG - 1 produce, the others consume
   static constexpr int kTiles = 4 * NC;              // 16-row tiles per item
   static constexpr int BN = 128;                     // tokens per item
   static constexpr int kA = kTiles * 16 * 2 * kChunkK;  // one chunk of decoded weights (bf16, WgmmaTile)
@@ -138,16 +141,16 @@ struct WsSmem {
 };
 
 // Bytes: two A buffers, R ring stages, 4 + R mbarriers, then the routing (16-bit pair ids).
-template <int NC, int R>
+template <int NC, int R, int PWG = 1>
 constexpr int ws_smem_bytes(int num_experts, int num_pairs) {
-  using S = WsSmem<NC>;
+  using S = WsSmem<NC, PWG>;
   return 2 * S::kA + R * S::kStage + (4 + R) * 8 + (5 * num_experts + 2 + 2 * (S::kThreads / 32) + 32) * 4 +
          (2 * num_pairs + 3) / 4 * 4;
 }
 
 // Where the warp-specialized kernel reads and puts things, per consumer warpgroup c and its tiles u = 0 .. 3 (the CPU
 // tests host-compile this struct and read the tiles back through the PTX ISA's canonical layout).
-template <int NC, bool FC1>
+template <int NC, bool FC1, int PWG = 1>
 struct WsMap {
   // the layout group of warpgroup c's tile u in row block `block` (fc1: one group of 4 tiles per warpgroup; fc2: two
   // of 2), the tile's bytes and its 32 scale bytes in that group's step
@@ -170,8 +173,8 @@ struct WsMap {
   static __device__ __forceinline__ uint32_t at(int row, int gran) {
     return (row >> 3) * WgmmaTile::kSbo + gran * WgmmaTile::kLbo + (row & 7) * 16;
   }
-  // activation copy i of producer thread tid: token row, 16-byte piece (= granule)
-  static __device__ __forceinline__ int act_row(int tid, int i) { return (tid & 7) + 8 * ((tid >> 6) + 2 * i); }
+  // activation copy i (< 8 / PWG) of producer thread tid: token row, 16-byte piece (= granule)
+  static __device__ __forceinline__ int act_row(int tid, int i) { return (tid & 7) + 8 * ((tid >> 6) + 2 * PWG * i); }
   static __device__ __forceinline__ int act_piece(int tid) { return (tid >> 3) & 7; }
   // the output row of consumer warp w's lane row g (+ 8 hr): fc1 the intermediate row whose up sum is in i = 0, 1
   // and gate sum in i = 2, 3 (hr unused); fc2 the output row of accumulators i = 2 hr, 2 hr + 1
@@ -235,12 +238,15 @@ __device__ __forceinline__ void ws_consume(float (&acc)[16][4], int q, int chunk
   }
 }
 
-template <int NC, int R, bool FC1, bool EARLY>
-__global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmArgs a) {
+template <int NC, int R, bool FC1, bool EARLY, int PWG = 1>
+__global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const GemmArgs a) {
+  static_assert(PWG == 1 || EARLY, "two producer warpgroups run the decoupled ring");
   static_assert(!EARLY || R == 4, "the decoupled ring: token rows two chunks ahead, raw weights three, in four stages");
-  using S = WsSmem<NC>;
-  using Map = WsMap<NC, FC1>;
+  using S = WsSmem<NC, PWG>;
+  using Map = WsMap<NC, FC1, PWG>;
   constexpr int NT = S::kThreads, BN = S::BN;
+  constexpr int PT = NC / PWG;    // tiles a producer warp copies and decodes
+  constexpr int NA = 8 / PWG;     // token-row copies per producer thread and chunk
   constexpr int LT = FC1 ? kNT1 : kNT2;                    // tiles of one layout group
   constexpr int kLStep = LT * (kTileBytes + kScaleBytes);  // one step of one layout group in the layout
   constexpr int kGroups = FC1 ? NC : 2 * NC;               // layout groups per item
@@ -270,7 +276,7 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
   }
   if (threadIdx.x == 0) {
     MXFP4LAB_STAMP(a, kTraceRouted);
-    for (int i = 0; i < 4 + R; ++i) mbar_init(bars + 8 * i, i < 2 ? 128 : 4 * NC);
+    for (int i = 0; i < 4 + R; ++i) mbar_init(bars + 8 * i, i < 2 ? 128 * PWG : 4 * NC);
   }
   __syncthreads();  // the barriers are initialized (and the routing's spare bytes are free)
 
@@ -281,9 +287,9 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
   const int total_steps = my_items * chunks;
   using Act = ActRef<true>;
 
-  if (warp < 4) {
-    // ================= producer: warp pw copies and decodes NC tiles of consumer warpgroup c = pw NC / 4
-    const int pw = warp, c = pw * NC / 4, t0 = (pw % (4 / NC)) * NC;  // its warpgroup and first tile of its 4
+  if (warp < 4 * PWG) {
+    // ================= producer: warp pw copies and decodes PT tiles of consumer warpgroup c = pw PT / 4
+    const int pw = warp, c = pw * PT / 4, t0 = (pw % (4 / PT)) * PT;  // its warpgroup and first tile of its 4
     const int g = lane & 7, tl = lane >> 3;                            // the layout lane whose pieces it decodes
     const int src = Map::piece(lane) * 16;                             // their bytes in a tile
     // the first group of the warp's tiles (fc2: tiles 0, 1 of group 2 c, tiles 2, 3 of group 2 c + 1)
@@ -291,7 +297,7 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
       int left, item, c, slot;
       const uint8_t* w[2];  // tile t0's (and fc2 with NC = 4: tile 2's) bytes of this lane at the chunk, or null
       int col, npad;
-      Act::T act[8];        // the token row of copy i at col (none: no token, zero fill)
+      Act::T act[NA];       // the token row of copy i at col (none: no token, zero fill)
     };
     Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, {nullptr, nullptr}, 0,
                0, {}};
@@ -308,14 +314,14 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
           // fc1: group NC block + c (q = 0 only); fc2: group 2 NC block + 2 c + tile / 2 of the warp's first tile,
           // and (NC = 4) of its third
           const int lg = Map::group(it.block, c, t0 + 2 * q);
-          cs.w[q] = (q == 0 || (!FC1 && NC == 4)) && lg < a.groups
+          cs.w[q] = (q == 0 || (!FC1 && PT == 4)) && lg < a.groups
                         ? a.wq + (static_cast<int64_t>(it.e) * a.groups + lg) * gstride
                         : nullptr;
         }
         cs.col = Map::act_piece(tid) * 8;
         cs.npad = ws_pad(it.ntok);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < NA; ++i) {
           const int r = Map::act_row(tid, i);
           cs.act[i] = r < it.ntok ? Act::make(a.act, static_cast<int64_t>(rt.plist[it.tok0 + r] / a.act_row_div) *
                                                          a.ld_act + cs.col)
@@ -325,13 +331,13 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
       const uint32_t stage = ring + cs.slot * S::kStage, raw = stage + S::kAct;
       if (parts & 1) {
 #pragma unroll
-        for (int i = 0; i < NC; ++i) {  // tile t0 + i of warpgroup c: fc1 tile t0 + i of the group, fc2 tile i % 2 of
+        for (int i = 0; i < PT; ++i) {  // tile t0 + i of warpgroup c: fc1 tile t0 + i of the group, fc2 tile i % 2 of
                                         // group (t0 + i) / 2
           const int u = t0 + i;
           const uint8_t* w = cs.w[FC1 ? 0 : i >> 1];  // (t0 is a multiple of NC: even)
           if (w != nullptr) cp_async16(raw + (c * 4 + u) * kTileBytes + lane * 16, w + Map::tile_src(u) + src, true);
         }
-        if (lane < 2 * NC) {  // the NC tiles' scales: 32 bytes each, two lanes per tile
+        if (lane < 2 * PT) {  // the PT tiles' scales: 32 bytes each, two lanes per tile
           const int u = t0 + lane / 2;
           const uint8_t* w = FC1 || lane < 4 ? cs.w[0] : cs.w[1];  // (a select, not a local array)
           if (w != nullptr)
@@ -342,7 +348,7 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
       if (parts & 2) {
         const bool in_k = cs.col + 8 <= a.k_valid;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < NA; ++i) {
           if ((Map::act_row(tid, i) & ~7) >= cs.npad) break;  // (rows grow with i by 8-row blocks)
           const bool ok = Act::has(cs.act[i]) && in_k;
           cp_async16(stage + Map::at(Map::act_row(tid, i), Map::act_piece(tid)), ok ? Act::at(a.act, cs.act[i]) : a.act,
@@ -356,7 +362,7 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
         if (cs.w[q] != nullptr) cs.w[q] += kLStep;
       cs.col += kChunkK;
 #pragma unroll
-      for (int i = 0; i < 8; ++i)
+      for (int i = 0; i < NA; ++i)
         if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
     };
 
@@ -404,18 +410,18 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
         __syncwarp();        // and the scale bytes its warp's lanes 0 .. 2 NC - 1 copied
         const uint32_t raw = ring + s * S::kStage + S::kAct;
         const uint32_t abase = a_buf + b * S::kA + c * (S::kA / NC);
-        uint4 wv[NC];
-        uint32_t f_lo[NC], f_hi[NC];
+        uint4 wv[PT];
+        uint32_t f_lo[PT], f_hi[PT];
 #pragma unroll
-        for (int i = 0; i < NC; ++i) wv[i] = lds128(raw + (c * 4 + t0 + i) * kTileBytes + lane * 16);
+        for (int i = 0; i < PT; ++i) wv[i] = lds128(raw + (c * 4 + t0 + i) * kTileBytes + lane * 16);
 #pragma unroll
-        for (int i = 0; i < NC; ++i) {
+        for (int i = 0; i < PT; ++i) {
           const uint32_t sa = raw + S::kTiles * kTileBytes + (c * 4 + t0 + i) * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
           f_lo[i] = lds8(sa);
           f_hi[i] = lds8(sa + 1);
         }
 #pragma unroll
-        for (int i = 0; i < NC; ++i) {
+        for (int i = 0; i < PT; ++i) {
           const int u = t0 + i;
           const uint32_t flo = scale_factor(f_lo[i]), fhi = scale_factor(f_hi[i]);
           const int row0 = Map::a_row(u, 0, g), row1 = Map::a_row(u, 1, g);
@@ -494,8 +500,8 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
     cp_async_wait<0>();
     }
   } else {
-    // ================= consumers: warpgroup c = warp / 4 - 1 owns A rows 64 c .. 64 c + 63 of each item
-    const int c = warp / 4 - 1, w = warp & 3, g = lane >> 2, tl = lane & 3;
+    // ================= consumers: warpgroup c = warp / 4 - PWG owns A rows 64 c .. 64 c + 63 of each item
+    const int c = warp / 4 - PWG, w = warp & 3, g = lane >> 2, tl = lane & 3;
     const uint32_t a_wg = a_buf + c * (S::kA / NC);  // this warpgroup's 64 rows of A buffer 0
     int q = 0;
     for (int it = 0; it < my_items; ++it) {
@@ -572,11 +578,11 @@ __global__ void __launch_bounds__(WsSmem<NC>::kThreads, 1) ws_kernel(const GemmA
 #endif
 }
 
-template <int NC, int R, bool FC1, bool EARLY>
+template <int NC, int R, bool FC1, bool EARLY, int PWG>
 cudaError_t launch_ws_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = ws_kernel<NC, R, FC1, EARLY>;
-  const int smem = ws_smem_bytes<NC, R>(a.num_experts, a.num_pairs);
+  auto kernel = ws_kernel<NC, R, FC1, EARLY, PWG>;
+  const int smem = ws_smem_bytes<NC, R, PWG>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  return launch_pdl(kernel, grid, WsSmem<NC>::kThreads, smem, stream, pdl, a);
+  return launch_pdl(kernel, grid, WsSmem<NC, PWG>::kThreads, smem, stream, pdl, a);
 }
