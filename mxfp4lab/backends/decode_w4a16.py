@@ -49,8 +49,8 @@ _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41, 42, 43, 44,
-        46, 47, 48, 49, 50, 51, 52, 53, 70, 73, 74)
-_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 73, 74)
+        46, 47, 48, 49, 50, 51, 52, 53, 70, 73, 74, 76)
+_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 73, 74, 76)
 #: 42-44: wide items (each warp 4 tiles x 32 tokens over the whole K; docs/decode-kernel.md), the first candidates
 #: from M = 1024 on and the only ones above 8192 pairs. On the H200 the tuner picks them from M = 128 on GPT-OSS-20b and
 #: M = 256 on the other shapes (faster than the split-K items there), and they are 2.1-2.7x faster than those at M = 1024
