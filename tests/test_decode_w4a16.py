@@ -241,8 +241,8 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
         return v.token_groups, v.ctas_per_sm, v.depth2, v.red_buffers, v.token_rows2, v.fc2_tiles
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
-    sep = [v for v in VARIANTS.values() if v.wide and not v.fused and v.wgmma != 4]  # wide_kernel: fc1, fc2
-    ws = {(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 4}  # ws_kernel: fc1, fc2
+    sep = [v for v in VARIANTS.values() if v.wide and not v.fused and v.wgmma < 5]  # wide_kernel: fc1, fc2
+    ws = {(v.wide, v.depth, v.wgmma) for v in VARIANTS.values() if v.wgmma >= 5}  # ws_kernel: fc1, fc2
     wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc1_tiles) for v in sep}
     wide2 = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc2_tiles) for v in sep}
     # wide_one_kernel (both GEMMs in one grid)
@@ -269,7 +269,7 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     assert len(frames) >= entries
     big = {f for f in frames if WGMMA_128.search(f) or WS_640.search(f)}
     assert len(big) == 2 * len({(v.depth, v.ctas_per_sm) for v in VARIANTS.values() if v.wgmma == 3}) + \
-        2 * len({v.depth for v in VARIANTS.values() if v.wgmma == 4 and v.wide == 4}) > 0
+        2 * len({v.depth for v in VARIANTS.values() if v.wgmma >= 5 and v.wide == 4}) > 0
     assert {frames[f] for f in frames if f not in big} == {"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"}
     for f in big:  # a few per-item values: two with 128 accumulators, up to six at 96 registers
         stack, stores, loads = map(int, re.findall(r"(\d+) bytes", frames[f]))
@@ -285,10 +285,10 @@ WS_640 = re.compile(r"ws_kernelILi4ELi\d+ELb[01]E")
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
 def test_ws_chunk_loops_do_not_spill(built_library):
-    """The warp-specialized kernels (wgmma = 4): in SASS no local-memory access lies in a consumer's chunk loop --
+    """The warp-specialized kernels (wgmma 5, 6): in SASS no local-memory access lies in a consumer's chunk loop --
     from its wait for a full A buffer (mbarrier try_wait) to its arrivals on the empty barriers after the wgmma -- or
     in the producer's decode, from its first 16-byte shared load of raw weights to its last 16-byte store of A; and
-    each consumer chunk waits for the previous chunk's wgmma group only (wait_group 1), never for each wgmma."""
+    each consumer chunk waits once for its own wgmma group (wait_group 0, the decoupled ring), never for each wgmma."""
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS
     from mxfp4lab.kernels.sass import _tool
 
@@ -296,7 +296,7 @@ def test_ws_chunk_loops_do_not_spill(built_library):
                           check=True).stdout
     funcs = dict(re.findall(r"Function : (\S+)\n(.*?)(?=\n\s+Function : |\Z)", sass, re.S))
     ws = [f for f in funcs if "ws_kernel" in f]
-    assert len(ws) == 2 * len({(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 4}) > 0
+    assert len(ws) == 2 * len({(v.wide, v.depth, v.wgmma) for v in VARIANTS.values() if v.wgmma >= 5}) > 0
     local = re.compile(r"\b(LDL|STL)\b")
     for f in ws:
         lines = funcs[f].splitlines()
@@ -307,7 +307,9 @@ def test_ws_chunk_loops_do_not_spill(built_library):
             end = min(j for j in range(i, len(lines)) if "SYNCS.ARRIVE" in lines[j])
             assert not [ln for ln in lines[start:end] if local.search(ln)], (f, i)
         deps = [ln for ln in lines if "WARPGROUP.DEPBAR" in ln]
-        assert deps and all("gsb0, 0x1" in ln for ln in deps[:-1]) and len(deps) < len(mma), (f, deps[:3])
+        # one wait per chunk body (four wgmma each), and the one before the epilogue
+        assert deps and all("gsb0, 0x0" in ln for ln in deps) and len(deps) in (len(mma) // 4, len(mma) // 4 + 1), \
+            (f, len(deps), len(mma))
         lds = [i for i, ln in enumerate(lines) if "LDS.128" in ln]
         sts = [i for i, ln in enumerate(lines) if "STS.128" in ln]
         assert lds and sts and not [ln for ln in lines[min(lds) : max(sts) + 1] if local.search(ln)], f
@@ -651,7 +653,7 @@ def test_the_recorded_sweeps_picks_are_todays_candidates():
 def test_fused_launch_variants_are_twins_of_two_launch_ones():
     """Each fused-launch variant runs the kernels' arithmetic of a two-launch variant (same G, CTAs per SM, both
     rings, token rows), so the check can ask for its bits; fused launches never combine inside fc2 and are
-    candidates only where a CTA has few items (M <= 64)."""
+    candidates only where a CTA has few items (M <= 64; the one-grid wide items: their own test)."""
     from mxfp4lab.backends.decode_w4a16 import CANDIDATES
     from mxfp4lab.kernels.decode_w4a16 import VARIANTS, twin_of
 
@@ -664,7 +666,7 @@ def test_fused_launch_variants_are_twins_of_two_launch_ones():
     assert {i: twin_of(i) for i, v in VARIANTS.items() if v.dynamic and not v.split} == {
         21: 5, 22: 15, 23: 14, 24: 4, 30: 15, 31: 17, 32: 5, 35: 15, 36: 15, 37: 38, 39: 40}
     for b, cands in CANDIDATES.items():
-        assert any(VARIANTS[v].fused for v in cands) == (b <= 64)
+        assert any(VARIANTS[v].fused and not VARIANTS[v].wide for v in cands) == (b <= 64)
         # fc1 with dynamic items from M = 2 on; fc2 alone (30, 31) where its CTAs start while fc1 ends (M <= 64)
         assert any(VARIANTS[v].dynamic & 1 and not VARIANTS[v].split for v in cands) == (b >= 2)
         assert any(VARIANTS[v].dynamic == 2 for v in cands) == (b <= 64)
@@ -1020,16 +1022,17 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 79)}
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), 79, 80, 81}
     family = set(range(72, 77))  # 70's items cut or scheduled otherwise: 70's sums
-    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 77, 78}
+    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 79, 80, 81}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma in (2, 3))  # split tiles: two warps per row group
-    # warp-specialized (wgmma = 4): `wide` consumer warpgroups of 64 weight rows, 128 tokens, one CTA per SM
-    assert {i: v.wide for i, v in wide.items() if v.wgmma == 4} == {77: 4, 78: 2}
+    # warp-specialized (wgmma 5; 6: two producer warpgroups): `wide` consumer warpgroups of 64 weight rows, 128
+    # tokens, one CTA per SM; 81 computes 80's sums
+    assert {i: (v.wide, v.wgmma) for i, v in wide.items() if v.wgmma >= 5} == {79: (4, 5), 80: (2, 5), 81: (2, 6)}
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
-        assert k.twin_of(i) == (70 if i in family else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
+        assert k.twin_of(i) == (70 if i in family else 80 if i == 81 else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
         assert (v.fc1_tiles, v.fc2_tiles) == ((2, 2) if i in (75, 76) else (4, 2) if i in (72, 74) else (4, 4))
@@ -1047,11 +1050,14 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     assert dataclasses.replace(k.VARIANTS[72], fc1_tiles=2, ctas_per_sm=3, depth=3) == k.VARIANTS[75]
     assert dataclasses.replace(k.VARIANTS[75], fused=True) == k.VARIANTS[76]
     assert {i for i, v in wide.items() if v.fused} == {73, 74, 76}
-    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide if i != j and not (i in family and j == 70))
-    # (72-76: built, not yet timed on a GPU, not tuned)
+    assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide
+               if i != j and not (i in family and j == 70) and (i, j) != (81, 80))
     assert all({i for i, v in wide.items() if v.token_groups <= 8 and i not in family} <= set(CANDIDATES[b])
                for b in CANDIDATES if b >= 16)
-    assert not any(family & set(c) for c in CANDIDATES.values())
+    # the one grid (73, 74) and three CTAs per SM as one grid (76) are tuned from M = 16 to 512; 72 and 75 (each
+    # slower than 70 or its one-grid form at every point timed) and the warp-specialized items (slower than 56) not
+    assert all(family & set(CANDIDATES[b]) == ({73, 74, 76} if 16 <= b <= 512 else set()) for b in CANDIDATES)
+    assert not {79, 80, 81} & {v for c in CANDIDATES.values() for v in c}
     assert all({56, 57} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 128)  # 128 tokens per item
     assert not set(wide) & set(CANDIDATES[8])
 
@@ -1077,12 +1083,12 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         # warp-specialized (NC consumer warpgroups): two bf16 A buffers of 64 NC rows x 64, a 4-stage ring of the token
         # tile (128 x 64 bf16) and the 4 NC tiles' raw steps (544 B each), 8 mbarriers, then the routing of NT / 32
         # warps with 16-bit pair ids
-        for v, nc in ((77, 4), (78, 2)):
-            ws_lists = (5 * 128 + 2 + 2 * (nc + 1) * 4 + 32) * 4 + 2 * 4096
+        for v, nc, pwg in ((79, 4, 1), (80, 2, 1), (81, 2, 2)):
+            ws_lists = (5 * 128 + 2 + 2 * (nc + pwg) * 4 + 32) * 4 + 2 * 4096
             assert smem(v, 128, 4096, 0) == 2 * nc * 8192 + 4 * (16384 + 4 * nc * 544) + 8 * 8 + ws_lists, v
-        k.check_shared_memory(k.load_library(), 77, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
-        with pytest.raises(k.DecodeKernelError, match="variant 77 .*shared memory per CTA"):  # at the most pairs
-            k.check_shared_memory(k.load_library(), 77, 256, 32768, 232448, 233472)
+        k.check_shared_memory(k.load_library(), 79, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
+        with pytest.raises(k.DecodeKernelError, match="variant 79 .*shared memory per CTA"):  # at the most pairs
+            k.check_shared_memory(k.load_library(), 79, 256, 32768, 232448, 233472)
         assert smem(72, 128, 4096, 2) == smem(70, 128, 4096, 2)  # fc2's slots keep room for two groups a warp
         assert smem(73, 128, 4096, 0) == smem(74, 128, 4096, 0) == smem(70, 128, 4096, 0)  # one grid, the same ring
         # three CTAs per SM: the same stage (4-tile slots), 3 deep, 32-bit pair ids

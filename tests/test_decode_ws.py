@@ -1,7 +1,7 @@
-"""The warp-specialized wide items (variants with ``wgmma = 4``: ``mxfp4lab/kernels/csrc/decode_w4a16_ws.cuh``) read
+"""The warp-specialized wide items (variants with ``wgmma`` 5, 6: ``mxfp4lab/kernels/csrc/decode_w4a16_ws.cuh``) read
 back on the CPU, through the kernel's own index map and decode expressions.
 
-The producer warpgroup copies a chunk's tile pieces and scales from the decode layout, decodes them with
+The producer warpgroups copy a chunk's tile pieces and scales from the decode layout, decodes them with
 ``decode_word`` and the scale multiply, and stores 16-byte rows into a bf16 A tile; the consumer warpgroups read that
 tile and the token tile as wgmma operands. Here ``WsMap`` (host-compiled from the CUDA source) places every byte as
 the kernel does, and the tiles are read back through the PTX ISA's K-major, no-swizzle canonical layout with the
@@ -27,16 +27,16 @@ from mxfp4lab.layout import decode_w4a16 as L
 WS_SOURCE = dr.SOURCE.with_name("decode_w4a16_ws.cuh")
 
 
-def ws_map(tmp_path, nc: int, fc1: bool) -> dict:
-    """WsMap<nc, fc1> and WgmmaTile::desc(4096), host-compiled from the CUDA source, as JSON."""
+def ws_map(tmp_path, nc: int, fc1: bool, pwg: int = 1) -> dict:
+    """WsMap<nc, fc1, pwg> and WgmmaTile::desc(4096), host-compiled from the CUDA source, as JSON."""
     wide, ws = dr.WIDE_SOURCE.read_text(), WS_SOURCE.read_text()
     start = wide.index("struct WgmmaTile {")
     tile = wide[start : wide.index("\n};\n", start) + 4]
-    start = ws.index("template <int NC, bool FC1>\nstruct WsMap {")
+    start = ws.index("template <int NC, bool FC1, int PWG = 1>\nstruct WsMap {")
     wsmap = ws[start : ws.index("\n};\n", start) + 4]
     prog = ("#include <cstdint>\n#include <cstdio>\n#define __device__\n#define __forceinline__ inline\n"
             "constexpr int kTileBytes = 512, kScaleBytes = 32, kNT1 = 4, kNT2 = 2;\n" + tile + wsmap + f"""
-using M = WsMap<{nc}, {'true' if fc1 else 'false'}>;
+using M = WsMap<{nc}, {'true' if fc1 else 'false'}, {pwg}>;
 int main() {{
   std::printf("{{\\"desc\\": %llu, \\"group\\": [", static_cast<unsigned long long>(WgmmaTile::desc(4096)));
   for (int c = 0; c < {nc}; ++c) for (int u = 0; u < 4; ++u) std::printf("%s%d", c + u ? "," : "", M::group(1, c, u));
@@ -50,7 +50,7 @@ int main() {{
   std::printf("], \\"at\\": [");
   for (int r = 0; r < 128; ++r) for (int j = 0; j < 8; ++j) std::printf("%s%u", r + j ? "," : "", M::at(r, j));
   std::printf("], \\"act\\": [");
-  for (int t = 0; t < 128; ++t) for (int i = 0; i < 8; ++i)
+  for (int t = 0; t < 128 * {pwg}; ++t) for (int i = 0; i < 8 / {pwg}; ++i)
     std::printf("%s%d,%d", t + i ? "," : "", M::act_row(t, i), M::act_piece(t));
   std::printf("], \\"out_row\\": [");
   for (int c = 0; c < {nc}; ++c) for (int w = 0; w < 4; ++w) for (int g = 0; g < 8; ++g) for (int hr = 0; hr < 2; ++hr)
@@ -58,12 +58,12 @@ int main() {{
   std::printf("]}}\\n");
 }}
 """)
-    m = json.loads(dr._run_host(tmp_path, f"ws_map_{nc}_{int(fc1)}", prog))
+    m = json.loads(dr._run_host(tmp_path, f"ws_map_{nc}_{int(fc1)}_{pwg}", prog))
     m["group"] = np.array(m["group"]).reshape(nc, 4)
     m["tile_src"] = np.array(m["tile_src"]).reshape(4, 2)
     m["a_row"] = np.array(m["a_row"]).reshape(4, 2, 8)
     m["at"] = np.array(m["at"]).reshape(128, 8)
-    m["act"] = np.array(m["act"]).reshape(128, 8, 2)
+    m["act"] = np.array(m["act"]).reshape(128 * pwg, 8 // pwg, 2)
     m["out_row"] = np.array(m["out_row"]).reshape(nc, 4, 8, 2)
     return m
 
@@ -82,14 +82,16 @@ def canonical_read(image: dict, desc: int, st: int, rows: int) -> np.ndarray:
     return out
 
 
-def _produce(blocks: torch.Tensor, m: dict, nc: int, chunk: int) -> list[dict]:
+def _produce(blocks: torch.Tensor, m: dict, nc: int, pwg: int, chunk: int) -> list[dict]:
     """One chunk of row block 1 of expert 0 as the producer warps store it: per consumer warpgroup, its A tile as
-    {byte: value}. Warp pw serves warpgroup pw nc / 4, tiles (pw % (4 / nc)) nc .. + nc - 1 (the kernel's split)."""
+    {byte: value}. Warp pw of 4 pwg serves warpgroup pw pt / 4, tiles (pw % (4 / pt)) pt .. + pt - 1 with pt = nc /
+    pwg (the kernel's split)."""
     decode = dr.kernel_decode_word()
     images = [{} for _ in range(nc)]
-    for pw in range(4):
-        c, t0 = pw * nc // 4, (pw % (4 // nc)) * nc
-        for u in range(t0, t0 + nc):
+    pt = nc // pwg
+    for pw in range(4 * pwg):
+        c, t0 = pw * pt // 4, (pw % (4 // pt)) * pt
+        for u in range(t0, t0 + pt):
             step = blocks[0, m["group"][c, u], chunk].numpy()
             tsrc, ssrc = m["tile_src"][u]
             for lane in range(32):
@@ -111,22 +113,24 @@ def _produce(blocks: torch.Tensor, m: dict, nc: int, chunk: int) -> list[dict]:
     return images
 
 
-@pytest.mark.parametrize("nc", [4, 2])
+@pytest.mark.parametrize("nc, pwg", [(4, 1), (2, 1), (2, 2)])
 @pytest.mark.parametrize("fc1", [True, False])
-def test_ws_producer_tiles_are_the_weights_the_epilogue_stores(tmp_path, nc, fc1):
+def test_ws_producer_tiles_are_the_weights_the_epilogue_stores(tmp_path, nc, pwg, fc1):
     """Every MMA step of every consumer warpgroup reads, through the canonical layout, exactly the dequantized weights
     of chunk elements 16 st .. 16 st + 15 of the rows its epilogue stores under: fc1 A row 16 w + x the up row and
     16 w + 8 + x the gate row of intermediate row out_row(w, x) (the SwiGLU pairs them in one lane), fc2 A row 16 w +
     x + 8 hr output row out_row(w, x, hr). Random codes and scales, row block 1 (block offsets), the last chunk."""
     src = WS_SOURCE.read_text()
     # the decode the model above replays: words (h, 0) and (h, 1) of the lane's 16 bytes, two 16-byte row stores
-    assert "decode_word(h ? wv.z : wv.x, r[0], r[1], r[2], r[3]);" in src
-    assert "decode_word(h ? wv.w : wv.y, v[0], v[1], v[2], v[3]);" in src
-    assert re.search(r"sts128\(abase \+ Map::at\(row0, 2 \* tl \+ h\), hmul2_bf16\(r\[0\], f_lo\), hmul2_bf16\(r\[2\], f_lo\),"
-                     r"\s+hmul2_bf16\(v\[0\], f_lo\), hmul2_bf16\(v\[2\], f_lo\)\);", src)
-    assert re.search(r"sts128\(abase \+ Map::at\(row1, 2 \* tl \+ h\), hmul2_bf16\(r\[1\], f_hi\), hmul2_bf16\(r\[3\], f_hi\),"
-                     r"\s+hmul2_bf16\(v\[1\], f_hi\), hmul2_bf16\(v\[3\], f_hi\)\);", src)
-    m = ws_map(tmp_path, nc, fc1)
+    assert "decode_word(h ? wv[i].z : wv[i].x, r[0], r[1], r[2], r[3]);" in src
+    assert "decode_word(h ? wv[i].w : wv[i].y, v[0], v[1], v[2], v[3]);" in src
+    assert "wv[i] = lds128(raw + (c * 4 + t0 + i) * kTileBytes + lane * 16);" in src
+    assert "const uint32_t sa = raw + S::kTiles * kTileBytes + (c * 4 + t0 + i) * kScaleBytes + (g * 2 + (tl >> 1)) * 2;" in src
+    assert re.search(r"sts128\(abase \+ Map::at\(row0, 2 \* tl \+ h\), hmul2_bf16\(r\[0\], flo\), hmul2_bf16\(r\[2\], flo\),"
+                     r"\s+hmul2_bf16\(v\[0\], flo\), hmul2_bf16\(v\[2\], flo\)\);", src)
+    assert re.search(r"sts128\(abase \+ Map::at\(row1, 2 \* tl \+ h\), hmul2_bf16\(r\[1\], fhi\), hmul2_bf16\(r\[3\], fhi\),"
+                     r"\s+hmul2_bf16\(v\[1\], fhi\), hmul2_bf16\(v\[3\], fhi\)\);", src)
+    m = ws_map(tmp_path, nc, fc1, pwg)
     chunks, groups = 2, 2 * (nc if fc1 else 2 * nc)  # two row blocks
     k = 64 * chunks
     if fc1:
@@ -141,7 +145,7 @@ def test_ws_producer_tiles_are_the_weights_the_epilogue_stores(tmp_path, nc, fc1
         blocks = L.fc2_to_decode(down, ds)
         w_down = dequantize_mxfp4(down, ds)[0]
     assert blocks.shape[1:3] == (groups, chunks)
-    images = _produce(blocks, m, nc, chunks - 1)
+    images = _produce(blocks, m, nc, pwg, chunks - 1)
     for c in range(nc):
         assert len(images[c]) == 64 * 64  # the warpgroup's 64 rows x 64 elements, each bf16 stored once
         for st in range(4):
@@ -161,11 +165,12 @@ def test_ws_producer_tiles_are_the_weights_the_epilogue_stores(tmp_path, nc, fc1
     assert sorted(m["out_row"][..., 0 if fc1 else slice(None)].flatten().tolist()) == list(range(per * nc, 2 * per * nc))
 
 
-def test_ws_token_tile_is_read_as_the_tokens_chunk_elements(tmp_path):
-    """The producer's token-row copies (act_row, act_piece: 128 threads x 8 copies of 16 bytes) cover the 128 x 8
-    pieces of a chunk exactly once, and at MMA step st wgmma reads as B[n][k] token row n's chunk element 16 st + k
-    (the natural K order the A tile has)."""
-    m = ws_map(tmp_path, 4, True)
+@pytest.mark.parametrize("nc, pwg", [(4, 1), (2, 2)])
+def test_ws_token_tile_is_read_as_the_tokens_chunk_elements(tmp_path, nc, pwg):
+    """The producers' token-row copies (act_row, act_piece: 128 pwg threads x 8 / pwg copies of 16 bytes) cover the
+    128 x 8 pieces of a chunk exactly once, and at MMA step st wgmma reads as B[n][k] token row n's chunk element
+    16 st + k (the natural K order the A tile has)."""
+    m = ws_map(tmp_path, nc, True, pwg)
     pieces = {tuple(p) for p in m["act"].reshape(-1, 2).tolist()}
     assert pieces == {(r, j) for r in range(128) for j in range(8)} and m["act"].reshape(-1, 2).shape[0] == 1024
     # 8-row blocks grow with the copy index, so the kernel's early exit at the padded N skips only rows past it
@@ -182,11 +187,12 @@ def test_ws_token_tile_is_read_as_the_tokens_chunk_elements(tmp_path):
 
 
 @pytest.mark.parametrize("fc1", [True, False])
-def test_ws_quarter_warps_store_one_core_matrix(tmp_path, fc1):
+@pytest.mark.parametrize("pwg", [1, 2])
+def test_ws_quarter_warps_store_one_core_matrix(tmp_path, fc1, pwg):
     """Bank conflicts: the 8 lanes of a quarter warp store 16 bytes each into one 128-byte core matrix -- the A rows g
     = 0 .. 7 of one granule (the lane -> layout-piece permutation's purpose), for every tile, row half and granule;
     and the 8 threads of a quarter warp copy their token-row pieces into one core matrix too."""
-    m = ws_map(tmp_path, 4, fc1)
+    m = ws_map(tmp_path, 4 // pwg, fc1, pwg)
     for u in range(4):
         for hr in range(2):
             for h in range(2):
@@ -194,8 +200,8 @@ def test_ws_quarter_warps_store_one_core_matrix(tmp_path, fc1):
                     addrs = sorted(int(m["at"][m["a_row"][u, hr, lane & 7], 2 * (lane >> 3) + h])
                                    for lane in range(8 * q, 8 * q + 8))
                     assert addrs[0] % 128 == 0 and addrs == list(range(addrs[0], addrs[0] + 128, 16)), (u, hr, h, q)
-    for t0 in range(0, 128, 8):
-        for i in range(8):
+    for t0 in range(0, 128 * pwg, 8):
+        for i in range(8 // pwg):
             addrs = sorted(int(m["at"][m["act"][t, i, 0], m["act"][t, i, 1]]) for t in range(t0, t0 + 8))
             assert addrs[0] % 128 == 0 and addrs == list(range(addrs[0], addrs[0] + 128, 16)), (t0, i)
 

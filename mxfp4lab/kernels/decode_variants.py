@@ -73,13 +73,13 @@ class Variant:
     #: 2: split tiles (``wide`` = 2): the two warps of a row group each own 2 of its 4 tiles (fc1: an up and a gate
     #: tile; fc2: one layout group) and all 64 tokens, so a weight is decoded once per 64 tokens and the MMA's N is the
     #: item's tokens (up to 64) instead of 32 per warp. 3: split tiles of 128 tokens (``token_groups`` = 16): a weight
-    #: decoded once per 128 tokens, 128 accumulators per lane, N above 64 rounded up to 96 or 128. 4: warp-specialized
+    #: decoded once per 128 tokens, 128 accumulators per lane, N above 64 rounded up to 96 or 128. 5: warp-specialized
     #: items of 128 tokens (``decode_w4a16_ws.cuh``): a producer warpgroup copies each chunk's weights and token rows
     #: and decodes the weights into shared memory, ``wide`` consumer warpgroups (2 or 4; 64 weight rows each) run
-    #: wgmma with both operands in shared memory, 64 accumulators per lane; the chunk's natural K order in the MMA.
-    #: 5: 4 with the decoupled ring (token rows two chunks ahead, raw weights three; a consumer frees a chunk right
-    #: after its own MMAs): the same sums. 6: 5 with two producer warpgroups (``wide`` = 2: 512 threads; each
-    #: producer warp copies and decodes one tile per chunk).
+    #: wgmma with both operands in shared memory, 64 accumulators per lane, the chunk's natural K order in the MMA; a
+    #: 4-stage ring with token rows two chunks ahead and raw weights three (4, dropped: a chunk freed only after the
+    #: next one's MMAs were issued). 6: 5 with two producer warpgroups (``wide`` = 2: 512 threads; each producer warp
+    #: copies and decodes one tile per chunk): the same sums.
     wgmma: int = 0
 
     @property
@@ -140,7 +140,6 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             74: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True),
             75: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1),
             76: Variant(2, 3, 3, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True),
-            77: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=4), 78: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=4),
             79: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=5), 80: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=5),
             81: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=6)}
 
@@ -167,9 +166,8 @@ def twin_of(variant: int) -> int:
         if v.wgmma == 0 and v.token_groups == 2 * v.wide:
             return next(i for i, u in VARIANTS.items() if u.wide == v.wide and u.wgmma == 0 and not u.fused
                         and u.token_groups == v.token_groups and (u.fc1_tiles, u.fc2_tiles) == (FC1_TILES, 2 * FC2_TILES))
-        if v.wgmma in (5, 6):  # the decoupled ring (6: two producer warpgroups): the same MMAs in the same order as
-            # its warp-specialized twin
-            return next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, wgmma=4))
+        if v.wgmma == 6:  # two producer warpgroups: the same MMAs in the same order as one producer's (5)
+            return next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, wgmma=5))
         return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid

@@ -221,14 +221,13 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // that a warp's 16 accumulators leave room for three CTAs per SM (24 warps).
 //   75  2  3        3           -                -   -   fc1 half groups, fc2 one group per warp, three CTAs per SM
 //   76  2  3        3           -                -   -   variant 75 as one grid
-// WG = 4: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
-// into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane); D: ring stages.
-//   77 16  1        4           -                -   -   4 consumer warpgroups: items of 256 weight rows (640 threads)
-//   78 16  1        4           -                -   -   2 consumer warpgroups: items of 128 weight rows (384 threads)
-// WG = 5: WG = 4 with the decoupled ring (token rows two chunks ahead, raw weights three; the consumers free a chunk
-// right after its own MMAs, so the producer never waits on their next step).
-//   79 16  1        4           -                -   -   variant 77, decoupled ring
-//   80 16  1        4           -                -   -   variant 78, decoupled ring
+// WG = 5: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
+// into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane), a 4-stage ring
+// (token rows two chunks ahead, raw weights three; the consumers free a chunk right after its own MMAs). (WG = 4,
+// variants 77 and 78, freed a chunk only after the next chunk's MMAs were issued: the producer waited for each of the
+// consumers' steps; 20-25 % slower, dropped.)
+//   79 16  1        4           -                -   -   4 consumer warpgroups: items of 256 weight rows (640 threads)
+//   80 16  1        4           -                -   -   2 consumer warpgroups: items of 128 weight rows (384 threads)
 // WG = 6: WG = 5 with two producer warpgroups (each producer warp copies and decodes one tile per chunk).
 //   81 16  1        4           -                -   -   variant 80, two producer warpgroups (512 threads)
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
@@ -255,7 +254,6 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(70, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 1, 0) X(72, 2, 2, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 2, 1, 0) \
   X(73, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 4, 1, 0) X(74, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 2, 1, 0) \
   X(75, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 2, 2, 1, 0) X(76, 2, 3, 3, 1, 0, 0, 3, 0, 1, 0, 0, 2, 2, 1, 0) \
-  X(77, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 4) X(78, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 4) \
   X(79, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 5) X(80, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 5) \
   X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6)
 
@@ -425,11 +423,10 @@ cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  if constexpr (WG >= 4) {  // warp-specialized: WT consumer warpgroups, a D-stage ring (WG >= 5: decoupled; 6: two
-                            // producer warpgroups)
-    cudaError_t err = launch_ws_gemm<WT, D, true, WG >= 5, WG == 6 ? 2 : 1>(g1, grid, stream, false);
+  if constexpr (WG >= 5) {  // warp-specialized: WT consumer warpgroups, 1 (WG = 5) or 2 (6) producer warpgroups
+    cudaError_t err = launch_ws_gemm<WT, D, true, WG == 6 ? 2 : 1>(g1, grid, stream, false);
     if (err != cudaSuccess) return err;
-    err = launch_ws_gemm<WT, D, false, WG >= 5, WG == 6 ? 2 : 1>(g2, grid, stream, pdl);
+    err = launch_ws_gemm<WT, D, false, WG == 6 ? 2 : 1>(g2, grid, stream, pdl);
     if (err != cudaSuccess) return err;
     return launch_combine(d, g1, stream, pdl);
   } else if constexpr (FU) {
@@ -452,11 +449,12 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
     // (IT1, IT2: a warp's tiles -- fc1 4 = a layout group, 2 = half of one; fc2 4 = two groups, 2 = one)
-    static_assert(WG >= 4 ? G == 16 && CPS == 1 && (WT == 2 || WT == 4) && (WG == 4 ? D >= 3 : D == 4) && (WG != 6 || WT == 2) && IT1 == kNT1 && IT2 == 2 * kNT2 &&
-                                FU == 0 && DY == 0 && SP == 0 && D2 == D
-                          : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D &&
-                      (IT1 == kNT1 || (WG == 0 && IT1 == kNT1 / 2)) && (IT2 == 2 * kNT2 || (WG == 0 && IT2 == kNT2)) &&
-                      (FU == 0 || (FU == 1 && WG == 0)) && DY == 0 && SP == 0,
+    static_assert(WG != 4 && (WG >= 5 ? G == 16 && CPS == 1 && (WT == 2 || WT == 4) && D == 4 && (WG != 6 || WT == 2) &&
+                                             IT1 == kNT1 && IT2 == 2 * kNT2 && FU == 0 && DY == 0 && SP == 0 && D2 == D
+                                       : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D &&
+                                             (IT1 == kNT1 || (WG == 0 && IT1 == kNT1 / 2)) &&
+                                             (IT2 == 2 * kNT2 || (WG == 0 && IT2 == kNT2)) &&
+                                             (FU == 0 || (FU == 1 && WG == 0)) && DY == 0 && SP == 0),
                   "a wide variant's table entry");
     return launch_wide<WT, CPS, D, WG, G, IT1, IT2, FU>(d, stream);
   } else {
@@ -467,7 +465,7 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
 // Shared-memory bytes of one CTA of fc1 (gemm = 1), fc2 (2) or the larger of the two (0).
 template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
-  if constexpr (WG >= 4) {
+  if constexpr (WG >= 5) {
     return ws_smem_bytes<WT, D, WG == 6 ? 2 : 1>(E, P);
   } else if constexpr (WT > 0) {
     return wide_smem_bytes<WT, D, WG, CPS, G>(E, P);

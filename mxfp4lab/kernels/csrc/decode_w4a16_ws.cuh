@@ -1,5 +1,5 @@
-// mxfp4lab decode_w4a16, warp-specialized wide items (WG = 4, the 16th column): a producer warpgroup copies and
-// decodes, consumer warpgroups run wgmma with both operands in shared memory. Included by decode_w4a16.cu after
+// mxfp4lab decode_w4a16, warp-specialized wide items (WG = 5, 6, the 16th column): producer warpgroups copy and
+// decode, consumer warpgroups run wgmma with both operands in shared memory. Included by decode_w4a16.cu after
 // decode_w4a16_wide.cuh (its WideItem, find_wide_item, WgmmaTile, ActRef, PairId and wgmma fences).
 //
 // Why. The wgmma wide items of 128 tokens (WG = 3) decode a weight once per 128 tokens, but each warp holds 2 tiles x
@@ -8,16 +8,21 @@
 // cycles and the tensor pipe is busy a third of the time (findings 2026-12-03-decode-wgmma-128, 2026-12-04-decode-
 // launch-floors): bound by the latency of that chain, not by bytes, instructions or MMAs.
 //
-// Here the chain is cut in two. A CTA is NC + 1 warpgroups (NC = WT: 2 or 4).
-//  * Warpgroup 0, the producer: copies each K chunk's raw weights (fp4 codes and E8M0 scales) and the item's token
-//    rows into a ring of R stages (cp.async, R - 1 chunks ahead), then decodes the chunk's weights into a bf16 A tile
-//    in shared memory (two A buffers), fences them for the async proxy and arrives at the buffer's FULL barrier.
-//  * Warpgroups 1 .. NC, the consumers: each owns 64 of the item's 64 NC weight rows and all its tokens (up to 128):
-//    per chunk it waits for FULL, issues four m64nNk16 wgmma (A and B from shared memory), commits, waits for the
-//    previous chunk's group and frees that chunk's A buffer and ring stage (EMPTY barriers). 64 accumulators per
-//    lane: the 4 NC consumer warps and the producer's 4 fit one SM beside each other.
-// A weight is decoded once per item (up to 128 tokens) as with WG = 3, by a warp that does nothing else, while the
-// tensor pipe runs the chunk before.
+// Here the chain is cut in two. A CTA is PWG + NC warpgroups (NC = WT: 2 or 4; PWG = 1, or 2 beside NC = 2: WG = 6).
+//  * Warpgroups 0 .. PWG - 1, the producers: copy each K chunk's raw weights (fp4 codes and E8M0 scales; three chunks
+//    ahead) and the item's token rows (two ahead) into a ring of 4 stages (cp.async), then decode the chunk's weights
+//    into a bf16 A tile in shared memory (two A buffers), fence them for the async proxy and arrive at the buffer's
+//    FULL barrier. A stage's raw weights are free once their warp decoded them, its token rows and the A buffer once
+//    the consumers' MMAs of that chunk ended (EMPTY): step q waits for chunk q - 2's, never for the consumers' next
+//    step (the decoupled ring).
+//  * The other NC warpgroups, the consumers: each owns 64 of the item's 64 NC weight rows and all its tokens (up to
+//    128): per chunk it waits for FULL, issues four m64nNk16 wgmma (A and B from shared memory), commits, waits for
+//    the group and frees the chunk's A buffer and token rows (EMPTY barriers). 64 accumulators per lane. (Two producers
+//    beside four consumers would be 768 threads at 80 registers: too few for an m64n128k16 and its accumulators --
+//    ptxas allocates for the launch bound whatever setmaxnreg hands over at run time.)
+// A weight is decoded once per item (up to 128 tokens) as with WG = 3, by warps that do nothing else, while the
+// tensor pipe runs the chunk before. Measured (findings 2026-12-05-decode-warp-specialized): the producer bounds it --
+// one producer warp per scheduler issues ~490 instructions per chunk in a fifth of the cycles.
 //
 // An ITEM is (local expert e, a tile of up to 128 of e's pairs, a row block): fc1 NC layout groups (consumer warpgroup
 // c: group NC block + c, its 32 intermediate rows' up and gate tiles), fc2 2 NC layout groups (warpgroup c: groups
@@ -37,7 +42,8 @@
 // The decode of a word is decode_word and the scale multiply hmul2_bf16 (the same bf16 products as every variant);
 // the MMA's K order differs from the register-A variants' (another summation inside the MMA): its own twin.
 
-// ---- mbarriers (PTX ISA 9.7.13.15): FULL (the producer's 128 threads arrive) and EMPTY (lane 0 of each consumer warp)
+// ---- mbarriers (PTX ISA 9.7.13.15): FULL (the producers' 128 PWG threads arrive) and EMPTY (lane 0 of each consumer
+// warp)
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
@@ -128,8 +134,6 @@ __device__ __forceinline__ void wgmma_ss<16>(float (&d)[16][4], uint64_t da, uin
 template <int NC, int PWG = 1>
 struct WsSmem {
   static_assert(NC == 2 || NC == 4, "two or four consumer warpgroups");
-  // (two producers beside four consumers would be 768 threads at 80 registers: too few for a consumer's m64n128k16
-  // and its 64 accumulators -- ptxas allocates for the launch bound, whatever setmaxnreg hands over at run time)
   static_assert(PWG == 1 || (PWG == 2 && NC == 2), "one producer warpgroup, or two beside two consumers");
   static constexpr int kThreads = 128 * (NC + PWG);  // warpgroups 0 .. PWG - 1 produce, the others consume
   static constexpr int kTiles = 4 * NC;              // 16-row tiles per item
@@ -204,10 +208,9 @@ __device__ __forceinline__ WideItem find_ws_item(const RoutingT<L>& r, int E, in
 
 // One item's chunks on a consumer warpgroup, from global step q on: per chunk wait for its A buffer (FULL), four
 // m64n(8 NJ)k16 from the A buffer (this warpgroup's 64 rows at a_wg) and the ring stage's token tile, commit, wait for
-// the previous chunk's group and free its A buffer and stage (EMPTY: lane 0 of each warp).
-// EARLY (the decoupled ring): wait for this chunk's own group and free its A buffer and stage at once, so that the
-// producer, two chunks later, waits on an MMA and not on this warpgroup's next FULL.
-template <int NJ, int R, bool EARLY>
+// this group and free the A buffer and stage at once (EMPTY: lane 0 of each warp), so that the producer, two chunks
+// later, waits on an MMA and not on this warpgroup's next FULL.
+template <int NJ, int R>
 __device__ __forceinline__ void ws_consume(float (&acc)[16][4], int q, int chunks, uint32_t a_wg, int a_bytes,
                                            uint32_t ring, int stage_bytes, uint32_t full, uint32_t empty_a,
                                            uint32_t empty_r, int lane) {
@@ -222,26 +225,17 @@ __device__ __forceinline__ void ws_consume(float (&acc)[16][4], int q, int chunk
       wgmma_ss<NJ>(acc, da + o, db + o);
     }
     wgmma_commit();
-    if constexpr (EARLY) {
-      wgmma_wait<0>();  // chunk q's MMAs are done: its A buffer and token rows are free
-      if (lane == 0) {
-        mbar_arrive(empty_a + 8 * b);
-        mbar_arrive(empty_r + 8 * s);
-      }
-    } else {
-      wgmma_wait<1>();  // chunk q - 1's MMAs are done: its A buffer and ring stage are free
-      if (q >= 1 && lane == 0) {
-        mbar_arrive(empty_a + 8 * ((q - 1) & 1));
-        mbar_arrive(empty_r + 8 * ((q - 1) % R));
-      }
+    wgmma_wait<0>();  // chunk q's MMAs are done: its A buffer and token rows are free
+    if (lane == 0) {
+      mbar_arrive(empty_a + 8 * b);
+      mbar_arrive(empty_r + 8 * s);
     }
   }
 }
 
-template <int NC, int R, bool FC1, bool EARLY, int PWG = 1>
+template <int NC, int R, bool FC1, int PWG>
 __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const GemmArgs a) {
-  static_assert(PWG == 1 || EARLY, "two producer warpgroups run the decoupled ring");
-  static_assert(!EARLY || R == 4, "the decoupled ring: token rows two chunks ahead, raw weights three, in four stages");
+  static_assert(R == 4, "the decoupled ring: token rows two chunks ahead, raw weights three, in four stages");
   using S = WsSmem<NC, PWG>;
   using Map = WsMap<NC, FC1, PWG>;
   constexpr int NT = S::kThreads, BN = S::BN;
@@ -366,139 +360,79 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
         if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
     };
 
-    if constexpr (EARLY) {
-      // The decoupled ring: chunk q's raw weights are copied at step q - 3 into stage q % 4 (free once this warp
-      // decoded chunk q - 1 from it: the raw bytes are the warp's own), its token rows at step q - 2 (free once
-      // chunk q - 2's MMAs ended: EMPTY, which the consumers arrive at right after them). Step q waits for that, copies,
-      // waits for chunk q's bytes, decodes and arrives at FULL: no wait on the consumers' next step.
-      Cursor cur_a = cur;  // the token rows' cursor, one chunk behind the weights'
-      if constexpr (FC1) {
-#pragma unroll 1
-        for (int q = 0; q < 2; ++q) {
-          issue_into(cur, 1);
-          issue_into(cur_a, 2);
-          cp_async_commit();
-        }
-        issue_into(cur, 1);
-        cp_async_commit();
-      } else {
-#pragma unroll 1
-        for (int q = 0; q < 3; ++q) issue_into(cur, 1);
-        pdl_wait();  // h (fc1's output) is complete and visible after this
-#pragma unroll 1
-        for (int q = 0; q < 2; ++q) issue_into(cur_a, 2);
-        cp_async_commit();
-        cp_async_wait<0>();
-        cp_async_commit();  // two empty groups: the loop's wait<2> then holds as for fc1
-        cp_async_commit();
-      }
-      if (threadIdx.x == 0) {
-        MXFP4LAB_STAMP(a, kTraceReady);
-        MXFP4LAB_TRACE(a, kTraceItems, my_items);
-      }
-      for (int q = 0; q < total_steps; ++q) {
-        const int b = q & 1, s = q % R;
-        if (q >= 2) {  // chunk q - 2's MMAs ended: A buffer b and stage (q + 2) % 4's token rows are free
-          mbar_wait(empty_a + 8 * b, ((q >> 1) + 1) & 1);
-          mbar_wait(empty_r + 8 * ((q - 2) % R), ((q - 2) / R) & 1);
-        }
-        __syncwarp();  // every lane of the warp read chunk q - 1's scale bytes (stage (q + 3) % 4)
-        issue_into(cur_a, 2);  // chunk q + 2's token rows
-        issue_into(cur, 1);    // chunk q + 3's raw weights
-        cp_async_commit();
-        cp_async_wait<2>();  // the group of step q - 2 (and older): chunk q's token rows and raw weights landed
-        __syncwarp();        // and the scale bytes its warp's lanes 0 .. 2 NC - 1 copied
-        const uint32_t raw = ring + s * S::kStage + S::kAct;
-        const uint32_t abase = a_buf + b * S::kA + c * (S::kA / NC);
-        uint4 wv[PT];
-        uint32_t f_lo[PT], f_hi[PT];
-#pragma unroll
-        for (int i = 0; i < PT; ++i) wv[i] = lds128(raw + (c * 4 + t0 + i) * kTileBytes + lane * 16);
-#pragma unroll
-        for (int i = 0; i < PT; ++i) {
-          const uint32_t sa = raw + S::kTiles * kTileBytes + (c * 4 + t0 + i) * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
-          f_lo[i] = lds8(sa);
-          f_hi[i] = lds8(sa + 1);
-        }
-#pragma unroll
-        for (int i = 0; i < PT; ++i) {
-          const int u = t0 + i;
-          const uint32_t flo = scale_factor(f_lo[i]), fhi = scale_factor(f_hi[i]);
-          const int row0 = Map::a_row(u, 0, g), row1 = Map::a_row(u, 1, g);
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            uint32_t r[4], v[4];
-            decode_word(h ? wv[i].z : wv[i].x, r[0], r[1], r[2], r[3]);
-            decode_word(h ? wv[i].w : wv[i].y, v[0], v[1], v[2], v[3]);
-            sts128(abase + Map::at(row0, 2 * tl + h), hmul2_bf16(r[0], flo), hmul2_bf16(r[2], flo),
-                   hmul2_bf16(v[0], flo), hmul2_bf16(v[2], flo));
-            sts128(abase + Map::at(row1, 2 * tl + h), hmul2_bf16(r[1], fhi), hmul2_bf16(r[3], fhi),
-                   hmul2_bf16(v[1], fhi), hmul2_bf16(v[3], fhi));
-          }
-        }
-        fence_proxy_async_shared();  // this thread's A stores and landed token rows, for the wgmma reads
-        mbar_arrive(full + 8 * b);
-      }
-      cp_async_wait<0>();
-    } else {
-    // prologue: the first R - 1 chunks (fc2: their weights before the wait for fc1, their token rows after)
+    // The decoupled ring: chunk q's raw weights are copied at step q - 3 into stage q % 4 (free once this warp
+    // decoded chunk q - 1 from it: the raw bytes are the warp's own), its token rows at step q - 2 (free once
+    // chunk q - 2's MMAs ended: EMPTY, which the consumers arrive at right after them). Step q waits for that, copies,
+    // waits for chunk q's bytes, decodes and arrives at FULL: no wait on the consumers' next step.
+    Cursor cur_a = cur;  // the token rows' cursor, one chunk behind the weights'
     if constexpr (FC1) {
 #pragma unroll 1
-      for (int q = 0; q < R - 1; ++q) {
-        issue_into(cur, 3);
+      for (int q = 0; q < 2; ++q) {
+        issue_into(cur, 1);
+        issue_into(cur_a, 2);
         cp_async_commit();
       }
+      issue_into(cur, 1);
+      cp_async_commit();
     } else {
-      Cursor cur_act = cur;
 #pragma unroll 1
-      for (int q = 0; q < R - 1; ++q) issue_into(cur, 1);
+      for (int q = 0; q < 3; ++q) issue_into(cur, 1);
       pdl_wait();  // h (fc1's output) is complete and visible after this
 #pragma unroll 1
-      for (int q = 0; q < R - 1; ++q) issue_into(cur_act, 2);
+      for (int q = 0; q < 2; ++q) issue_into(cur_a, 2);
       cp_async_commit();
-      cp_async_wait<0>();  // chunks 0 .. R - 2 complete: the loop's wait<R - 2> then holds as for fc1
+      cp_async_wait<0>();
+      cp_async_commit();  // two empty groups: the loop's wait<2> then holds as for fc1
+      cp_async_commit();
     }
     if (threadIdx.x == 0) {
       MXFP4LAB_STAMP(a, kTraceReady);
       MXFP4LAB_TRACE(a, kTraceItems, my_items);
     }
-
     for (int q = 0; q < total_steps; ++q) {
-      cp_async_wait<R - 2>();  // chunk q's copies of this thread landed
-      __syncwarp();            // and the scale bytes its warp's lanes 0 .. 2 NC - 1 copied
       const int b = q & 1, s = q % R;
-      if (q >= 2) mbar_wait(empty_a + 8 * b, ((q >> 1) + 1) & 1);  // the consumers are done with chunk q - 2's A
+      if (q >= 2) {  // chunk q - 2's MMAs ended: A buffer b and stage (q + 2) % 4's token rows are free
+        mbar_wait(empty_a + 8 * b, ((q >> 1) + 1) & 1);
+        mbar_wait(empty_r + 8 * ((q - 2) % R), ((q - 2) / R) & 1);
+      }
+      __syncwarp();  // every lane of the warp read chunk q - 1's scale bytes (stage (q + 3) % 4)
+      issue_into(cur_a, 2);  // chunk q + 2's token rows
+      issue_into(cur, 1);    // chunk q + 3's raw weights
+      cp_async_commit();
+      cp_async_wait<2>();  // the group of step q - 2 (and older): chunk q's token rows and raw weights landed
+      __syncwarp();        // and the scale bytes its warp's lanes 0 .. 2 NC - 1 copied
       const uint32_t raw = ring + s * S::kStage + S::kAct;
       const uint32_t abase = a_buf + b * S::kA + c * (S::kA / NC);
+      uint4 wv[PT];
+      uint32_t f_lo[PT], f_hi[PT];
 #pragma unroll
-      for (int i = 0; i < NC; ++i) {
-        const int u = t0 + i, ts = c * 4 + u;
-        const uint4 wv = lds128(raw + ts * kTileBytes + lane * 16);  // words (h, s2) = (0, 0), (0, 1), (1, 0), (1, 1)
-        const uint32_t sa = raw + S::kTiles * kTileBytes + ts * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
-        const uint32_t f_lo = scale_factor(lds8(sa)), f_hi = scale_factor(lds8(sa + 1));  // rows g, g + 8
-        const int row0 = Map::a_row(u, 0, g), row1 = Map::a_row(u, 1, g);  // tile rows g, g + 8
+      for (int i = 0; i < PT; ++i) wv[i] = lds128(raw + (c * 4 + t0 + i) * kTileBytes + lane * 16);
+#pragma unroll
+      for (int i = 0; i < PT; ++i) {
+        const uint32_t sa = raw + S::kTiles * kTileBytes + (c * 4 + t0 + i) * kScaleBytes + (g * 2 + (tl >> 1)) * 2;
+        f_lo[i] = lds8(sa);
+        f_hi[i] = lds8(sa + 1);
+      }
+#pragma unroll
+      for (int i = 0; i < PT; ++i) {
+        const int u = t0 + i;
+        const uint32_t flo = scale_factor(f_lo[i]), fhi = scale_factor(f_hi[i]);
+        const int row0 = Map::a_row(u, 0, g), row1 = Map::a_row(u, 1, g);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           uint32_t r[4], v[4];
-          decode_word(h ? wv.z : wv.x, r[0], r[1], r[2], r[3]);
-          decode_word(h ? wv.w : wv.y, v[0], v[1], v[2], v[3]);
-          // elements 16 tl + 8 h + 0 .. 7 of each row: granule 2 tl + h (words (h, 0), (h, 1): r0 / r2 row g's
-          // elements + 0, 1 / + 2, 3 and + 4, 5 / + 6, 7; r1 / r3 row g + 8's)
-          sts128(abase + Map::at(row0, 2 * tl + h), hmul2_bf16(r[0], f_lo), hmul2_bf16(r[2], f_lo),
-                 hmul2_bf16(v[0], f_lo), hmul2_bf16(v[2], f_lo));
-          sts128(abase + Map::at(row1, 2 * tl + h), hmul2_bf16(r[1], f_hi), hmul2_bf16(r[3], f_hi),
-                 hmul2_bf16(v[1], f_hi), hmul2_bf16(v[3], f_hi));
+          decode_word(h ? wv[i].z : wv[i].x, r[0], r[1], r[2], r[3]);
+          decode_word(h ? wv[i].w : wv[i].y, v[0], v[1], v[2], v[3]);
+          sts128(abase + Map::at(row0, 2 * tl + h), hmul2_bf16(r[0], flo), hmul2_bf16(r[2], flo),
+                 hmul2_bf16(v[0], flo), hmul2_bf16(v[2], flo));
+          sts128(abase + Map::at(row1, 2 * tl + h), hmul2_bf16(r[1], fhi), hmul2_bf16(r[3], fhi),
+                 hmul2_bf16(v[1], fhi), hmul2_bf16(v[3], fhi));
         }
       }
       fence_proxy_async_shared();  // this thread's A stores and landed token rows, for the wgmma reads
       mbar_arrive(full + 8 * b);
-      // chunk q + R - 1 into stage (q - 1) % R, once the consumers are done with chunk q - 1's token rows
-      if (cur.left > 0 && q >= 1) mbar_wait(empty_r + 8 * ((q - 1) % R), ((q - 1) / R) & 1);
-      issue_into(cur, 3);
-      cp_async_commit();
     }
     cp_async_wait<0>();
-    }
   } else {
     // ================= consumers: warpgroup c = warp / 4 - PWG owns A rows 64 c .. 64 c + 63 of each item
     const int c = warp / 4 - PWG, w = warp & 3, g = lane >> 2, tl = lane & 3;
@@ -518,14 +452,14 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
         for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
       switch (nj) {  // warpgroup-uniform; one chunk loop per MMA shape (a shape switch per MMA would make ptxas
                      // wait for each wgmma before the next: no accumulator may be in flight across a merge)
-        case 2: ws_consume<2, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 4: ws_consume<4, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 6: ws_consume<6, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 8: ws_consume<8, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 10: ws_consume<10, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 12: ws_consume<12, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        case 14: ws_consume<14, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
-        default: ws_consume<16, R, EARLY>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 2: ws_consume<2, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 4: ws_consume<4, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 6: ws_consume<6, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 8: ws_consume<8, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 10: ws_consume<10, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 12: ws_consume<12, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        case 14: ws_consume<14, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
+        default: ws_consume<16, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
       }
       q += chunks;
       wgmma_wait<0>();
@@ -578,9 +512,9 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
 #endif
 }
 
-template <int NC, int R, bool FC1, bool EARLY, int PWG>
+template <int NC, int R, bool FC1, int PWG>
 cudaError_t launch_ws_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool pdl) {
-  auto kernel = ws_kernel<NC, R, FC1, EARLY, PWG>;
+  auto kernel = ws_kernel<NC, R, FC1, PWG>;
   const int smem = ws_smem_bytes<NC, R, PWG>(a.num_experts, a.num_pairs);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
