@@ -126,13 +126,14 @@ def latency_launches(path=None) -> pd.DataFrame:
 
 
 def launch_bounds(launches: pd.DataFrame, backend: str = "decode_w4a16") -> list[dict]:
-    """The GEMM launches of ``backend``'s recorded forwards (:func:`latency_launches`; launches 0 and 1, fc1 and
-    fc2) with a floor: ``shape, m, launch, bound, floor_frac, variant, sweep_variant`` records, for the report's
-    findings."""
-    need = {"bound", "floor_frac"}
+    """The GEMM launches of ``backend``'s recorded forwards (:func:`latency_launches`; every launch but the combine:
+    fc1 and fc2, or the one grid that runs both) with a floor: ``shape, m, launch, bound, floor_frac, variant,
+    sweep_variant`` records, for the report's findings."""
+    need = {"bound", "floor_frac", "kernel"}
     if launches.empty or not need <= set(launches):
         return []
-    d = launches[(launches["backend"] == backend) & launches["launch"].isin([0, 1]) & launches["floor_frac"].notna()]
+    gemm = ~launches["kernel"].astype(str).str.contains("combine_kernel")
+    d = launches[(launches["backend"] == backend) & gemm & launches["floor_frac"].notna()]
     def num(v):
         return None if v is None or pd.isna(v) else int(v)
 
