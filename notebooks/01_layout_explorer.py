@@ -212,8 +212,9 @@ study.layout_compare_triton(row=trace_fc1_row(row, config)["w13_row"], k=k)
 # the same K 16 t + 4 s + 2 u .. + 1 the table above gives lane t's registers
 # (`docs/findings/2026-12-03-decode-wgmma.md`).
 #
-# The warp-specialized variants (77, 78; built and checked on the CPU, not yet measured) read the same blocks a
-# third way: a producer warpgroup decodes each lane's 16 bytes and stores the two rows' 8 + 8 elements of each
+# The warp-specialized variants (79-81; correct on the H200, 2-10 % slower than the wgmma variants: the one
+# producer warp per scheduler cannot decode fast enough, `docs/findings/2026-12-05-decode-warp-specialized.md`) read
+# the same blocks a third way: a producer warpgroup decodes each lane's 16 bytes and stores the two rows' 8 + 8 elements of each
 # MMA step pair as 16-byte rows of a bf16 A tile in shared memory, back in the chunk's natural K order (granule
 # 2 t + h holds K 16 t + 8 h .. + 7), so that wgmma reads both operands from shared memory and the token rows
 # are plain 16-byte copies; fc1's up and gate rows alternate by 8 in that tile, so that one accumulator lane holds

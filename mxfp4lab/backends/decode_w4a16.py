@@ -64,6 +64,10 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
 #: decodes its weights once, with no cross-warp reduction). On the H200 the tuner picks it where an expert holds 8-16
 #: tokens: GPT-OSS-20b M = 64, GPT-OSS-120b M = 256, DeepSeek-V4-Flash M = 32-256 and seed M = 64-256 (M = 256:
 #: 12-17 % faster than 52; docs/findings/2026-12-04-decode-wide-16.md).
+#: 73, 74, 76 (in _MID and _LARGE): 70's items (74: fc2 items of one layout group per warp; 76: fc1 items of half a
+#: group at three CTAs per SM) as one grid, each fc2 item after its expert's fc1 items. On the H200 the tuner picks 74
+#: at GPT-OSS-20b M = 64 (171.8 us, 70: 199.3) and 73 at GPT-OSS-120b M = 128-256
+#: (docs/findings/2026-12-05-decode-one-grid.md). 79-81 (warp-specialized items) are slower than 56: not tuned.
 _WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 4, 3, 6, 24)
 #: one bucket per power of two up to 8192: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
