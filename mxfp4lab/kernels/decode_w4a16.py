@@ -321,8 +321,9 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
                                 "GEMM launches")
     counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
     barrier = grid_barrier(dev, stream) if var.fused and not var.wide else None
-    # the one-grid wide items: a ready counter per local expert, then the CTAs done
-    ready = ready_counters(dev, stream, layout.num_local_experts + 1) if var.fused and var.wide else None
+    # the one-grid wide items: a ready counter per local expert, then the CTAs done (and fc2's item claims)
+    ready = ready_counters(dev, stream, layout.num_local_experts + 1 + (var.dynamic == 2)) if var.fused and var.wide \
+        else None
     if var.dynamic and cfg.fused_combine:
         raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
                                 "ranges")

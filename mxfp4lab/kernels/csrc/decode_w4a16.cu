@@ -221,6 +221,9 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // that a warp's 16 accumulators leave room for three CTAs per SM (24 warps).
 //   75  2  3        3           -                -   -   fc1 half groups, fc2 one group per warp, three CTAs per SM
 //   76  2  3        3           -                -   -   variant 75 as one grid
+// DY = 2 with the one grid: fc2's items claimed one at a time from a counter in the sequence's order (the earliest
+// experts' first) instead of dealt every grid-th.
+//   82  2  2        4           -                -   -   variant 74, fc2's items claimed
 // WG = 5: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
 // into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane), a 4-stage ring
 // (token rows two chunks ahead, raw weights three; the consumers free a chunk right after its own MMAs). (WG = 4,
@@ -255,7 +258,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(73, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 4, 1, 0) X(74, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 2, 1, 0) \
   X(75, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 2, 2, 1, 0) X(76, 2, 3, 3, 1, 0, 0, 3, 0, 1, 0, 0, 2, 2, 1, 0) \
   X(79, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 5) X(80, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 5) \
-  X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6)
+  X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6) X(82, 2, 2, 4, 1, 0, 0, 4, 0, 1, 2, 0, 4, 2, 1, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -411,8 +414,9 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 }
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, or (FU) both as one grid
-// (wide_one_kernel), or (WG = 4) as ws_kernel (decode_w4a16_ws.cuh), then the combine (PDL). No fused combine or dynamic items.
-template <int WT, int CPS, int D, int WG, int G, int IT1, int IT2, int FU>
+// (wide_one_kernel; DY = 2: fc2's items claimed at run time), or (WG >= 5) as ws_kernel (decode_w4a16_ws.cuh), then
+// the combine (PDL). No fused combine.
+template <int WT, int CPS, int D, int WG, int G, int IT1, int IT2, int FU, int DY>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || (d->ready != 0) != (FU != 0))
     return cudaErrorInvalidValue;
@@ -431,7 +435,7 @@ cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
     return launch_combine(d, g1, stream, pdl);
   } else if constexpr (FU) {
     g1.ready = g2.ready = reinterpret_cast<int*>(d->ready);
-    cudaError_t err = launch_wide_one<WT, D, CPS, WG, G, IT1, IT2>(g1, g2, grid, stream);
+    cudaError_t err = launch_wide_one<WT, D, CPS, WG, G, IT1, IT2, DY>(g1, g2, grid, stream);
     if (err != cudaSuccess) return err;
     return launch_combine(d, g1, stream, pdl);
   } else {
@@ -454,9 +458,10 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
                                        : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D &&
                                              (IT1 == kNT1 || (WG == 0 && IT1 == kNT1 / 2)) &&
                                              (IT2 == 2 * kNT2 || (WG == 0 && IT2 == kNT2)) &&
-                                             (FU == 0 || (FU == 1 && WG == 0)) && DY == 0 && SP == 0),
+                                             (FU == 0 || (FU == 1 && WG == 0)) && (DY == 0 || (DY == 2 && FU == 1)) &&
+                                             SP == 0),
                   "a wide variant's table entry");
-    return launch_wide<WT, CPS, D, WG, G, IT1, IT2, FU>(d, stream);
+    return launch_wide<WT, CPS, D, WG, G, IT1, IT2, FU, DY>(d, stream);
   } else {
     return launch_forward<G, CPS, D, RB, L2, TA, D2, TA2, FU, DY, SP, IT1, IT2>(d, stream);
   }

@@ -387,7 +387,9 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
 // token tiles' offsets in istart (TP), which fc2 reuses from shared memory; both GEMMs' items form one round-robin
 // sequence, fc1's then fc2's; fc1 counts each item it has stored at its expert's ready counter (a.ready[e]), and fc2,
 // before the first activation copy of an item, waits until its expert's counter holds all of that expert's fc1 items
-// (token tiles x blocks1, fc1's row blocks).
+// (token tiles x blocks1, fc1's row blocks). ONE = 2 (fc2 only): the CTA claims its fc2 items one at a time from a
+// counter (a.ready[E + 1]) in the sequence's order -- the earliest experts' first -- instead of taking every grid-th:
+// a CTA done early takes the next item whose expert is ready soonest, not one dealt to it in advance.
 template <int WT, int D, int CPS, bool FC1, int WG, int G, int T, int ONE>
 __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   using S = WideSmem<WT, D, WG, G>;
@@ -440,13 +442,30 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   const int grid = gridDim.x;
   const ItemRange mine = dealt_items(blockIdx.x, grid, ONE && !FC1 ? rt.istart[E] * blocks1 : 0, n_items);  // (ONE)
   const int first = mine.first;
-  const int my_items = ONE ? mine.count
-                           : static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  constexpr bool DYN = ONE == 2 && !FC1;  // items claimed at run time: as many as the counter hands out
+  const int my_items = DYN ? (1 << 30)
+                       : ONE ? mine.count
+                             : static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, tl = lane & 3, wr = warp % WR, wt = warp / WR;
   const int chunks = a.chunks;
-  const int total_steps = my_items * chunks;
+  const int total_steps = DYN ? (1 << 30) : my_items * chunks;
   const uint32_t ring = smem_addr(smem);
+  // DYN: the CTA's k-th item (fc2's item index, or -1: none left) in claimq[k % 4] -- fc1's routing scratch, free in
+  // fc2 --, claimed by thread 0 when a cursor first needs it (every thread calls this at the same points: a barrier)
+  int* const claimq = scratch;
+  int n_claimed = 0;
+  auto claimed_item = [&](int k) -> int {
+    if (k == n_claimed) {
+      if (tid == 0) {
+        const int j = atomicAdd(a.ready + E + 1, 1);
+        claimq[k & 3] = j < n_items ? j : -1;
+      }
+      __syncthreads();
+      ++n_claimed;
+    }
+    return claimq[k & 3];
+  };
   const int64_t block_stride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
   const uint32_t wdst = wr * S::kWSlot + lane * 16;                    // this lane's weight bytes in a stage
   // its first activation copy's (token row tid / 8, piece tid % 8; WG: piece 0 of its four, WgmmaTile), and the next
@@ -473,9 +492,17 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
     if (cs.left <= 0) return;
     --cs.left;
     if (cs.c == chunks) {
-      cs.item += gridDim.x;
+      if constexpr (DYN) {  // the CTA's item ordinal: the steps issued so far over the chunks of an item
+        cs.item = claimed_item((total_steps - cs.left - 1) / chunks);
+        if (cs.item < 0) {  // none left: this cursor is done
+          cs.left = 0;
+          return;
+        }
+      } else {
+        cs.item += gridDim.x;
+      }
       cs.c = 0;
-      const WideItem it = find_wide_item<L, ONE>(rt, E, cs.item, BN, blocks);
+      const WideItem it = find_wide_item<L, ONE != 0>(rt, E, cs.item, BN, blocks);
       const int rg = it.block * WR + wr;  // this warp's row group
       // fc1 with two tiles a warp: half of a layout group, mapped as the split-K half items' (ItemTiles<2, 4>: half
       // rg & 1 of group rg / 2, its up tile and the gate tile of the same 16 rows, their scales)
@@ -513,7 +540,7 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
     if ((parts & 2) && (kAllCopy || tid < BN * (2 * kChunkK / 16))) {
       if constexpr (ONE && !FC1) {  // the item's first copy of h: every fc1 item of its expert has stored its rows
         if (cs.c == 0) {
-          const int e = find_wide_item<L, true>(rt, E, cs.item, BN, blocks).e;
+          const int e = find_wide_item<L, true>(rt, E, cs.item, BN, blocks).e;  // (DYN: the claimed item)
           const int need = expert_items(rt, e, blocks1);
           while (static_cast<int>(load_acquire(reinterpret_cast<const unsigned*>(a.ready + e))) < need) __nanosleep(32);
         }
@@ -559,13 +586,15 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   }
   if (threadIdx.x == 0) {
     MXFP4LAB_STAMP(a, kTraceReady);
-    MXFP4LAB_TRACE(a, kTraceItems, my_items);
+    MXFP4LAB_TRACE(a, kTraceItems, DYN ? 0 : my_items);  // (DYN: the items it claimed, at its exit)
   }
 
   int q = 0;
   int prev_e = 0;  // ONE (fc1): the previous item's expert, counted ready at the next item's first barrier
   for (int it = 0; it < my_items; ++it) {
-    const WideItem ci = find_wide_item<L, ONE>(rt, E, (ONE ? first + it * grid : static_cast<int>(blockIdx.x + it * gridDim.x)), BN, blocks);
+    // DYN: item `it` was claimed by the copy cursor at least one barrier ago (it runs kAhead steps ahead)
+    if (DYN && claimq[it & 3] < 0) break;
+    const WideItem ci = find_wide_item<L, ONE != 0>(rt, E, (DYN ? claimq[it & 3] : ONE ? first + it * grid : static_cast<int>(blockIdx.x + it * gridDim.x)), BN, blocks);
     // split tiles (WG >= 2): wt is the warp's tile half and it holds all the item's tokens (8 or 16 N blocks)
     constexpr int kJ = S::NJ;
     const int rg = ci.block * WR + wr, tw0 = WG >= 2 ? 0 : wt * 8 * kJ;
@@ -743,6 +772,7 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
 #ifdef MXFP4LAB_DECODE_TRACE
   __syncthreads();
   if (threadIdx.x == 0) MXFP4LAB_STAMP(a, kTraceExit);
+  if (DYN && threadIdx.x == 0) MXFP4LAB_TRACE(a, kTraceItems, n_claimed - 1);  // the last claim found none left
 #endif
 }
 
@@ -759,19 +789,20 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 // an expert's fc1 items precede all fc2 items of it in every CTA's order and never wait, and the cooperative launch
 // keeps every CTA resident, so the waits end. The last CTA to finish zeroes the counters and the done count
 // (a1.ready[E]) for the next call. The sums are those of the two-launch variant (the same items, other CTAs).
-template <int WT, int D, int CPS, int WG, int G, int T1, int T2>
+// DY = 2: fc2's items claimed from a counter (wide_gemm's ONE = 2), which the last CTA zeroes too.
+template <int WT, int D, int CPS, int WG, int G, int T1, int T2, int DY>
 __global__ void __launch_bounds__(kThreads, CPS) wide_one_kernel(const GemmArgs a1, const GemmArgs a2) {
   constexpr int WR = WideSmem<WT, D, WG, G>::WR;
   const int blocks1 = ((T1 == 2 ? 2 * a1.groups : a1.groups) + WR - 1) / WR;  // fc1's row blocks (wide_gemm's)
   wide_gemm<WT, D, CPS, true, WG, G, T1, 1>(a1, blocks1);
-  __syncthreads();  // every warp is done with fc1's ring slots before fc2's first copies
-  wide_gemm<WT, D, CPS, false, WG, G, T2, 1>(a2, blocks1);
+  __syncthreads();  // every warp is done with fc1's ring slots (and the routing scratch) before fc2's first copies
+  wide_gemm<WT, D, CPS, false, WG, G, T2, DY == 2 ? 2 : 1>(a2, blocks1);
   __syncthreads();  // every thread's waits on the counters are over
   if (threadIdx.x == 0) {
     __threadfence();
     const int E = a1.num_experts;
     if (atomicAdd(a1.ready + E, 1) == static_cast<int>(gridDim.x) - 1) {  // the last CTA: nobody reads them again
-      for (int e = 0; e <= E; ++e) a1.ready[e] = 0;
+      for (int e = 0; e <= E + (DY == 2 ? 1 : 0); ++e) a1.ready[e] = 0;
     }
   }
 }
@@ -787,8 +818,8 @@ cudaError_t launch_wide_gemm(const GemmArgs& a, int grid, cudaStream_t stream, b
 
 // The one-grid launch (wide_one_kernel): cooperative (an fc2 item's wait would otherwise hold an SM slot that a CTA
 // with the fc1 items it waits for needs).
-template <int WT, int D, int CPS, int WG, int G, int T1, int T2>
+template <int WT, int D, int CPS, int WG, int G, int T1, int T2, int DY>
 cudaError_t launch_wide_one(const GemmArgs& a1, const GemmArgs& a2, int grid, cudaStream_t stream) {
-  return launch_cooperative(wide_one_kernel<WT, D, CPS, WG, G, T1, T2>, grid,
+  return launch_cooperative(wide_one_kernel<WT, D, CPS, WG, G, T1, T2, DY>, grid,
                             wide_smem_bytes<WT, D, WG, CPS, G>(a1.num_experts, a1.num_pairs), stream, a1, a2);
 }
