@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
     // the first group of the warp's tiles (fc2: tiles 0, 1 of group 2 c, tiles 2, 3 of group 2 c + 1)
     struct Cursor {
       int left, item, c, slot;
-      const uint8_t* w[2];  // tile t0's (and fc2 with NC = 4: tile 2's) bytes of this lane at the chunk, or null
+      const uint8_t* w[2];  // tile t0's (and fc2 with PT = 4: tile 2's) bytes of this lane at the chunk, or null
       int col, npad;
       Act::T act[NA];       // the token row of copy i at col (none: no token, zero fill)
     };
@@ -400,7 +400,7 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
       issue_into(cur, 1);    // chunk q + 3's raw weights
       cp_async_commit();
       cp_async_wait<2>();  // the group of step q - 2 (and older): chunk q's token rows and raw weights landed
-      __syncwarp();        // and the scale bytes its warp's lanes 0 .. 2 NC - 1 copied
+      __syncwarp();        // and the scale bytes its warp's lanes 0 .. 2 PT - 1 copied
       const uint32_t raw = ring + s * S::kStage + S::kAct;
       const uint32_t abase = a_buf + b * S::kA + c * (S::kA / NC);
       uint4 wv[PT];
