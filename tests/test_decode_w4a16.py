@@ -1296,3 +1296,57 @@ def test_gemm_kernel_pattern_names_every_gemm_kernel_of_the_library():
         shown = f"void mxfp4lab_decode::{n}<2, 4, 1, true, 3, 16>(mxfp4lab_decode::GemmArgs)"
         assert bool(re.search(pat, shown)) == (n != "combine_kernel"), (n, pat)
     assert not re.search(pat, "void mxfp4lab_decode::combine_kernel(mxfp4lab_decode::CombineArgs)")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="launches with dummy pointers: only where no GPU can run them")
+def test_the_library_accepts_the_workspaces_forward_allocates_for_every_variant(built_library, monkeypatch):
+    """forward() allocates each variant's scratch by :func:`workspaces`; the library refuses any other set with
+    cudaErrorInvalidValue (1) before it launches. On a machine without a GPU every accepted call gets as far as the
+    CUDA runtime and fails there (no driver or no device, never 1), so the library's rules are checked on the CPU:
+    the set from ``workspaces`` passes them for every variant (with and without the fused combine where it runs), and
+    a set the rules forbid is refused -- 82's fc2 claims taken from the split-K items' counters as well as from its
+    ready counters was such a set, seen only when a GPU run failed."""
+    import ctypes
+    import dataclasses
+
+    from mxfp4lab.kernels import decode_w4a16 as k
+
+    monkeypatch.setenv("MXFP4LAB_DECODE_LIB", str(built_library[0]))
+    k.load_library.cache_clear()
+    try:
+        lib = k.load_library()
+
+        def call(variant, ws):
+            p = 1 << 16  # a dummy device address: the call must stop before anything reads it
+            a = k.DecodeArgs(
+                x=p, topk_ids=p, topk_w=p, w13=p, w2=p, b13=p, b2=p, alpha_s=1.0, use_limit=0, h=p, y=p, out=p, m=1,
+                top_k=4, hidden=2880, inter=2880, ld_x=2880, ld_h=2880, ld_y=2880, ld_out=2880, ld_b13=2880,
+                ld_b2=2880, groups1=90, groups2=90, chunks1=45, chunks2=45, expert_offset=0, num_experts=32,
+                variant=variant, grid=264, pdl=1, counters=p if ws.counters else 0, barrier=p if ws.barrier else 0,
+                sched=p if ws.sched else 0, ready=p if ws.ready else 0, out_scale=1.0)
+            return lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), 0)
+
+        invalid = 1  # cudaErrorInvalidValue
+        for variant, var in k.VARIANTS.items():
+            sets = [k.workspaces(variant, False, 32)]
+            if not (var.fused or var.dynamic or var.wide):
+                sets.append(k.workspaces(variant, True, 32))
+            else:
+                with pytest.raises(k.DecodeKernelError, match=f"variant {variant} .*; the fused combine runs only"):
+                    k.workspaces(variant, True, 32)
+            for ws in sets:
+                assert call(variant, ws) != invalid, (variant, ws)
+            ws = sets[0]
+            if var.wide:  # wide items: no split-K scratch; the ready counters exactly when one grid
+                forbidden = [dataclasses.replace(ws, sched=True), dataclasses.replace(ws, barrier=True),
+                             dataclasses.replace(ws, counters=True), dataclasses.replace(ws, ready=0 if ws.ready else 33)]
+            else:  # split-K: the fused launch needs its barrier, dynamic items their counters
+                forbidden = ([dataclasses.replace(ws, barrier=False)] if var.fused else []) + (
+                    [dataclasses.replace(ws, sched=False)] if var.dynamic else [])
+            for bad in forbidden:
+                assert call(variant, bad) == invalid, (variant, bad)
+        assert k.workspaces(82, False, 32) == k.Workspaces(counters=False, barrier=False, sched=False, ready=34)
+        assert k.workspaces(74, False, 32).ready == 33
+    finally:
+        k.load_library.cache_clear()

@@ -67,6 +67,11 @@ class DecodeKernelError(RuntimeError):
     """The decode kernel cannot run these arguments, or its library cannot be built/loaded."""
 
 
+class DecodeLaunchError(DecodeKernelError):
+    """The library refused or failed a launch that the Python side had accepted (a CUDA error code): a bug or a
+    broken device, never a clear refusal of the arguments."""
+
+
 # --------------------------------------------------------------------------------------------
 # Build and load
 # --------------------------------------------------------------------------------------------
@@ -247,6 +252,31 @@ class LaunchConfig:
             raise ValueError(f"grid must be >= 1, got {self.grid}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Workspaces:
+    """The scratch a variant's launch takes beside h and y (``DecodeArgs``; the library refuses a launch with any
+    other set, ``cudaErrorInvalidValue``): the fused combine's arrival counters, the split-K fused launch's grid
+    barrier, the split-K dynamic items' counters (int32 [4]), and ``ready`` int32 ready counters of the one-grid wide
+    items (one per local expert, then the CTAs done, then fc2's item claims where they are dynamic; 0: none)."""
+    counters: bool
+    barrier: bool
+    sched: bool
+    ready: int
+
+
+def workspaces(variant: int, fused_combine: bool, num_experts: int) -> Workspaces:
+    """What :func:`forward` allocates for ``variant`` (the rules ``launch_forward`` / ``launch_wide`` check in
+    ``csrc/decode_w4a16.cu``); raises :class:`DecodeKernelError` where the fused combine cannot run."""
+    var = VARIANTS[variant]
+    if fused_combine and (var.fused or var.dynamic or var.wide):
+        what = "fuses fc1 and fc2" if var.fused else "claims items dynamically" if var.dynamic else "runs wide items"
+        raise DecodeKernelError(f"variant {variant} {what}; the fused combine runs only with two split-K GEMM "
+                                "launches of static items")
+    return Workspaces(counters=fused_combine, barrier=bool(var.fused) and not var.wide,
+                      sched=bool(var.dynamic) and not var.wide,
+                      ready=num_experts + 1 + (var.dynamic == 2) if var.fused and var.wide else 0)
+
+
 def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:
     """Without tuning, from the mean pairs per expert: split-K items of up to 8 tokens in the decode regime, wide
     items above (on the H200 faster than 16 or 32 tokens per split-K item at every M measured)."""
@@ -316,21 +346,11 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
             f"trace must be a contiguous int64 [{trace_rows(grid, m, h)}, {len(TRACE_SLOTS)}] tensor on {dev} (grid "
             f"{grid}, M {m}), got {trace.dtype} {tuple(trace.shape)} on {trace.device}")
     stream = torch.cuda.current_stream(dev).cuda_stream
-    if var.fused and cfg.fused_combine:
-        raise DecodeKernelError(f"variant {cfg.variant} fuses fc1 and fc2; the fused combine runs only with two "
-                                "GEMM launches")
-    counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if cfg.fused_combine else None
-    barrier = grid_barrier(dev, stream) if var.fused and not var.wide else None
-    # the one-grid wide items: a ready counter per local expert, then the CTAs done (and fc2's item claims)
-    ready = ready_counters(dev, stream, layout.num_local_experts + 1 + (var.dynamic == 2)) if var.fused and var.wide \
-        else None
-    if var.dynamic and cfg.fused_combine:
-        raise DecodeKernelError(f"variant {cfg.variant} claims items dynamically; the fused combine needs static "
-                                "ranges")
-    sched = item_counters(dev, stream) if var.dynamic else None
-    if var.wide and cfg.fused_combine:
-        raise DecodeKernelError(f"variant {cfg.variant} runs wide items; the fused combine runs only with split-K "
-                                "items")
+    ws = workspaces(cfg.variant, cfg.fused_combine, layout.num_local_experts)
+    counters = combine_counters(dev, stream, m * layout.w2.shape[1]) if ws.counters else None
+    barrier = grid_barrier(dev, stream) if ws.barrier else None
+    ready = ready_counters(dev, stream, ws.ready) if ws.ready else None
+    sched = item_counters(dev, stream) if ws.sched else None
 
     a = DecodeArgs(
         x=ptr(x), topk_ids=ptr(ids), topk_w=ptr(tw), w13=ptr(layout.w13), w2=ptr(layout.w2),
@@ -345,7 +365,8 @@ def forward(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
         barrier=ptr(barrier), sched=ptr(sched), ready=ptr(ready), trace=ptr(trace), out_scale=s)
     err = lib.mxfp4lab_decode_w4a16_forward(ctypes.byref(a), stream)
     if err != 0:
-        raise DecodeKernelError(f"decode_w4a16 launch failed: cudaError {err} ({_cuda_error_name(err)})")
+        raise DecodeLaunchError(f"decode_w4a16 launch of variant {cfg.variant} failed: cudaError {err} "
+                                f"({_cuda_error_name(err)})")
     return out
 
 
@@ -382,11 +403,17 @@ def l2_prefetch_bytes(l2_cache_bytes: int, grid: int) -> int:
     return int(l2_cache_bytes * L2_PREFETCH_SHARE) // max(1, grid) // 128 * 128
 
 
+#: the CUDA runtime's codes this library returns or passes on most often (cuda_runtime_api's cudaError enum)
+_CUDA_ERRORS = {
+    1: "cudaErrorInvalidValue: an argument or workspace outside the library's rules for this variant",
+    2: "cudaErrorMemoryAllocation", 35: "cudaErrorInsufficientDriver", 98: "cudaErrorInvalidDeviceFunction",
+    100: "cudaErrorNoDevice", 209: "cudaErrorNoKernelImageForDevice",
+    720: "cudaErrorCooperativeLaunchTooLarge: the grid does not fit the GPU at once",
+}
+
+
 def _cuda_error_name(code: int) -> str:
-    try:
-        return torch.cuda.cudart().cudaGetErrorString(code)
-    except Exception:  # noqa: BLE001 - best effort for the message
-        return "unknown"
+    return _CUDA_ERRORS.get(code, "see cuda_runtime_api.h")
 
 
 def describe(config: LaunchConfig) -> dict:

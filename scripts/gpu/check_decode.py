@@ -96,6 +96,8 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         if twin != g and twin in outs:
             row["twin"], row["equal_to_twin"] = twin, bool(torch.equal(out1, outs[twin]))
             row["ok"] = row["ok"] and row["equal_to_twin"]
+    except dk.DecodeLaunchError as exc:  # the library refused or failed what Python accepted: a failure
+        row.update(ok=False, error=f"DecodeLaunchError: {str(exc)[:300]}")
     except dk.DecodeKernelError as exc:  # a clear refusal (e.g. shared memory for this many pairs) is not a failure
         row.update(ok=True, supported=False, error=str(exc)[:300])
     except Exception as exc:  # noqa: BLE001 - record, go on
@@ -124,8 +126,12 @@ def main(argv=None) -> int:
             "library": getattr(lib, "_name", "")}
 
     def save(done=False):
+        # a variant refused at every point was checked nowhere: not ok
+        ran = {r["variant"] for r in rows if r.get("supported", True)}
+        unchecked = sorted({r["variant"] for r in rows} - ran) if done else []
         results.write(a.out, "decode_check", rows, partial=not done, **meta, complete=done,
-                      all_ok=all(r["ok"] for r in rows), wall_s=round(time.time() - t0, 1))
+                      all_ok=all(r["ok"] for r in rows) and not unchecked, unchecked_variants=unchecked,
+                      wall_s=round(time.time() - t0, 1))
 
     ms = [int(v) for v in a.m.split(",")]
     variants = [int(v) for v in a.variants.split(",")]
@@ -157,8 +163,10 @@ def main(argv=None) -> int:
         del layer
     save(done=True)
     bad = [r for r in rows if not r["ok"]]
-    print(f"{len(rows) - len(bad)}/{len(rows)} ok in {time.time() - t0:.0f} s -> {a.out}")
-    return 0 if not bad else 1
+    unchecked = sorted({r["variant"] for r in rows} - {r["variant"] for r in rows if r.get("supported", True)})
+    print(f"{len(rows) - len(bad)}/{len(rows)} ok in {time.time() - t0:.0f} s -> {a.out}"
+          + (f"; variants refused at every point (checked nowhere): {unchecked}" if unchecked else ""))
+    return 0 if not bad and not unchecked else 1
 
 
 if __name__ == "__main__":
