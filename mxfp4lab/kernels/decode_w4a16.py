@@ -257,7 +257,8 @@ class Workspaces:
     """The scratch a variant's launch takes beside h and y (``DecodeArgs``; the library refuses a launch with any
     other set, ``cudaErrorInvalidValue``): the fused combine's arrival counters, the split-K fused launch's grid
     barrier, the split-K dynamic items' counters (int32 [4]), and ``ready`` int32 ready counters of the one-grid wide
-    items (one per local expert, then the CTAs done, then fc2's item claims where they are dynamic; 0: none)."""
+    items (one per local expert, then the CTAs done, then fc2's and fc1's item claims where they are dynamic: one
+    counter for ``dynamic`` 2, two for 3; 0: none)."""
     counters: bool
     barrier: bool
     sched: bool
@@ -274,7 +275,7 @@ def workspaces(variant: int, fused_combine: bool, num_experts: int) -> Workspace
                                 "launches of static items")
     return Workspaces(counters=fused_combine, barrier=bool(var.fused) and not var.wide,
                       sched=bool(var.dynamic) and not var.wide,
-                      ready=num_experts + 1 + (var.dynamic == 2) if var.fused and var.wide else 0)
+                      ready=num_experts + 1 + max(0, var.dynamic - 1) if var.fused and var.wide else 0)
 
 
 def default_config(m: int, top_k: int, num_experts: int) -> LaunchConfig:

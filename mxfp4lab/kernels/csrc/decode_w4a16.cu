@@ -224,6 +224,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // DY = 2 with the one grid: fc2's items claimed one at a time from a counter in the sequence's order (the earliest
 // experts' first) instead of dealt every grid-th.
 //   82  2  2        4           -                -   -   variant 74, fc2's items claimed
+// DY = 3: fc1's items claimed from a counter too.
+//   83  2  2        4           -                -   -   variant 82, fc1's items claimed as well
 // WG = 5: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
 // into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane), a 4-stage ring
 // (token rows two chunks ahead, raw weights three; the consumers free a chunk right after its own MMAs). (WG = 4,
@@ -258,7 +260,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(73, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 4, 1, 0) X(74, 2, 2, 4, 1, 0, 0, 4, 0, 1, 0, 0, 4, 2, 1, 0) \
   X(75, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 2, 2, 1, 0) X(76, 2, 3, 3, 1, 0, 0, 3, 0, 1, 0, 0, 2, 2, 1, 0) \
   X(79, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 5) X(80, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 5) \
-  X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6) X(82, 2, 2, 4, 1, 0, 0, 4, 0, 1, 2, 0, 4, 2, 1, 0)
+  X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6) X(82, 2, 2, 4, 1, 0, 0, 4, 0, 1, 2, 0, 4, 2, 1, 0) \
+  X(83, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 4, 2, 1, 0)
 
 }  // namespace mxfp4lab_decode
 
@@ -414,7 +417,7 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 }
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, or (FU) both as one grid
-// (wide_one_kernel; DY = 2: fc2's items claimed at run time), or (WG >= 5) as ws_kernel (decode_w4a16_ws.cuh), then
+// (wide_one_kernel; DY = 2: fc2's items claimed at run time, 3: fc1's as well), or (WG >= 5) as ws_kernel (decode_w4a16_ws.cuh), then
 // the combine (PDL). No fused combine.
 template <int WT, int CPS, int D, int WG, int G, int IT1, int IT2, int FU, int DY>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
@@ -458,7 +461,7 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
                                        : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D &&
                                              (IT1 == kNT1 || (WG == 0 && IT1 == kNT1 / 2)) &&
                                              (IT2 == 2 * kNT2 || (WG == 0 && IT2 == kNT2)) &&
-                                             (FU == 0 || (FU == 1 && WG == 0)) && (DY == 0 || (DY == 2 && FU == 1)) &&
+                                             (FU == 0 || (FU == 1 && WG == 0)) && (DY == 0 || ((DY == 2 || DY == 3) && FU == 1)) &&
                                              SP == 0),
                   "a wide variant's table entry");
     return launch_wide<WT, CPS, D, WG, G, IT1, IT2, FU, DY>(d, stream);

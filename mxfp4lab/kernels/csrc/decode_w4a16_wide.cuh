@@ -389,7 +389,8 @@ __device__ __forceinline__ void wide_step_wgmma(float (&acc)[NT][R][4], uint32_t
 // before the first activation copy of an item, waits until its expert's counter holds all of that expert's fc1 items
 // (token tiles x blocks1, fc1's row blocks). ONE = 2 (fc2 only): the CTA claims its fc2 items one at a time from a
 // counter (a.ready[E + 1]) in the sequence's order -- the earliest experts' first -- instead of taking every grid-th:
-// a CTA done early takes the next item whose expert is ready soonest, not one dealt to it in advance.
+// a CTA done early takes the next item whose expert is ready soonest, not one dealt to it in advance. ONE = 3 (fc1
+// only): fc1's items claimed the same way from a.ready[E + 2], so that a CTA whose items streamed fast takes more.
 template <int WT, int D, int CPS, bool FC1, int WG, int G, int T, int ONE>
 __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   using S = WideSmem<WT, D, WG, G>;
@@ -442,7 +443,8 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   const int grid = gridDim.x;
   const ItemRange mine = dealt_items(blockIdx.x, grid, ONE && !FC1 ? rt.istart[E] * blocks1 : 0, n_items);  // (ONE)
   const int first = mine.first;
-  constexpr bool DYN = ONE == 2 && !FC1;  // items claimed at run time: as many as the counter hands out
+  constexpr bool DYN = (ONE == 2 && !FC1) || (ONE == 3 && FC1);  // items claimed at run time: as many as the counter
+                                                                  // hands out
   const int my_items = DYN ? (1 << 30)
                        : ONE ? mine.count
                              : static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
@@ -458,7 +460,7 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   auto claimed_item = [&](int k) -> int {
     if (k == n_claimed) {
       if (tid == 0) {
-        const int j = atomicAdd(a.ready + E + 1, 1);
+        const int j = atomicAdd(a.ready + E + (FC1 ? 2 : 1), 1);
         claimq[k & 3] = j < n_items ? j : -1;
       }
       __syncthreads();
@@ -591,9 +593,11 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
 
   int q = 0;
   int prev_e = 0;  // ONE (fc1): the previous item's expert, counted ready at the next item's first barrier
+  int items_run = 0;  // DYN (fc1): items this CTA ran, for the last one's count
   for (int it = 0; it < my_items; ++it) {
     // DYN: item `it` was claimed by the copy cursor at least one barrier ago (it runs kAhead steps ahead)
     if (DYN && claimq[it & 3] < 0) break;
+    if constexpr (DYN && FC1) ++items_run;
     const WideItem ci = find_wide_item<L, ONE != 0>(rt, E, (DYN ? claimq[it & 3] : ONE ? first + it * grid : static_cast<int>(blockIdx.x + it * gridDim.x)), BN, blocks);
     // split tiles (WG >= 2): wt is the warp's tile half and it holds all the item's tokens (8 or 16 N blocks)
     constexpr int kJ = S::NJ;
@@ -764,7 +768,7 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   cp_async_wait<0>();
   if constexpr (ONE && FC1) {  // the last item's h stores: count it
     __syncthreads();
-    if (tid == 0 && my_items > 0) {
+    if (tid == 0 && (DYN ? items_run > 0 : my_items > 0)) {
       __threadfence();
       atomicAdd(a.ready + prev_e, 1);
     }
@@ -789,20 +793,22 @@ __global__ void __launch_bounds__(kThreads, CPS) wide_kernel(const GemmArgs a) {
 // an expert's fc1 items precede all fc2 items of it in every CTA's order and never wait, and the cooperative launch
 // keeps every CTA resident, so the waits end. The last CTA to finish zeroes the counters and the done count
 // (a1.ready[E]) for the next call. The sums are those of the two-launch variant (the same items, other CTAs).
-// DY = 2: fc2's items claimed from a counter (wide_gemm's ONE = 2), which the last CTA zeroes too.
+// DY = 2: fc2's items claimed from a counter (wide_gemm's ONE = 2), which the last CTA zeroes too; DY = 3: fc1's items
+// as well (ONE = 3), from a third counter. fc1's items never wait, and a CTA claims fc2 items only once fc1's counter
+// is spent, so every fc1 item is claimed by a CTA that runs it before any fc2 wait.
 template <int WT, int D, int CPS, int WG, int G, int T1, int T2, int DY>
 __global__ void __launch_bounds__(kThreads, CPS) wide_one_kernel(const GemmArgs a1, const GemmArgs a2) {
   constexpr int WR = WideSmem<WT, D, WG, G>::WR;
   const int blocks1 = ((T1 == 2 ? 2 * a1.groups : a1.groups) + WR - 1) / WR;  // fc1's row blocks (wide_gemm's)
-  wide_gemm<WT, D, CPS, true, WG, G, T1, 1>(a1, blocks1);
+  wide_gemm<WT, D, CPS, true, WG, G, T1, DY == 3 ? 3 : 1>(a1, blocks1);
   __syncthreads();  // every warp is done with fc1's ring slots (and the routing scratch) before fc2's first copies
-  wide_gemm<WT, D, CPS, false, WG, G, T2, DY == 2 ? 2 : 1>(a2, blocks1);
+  wide_gemm<WT, D, CPS, false, WG, G, T2, DY >= 2 ? 2 : 1>(a2, blocks1);
   __syncthreads();  // every thread's waits on the counters are over
   if (threadIdx.x == 0) {
     __threadfence();
     const int E = a1.num_experts;
     if (atomicAdd(a1.ready + E, 1) == static_cast<int>(gridDim.x) - 1) {  // the last CTA: nobody reads them again
-      for (int e = 0; e <= E + (DY == 2 ? 1 : 0); ++e) a1.ready[e] = 0;
+      for (int e = 0; e <= E + (DY >= 2 ? DY - 1 : 0); ++e) a1.ready[e] = 0;
     }
   }
 }
