@@ -49,8 +49,8 @@ _SMALL = (1, 2, 3, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 30, 31, 38, 41)
 #: so dynamic items in fc1 (21-23) may balance them
 _FEW = _SMALL + (21, 22, 23)
 _MID = (1, 2, 3, 4, 5, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30, 31, 37, 38, 41, 42, 43, 44,
-        46, 47, 48, 49, 50, 51, 52, 53, 70, 73, 74, 76, 82)
-_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 73, 74, 76, 82)
+        46, 47, 48, 49, 50, 51, 52, 53, 70, 73, 74, 76, 82, 83)
+_LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 73, 74, 76, 82, 83)
 #: 42-44: wide items (each warp 4 tiles x 32 tokens over the whole K; docs/decode-kernel.md), the first candidates
 #: from M = 1024 on and the only ones above 8192 pairs. On the H200 the tuner picks them from M = 128 on GPT-OSS-20b and
 #: M = 256 on the other shapes (faster than the split-K items there), and they are 2.1-2.7x faster than those at M = 1024
@@ -69,8 +69,11 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
 #: at GPT-OSS-20b M = 64 (171.8 us, 70: 199.3) and 73 at GPT-OSS-120b M = 128-256
 #: (docs/findings/2026-12-05-decode-one-grid.md). 82 (in _MID and _LARGE): 74 with fc2's items claimed at run time
 #: in the sequence's order; pinned on the H200 it is faster than 74 at 21 of 24 points (5-14 % at 18: every
-#: DeepSeek-V4-Flash point, every M >= 128, GPT-OSS-120b M = 32-64 uniform) and within 1.5 % at the other three
-#: (docs/findings/2026-12-05-decode-one-grid-claims.md). 79-81 (warp-specialized items) are slower than 56: not tuned.
+#: DeepSeek-V4-Flash point, every M >= 128, GPT-OSS-120b M = 32-64 uniform) and within 1.5 % at the other three;
+#: the tuner picks it at GPT-OSS M = 128-256. 83 (in _MID and _LARGE): 82 with fc1's items claimed too; pinned,
+#: within 2 % of 82 at 17 of 24 points (GPT-OSS-20b M = 64: 167.8 us, 1.15x triton_kernels), 3-9 % faster at four
+#: (GPT-OSS-20b M = 128, GPT-OSS-120b M = 64-128 and DeepSeek-V4-Flash M = 64 skewed), 2-9 % slower at three (skewed
+#: M = 32) (docs/findings/2026-12-05-decode-one-grid-claims.md). 79-81 (warp-specialized items) are slower than 56: not tuned.
 _WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 4, 3, 6, 24)
 #: one bucket per power of two up to 8192: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs
