@@ -626,6 +626,8 @@ def test_every_variant_the_tuner_can_pick_passed_a_recorded_gpu_check():
     rows = defaultdict(list)
     for x in results.load("decode_check", "h200").rows:
         rows[x["variant"]].append(x)
+        # a launch the library refused or failed is a failure, never "not supported" (DecodeLaunchError)
+        assert not (x["ok"] and "launch" in x.get("error", "")), x
     for v in sorted(set().union(*CANDIDATES.values())):
         got = rows.get(v)
         assert got, f"variant {v} is a tuner candidate without a recorded GPU check"

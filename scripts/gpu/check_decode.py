@@ -108,6 +108,11 @@ def check_point(layout, ref_w, cfg, inputs, g, label, rows, log, outs):
         f"err={row.get('rel_err', float('nan')):.2e} det={row.get('deterministic')} {row.get('error', '')}")
 
 
+def unchecked_variants(rows) -> list:
+    """The variants refused at every point of ``rows``: checked nowhere, so the check is not ok."""
+    return sorted({r["variant"] for r in rows} - {r["variant"] for r in rows if r.get("supported", True)})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default=",".join(STUDY_SHAPES))
@@ -126,9 +131,7 @@ def main(argv=None) -> int:
             "library": getattr(lib, "_name", "")}
 
     def save(done=False):
-        # a variant refused at every point was checked nowhere: not ok
-        ran = {r["variant"] for r in rows if r.get("supported", True)}
-        unchecked = sorted({r["variant"] for r in rows} - ran) if done else []
+        unchecked = unchecked_variants(rows) if done else []
         results.write(a.out, "decode_check", rows, partial=not done, **meta, complete=done,
                       all_ok=all(r["ok"] for r in rows) and not unchecked, unchecked_variants=unchecked,
                       wall_s=round(time.time() - t0, 1))
@@ -163,7 +166,7 @@ def main(argv=None) -> int:
         del layer
     save(done=True)
     bad = [r for r in rows if not r["ok"]]
-    unchecked = sorted({r["variant"] for r in rows} - {r["variant"] for r in rows if r.get("supported", True)})
+    unchecked = unchecked_variants(rows)
     print(f"{len(rows) - len(bad)}/{len(rows)} ok in {time.time() - t0:.0f} s -> {a.out}"
           + (f"; variants refused at every point (checked nowhere): {unchecked}" if unchecked else ""))
     return 0 if not bad and not unchecked else 1
