@@ -151,3 +151,17 @@ def test_index_lists_findings_and_flags_a_changed_verdict(tmp_path):
     assert page.count("changed, was: holds") == 1 and "1 verdict(s) changed" in page
     assert "no findings recorded" in page and "bit_mismatches" in page
     assert page.index("2030-01-03") < page.index("2030-01-02") < page.index("2030-01-01")  # newest first
+
+
+def test_decode_goal_finding_names_the_points_decided_by_noise():
+    """Goal points within 2 % of the 1.15x speedup are listed (met or not): the spread between two runs of one kernel
+    is that large, so a reader knows which verdicts can flip; none listed, no sentence."""
+    base = {"recorded": True, "source": "recorded on H200"}
+    goals = {"met": 29, "count": 36, "fastest": 28, "small_m": 28}
+    f = [x for x in latency_findings.findings({**base, "decode_goals": {**goals, "narrow": ["gpt-oss-20b M 64"]}})
+         if x.question == "mxfp4lab decode kernel against its goals"]
+    assert f[0].verdict == "met at 29 of 36 (shape, M) points"
+    assert f[0].detail.endswith("Within 2 % of the 1.15x (met or not; the spread between runs): gpt-oss-20b M 64")
+    f = [x for x in latency_findings.findings({**base, "decode_goals": {**goals, "narrow": []}})
+         if x.question == "mxfp4lab decode kernel against its goals"]
+    assert "Within 2 %" not in f[0].detail

@@ -39,6 +39,7 @@ def test_decode_goals_from_synthetic_rows():
     # m, decode, best peer (humming), another peer (Marlin), floor
     for m, dec, hum, ma, floor in [(1, 30.0, 40.0, 60.0, 16.0),    # 1.33x peer, 1.875x floor -> met
                                    (2, 50.0, 57.0, 80.0, 20.0),    # 1.14x peer -> not met (no floor goal at M=2)
+                                   (8, 100.0, 116.0, 130.0, 40.0),  # 1.16x, 40 % of floor -> not met; 1.16x narrow
                                    (4, 100.0, 120.0, 130.0, 61.0),  # 1.2x, 61 % of floor -> met
                                    (64, 500.0, 600.0, 700.0, 290.0),  # 1.2x but 58 % of floor -> not met
                                    (256, 900.0, 600.0, 700.0, 400.0),  # no goal stated
@@ -48,8 +49,10 @@ def test_decode_goals_from_synthetic_rows():
     g = S.decode_goals(S.latency_table(_df(rows))).set_index("m")
     assert (g["best_peer"] == "humming").all()
     assert g.loc[1, "speedup"] == pytest.approx(40 / 30) and g.loc[4, "floor_fraction"] == pytest.approx(0.61)
-    assert g["met"].to_dict() == {1: True, 2: False, 4: True, 64: False, 256: None, 1024: True}
-    assert S.latency_decode_goal_counts(g.reset_index()) == {"met": 3, "count": 5, "fastest": 4, "small_m": 4}
+    assert g["met"].to_dict() == {1: True, 2: False, 4: True, 8: False, 64: False, 256: None, 1024: True}
+    # narrow: speedups within 2 % of 1.15x, either side (M = 2: 1.14x, M = 8: 1.16x; M = 4: 1.2x is not)
+    assert S.latency_decode_goal_counts(g.reset_index()) == {"met": 3, "count": 6, "fastest": 5, "small_m": 5,
+                                                             "narrow": ["s M 2", "s M 8"]}
 
 
 def test_summary_of_the_recorded_sweep(tmp_path):

@@ -145,7 +145,9 @@ def findings(results: dict[str, Any]) -> list[Finding]:
         out.append(Finding("mxfp4lab decode kernel against its goals", f"met at {met} of {n} (shape, M) points",
                            f"M <= 64: >= 1.15x the best peer (and M = 1 <= 2x the floor, M = 4..64 >= 60 % of it); "
                            f"M >= 1024: within 1.1x of the best peer. Fastest of all at {dg.get('fastest', 0)} of "
-                           f"{dg.get('small_m', 0)} points with M <= 64",
+                           f"{dg.get('small_m', 0)} points with M <= 64"
+                           + (f". Within 2 % of the 1.15x (met or not; the spread between runs): "
+                              f"{', '.join(dg['narrow'])}" if dg.get("narrow") else ""),
                            "good" if met == n else "bad" if met == 0 else "mixed"))
     hf = results.get("harness_floor")
     if isinstance(hf, dict):
