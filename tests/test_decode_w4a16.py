@@ -1025,8 +1025,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), 79, 80, 81, 82, 83}
-    family = {*range(72, 77), 82, 83}  # 70's items cut or scheduled otherwise: 70's sums
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), 79, 80, 81, 82, 83, 84}
+    family = {*range(72, 77), 82, 83, 84}  # 70's items cut or scheduled otherwise: 70's sums
     assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 79, 80, 81}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma in (2, 3))  # split tiles: two warps per row group
     # warp-specialized (wgmma 5; 6: two producer warpgroups): `wide` consumer warpgroups of 64 weight rows, 128
@@ -1038,8 +1038,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         assert k.twin_of(i) == (70 if i in family else 80 if i == 81 else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
-        assert (v.fc1_tiles, v.fc2_tiles) == ((2, 2) if i in (75, 76) else (4, 2) if i in (72, 74, 82, 83) else (4, 4))
-        assert v.ctas_per_sm == (3 if i in (75, 76) else 2 if 50 < i < 54 or 70 <= i < 77 or i in (82, 83) else 1)
+        assert (v.fc1_tiles, v.fc2_tiles) == ((2, 2) if i in (75, 76, 84) else (4, 2) if i in (72, 74, 82, 83) else (4, 4))
+        assert v.ctas_per_sm == (3 if i in (75, 76) else 2 if 50 < i < 54 or 70 <= i < 77 or i in (82, 83, 84) else 1)
     for i, j in ((42, 46), (43, 47), (44, 48)):  # the wgmma twins: the same items and ring depth
         assert dataclasses.replace(k.VARIANTS[i], wgmma=1) == k.VARIANTS[j]
     assert dataclasses.replace(k.VARIANTS[47], wgmma=2) == k.VARIANTS[49]
@@ -1056,8 +1056,10 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     assert dataclasses.replace(k.VARIANTS[74], dynamic=2) == k.VARIANTS[82]
     # 83: 82 with fc1's items claimed as well (dynamic = 3)
     assert dataclasses.replace(k.VARIANTS[82], dynamic=3) == k.VARIANTS[83]
-    assert {i for i, v in wide.items() if v.fused} == {73, 74, 76, 82, 83}
-    assert {i for i, v in wide.items() if v.dynamic} == {82, 83}
+    # 84: 83 with fc1 items of half a layout group (76's), twice as many at half the work, at two CTAs per SM
+    assert dataclasses.replace(k.VARIANTS[83], fc1_tiles=2) == k.VARIANTS[84]
+    assert {i for i, v in wide.items() if v.fused} == {73, 74, 76, 82, 83, 84}
+    assert {i for i, v in wide.items() if v.dynamic} == {82, 83, 84}
     assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide
                if i != j and not (i in family and j == 70) and (i, j) != (81, 80))
     assert all({i for i, v in wide.items() if v.token_groups <= 8 and i not in family} <= set(CANDIDATES[b])
@@ -1100,7 +1102,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
             k.check_shared_memory(k.load_library(), 79, 256, 32768, 232448, 233472)
         assert smem(72, 128, 4096, 2) == smem(70, 128, 4096, 2)  # fc2's slots keep room for two groups a warp
         # one grid, the same ring (82's claims use fc1's routing scratch, free in fc2)
-        assert smem(73, 128, 4096, 0) == smem(74, 128, 4096, 0) == smem(82, 128, 4096, 0) == smem(83, 128, 4096, 0) == smem(70, 128, 4096, 0)
+        assert smem(73, 128, 4096, 0) == smem(74, 128, 4096, 0) == smem(82, 128, 4096, 0) == smem(83, 128, 4096, 0) == smem(84, 128, 4096, 0) \
+            == smem(70, 128, 4096, 0)
         # three CTAs per SM: the same stage (4-tile slots), 3 deep, 32-bit pair ids
         assert smem(75, 128, 4096, 0) == smem(76, 128, 4096, 0) == 3 * (8 * 2176 + 16 * 144) + lists
         k.check_shared_memory(k.load_library(), 75, 32, 512, 232448, 233472)  # GPT-OSS-20b at M = 128, three per SM

@@ -143,7 +143,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             79: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=5), 80: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=5),
             81: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=6),
             82: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=2),
-            83: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=3)}
+            83: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=3),
+            84: Variant(2, 2, 4, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True, dynamic=3)}
 
 
 def unstaged_twin(variant: int) -> int:

@@ -226,6 +226,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   82  2  2        4           -                -   -   variant 74, fc2's items claimed
 // DY = 3: fc1's items claimed from a counter too.
 //   83  2  2        4           -                -   -   variant 82, fc1's items claimed as well
+//   84  2  2        4           -                -   -   variant 83 with fc1 items of half a layout group (76's):
+//                                                        twice fc1's items at half the work each, a finer tail
 // WG = 5: warp-specialized wide items of 128 tokens (decode_w4a16_ws.cuh): a producer warpgroup copies and decodes
 // into shared memory, WT consumer warpgroups run wgmma from shared memory (64 accumulators per lane), a 4-stage ring
 // (token rows two chunks ahead, raw weights three; the consumers free a chunk right after its own MMAs). (WG = 4,
@@ -261,7 +263,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(75, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 2, 2, 1, 0) X(76, 2, 3, 3, 1, 0, 0, 3, 0, 1, 0, 0, 2, 2, 1, 0) \
   X(79, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 5) X(80, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 5) \
   X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6) X(82, 2, 2, 4, 1, 0, 0, 4, 0, 1, 2, 0, 4, 2, 1, 0) \
-  X(83, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 4, 2, 1, 0)
+  X(83, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 4, 2, 1, 0) X(84, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 2, 2, 1, 0)
 
 }  // namespace mxfp4lab_decode
 
