@@ -67,14 +67,10 @@ _LARGE = (3, 4, 6, 1, 2, 21, 24, 37, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
 #: 73, 74, 76 (in _MID and _LARGE): 70's items (74: fc2 items of one layout group per warp; 76: fc1 items of half a
 #: group at three CTAs per SM) as one grid, each fc2 item after its expert's fc1 items. On the H200 the tuner picks 74
 #: at GPT-OSS-20b M = 64 (171.8 us, 70: 199.3) and 73 at GPT-OSS-120b M = 128-256
-#: (docs/findings/2026-12-05-decode-one-grid.md). 82 (in _MID and _LARGE): 74 with fc2's items claimed at run time
-#: in the sequence's order; pinned on the H200 it is faster than 74 at 21 of 24 points (5-14 % at 18: every
-#: DeepSeek-V4-Flash point, every M >= 128, GPT-OSS-120b M = 32-64 uniform) and within 1.5 % at the other three;
-#: the tuner picks it at GPT-OSS M = 128-256. 83 (in _MID and _LARGE): 82 with fc1's items claimed too; pinned,
-#: within 2 % of 82 at 17 of 24 points (GPT-OSS-20b M = 64: 167.8 us, 1.15x triton_kernels), 3-9 % faster at four
-#: (GPT-OSS-20b M = 128, GPT-OSS-120b M = 64-128 and DeepSeek-V4-Flash M = 64 skewed), 2-9 % slower at three (skewed
-#: M = 32); the tuner picks it at GPT-OSS-20b M = 64-128 (M = 64: 167.4-169.4 us, 1.16x triton_kernels)
-#: (docs/findings/2026-12-05-decode-one-grid-claims.md). 79-81 (warp-specialized items) are slower than 56: not tuned.
+#: (docs/findings/2026-12-05-decode-one-grid.md). 82, 83 (in _MID and _LARGE): 74 with fc2's items (83: and fc1's)
+#: claimed at run time; on the H200 the tuner picks 82 at GPT-OSS M = 128-256 and 83 at GPT-OSS-20b M = 64-128
+#: (docs/findings/2026-12-05-decode-one-grid-claims.md). 84 (83 with fc1 half groups) is not timed yet, 79-81
+#: (warp-specialized items) are slower than 56: neither is tuned.
 _WIDE = (42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 56, 57, 70, 4, 3, 6, 24)
 #: one bucket per power of two up to 8192: a bucket is tuned once, at the first M it sees, and the variants
 #: with two token rows per item (12-14) win at M = 16 and lose at M = 64 (GPT-OSS-120b on the H200: 257 vs

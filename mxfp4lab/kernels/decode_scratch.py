@@ -55,8 +55,9 @@ def item_counters(device: torch.device, stream_handle: int) -> torch.Tensor:
     return _stream_buffer(_ITEM_COUNTERS, device, stream_handle, 4, 4)
 
 
-#: (device index, stream handle) -> the one-grid wide items' ready counters (int32 [local experts + 1]: fc1 items
-#: stored per expert, then the CTAs done), zeroed once; the last CTA of each call resets them
+#: (device index, stream handle) -> the one-grid wide items' ready counters (int32: fc1 items stored per expert, then
+#: the CTAs done, then the item claims' counters; ``workspaces`` in decode_w4a16 says how many), zeroed once; the last
+#: CTA of each call resets them
 _READY: dict = {}
 
 

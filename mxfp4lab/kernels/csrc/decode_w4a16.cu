@@ -292,7 +292,8 @@ struct DecodeArgs {
   int64_t barrier;                 // fused launch (FU): uint32 [2], the grid barrier (zero before the first call, left
                                    // reusable), or 0
   int64_t sched;                   // dynamic items (DY): int32 [4], fc1's and fc2's counters (zero, left zero), or 0
-  int64_t ready;                   // one-grid wide items (FU with WT): int32 [num_experts + 1] (zero, left zero), or 0
+  int64_t ready;                   // one-grid wide items (FU with WT): int32 [num_experts + 1 + claim counters: DY = 2
+                                   // one, 3 two] (zero, left zero), or 0
   int64_t trace;                   // traced build: uint64 [2 * grid + combine blocks, kTraceSlots] (fc1's CTAs,
                                    // fc2's, the combine's), or 0
   double out_scale;                // the routed scaling factor the combine applies to each token's output (1: none)
@@ -419,8 +420,8 @@ cudaError_t launch_forward(const DecodeArgs* d, cudaStream_t stream) {
 }
 
 // A wide-items variant (WT > 0, decode_w4a16_wide.cuh): fc1 and fc2 as wide_kernel, or (FU) both as one grid
-// (wide_one_kernel; DY = 2: fc2's items claimed at run time, 3: fc1's as well), or (WG >= 5) as ws_kernel (decode_w4a16_ws.cuh), then
-// the combine (PDL). No fused combine.
+// (wide_one_kernel; DY = 2: fc2's items claimed at run time, 3: fc1's as well), or (WG >= 5) as ws_kernel
+// (decode_w4a16_ws.cuh), then the combine (PDL). No fused combine.
 template <int WT, int CPS, int D, int WG, int G, int IT1, int IT2, int FU, int DY>
 cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   if (d->counters != 0 || d->barrier != 0 || d->sched != 0 || (d->ready != 0) != (FU != 0))

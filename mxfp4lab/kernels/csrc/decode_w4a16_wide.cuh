@@ -453,8 +453,9 @@ __device__ __forceinline__ void wide_gemm(const GemmArgs& a, int blocks1) {
   const int chunks = a.chunks;
   const int total_steps = DYN ? (1 << 30) : my_items * chunks;
   const uint32_t ring = smem_addr(smem);
-  // DYN: the CTA's k-th item (fc2's item index, or -1: none left) in claimq[k % 4] -- fc1's routing scratch, free in
-  // fc2 --, claimed by thread 0 when a cursor first needs it (every thread calls this at the same points: a barrier)
+  // DYN: the CTA's k-th item (this GEMM's item index, or -1: none left) in claimq[k % 4] -- fc1's routing scratch,
+  // free once the routing is built --, claimed by thread 0 when a cursor first needs it (every thread calls this at
+  // the same points: a barrier)
   int* const claimq = scratch;
   int n_claimed = 0;
   auto claimed_item = [&](int k) -> int {
