@@ -242,7 +242,8 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
 
     two = [v for v in VARIANTS.values() if not v.fused and not v.wide]
     sep = [v for v in VARIANTS.values() if v.wide and not v.fused and v.wgmma < 5]  # wide_kernel: fc1, fc2
-    ws = {(v.wide, v.depth, v.wgmma) for v in VARIANTS.values() if v.wgmma >= 5}  # ws_kernel: fc1, fc2
+    ws = {(v.wide, v.depth, v.wgmma) for v in VARIANTS.values() if v.wgmma in (5, 6)}  # ws_kernel: fc1, fc2
+    wsr = {(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 7}  # wsr_kernel: fc1, fc2
     wide = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc1_tiles) for v in sep}
     wide2 = {(v.wide, v.depth, v.ctas_per_sm, v.wgmma, v.token_groups, v.fc2_tiles) for v in sep}
     # wide_one_kernel (both GEMMs in one grid)
@@ -253,9 +254,11 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     cmb = {cfg2(v) for v in two}
     fused = {cfg1(v)[:-1] + cfg2(v)[2:-1] for v in VARIANTS.values() if v.fused and not v.wide}  # the layout's tiles
     assert len(cmb) > len({cfg1(v) for v in two})  # some variants give fc2 a ring of its own
-    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + len(wide) + len(wide2) + len(one) + 2 * len(ws) + 1, \
+    assert entries == len(fc1) + len(fc2) + len(cmb) + len(fused) + len(wide) + len(wide2) + len(one) + 2 * len(ws) + \
+        2 * len(wsr) + 1, \
         report[-2000:]
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode9ws_kernel") == 2 * len(ws) > 0
+    assert report.count("Compiling entry function '_ZN15mxfp4lab_decode10wsr_kernel") == 2 * len(wsr) > 0
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode15wide_one_kernel") == len(one) > 0
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode12fused_kernel") == len(fused)
     assert report.count("Compiling entry function '_ZN15mxfp4lab_decode11wide_kernel") == len(wide) + len(wide2) > 0
@@ -264,23 +267,26 @@ def test_kernel_compiles_for_sm90a_without_spills(built_library):
     # every entry function and the device function they call (the one-warp routing, not inlined) without a stack,
     # but the split tiles of 128 tokens (wgmma = 3: 128 fp32 accumulators per lane at 255 registers) and the
     # warp-specialized kernels of 640 threads (96 registers each), which may spill a few per-item values -- outside
-    # the chunk loops (test_128_token_items_spill_only_outside_the_chunk_loop, test_ws_chunk_loops_do_not_spill)
+    # the chunk loops (test_128_token_items_spill_only_outside_the_chunk_loop, test_ws_chunk_loops_do_not_spill,
+    # test_wsr_chunk_loops_do_not_spill)
     frames = dict(re.findall(r"Function properties for (\S+)\n\s+(.*bytes stack frame.*)", report))
     assert len(frames) >= entries
-    big = {f for f in frames if WGMMA_128.search(f) or WS_640.search(f)}
+    big = {f for f in frames if WGMMA_128.search(f) or WS_640.search(f) or WSR_640.search(f)}
     assert len(big) == 2 * len({(v.depth, v.ctas_per_sm) for v in VARIANTS.values() if v.wgmma == 3}) + \
-        2 * len({v.depth for v in VARIANTS.values() if v.wgmma >= 5 and v.wide == 4}) > 0
+        2 * len({(v.depth, v.wgmma == 7) for v in VARIANTS.values() if v.wgmma >= 5 and v.wide == 4}) > 0
     assert {frames[f] for f in frames if f not in big} == {"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"}
     for f in big:  # a few per-item values: two with 128 accumulators, up to six at 96 registers
         stack, stores, loads = map(int, re.findall(r"(\d+) bytes", frames[f]))
-        lim = (32, 64, 96) if WS_640.search(f) else (16, 32, 32)
+        lim = (32, 64, 96) if WS_640.search(f) or WSR_640.search(f) else (16, 32, 32)
         assert all(v <= m for v, m in zip((stack, stores, loads), lim)), (f, frames[f])
 
 
 #: the wide_kernel instances of the split tiles of 128 tokens (WT = 2, any D, one CTA per SM, fc1 or fc2, WG = 3)
 WGMMA_128 = re.compile(r"wide_kernelILi2ELi\d+ELi1ELb[01]ELi3E")
 #: the warp-specialized kernels with four consumer warpgroups (640 threads: at most 96 registers per thread)
-WS_640 = re.compile(r"ws_kernelILi4ELi\d+ELb[01]E")
+WS_640 = re.compile(r"(?<!w)ws_kernelILi4ELi\d+ELb[01]E")
+#: the same with the decode on the consumers
+WSR_640 = re.compile(r"wsr_kernelILi4ELi\d+ELb[01]E")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
@@ -295,8 +301,8 @@ def test_ws_chunk_loops_do_not_spill(built_library):
     sass = subprocess.run([_tool("cuobjdump"), "-sass", str(built_library[0])], capture_output=True, text=True,
                           check=True).stdout
     funcs = dict(re.findall(r"Function : (\S+)\n(.*?)(?=\n\s+Function : |\Z)", sass, re.S))
-    ws = [f for f in funcs if "ws_kernel" in f]
-    assert len(ws) == 2 * len({(v.wide, v.depth, v.wgmma) for v in VARIANTS.values() if v.wgmma >= 5}) > 0
+    ws = [f for f in funcs if "9ws_kernel" in f]
+    assert len(ws) == 2 * len({(v.wide, v.depth, v.wgmma) for v in VARIANTS.values() if v.wgmma in (5, 6)}) > 0
     local = re.compile(r"\b(LDL|STL)\b")
     for f in ws:
         lines = funcs[f].splitlines()
@@ -313,6 +319,39 @@ def test_ws_chunk_loops_do_not_spill(built_library):
         lds = [i for i, ln in enumerate(lines) if "LDS.128" in ln]
         sts = [i for i, ln in enumerate(lines) if "STS.128" in ln]
         assert lds and sts and not [ln for ln in lines[min(lds) : max(sts) + 1] if local.search(ln)], f
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
+def test_wsr_chunk_loops_do_not_spill(built_library):
+    """The warp-specialized kernels with the decode on the consumers (wgmma 7): in SASS a consumer's chunk loop -- from
+    its wait for a full stage (mbarrier try_wait) over its four decode-and-wgmma steps to the loop's back branch -- has
+    no local-memory access; with two consumer warpgroups (384 threads, up to 168 registers) each step waits only for
+    the step before (wait_group 1: the decode of step st + 1 runs beside step st's MMA), and the item's last wait is
+    wait_group 0. At 640 threads (96 registers) ptxas serializes the wgmma (C7511: a wait_group 0 after each); there
+    the other three consumer warpgroups' MMAs fill the tensor pipe."""
+    from mxfp4lab.kernels.decode_w4a16 import VARIANTS
+    from mxfp4lab.kernels.sass import _tool
+
+    sass = subprocess.run([_tool("cuobjdump"), "-sass", str(built_library[0])], capture_output=True, text=True,
+                          check=True).stdout
+    funcs = dict(re.findall(r"Function : (\S+)\n(.*?)(?=\n\s+Function : |\Z)", sass, re.S))
+    wsr = [f for f in funcs if "wsr_kernel" in f]
+    assert len(wsr) == 2 * len({(v.wide, v.depth) for v in VARIANTS.values() if v.wgmma == 7}) > 0
+    local = re.compile(r"\b(LDL|STL)\b")
+    for f in wsr:
+        lines = funcs[f].splitlines()
+        mma = [i for i, ln in enumerate(lines) if "HGMMA" in ln]
+        assert len(mma) == 4 * 10, f  # four k16 steps per chunk, one loop per MMA shape (N = 8 .. 64, 96, 128)
+        for i in mma[::4]:  # each loop: its mbarrier wait, its four steps, the back branch after the last
+            start = max(j for j in range(i) if "TRYWAIT" in lines[j])
+            end = min(j for j in range(i + 1, len(lines)) if re.search(r"\bBRA\b", lines[j]) and j > mma[mma.index(i) + 3])
+            assert not [ln for ln in lines[start:end] if local.search(ln)], (f, i)
+        deps = [re.sub(r"/\*.*?\*/", "", ln).strip() for ln in lines if "WARPGROUP.DEPBAR" in ln]
+        if "wsr_kernelILi2E" in f:
+            assert deps.count("WARPGROUP.DEPBAR.LE gsb0, 0x1 ;") == len(mma) and \
+                deps.count("WARPGROUP.DEPBAR.LE gsb0, 0x0 ;") == 1, (f, deps)
+        else:
+            assert set(deps) == {"WARPGROUP.DEPBAR.LE gsb0, 0x0 ;"}, (f, set(deps))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA 12.4+) to compile for sm_90a")
@@ -1025,17 +1064,18 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), 79, 80, 81, 82, 83, 84}
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), *range(79, 87)}
     family = {*range(72, 77), 82, 83, 84}  # 70's items cut or scheduled otherwise: 70's sums
-    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 79, 80, 81}
+    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 79, 80, 81, 85, 86}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma in (2, 3))  # split tiles: two warps per row group
-    # warp-specialized (wgmma 5; 6: two producer warpgroups): `wide` consumer warpgroups of 64 weight rows, 128
-    # tokens, one CTA per SM; 81 computes 80's sums
-    assert {i: (v.wide, v.wgmma) for i, v in wide.items() if v.wgmma >= 5} == {79: (4, 5), 80: (2, 5), 81: (2, 6)}
+    # warp-specialized (wgmma 5; 6: two producer warpgroups; 7: the decode on the consumers): `wide` consumer
+    # warpgroups of 64 weight rows, 128 tokens, one CTA per SM; 81 computes 80's sums, 85 and 86 56's
+    assert {i: (v.wide, v.wgmma) for i, v in wide.items() if v.wgmma >= 5} == {79: (4, 5), 80: (2, 5), 81: (2, 6),
+                                                                               85: (4, 7), 86: (2, 7)}
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
-        assert k.twin_of(i) == (70 if i in family else 80 if i == 81 else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
+        assert k.twin_of(i) == (70 if i in family else 80 if i == 81 else 56 if i in (85, 86) else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
         assert (v.fc1_tiles, v.fc2_tiles) == ((2, 2) if i in (75, 76, 84) else (4, 2) if i in (72, 74, 82, 83) else (4, 4))
@@ -1061,14 +1101,14 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     assert {i for i, v in wide.items() if v.fused} == {73, 74, 76, 82, 83, 84}
     assert {i for i, v in wide.items() if v.dynamic} == {82, 83, 84}
     assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide
-               if i != j and not (i in family and j == 70) and (i, j) != (81, 80))
+               if i != j and not (i in family and j == 70) and (i, j) not in ((81, 80), (85, 56), (86, 56)))
     assert all({i for i, v in wide.items() if v.token_groups <= 8 and i not in family} <= set(CANDIDATES[b])
                for b in CANDIDATES if b >= 16)
     # the one grid (73, 74; 82, 83: 74 with fc2's, and fc1's, items claimed) and three CTAs per SM as one grid (76)
     # are tuned from M = 16 to 512; 72 and 75 (each slower than 70 or its one-grid form at every point timed) and the
     # warp-specialized items (slower than 56) not
     assert all(family & set(CANDIDATES[b]) == ({73, 74, 76, 82, 83} if 16 <= b <= 512 else set()) for b in CANDIDATES)
-    assert not {79, 80, 81} & {v for c in CANDIDATES.values() for v in c}
+    assert not {79, 80, 81, 85, 86} & {v for c in CANDIDATES.values() for v in c}
     assert all({56, 57} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 128)  # 128 tokens per item
     assert not set(wide) & set(CANDIDATES[8])
 
@@ -1097,6 +1137,12 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
         for v, nc, pwg in ((79, 4, 1), (80, 2, 1), (81, 2, 2)):
             ws_lists = (5 * 128 + 2 + 2 * (nc + pwg) * 4 + 32) * 4 + 2 * 4096
             assert smem(v, 128, 4096, 0) == 2 * nc * 8192 + 4 * (16384 + 4 * nc * 544) + 8 * 8 + ws_lists, v
+        # the decode on the consumers: a 4-stage ring of the token tile and the 4 NC tiles' raw steps, NC swap buffers
+        # of 8 KB (fc1's up sums), 8 mbarriers, the routing
+        for v, nc in ((85, 4), (86, 2)):
+            ws_lists = (5 * 128 + 2 + 2 * (nc + 1) * 4 + 32) * 4 + 2 * 4096
+            assert smem(v, 128, 4096, 0) == 4 * (16384 + 4 * nc * 544) + nc * 8192 + 8 * 8 + ws_lists, v
+            k.check_shared_memory(k.load_library(), v, 256, 32768, 232448, 233472)  # fits at the most pairs
         k.check_shared_memory(k.load_library(), 79, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="variant 79 .*shared memory per CTA"):  # at the most pairs
             k.check_shared_memory(k.load_library(), 79, 256, 32768, 232448, 233472)

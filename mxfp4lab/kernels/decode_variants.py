@@ -79,7 +79,10 @@ class Variant:
     #: wgmma with both operands in shared memory, 64 accumulators per lane, the chunk's natural K order in the MMA; a
     #: 4-stage ring with token rows two chunks ahead and raw weights three (4, dropped: a chunk freed only after the
     #: next one's MMAs were issued). 6: 5 with two producer warpgroups (``wide`` = 2: 512 threads; each producer warp
-    #: copies and decodes one tile per chunk): the same sums.
+    #: copies and decodes one tile per chunk): the same sums. 7: warp-specialized items of 128 tokens with the decode
+    #: on the consumers (``decode_w4a16_wsr.cuh``): the producer warpgroup only copies (raw weights and token rows, in
+    #: a 4-stage ring), each consumer warp decodes its own 16-row tile's A fragments in registers and its warpgroup
+    #: runs wgmma with A from registers (64 accumulators per lane): the MMAs of 3's items, the same sums.
     wgmma: int = 0
 
     @property
@@ -144,7 +147,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             81: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=6),
             82: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=2),
             83: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=3),
-            84: Variant(2, 2, 4, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True, dynamic=3)}
+            84: Variant(2, 2, 4, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True, dynamic=3),
+            85: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=7), 86: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=7)}
 
 
 def unstaged_twin(variant: int) -> int:
@@ -171,6 +175,9 @@ def twin_of(variant: int) -> int:
                         and u.token_groups == v.token_groups and (u.fc1_tiles, u.fc2_tiles) == (FC1_TILES, 2 * FC2_TILES))
         if v.wgmma == 6:  # two producer warpgroups: the same MMAs in the same order as one producer's (5)
             return next(i for i, u in VARIANTS.items() if u == dataclasses.replace(v, wgmma=5))
+        if v.wgmma == 7:  # the decode on the consumers: per output the MMAs of the 128-token items (3), A fragments,
+            # token rows, K order and chunk order alike, whatever the item's rows, its token split or the MMA's N
+            return next(i for i, u in VARIANTS.items() if u.wgmma == 3)
         return variant
 
     def plain(w: Variant) -> bool:  # one schedule of its own: no staging, fused launch, dynamic items or split grid

@@ -44,7 +44,7 @@ from .decode_variants import VARIANTS, Variant, twin_of, unstaged_twin  # noqa: 
 SOURCE = Path(__file__).with_name("csrc") / "decode_w4a16.cu"
 #: every file the library is compiled from: the source (host side, variant table) and the headers it includes: what
 #: both schedules share (arguments, helpers, routing, the combine), the split-K items, the wide items
-SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "wide", "ws")))
+SOURCES = (SOURCE, *(SOURCE.with_name(f"decode_w4a16_{part}.cuh") for part in ("common", "split_k", "wide", "ws", "wsr")))
 NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
               "-lineinfo")
 #: the traced twin's extra flag: every CTA writes the global timer at its phase boundaries (:data:`TRACE_SLOTS`)

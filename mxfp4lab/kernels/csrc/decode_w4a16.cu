@@ -2,8 +2,9 @@
 // decode (few tokens per expert), where an MoE layer is bound by the bytes of the active experts.
 // This file: the host side (launches, the variant table, the C entry points). Included below, inside the namespace:
 // decode_w4a16_common.cuh (arguments, copy / decode / MMA helpers, the routing, the combine kernel),
-// decode_w4a16_split_k.cuh (the split-K items: gemm_phase, its L2 staging, the fused launch) and
-// decode_w4a16_wide.cuh (the wide items).
+// decode_w4a16_split_k.cuh (the split-K items: gemm_phase, its L2 staging, the fused launch),
+// decode_w4a16_wide.cuh (the wide items), decode_w4a16_ws.cuh and decode_w4a16_wsr.cuh (the warp-specialized wide
+// items: the decode on a producer warpgroup, or on the consumers).
 //
 // Three launches per forward (two with the fused combine), chained with programmatic dependent
 // launch (PDL):
@@ -124,6 +125,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 
 #include "decode_w4a16_wide.cuh"
 #include "decode_w4a16_ws.cuh"
+#include "decode_w4a16_wsr.cuh"
 
 // Launch variants (mxfp4lab/kernels/decode_w4a16.py: VARIANTS mirrors this table). L2 staging (bits):
 // 1 = fc1 prefetches fc2's weights into L2 (DecodeArgs::l2_prefetch_bytes per CTA), 2 = fc1 streams its
@@ -237,6 +239,12 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 //   80 16  1        4           -                -   -   2 consumer warpgroups: items of 128 weight rows (384 threads)
 // WG = 6: WG = 5 with two producer warpgroups (each producer warp copies and decodes one tile per chunk).
 //   81 16  1        4           -                -   -   variant 80, two producer warpgroups (512 threads)
+// WG = 7: warp-specialized wide items of 128 tokens with the decode on the consumers (decode_w4a16_wsr.cuh): the
+// producer warpgroup only copies (raw weights and token rows, R - 1 chunks ahead), each consumer warp decodes its own
+// tile's A fragments in registers and its warpgroup runs wgmma with A from registers (64 accumulators per lane); the
+// sums of WG = 3's items.
+//   85 16  1        4           -                -   -   4 consumer warpgroups: items of 256 weight rows (640 threads)
+//   86 16  1        4           -                -   -   2 consumer warpgroups: items of 128 weight rows (384 threads)
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -263,7 +271,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(75, 2, 3, 3, 1, 0, 0, 3, 0, 0, 0, 0, 2, 2, 1, 0) X(76, 2, 3, 3, 1, 0, 0, 3, 0, 1, 0, 0, 2, 2, 1, 0) \
   X(79, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 5) X(80, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 5) \
   X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6) X(82, 2, 2, 4, 1, 0, 0, 4, 0, 1, 2, 0, 4, 2, 1, 0) \
-  X(83, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 4, 2, 1, 0) X(84, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 2, 2, 1, 0)
+  X(83, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 4, 2, 1, 0) X(84, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 2, 2, 1, 0) \
+  X(85, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 7) X(86, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 7)
 
 }  // namespace mxfp4lab_decode
 
@@ -433,7 +442,13 @@ cudaError_t launch_wide(const DecodeArgs* d, cudaStream_t stream) {
   gemm_args(d, g1, g2);
   const int grid = static_cast<int>(d->grid);
   const bool pdl = d->pdl != 0;
-  if constexpr (WG >= 5) {  // warp-specialized: WT consumer warpgroups, 1 (WG = 5) or 2 (6) producer warpgroups
+  if constexpr (WG == 7) {  // warp-specialized, the decode on the WT consumer warpgroups
+    cudaError_t err = launch_wsr_gemm<WT, D, true>(g1, grid, stream, false);
+    if (err != cudaSuccess) return err;
+    err = launch_wsr_gemm<WT, D, false>(g2, grid, stream, pdl);
+    if (err != cudaSuccess) return err;
+    return launch_combine(d, g1, stream, pdl);
+  } else if constexpr (WG >= 5) {  // warp-specialized: WT consumer warpgroups, 1 (WG = 5) or 2 (6) producer warpgroups
     cudaError_t err = launch_ws_gemm<WT, D, true, WG == 6 ? 2 : 1>(g1, grid, stream, false);
     if (err != cudaSuccess) return err;
     err = launch_ws_gemm<WT, D, false, WG == 6 ? 2 : 1>(g2, grid, stream, pdl);
@@ -476,7 +491,9 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
 // Shared-memory bytes of one CTA of fc1 (gemm = 1), fc2 (2) or the larger of the two (0).
 template <int G, int CPS, int D, int RB, int TA, int D2, int TA2, int IT1, int IT2, int WT, int WG>
 int64_t variant_smem(int E, int P, int64_t gemm) {
-  if constexpr (WG >= 5) {
+  if constexpr (WG == 7) {
+    return wsr_smem_bytes<WT, D>(E, P);
+  } else if constexpr (WG >= 5) {
     return ws_smem_bytes<WT, D, WG == 6 ? 2 : 1>(E, P);
   } else if constexpr (WT > 0) {
     return wide_smem_bytes<WT, D, WG, CPS, G>(E, P);
