@@ -188,3 +188,141 @@ def test_wsr_swap_buffer_pairs_up_and_gate_lanes(tmp_path):
             for q in range(4):
                 run = sorted(swap[w, 8 * q : 8 * q + 8, k].tolist())
                 assert run[0] % 128 == 0 and run == list(range(run[0], run[0] + 128, 16)), (w, k, q)
+
+
+class _Barrier:
+    """An mbarrier (PTX ISA 9.7.13.15): a phase completes when ``count`` arrivals have come; try_wait.parity(p)
+    succeeds once the phase of parity p has completed, i.e. while the current phase's parity is not p."""
+
+    def __init__(self, count):
+        self.count, self.pending, self.phase = count, count, 0
+
+    def arrive(self):
+        self.pending -= 1
+        assert self.pending >= 0
+        if self.pending == 0:
+            self.phase, self.pending = self.phase + 1, self.count
+
+    def done(self, parity):
+        return (self.phase & 1) != parity
+
+
+def _ring_run(r, chunks, items, fc1, producers, consumers, rng):
+    """wsr_kernel's ring, as its source orders it (the lines test_wsr_ring_never_reuses_a_busy_stage pins), run by
+    ``producers`` producer threads and ``consumers`` consumer warps interleaved at random. Copies land in commit order
+    at random times. Returns the violations seen (empty: none) or "deadlock"."""
+    total = items * chunks
+    full = [_Barrier(producers) for _ in range(r)]
+    empty = [_Barrier(consumers) for _ in range(r)]
+    stage = [[None] * producers for _ in range(r)]  # the chunk each producer's landed copies hold, per stage
+    released = [set() for _ in range(consumers)]  # the chunks each consumer warp is done with
+    errors = []
+
+    def producer(p):
+        groups = []  # committed cp.async groups, oldest first: lists of chunks
+
+        def issue(c):  # copy chunk c into stage c % r: every consumer must be done with chunk c - r
+            if c >= r and not all(c - r in done for done in released):
+                errors.append(f"producer {p} copied chunk {c} into stage {c % r} while chunk {c - r} is in use")
+            return c
+
+        def land_until(pending):
+            while len(groups) > pending:
+                for c in groups.pop(0):
+                    stage[c % r][p] = c
+                yield "land"
+
+        if fc1:
+            for c in range(min(r - 1, total)):
+                groups.append([issue(c)])
+                yield "issue"
+            for _ in range(r - 1 - min(r - 1, total)):
+                groups.append([])
+        else:
+            groups.append([issue(c) for c in range(min(r - 1, total))])
+            groups.extend([] for _ in range(r - 2))
+            yield "issue"
+        for q in range(total):
+            yield from land_until(r - 2)  # cp_async_wait<R - 2>
+            full[q % r].arrive()
+            if q + r - 1 < total:
+                if q >= 1:
+                    while not empty[(q - 1) % r].done(((q - 1) // r) & 1):
+                        yield "wait"
+                groups.append([issue(q + r - 1)])
+            else:
+                groups.append([])
+            yield "step"
+            if rng.random() < 0.3:  # copies land on their own, in order
+                yield from land_until(max(0, len(groups) - 1))
+
+    def consumer(w):
+        q = 0
+        for _ in range(items):
+            for ch in range(chunks):
+                s = q % r
+                while not full[s].done((q // r) & 1):
+                    yield "wait"
+                if stage[s] != [q] * producers:
+                    errors.append(f"warp {w} read chunk {q} from stage {s} holding {stage[s]}")
+                yield "read"
+                if ch > 0:  # after chunk q's first MMA step: chunk q - 1's MMAs ended
+                    released[w].add(q - 1)
+                    empty[(q - 1) % r].arrive()
+                q += 1
+                yield "step"
+            released[w].add(q - 1)  # the item's last chunk, after its wait for every MMA
+            empty[(q - 1) % r].arrive()
+
+    actors = [producer(p) for p in range(producers)] + [consumer(w) for w in range(consumers)]
+    live = list(range(len(actors)))
+    stalls = 0
+    while live:
+        i = live[rng.integers(len(live))]
+        try:
+            what = next(actors[i])
+        except StopIteration:
+            live.remove(i)
+            stalls = 0
+            continue
+        stalls = stalls + 1 if what == "wait" else 0
+        if stalls > 200 * len(actors):
+            return ["deadlock"]
+    return errors
+
+
+@pytest.mark.parametrize("fc1", [True, False])
+def test_wsr_ring_never_reuses_a_busy_stage(fc1):
+    """The ring's protocol, with the kernel's own parities and release points (pinned to the source below): over random
+    interleavings of 2 producer threads and 3 consumer warps, items of 1-5 chunks, 0-3 items, R = 3 and 4, no stage is
+    refilled while a consumer still needs its chunk, every consumer reads each chunk only after all of it landed, and
+    nobody waits forever. A release one chunk late or a parity off by one fails here."""
+    src = WSR_SOURCE.read_text()
+    for line in ("mbar_wait(full + 8 * s, (q / R) & 1);",
+                 "if (st == 0 && ch > 0 && lane == 0) mbar_arrive(empty + 8 * ((q - 1) % R));",
+                 "cp_async_wait<R - 2>();",
+                 "mbar_arrive(full + 8 * (q % R));",
+                 "if (q + R - 1 < total_steps) {",
+                 "if (q >= 1) mbar_wait(empty + 8 * ((q - 1) % R), ((q - 1) / R) & 1);",
+                 "if (lane == 0) mbar_arrive(empty + 8 * ((q - 1) % R));  // the item's last chunk: its MMAs ended",
+                 "for (int q = 0; q < R - 2; ++q) cp_async_commit();"):
+        assert line in src, line
+    rng = np.random.default_rng(11)
+    for r in (3, 4):
+        for chunks in (1, 2, 3, 5):
+            for items in (0, 1, 2, 3):
+                for _ in range(20):
+                    assert _ring_run(r, chunks, items, fc1, 2, 3, rng) == [], (r, chunks, items)
+
+
+def test_wsr_ring_model_catches_a_late_wait():
+    """The model above can fail: the producer refilling the stage of chunk q - 1 without waiting for its EMPTY phase
+    (as if the parity were always satisfied) is caught as a busy stage refilled."""
+    rng = np.random.default_rng(3)
+    real = _Barrier.done
+    try:
+        _Barrier.done = lambda self, parity: True if self.count == 3 else real(self, parity)
+        seen = [_ring_run(4, 3, 3, True, 2, 3, rng) for _ in range(50)]
+    finally:
+        _Barrier.done = real
+    assert any(e and e != ["deadlock"] for e in seen)
