@@ -233,6 +233,101 @@ __device__ __forceinline__ void ws_consume(float (&acc)[16][4], int q, int chunk
   }
 }
 
+// Keeps the compiler from moving a warpgroup's 64 accumulators per lane across the wgmma fences and waits.
+__device__ __forceinline__ void fence_acc16(float (&acc)[16][4]) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
+}
+
+// A warp-specialized producer thread's cursor over its CTA's steps (item, chunk), with its sources at the next chunk:
+// the layout group of its warp's first tile t0 of consumer warpgroup `wg` (and, fc2 with PT = 4 tiles a warp, of its
+// third) and its NA token rows (copy i: row Map::act_row(tid, i), 16-byte piece Map::act_piece(tid)). Map, FC1, PT,
+// NA: the kernel's (ws_kernel, wsr_kernel).
+template <class Map, bool FC1, int PT, int NA>
+struct WsCursor {
+  int left, item, c, slot;
+  const uint8_t* w[2];      // tile t0's (and fc2 with PT = 4: tile t0 + 2's) layout group at the chunk, or null
+  int col, npad;            // the chunk's first column of this thread's token copies; the item's MMA N
+  ActRef<true>::T act[NA];  // the token row of copy i at col (none: no token, zero fill)
+
+  // At an item's first chunk: the CTA's next item (every grid-th), its layout groups, token rows and MMA N
+  // (npad_of(tokens)).
+  template <class Npad>
+  __device__ __forceinline__ void start_item(const GemmArgs& a, const RoutingT<uint16_t>& rt, int E, int blocks,
+                                             int64_t gstride, int wg, int t0, int tid, Npad npad_of) {
+    using Act = ActRef<true>;
+    item += gridDim.x;
+    c = 0;
+    const WideItem it = find_ws_item(rt, E, item, blocks);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      // fc1: group NC block + wg (q = 0 only); fc2: group 2 NC block + 2 wg + tile / 2 of the warp's first tile, and
+      // (PT = 4) of its third
+      const int lg = Map::group(it.block, wg, t0 + 2 * q);
+      w[q] = (q == 0 || (!FC1 && PT == 4)) && lg < a.groups
+                 ? a.wq + (static_cast<int64_t>(it.e) * a.groups + lg) * gstride
+                 : nullptr;
+    }
+    col = Map::act_piece(tid) * 8;
+    npad = npad_of(it.ntok);
+#pragma unroll
+    for (int i = 0; i < NA; ++i) {
+      const int r = Map::act_row(tid, i);
+      act[i] = r < it.ntok ? Act::make(a.act, static_cast<int64_t>(rt.plist[it.tok0 + r] / a.act_row_div) * a.ld_act +
+                                                  col)
+                           : Act::none();
+    }
+  }
+  // After a step's copies: the next chunk (ring stage, sources)
+  template <int R, int kLStep>
+  __device__ __forceinline__ void advance() {
+    ++c;
+    slot = slot == R - 1 ? 0 : slot + 1;
+#pragma unroll
+    for (int q = 0; q < 2; ++q)
+      if (w[q] != nullptr) w[q] += kLStep;
+    col += kChunkK;
+#pragma unroll
+    for (int i = 0; i < NA; ++i)
+      if (ActRef<true>::has(act[i])) act[i] += kChunkK;
+  }
+};
+
+// The warp-specialized kernels' start (ws_kernel, wsr_kernel): the routing lists (16-bit pair ids) from `rbase` in
+// shared memory, built by all NT threads -- its scratch may use the first `spare_ints` ints of shared memory --, the
+// entry and routing stamps, and thread 0's initialization of the ring's `nbars` mbarriers from `bars` (barrier i
+// expects count(i) arrivals), then a CTA barrier. BN: tokens per item; blocks: row blocks per expert.
+template <int NT, int BN, typename Count>
+__device__ __forceinline__ RoutingT<uint16_t> ws_start(const GemmArgs& a, uint8_t* smem, int* rbase, int blocks,
+                                                       int spare_ints, uint32_t bars, int nbars, Count count) {
+  using L = uint16_t;
+  const int E = a.num_experts;
+  RoutingT<L> rt;
+  rt.count = rbase;
+  rt.start = rbase + E;
+  rt.istart = rbase + 2 * E + 1;
+  int* scratch = rbase + 3 * E + 2;
+  rt.plist = reinterpret_cast<L*>(scratch + 2 * E + 2 * (NT / 32));
+  if (threadIdx.x == 0) {
+    MXFP4LAB_STAMP(a, kTraceEntry);
+    MXFP4LAB_TRACE(a, kTraceSm, sm_id());
+  }
+  pdl_launch_dependents();
+  if (a.num_pairs <= 32) {
+    build_routing_warp<L, NT>(a, rt, BN, blocks);
+  } else {
+    build_routing<L, NT>(a, rt, scratch, BN, blocks, reinterpret_cast<int*>(smem), spare_ints);
+  }
+  if (threadIdx.x == 0) {
+    MXFP4LAB_STAMP(a, kTraceRouted);
+    for (int i = 0; i < nbars; ++i) mbar_init(bars + 8 * i, count(i));
+  }
+  __syncthreads();  // the barriers are initialized (and the routing's spare bytes are free)
+  return rt;
+}
+
 template <int NC, int R, bool FC1, int PWG>
 __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const GemmArgs a) {
   static_assert(R == 4, "the decoupled ring: token rows two chunks ahead, raw weights three, in four stages");
@@ -248,31 +343,10 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
   const uint32_t a_buf = smem_addr(smem), ring = a_buf + 2 * S::kA, bars = ring + R * S::kStage;
   const uint32_t full = bars, empty_a = bars + 16, empty_r = bars + 32;  // full[2], empty_a[2], empty_r[R]
   const int E = a.num_experts;
-  int* rbase = reinterpret_cast<int*>(smem + 2 * S::kA + R * S::kStage + (4 + R) * 8);
-  using L = uint16_t;
-  RoutingT<L> rt;
-  rt.count = rbase;
-  rt.start = rbase + E;
-  rt.istart = rbase + 2 * E + 1;
-  int* scratch = rbase + 3 * E + 2;
-  rt.plist = reinterpret_cast<L*>(scratch + 2 * E + 2 * (NT / 32));
   const int blocks = (a.groups + kGroups - 1) / kGroups;  // row blocks per expert
-
-  if (threadIdx.x == 0) {
-    MXFP4LAB_STAMP(a, kTraceEntry);
-    MXFP4LAB_TRACE(a, kTraceSm, sm_id());
-  }
-  pdl_launch_dependents();
-  if (a.num_pairs <= 32) {
-    build_routing_warp<L, NT>(a, rt, BN, blocks);
-  } else {
-    build_routing<L, NT>(a, rt, scratch, BN, blocks, reinterpret_cast<int*>(smem), (2 * S::kA + R * S::kStage) / 4);
-  }
-  if (threadIdx.x == 0) {
-    MXFP4LAB_STAMP(a, kTraceRouted);
-    for (int i = 0; i < 4 + R; ++i) mbar_init(bars + 8 * i, i < 2 ? 128 * PWG : 4 * NC);
-  }
-  __syncthreads();  // the barriers are initialized (and the routing's spare bytes are free)
+  const RoutingT<uint16_t> rt = ws_start<NT, BN>(a, smem, reinterpret_cast<int*>(smem + 2 * S::kA + R * S::kStage + (4 + R) * 8),
+                                                 blocks, (2 * S::kA + R * S::kStage) / 4, bars, 4 + R,
+                                                 [](int i) { return i < 2 ? 128 * PWG : 4 * NC; });
 
   const int n_items = rt.istart[E];
   const int my_items = static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
@@ -287,41 +361,14 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
     const int g = lane & 7, tl = lane >> 3;                            // the layout lane whose pieces it decodes
     const int src = Map::piece(lane) * 16;                             // their bytes in a tile
     // the first group of the warp's tiles (fc2: tiles 0, 1 of group 2 c, tiles 2, 3 of group 2 c + 1)
-    struct Cursor {
-      int left, item, c, slot;
-      const uint8_t* w[2];  // tile t0's (and fc2 with PT = 4: tile 2's) bytes of this lane at the chunk, or null
-      int col, npad;
-      Act::T act[NA];       // the token row of copy i at col (none: no token, zero fill)
-    };
+    using Cursor = WsCursor<Map, FC1, PT, NA>;
     Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, {nullptr, nullptr}, 0,
                0, {}};
     const int64_t gstride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
     auto issue_into = [&](Cursor& cs, int parts) {
       if (cs.left <= 0) return;
       --cs.left;
-      if (cs.c == chunks) {
-        cs.item += gridDim.x;
-        cs.c = 0;
-        const WideItem it = find_ws_item(rt, E, cs.item, blocks);
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          // fc1: group NC block + c (q = 0 only); fc2: group 2 NC block + 2 c + tile / 2 of the warp's first tile,
-          // and (NC = 4) of its third
-          const int lg = Map::group(it.block, c, t0 + 2 * q);
-          cs.w[q] = (q == 0 || (!FC1 && PT == 4)) && lg < a.groups
-                        ? a.wq + (static_cast<int64_t>(it.e) * a.groups + lg) * gstride
-                        : nullptr;
-        }
-        cs.col = Map::act_piece(tid) * 8;
-        cs.npad = ws_pad(it.ntok);
-#pragma unroll
-        for (int i = 0; i < NA; ++i) {
-          const int r = Map::act_row(tid, i);
-          cs.act[i] = r < it.ntok ? Act::make(a.act, static_cast<int64_t>(rt.plist[it.tok0 + r] / a.act_row_div) *
-                                                         a.ld_act + cs.col)
-                                  : Act::none();
-        }
-      }
+      if (cs.c == chunks) cs.start_item(a, rt, E, blocks, gstride, c, t0, tid, [](int n) { return ws_pad(n); });
       const uint32_t stage = ring + cs.slot * S::kStage, raw = stage + S::kAct;
       if (parts & 1) {
 #pragma unroll
@@ -349,15 +396,7 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
                      ok);
         }
       }
-      ++cs.c;
-      cs.slot = cs.slot == R - 1 ? 0 : cs.slot + 1;
-#pragma unroll
-      for (int q = 0; q < 2; ++q)
-        if (cs.w[q] != nullptr) cs.w[q] += kLStep;
-      cs.col += kChunkK;
-#pragma unroll
-      for (int i = 0; i < NA; ++i)
-        if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
+      cs.template advance<R, kLStep>();
     };
 
     // The decoupled ring: chunk q's raw weights are copied at step q - 3 into stage q % 4 (free once this warp
@@ -446,10 +485,7 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
       for (int j = 0; j < 16; ++j)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[j][i] = 0.f;
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
+      fence_acc16(acc);
       switch (nj) {  // warpgroup-uniform; one chunk loop per MMA shape (a shape switch per MMA would make ptxas
                      // wait for each wgmma before the next: no accumulator may be in flight across a merge)
         case 2: ws_consume<2, R>(acc, q, chunks, a_wg, S::kA, ring, S::kStage, full, empty_a, empty_r, lane); break;
@@ -464,10 +500,7 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
       q += chunks;
       wgmma_wait<0>();
       const WideItem ci = find_ws_item(rt, E, item, blocks);  // again: not live beside the accumulators over the chunks
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
+      fence_acc16(acc);
 
       // ---- epilogue from registers: lane (g, tl) of warp w holds A rows 16 w + g (i = 0, 1) and 16 w + g + 8 (i = 2,
       // 3) for tokens 8 j + 2 tl + (i & 1)

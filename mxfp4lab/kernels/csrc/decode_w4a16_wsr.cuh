@@ -143,31 +143,10 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
   const uint32_t ring = smem_addr(smem), swap = ring + R * S::kStage, bars = swap + NC * S::kSwap;
   const uint32_t full = bars, empty = bars + 8 * R;  // full[R], empty[R]
   const int E = a.num_experts;
-  int* rbase = reinterpret_cast<int*>(smem + R * S::kStage + NC * S::kSwap + 2 * R * 8);
-  using L = uint16_t;
-  RoutingT<L> rt;
-  rt.count = rbase;
-  rt.start = rbase + E;
-  rt.istart = rbase + 2 * E + 1;
-  int* scratch = rbase + 3 * E + 2;
-  rt.plist = reinterpret_cast<L*>(scratch + 2 * E + 2 * (NT / 32));
   const int blocks = (a.groups + kGroups - 1) / kGroups;  // row blocks per expert
-
-  if (threadIdx.x == 0) {
-    MXFP4LAB_STAMP(a, kTraceEntry);
-    MXFP4LAB_TRACE(a, kTraceSm, sm_id());
-  }
-  pdl_launch_dependents();
-  if (a.num_pairs <= 32) {
-    build_routing_warp<L, NT>(a, rt, BN, blocks);
-  } else {
-    build_routing<L, NT>(a, rt, scratch, BN, blocks, reinterpret_cast<int*>(smem), R * S::kStage / 4);
-  }
-  if (threadIdx.x == 0) {
-    MXFP4LAB_STAMP(a, kTraceRouted);
-    for (int i = 0; i < 2 * R; ++i) mbar_init(bars + 8 * i, i < R ? 128 : 4 * NC);
-  }
-  __syncthreads();  // the barriers are initialized (and the routing's spare bytes are free)
+  const RoutingT<uint16_t> rt = ws_start<NT, BN>(a, smem, reinterpret_cast<int*>(smem + R * S::kStage + NC * S::kSwap + 2 * R * 8),
+                                                 blocks, R * S::kStage / 4, bars, 2 * R,
+                                                 [](int i) { return i < R ? 128 : 4 * NC; });
 
   const int n_items = rt.istart[E];
   const int my_items = static_cast<int>(blockIdx.x) < n_items ? (n_items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
@@ -180,12 +159,7 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
     // ================= producer: warp pw copies PT tiles of consumer warpgroup c = pw PT / 4, and every thread 8 of
     // the token tile's 16-byte pieces
     const int pw = warp, c = pw * PT / 4, t0 = (pw % (4 / PT)) * PT;  // its warpgroup and first tile of its 4
-    struct Cursor {
-      int left, item, c, slot;
-      const uint8_t* w[2];  // tile t0's (and fc2 with PT = 4: tile 2's) layout group at the chunk, or null
-      int col, npad;
-      Act::T act[8];        // the token row of copy i at col (none: no token, zero fill)
-    };
+    using Cursor = WsCursor<Map, FC1, PT, 8>;
     Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, {nullptr, nullptr}, 0,
                0, {}};
     const int64_t gstride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
@@ -193,27 +167,7 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
     auto issue_into = [&](Cursor& cs, int parts) {
       if (cs.left <= 0) return;
       --cs.left;
-      if (cs.c == chunks) {
-        cs.item += gridDim.x;
-        cs.c = 0;
-        const WideItem it = find_ws_item(rt, E, cs.item, blocks);
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int lg = Map::group(it.block, c, t0 + 2 * q);
-          cs.w[q] = (q == 0 || (!FC1 && PT == 4)) && lg < a.groups
-                        ? a.wq + (static_cast<int64_t>(it.e) * a.groups + lg) * gstride
-                        : nullptr;
-        }
-        cs.col = Map::act_piece(tid) * 8;
-        cs.npad = 8 * wsr_nj(it.ntok);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int r = Map::act_row(tid, i);
-          cs.act[i] = r < it.ntok ? Act::make(a.act, static_cast<int64_t>(rt.plist[it.tok0 + r] / a.act_row_div) *
-                                                         a.ld_act + cs.col)
-                                  : Act::none();
-        }
-      }
+      if (cs.c == chunks) cs.start_item(a, rt, E, blocks, gstride, c, t0, tid, [](int n) { return 8 * wsr_nj(n); });
       const uint32_t stage = ring + cs.slot * S::kStage, raw = stage + S::kAct;
       if (parts & 1) {
 #pragma unroll
@@ -239,15 +193,7 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
           cp_async4x4(stage + adst + i * 2 * WgmmaTile::kSbo, ok ? Act::at(a.act, cs.act[i]) : a.act, ok);
         }
       }
-      ++cs.c;
-      cs.slot = cs.slot == R - 1 ? 0 : cs.slot + 1;
-#pragma unroll
-      for (int q = 0; q < 2; ++q)
-        if (cs.w[q] != nullptr) cs.w[q] += kLStep;
-      cs.col += kChunkK;
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-        if (Act::has(cs.act[i])) cs.act[i] += kChunkK;
+      cs.template advance<R, kLStep>();
     };
 
     // Prologue: chunks 0 .. R - 2, one cp.async group each (fc2: their weights before the wait for fc1, their token
@@ -299,10 +245,7 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
       for (int j = 0; j < 16; ++j)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[j][i] = 0.f;
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
+      fence_acc16(acc);
       switch (nj) {  // warpgroup-uniform; one chunk loop per MMA shape
         case 1: wsr_consume<1, R, S::kStage>(acc, q, chunks, ring, tile, scales, full, empty, lane); break;
         case 2: wsr_consume<2, R, S::kStage>(acc, q, chunks, ring, tile, scales, full, empty, lane); break;
@@ -319,10 +262,7 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
       wgmma_wait<0>();
       if (lane == 0) mbar_arrive(empty + 8 * ((q - 1) % R));  // the item's last chunk: its MMAs ended
       const WideItem ci = find_ws_item(rt, E, item, blocks);  // again: not live beside the accumulators over the chunks
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(acc[j][i])::"memory");
+      fence_acc16(acc);
 
       // ---- epilogue from registers: lane (g, tl) of warp w holds its tile's rows g (i = 0, 1) and g + 8 (i = 2, 3)
       // for tokens 8 j + 2 tl + (i & 1)
