@@ -344,7 +344,8 @@ def test_wsr_chunk_loops_do_not_spill(built_library):
         assert len(mma) == 4 * 10, f  # four k16 steps per chunk, one loop per MMA shape (N = 8 .. 64, 96, 128)
         for i in mma[::4]:  # each loop: its mbarrier wait, its four steps, the back branch after the last
             start = max(j for j in range(i) if "TRYWAIT" in lines[j])
-            end = min(j for j in range(i + 1, len(lines)) if re.search(r"\bBRA\b", lines[j]) and j > mma[mma.index(i) + 3])
+            last = mma[mma.index(i) + 3]
+            end = min(j for j in range(last + 1, len(lines)) if re.search(r"\bBRA\b", lines[j]))
             assert not [ln for ln in lines[start:end] if local.search(ln)], (f, i)
         deps = [re.sub(r"/\*.*?\*/", "", ln).strip() for ln in lines if "WARPGROUP.DEPBAR" in ln]
         if "wsr_kernelILi2E" in f:
@@ -1075,7 +1076,8 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
-        assert k.twin_of(i) == (70 if i in family else 80 if i == 81 else 56 if i in (85, 86) else i) and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
+        twin = 70 if i in family else 80 if i == 81 else 56 if i in (85, 86) else i
+        assert k.twin_of(i) == twin and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
         assert (v.fc1_tiles, v.fc2_tiles) == ((2, 2) if i in (75, 76, 84) else (4, 2) if i in (72, 74, 82, 83) else (4, 4))

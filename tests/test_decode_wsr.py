@@ -112,11 +112,13 @@ def test_wsr_consumer_tiles_multiply_the_rows_the_epilogue_stores(tmp_path, nc, 
     src = WSR_SOURCE.read_text()
     # what the models here replay: the producer's copies and the consumer's reads
     assert "cp_async16(raw + Map::raw_tile(c, u) + lane * 16, w + Map::tile_src(u) + lane * 16, true);" in src
-    assert "cp_async16(raw + Map::raw_scale(c, u) + (lane & 1) * 16, w + Map::scale_src(u) + (lane & 1) * 16, true);" in src
+    assert ("cp_async16(raw + Map::raw_scale(c, u) + (lane & 1) * 16, w + Map::scale_src(u) + (lane & 1) * 16, true);"
+            in src)
     assert "const uint32_t tile = S::kAct + Map::raw_tile(c, w), scales = S::kAct + Map::raw_scale(c, w);" in src
     assert "const uint4 wv = lds128(stage + tile + lane * 16);" in src
     assert "const uint32_t sa = stage + scales + (g * 2 + (tl >> 1)) * 2;" in src
-    assert re.search(r"decode_word\(st == 0 \? wv\.x : st == 1 \? wv\.y : st == 2 \? wv\.z : wv\.w, r0, r1, r2, r3\);", src)
+    assert re.search(r"decode_word\(st == 0 \? wv\.x : st == 1 \? wv\.y : st == 2 \? wv\.z : wv\.w, "
+                     r"r0, r1, r2, r3\);", src)
     assert "{hmul2_bf16(r0, f_lo), hmul2_bf16(r1, f_hi), hmul2_bf16(r2, f_lo), hmul2_bf16(r3, f_hi)}" in src
     m = wsr_map(tmp_path, nc, fc1)
     chunks, groups = 2, 2 * (nc if fc1 else 2 * nc)  # two row blocks

@@ -148,7 +148,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             82: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=2),
             83: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=3),
             84: Variant(2, 2, 4, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True, dynamic=3),
-            85: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=7), 86: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=7)}
+            85: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=7),
+            86: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=7)}
 
 
 def unstaged_twin(variant: int) -> int:

@@ -344,8 +344,8 @@ __global__ void __launch_bounds__(WsSmem<NC, PWG>::kThreads, 1) ws_kernel(const 
   const uint32_t full = bars, empty_a = bars + 16, empty_r = bars + 32;  // full[2], empty_a[2], empty_r[R]
   const int E = a.num_experts;
   const int blocks = (a.groups + kGroups - 1) / kGroups;  // row blocks per expert
-  const RoutingT<uint16_t> rt = ws_start<NT, BN>(a, smem, reinterpret_cast<int*>(smem + 2 * S::kA + R * S::kStage + (4 + R) * 8),
-                                                 blocks, (2 * S::kA + R * S::kStage) / 4, bars, 4 + R,
+  int* const rbase = reinterpret_cast<int*>(smem + 2 * S::kA + R * S::kStage + (4 + R) * 8);
+  const RoutingT<uint16_t> rt = ws_start<NT, BN>(a, smem, rbase, blocks, (2 * S::kA + R * S::kStage) / 4, bars, 4 + R,
                                                  [](int i) { return i < 2 ? 128 * PWG : 4 * NC; });
 
   const int n_items = rt.istart[E];

@@ -1,7 +1,8 @@
 // mxfp4lab decode_w4a16, warp-specialized wide items with the decode on the consumers (WG = 7, the 16th column): a
 // producer warpgroup only copies, consumer warpgroups decode their own A fragments in registers and run wgmma with A
-// from registers. Included by decode_w4a16.cu after decode_w4a16_ws.cuh (its mbarriers, ws_pad's item tiles,
-// find_ws_item) and decode_w4a16_wide.cuh (WgmmaTile, cp_async4x4, wgmma_bf16_128, ActRef, WideItem).
+// from registers. Included by decode_w4a16.cu after decode_w4a16_ws.cuh (its mbarriers, find_ws_item's even token
+// tiles, ws_start, WsCursor, fence_acc16) and decode_w4a16_wide.cuh (WgmmaTile, cp_async4x4, wgmma_bf16_128, ActRef,
+// WideItem).
 //
 // Why. The warp-specialized items that decode on the producer (WG = 5, 6) are bound by it: one producer warp per
 // scheduler issues ~490 SASS instructions per chunk, ~280 of them the decode and the A stores, and the consumers wait
@@ -76,7 +77,9 @@ struct WsrMap {
   }
   // the tile's codes and scales in a stage's raw bytes (after the token tile)
   static __device__ __forceinline__ int raw_tile(int c, int w) { return (4 * c + w) * kTileBytes; }
-  static __device__ __forceinline__ int raw_scale(int c, int w) { return kTiles * kTileBytes + (4 * c + w) * kScaleBytes; }
+  static __device__ __forceinline__ int raw_scale(int c, int w) {
+    return kTiles * kTileBytes + (4 * c + w) * kScaleBytes;
+  }
   // activation copy i (< 8) of producer thread tid: token row, 16-byte piece (chunk elements 8 piece ..)
   static __device__ __forceinline__ int act_row(int tid, int i) { return (tid >> 3) + 16 * i; }
   static __device__ __forceinline__ int act_piece(int tid) { return tid & 7; }
@@ -144,8 +147,8 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
   const uint32_t full = bars, empty = bars + 8 * R;  // full[R], empty[R]
   const int E = a.num_experts;
   const int blocks = (a.groups + kGroups - 1) / kGroups;  // row blocks per expert
-  const RoutingT<uint16_t> rt = ws_start<NT, BN>(a, smem, reinterpret_cast<int*>(smem + R * S::kStage + NC * S::kSwap + 2 * R * 8),
-                                                 blocks, R * S::kStage / 4, bars, 2 * R,
+  int* const rbase = reinterpret_cast<int*>(smem + R * S::kStage + NC * S::kSwap + 2 * R * 8);
+  const RoutingT<uint16_t> rt = ws_start<NT, BN>(a, smem, rbase, blocks, R * S::kStage / 4, bars, 2 * R,
                                                  [](int i) { return i < R ? 128 : 4 * NC; });
 
   const int n_items = rt.istart[E];
@@ -160,8 +163,8 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
     // the token tile's 16-byte pieces
     const int pw = warp, c = pw * PT / 4, t0 = (pw % (4 / PT)) * PT;  // its warpgroup and first tile of its 4
     using Cursor = WsCursor<Map, FC1, PT, 8>;
-    Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, {nullptr, nullptr}, 0,
-               0, {}};
+    Cursor cur{total_steps, static_cast<int>(blockIdx.x) - static_cast<int>(gridDim.x), chunks, 0, {nullptr, nullptr},
+               0, 0, {}};
     const int64_t gstride = static_cast<int64_t>(chunks) * kLStep;  // the next layout group's block
     const uint32_t adst = WgmmaTile::dst(Map::act_row(tid, 0), Map::act_piece(tid), 0);  // copy 0's first piece
     auto issue_into = [&](Cursor& cs, int parts) {
@@ -171,8 +174,8 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
       const uint32_t stage = ring + cs.slot * S::kStage, raw = stage + S::kAct;
       if (parts & 1) {
 #pragma unroll
-        for (int i = 0; i < PT; ++i) {  // tile t0 + i of warpgroup c: fc1 tile t0 + i of the group, fc2 tile (t0 + i) % 2
-                                        // of group (t0 + i) / 2
+        for (int i = 0; i < PT; ++i) {  // tile t0 + i of warpgroup c: fc1 tile t0 + i of the group, fc2 tile
+                                        // (t0 + i) % 2 of group (t0 + i) / 2
           const int u = t0 + i;
           const uint8_t* w = cs.w[FC1 ? 0 : i >> 1];  // (t0 is a multiple of PT: even)
           if (w != nullptr) cp_async16(raw + Map::raw_tile(c, u) + lane * 16, w + Map::tile_src(u) + lane * 16, true);
@@ -314,7 +317,8 @@ __global__ void __launch_bounds__(WsrSmem<NC>::kThreads, 1) wsr_kernel(const Gem
                 const uint32_t bits = words[2 * jj + hr];
                 const float up_bf = __uint_as_float((i & 1 ? bits >> 16 : bits & 0xFFFFu) << 16);
                 if (j < nj && tok < ci.ntok && row[hr] < a.out_rows)
-                  a.out[static_cast<int64_t>(rt.plist[ci.tok0 + tok]) * a.ld_out + row[hr]] = swiglu(up_bf, acc[j][i], hr);
+                  a.out[static_cast<int64_t>(rt.plist[ci.tok0 + tok]) * a.ld_out + row[hr]] =
+                      swiglu(up_bf, acc[j][i], hr);
               }
             }
           }
