@@ -18,7 +18,8 @@
 //    item, so a warpgroup holds 64 weight rows and all of the item's up to 128 tokens (64 fp32 accumulators per lane).
 //    Per chunk it waits for FULL, loads its lane's 16 bytes and two scale bytes, and per MMA step decodes one word
 //    into the m64nNk16 A fragment (decode_word and the scale multiply: the bits every variant uses), fences, issues
-//    the wgmma, commits it and waits for the step before: the decode of step st + 1 runs while step st's MMA does.
+//    the wgmma, commits it and waits for the step before: the decode of step st + 1 runs while step st's MMA does
+//    (where ptxas keeps the wgmma in flight: at 384 threads, not at 640 -- there the other warpgroups' MMAs run).
 //    Once chunk q's first step is issued and chunk q - 1's last one has ended, chunk q - 1's stage is freed (EMPTY,
 //    lane 0 of each consumer warp).
 // Each output is one warpgroup's wgmma chain over K in chunk order, the chunk's MMA steps in the layout's K order, the
