@@ -1065,18 +1065,20 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     from mxfp4lab.kernels import decode_w4a16 as k
 
     wide = {i: v for i, v in k.VARIANTS.items() if v.wide}
-    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), *range(79, 87)}
+    assert set(wide) == {42, 43, 44, *range(46, 54), 56, 57, 70, *range(72, 77), *range(79, 88)}
     family = {*range(72, 77), 82, 83, 84}  # 70's items cut or scheduled otherwise: 70's sums
-    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 79, 80, 81, 85, 86}
+    assert {i for i, v in wide.items() if v.wgmma} == {*range(46, 54), 56, 57, 79, 80, 81, 85, 86, 87}
     assert all(v.wide == 2 for v in wide.values() if v.wgmma in (2, 3))  # split tiles: two warps per row group
     # warp-specialized (wgmma 5; 6: two producer warpgroups; 7: the decode on the consumers): `wide` consumer
-    # warpgroups of 64 weight rows, 128 tokens, one CTA per SM; 81 computes 80's sums, 85 and 86 56's
+    # warpgroups of 64 weight rows, 128 tokens, one CTA per SM; 81 computes 80's sums, 85-87 56's (87: 86 with a
+    # 6-stage ring)
     assert {i: (v.wide, v.wgmma) for i, v in wide.items() if v.wgmma >= 5} == {79: (4, 5), 80: (2, 5), 81: (2, 6),
-                                                                               85: (4, 7), 86: (2, 7)}
+                                                                               85: (4, 7), 86: (2, 7), 87: (2, 7)}
+    assert dataclasses.replace(k.VARIANTS[86], depth=6) == k.VARIANTS[87]
     assert all(CANDIDATES[b][0] in wide for b in CANDIDATES if b >= 1024)  # the only ones above 8192 pairs
     for i, v in wide.items():
         # 32 tokens per token warp; 16 (two N blocks) only with mma.sync; 128 per item with the split tiles of WG = 3
-        twin = 70 if i in family else 80 if i == 81 else 56 if i in (85, 86) else i
+        twin = 70 if i in family else 80 if i == 81 else 56 if i in (85, 86, 87) else i
         assert k.twin_of(i) == twin and v.token_groups in ((16,) if v.wgmma >= 3 else (4 * v.wide,) if v.wgmma else
                                                           (4 * v.wide, 2 * v.wide))
         assert v.code // 10**16 == v.wide + 10 * v.wgmma + 100 * (v.token_groups // 10)
@@ -1103,14 +1105,14 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
     assert {i for i, v in wide.items() if v.fused} == {73, 74, 76, 82, 83, 84}
     assert {i for i, v in wide.items() if v.dynamic} == {82, 83, 84}
     assert all(k.twin_of(i) != j for i in k.VARIANTS for j in wide
-               if i != j and not (i in family and j == 70) and (i, j) not in ((81, 80), (85, 56), (86, 56)))
+               if i != j and not (i in family and j == 70) and (i, j) not in ((81, 80), (85, 56), (86, 56), (87, 56)))
     assert all({i for i, v in wide.items() if v.token_groups <= 8 and i not in family} <= set(CANDIDATES[b])
                for b in CANDIDATES if b >= 16)
     # the one grid (73, 74; 82, 83: 74 with fc2's, and fc1's, items claimed) and three CTAs per SM as one grid (76)
     # are tuned from M = 16 to 512; 72 and 75 (each slower than 70 or its one-grid form at every point timed) and the
     # warp-specialized items (slower than 56) not
     assert all(family & set(CANDIDATES[b]) == ({73, 74, 76, 82, 83} if 16 <= b <= 512 else set()) for b in CANDIDATES)
-    assert not {79, 80, 81, 85, 86} & {v for c in CANDIDATES.values() for v in c}
+    assert not {79, 80, 81, 85, 86, 87} & {v for c in CANDIDATES.values() for v in c}
     assert all({56, 57} <= set(CANDIDATES[b]) for b in CANDIDATES if b >= 128)  # 128 tokens per item
     assert not set(wide) & set(CANDIDATES[8])
 
@@ -1141,9 +1143,9 @@ def test_wide_item_variants_are_their_own_twins_and_route_more_pairs(built_libra
             assert smem(v, 128, 4096, 0) == 2 * nc * 8192 + 4 * (16384 + 4 * nc * 544) + 8 * 8 + ws_lists, v
         # the decode on the consumers: a 4-stage ring of the token tile and the 4 NC tiles' raw steps, NC swap buffers
         # of 8 KB (fc1's up sums), 8 mbarriers, the routing
-        for v, nc in ((85, 4), (86, 2)):
+        for v, nc, r in ((85, 4, 4), (86, 2, 4), (87, 2, 6)):
             ws_lists = (5 * 128 + 2 + 2 * (nc + 1) * 4 + 32) * 4 + 2 * 4096
-            assert smem(v, 128, 4096, 0) == 4 * (16384 + 4 * nc * 544) + nc * 8192 + 8 * 8 + ws_lists, v
+            assert smem(v, 128, 4096, 0) == r * (16384 + 4 * nc * 544) + nc * 8192 + 2 * r * 8 + ws_lists, v
             k.check_shared_memory(k.load_library(), v, 256, 32768, 232448, 233472)  # fits at the most pairs
         k.check_shared_memory(k.load_library(), 79, 256, 4096 * 6, 232448, 233472)  # DeepSeek-V4 at M = 4096
         with pytest.raises(k.DecodeKernelError, match="variant 79 .*shared memory per CTA"):  # at the most pairs

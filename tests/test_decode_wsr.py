@@ -296,9 +296,9 @@ def _ring_run(r, chunks, items, fc1, producers, consumers, rng):
 @pytest.mark.parametrize("fc1", [True, False])
 def test_wsr_ring_never_reuses_a_busy_stage(fc1):
     """The ring's protocol, with the kernel's own parities and release points (pinned to the source below): over random
-    interleavings of 2 producer threads and 3 consumer warps, items of 1-5 chunks, 0-3 items, R = 3 and 4, no stage is
-    refilled while a consumer still needs its chunk, every consumer reads each chunk only after all of it landed, and
-    nobody waits forever. A release one chunk late or a parity off by one fails here."""
+    interleavings of 2 producer threads and 3 consumer warps, items of 1-5 chunks, 0-3 items, R = 3, 4 and 6, no
+    stage is refilled while a consumer still needs its chunk, every consumer reads each chunk only after all of it
+    landed, and nobody waits forever. A release one chunk late or a parity off by one fails here."""
     src = WSR_SOURCE.read_text()
     for line in ("mbar_wait(full + 8 * s, (q / R) & 1);",
                  "if (st == 0 && ch > 0 && lane == 0) mbar_arrive(empty + 8 * ((q - 1) % R));",
@@ -310,7 +310,7 @@ def test_wsr_ring_never_reuses_a_busy_stage(fc1):
                  "for (int q = 0; q < R - 2; ++q) cp_async_commit();"):
         assert line in src, line
     rng = np.random.default_rng(11)
-    for r in (3, 4):
+    for r in (3, 4, 6):
         for chunks in (1, 2, 3, 5):
             for items in (0, 1, 2, 3):
                 for _ in range(20):

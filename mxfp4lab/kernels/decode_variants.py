@@ -80,9 +80,10 @@ class Variant:
     #: 4-stage ring with token rows two chunks ahead and raw weights three (4, dropped: a chunk freed only after the
     #: next one's MMAs were issued). 6: 5 with two producer warpgroups (``wide`` = 2: 512 threads; each producer warp
     #: copies and decodes one tile per chunk): the same sums. 7: warp-specialized items of 128 tokens with the decode
-    #: on the consumers (``decode_w4a16_wsr.cuh``): the producer warpgroup only copies (raw weights and token rows, in
-    #: a 4-stage ring), each consumer warp decodes its own 16-row tile's A fragments in registers and its warpgroup
-    #: runs wgmma with A from registers (64 accumulators per lane): the MMAs of 3's items, the same sums.
+    #: on the consumers (``decode_w4a16_wsr.cuh``): the producer warpgroup only copies (raw weights and token rows, into
+    #: a ring), each consumer warp decodes its own 16-row tile's A fragments in registers and its warpgroup
+    #: runs wgmma with A from registers (64 accumulators per lane): the MMAs of 3's items, the same sums. Its ring is
+    #: ``depth`` stages deep (3 to 6), the producer ``depth - 1`` chunks ahead.
     wgmma: int = 0
 
     @property
@@ -149,7 +150,8 @@ VARIANTS = {1: Variant(1, 1, 6, 2), 2: Variant(1, 2, 3, 1), 3: Variant(2, 1, 4, 
             83: Variant(2, 2, 4, 1, fc2_tiles=2, wide=1, fused=True, dynamic=3),
             84: Variant(2, 2, 4, 1, fc1_tiles=2, fc2_tiles=2, wide=1, fused=True, dynamic=3),
             85: Variant(16, 1, 4, 1, fc2_tiles=4, wide=4, wgmma=7),
-            86: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=7)}
+            86: Variant(16, 1, 4, 1, fc2_tiles=4, wide=2, wgmma=7),
+            87: Variant(16, 1, 6, 1, fc2_tiles=4, wide=2, wgmma=7)}
 
 
 def unstaged_twin(variant: int) -> int:

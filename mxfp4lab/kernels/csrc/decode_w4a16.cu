@@ -245,6 +245,7 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
 // sums of WG = 3's items.
 //   85 16  1        4           -                -   -   4 consumer warpgroups: items of 256 weight rows (640 threads)
 //   86 16  1        4           -                -   -   2 consumer warpgroups: items of 128 weight rows (384 threads)
+//   87 16  1        6           -                -   -   variant 86 with a 6-stage ring (five chunks ahead)
 #define MXFP4LAB_DECODE_VARIANTS(X)                                                                            \
   X(1, 1, 1, 6, 2, 0, 0, 6, 0, 0, 0, 0, 4, 2, 0, 0) X(2, 1, 2, 3, 1, 0, 0, 3, 0, 0, 0, 0, 4, 2, 0, 0) X(3, 2, 1, 4, 2, 0, 0, 4, 0, 0, 0, 0, 4, 2, 0, 0)     \
   X(4, 4, 1, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(5, 1, 3, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0) X(6, 2, 2, 2, 1, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0)     \
@@ -272,7 +273,8 @@ cudaError_t launch_gemm(const GemmArgs& a, int grid, cudaStream_t stream, bool p
   X(79, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 5) X(80, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 5) \
   X(81, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 6) X(82, 2, 2, 4, 1, 0, 0, 4, 0, 1, 2, 0, 4, 2, 1, 0) \
   X(83, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 4, 2, 1, 0) X(84, 2, 2, 4, 1, 0, 0, 4, 0, 1, 3, 0, 2, 2, 1, 0) \
-  X(85, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 7) X(86, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 7)
+  X(85, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 4, 7) X(86, 16, 1, 4, 1, 0, 0, 4, 0, 0, 0, 0, 4, 4, 2, 7) \
+  X(87, 16, 1, 6, 1, 0, 0, 6, 0, 0, 0, 0, 4, 4, 2, 7)
 
 }  // namespace mxfp4lab_decode
 
@@ -474,7 +476,8 @@ cudaError_t launch_variant(const DecodeArgs* d, cudaStream_t stream) {
   static_assert(WG == 0 || WT > 0, "wgmma runs the wide items");
   if constexpr (WT > 0) {
     // (IT1, IT2: a warp's tiles -- fc1 4 = a layout group, 2 = half of one; fc2 4 = two groups, 2 = one)
-    static_assert(WG != 4 && (WG >= 5 ? G == 16 && CPS == 1 && (WT == 2 || WT == 4) && D == 4 && (WG != 6 || WT == 2) &&
+    static_assert(WG != 4 && (WG >= 5 ? G == 16 && CPS == 1 && (WT == 2 || WT == 4) &&
+                                             (D == 4 || (WG == 7 && D >= 3 && D <= 6)) && (WG != 6 || WT == 2) &&
                                              IT1 == kNT1 && IT2 == 2 * kNT2 && FU == 0 && DY == 0 && SP == 0 && D2 == D
                                        : (G == (WG == 3 ? 16 : 4 * WT) || (WG == 0 && G == 2 * WT)) && D2 == D &&
                                              (IT1 == kNT1 || (WG == 0 && IT1 == kNT1 / 2)) &&
