@@ -72,7 +72,7 @@ int main() {{
     return m
 
 
-def _stage(blocks: torch.Tensor, m: dict, nc: int, fc1: bool, chunk: int) -> np.ndarray:
+def _stage(blocks: torch.Tensor, m: dict, nc: int, chunk: int) -> np.ndarray:
     """A ring stage's raw bytes (after the token tile) for one chunk of row block 1 of expert 0, as the producer warps
     copy them: warp pw serves consumer warpgroup c = pw nc / 4, tiles t0 .. t0 + nc - 1 (t0 = (pw % (4 / nc)) nc), its
     lane L 16 bytes of each at 16 L, and lanes L < 2 nc the tiles' scales (tile t0 + L / 2, half L % 2). -1: a byte no
@@ -134,7 +134,7 @@ def test_wsr_consumer_tiles_multiply_the_rows_the_epilogue_stores(tmp_path, nc, 
         blocks = L.fc2_to_decode(down, ds)
         w_down = dequantize_mxfp4(down, ds)[0].double().numpy()
     assert blocks.shape[1:3] == (groups, chunks)
-    raw = _stage(blocks, m, nc, fc1, chunks - 1)
+    raw = _stage(blocks, m, nc, chunks - 1)
     x = np.random.default_rng(7).integers(-16, 17, size=(8, 64)) / 8.0  # 8 tokens' chunk elements
     cols = 64 * (chunks - 1) + np.arange(64)
     for c in range(nc):
